@@ -1,0 +1,82 @@
+//! Property tests: no input makes the decoder panic, and every valid reading round-trips.
+
+use std::borrow::Cow;
+
+use iiot_model::{
+    DeviceInfo, Limits, Location, Measurement, Reading, SensorStatus, Sensors, SwitchReading,
+    SwitchState, decode,
+};
+use proptest::prelude::*;
+
+const NOW: i64 = 1_700_000_000_000;
+
+fn measurement(value: f64, unit: &'static str) -> Measurement<'static> {
+    Measurement {
+        value,
+        unit: Cow::Borrowed(unit),
+        status: SensorStatus::Normal,
+    }
+}
+
+prop_compose! {
+    fn valid_reading()(
+        n in 1u32..100_000,
+        seq in 0u64..u64::MAX / 2,
+        ts in 946_684_800_000i64..NOW,
+        building in "[A-Z]栋",
+        floor in -5i32..100,
+        room in "[0-9]{3}",
+        t in -60.0f64..250.0, h in 0.0f64..100.0, p in 300.0f64..1200.0, c in 0.0f64..200.0,
+        on in any::<bool>(),
+        battery in 0i64..=100, signal in -150i64..=0,
+    ) -> Reading<'static> {
+        Reading {
+            device_id: Cow::Owned(iiot_model::device_id(n)),
+            seq,
+            timestamp: ts,
+            location: Location { building: Cow::Owned(building), floor, room: Cow::Owned(room) },
+            sensors: Sensors {
+                temperature: measurement(t, "°C"),
+                humidity: measurement(h, "%"),
+                pressure: measurement(p, "hPa"),
+                switch_status: SwitchReading {
+                    value: on,
+                    status: if on { SwitchState::On } else { SwitchState::Off },
+                },
+                current: measurement(c, "A"),
+            },
+            device_info: DeviceInfo {
+                model: Cow::Borrowed("IOT-SENSOR-V2"),
+                firmware: Cow::Borrowed("1.2.3"),
+                battery,
+                signal_strength: signal,
+            },
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = decode(&bytes, NOW, &Limits::default());
+    }
+
+    #[test]
+    fn mutated_valid_messages_never_panic(r in valid_reading(), cut in 0usize..600, byte in any::<u8>()) {
+        let mut bytes = serde_json::to_vec(&r).expect("serializes");
+        let i = cut % bytes.len();
+        bytes[i] = byte;
+        let _ = decode(&bytes, NOW, &Limits::default());
+        bytes.truncate(i);
+        let _ = decode(&bytes, NOW, &Limits::default());
+    }
+
+    #[test]
+    fn valid_readings_round_trip(r in valid_reading()) {
+        let bytes = serde_json::to_vec(&r).expect("serializes");
+        let back = decode(&bytes, NOW, &Limits::default()).expect("a valid reading is accepted");
+        prop_assert_eq!(back, r);
+    }
+}

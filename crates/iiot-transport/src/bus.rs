@@ -1,0 +1,280 @@
+//! The embedded bus: in-process topics for `iiot run` without a broker.
+//!
+//! Each topic has a fixed number of partitions; a key always maps to the same partition
+//! ([`crate::partition_for`]) and offsets count up per partition. Every consumer group of a topic
+//! has one bounded queue: a publisher whose message does not fit waits until the group's member
+//! has made room (counted in [`BusStats::backpressure_waits`]); nothing is dropped. A message
+//! published to a topic that has no group yet is counted in [`BusStats::unrouted`] — the bus keeps
+//! no log, so subscribe before publishing.
+//!
+//! The bus owns topics, queues and offsets; it knows nothing of what the payloads mean.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::{Message, Publisher, Receipt, Subscriber, Transport, TransportError, partition_for};
+
+/// Sizes of the embedded bus.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// Partitions of a topic created on first use.
+    pub default_partitions: u32,
+    /// Partitions of named topics (e.g. `device-data` → 10).
+    pub partitions: HashMap<String, u32>,
+    /// Capacity, in messages, of each consumer group's queue.
+    pub queue_capacity: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            default_partitions: 1,
+            partitions: HashMap::new(),
+            queue_capacity: 65_536,
+        }
+    }
+}
+
+/// Counters of the bus, shared and lock-free.
+#[derive(Debug, Default)]
+pub struct BusStats {
+    /// Messages accepted by `publish`.
+    pub published: AtomicU64,
+    /// Times a publisher found a queue full and had to wait.
+    pub backpressure_waits: AtomicU64,
+    /// Messages published to a topic with no consumer group.
+    pub unrouted: AtomicU64,
+}
+
+/// The embedded bus. Clones share the same topics.
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: BusConfig,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    closed: AtomicBool,
+    stats: BusStats,
+}
+
+struct Topic {
+    name: Arc<str>,
+    /// Per-partition next offset. The async lock also orders enqueueing, so a partition's
+    /// offsets reach every group in offset order even with several publishers.
+    partitions: Vec<tokio::sync::Mutex<i64>>,
+    groups: RwLock<Vec<Arc<Group>>>,
+}
+
+struct Group {
+    name: String,
+    tx: mpsc::Sender<Message>,
+    /// Highest committed offset + 1 per partition (for lag). Shared with the subscriber, which
+    /// must not hold `tx`: closing the bus drops the senders so that streams end.
+    committed: Arc<[AtomicI64]>,
+}
+
+impl Bus {
+    /// A new bus with no topics.
+    pub fn new(config: BusConfig) -> Self {
+        Bus {
+            inner: Arc::new(Inner {
+                config,
+                topics: RwLock::new(HashMap::new()),
+                closed: AtomicBool::new(false),
+                stats: BusStats::default(),
+            }),
+        }
+    }
+
+    /// The bus's counters.
+    pub fn stats(&self) -> &BusStats {
+        &self.inner.stats
+    }
+
+    /// Stops the bus: publishing fails with [`TransportError::Closed`], and subscribers receive
+    /// what is already queued and then the end of the stream.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let topics = read(&self.inner.topics);
+        for topic in topics.values() {
+            write(&topic.groups).clear();
+        }
+    }
+
+    /// Messages published to `topic` but not yet committed by `group`, over all partitions.
+    pub fn lag(&self, topic: &str, group: &str) -> Option<i64> {
+        let topic = read(&self.inner.topics).get(topic).cloned()?;
+        let groups = read(&topic.groups);
+        let g = groups.iter().find(|g| g.name == group)?;
+        let mut lag = 0;
+        for (p, next) in topic.partitions.iter().enumerate() {
+            // try_lock: a lag figure for metrics may be one message stale; never block for it.
+            let end = next.try_lock().map(|n| *n).unwrap_or(0);
+            lag += (end - g.committed[p].load(Ordering::Relaxed)).max(0);
+        }
+        Some(lag)
+    }
+
+    fn topic(&self, name: &str) -> Arc<Topic> {
+        if let Some(t) = read(&self.inner.topics).get(name) {
+            return t.clone();
+        }
+        let mut topics = write(&self.inner.topics);
+        topics
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                let n = self
+                    .inner
+                    .config
+                    .partitions
+                    .get(name)
+                    .copied()
+                    .unwrap_or(self.inner.config.default_partitions)
+                    .max(1);
+                Arc::new(Topic {
+                    name: Arc::from(name),
+                    partitions: (0..n).map(|_| tokio::sync::Mutex::new(0)).collect(),
+                    groups: RwLock::new(Vec::new()),
+                })
+            })
+            .clone()
+    }
+}
+
+/// Lock helpers: a poisoned lock only means another thread panicked mid-update of plain data
+/// that stays consistent (maps of Arcs), so carry on with it rather than cascade the panic.
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[async_trait]
+impl Publisher for Bus {
+    async fn publish(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: Bytes,
+    ) -> Result<Receipt, TransportError> {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(TransportError::Closed);
+        }
+        let topic = self.topic(topic);
+        let partition = partition_for(key, topic.partitions.len() as u32);
+        let groups: Vec<Arc<Group>> = read(&topic.groups).clone();
+        let mut next = topic.partitions[partition as usize].lock().await;
+        let message = Message {
+            topic: topic.name.clone(),
+            partition,
+            offset: *next,
+            key: Bytes::copy_from_slice(key),
+            payload,
+        };
+        *next += 1;
+        self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
+        if groups.is_empty() {
+            self.inner.stats.unrouted.fetch_add(1, Ordering::Relaxed);
+        }
+        for group in &groups {
+            let sent = match group.tx.try_send(message.clone()) {
+                Ok(()) => Ok(()),
+                Err(mpsc::error::TrySendError::Full(m)) => {
+                    self.inner
+                        .stats
+                        .backpressure_waits
+                        .fetch_add(1, Ordering::Relaxed);
+                    group.tx.send(m).await.map_err(|_| ())
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+            };
+            if sent.is_err() {
+                // The member went away (shut down); forget the group so later messages are
+                // counted as unrouted instead of failing every publish.
+                write(&topic.groups).retain(|g| !Arc::ptr_eq(g, group));
+                tracing::debug!(topic = %topic.name, group = %group.name, "consumer group left");
+            }
+        }
+        Ok(Receipt::Delivered)
+    }
+
+    async fn flush(&self) -> Result<(), TransportError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Transport for Bus {
+    fn publisher(&self) -> Arc<dyn Publisher> {
+        Arc::new(self.clone())
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<Box<dyn Subscriber>, TransportError> {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(TransportError::Closed);
+        }
+        let t = self.topic(topic);
+        let mut groups = write(&t.groups);
+        if groups.iter().any(|g| g.name == group && !g.tx.is_closed()) {
+            return Err(TransportError::GroupBusy {
+                topic: topic.to_string(),
+                group: group.to_string(),
+            });
+        }
+        groups.retain(|g| g.name != group);
+        let (tx, rx) = mpsc::channel(self.inner.config.queue_capacity.max(1));
+        let committed: Arc<[AtomicI64]> = t.partitions.iter().map(|_| AtomicI64::new(0)).collect();
+        groups.push(Arc::new(Group {
+            name: group.to_string(),
+            tx,
+            committed: committed.clone(),
+        }));
+        Ok(Box::new(BusSubscriber { rx, committed }))
+    }
+
+    async fn is_ready(&self) -> bool {
+        !self.inner.closed.load(Ordering::Relaxed)
+    }
+}
+
+struct BusSubscriber {
+    rx: mpsc::Receiver<Message>,
+    committed: Arc<[AtomicI64]>,
+}
+
+#[async_trait]
+impl Subscriber for BusSubscriber {
+    async fn recv_batch(
+        &mut self,
+        out: &mut Vec<Message>,
+        max: usize,
+    ) -> Result<usize, TransportError> {
+        Ok(self.rx.recv_many(out, max.max(1)).await)
+    }
+
+    fn commit(&mut self, message: &Message) -> Result<(), TransportError> {
+        if let Some(c) = self.committed.get(message.partition as usize) {
+            c.fetch_max(message.offset + 1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BusSubscriber {
+    fn drop(&mut self) {
+        self.rx.close();
+    }
+}
+

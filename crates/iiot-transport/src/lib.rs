@@ -1,0 +1,159 @@
+//! How messages move between the roles: the [`Transport`], [`Publisher`] and [`Subscriber`]
+//! traits, and their backends.
+//!
+//! # Layout
+//! - this file: the traits, [`Message`], [`Receipt`], [`TransportError`], [`partition_for`].
+//! - [`bus`]: the embedded in-process bus (the default of `iiot run`).
+//! - [`conformance`] (feature `conformance`): one test suite that every backend runs.
+//!
+//! Semantics every backend keeps: messages with the same key go to the same partition and arrive
+//! in the order they were published; a full queue makes the publisher wait (and is counted), it
+//! never drops; a subscriber marks a message done with [`Subscriber::commit`] only after its
+//! outputs are delivered (at-least-once).
+#![deny(missing_docs)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub mod bus;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use bus::{Bus, BusConfig, BusStats};
+
+/// Why a transport operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The transport was shut down; nothing more can be published or received.
+    #[error("transport closed")]
+    Closed,
+    /// A consumer group of the embedded bus already has its one member.
+    #[error("consumer group {group:?} on topic {topic:?} already has a member (the embedded bus allows one per group)")]
+    GroupBusy {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+    },
+    /// The broker did not acknowledge a message.
+    #[error("delivery failed: {0}")]
+    Delivery(String),
+    /// The broker could not be reached or answered with an error.
+    #[error("broker error: {0}")]
+    Broker(String),
+}
+
+/// One message as a subscriber receives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Topic it was published to.
+    pub topic: Arc<str>,
+    /// Partition, chosen from the key.
+    pub partition: i32,
+    /// Position in the partition, counting from 0.
+    pub offset: i64,
+    /// The key (the device id for readings).
+    pub key: Bytes,
+    /// The body.
+    pub payload: Bytes,
+}
+
+/// Resolves when a published message is durably accepted (for Kafka: acknowledged by the broker).
+pub enum Receipt {
+    /// Already delivered (the embedded bus delivers on enqueue).
+    Delivered,
+    /// Delivery still pending.
+    Pending(Pin<Box<dyn Future<Output = Result<(), TransportError>> + Send>>),
+}
+
+impl Receipt {
+    /// Waits for delivery.
+    pub async fn delivered(self) -> Result<(), TransportError> {
+        match self {
+            Receipt::Delivered => Ok(()),
+            Receipt::Pending(f) => f.await,
+        }
+    }
+}
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Receipt::Delivered => "Receipt::Delivered",
+            Receipt::Pending(_) => "Receipt::Pending",
+        })
+    }
+}
+
+/// Sends messages to topics.
+#[async_trait]
+pub trait Publisher: Send + Sync {
+    /// Enqueues one message, waiting while the backend's queue is full (backpressure, counted by
+    /// the backend). The returned [`Receipt`] resolves when the message is delivered.
+    async fn publish(&self, topic: &str, key: &[u8], payload: Bytes)
+    -> Result<Receipt, TransportError>;
+
+    /// Waits until everything published so far is delivered.
+    async fn flush(&self) -> Result<(), TransportError>;
+}
+
+/// Receives the messages of one topic as a member of a consumer group.
+#[async_trait]
+pub trait Subscriber: Send {
+    /// Appends up to `max` messages to `out`, waiting for at least one. Returns how many were
+    /// appended; 0 means the transport closed and everything was drained.
+    async fn recv_batch(
+        &mut self,
+        out: &mut Vec<Message>,
+        max: usize,
+    ) -> Result<usize, TransportError>;
+
+    /// Marks `message`, and every earlier message of its partition, as processed.
+    fn commit(&mut self, message: &Message) -> Result<(), TransportError>;
+}
+
+/// A backend: makes publishers and subscribers, and says whether it can reach its broker.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// A publisher; cheap to clone and share between tasks.
+    fn publisher(&self) -> Arc<dyn Publisher>;
+
+    /// Joins consumer group `group` on `topic`. Every group receives every message once.
+    async fn subscribe(&self, topic: &str, group: &str)
+    -> Result<Box<dyn Subscriber>, TransportError>;
+
+    /// Whether the backend can currently move messages (`/ready`).
+    async fn is_ready(&self) -> bool;
+}
+
+/// The partition of `key` among `partitions` (FNV-1a, stable across runs and platforms).
+pub fn partition_for(key: &[u8], partitions: u32) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    // The modulo is below `partitions`, itself a u32 partition count far below i32::MAX.
+    (h % partitions.max(1)) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitioning_is_stable_and_spreads_keys() {
+        assert_eq!(partition_for(b"device_001", 10), partition_for(b"device_001", 10));
+        let mut seen = [0u32; 10];
+        for n in 1..=1000 {
+            let p = partition_for(format!("device_{n:03}").as_bytes(), 10);
+            seen[p as usize] += 1;
+        }
+        assert!(seen.iter().all(|&c| c > 50), "uneven spread {seen:?}");
+        assert_eq!(partition_for(b"x", 0), 0);
+    }
+}

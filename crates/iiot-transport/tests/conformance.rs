@@ -1,0 +1,86 @@
+//! The conformance suite against the embedded bus.
+
+use std::collections::HashMap;
+
+use iiot_transport::{Bus, BusConfig, Publisher, Transport, TransportError, conformance};
+
+fn bus(capacity: usize) -> Bus {
+    Bus::new(BusConfig {
+        default_partitions: 4,
+        partitions: HashMap::new(),
+        queue_capacity: capacity,
+    })
+}
+
+#[tokio::test]
+async fn keyed_order_is_kept() {
+    conformance::keyed_order_is_kept(&bus(1024), "t-order").await;
+}
+
+#[tokio::test]
+async fn every_group_gets_everything() {
+    conformance::every_group_gets_everything(&bus(1024), "t-groups").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_never_drops() {
+    let b = bus(16);
+    conformance::backpressure_never_drops(&b, "t-slow").await;
+    assert!(
+        b.stats().backpressure_waits.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "a 16-slot queue under 20,000 messages must have made the publisher wait"
+    );
+}
+
+#[tokio::test]
+async fn payloads_are_preserved() {
+    conformance::payloads_are_preserved(&bus(1024), "t-bytes").await;
+}
+
+#[tokio::test]
+async fn a_group_has_one_member_and_can_rejoin_after_leaving() {
+    let b = bus(8);
+    let first = b.subscribe("t", "g").await.expect("first member");
+    assert!(matches!(
+        b.subscribe("t", "g").await,
+        Err(TransportError::GroupBusy { .. })
+    ));
+    drop(first);
+    b.subscribe("t", "g").await.expect("rejoin after leaving");
+}
+
+#[tokio::test]
+async fn unrouted_messages_are_counted_and_close_ends_streams() {
+    let b = bus(8);
+    b.publish("nobody", b"k", "x".into()).await.expect("publish");
+    assert_eq!(b.stats().unrouted.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+    let mut sub = b.subscribe("t", "g").await.expect("subscribe");
+    b.publish("t", b"k", "queued".into()).await.expect("publish");
+    b.close();
+    assert!(matches!(
+        b.publish("t", b"k", "late".into()).await,
+        Err(TransportError::Closed)
+    ));
+    // What was queued before close is still delivered, then the stream ends.
+    let mut out = Vec::new();
+    assert_eq!(sub.recv_batch(&mut out, 10).await.expect("recv"), 1);
+    assert_eq!(&out[0].payload[..], b"queued");
+    out.clear();
+    assert_eq!(sub.recv_batch(&mut out, 10).await.expect("recv"), 0);
+}
+
+#[tokio::test]
+async fn lag_counts_uncommitted_messages() {
+    let b = bus(64);
+    let mut sub = b.subscribe("t", "g").await.expect("subscribe");
+    for i in 0..10 {
+        b.publish("t", format!("k{i}").as_bytes(), "x".into())
+            .await
+            .expect("publish");
+    }
+    assert_eq!(b.lag("t", "g"), Some(10));
+    let got = conformance::receive(sub.as_mut(), 10).await;
+    assert_eq!(got.len(), 10);
+    assert_eq!(b.lag("t", "g"), Some(0));
+}
