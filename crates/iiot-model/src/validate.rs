@@ -55,11 +55,13 @@ pub enum InvalidReason {
     Inconsistent,
     /// The same (device, seq) was already processed.
     DuplicateSeq,
+    /// A new device id arrived while the processor already tracks its maximum number of devices.
+    DeviceLimit,
 }
 
 impl InvalidReason {
     /// Every reason, for pre-registering counters.
-    pub const ALL: [InvalidReason; 11] = [
+    pub const ALL: [InvalidReason; 12] = [
         InvalidReason::Oversize,
         InvalidReason::MalformedJson,
         InvalidReason::Schema,
@@ -71,6 +73,7 @@ impl InvalidReason {
         InvalidReason::StaleTimestamp,
         InvalidReason::Inconsistent,
         InvalidReason::DuplicateSeq,
+        InvalidReason::DeviceLimit,
     ];
 
     /// The snake_case name used in dead letters, logs and metrics.
@@ -87,6 +90,7 @@ impl InvalidReason {
             InvalidReason::StaleTimestamp => "stale_timestamp",
             InvalidReason::Inconsistent => "inconsistent",
             InvalidReason::DuplicateSeq => "duplicate_seq",
+            InvalidReason::DeviceLimit => "device_limit",
         }
     }
 

@@ -66,6 +66,7 @@ struct Inner {
 
 struct Topic {
     name: Arc<str>,
+    closed: AtomicBool,
     /// Per-partition next offset. The async lock also orders enqueueing, so a partition's
     /// offsets reach every group in offset order even with several publishers.
     partitions: Vec<tokio::sync::Mutex<i64>>,
@@ -104,8 +105,14 @@ impl Bus {
         self.inner.closed.store(true, Ordering::SeqCst);
         let topics = read(&self.inner.topics);
         for topic in topics.values() {
-            write(&topic.groups).clear();
+            topic.close();
         }
+    }
+
+    /// Closes one topic the same way, leaving the others open: a graceful shutdown closes the
+    /// input topic first so the processor drains it while it can still publish its outputs.
+    pub fn close_topic(&self, name: &str) {
+        self.topic(name).close();
     }
 
     /// Messages published to `topic` but not yet committed by `group`, over all partitions.
@@ -140,11 +147,20 @@ impl Bus {
                     .max(1);
                 Arc::new(Topic {
                     name: Arc::from(name),
+                    closed: AtomicBool::new(self.inner.closed.load(Ordering::SeqCst)),
                     partitions: (0..n).map(|_| tokio::sync::Mutex::new(0)).collect(),
                     groups: RwLock::new(Vec::new()),
                 })
             })
             .clone()
+    }
+}
+
+impl Topic {
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        // Dropping the senders ends each subscriber's stream once its queue is drained.
+        write(&self.groups).clear();
     }
 }
 
@@ -169,6 +185,9 @@ impl Publisher for Bus {
             return Err(TransportError::Closed);
         }
         let topic = self.topic(topic);
+        if topic.closed.load(Ordering::Relaxed) {
+            return Err(TransportError::Closed);
+        }
         let partition = partition_for(key, topic.partitions.len() as u32);
         let groups: Vec<Arc<Group>> = read(&topic.groups).clone();
         let mut next = topic.partitions[partition as usize].lock().await;
@@ -226,6 +245,9 @@ impl Transport for Bus {
             return Err(TransportError::Closed);
         }
         let t = self.topic(topic);
+        if t.closed.load(Ordering::Relaxed) {
+            return Err(TransportError::Closed);
+        }
         let mut groups = write(&t.groups);
         if groups.iter().any(|g| g.name == group && !g.tx.is_closed()) {
             return Err(TransportError::GroupBusy {

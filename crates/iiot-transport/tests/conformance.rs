@@ -84,3 +84,18 @@ async fn lag_counts_uncommitted_messages() {
     assert_eq!(got.len(), 10);
     assert_eq!(b.lag("t", "g"), Some(0));
 }
+
+#[tokio::test]
+async fn closing_one_topic_leaves_the_others_open() {
+    let b = bus(8);
+    let mut input = b.subscribe("in", "g").await.expect("subscribe");
+    let mut output = b.subscribe("out", "g").await.expect("subscribe");
+    b.publish("in", b"k", "last".into()).await.expect("publish");
+    b.close_topic("in");
+    assert!(matches!(b.publish("in", b"k", "x".into()).await, Err(TransportError::Closed)));
+    let mut got = Vec::new();
+    assert_eq!(input.recv_batch(&mut got, 10).await.expect("recv"), 1);
+    assert_eq!(input.recv_batch(&mut got, 10).await.expect("recv"), 0);
+    b.publish("out", b"k", "alert".into()).await.expect("other topics still open");
+    assert_eq!(output.recv_batch(&mut got, 10).await.expect("recv"), 1);
+}

@@ -1,1 +1,33 @@
-//! placeholder
+//! Industrial IoT Monitor: the application library behind the `iiot` binary.
+//!
+//! # Layout
+//! - [`config`]: layered configuration (flags > env > `.env` > `iiot.toml` > defaults), its
+//!   validation, and hot reload of alert rules.
+//! - [`simulator`]: the device fleet (realistic values, faults, malformed messages) and the paced
+//!   runner that publishes it.
+//! - [`processor`]: validation → dead letters, per-device `seq` tracking, aggregates, and the loop
+//!   that feeds the [`alerts`] engine from a [`iiot_transport::Subscriber`].
+//! - [`alerts`]: alert rules and the alert engine (one alert per device and type, lifecycle).
+//! - [`pipeline`]: `iiot run` — simulator, embedded bus and processor wired in one process.
+//! - [`bench`]: `iiot bench`, the reproducible throughput/latency run.
+//! - [`telemetry`]: logging set-up.
+//! - [`duration`]: `100ms` / `5s` / `1m` parsing.
+//!
+//! Wire formats live in `iiot-model`; the bus and the transport traits in `iiot-transport`.
+
+pub mod alerts;
+pub mod bench;
+pub mod config;
+pub mod duration;
+pub mod pipeline;
+pub mod processor;
+pub mod simulator;
+pub mod telemetry;
+
+/// Milliseconds since the Unix epoch, from the system clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

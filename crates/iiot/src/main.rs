@@ -1,1 +1,230 @@
-fn main() {}
+//! The `iiot` binary: parses the command line, loads the configuration, installs logging and
+//! signal handling, and hands over to the library. Exit codes: 0 done, 1 runtime failure,
+//! 2 bad command line or configuration.
+
+mod cli;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use clap::Parser;
+use iiot::config::{Config, LogFormat, Sources};
+use iiot::simulator::{self, Fleet, Pace, RunOptions, SimStats, StdoutSink};
+use iiot::telemetry;
+use iiot_transport::{Bus, BusConfig, Publisher, Transport};
+use tokio_util::sync::CancellationToken;
+
+use cli::{Cli, Command, Output, push};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("iiot: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(dispatch(cli))
+}
+
+/// A failure that maps to an exit code, printed as one line.
+enum Failure {
+    /// Bad configuration or usage: exit 2.
+    Usage(String),
+    /// Anything else: exit 1.
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+async fn dispatch(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Simulate(args) => simulate(args).await,
+        Command::Bench(args) => bench(args).await,
+        Command::Process(_) => Err(Failure::Usage(
+            "iiot process: the Kafka consumer-group role is not built yet (it arrives with Kafka \
+             support); use `iiot run` for the embedded pipeline"
+                .into(),
+        )),
+        Command::Serve(_) => Err(Failure::Usage(
+            "iiot serve: the HTTP API / WebSocket / dashboard role is not built yet; use `iiot run` \
+             for the embedded pipeline"
+                .into(),
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(line)) => {
+            eprintln!("{line}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            tracing::error!("{e:#}");
+            eprintln!("iiot: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Loads the configuration and installs logging; a bad value is a one-line exit 2.
+fn load(
+    config_file: Option<std::path::PathBuf>,
+    flags: Vec<(&'static str, String)>,
+) -> Result<(Config, Sources), Failure> {
+    let sources = Sources::from_process(config_file, flags);
+    let config = Config::load(&sources).map_err(|e| Failure::Usage(e.to_string()))?;
+    let format = match config.log.format {
+        LogFormat::Text => telemetry::Format::Text,
+        LogFormat::Json => telemetry::Format::Json,
+    };
+    telemetry::init(format, &config.log.level);
+    Ok((config, sources))
+}
+
+/// Cancels the returned token on Ctrl-C or SIGTERM; a second signal exits at once.
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down (signal again to stop immediately)");
+        t.cancel();
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting without draining");
+        std::process::exit(130);
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn kafka_not_built(brokers: &str) -> Failure {
+    Failure::Usage(format!(
+        "invalid configuration: KAFKA_BROKERS={brokers}: Kafka mode is not built yet; unset it to \
+         use the embedded bus (or --output stdout to pipe readings into a Kafka console producer)"
+    ))
+}
+
+async fn run(args: cli::RunArgs) -> Result<(), Failure> {
+    let mut flags = args.common.flags();
+    flags.extend(args.fleet.flags());
+    push(&mut flags, "HTTP_PORT", &args.http_port);
+    push(&mut flags, "WEBSOCKET_PORT", &args.ws_port);
+    push(&mut flags, "KAFKA_BROKERS", &args.kafka_brokers);
+    let (config, sources) = load(args.common.config.clone(), flags)?;
+    if let Some(brokers) = &config.kafka.brokers {
+        return Err(kafka_not_built(brokers));
+    }
+    let shutdown = shutdown_on_signals();
+    iiot::pipeline::run(config, sources, args.duration, shutdown).await?;
+    Ok(())
+}
+
+async fn simulate(args: cli::SimulateArgs) -> Result<(), Failure> {
+    let mut flags = args.common.flags();
+    flags.extend(args.fleet.flags());
+    push(&mut flags, "KAFKA_BROKERS", &args.kafka_brokers);
+    push(&mut flags, "KAFKA_TOPIC_DEVICE_DATA", &args.topic);
+    let (config, _) = load(args.common.config.clone(), flags)?;
+    if args.output == Output::Kafka || args.kafka_brokers.is_some() {
+        return Err(kafka_not_built(config.kafka.brokers.as_deref().unwrap_or("(none)")));
+    }
+    let sim_config = iiot::pipeline::simulator_config(&config);
+    tracing::info!(
+        devices = sim_config.devices, seed = sim_config.seed,
+        interval = %iiot::duration::format_duration(sim_config.interval), "simulating"
+    );
+    let topic = config.kafka.topic_device_data.clone();
+    let (publisher, drain): (Arc<dyn Publisher>, _) = match args.output {
+        Output::Stdout => (Arc::new(StdoutSink::new()), None),
+        _ => {
+            let bus = Bus::new(BusConfig {
+                queue_capacity: config.processor.bus_queue_capacity,
+                ..BusConfig::default()
+            });
+            let mut sub = bus.subscribe(&topic, "simulate-drain").await.map_err(anyhow::Error::from)?;
+            let drain = tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(1024);
+                let mut n = 0u64;
+                while let Ok(k) = sub.recv_batch(&mut batch, 1024).await {
+                    if k == 0 {
+                        break;
+                    }
+                    n += k as u64;
+                    batch.clear();
+                }
+                n
+            });
+            (bus.publisher(), Some((bus, drain)))
+        }
+    };
+    let stats = Arc::new(SimStats::default());
+    let opts = RunOptions { topic, pace: Pace::RealTime, duration: args.duration, progress: true };
+    let result = simulator::run(Fleet::new(&sim_config), publisher, opts, shutdown_on_signals(), stats.clone()).await;
+    if let Some((bus, drain)) = drain {
+        bus.close();
+        let received = drain.await.unwrap_or(0);
+        tracing::info!(received, "bus drained");
+    }
+    match result {
+        // A closed stdout (e.g. `| head`) is a normal way for a pipe to end.
+        Ok(_) | Err(iiot_transport::TransportError::Closed) => {}
+        Err(e) => return Err(Failure::Runtime(e.into())),
+    }
+    tracing::info!(
+        sent = stats.sent.load(Ordering::Relaxed),
+        errors = stats.errors.load(Ordering::Relaxed),
+        malformed = stats.malformed.load(Ordering::Relaxed),
+        "simulator stopped"
+    );
+    Ok(())
+}
+
+async fn bench(args: cli::BenchArgs) -> Result<(), Failure> {
+    let mut flags = args.common.flags();
+    flags.push(("DEVICE_COUNT", args.devices.clone()));
+    flags.push(("SIM_SEED", args.seed.clone()));
+    push(&mut flags, "SEND_INTERVAL", &args.interval);
+    push(&mut flags, "FAULT_RATE", &args.fault_rate);
+    push(&mut flags, "MALFORMED_RATE", &args.malformed_rate);
+    // Status lines would interleave with the report; the bench reports at the end.
+    flags.push(("STATUS_INTERVAL", "0".into()));
+    let (config, _) = load(args.common.config.clone(), flags)?;
+    let options = iiot::bench::BenchOptions {
+        duration: args.duration,
+        runs: args.runs,
+        pace: if args.interval.is_some() { Pace::RealTime } else { Pace::FullSpeed },
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    let report = iiot::bench::run(&config, &options).await?;
+    let json = serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?;
+    println!("{json}");
+    Ok(())
+}

@@ -1,0 +1,395 @@
+//! The alert engine: per-device rule state and the alert lifecycle.
+//!
+//! State lives in a [`DeviceAlerts`] per device, which the caller stores next to its other
+//! per-device state (one hash lookup per reading for everything). The engine itself holds only
+//! the rules, so it is cheap to share and to swap on hot reload.
+//!
+//! Time: rule conditions (`for`, rate windows, stuck spans) use event time from the readings, so
+//! replaying a stream gives the same alerts; offline checks compare the receiver's clock with
+//! when the device was last heard from. Both arrive as arguments: tests pass any clock.
+
+use std::sync::Arc;
+
+use iiot_model::{Alert, AlertStatus, Operator, Reading, Threshold};
+
+use super::rules::{AlertRule, RuleKind, RuleSet};
+
+/// Why an acknowledgement was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    /// No open alert has this id (never existed, or already resolved).
+    #[error("no open alert with id {0}")]
+    Unknown(String),
+    /// The alert was already acknowledged.
+    #[error("alert {0} is already acknowledged")]
+    AlreadyAcknowledged(String),
+}
+
+/// Alert state of one device.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceAlerts {
+    /// Event time of the newest reading fed in.
+    last_event_ms: i64,
+    /// Receiver clock when the device was last heard from (0 = never).
+    last_received_ms: i64,
+    /// Estimated send interval (smoothed gap between event times), 0 until two readings.
+    interval_ms: i64,
+    /// One state per rule, in rule order.
+    states: Vec<RuleState>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct RuleState {
+    /// Threshold: event time the condition started holding.
+    pending_since: Option<i64>,
+    /// Rate: (window start, value then). Stuck: (time the value was first seen, value).
+    reference: Option<(i64, f64)>,
+    /// Stuck: readings carrying the reference value.
+    count: u32,
+    open: Option<Box<Open>>,
+}
+
+#[derive(Debug, Clone)]
+struct Open {
+    alert_id: String,
+    status: AlertStatus,
+    message: String,
+    value: f64,
+    threshold: Threshold,
+}
+
+impl DeviceAlerts {
+    /// Open alerts of this device as (alert_id, status).
+    pub fn open(&self) -> impl Iterator<Item = (&str, AlertStatus)> {
+        self.states
+            .iter()
+            .filter_map(|s| s.open.as_ref().map(|o| (o.alert_id.as_str(), o.status)))
+    }
+
+    /// The estimated send interval in ms (0 when unknown yet).
+    pub fn interval_ms(&self) -> i64 {
+        self.interval_ms
+    }
+}
+
+/// The alert engine: the current rules and how they turn readings into alerts.
+#[derive(Debug, Clone)]
+pub struct AlertEngine {
+    rules: Arc<RuleSet>,
+    default_interval_ms: i64,
+}
+
+impl AlertEngine {
+    /// An engine with `rules`; `default_interval_ms` is the send interval assumed for a device
+    /// until its own interval has been observed (offline detection).
+    pub fn new(rules: Arc<RuleSet>, default_interval_ms: i64) -> Self {
+        AlertEngine {
+            rules,
+            default_interval_ms: default_interval_ms.max(1),
+        }
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
+    }
+
+    /// Feeds one in-order reading of `dev` to every rule; alerts raised or resolved are appended
+    /// to `out`. `received_ms` is the receiver's clock.
+    pub fn observe(
+        &self,
+        dev: &mut DeviceAlerts,
+        reading: &Reading<'_>,
+        received_ms: i64,
+        out: &mut Vec<Alert>,
+    ) {
+        let ts = reading.timestamp;
+        if dev.last_event_ms > 0 && ts > dev.last_event_ms {
+            let mut gap = ts - dev.last_event_ms;
+            if dev.interval_ms > 0 {
+                // A device back from silence should not teach us a huge interval.
+                gap = gap.min(dev.interval_ms * 4);
+                dev.interval_ms = (dev.interval_ms * 7 + gap) / 8;
+            } else {
+                dev.interval_ms = gap;
+            }
+        }
+        dev.last_event_ms = dev.last_event_ms.max(ts);
+        dev.last_received_ms = received_ms;
+        dev.states.resize_with(self.rules.rules.len(), RuleState::default);
+
+        let device_id = &reading.device_id;
+        for (rule, state) in self.rules.rules.iter().zip(dev.states.iter_mut()) {
+            match &rule.kind {
+                RuleKind::Threshold { parameter, operator, value, clear, hold } => {
+                    let v = reading.value(*parameter);
+                    let unit = parameter.unit();
+                    if state.open.is_some() {
+                        let cleared = match operator {
+                            Operator::Below => v >= *clear,
+                            _ => v <= *clear,
+                        };
+                        if cleared {
+                            let msg = format!("{parameter} back to {v} {unit} (clears at {clear} {unit})");
+                            resolve(device_id, rule, state, ts, v, msg, out);
+                        }
+                        continue;
+                    }
+                    let violated = match operator {
+                        Operator::Below => v < *value,
+                        Operator::Above => v > *value,
+                        Operator::AtLeast => v >= *value,
+                    };
+                    if !violated {
+                        state.pending_since = None;
+                        continue;
+                    }
+                    let since = *state.pending_since.get_or_insert(ts);
+                    if ts - since >= hold.as_millis() as i64 {
+                        let word = if *operator == Operator::Below { "below" } else { "above" };
+                        let msg = format!("{parameter} {v} {unit} {word} threshold {value} {unit}");
+                        let threshold = Threshold {
+                            parameter: parameter.as_str().to_string(),
+                            operator: *operator,
+                            value: *value,
+                        };
+                        raise(device_id, rule, state, ts, v, threshold, msg, out);
+                    }
+                }
+                RuleKind::RateOfChange { parameter, value, clear, window } => {
+                    let v = reading.value(*parameter);
+                    let (start, v0) = *state.reference.get_or_insert((ts, v));
+                    let span = ts - start;
+                    if span < window.as_millis() as i64 || span <= 0 {
+                        continue;
+                    }
+                    state.reference = Some((ts, v));
+                    let rate = round2((v - v0).abs() * 60_000.0 / span as f64);
+                    let unit = parameter.unit();
+                    if state.open.is_some() {
+                        if rate <= *clear {
+                            let msg = format!("{parameter} rate back to {rate} {unit}/min");
+                            resolve(device_id, rule, state, ts, rate, msg, out);
+                        }
+                    } else if rate > *value {
+                        let msg = format!("{parameter} changing {rate} {unit}/min (limit {value} {unit}/min)");
+                        let threshold = Threshold {
+                            parameter: format!("{parameter}_rate_per_min"),
+                            operator: Operator::Above,
+                            value: *value,
+                        };
+                        raise(device_id, rule, state, ts, rate, threshold, msg, out);
+                    }
+                }
+                RuleKind::Stuck { parameter, hold } => {
+                    let v = reading.value(*parameter);
+                    match state.reference {
+                        Some((_, same)) if same.to_bits() == v.to_bits() => state.count += 1,
+                        _ => {
+                            state.reference = Some((ts, v));
+                            state.count = 1;
+                            if state.open.is_some() {
+                                let msg = format!("{parameter} sensor changing again ({v} {})", parameter.unit());
+                                resolve(device_id, rule, state, ts, v, msg, out);
+                            }
+                            continue;
+                        }
+                    }
+                    let since = state.reference.map_or(ts, |(t, _)| t);
+                    let stuck_ms = ts - since;
+                    if state.open.is_none() && state.count >= 3 && stuck_ms >= hold.as_millis() as i64 {
+                        let secs = stuck_ms as f64 / 1000.0;
+                        let msg = format!(
+                            "{parameter} sensor stuck at {v} {} for {secs} s",
+                            parameter.unit()
+                        );
+                        let threshold = Threshold {
+                            parameter: format!("{parameter}_unchanged_seconds"),
+                            operator: Operator::AtLeast,
+                            value: hold.as_secs_f64(),
+                        };
+                        raise(device_id, rule, state, ts, secs, threshold, msg, out);
+                    }
+                }
+                RuleKind::Offline { .. } => {
+                    if state.open.is_some() {
+                        resolve(device_id, rule, state, ts, 0.0, "device reporting again".into(), out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Raises `device_offline`-style alerts for `dev` if it has been silent too long at `now_ms`
+    /// (receiver clock). Call periodically for every known device.
+    pub fn check_offline(&self, device_id: &str, dev: &mut DeviceAlerts, now_ms: i64, out: &mut Vec<Alert>) {
+        if dev.last_received_ms == 0 {
+            return;
+        }
+        dev.states.resize_with(self.rules.rules.len(), RuleState::default);
+        let interval = if dev.interval_ms > 0 { dev.interval_ms } else { self.default_interval_ms };
+        let silence = now_ms - dev.last_received_ms;
+        for (rule, state) in self.rules.rules.iter().zip(dev.states.iter_mut()) {
+            let RuleKind::Offline { missed_intervals } = rule.kind else { continue };
+            let limit = interval as f64 * missed_intervals;
+            if state.open.is_none() && silence as f64 > limit {
+                let (secs, limit_secs) = (round2(silence as f64 / 1000.0), round2(limit / 1000.0));
+                let msg = format!("no data for {secs} s (limit {limit_secs} s)");
+                let threshold = Threshold {
+                    parameter: "silence_seconds".into(),
+                    operator: Operator::Above,
+                    value: limit_secs,
+                };
+                raise(device_id, rule, state, now_ms, secs, threshold, msg, out);
+            }
+        }
+    }
+
+    /// Moves the open alert `alert_id` of `dev` to `acknowledged` and returns it to publish.
+    pub fn acknowledge(
+        &self,
+        device_id: &str,
+        dev: &mut DeviceAlerts,
+        alert_id: &str,
+        now_ms: i64,
+    ) -> Result<Alert, AckError> {
+        for (rule, state) in self.rules.rules.iter().zip(dev.states.iter_mut()) {
+            let Some(open) = state.open.as_mut().filter(|o| o.alert_id == alert_id) else {
+                continue;
+            };
+            if open.status == AlertStatus::Acknowledged {
+                return Err(AckError::AlreadyAcknowledged(alert_id.to_string()));
+            }
+            open.status = AlertStatus::Acknowledged;
+            let (message, value) = (open.message.clone(), open.value);
+            return Ok(build(device_id, rule, open, now_ms, value, message));
+        }
+        Err(AckError::Unknown(alert_id.to_string()))
+    }
+
+    /// Replaces the rules (hot reload) and returns the old ones. Call [`AlertEngine::migrate`]
+    /// for every device afterwards.
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>) -> Arc<RuleSet> {
+        std::mem::replace(&mut self.rules, rules)
+    }
+
+    /// Re-keys `dev`'s state from `old` rules to the current ones by `alert_type`. Open alerts of
+    /// rule types that no longer exist are resolved (appended to `out`).
+    pub fn migrate(&self, device_id: &str, dev: &mut DeviceAlerts, old: &RuleSet, now_ms: i64, out: &mut Vec<Alert>) {
+        let mut previous: Vec<Option<RuleState>> = std::mem::take(&mut dev.states).into_iter().map(Some).collect();
+        dev.states = self
+            .rules
+            .rules
+            .iter()
+            .map(|rule| {
+                old.rules
+                    .iter()
+                    .position(|r| r.alert_type == rule.alert_type)
+                    .and_then(|i| previous.get_mut(i).and_then(Option::take))
+                    .unwrap_or_default()
+            })
+            .collect();
+        for (rule, state) in old.rules.iter().zip(previous.iter_mut()) {
+            if let Some(state) = state.as_mut().filter(|s| s.open.is_some()) {
+                let value = state.open.as_ref().map_or(0.0, |o| o.value);
+                resolve(device_id, rule, state, now_ms, value, "rule removed from configuration".into(), out);
+            }
+        }
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+#[allow(clippy::too_many_arguments)]
+fn raise(
+    device_id: &str,
+    rule: &AlertRule,
+    state: &mut RuleState,
+    ts: i64,
+    value: f64,
+    threshold: Threshold,
+    message: String,
+    out: &mut Vec<Alert>,
+) {
+    state.pending_since = None;
+    let open = Open {
+        alert_id: alert_id(device_id, &rule.alert_type, ts),
+        status: AlertStatus::Active,
+        message: message.clone(),
+        value,
+        threshold: threshold.clone(),
+    };
+    out.push(Alert {
+        alert_id: open.alert_id.clone(),
+        device_id: device_id.to_string(),
+        alert_type: rule.alert_type.clone(),
+        severity: rule.severity,
+        message,
+        timestamp: ts,
+        status: AlertStatus::Active,
+        threshold,
+        current_value: value,
+    });
+    state.open = Some(Box::new(open));
+}
+
+fn resolve(device_id: &str, rule: &AlertRule, state: &mut RuleState, ts: i64, value: f64, message: String, out: &mut Vec<Alert>) {
+    if let Some(mut open) = state.open.take() {
+        open.status = AlertStatus::Resolved;
+        out.push(build(device_id, rule, &open, ts, value, message));
+    }
+    state.pending_since = None;
+}
+
+fn build(device_id: &str, rule: &AlertRule, open: &Open, ts: i64, value: f64, message: String) -> Alert {
+    Alert {
+        alert_id: open.alert_id.clone(),
+        device_id: device_id.to_string(),
+        alert_type: rule.alert_type.clone(),
+        severity: rule.severity,
+        message,
+        timestamp: ts,
+        status: open.status,
+        threshold: open.threshold.clone(),
+        current_value: value,
+    }
+}
+
+/// `alert_YYYYMMDD_<12 hex>`: date of the triggering event and a hash of (device, type, event
+/// time). Deterministic, so the same reading processed twice yields the same id.
+pub fn alert_id(device_id: &str, alert_type: &str, ts_ms: i64) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in device_id
+        .bytes()
+        .chain([0])
+        .chain(alert_type.bytes())
+        .chain([0])
+        .chain(ts_ms.to_le_bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let (y, m, d) = civil_date(ts_ms.div_euclid(86_400_000));
+    format!("alert_{y:04}{m:02}{d:02}_{:012x}", h & 0xffff_ffff_ffff)
+}
+
+/// Proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_date(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,437 @@
+//! Alert rules: their config form ([`RuleSpec`], as written in `iiot.toml`), their checked form
+//! ([`AlertRule`]), and the defaults of the design notes ([`RuleSet::defaults`]).
+
+use std::time::Duration;
+
+use iiot_model::{Operator, Parameter, Severity};
+use serde::Deserialize;
+
+use crate::duration::parse_duration;
+
+/// The threshold values of the design notes' environment keys (`ALERT_TEMPERATURE_HIGH`, …).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// `ALERT_TEMPERATURE_HIGH`, °C (80).
+    pub temperature_high: f64,
+    /// `ALERT_TEMPERATURE_LOW`, °C (0).
+    pub temperature_low: f64,
+    /// `ALERT_HUMIDITY_HIGH`, % (90).
+    pub humidity_high: f64,
+    /// `ALERT_CURRENT_HIGH`, A (10).
+    pub current_high: f64,
+    /// `ALERT_BATTERY_LOW`, % (20).
+    pub battery_low: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            temperature_high: 80.0,
+            temperature_low: 0.0,
+            humidity_high: 90.0,
+            current_high: 10.0,
+            battery_low: 20.0,
+        }
+    }
+}
+
+/// One rule as written in the config file under `[[alerts.rules]]`.
+///
+/// ```toml
+/// [[alerts.rules]]
+/// alert_type = "temperature_high"   # at most one open alert per (device, alert_type)
+/// kind = "threshold"                # threshold | rate_of_change | stuck | offline
+/// parameter = "temperature"         # temperature humidity pressure current battery signal_strength
+/// operator = ">"                    # threshold: ">" or "<"
+/// value = 80.0                      # threshold: the limit; rate_of_change: units per minute
+/// clear = 78.0                      # threshold/rate: resolves only past this (hysteresis)
+/// for = "30s"                       # threshold: must hold this long; stuck: unchanged this long
+/// window = "1m"                     # rate_of_change: span the rate is measured over
+/// missed_intervals = 3.0            # offline: silence of this many send intervals
+/// severity = "high"                 # low | medium | high | critical
+/// ```
+/// A rule whose `alert_type` matches a default replaces it; `enabled = false` removes it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Name of the condition, e.g. `temperature_high`.
+    pub alert_type: String,
+    /// `threshold`, `rate_of_change`, `stuck` or `offline`.
+    pub kind: Option<String>,
+    /// The reading parameter the rule looks at.
+    pub parameter: Option<String>,
+    /// `>` or `<` (threshold rules).
+    pub operator: Option<String>,
+    /// The limit.
+    pub value: Option<f64>,
+    /// The clear threshold (hysteresis).
+    pub clear: Option<f64>,
+    /// How long the condition must hold.
+    #[serde(rename = "for")]
+    pub for_: Option<String>,
+    /// Measurement window of rate rules.
+    pub window: Option<String>,
+    /// Offline rules: intervals of silence.
+    pub missed_intervals: Option<f64>,
+    /// `low`, `medium`, `high`, `critical`.
+    pub severity: Option<String>,
+    /// `false` removes a default rule of the same `alert_type`.
+    pub enabled: Option<bool>,
+}
+
+/// A checked rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRule {
+    /// Name of the condition; one open alert per (device, alert_type).
+    pub alert_type: String,
+    /// Severity of the alerts it raises.
+    pub severity: Severity,
+    /// What it checks.
+    pub kind: RuleKind,
+}
+
+/// What a rule checks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleKind {
+    /// `parameter operator value` for at least `hold`; resolves once past `clear`.
+    Threshold {
+        /// Looked-at parameter.
+        parameter: Parameter,
+        /// [`Operator::Above`] or [`Operator::Below`].
+        operator: Operator,
+        /// The limit.
+        value: f64,
+        /// Hysteresis: the value must come back past this to resolve.
+        clear: f64,
+        /// How long the condition must hold before the alert is raised.
+        hold: Duration,
+    },
+    /// `|Δvalue| / minute` over `window` above `value`; resolves when at or below `clear`.
+    RateOfChange {
+        /// Looked-at parameter.
+        parameter: Parameter,
+        /// Limit, in units per minute.
+        value: f64,
+        /// Clear limit, in units per minute.
+        clear: f64,
+        /// Span over which the rate is measured (noise-robust).
+        window: Duration,
+    },
+    /// The value has not changed at all for `hold` (and at least 3 readings).
+    Stuck {
+        /// Looked-at parameter.
+        parameter: Parameter,
+        /// How long unchanged before raising.
+        hold: Duration,
+    },
+    /// No reading for `missed_intervals` × the device's send interval.
+    Offline {
+        /// Intervals of silence.
+        missed_intervals: f64,
+    },
+}
+
+/// A validated set of rules, in evaluation order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSet {
+    /// The rules; `alert_type`s are unique.
+    pub rules: Vec<AlertRule>,
+}
+
+/// A rule that cannot be used, naming the key that is wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct RuleError {
+    /// The offending key, e.g. `alerts.rules[2].clear`.
+    pub key: String,
+    /// What is wrong and what is allowed.
+    pub problem: String,
+}
+
+/// Default hysteresis: 2.5 % of the limit, at least 0.5 of the unit.
+fn default_clear(operator: Operator, value: f64) -> f64 {
+    let band = (value.abs() * 0.025).max(0.5);
+    match operator {
+        Operator::Below => value + band,
+        Operator::Above | Operator::AtLeast => value - band,
+    }
+}
+
+fn threshold(
+    alert_type: &str,
+    parameter: Parameter,
+    operator: Operator,
+    value: f64,
+    severity: Severity,
+) -> AlertRule {
+    AlertRule {
+        alert_type: alert_type.to_string(),
+        severity,
+        kind: RuleKind::Threshold {
+            parameter,
+            operator,
+            value,
+            clear: default_clear(operator, value),
+            hold: Duration::ZERO,
+        },
+    }
+}
+
+impl RuleSet {
+    /// The design notes' rules (temperature high/low, humidity high, current high) plus battery
+    /// low, temperature rate of change, stuck temperature sensor and device offline.
+    pub fn defaults(t: &Thresholds) -> RuleSet {
+        use Parameter::*;
+        RuleSet {
+            rules: vec![
+                threshold("temperature_high", Temperature, Operator::Above, t.temperature_high, Severity::High),
+                threshold("temperature_low", Temperature, Operator::Below, t.temperature_low, Severity::Medium),
+                threshold("humidity_high", Humidity, Operator::Above, t.humidity_high, Severity::Medium),
+                threshold("current_high", Current, Operator::Above, t.current_high, Severity::Critical),
+                threshold("battery_low", Battery, Operator::Below, t.battery_low, Severity::Low),
+                AlertRule {
+                    alert_type: "temperature_rate".into(),
+                    severity: Severity::Medium,
+                    kind: RuleKind::RateOfChange {
+                        parameter: Temperature,
+                        value: 10.0,
+                        clear: 8.0,
+                        window: Duration::from_secs(60),
+                    },
+                },
+                AlertRule {
+                    alert_type: "sensor_stuck".into(),
+                    severity: Severity::Medium,
+                    kind: RuleKind::Stuck {
+                        parameter: Temperature,
+                        hold: Duration::from_secs(60),
+                    },
+                },
+                AlertRule {
+                    alert_type: "device_offline".into(),
+                    severity: Severity::High,
+                    kind: RuleKind::Offline {
+                        missed_intervals: 3.0,
+                    },
+                },
+            ],
+        }
+    }
+
+    /// The defaults for `thresholds`, then `specs` applied in order: a spec replaces the rule of
+    /// the same `alert_type` (or removes it with `enabled = false`), or adds a new one.
+    pub fn build(thresholds: &Thresholds, specs: &[RuleSpec]) -> Result<RuleSet, RuleError> {
+        let mut set = RuleSet::defaults(thresholds);
+        for (i, spec) in specs.iter().enumerate() {
+            let key = |field: &str| format!("alerts.rules[{i}].{field}");
+            let pos = set.rules.iter().position(|r| r.alert_type == spec.alert_type);
+            if spec.enabled == Some(false) {
+                if let Some(p) = pos {
+                    set.rules.remove(p);
+                }
+                continue;
+            }
+            let rule = spec.check(&key)?;
+            match pos {
+                Some(p) => set.rules[p] = rule,
+                None => set.rules.push(rule),
+            }
+        }
+        Ok(set)
+    }
+
+    /// The rule named `alert_type`.
+    pub fn get(&self, alert_type: &str) -> Option<&AlertRule> {
+        self.rules.iter().find(|r| r.alert_type == alert_type)
+    }
+}
+
+impl RuleSpec {
+    fn check(&self, key: &dyn Fn(&str) -> String) -> Result<AlertRule, RuleError> {
+        let err = |field: &str, problem: String| RuleError {
+            key: key(field),
+            problem,
+        };
+        if self.alert_type.is_empty()
+            || !self
+                .alert_type
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(err(
+                "alert_type",
+                format!("{:?} must be non-empty snake_case ([a-z0-9_])", self.alert_type),
+            ));
+        }
+        let severity = match self.severity.as_deref() {
+            None => Severity::Medium,
+            Some(s) => Severity::parse(s).ok_or_else(|| {
+                err("severity", format!("{s:?} is not one of low, medium, high, critical"))
+            })?,
+        };
+        let parameter = || -> Result<Parameter, RuleError> {
+            let p = self
+                .parameter
+                .as_deref()
+                .ok_or_else(|| err("parameter", "is required for this kind".into()))?;
+            Parameter::parse(p).ok_or_else(|| {
+                err("parameter", format!(
+                    "{p:?} is not one of temperature, humidity, pressure, current, battery, signal_strength"
+                ))
+            })
+        };
+        let duration = |field: &str, text: &Option<String>, default: Duration| match text {
+            None => Ok(default),
+            Some(t) => parse_duration(t).map_err(|e| err(field, e)),
+        };
+        let finite = |field: &str, v: Option<f64>| -> Result<Option<f64>, RuleError> {
+            match v {
+                Some(x) if !x.is_finite() => Err(err(field, format!("{x} is not a finite number"))),
+                other => Ok(other),
+            }
+        };
+        let value = finite("value", self.value)?;
+        let clear = finite("clear", self.clear)?;
+        let kind = match self.kind.as_deref().unwrap_or("threshold") {
+            "threshold" => {
+                let operator = match self.operator.as_deref() {
+                    Some(">") => Operator::Above,
+                    Some("<") => Operator::Below,
+                    Some(o) => return Err(err("operator", format!("{o:?} must be \">\" or \"<\""))),
+                    None => return Err(err("operator", "is required: \">\" or \"<\"".into())),
+                };
+                let value = value.ok_or_else(|| err("value", "is required".into()))?;
+                let clear = clear.unwrap_or_else(|| default_clear(operator, value));
+                let wrong_side = match operator {
+                    Operator::Below => clear < value,
+                    _ => clear > value,
+                };
+                if wrong_side {
+                    return Err(err(
+                        "clear",
+                        format!(
+                            "{clear} must be on the safe side of value {value} (operator {})",
+                            operator.as_str()
+                        ),
+                    ));
+                }
+                RuleKind::Threshold {
+                    parameter: parameter()?,
+                    operator,
+                    value,
+                    clear,
+                    hold: duration("for", &self.for_, Duration::ZERO)?,
+                }
+            }
+            "rate_of_change" => {
+                let value = value.ok_or_else(|| err("value", "is required (units per minute)".into()))?;
+                if value <= 0.0 {
+                    return Err(err("value", format!("{value} must be > 0")));
+                }
+                let clear = clear.unwrap_or(value * 0.8);
+                if clear > value || clear < 0.0 {
+                    return Err(err("clear", format!("{clear} must be between 0 and value {value}")));
+                }
+                let window = duration("window", &self.window, Duration::from_secs(60))?;
+                if window.is_zero() {
+                    return Err(err("window", "must be longer than 0".into()));
+                }
+                RuleKind::RateOfChange { parameter: parameter()?, value, clear, window }
+            }
+            "stuck" => {
+                let hold = duration("for", &self.for_, Duration::from_secs(60))?;
+                if hold.is_zero() {
+                    return Err(err("for", "must be longer than 0".into()));
+                }
+                RuleKind::Stuck { parameter: parameter()?, hold }
+            }
+            "offline" => {
+                let missed = self.missed_intervals.unwrap_or(3.0);
+                if !(missed.is_finite() && missed >= 1.0) {
+                    return Err(err("missed_intervals", format!("{missed} must be a number >= 1")));
+                }
+                RuleKind::Offline { missed_intervals: missed }
+            }
+            other => {
+                return Err(err(
+                    "kind",
+                    format!("{other:?} is not one of threshold, rate_of_change, stuck, offline"),
+                ));
+            }
+        };
+        Ok(AlertRule { alert_type: self.alert_type.clone(), severity, kind })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(toml_text: &str) -> RuleSpec {
+        toml::from_str(toml_text).expect("spec parses")
+    }
+
+    #[test]
+    fn defaults_follow_the_thresholds() {
+        let set = RuleSet::defaults(&Thresholds { temperature_high: 70.0, ..Thresholds::default() });
+        match &set.get("temperature_high").expect("present").kind {
+            RuleKind::Threshold { value, clear, operator, .. } => {
+                assert_eq!((*value, *clear, *operator), (70.0, 68.25, Operator::Above));
+            }
+            k => panic!("unexpected {k:?}"),
+        }
+        match &set.get("temperature_low").expect("present").kind {
+            RuleKind::Threshold { value, clear, .. } => assert_eq!((*value, *clear), (0.0, 0.5)),
+            k => panic!("unexpected {k:?}"),
+        }
+        assert_eq!(set.rules.len(), 8);
+    }
+
+    #[test]
+    fn specs_replace_add_and_remove_rules() {
+        let specs = vec![
+            spec("alert_type='temperature_high'\nparameter='temperature'\noperator='>'\nvalue=60.0\nclear=55.0\nfor='30s'\nseverity='critical'"),
+            spec("alert_type='pressure_low'\nparameter='pressure'\noperator='<'\nvalue=950.0"),
+            spec("alert_type='sensor_stuck'\nenabled=false"),
+        ];
+        let set = RuleSet::build(&Thresholds::default(), &specs).expect("valid");
+        let high = set.get("temperature_high").expect("present");
+        assert_eq!(high.severity, Severity::Critical);
+        assert_eq!(
+            high.kind,
+            RuleKind::Threshold {
+                parameter: Parameter::Temperature,
+                operator: Operator::Above,
+                value: 60.0,
+                clear: 55.0,
+                hold: Duration::from_secs(30)
+            }
+        );
+        assert!(set.get("pressure_low").is_some());
+        assert!(set.get("sensor_stuck").is_none());
+    }
+
+    #[test]
+    fn bad_specs_name_the_key() {
+        let cases = [
+            ("alert_type='x'\nparameter='voltage'\noperator='>'\nvalue=1.0", "alerts.rules[0].parameter"),
+            ("alert_type='x'\nparameter='current'\noperator='=='\nvalue=1.0", "alerts.rules[0].operator"),
+            ("alert_type='x'\nparameter='current'\noperator='>'\nvalue=10.0\nclear=12.0", "alerts.rules[0].clear"),
+            ("alert_type='x'\nparameter='current'\noperator='>'\nvalue=1.0\nfor='soon'", "alerts.rules[0].for"),
+            ("alert_type='x'\nparameter='current'\noperator='>'\nvalue=1.0\nseverity='meh'", "alerts.rules[0].severity"),
+            ("alert_type='X Y'\nparameter='current'\noperator='>'\nvalue=1.0", "alerts.rules[0].alert_type"),
+            ("alert_type='x'\nkind='magic'", "alerts.rules[0].kind"),
+            ("alert_type='x'\nkind='offline'\nmissed_intervals=0.5", "alerts.rules[0].missed_intervals"),
+            ("alert_type='x'\nkind='rate_of_change'\nparameter='current'\nvalue=-1.0", "alerts.rules[0].value"),
+        ];
+        for (text, key) in cases {
+            let e = RuleSet::build(&Thresholds::default(), &[spec(text)]).expect_err(text);
+            assert_eq!(e.key, key, "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        assert!(toml::from_str::<RuleSpec>("alert_type='x'\nthreshhold=3").is_err());
+    }
+}

@@ -1,0 +1,189 @@
+//! `iiot bench`: drives the embedded pipeline (simulator → bus → processor) and reports
+//! throughput and event → processed latency as JSON, with the machine and the command, over
+//! several runs with median and spread.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::pipeline::{Embedded, bus_for, simulator_config};
+use crate::simulator::{self, Fleet, Pace, RunOptions, SimStats};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// How long each run publishes.
+    pub duration: Duration,
+    /// How many runs.
+    pub runs: u32,
+    /// `FullSpeed` for maximum throughput; `RealTime` to hold the configured rate
+    /// (devices / interval) and measure latency at that load.
+    pub pace: Pace,
+    /// The command line, echoed into the report.
+    pub command: String,
+}
+
+/// The JSON report.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    /// The command that produced it.
+    pub command: String,
+    /// Where it ran.
+    pub machine: Machine,
+    /// Simulated devices.
+    pub devices: u32,
+    /// `full_speed` or `real_time`.
+    pub pace: &'static str,
+    /// Publishing time of each run, seconds.
+    pub duration_s: f64,
+    /// Every run.
+    pub runs: Vec<RunResult>,
+    /// Median and spread over the runs.
+    pub summary: Summary,
+}
+
+/// Machine facts.
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    /// Logical CPUs.
+    pub cpus: usize,
+    /// CPU model, from /proc/cpuinfo when available.
+    pub cpu_model: String,
+    /// `release` or `debug`.
+    pub profile: &'static str,
+    /// OS and architecture.
+    pub target: String,
+}
+
+/// One run.
+#[derive(Debug, Serialize)]
+pub struct RunResult {
+    /// Readings processed per second of wall time (start of publishing → processor drained).
+    pub readings_per_sec: f64,
+    /// Messages published.
+    pub sent: u64,
+    /// Readings processed.
+    pub processed: u64,
+    /// Dead letters.
+    pub dead_letters: u64,
+    /// Times the simulator waited on a full bus queue.
+    pub backpressure_waits: u64,
+    /// Event → processed latency, ms (±1 ms: event times have ms resolution).
+    pub latency_p50_ms: f64,
+    /// 99th percentile.
+    pub latency_p99_ms: f64,
+    /// Maximum.
+    pub latency_max_ms: f64,
+}
+
+/// Median and min/max of the runs.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// Median readings/s.
+    pub readings_per_sec_median: f64,
+    /// Slowest run.
+    pub readings_per_sec_min: f64,
+    /// Fastest run.
+    pub readings_per_sec_max: f64,
+    /// Median of the runs' p50 latency.
+    pub latency_p50_ms_median: f64,
+    /// Median of the runs' p99 latency.
+    pub latency_p99_ms_median: f64,
+}
+
+fn machine() -> Machine {
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu_model,
+        profile: if cfg!(debug_assertions) { "debug" } else { "release" },
+        target: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Runs the benchmark described by `config` (devices, interval, faults) and `options`.
+pub async fn run(config: &Config, options: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let mut runs = Vec::new();
+    for i in 0..options.runs.max(1) {
+        let r = one_run(config, options).await?;
+        tracing::info!(run = i + 1, readings_per_sec = r.readings_per_sec as u64, p99_ms = r.latency_p99_ms, "bench run done");
+        runs.push(r);
+    }
+    let rates: Vec<f64> = runs.iter().map(|r| r.readings_per_sec).collect();
+    let summary = Summary {
+        readings_per_sec_median: median(rates.clone()),
+        readings_per_sec_min: rates.iter().copied().fold(f64::INFINITY, f64::min),
+        readings_per_sec_max: rates.iter().copied().fold(0.0, f64::max),
+        latency_p50_ms_median: median(runs.iter().map(|r| r.latency_p50_ms).collect()),
+        latency_p99_ms_median: median(runs.iter().map(|r| r.latency_p99_ms).collect()),
+    };
+    Ok(BenchReport {
+        command: options.command.clone(),
+        machine: machine(),
+        devices: config.simulator.device_count,
+        pace: match options.pace {
+            Pace::FullSpeed => "full_speed",
+            Pace::RealTime => "real_time",
+        },
+        duration_s: options.duration.as_secs_f64(),
+        runs,
+        summary,
+    })
+}
+
+async fn one_run(config: &Config, options: &BenchOptions) -> anyhow::Result<RunResult> {
+    let embedded = Embedded::start(config, bus_for(config)).await?;
+    let bus = embedded.bus.clone();
+    let sim_stats = Arc::new(SimStats::default());
+    let started = Instant::now();
+    let opts = RunOptions {
+        topic: config.kafka.topic_device_data.clone(),
+        pace: options.pace,
+        duration: Some(options.duration),
+        progress: false,
+    };
+    simulator::run(
+        Fleet::new(&simulator_config(config)),
+        embedded.publisher(),
+        opts,
+        CancellationToken::new(),
+        sim_stats.clone(),
+    )
+    .await?;
+    let processor = embedded.finish().await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = processor.stats();
+    let processed = stats.processed.load(Ordering::Relaxed);
+    let (p50, p99, max) = stats.latency_ms();
+    Ok(RunResult {
+        readings_per_sec: processed as f64 / elapsed.max(1e-9),
+        sent: sim_stats.sent.load(Ordering::Relaxed),
+        processed,
+        dead_letters: stats.dead_letters_total(),
+        backpressure_waits: bus.stats().backpressure_waits.load(Ordering::Relaxed),
+        latency_p50_ms: p50,
+        latency_p99_ms: p99,
+        latency_max_ms: max,
+    })
+}

@@ -1,0 +1,187 @@
+//! Command-line interface. Value flags are taken as text and handed to the configuration loader
+//! under their environment names, so a bad flag gets the same one-line error as a bad
+//! environment value (`invalid configuration: DEVICE_COUNT=-5 (from command line): …`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use iiot::duration::parse_duration;
+
+/// Industrial IoT Monitor: simulated or real sensors → validation and alerts → live dashboard.
+#[derive(Debug, Parser)]
+#[command(name = "iiot", version, propagate_version = true)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The roles of the binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Everything in one process on the embedded bus: simulator, processor, alert engine.
+    Run(RunArgs),
+    /// The device simulator: publishes readings to stdout (JSON lines) or the embedded bus.
+    Simulate(SimulateArgs),
+    /// Consumer-group processor on Kafka (validation, dead letters, alerts). Not built yet:
+    /// arrives with the Kafka work; exits with status 2.
+    Process(PendingArgs),
+    /// Store, HTTP API, WebSocket hub and dashboard. Not built yet: arrives with the serve
+    /// work; exits with status 2.
+    Serve(PendingArgs),
+    /// Reproducible throughput/latency run of simulator → bus → processor; prints JSON.
+    Bench(BenchArgs),
+}
+
+/// Flags shared by every role.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Config file (TOML). Default: $IIOT_CONFIG, else ./iiot.toml if present.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Log format: text or json [env: LOG_FORMAT].
+    #[arg(long, value_name = "FORMAT", global = true)]
+    pub log_format: Option<String>,
+}
+
+/// Simulator flags.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Number of simulated devices [env: DEVICE_COUNT] [default: 1000].
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub devices: Option<String>,
+    /// Send interval per device, e.g. 5s, 100ms [env: SEND_INTERVAL] [default: 5s].
+    #[arg(long, value_name = "DUR", allow_hyphen_values = true)]
+    pub interval: Option<String>,
+    /// Seed for reproducible values [env: SIM_SEED] [default: random, logged].
+    #[arg(long, value_name = "S", allow_hyphen_values = true)]
+    pub seed: Option<String>,
+    /// Probability per reading that a device starts a fault episode [env: FAULT_RATE].
+    #[arg(long, value_name = "F", allow_hyphen_values = true)]
+    pub fault_rate: Option<String>,
+    /// Probability per reading of a malformed message instead [env: MALFORMED_RATE] [default: 0].
+    #[arg(long, value_name = "F", allow_hyphen_values = true)]
+    pub malformed_rate: Option<String>,
+}
+
+/// `iiot run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Stop by itself after this long, gracefully (exit 0).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// HTTP port [env: HTTP_PORT] [default: 8080].
+    #[arg(long, value_name = "P", allow_hyphen_values = true)]
+    pub http_port: Option<String>,
+    /// WebSocket port [env: WEBSOCKET_PORT] [default: 8081].
+    #[arg(long, value_name = "P", allow_hyphen_values = true)]
+    pub ws_port: Option<String>,
+    /// Kafka bootstrap servers [env: KAFKA_BROKERS]; Kafka mode is not built yet.
+    #[arg(long, value_name = "HOST:PORT,…")]
+    pub kafka_brokers: Option<String>,
+}
+
+/// Where `iiot simulate` sends readings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// One JSON reading per line on stdout (pipe into any Kafka console producer).
+    Stdout,
+    /// Kafka (not built yet).
+    Kafka,
+    /// The embedded bus, drained by a counting consumer: measures generator + bus.
+    Bus,
+}
+
+/// `iiot simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Stop by itself after this long (exit 0).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Where readings go.
+    #[arg(long, value_enum, default_value_t = Output::Stdout)]
+    pub output: Output,
+    /// Kafka bootstrap servers [env: KAFKA_BROKERS] (implies --output kafka).
+    #[arg(long, value_name = "HOST:PORT,…")]
+    pub kafka_brokers: Option<String>,
+    /// Topic for readings [env: KAFKA_TOPIC_DEVICE_DATA] [default: device-data].
+    #[arg(long, value_name = "NAME")]
+    pub topic: Option<String>,
+}
+
+/// Flags accepted by roles that are not built yet.
+#[derive(Debug, Args)]
+pub struct PendingArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Kafka bootstrap servers [env: KAFKA_BROKERS].
+    #[arg(long, value_name = "HOST:PORT,…")]
+    pub kafka_brokers: Option<String>,
+}
+
+/// `iiot bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Simulated devices [default: 10000].
+    #[arg(long, value_name = "N", default_value = "10000", allow_hyphen_values = true)]
+    pub devices: String,
+    /// Hold this send interval per device (rate = devices / interval) instead of full speed.
+    #[arg(long, value_name = "DUR")]
+    pub interval: Option<String>,
+    /// Seed [default: 42, so runs are comparable].
+    #[arg(long, value_name = "S", default_value = "42")]
+    pub seed: String,
+    /// Publishing time of each run.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Number of runs (median and spread are reported).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
+    /// Probability of a fault episode per reading [default: 0.0005].
+    #[arg(long, value_name = "F")]
+    pub fault_rate: Option<String>,
+    /// Probability of a malformed message per reading [default: 0].
+    #[arg(long, value_name = "F")]
+    pub malformed_rate: Option<String>,
+}
+
+impl FleetArgs {
+    /// The flags that were given, under their configuration key names.
+    pub fn flags(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        push(&mut out, "DEVICE_COUNT", &self.devices);
+        push(&mut out, "SEND_INTERVAL", &self.interval);
+        push(&mut out, "SIM_SEED", &self.seed);
+        push(&mut out, "FAULT_RATE", &self.fault_rate);
+        push(&mut out, "MALFORMED_RATE", &self.malformed_rate);
+        out
+    }
+}
+
+impl Common {
+    /// The flags that were given, under their configuration key names.
+    pub fn flags(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        push(&mut out, "LOG_FORMAT", &self.log_format);
+        out
+    }
+}
+
+/// Appends `(key, value)` when the flag was given.
+pub fn push(out: &mut Vec<(&'static str, String)>, key: &'static str, value: &Option<String>) {
+    if let Some(v) = value {
+        out.push((key, v.clone()));
+    }
+}

@@ -1,0 +1,246 @@
+//! The processor stage (SPEC §4): validation → dead letters, per-device `seq` tracking,
+//! aggregates, and the alert engine.
+//!
+//! - this file: [`Processor`], the synchronous core — one message in, an [`Outcome`] and
+//!   alerts out. It is what the criterion benchmark measures.
+//! - [`seq`]: gaps, duplicates, reordering. [`aggregate`]: per-minute rollups.
+//! - [`stats`]: shared counters. [`dead_letter`]: the dead-letter envelope.
+//! - [`run`]: the async loop between a [`iiot_transport::Subscriber`] and a
+//!   [`iiot_transport::Publisher`], with at-least-once commits.
+//!
+//! The processor owns per-device state; it never blocks and never panics on input.
+
+pub mod aggregate;
+pub mod dead_letter;
+pub mod run;
+pub mod seq;
+pub mod stats;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use hashbrown::HashMap;
+use hdrhistogram::Histogram;
+use iiot_model::{Alert, AlertStatus, Invalid, InvalidReason, Limits, decode};
+
+use crate::alerts::{AckError, AlertEngine, DeviceAlerts, RuleSet};
+use aggregate::Aggregates;
+use seq::{SeqState, SeqVerdict};
+pub use stats::ProcessorStats;
+
+/// Settings of the processor core.
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    /// Message limits (size, clock skew).
+    pub limits: Limits,
+    /// Send interval assumed for a device until its own is observed (offline detection).
+    pub default_interval_ms: i64,
+    /// Most devices tracked at once; readings of further new devices are dead-lettered
+    /// (`device_limit`) so memory stays bounded whatever arrives.
+    pub max_devices: usize,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        ProcessorConfig {
+            limits: Limits::default(),
+            default_interval_ms: 5_000,
+            max_devices: 1_000_000,
+        }
+    }
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A valid reading, fed to the alert engine.
+    Processed,
+    /// A valid reading older than one already processed for its device: counted and
+    /// aggregated, not fed to the rules (which need event-time order).
+    Late,
+    /// Rejected: goes to the dead-letter topic with this reason.
+    DeadLetter(Invalid),
+}
+
+/// Everything the processor keeps about one device.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceState {
+    /// Sequence tracking.
+    pub seq: SeqState,
+    /// Alert rule state.
+    pub alerts: DeviceAlerts,
+    /// Per-minute aggregates.
+    pub aggregates: Aggregates,
+}
+
+/// The processor core.
+pub struct Processor {
+    config: ProcessorConfig,
+    engine: AlertEngine,
+    devices: HashMap<Box<str>, DeviceState>,
+    /// Open alert id → device, for acknowledgements.
+    open: HashMap<String, Box<str>>,
+    stats: Arc<ProcessorStats>,
+    latency_us: Histogram<u64>,
+}
+
+impl Processor {
+    /// A processor with `rules`, counting into `stats`.
+    pub fn new(config: ProcessorConfig, rules: Arc<RuleSet>, stats: Arc<ProcessorStats>) -> Self {
+        Processor {
+            engine: AlertEngine::new(rules, config.default_interval_ms),
+            config,
+            devices: HashMap::new(),
+            open: HashMap::new(),
+            stats,
+            latency_us: stats::new_latency_histogram(),
+        }
+    }
+
+    /// The shared counters.
+    pub fn stats(&self) -> &Arc<ProcessorStats> {
+        &self.stats
+    }
+
+    /// Handles one message received at `now_ms`; alerts raised or resolved are appended to
+    /// `alerts`.
+    pub fn handle(&mut self, payload: &[u8], now_ms: i64, alerts: &mut Vec<Alert>) -> Outcome {
+        let reading = match decode(payload, now_ms, &self.config.limits) {
+            Ok(r) => r,
+            Err(invalid) => return self.reject(invalid),
+        };
+        let at_capacity = self.devices.len() >= self.config.max_devices;
+        let dev = match self.devices.get_mut(&*reading.device_id) {
+            Some(dev) => dev,
+            None if at_capacity => {
+                return self.reject(Invalid::new(
+                    InvalidReason::DeviceLimit,
+                    format!("already tracking {} devices", self.config.max_devices),
+                ));
+            }
+            None => {
+                self.stats.devices.fetch_add(1, Ordering::Relaxed);
+                self.devices
+                    .entry(Box::from(&*reading.device_id))
+                    .or_default()
+            }
+        };
+        match dev.seq.check(reading.seq) {
+            SeqVerdict::InOrder => {}
+            SeqVerdict::Gap(missing) => {
+                self.stats.seq_gaps.fetch_add(missing, Ordering::Relaxed);
+            }
+            SeqVerdict::Restart => {
+                self.stats.seq_restarts.fetch_add(1, Ordering::Relaxed);
+            }
+            SeqVerdict::Late | SeqVerdict::TooOld => {
+                dev.aggregates.add(&reading);
+                self.stats.late.fetch_add(1, Ordering::Relaxed);
+                return Outcome::Late;
+            }
+            SeqVerdict::Duplicate => {
+                let detail = format!("{} seq {} already processed", reading.device_id, reading.seq);
+                return self.reject(Invalid::new(InvalidReason::DuplicateSeq, detail));
+            }
+        }
+        dev.aggregates.add(&reading);
+        let before = alerts.len();
+        self.engine.observe(&mut dev.alerts, &reading, now_ms, alerts);
+        let latency_us = (now_ms - reading.timestamp).max(0) as u64 * 1000;
+        // Saturates instead of failing for latencies beyond the histogram's hour.
+        self.latency_us.saturating_record(latency_us.max(1));
+        self.stats.processed.fetch_add(1, Ordering::Relaxed);
+        self.track(before, alerts);
+        Outcome::Processed
+    }
+
+    fn reject(&self, invalid: Invalid) -> Outcome {
+        self.stats.dead_letter(invalid.reason);
+        Outcome::DeadLetter(invalid)
+    }
+
+    /// Keeps the open-alert index and counters in step with alerts appended since `before`.
+    fn track(&mut self, before: usize, alerts: &[Alert]) {
+        for a in &alerts[before..] {
+            self.stats.alert(a.status);
+            match a.status {
+                AlertStatus::Active => {
+                    self.open.insert(a.alert_id.clone(), Box::from(a.device_id.as_str()));
+                }
+                AlertStatus::Resolved => {
+                    self.open.remove(&a.alert_id);
+                }
+                AlertStatus::Acknowledged => {}
+            }
+        }
+    }
+
+    /// Periodic work at `now_ms` (receiver clock): offline detection for every device.
+    pub fn tick(&mut self, now_ms: i64, alerts: &mut Vec<Alert>) {
+        let before = alerts.len();
+        for (id, dev) in self.devices.iter_mut() {
+            self.engine.check_offline(id, &mut dev.alerts, now_ms, alerts);
+        }
+        self.track(before, alerts);
+    }
+
+    /// Acknowledges an open alert; returns the alert to publish.
+    pub fn acknowledge(&mut self, alert_id: &str, now_ms: i64) -> Result<Alert, AckError> {
+        let device = self
+            .open
+            .get(alert_id)
+            .ok_or_else(|| AckError::Unknown(alert_id.to_string()))?;
+        let dev = self
+            .devices
+            .get_mut(device)
+            .ok_or_else(|| AckError::Unknown(alert_id.to_string()))?;
+        let alert = self.engine.acknowledge(device, &mut dev.alerts, alert_id, now_ms)?;
+        self.stats.alert(alert.status);
+        Ok(alert)
+    }
+
+    /// Swaps in new rules (hot reload); alerts of removed rule types are resolved into `alerts`.
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>, now_ms: i64, alerts: &mut Vec<Alert>) {
+        let before = alerts.len();
+        let old = self.engine.set_rules(rules);
+        for (id, dev) in self.devices.iter_mut() {
+            self.engine.migrate(id, &mut dev.alerts, &old, now_ms, alerts);
+        }
+        self.track(before, alerts);
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        self.engine.rules()
+    }
+
+    /// State of one device.
+    pub fn device(&self, device_id: &str) -> Option<&DeviceState> {
+        self.devices.get(device_id)
+    }
+
+    /// Number of devices tracked.
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Ids of open alerts.
+    pub fn open_alert_ids(&self) -> impl Iterator<Item = &str> {
+        self.open.keys().map(String::as_str)
+    }
+
+    /// Moves the latency recorded since the last call into the shared stats.
+    pub fn flush_latency(&mut self) {
+        if self.latency_us.is_empty() {
+            return;
+        }
+        let mut shared = self.stats.latency_us.lock().unwrap_or_else(|e| e.into_inner());
+        // Both histograms have the same bounds, so adding cannot fail.
+        let _ = shared.add(&self.latency_us);
+        self.latency_us.reset();
+    }
+}
+
+#[cfg(test)]
+#[path = "processor_tests.rs"]
+mod tests;

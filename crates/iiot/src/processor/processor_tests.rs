@@ -1,0 +1,112 @@
+//! The processor core: validation, sequence tracking, alerts, bounds.
+
+use std::sync::Arc;
+
+use iiot_model::{AlertStatus, InvalidReason};
+
+use super::*;
+use crate::alerts::{RuleSet, Thresholds};
+
+const T0: i64 = 1_700_000_000_000;
+
+fn reading(device: &str, seq: u64, ts: i64, temperature: f64) -> Vec<u8> {
+    format!(
+        r#"{{"device_id":"{device}","seq":{seq},"timestamp":{ts},"location":{{"building":"A栋","floor":3,"room":"301"}},"sensors":{{"temperature":{{"value":{temperature},"unit":"°C","status":"normal"}},"humidity":{{"value":65.2,"unit":"%","status":"normal"}},"pressure":{{"value":1013.25,"unit":"hPa","status":"normal"}},"switch_status":{{"value":true,"status":"on"}},"current":{{"value":2.5,"unit":"A","status":"normal"}}}},"device_info":{{"model":"IOT-SENSOR-V2","firmware":"1.2.3","battery":85,"signal_strength":-45}}}}"#
+    )
+    .into_bytes()
+}
+
+fn processor(max_devices: usize) -> Processor {
+    Processor::new(
+        ProcessorConfig { max_devices, ..ProcessorConfig::default() },
+        Arc::new(RuleSet::defaults(&Thresholds::default())),
+        Arc::new(ProcessorStats::default()),
+    )
+}
+
+#[test]
+fn duplicates_are_dead_lettered_and_late_readings_counted() {
+    let mut p = processor(10);
+    let mut alerts = Vec::new();
+    let mut outcome = |seq: u64| p.handle(&reading("device_001", seq, T0 + seq as i64, 25.0), T0 + 10, &mut alerts);
+    assert_eq!(outcome(1), Outcome::Processed);
+    assert_eq!(outcome(3), Outcome::Processed);
+    assert_eq!(outcome(2), Outcome::Late);
+    match outcome(3) {
+        Outcome::DeadLetter(inv) => assert_eq!(inv.reason, InvalidReason::DuplicateSeq),
+        o => panic!("expected a duplicate, got {o:?}"),
+    }
+    let s = p.stats();
+    assert_eq!(s.processed.load(Ordering::Relaxed), 2);
+    assert_eq!(s.late.load(Ordering::Relaxed), 1);
+    assert_eq!(s.seq_gaps.load(Ordering::Relaxed), 1);
+    assert_eq!(s.dead_letters_of(InvalidReason::DuplicateSeq), 1);
+}
+
+#[test]
+fn bad_input_is_counted_by_reason_and_processing_continues() {
+    let mut p = processor(10);
+    let mut alerts = Vec::new();
+    for bad in [&b"{"[..], b"", &[0xff, 0xfe], b"null", b"[1,2,3]"] {
+        assert!(matches!(p.handle(bad, T0, &mut alerts), Outcome::DeadLetter(_)));
+    }
+    let nan = String::from_utf8(reading("device_001", 1, T0, 1.0)).expect("utf8").replace("1,\"unit\":\"°C\"", "NaN,\"unit\":\"°C\"");
+    assert!(matches!(p.handle(nan.as_bytes(), T0, &mut alerts), Outcome::DeadLetter(ref i) if i.reason == InvalidReason::NonFinite));
+    assert_eq!(p.handle(&reading("device_001", 1, T0, 25.0), T0, &mut alerts), Outcome::Processed);
+    assert_eq!(p.stats().dead_letters_total(), 6);
+    assert_eq!(p.stats().dead_letters_of(InvalidReason::MalformedJson), 3);
+}
+
+#[test]
+fn device_count_is_bounded() {
+    let mut p = processor(2);
+    let mut alerts = Vec::new();
+    for d in ["device_001", "device_002"] {
+        assert_eq!(p.handle(&reading(d, 1, T0, 25.0), T0, &mut alerts), Outcome::Processed);
+    }
+    match p.handle(&reading("device_003", 1, T0, 25.0), T0, &mut alerts) {
+        Outcome::DeadLetter(inv) => assert_eq!(inv.reason, InvalidReason::DeviceLimit),
+        o => panic!("expected device_limit, got {o:?}"),
+    }
+    // Known devices keep flowing.
+    assert_eq!(p.handle(&reading("device_001", 2, T0 + 1, 25.0), T0, &mut alerts), Outcome::Processed);
+    assert_eq!(p.device_count(), 2);
+}
+
+#[test]
+fn alerts_are_tracked_acknowledged_and_resolved() {
+    let mut p = processor(10);
+    let mut alerts = Vec::new();
+    p.handle(&reading("device_001", 1, T0, 85.0), T0, &mut alerts);
+    assert_eq!(alerts.len(), 1);
+    let id = alerts[0].alert_id.clone();
+    assert_eq!(p.open_alert_ids().collect::<Vec<_>>(), [id.as_str()]);
+    let acked = p.acknowledge(&id, T0 + 1).expect("open");
+    assert_eq!(acked.status, AlertStatus::Acknowledged);
+    assert!(p.acknowledge("alert_nope", T0).is_err());
+    alerts.clear();
+    p.handle(&reading("device_001", 2, T0 + 5000, 20.0), T0 + 5000, &mut alerts);
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].status, AlertStatus::Resolved);
+    assert_eq!(p.open_alert_ids().count(), 0);
+    let s = p.stats();
+    assert_eq!(
+        (s.alerts_raised.load(Ordering::Relaxed), s.alerts_acknowledged.load(Ordering::Relaxed), s.alerts_resolved.load(Ordering::Relaxed), s.alerts_open.load(Ordering::Relaxed)),
+        (1, 1, 1, 0)
+    );
+}
+
+#[test]
+fn offline_devices_are_found_by_tick_and_aggregates_fill() {
+    let mut p = processor(10);
+    let mut alerts = Vec::new();
+    for i in 0..3 {
+        p.handle(&reading("device_001", i + 1, T0 + i as i64 * 5000, 20.0 + i as f64), T0 + i as i64 * 5000, &mut alerts);
+    }
+    let agg = p.device("device_001").expect("known").aggregates.current.expect("rollup");
+    assert_eq!(agg.count, 3);
+    assert_eq!(agg.mean(iiot_model::Parameter::Temperature), Some(21.0));
+    p.tick(T0 + 10_000 + 15_001, &mut alerts);
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].alert_type, "device_offline");
+}

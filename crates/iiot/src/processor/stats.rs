@@ -1,0 +1,96 @@
+//! Counters of the processor, shared lock-free with the status line and (later) `/metrics`.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use hdrhistogram::Histogram;
+use iiot_model::{AlertStatus, InvalidReason};
+
+/// What the processor has done so far.
+#[derive(Debug)]
+pub struct ProcessorStats {
+    /// Valid, in-order (or first-seen) readings fed to the alert engine.
+    pub processed: AtomicU64,
+    /// Valid readings that arrived after a newer one of their device (counted, aggregated, not
+    /// fed to rules).
+    pub late: AtomicU64,
+    /// Dead letters by reason, indexed by [`InvalidReason::index`].
+    pub dead_letters: [AtomicU64; InvalidReason::ALL.len()],
+    /// Readings missing according to `seq` jumps (at the time the jump was seen).
+    pub seq_gaps: AtomicU64,
+    /// Device restarts (seq back to 0/1).
+    pub seq_restarts: AtomicU64,
+    /// Alerts raised.
+    pub alerts_raised: AtomicU64,
+    /// Alerts acknowledged.
+    pub alerts_acknowledged: AtomicU64,
+    /// Alerts resolved.
+    pub alerts_resolved: AtomicU64,
+    /// Alerts open now (active or acknowledged).
+    pub alerts_open: AtomicI64,
+    /// Devices tracked.
+    pub devices: AtomicU64,
+    /// Outputs (alerts, dead letters) that failed to publish.
+    pub publish_errors: AtomicU64,
+    /// Event → processed latency in microseconds (event timestamps have millisecond
+    /// resolution, so values are ±1 ms). Merged from the processor about once a second.
+    pub latency_us: Mutex<Histogram<u64>>,
+}
+
+impl Default for ProcessorStats {
+    fn default() -> Self {
+        ProcessorStats {
+            processed: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            dead_letters: std::array::from_fn(|_| AtomicU64::new(0)),
+            seq_gaps: AtomicU64::new(0),
+            seq_restarts: AtomicU64::new(0),
+            alerts_raised: AtomicU64::new(0),
+            alerts_acknowledged: AtomicU64::new(0),
+            alerts_resolved: AtomicU64::new(0),
+            alerts_open: AtomicI64::new(0),
+            devices: AtomicU64::new(0),
+            publish_errors: AtomicU64::new(0),
+            latency_us: Mutex::new(new_latency_histogram()),
+        }
+    }
+}
+
+/// A histogram for latencies from 1 µs to 1 hour at 3 significant digits.
+pub fn new_latency_histogram() -> Histogram<u64> {
+    // Bounds are constants that hdrhistogram accepts (low ≥ 1, high ≥ 2·low, sigfig ≤ 5).
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+impl ProcessorStats {
+    /// Total dead letters over all reasons.
+    pub fn dead_letters_total(&self) -> u64 {
+        self.dead_letters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Dead letters of one reason.
+    pub fn dead_letters_of(&self, reason: InvalidReason) -> u64 {
+        self.dead_letters[reason.index()].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn dead_letter(&self, reason: InvalidReason) {
+        self.dead_letters[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn alert(&self, status: AlertStatus) {
+        let (counter, open_delta) = match status {
+            AlertStatus::Active => (&self.alerts_raised, 1),
+            AlertStatus::Acknowledged => (&self.alerts_acknowledged, 0),
+            AlertStatus::Resolved => (&self.alerts_resolved, -1),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.alerts_open.fetch_add(open_delta, Ordering::Relaxed);
+    }
+
+    /// (p50, p99, max) of event → processed latency in ms, over everything so far.
+    pub fn latency_ms(&self) -> (f64, f64, f64) {
+        let h = self.latency_us.lock().unwrap_or_else(|e| e.into_inner());
+        let ms = |us: u64| us as f64 / 1000.0;
+        (ms(h.value_at_quantile(0.5)), ms(h.value_at_quantile(0.99)), ms(h.max()))
+    }
+}
