@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README promises: formatting, lints, every test.
+# Installs what it needs that a fresh machine may lack; safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== toolchain"
+cargo --version
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "cargo-nextest not found: installing it (one-off)"
+  cargo install cargo-nextest --locked
+fi
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
+echo "== format"
+cargo fmt --all -- --check
+
+echo "== lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== tests"
+# --no-fail-fast: one failure should not hide the others.
+cargo nextest run --workspace --locked --no-fail-fast
+cargo test --workspace --doc --locked
