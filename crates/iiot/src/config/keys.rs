@@ -1,0 +1,357 @@
+//! The key table: for every setting its environment name, its path in the config file, its
+//! default, what is allowed, and how the text is parsed into (and shown from) [`Config`].
+//!
+//! Adding a setting is one `key!` line plus its field. All layers hand values over as text (TOML
+//! numbers are formatted first), so one parser per key serves flags, environment, `.env` and
+//! file alike.
+
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+use super::{Config, LogFormat};
+use crate::duration::{format_duration, parse_duration};
+
+/// One setting.
+pub(crate) struct Key {
+    /// The environment name, e.g. `DEVICE_COUNT`.
+    pub env: &'static str,
+    /// The dotted path in the config file, e.g. `simulator.device_count`; empty when the key
+    /// cannot be set from the file.
+    pub toml: &'static str,
+    /// The default as text; empty for optional keys (`None`).
+    pub default: &'static str,
+    /// What is allowed, completing "must be …".
+    pub allowed: &'static str,
+    /// An empty value means "not set here": the next layer down decides.
+    pub unset_if_empty: bool,
+    /// Parses the text into its field; `None` if the text is not allowed.
+    pub set: fn(&mut Config, &str) -> Option<()>,
+    /// The field's current value, for [`Config::redacted`].
+    pub get: fn(&Config) -> Json,
+}
+
+/// Parses one kind of value and shows it back as JSON.
+trait Codec {
+    type Out;
+    fn parse(&self, text: &str) -> Option<Self::Out>;
+    fn show(&self, value: &Self::Out) -> Json;
+}
+
+macro_rules! key {
+    (optional $($rest:tt)*) => { key!(@ true, $($rest)*) };
+    (@ $unset:literal, $env:literal, $toml:literal, $default:literal, $allowed:expr,
+        $($field:ident).+ = $codec:expr) => {
+        Key {
+            env: $env,
+            toml: $toml,
+            default: $default,
+            allowed: $allowed,
+            unset_if_empty: $unset,
+            set: |c, text| {
+                c.$($field).+ = Codec::parse(&$codec, text)?;
+                Some(())
+            },
+            get: |c| Codec::show(&$codec, &c.$($field).+),
+        }
+    };
+    ($($rest:tt)*) => { key!(@ false, $($rest)*) };
+}
+
+/// Every setting, in the order of `.env.example`.
+#[rustfmt::skip]
+pub(crate) static KEYS: &[Key] = &[
+    key!(optional "IIOT_CONFIG", "", "", "a path to a TOML config file (default: ./iiot.toml if it exists)",
+        config_file = Opt(FilePath)),
+    key!(optional "KAFKA_BROKERS", "kafka.brokers", "", "a comma-separated list of host:port (empty = embedded bus)",
+        kafka.brokers = Opt(Text(is_broker_list))),
+    key!("KAFKA_TOPIC_DEVICE_DATA", "kafka.topic_device_data", "device-data", TOPIC,
+        kafka.topic_device_data = Text(is_topic)),
+    key!("KAFKA_TOPIC_ALERTS", "kafka.topic_alerts", "alerts", TOPIC,
+        kafka.topic_alerts = Text(is_topic)),
+    key!("KAFKA_TOPIC_DLQ", "kafka.topic_dlq", "device-data-dlq", TOPIC,
+        kafka.topic_dlq = Text(is_topic)),
+    key!("KAFKA_GROUP_ID", "kafka.group_id", "iot-consumer-group", "a non-empty consumer group id without spaces",
+        kafka.group_id = Text(is_word)),
+    key!(optional "KAFKA_SECURITY_PROTOCOL", "kafka.security_protocol", "", "one of plaintext, ssl, sasl_plaintext, sasl_ssl",
+        kafka.security_protocol = Opt(OneOf(&["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"]))),
+    key!(optional "KAFKA_SASL_MECHANISM", "kafka.sasl_mechanism", "", "one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+        kafka.sasl_mechanism = Opt(OneOf(&["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]))),
+    key!(optional "KAFKA_SASL_USERNAME", "kafka.sasl_username", "", "a SASL user name",
+        kafka.sasl_username = Opt(Text(|_| true))),
+    key!(optional "KAFKA_SASL_PASSWORD", "kafka.sasl_password", "", "a SASL password (never shown)",
+        kafka.sasl_password = Opt(Text(|_| true))),
+    key!("HTTP_PORT", "http.port", "8080", PORT,
+        http_port = int::<u16>(0, 65535)),
+    key!("WEBSOCKET_PORT", "websocket.port", "8081", PORT,
+        websocket.port = int::<u16>(0, 65535)),
+    key!("WEBSOCKET_PATH", "websocket.path", "/ws", "a URL path starting with '/', without spaces",
+        websocket.path = Text(is_url_path)),
+    key!("WEBSOCKET_MAX_CONNECTIONS", "websocket.max_connections", "1000", "an integer from 1 to 1000000",
+        websocket.max_connections = int::<u32>(1, 1_000_000)),
+    key!("DEVICE_COUNT", "simulator.device_count", "1000", "an integer from 1 to 1000000",
+        simulator.device_count = int::<u32>(1, 1_000_000)),
+    key!("SEND_INTERVAL", "simulator.send_interval", "5s", "a duration from 1ms to 1h, like 100ms, 5s or 1m",
+        simulator.send_interval = Dur(Duration::from_millis(1), Duration::from_secs(3600))),
+    key!("DATA_VARIANCE", "simulator.data_variance", "0.1", "a number from 0 to 10",
+        simulator.data_variance = Float(0.0, 10.0)),
+    key!("FAULT_RATE", "simulator.fault_rate", "0.0005", "a number from 0 to 1",
+        simulator.fault_rate = Float(0.0, 1.0)),
+    key!("MALFORMED_RATE", "simulator.malformed_rate", "0", "a number from 0 to 1",
+        simulator.malformed_rate = Float(0.0, 1.0)),
+    key!(optional "SIM_SEED", "simulator.seed", "", "an integer from 0 to 18446744073709551615 (empty = random)",
+        simulator.seed = Opt(int::<u64>(0, u64::MAX as i128))),
+    key!("MAX_MESSAGE_BYTES", "processor.max_message_bytes", "65536", "an integer from 1024 to 10485760",
+        processor.max_message_bytes = int::<usize>(1024, 10 * 1024 * 1024)),
+    key!("MAX_FUTURE_SKEW", "processor.max_future_skew", "5m", "a duration from 0s to 24h, like 30s or 5m",
+        processor.max_future_skew = Dur(Duration::ZERO, Duration::from_secs(24 * 3600))),
+    key!("BUS_QUEUE_CAPACITY", "processor.bus_queue_capacity", "65536", "an integer from 16 to 16777216",
+        processor.bus_queue_capacity = int::<usize>(16, 16 * 1024 * 1024)),
+    key!("STATUS_INTERVAL", "processor.status_interval", "10s", "a duration up to 24h, like 10s or 1m (0 = off)",
+        processor.status_interval = Dur(Duration::ZERO, Duration::from_secs(24 * 3600))),
+    key!("ALERT_TEMPERATURE_HIGH", "alerts.temperature_high", "80", NUMBER,
+        thresholds.temperature_high = Float(f64::MIN, f64::MAX)),
+    key!("ALERT_TEMPERATURE_LOW", "alerts.temperature_low", "0", NUMBER,
+        thresholds.temperature_low = Float(f64::MIN, f64::MAX)),
+    key!("ALERT_HUMIDITY_HIGH", "alerts.humidity_high", "90", NUMBER,
+        thresholds.humidity_high = Float(f64::MIN, f64::MAX)),
+    key!("ALERT_CURRENT_HIGH", "alerts.current_high", "10", NUMBER,
+        thresholds.current_high = Float(f64::MIN, f64::MAX)),
+    key!("ALERT_BATTERY_LOW", "alerts.battery_low", "20", NUMBER,
+        thresholds.battery_low = Float(f64::MIN, f64::MAX)),
+    key!("LOG_FORMAT", "log.format", "text", "one of text, json",
+        log.format = Format),
+    key!(optional "RUST_LOG", "log.level", "info", "a tracing filter such as info or iiot=debug,warn",
+        log.level = Text(|s| !s.trim().is_empty())),
+];
+
+const TOPIC: &str = "a Kafka topic name: 1 to 249 of a-z A-Z 0-9 . _ -";
+const PORT: &str = "a port from 0 to 65535 (0 = any free port)";
+const NUMBER: &str = "a finite number";
+
+/// The key named `env`.
+pub(crate) fn by_env(env: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.env == env)
+}
+
+/// The key at the dotted file path `toml`.
+pub(crate) fn by_toml(toml: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| !k.toml.is_empty() && k.toml == toml)
+}
+
+fn is_topic(s: &str) -> bool {
+    (1..=249).contains(&s.len())
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+fn is_word(s: &str) -> bool {
+    !s.is_empty() && !s.chars().any(char::is_whitespace)
+}
+
+fn is_broker_list(s: &str) -> bool {
+    s.split(',').all(is_word)
+}
+
+fn is_url_path(s: &str) -> bool {
+    s.starts_with('/') && !s.chars().any(|c| c.is_whitespace() || c == '?' || c == '#')
+}
+
+/// An integer in `min..=max`, stored as `T`.
+struct Int<T>(i128, i128, PhantomData<T>);
+
+const fn int<T>(min: i128, max: i128) -> Int<T> {
+    Int(min, max, PhantomData)
+}
+
+impl<T: TryFrom<i128> + Copy + Into<Json>> Codec for Int<T> {
+    type Out = T;
+    fn parse(&self, text: &str) -> Option<T> {
+        let n: i128 = text.trim().parse().ok()?;
+        if !(self.0..=self.1).contains(&n) {
+            return None;
+        }
+        T::try_from(n).ok()
+    }
+    fn show(&self, value: &T) -> Json {
+        (*value).into()
+    }
+}
+
+/// A finite number in `min..=max`.
+struct Float(f64, f64);
+
+impl Codec for Float {
+    type Out = f64;
+    fn parse(&self, text: &str) -> Option<f64> {
+        let x: f64 = text.trim().parse().ok()?;
+        (x.is_finite() && x >= self.0 && x <= self.1).then_some(x)
+    }
+    fn show(&self, value: &f64) -> Json {
+        Json::from(*value)
+    }
+}
+
+/// A duration like `5s` in `min..=max`.
+struct Dur(Duration, Duration);
+
+impl Codec for Dur {
+    type Out = Duration;
+    fn parse(&self, text: &str) -> Option<Duration> {
+        let d = parse_duration(text).ok()?;
+        (self.0..=self.1).contains(&d).then_some(d)
+    }
+    fn show(&self, value: &Duration) -> Json {
+        Json::from(format_duration(*value))
+    }
+}
+
+/// Text accepted by a check, kept exactly as given.
+struct Text(fn(&str) -> bool);
+
+impl Codec for Text {
+    type Out = String;
+    fn parse(&self, text: &str) -> Option<String> {
+        (self.0)(text).then(|| text.to_string())
+    }
+    fn show(&self, value: &String) -> Json {
+        Json::from(value.as_str())
+    }
+}
+
+/// One of a fixed list of words (exact spelling).
+struct OneOf(&'static [&'static str]);
+
+impl Codec for OneOf {
+    type Out = String;
+    fn parse(&self, text: &str) -> Option<String> {
+        let text = text.trim();
+        self.0.contains(&text).then(|| text.to_string())
+    }
+    fn show(&self, value: &String) -> Json {
+        Json::from(value.as_str())
+    }
+}
+
+/// `text` or `json`, any case.
+struct Format;
+
+impl Codec for Format {
+    type Out = LogFormat;
+    fn parse(&self, text: &str) -> Option<LogFormat> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+    fn show(&self, value: &LogFormat) -> Json {
+        Json::from(value.as_str())
+    }
+}
+
+/// A file path.
+struct FilePath;
+
+impl Codec for FilePath {
+    type Out = PathBuf;
+    fn parse(&self, text: &str) -> Option<PathBuf> {
+        Some(PathBuf::from(text))
+    }
+    fn show(&self, value: &PathBuf) -> Json {
+        Json::from(value.display().to_string())
+    }
+}
+
+/// An optional value: empty text is `None`.
+struct Opt<C>(C);
+
+impl<C: Codec> Codec for Opt<C> {
+    type Out = Option<C::Out>;
+    fn parse(&self, text: &str) -> Option<Option<C::Out>> {
+        if text.trim().is_empty() {
+            return Some(None);
+        }
+        self.0.parse(text).map(Some)
+    }
+    fn show(&self, value: &Option<C::Out>) -> Json {
+        value.as_ref().map_or(Json::Null, |v| self.0.show(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_well_formed() {
+        for (i, key) in KEYS.iter().enumerate() {
+            assert!(
+                key.env
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'),
+                "{}",
+                key.env
+            );
+            assert!(
+                KEYS[..i].iter().all(|k| k.env != key.env),
+                "{} twice",
+                key.env
+            );
+            assert!(
+                key.toml.is_empty() || KEYS[..i].iter().all(|k| k.toml != key.toml),
+                "{} twice",
+                key.toml
+            );
+            assert!(!key.allowed.is_empty(), "{} needs an allowed text", key.env);
+        }
+    }
+
+    #[test]
+    fn every_default_parses() {
+        let mut config = Config::default();
+        for key in KEYS {
+            assert_eq!((key.set)(&mut config, key.default), Some(()), "{}", key.env);
+        }
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn every_key_rejects_garbage_unless_free_text() {
+        let free_text = [
+            "IIOT_CONFIG",
+            "KAFKA_SASL_USERNAME",
+            "KAFKA_SASL_PASSWORD",
+            "RUST_LOG",
+        ];
+        let mut config = Config::default();
+        for key in KEYS.iter().filter(|k| !free_text.contains(&k.env)) {
+            assert_eq!((key.set)(&mut config, "not valid ?"), None, "{}", key.env);
+        }
+    }
+
+    #[test]
+    fn numbers_respect_their_ranges() {
+        let mut c = Config::default();
+        let set = |c: &mut Config, env: &str, v: &str| (by_env(env).expect("known").set)(c, v);
+        assert_eq!(set(&mut c, "DEVICE_COUNT", "1000000"), Some(()));
+        assert_eq!(set(&mut c, "DEVICE_COUNT", "1000001"), None);
+        assert_eq!(set(&mut c, "DEVICE_COUNT", "0"), None);
+        assert_eq!(set(&mut c, "HTTP_PORT", "65535"), Some(()));
+        assert_eq!(set(&mut c, "HTTP_PORT", "65536"), None);
+        assert_eq!(set(&mut c, "SEND_INTERVAL", "0"), None);
+        assert_eq!(set(&mut c, "SEND_INTERVAL", "1h"), Some(()));
+        assert_eq!(set(&mut c, "SEND_INTERVAL", "61m"), None);
+        assert_eq!(set(&mut c, "STATUS_INTERVAL", "0"), Some(()));
+        assert_eq!(set(&mut c, "FAULT_RATE", "1.5"), None);
+        assert_eq!(set(&mut c, "ALERT_CURRENT_HIGH", "inf"), None);
+        assert_eq!(set(&mut c, "SIM_SEED", "18446744073709551615"), Some(()));
+        assert_eq!(c.simulator.seed, Some(u64::MAX));
+        assert_eq!(set(&mut c, "SIM_SEED", ""), Some(()));
+        assert_eq!(c.simulator.seed, None);
+    }
+}

@@ -1,0 +1,540 @@
+//! Reading the layers (flags, environment, `.env`, config file) and resolving every key of the
+//! table, highest layer first. Nothing here touches the process environment.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::keys::{self, KEYS, Key};
+use super::{
+    Config, ConfigError, KafkaSettings, LogFormat, LogSettings, Origin, ProcessorSettings,
+    SimulatorSettings, Sources, WebSocketSettings,
+};
+use crate::alerts::rules::{RuleError, RuleSet, RuleSpec, Thresholds};
+
+/// The environment name that points at the config file.
+const CONFIG_KEY: &str = "IIOT_CONFIG";
+/// Used when no file is named and it exists in the working directory.
+const DEFAULT_FILE: &str = "iiot.toml";
+
+/// The values one layer gives, by environment name, as text.
+struct Layer {
+    origin: Origin,
+    values: HashMap<String, String>,
+}
+
+impl Layer {
+    fn empty(origin: Origin) -> Layer {
+        Layer {
+            origin,
+            values: HashMap::new(),
+        }
+    }
+
+    /// The text this layer gives `key`, if it sets it.
+    fn get(&self, key: &Key) -> Option<&str> {
+        let value = self.values.get(key.env)?;
+        if key.unset_if_empty && value.trim().is_empty() {
+            return None;
+        }
+        Some(value)
+    }
+}
+
+/// A parsed config file.
+struct ConfigFile {
+    path: PathBuf,
+    layer: Layer,
+    specs: Vec<RuleSpec>,
+    /// `[[alerts.rules]]` as written, to quote values in rule errors.
+    raw_rules: Vec<toml::Table>,
+}
+
+/// [`Config::load`].
+pub(super) fn load(sources: &Sources) -> Result<Config, ConfigError> {
+    let flags = flag_layer(sources)?;
+    let env = Layer {
+        origin: Origin::Env,
+        values: sources.env.clone(),
+    };
+    let dotenv = read_dotenv(sources.dotenv.as_deref())?;
+    let file = match find_file(sources, [&flags, &env, &dotenv]) {
+        Some(path) => Some(read_file(&path)?),
+        None => None,
+    };
+    resolve(&[&flags, &env, &dotenv], file.as_ref())
+}
+
+/// The config file `sources` select, if any (for the watcher).
+pub(super) fn config_path(sources: &Sources) -> Result<Option<PathBuf>, ConfigError> {
+    let flags = flag_layer(sources)?;
+    let env = Layer {
+        origin: Origin::Env,
+        values: sources.env.clone(),
+    };
+    let dotenv = read_dotenv(sources.dotenv.as_deref())?;
+    Ok(find_file(sources, [&flags, &env, &dotenv]))
+}
+
+/// Every key at its default.
+pub(super) fn defaults() -> Config {
+    // The table's defaults are valid text for their own parsers, which the
+    // `defaults_resolve` test checks, and no layer is involved, so this cannot fail.
+    resolve(&[], None).expect("the key table's defaults are valid")
+}
+
+fn flag_layer(sources: &Sources) -> Result<Layer, ConfigError> {
+    let mut layer = Layer::empty(Origin::Flag);
+    for (name, value) in &sources.flags {
+        if keys::by_env(name).is_none() {
+            return Err(ConfigError {
+                key: name.to_string(),
+                value: value.clone(),
+                origin: Origin::Flag,
+                allowed: "is not a configuration key".into(),
+            });
+        }
+        // A later flag wins, as on any command line.
+        layer.values.insert(name.to_string(), value.clone());
+    }
+    Ok(layer)
+}
+
+fn read_dotenv(path: Option<&Path>) -> Result<Layer, ConfigError> {
+    let mut layer = Layer::empty(Origin::DotEnv);
+    let Some(path) = path else {
+        return Ok(layer);
+    };
+    let lines = match dotenvy::from_path_iter(path) {
+        Ok(lines) => lines,
+        Err(dotenvy::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(layer);
+        }
+        Err(e) => return Err(whole_file(path, e.to_string())),
+    };
+    for line in lines {
+        let (name, value) = line.map_err(|e| whole_file(path, e.to_string()))?;
+        layer.values.insert(name, value);
+    }
+    Ok(layer)
+}
+
+/// `--config`, else `IIOT_CONFIG` from a flag, the environment or `.env`, else `./iiot.toml`
+/// if it exists.
+fn find_file(sources: &Sources, layers: [&Layer; 3]) -> Option<PathBuf> {
+    if let Some(path) = &sources.file {
+        return Some(path.clone());
+    }
+    let named = layers.iter().find_map(|layer| {
+        let value = layer.values.get(CONFIG_KEY)?;
+        (!value.trim().is_empty()).then(|| PathBuf::from(value))
+    });
+    named.or_else(|| {
+        let default = Path::new(DEFAULT_FILE);
+        default.is_file().then(|| default.to_path_buf())
+    })
+}
+
+fn read_file(path: &Path) -> Result<ConfigFile, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| whole_file(path, format!("cannot read the file: {e}")))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| whole_file(path, toml_error(&text, &e)))?;
+    let mut file = ConfigFile {
+        path: path.to_path_buf(),
+        layer: Layer::empty(Origin::File(path.to_path_buf())),
+        specs: Vec::new(),
+        raw_rules: Vec::new(),
+    };
+    collect(&table, "", &mut file)?;
+    Ok(file)
+}
+
+/// Walks the file's tables: known keys become layer values, `[[alerts.rules]]` become specs,
+/// anything else is an error naming the key.
+fn collect(table: &toml::Table, prefix: &str, file: &mut ConfigFile) -> Result<(), ConfigError> {
+    for (name, value) in table {
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        if path == "alerts.rules" {
+            collect_rules(value, file)?;
+        } else if let Some(key) = keys::by_toml(&path) {
+            let text = scalar_text(value)
+                .ok_or_else(|| file_error(file, &path, value, "must be a number or a string"))?;
+            file.layer.values.insert(key.env.to_string(), text);
+        } else if let (toml::Value::Table(inner), false) = (value, children(&path).is_empty()) {
+            collect(inner, &path, file)?;
+        } else {
+            let place = if prefix.is_empty() {
+                "at the top level".to_string()
+            } else {
+                format!("in [{prefix}]")
+            };
+            let known = children(prefix).join(", ");
+            let problem = format!("is not a known key; known {place}: {known}");
+            return Err(file_error(file, &path, value, &problem));
+        }
+    }
+    Ok(())
+}
+
+fn collect_rules(value: &toml::Value, file: &mut ConfigFile) -> Result<(), ConfigError> {
+    let toml::Value::Array(items) = value else {
+        let problem = "must be a list of [[alerts.rules]] tables";
+        return Err(file_error(file, "alerts.rules", value, problem));
+    };
+    for (i, item) in items.iter().enumerate() {
+        let key = format!("alerts.rules[{i}]");
+        let toml::Value::Table(table) = item else {
+            return Err(file_error(file, &key, item, "must be a table"));
+        };
+        let spec = match item.clone().try_into::<RuleSpec>() {
+            Ok(spec) => spec,
+            Err(e) => {
+                return Err(match bad_rule_field(table) {
+                    Some((field, value, problem)) => {
+                        file_error(file, &format!("{key}.{field}"), value, &problem)
+                    }
+                    None => file_error(file, &key, item, &one_line(e.message())),
+                });
+            }
+        };
+        file.specs.push(spec);
+        file.raw_rules.push(table.clone());
+    }
+    Ok(())
+}
+
+/// The field of a rule that does not deserialize (unknown, or of the wrong type), found by
+/// trying each field on its own: serde's message does not say which field it was.
+fn bad_rule_field(rule: &toml::Table) -> Option<(&str, &toml::Value, String)> {
+    rule.iter().find_map(|(field, value)| {
+        let mut alone = toml::Table::new();
+        // `alert_type` is the one required field; a placeholder keeps it out of the way.
+        alone.insert("alert_type".into(), toml::Value::String("x".into()));
+        alone.insert(field.clone(), value.clone());
+        let e = toml::Value::Table(alone).try_into::<RuleSpec>().err()?;
+        Some((field.as_str(), value, one_line(e.message())))
+    })
+}
+
+/// The names directly below the dotted `prefix` in the key table ("" = the sections).
+fn children(prefix: &str) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = KEYS
+        .iter()
+        .filter_map(|k| {
+            let rest = if prefix.is_empty() {
+                k.toml
+            } else {
+                k.toml.strip_prefix(prefix)?.strip_prefix('.')?
+            };
+            rest.split('.').next().filter(|s| !s.is_empty())
+        })
+        .collect();
+    if prefix == "alerts" {
+        names.push("rules");
+    }
+    names.dedup();
+    names
+}
+
+/// A TOML scalar as the text a flag or environment variable would give.
+fn scalar_text(value: &toml::Value) -> Option<String> {
+    Some(match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(x) => x.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Datetime(d) => d.to_string(),
+        toml::Value::Array(_) | toml::Value::Table(_) => return None,
+    })
+}
+
+/// Resolves every key, highest layer first, then the rules (from the file only).
+fn resolve(layers: &[&Layer], file: Option<&ConfigFile>) -> Result<Config, ConfigError> {
+    let layers: Vec<&Layer> = layers
+        .iter()
+        .copied()
+        .chain(file.map(|f| &f.layer))
+        .collect();
+    let mut config = blank();
+    // IIOT_CONFIG (no file path) was used to find the file, it is not a setting.
+    for key in KEYS.iter().filter(|k| !k.toml.is_empty()) {
+        let (text, origin) = pick(key, &layers);
+        (key.set)(&mut config, text).ok_or_else(|| invalid(key, text, origin))?;
+    }
+    check_temperature_band(&config, &layers)?;
+    let specs = file.map_or(&[][..], |f| &f.specs[..]);
+    config.rules = RuleSet::build(&config.thresholds, specs).map_err(|e| rule_error(e, file))?;
+    config.config_file = file.map(|f| f.path.clone());
+    Ok(config)
+}
+
+/// The text of the highest layer that sets `key`, else its default.
+fn pick<'a>(key: &'a Key, layers: &[&'a Layer]) -> (&'a str, Origin) {
+    layers
+        .iter()
+        .find_map(|layer| Some((layer.get(key)?, layer.origin.clone())))
+        .unwrap_or((key.default, Origin::Default))
+}
+
+fn check_temperature_band(config: &Config, layers: &[&Layer]) -> Result<(), ConfigError> {
+    let t = &config.thresholds;
+    if t.temperature_low < t.temperature_high {
+        return Ok(());
+    }
+    let key = keys::by_env("ALERT_TEMPERATURE_LOW").ok_or_else(|| ConfigError {
+        key: "ALERT_TEMPERATURE_LOW".into(),
+        value: t.temperature_low.to_string(),
+        origin: Origin::Default,
+        allowed: "is missing from the key table".into(),
+    })?;
+    let (text, origin) = pick(key, layers);
+    let mut error = invalid(key, text, origin);
+    error.allowed = format!(
+        "must be below the high temperature threshold (ALERT_TEMPERATURE_HIGH = {})",
+        t.temperature_high
+    );
+    Err(error)
+}
+
+fn invalid(key: &Key, text: &str, origin: Origin) -> ConfigError {
+    let name = if matches!(origin, Origin::File(_)) {
+        key.toml
+    } else {
+        key.env
+    };
+    ConfigError {
+        key: name.to_string(),
+        value: text.to_string(),
+        origin,
+        allowed: format!("must be {}", key.allowed),
+    }
+}
+
+/// A rule error, quoting the value from the file when the rule sets it.
+fn rule_error(e: RuleError, file: Option<&ConfigFile>) -> ConfigError {
+    let Some(file) = file else {
+        return ConfigError {
+            key: e.key,
+            value: String::new(),
+            origin: Origin::Default,
+            allowed: e.problem,
+        };
+    };
+    let value = e
+        .key
+        .strip_prefix("alerts.rules[")
+        .and_then(|rest| rest.split_once("]."))
+        .and_then(|(index, field)| {
+            let table = file.raw_rules.get(index.parse::<usize>().ok()?)?;
+            scalar_text(table.get(field)?)
+        })
+        .unwrap_or_default();
+    ConfigError {
+        key: e.key,
+        value,
+        origin: file.layer.origin.clone(),
+        allowed: e.problem,
+    }
+}
+
+fn file_error(file: &ConfigFile, key: &str, value: &toml::Value, problem: &str) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        value: scalar_text(value).unwrap_or_else(|| one_line(&value.to_string())),
+        origin: file.layer.origin.clone(),
+        allowed: problem.to_string(),
+    }
+}
+
+/// The file at `path` cannot be read or parsed.
+fn whole_file(path: &Path, problem: String) -> ConfigError {
+    ConfigError {
+        key: path.display().to_string(),
+        value: String::new(),
+        origin: Origin::File(path.to_path_buf()),
+        allowed: one_line(&problem),
+    }
+}
+
+/// `TOML parse error at line 3, column 7: <message>`.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = one_line(e.message());
+    let Some(span) = e.span() else {
+        return format!("TOML parse error: {message}");
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("TOML parse error at line {line}, column {column}: {message}")
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A config whose fields the key table overwrites one by one; the placeholders never escape
+/// [`resolve`], which sets every key (and the rules and file) before returning.
+fn blank() -> Config {
+    Config {
+        kafka: KafkaSettings {
+            brokers: None,
+            topic_device_data: String::new(),
+            topic_alerts: String::new(),
+            topic_dlq: String::new(),
+            group_id: String::new(),
+            security_protocol: None,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+        },
+        http_port: 0,
+        websocket: WebSocketSettings {
+            port: 0,
+            path: String::new(),
+            max_connections: 0,
+        },
+        simulator: SimulatorSettings {
+            device_count: 0,
+            send_interval: Duration::ZERO,
+            data_variance: 0.0,
+            fault_rate: 0.0,
+            malformed_rate: 0.0,
+            seed: None,
+        },
+        processor: ProcessorSettings {
+            max_message_bytes: 0,
+            max_future_skew: Duration::ZERO,
+            bus_queue_capacity: 0,
+            status_interval: Duration::ZERO,
+        },
+        thresholds: Thresholds::default(),
+        rules: RuleSet { rules: Vec::new() },
+        log: LogSettings {
+            format: LogFormat::Text,
+            level: String::new(),
+        },
+        config_file: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources_with_file(text: &str) -> (tempfile::TempDir, Sources) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("iiot.toml");
+        std::fs::write(&path, text).expect("write");
+        let sources = Sources {
+            file: Some(path),
+            ..Sources::default()
+        };
+        (dir, sources)
+    }
+
+    #[test]
+    fn the_documented_example_file_loads() {
+        let doc = include_str!("mod.rs");
+        let example: String = doc
+            .lines()
+            .map(|line| {
+                line.strip_prefix("//!")
+                    .unwrap_or(line)
+                    .trim_start_matches(' ')
+            })
+            .skip_while(|line| *line != "```toml")
+            .skip(1)
+            .take_while(|line| *line != "```")
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert!(example.contains("[[alerts.rules]]"), "example found");
+        let (_dir, sources) = sources_with_file(&example);
+        let config = Config::load(&sources).expect("the module doc example is valid");
+        assert_eq!(config.simulator.seed, Some(42));
+        assert_eq!(config.kafka.brokers.as_deref(), Some("localhost:9092"));
+    }
+
+    #[test]
+    fn defaults_resolve() {
+        assert!(resolve(&[], None).is_ok());
+    }
+
+    #[test]
+    fn toml_syntax_errors_give_line_and_column_on_one_line() {
+        let (_dir, sources) = sources_with_file("[http]\nport = 80\nport = = 3\n");
+        let e = Config::load(&sources).expect_err("broken file");
+        assert!(e.allowed.starts_with("TOML parse error at line 3"), "{e}");
+        assert!(!e.to_string().contains('\n'), "{e}");
+        assert!(e.value.is_empty());
+    }
+
+    #[test]
+    fn unknown_sections_and_keys_list_what_is_known() {
+        let (_dir, sources) = sources_with_file("[simulatr]\ndevice_count = 3\n");
+        let e = Config::load(&sources).expect_err("unknown section");
+        assert_eq!(e.key, "simulatr");
+        assert!(e.allowed.contains("simulator"), "{e}");
+
+        let (_dir, sources) = sources_with_file("[alerts]\ntemprature_high = 3\n");
+        let e = Config::load(&sources).expect_err("unknown key");
+        assert_eq!(e.key, "alerts.temprature_high");
+        assert!(
+            e.allowed.contains("temperature_high") && e.allowed.contains("rules"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tables_where_values_belong_are_rejected() {
+        let (_dir, sources) = sources_with_file("[http.port]\nx = 1\n");
+        let e = Config::load(&sources).expect_err("table as value");
+        assert_eq!(e.key, "http.port");
+        assert_eq!(e.allowed, "must be a number or a string");
+    }
+
+    #[test]
+    fn unknown_flag_names_are_rejected() {
+        let sources = Sources {
+            flags: vec![("DEVICE_COUNTS", "3".into())],
+            ..Sources::default()
+        };
+        let e = Config::load(&sources).expect_err("typo");
+        assert_eq!((e.key.as_str(), e.origin), ("DEVICE_COUNTS", Origin::Flag));
+    }
+
+    #[test]
+    fn temperature_low_must_stay_below_high() {
+        let sources = Sources {
+            env: HashMap::from([("ALERT_TEMPERATURE_LOW".into(), "85".into())]),
+            ..Sources::default()
+        };
+        let e = Config::load(&sources).expect_err("low above high");
+        assert_eq!(
+            (e.key.as_str(), e.value.as_str()),
+            ("ALERT_TEMPERATURE_LOW", "85")
+        );
+        assert!(e.allowed.contains("80"), "{e}");
+    }
+
+    #[test]
+    fn iiot_config_from_dotenv_selects_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("custom.toml");
+        std::fs::write(&file, "[simulator]\ndevice_count = 7\n").expect("write");
+        let dotenv = dir.path().join(".env");
+        std::fs::write(&dotenv, format!("IIOT_CONFIG={}\n", file.display())).expect("write");
+        let sources = Sources {
+            dotenv: Some(dotenv),
+            ..Sources::default()
+        };
+        let config = Config::load(&sources).expect("valid");
+        assert_eq!(config.simulator.device_count, 7);
+        assert_eq!(config.config_file, Some(file));
+    }
+}

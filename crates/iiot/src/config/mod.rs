@@ -1,0 +1,403 @@
+//! Layered configuration: every setting, where its value came from, its validation, and hot
+//! reload of the alert rules.
+//!
+//! Each setting is resolved on its own, highest layer first:
+//! command-line flags > environment > `.env` > config file > default. The config file is the one
+//! named by `--config`, else by `IIOT_CONFIG` (environment or `.env`), else `./iiot.toml` if it
+//! exists. Every setting has one environment name and one path in the file; [`keys`] lists them
+//! all with their defaults (`.env.example` is written from it). An invalid value stops loading
+//! with a [`ConfigError`] naming the key, the value, its origin and what is allowed.
+//!
+//! The file mirrors the environment names (`DEVICE_COUNT` is `simulator.device_count`). Values
+//! may be numbers or strings; durations are strings such as `"100ms"`, `"5s"`, `"1m"`:
+//!
+//! ```toml
+//! [kafka]                       # no brokers = the embedded bus
+//! brokers = "localhost:9092"
+//! topic_device_data = "device-data"
+//! topic_alerts = "alerts"
+//! topic_dlq = "device-data-dlq"
+//! group_id = "iot-consumer-group"
+//!
+//! [http]
+//! port = 8080
+//!
+//! [websocket]
+//! port = 8081
+//! path = "/ws"
+//! max_connections = 1000
+//!
+//! [simulator]
+//! device_count = 1000
+//! send_interval = "5s"
+//! data_variance = 0.1
+//! fault_rate = 0.0005
+//! malformed_rate = 0
+//! seed = 42                     # omit for a random fleet
+//!
+//! [processor]
+//! max_message_bytes = 65536
+//! max_future_skew = "5m"
+//! bus_queue_capacity = 65536
+//! status_interval = "10s"       # "0" = off
+//!
+//! [alerts]
+//! temperature_high = 80
+//! temperature_low = 0
+//! humidity_high = 90
+//! current_high = 10
+//! battery_low = 20
+//!
+//! [[alerts.rules]]              # replaces the default rule of the same alert_type
+//! alert_type = "temperature_high"
+//! parameter = "temperature"
+//! operator = ">"
+//! value = 75.0
+//! clear = 72.0
+//! for = "30s"
+//! severity = "critical"
+//!
+//! [log]
+//! format = "text"               # text | json
+//! level = "info"                # RUST_LOG syntax
+//! ```
+//!
+//! Unknown keys in the file are errors, so a typo never silently falls back to a default.
+//! Only the alert rules (and the thresholds they derive from) are reloaded while running, by
+//! [`watch_rules`]; other settings take effect on restart.
+//!
+//! Layout: [`keys`](self::keys()) is the key table (`keys.rs`), loading and layering live in
+//! `load.rs`, the file watcher in `watch.rs`. This module never reads or changes the process
+//! environment except in [`Sources::from_process`], which only takes a snapshot.
+
+mod keys;
+mod load;
+mod watch;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+use crate::alerts::rules::{RuleKind, RuleSet, Thresholds};
+use crate::duration::format_duration;
+
+pub use watch::watch_rules;
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Kafka connection and topics.
+    pub kafka: KafkaSettings,
+    /// `HTTP_PORT`: port of the HTTP API (8080).
+    pub http_port: u16,
+    /// The WebSocket server.
+    pub websocket: WebSocketSettings,
+    /// The simulated device fleet.
+    pub simulator: SimulatorSettings,
+    /// Validation and the bus between stages.
+    pub processor: ProcessorSettings,
+    /// Alert thresholds (`ALERT_*`), the inputs of the default rules.
+    pub thresholds: Thresholds,
+    /// The alert rules: the defaults for `thresholds`, then `[[alerts.rules]]` from the file.
+    pub rules: RuleSet,
+    /// Logging.
+    pub log: LogSettings,
+    /// The config file that was loaded, if any (watched for rule changes).
+    pub config_file: Option<PathBuf>,
+}
+
+/// Kafka connection and topics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSettings {
+    /// `KAFKA_BROKERS`: `host:port` list; `None` runs the embedded bus instead of Kafka.
+    pub brokers: Option<String>,
+    /// `KAFKA_TOPIC_DEVICE_DATA`: readings from devices (`device-data`).
+    pub topic_device_data: String,
+    /// `KAFKA_TOPIC_ALERTS`: alert lifecycle events (`alerts`).
+    pub topic_alerts: String,
+    /// `KAFKA_TOPIC_DLQ`: messages that failed validation (`device-data-dlq`).
+    pub topic_dlq: String,
+    /// `KAFKA_GROUP_ID`: consumer group of the processor (`iot-consumer-group`).
+    pub group_id: String,
+    /// `KAFKA_SECURITY_PROTOCOL`: `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub security_protocol: Option<String>,
+    /// `KAFKA_SASL_MECHANISM`: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub sasl_mechanism: Option<String>,
+    /// `KAFKA_SASL_USERNAME`.
+    pub sasl_username: Option<String>,
+    /// `KAFKA_SASL_PASSWORD`; shown as `***` by [`Config::redacted`].
+    pub sasl_password: Option<String>,
+}
+
+/// The WebSocket server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebSocketSettings {
+    /// `WEBSOCKET_PORT` (8081).
+    pub port: u16,
+    /// `WEBSOCKET_PATH`, starts with `/` (`/ws`).
+    pub path: String,
+    /// `WEBSOCKET_MAX_CONNECTIONS`: clients beyond this are refused (1000).
+    pub max_connections: u32,
+}
+
+/// The simulated device fleet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimulatorSettings {
+    /// `DEVICE_COUNT` (1000).
+    pub device_count: u32,
+    /// `SEND_INTERVAL`: time between two readings of one device (5 s).
+    pub send_interval: Duration,
+    /// `DATA_VARIANCE`: relative noise of the values (0.1).
+    pub data_variance: f64,
+    /// `FAULT_RATE`: probability per reading that a device starts a fault episode (0.0005).
+    pub fault_rate: f64,
+    /// `MALFORMED_RATE`: share of messages sent broken on purpose (0).
+    pub malformed_rate: f64,
+    /// `SIM_SEED`: makes the fleet reproducible; `None` = random.
+    pub seed: Option<u64>,
+}
+
+/// Validation and the bus between stages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessorSettings {
+    /// `MAX_MESSAGE_BYTES`: larger messages are dead-lettered unparsed (65536).
+    pub max_message_bytes: usize,
+    /// `MAX_FUTURE_SKEW`: readings stamped further ahead are invalid (5 min).
+    pub max_future_skew: Duration,
+    /// `BUS_QUEUE_CAPACITY`: bound of the embedded bus queues (65536).
+    pub bus_queue_capacity: usize,
+    /// `STATUS_INTERVAL`: period of the status log line; zero = off (10 s).
+    pub status_interval: Duration,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    /// `LOG_FORMAT`.
+    pub format: LogFormat,
+    /// `RUST_LOG`: a `tracing` filter, kept as given (`info`).
+    pub level: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// `text` or `json`, as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A command-line flag.
+    Flag,
+    /// The process environment.
+    Env,
+    /// The `.env` file.
+    DotEnv,
+    /// The config file at this path.
+    File(PathBuf),
+    /// The built-in default.
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag => f.write_str("command line"),
+            Origin::Env => f.write_str("environment"),
+            Origin::DotEnv => f.write_str(".env"),
+            Origin::File(path) => write!(f, "{}", path.display()),
+            Origin::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// A setting that cannot be used. Displays as one line, e.g.
+/// `invalid configuration: DEVICE_COUNT=-5 (from environment): must be an integer from 1 to
+/// 1000000`.
+///
+/// `key` is the environment name, or the path in the file when the value came from the file
+/// (`simulator.device_count`, `alerts.rules[1].clear`). When the file itself cannot be read or
+/// parsed, `key` is its path and `value` is empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The offending key.
+    pub key: String,
+    /// The value as given (empty for an unreadable file).
+    pub value: String,
+    /// Where the value came from.
+    pub origin: Origin,
+    /// What is wrong and what is allowed, e.g. `must be an integer from 1 to 1000000`.
+    pub allowed: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let whole_file =
+            matches!(&self.origin, Origin::File(p) if p.display().to_string() == self.key);
+        if whole_file && self.value.is_empty() {
+            write!(f, "invalid configuration: {}: {}", self.key, self.allowed)
+        } else {
+            write!(
+                f,
+                "invalid configuration: {}={} (from {}): {}",
+                self.key, self.value, self.origin, self.allowed
+            )
+        }
+    }
+}
+
+/// The inputs of [`Config::load`].
+///
+/// [`Default`] is no file, no `.env`, an empty environment and no flags (for tests).
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// `--config`. If `None`: `IIOT_CONFIG` from the environment or `.env`, else `./iiot.toml`
+    /// if it exists, else no file.
+    pub file: Option<PathBuf>,
+    /// The `.env` file, normally `Some(".env")`; a missing file is fine.
+    pub dotenv: Option<PathBuf>,
+    /// A snapshot of the process environment.
+    pub env: HashMap<String, String>,
+    /// `(ENV_NAME, value)` from command-line flags, e.g. `("DEVICE_COUNT", "100")`.
+    pub flags: Vec<(&'static str, String)>,
+}
+
+impl Sources {
+    /// The sources of a normal start: `./.env` and a snapshot of the process environment
+    /// (variables that are not valid UTF-8 are skipped; none of ours can be).
+    pub fn from_process(file: Option<PathBuf>, flags: Vec<(&'static str, String)>) -> Sources {
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        Sources {
+            file,
+            dotenv: Some(PathBuf::from(".env")),
+            env,
+            flags,
+        }
+    }
+}
+
+/// Every key as `(environment name, path in the config file, default, allowed values)`.
+///
+/// The file path is empty for `IIOT_CONFIG` (it names the file), the default is empty for
+/// optional keys. `.env.example` documents exactly these keys.
+pub fn keys() -> impl Iterator<Item = (&'static str, &'static str, &'static str, &'static str)> {
+    keys::KEYS
+        .iter()
+        .map(|k| (k.env, k.toml, k.default, k.allowed))
+}
+
+impl Config {
+    /// Resolves every key from `sources` (flags > environment > `.env` > file > default) and
+    /// validates the result, including the alert rules.
+    pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+        load::load(sources)
+    }
+
+    /// The effective configuration as JSON, laid out like the config file, with secrets
+    /// (keys whose name contains `PASSWORD`, `SECRET` or `TOKEN`) shown as `"***"`.
+    pub fn redacted(&self) -> Json {
+        let mut root = serde_json::Map::new();
+        for key in keys::KEYS {
+            let mut value = (key.get)(self);
+            if is_secret(key.env) && !value.is_null() {
+                value = Json::from("***");
+            }
+            let path = if key.toml.is_empty() {
+                "config_file"
+            } else {
+                key.toml
+            };
+            insert_at(&mut root, path, value);
+        }
+        let rules = self.rules.rules.iter().map(rule_json).collect();
+        insert_at(&mut root, "alerts.rules", Json::Array(rules));
+        Json::Object(root)
+    }
+}
+
+impl Default for Config {
+    /// Every key at its default, no config file.
+    fn default() -> Self {
+        load::defaults()
+    }
+}
+
+fn is_secret(env_name: &str) -> bool {
+    ["PASSWORD", "SECRET", "TOKEN"]
+        .iter()
+        .any(|word| env_name.contains(word))
+}
+
+/// Puts `value` at the dotted `path`, creating the objects on the way.
+fn insert_at(root: &mut serde_json::Map<String, Json>, path: &str, value: Json) {
+    match path.split_once('.') {
+        None => {
+            root.insert(path.to_string(), value);
+        }
+        Some((head, rest)) => {
+            let child = root
+                .entry(head)
+                .or_insert_with(|| Json::Object(serde_json::Map::new()));
+            if let Json::Object(map) = child {
+                insert_at(map, rest, value);
+            }
+        }
+    }
+}
+
+fn rule_json(rule: &crate::alerts::rules::AlertRule) -> Json {
+    let mut out = serde_json::json!({
+        "alert_type": rule.alert_type,
+        "severity": rule.severity.as_str(),
+    });
+    let details = match &rule.kind {
+        RuleKind::Threshold {
+            parameter,
+            operator,
+            value,
+            clear,
+            hold,
+        } => serde_json::json!({
+            "kind": "threshold", "parameter": parameter.as_str(), "operator": operator.as_str(),
+            "value": value, "clear": clear, "for": format_duration(*hold),
+        }),
+        RuleKind::RateOfChange {
+            parameter,
+            value,
+            clear,
+            window,
+        } => serde_json::json!({
+            "kind": "rate_of_change", "parameter": parameter.as_str(), "value": value,
+            "clear": clear, "window": format_duration(*window),
+        }),
+        RuleKind::Stuck { parameter, hold } => serde_json::json!({
+            "kind": "stuck", "parameter": parameter.as_str(), "for": format_duration(*hold),
+        }),
+        RuleKind::Offline { missed_intervals } => serde_json::json!({
+            "kind": "offline", "missed_intervals": missed_intervals,
+        }),
+    };
+    if let (Json::Object(out), Json::Object(details)) = (&mut out, details) {
+        out.extend(details);
+    }
+    out
+}

@@ -1,0 +1,503 @@
+//! Configuration as a user meets it: defaults, layering, one-line errors for bad values, the
+//! config file with its alert rules, the redacted view, and hot reload of the rules.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use iiot::alerts::rules::{RuleKind, RuleSet};
+use iiot::config::{Config, LogFormat, Origin, Sources, keys, watch_rules};
+use tokio_util::sync::CancellationToken;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write test file");
+    path
+}
+
+fn temperature_high(rules: &RuleSet) -> f64 {
+    match &rules.get("temperature_high").expect("default rule").kind {
+        RuleKind::Threshold { value, .. } => *value,
+        other => panic!("unexpected rule kind {other:?}"),
+    }
+}
+
+#[test]
+fn defaults_match_the_documented_values() {
+    let c = Config::load(&Sources::default()).expect("defaults are valid");
+    assert_eq!(c, Config::default());
+    assert_eq!(c.kafka.brokers, None);
+    assert_eq!(c.kafka.topic_device_data, "device-data");
+    assert_eq!(c.kafka.topic_alerts, "alerts");
+    assert_eq!(c.kafka.topic_dlq, "device-data-dlq");
+    assert_eq!(c.kafka.group_id, "iot-consumer-group");
+    assert_eq!(c.http_port, 8080);
+    assert_eq!(
+        (
+            c.websocket.port,
+            c.websocket.path.as_str(),
+            c.websocket.max_connections
+        ),
+        (8081, "/ws", 1000)
+    );
+    assert_eq!(c.simulator.device_count, 1000);
+    assert_eq!(c.simulator.send_interval, Duration::from_secs(5));
+    assert_eq!(c.simulator.data_variance, 0.1);
+    assert_eq!(c.simulator.fault_rate, 0.0005);
+    assert_eq!(c.simulator.malformed_rate, 0.0);
+    assert_eq!(c.simulator.seed, None);
+    assert_eq!(c.processor.max_message_bytes, 65536);
+    assert_eq!(c.processor.max_future_skew, Duration::from_secs(300));
+    assert_eq!(c.processor.bus_queue_capacity, 65536);
+    assert_eq!(c.processor.status_interval, Duration::from_secs(10));
+    assert_eq!(c.thresholds, iiot::alerts::rules::Thresholds::default());
+    assert_eq!(c.rules, RuleSet::defaults(&c.thresholds));
+    assert_eq!(
+        (c.log.format, c.log.level.as_str()),
+        (LogFormat::Text, "info")
+    );
+    assert_eq!(c.config_file, None);
+}
+
+#[test]
+fn each_layer_overrides_the_one_below() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = write(dir.path(), "iiot.toml", "[simulator]\ndevice_count = 10\n");
+    let dotenv = write(dir.path(), ".env", "DEVICE_COUNT=20\n");
+    let mut sources = Sources {
+        file: Some(file.clone()),
+        ..Sources::default()
+    };
+    let count = |s: &Sources| Config::load(s).expect("valid").simulator.device_count;
+
+    assert_eq!(count(&sources), 10, "file over default");
+    sources.dotenv = Some(dotenv);
+    assert_eq!(count(&sources), 20, ".env over file");
+    sources.env = env(&[("DEVICE_COUNT", "30")]);
+    assert_eq!(count(&sources), 30, "environment over .env");
+    sources.flags = vec![("DEVICE_COUNT", "40".into())];
+    assert_eq!(count(&sources), 40, "flag over environment");
+    assert_eq!(
+        Config::load(&sources).expect("valid").config_file,
+        Some(file)
+    );
+}
+
+#[test]
+fn layers_are_resolved_per_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = write(
+        dir.path(),
+        "iiot.toml",
+        "[simulator]\ndevice_count = 10\nsend_interval = \"250ms\"\n",
+    );
+    let sources = Sources {
+        file: Some(file),
+        env: env(&[("DEVICE_COUNT", "30")]),
+        ..Sources::default()
+    };
+    let c = Config::load(&sources).expect("valid");
+    assert_eq!(c.simulator.device_count, 30);
+    assert_eq!(c.simulator.send_interval, Duration::from_millis(250));
+}
+
+#[test]
+fn empty_optional_values_mean_unset() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = write(
+        dir.path(),
+        "iiot.toml",
+        "[kafka]\nbrokers = \"kafka:9092\"\n",
+    );
+    let sources = Sources {
+        file: Some(file),
+        env: env(&[("KAFKA_BROKERS", ""), ("SIM_SEED", "")]),
+        ..Sources::default()
+    };
+    let c = Config::load(&sources).expect("valid");
+    assert_eq!(c.kafka.brokers.as_deref(), Some("kafka:9092"));
+    assert_eq!(c.simulator.seed, None);
+}
+
+#[test]
+fn bad_values_stop_loading_with_one_line_naming_key_value_and_origin() {
+    let cases = [
+        (
+            "DEVICE_COUNT",
+            "-5",
+            "invalid configuration: DEVICE_COUNT=-5 (from environment): must be an integer from 1 to 1000000",
+        ),
+        (
+            "DEVICE_COUNT",
+            "abc",
+            "invalid configuration: DEVICE_COUNT=abc (from environment): must be an integer from 1 to 1000000",
+        ),
+        (
+            "SEND_INTERVAL",
+            "5",
+            "invalid configuration: SEND_INTERVAL=5 (from environment): must be a duration from 1ms to 1h, like 100ms, 5s or 1m",
+        ),
+        (
+            "WEBSOCKET_PATH",
+            "ws",
+            "invalid configuration: WEBSOCKET_PATH=ws (from environment): must be a URL path starting with '/', without spaces",
+        ),
+        (
+            "DATA_VARIANCE",
+            "NaN",
+            "invalid configuration: DATA_VARIANCE=NaN (from environment): must be a number from 0 to 10",
+        ),
+        (
+            "LOG_FORMAT",
+            "xml",
+            "invalid configuration: LOG_FORMAT=xml (from environment): must be one of text, json",
+        ),
+        (
+            "HTTP_PORT",
+            "70000",
+            "invalid configuration: HTTP_PORT=70000 (from environment): must be a port from 0 to 65535 (0 = any free port)",
+        ),
+    ];
+    for (key, value, message) in cases {
+        let sources = Sources {
+            env: env(&[(key, value)]),
+            ..Sources::default()
+        };
+        let e = Config::load(&sources).expect_err(key);
+        assert_eq!((e.key.as_str(), e.value.as_str()), (key, value));
+        assert_eq!(e.origin, Origin::Env);
+        assert_eq!(e.to_string(), message);
+    }
+}
+
+#[test]
+fn errors_name_the_layer_the_bad_value_came_from() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dotenv = write(dir.path(), ".env", "DEVICE_COUNT=0\n");
+    let sources = Sources {
+        dotenv: Some(dotenv),
+        ..Sources::default()
+    };
+    let e = Config::load(&sources).expect_err("bad .env value");
+    assert_eq!(e.origin, Origin::DotEnv);
+    assert!(e.to_string().contains("DEVICE_COUNT=0 (from .env)"), "{e}");
+
+    let sources = Sources {
+        flags: vec![("DEVICE_COUNT", "many".into())],
+        ..sources
+    };
+    let e = Config::load(&sources).expect_err("bad flag");
+    assert!(
+        e.to_string()
+            .contains("DEVICE_COUNT=many (from command line)"),
+        "{e}"
+    );
+
+    let file = write(dir.path(), "iiot.toml", "[simulator]\nsend_interval = 5\n");
+    let sources = Sources {
+        file: Some(file.clone()),
+        ..Sources::default()
+    };
+    let e = Config::load(&sources).expect_err("bad file value");
+    assert_eq!(
+        e.key, "simulator.send_interval",
+        "file values are named by their path"
+    );
+    assert_eq!(e.origin, Origin::File(file.clone()));
+    assert!(
+        e.to_string().contains(&format!(
+            "simulator.send_interval=5 (from {})",
+            file.display()
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_keys_in_the_file_are_rejected() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = write(dir.path(), "iiot.toml", "[simulator]\ndevcie_count = 100\n");
+    let sources = Sources {
+        file: Some(file),
+        ..Sources::default()
+    };
+    let e = Config::load(&sources).expect_err("typo in file");
+    assert_eq!(e.key, "simulator.devcie_count");
+    assert!(e.allowed.contains("device_count"), "{e}");
+}
+
+#[test]
+fn unreadable_or_broken_files_are_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("missing.toml");
+    let sources = Sources {
+        file: Some(missing.clone()),
+        ..Sources::default()
+    };
+    let e = Config::load(&sources).expect_err("missing file");
+    assert_eq!(
+        (e.key.clone(), e.value.as_str()),
+        (missing.display().to_string(), "")
+    );
+    assert!(
+        e.to_string().starts_with(&format!(
+            "invalid configuration: {}: cannot read",
+            missing.display()
+        )),
+        "{e}"
+    );
+
+    let broken = write(dir.path(), "broken.toml", "[simulator\ndevice_count = 1\n");
+    let sources = Sources {
+        file: Some(broken.clone()),
+        ..Sources::default()
+    };
+    let e = Config::load(&sources).expect_err("broken file");
+    assert_eq!(e.key, broken.display().to_string());
+    assert!(e.allowed.starts_with("TOML parse error at line 1"), "{e}");
+    assert!(!e.to_string().contains('\n'), "one line: {e}");
+}
+
+#[test]
+fn rules_from_the_file_are_applied_and_bad_ones_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = write(
+        dir.path(),
+        "iiot.toml",
+        r#"
+[alerts]
+temperature_high = 70
+current_high = "12.5"
+
+[[alerts.rules]]
+alert_type = "pressure_low"
+parameter = "pressure"
+operator = "<"
+value = 950.0
+
+[[alerts.rules]]
+alert_type = "sensor_stuck"
+enabled = false
+"#,
+    );
+    let sources = Sources {
+        file: Some(file),
+        ..Sources::default()
+    };
+    let c = Config::load(&sources).expect("valid");
+    assert_eq!(c.thresholds.current_high, 12.5);
+    assert_eq!(temperature_high(&c.rules), 70.0);
+    assert!(c.rules.get("pressure_low").is_some());
+    assert!(c.rules.get("sensor_stuck").is_none());
+
+    let file = write(
+        dir.path(),
+        "bad.toml",
+        r#"
+[[alerts.rules]]
+alert_type = "pressure_low"
+parameter = "pressure"
+operator = "<"
+value = 950.0
+
+[[alerts.rules]]
+alert_type = "current_high"
+parameter = "current"
+operator = ">"
+value = 10.0
+clear = 12.0
+"#,
+    );
+    let sources = Sources {
+        file: Some(file.clone()),
+        ..Sources::default()
+    };
+    let e = Config::load(&sources).expect_err("clear on the wrong side");
+    assert_eq!(
+        (e.key.as_str(), e.value.as_str()),
+        ("alerts.rules[1].clear", "12")
+    );
+    assert_eq!(e.origin, Origin::File(file));
+
+    let file = write(
+        dir.path(),
+        "typo.toml",
+        "[[alerts.rules]]\nalert_type = \"x\"\nthreshhold = 3\n",
+    );
+    let sources = Sources {
+        file: Some(file),
+        ..Sources::default()
+    };
+    let e = Config::load(&sources).expect_err("unknown rule field");
+    assert_eq!(
+        (e.key.as_str(), e.value.as_str()),
+        ("alerts.rules[0].threshhold", "3")
+    );
+    assert!(e.allowed.contains("unknown field"), "{e}");
+
+    let file = write(
+        dir.path(),
+        "type.toml",
+        "[[alerts.rules]]\nalert_type = \"x\"\nparameter = \"current\"\noperator = \">\"\nvalue = \"abc\"\n",
+    );
+    let sources = Sources {
+        file: Some(file),
+        ..Sources::default()
+    };
+    let e = Config::load(&sources).expect_err("wrong type");
+    assert_eq!(
+        (e.key.as_str(), e.value.as_str()),
+        ("alerts.rules[0].value", "abc")
+    );
+}
+
+#[test]
+fn redacted_shows_the_effective_config_without_secrets() {
+    let sources = Sources {
+        env: env(&[
+            ("KAFKA_BROKERS", "kafka:9092"),
+            ("KAFKA_SASL_USERNAME", "iot"),
+            ("KAFKA_SASL_PASSWORD", "hunter2"),
+            ("DEVICE_COUNT", "12"),
+        ]),
+        ..Sources::default()
+    };
+    let json = Config::load(&sources).expect("valid").redacted();
+    assert_eq!(json["kafka"]["brokers"], "kafka:9092");
+    assert_eq!(json["kafka"]["sasl_username"], "iot");
+    assert_eq!(json["kafka"]["sasl_password"], "***");
+    assert!(!json.to_string().contains("hunter2"));
+    assert_eq!(json["simulator"]["device_count"], 12);
+    assert_eq!(json["simulator"]["send_interval"], "5s");
+    assert_eq!(json["http"]["port"], 8080);
+    assert_eq!(json["alerts"]["temperature_high"], 80.0);
+    assert_eq!(json["alerts"]["rules"][0]["alert_type"], "temperature_high");
+    assert!(json["config_file"].is_null());
+
+    let unset = Config::default().redacted();
+    assert!(unset["kafka"]["sasl_password"].is_null(), "nothing to hide");
+}
+
+#[test]
+fn every_key_is_listed_once_with_a_default_and_allowed_values() {
+    let all: Vec<_> = keys().collect();
+    for name in [
+        "IIOT_CONFIG",
+        "KAFKA_BROKERS",
+        "KAFKA_TOPIC_DEVICE_DATA",
+        "KAFKA_TOPIC_ALERTS",
+        "KAFKA_GROUP_ID",
+        "WEBSOCKET_PORT",
+        "WEBSOCKET_PATH",
+        "WEBSOCKET_MAX_CONNECTIONS",
+        "DEVICE_COUNT",
+        "SEND_INTERVAL",
+        "DATA_VARIANCE",
+        "ALERT_TEMPERATURE_HIGH",
+        "ALERT_TEMPERATURE_LOW",
+        "ALERT_HUMIDITY_HIGH",
+        "ALERT_CURRENT_HIGH",
+        "HTTP_PORT",
+    ] {
+        assert_eq!(
+            all.iter().filter(|k| k.0 == name).count(),
+            1,
+            "{name} (SPEC §7)"
+        );
+    }
+}
+
+#[test]
+fn env_example_documents_every_key() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.env.example");
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{path} must exist and document every key: {e}"));
+    let documented: Vec<&str> = text
+        .lines()
+        .map(|line| line.trim_start_matches(|c: char| c == '#' || c.is_whitespace()))
+        .filter_map(|line| line.split_once('=').map(|(name, _)| name.trim()))
+        .collect();
+    let missing: Vec<&str> = keys()
+        .map(|(name, ..)| name)
+        .filter(|name| !documented.contains(name))
+        .collect();
+    assert!(missing.is_empty(), "not in .env.example: {missing:?}");
+}
+
+#[test]
+fn watch_rules_reloads_valid_changes_and_keeps_the_old_rules_otherwise() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = write(dir.path(), "iiot.toml", "[alerts]\ntemperature_high = 80\n");
+        let sources = Sources {
+            file: Some(file.clone()),
+            ..Sources::default()
+        };
+        let initial = Config::load(&sources).expect("valid").rules;
+        let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(initial));
+        let shutdown = CancellationToken::new();
+        let task = watch_rules(sources, tx, shutdown.clone()).expect("a file to watch");
+
+        write(dir.path(), "iiot.toml", "[alerts]\ntemperature_high = 70\n");
+        tokio::time::timeout(Duration::from_secs(5), rx.changed())
+            .await
+            .expect("reload within 5 s")
+            .expect("sender alive");
+        assert_eq!(temperature_high(&rx.borrow_and_update()), 70.0);
+
+        write(
+            dir.path(),
+            "iiot.toml",
+            "[alerts]\ntemperature_high = \"hot\"\n",
+        );
+        let sent = tokio::time::timeout(Duration::from_millis(1500), rx.changed()).await;
+        assert!(sent.is_err(), "an invalid file must not replace the rules");
+        assert_eq!(temperature_high(&rx.borrow()), 70.0);
+
+        // Replaced the way editors save: a new file renamed over the old one.
+        let next = write(
+            dir.path(),
+            "iiot.toml.tmp",
+            "[alerts]\ntemperature_high = 60\n",
+        );
+        std::fs::rename(&next, &file).expect("replace the file");
+        tokio::time::timeout(Duration::from_secs(5), rx.changed())
+            .await
+            .expect("reload within 5 s")
+            .expect("sender alive");
+        assert_eq!(temperature_high(&rx.borrow_and_update()), 60.0);
+
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("watcher ends on shutdown")
+            .expect("no panic");
+    });
+}
+
+#[test]
+fn watch_rules_has_nothing_to_watch_without_a_file() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (tx, _rx) = tokio::sync::watch::channel(Arc::new(RuleSet::defaults(
+            &iiot::alerts::rules::Thresholds::default(),
+        )));
+        assert!(watch_rules(Sources::default(), tx, CancellationToken::new()).is_none());
+    });
+}
