@@ -226,11 +226,7 @@ fn check(r: &Reading<'_>, now_ms: i64, limits: &Limits) -> Result<(), Invalid> {
         {
             return Err(Invalid::new(
                 InvalidReason::BadUnit,
-                format!(
-                    "{p} unit {:?}, expected {:?}",
-                    truncate(&m.unit),
-                    p.unit()
-                ),
+                format!("{p} unit {:?}, expected {:?}", truncate(&m.unit), p.unit()),
             ));
         }
     }
@@ -291,20 +287,50 @@ mod tests {
         assert_eq!(reason("not json"), InvalidReason::MalformedJson);
         assert_eq!(reason("{}"), InvalidReason::Schema);
         assert_eq!(reason(&s.replace("42", "\"42\"")), InvalidReason::Schema);
-        assert_eq!(reason(&s.replace("\"normal\"", "\"weird\"")), InvalidReason::Schema);
+        assert_eq!(
+            reason(&s.replace("\"normal\"", "\"weird\"")),
+            InvalidReason::Schema
+        );
         assert_eq!(reason(&s.replace("25.6", "NaN")), InvalidReason::NonFinite);
-        assert_eq!(reason(&s.replace("25.6", "Infinity")), InvalidReason::NonFinite);
-        assert_eq!(reason(&s.replace("25.6", "1e999")), InvalidReason::NonFinite);
-        assert_eq!(reason(&s.replace("25.6", "999.0")), InvalidReason::OutOfRange);
+        assert_eq!(
+            reason(&s.replace("25.6", "Infinity")),
+            InvalidReason::NonFinite
+        );
+        assert_eq!(
+            reason(&s.replace("25.6", "1e999")),
+            InvalidReason::NonFinite
+        );
+        assert_eq!(
+            reason(&s.replace("25.6", "999.0")),
+            InvalidReason::OutOfRange
+        );
         assert_eq!(reason(&s.replace("65.2", "-3")), InvalidReason::OutOfRange);
-        assert_eq!(reason(&s.replace("\"battery\":85", "\"battery\":101")), InvalidReason::OutOfRange);
+        assert_eq!(
+            reason(&s.replace("\"battery\":85", "\"battery\":101")),
+            InvalidReason::OutOfRange
+        );
         assert_eq!(reason(&s.replace("°C", "°F")), InvalidReason::BadUnit);
-        assert_eq!(reason(&s.replace("device_001", "")), InvalidReason::BadDeviceId);
-        assert_eq!(reason(&s.replace("device_001", "dev ice")), InvalidReason::BadDeviceId);
-        assert_eq!(reason(&s.replace("\"value\":true", "\"value\":false")), InvalidReason::Inconsistent);
+        assert_eq!(
+            reason(&s.replace("device_001", "")),
+            InvalidReason::BadDeviceId
+        );
+        assert_eq!(
+            reason(&s.replace("device_001", "dev ice")),
+            InvalidReason::BadDeviceId
+        );
+        assert_eq!(
+            reason(&s.replace("\"value\":true", "\"value\":false")),
+            InvalidReason::Inconsistent
+        );
         let future = (NOW + 5 * 60 * 1000 + 1).to_string();
-        assert_eq!(reason(&s.replace("1640995200000", &future)), InvalidReason::FutureTimestamp);
-        assert_eq!(reason(&s.replace("1640995200000", "1000")), InvalidReason::StaleTimestamp);
+        assert_eq!(
+            reason(&s.replace("1640995200000", &future)),
+            InvalidReason::FutureTimestamp
+        );
+        assert_eq!(
+            reason(&s.replace("1640995200000", "1000")),
+            InvalidReason::StaleTimestamp
+        );
     }
 
     #[test]

@@ -299,4 +299,3 @@ impl Drop for BusSubscriber {
         self.rx.close();
     }
 }
-

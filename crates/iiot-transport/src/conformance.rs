@@ -27,7 +27,11 @@ pub async fn receive(sub: &mut dyn Subscriber, n: usize) -> Vec<Message> {
             Ok(Err(e)) => panic!("receive failed after {} of {n}: {e}", got.len()),
             Err(_) => panic!("timed out after {} of {n} messages", got.len()),
         };
-        assert!(received > 0, "stream ended after {} of {n} messages", got.len());
+        assert!(
+            received > 0,
+            "stream ended after {} of {n} messages",
+            got.len()
+        );
         for m in batch.drain(..) {
             sub.commit(&m).expect("commit");
             got.push(m);
@@ -38,7 +42,10 @@ pub async fn receive(sub: &mut dyn Subscriber, n: usize) -> Vec<Message> {
 
 /// Messages of one key stay in one partition, arrive in publish order, and offsets grow.
 pub async fn keyed_order_is_kept(t: &dyn Transport, topic: &str) {
-    let mut sub = t.subscribe(topic, "conformance-order").await.expect("subscribe");
+    let mut sub = t
+        .subscribe(topic, "conformance-order")
+        .await
+        .expect("subscribe");
     let publisher = t.publisher();
     let (keys, per_key) = (40, 50);
     // Publish from its own task: a bounded backend may make the publisher wait for the reader.
@@ -48,7 +55,10 @@ pub async fn keyed_order_is_kept(t: &dyn Transport, topic: &str) {
             for k in 0..keys {
                 let key = format!("device_{k:03}");
                 let payload = Bytes::from(format!("{key}:{i}"));
-                publisher.publish(&topic_owned, key.as_bytes(), payload).await.expect("publish");
+                publisher
+                    .publish(&topic_owned, key.as_bytes(), payload)
+                    .await
+                    .expect("publish");
             }
         }
         publisher.flush().await.expect("flush");
@@ -70,19 +80,35 @@ pub async fn keyed_order_is_kept(t: &dyn Transport, topic: &str) {
         let p = *partition_of.entry(m.key.clone()).or_insert(m.partition);
         assert_eq!(p, m.partition, "{key} moved partition");
         if let Some(prev) = last_offset.insert(m.partition, m.offset) {
-            assert!(m.offset > prev, "offsets must grow in partition {}", m.partition);
+            assert!(
+                m.offset > prev,
+                "offsets must grow in partition {}",
+                m.partition
+            );
         }
         assert_eq!(&*m.topic, topic);
     }
     assert!(next_index.values().all(|&n| n == per_key));
-    assert!(partition_of.values().collect::<std::collections::HashSet<_>>().len() > 1,
-        "40 keys should spread over more than one partition");
+    assert!(
+        partition_of
+            .values()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            > 1,
+        "40 keys should spread over more than one partition"
+    );
 }
 
 /// Two consumer groups each receive every message.
 pub async fn every_group_gets_everything(t: &dyn Transport, topic: &str) {
-    let mut a = t.subscribe(topic, "conformance-a").await.expect("subscribe a");
-    let mut b = t.subscribe(topic, "conformance-b").await.expect("subscribe b");
+    let mut a = t
+        .subscribe(topic, "conformance-a")
+        .await
+        .expect("subscribe a");
+    let mut b = t
+        .subscribe(topic, "conformance-b")
+        .await
+        .expect("subscribe b");
     let publisher = t.publisher();
     for i in 0..300u32 {
         let key = format!("k{}", i % 7);
@@ -96,7 +122,12 @@ pub async fn every_group_gets_everything(t: &dyn Transport, topic: &str) {
         let mut bodies: Vec<u32> = receive(sub.as_mut(), 300)
             .await
             .iter()
-            .map(|m| std::str::from_utf8(&m.payload).expect("utf8").parse().expect("number"))
+            .map(|m| {
+                std::str::from_utf8(&m.payload)
+                    .expect("utf8")
+                    .parse()
+                    .expect("number")
+            })
             .collect();
         bodies.sort_unstable();
         assert_eq!(bodies, (0..300).collect::<Vec<_>>());
@@ -105,7 +136,10 @@ pub async fn every_group_gets_everything(t: &dyn Transport, topic: &str) {
 
 /// A publisher faster than its consumer waits; nothing is lost.
 pub async fn backpressure_never_drops(t: &dyn Transport, topic: &str) {
-    let mut sub = t.subscribe(topic, "conformance-slow").await.expect("subscribe");
+    let mut sub = t
+        .subscribe(topic, "conformance-slow")
+        .await
+        .expect("subscribe");
     let publisher = t.publisher();
     let total = 20_000u32;
     let topic_owned = topic.to_string();
@@ -133,7 +167,10 @@ pub async fn backpressure_never_drops(t: &dyn Transport, topic: &str) {
             .expect("receive");
         assert!(n > 0, "stream ended early");
         for m in &batch {
-            let i: usize = std::str::from_utf8(&m.payload).expect("utf8").parse().expect("n");
+            let i: usize = std::str::from_utf8(&m.payload)
+                .expect("utf8")
+                .parse()
+                .expect("n");
             assert!(!seen[i], "message {i} delivered twice");
             seen[i] = true;
             count += 1;
@@ -147,7 +184,10 @@ pub async fn backpressure_never_drops(t: &dyn Transport, topic: &str) {
 
 /// Empty, binary and large payloads and non-UTF-8 keys pass unchanged.
 pub async fn payloads_are_preserved(t: &dyn Transport, topic: &str) {
-    let mut sub = t.subscribe(topic, "conformance-bytes").await.expect("subscribe");
+    let mut sub = t
+        .subscribe(topic, "conformance-bytes")
+        .await
+        .expect("subscribe");
     let publisher = t.publisher();
     let payloads: Vec<Bytes> = vec![
         Bytes::from_static(b""),
@@ -157,7 +197,10 @@ pub async fn payloads_are_preserved(t: &dyn Transport, topic: &str) {
     ];
     let key: &[u8] = &[0xff, 0x00, 0x7f];
     for p in &payloads {
-        publisher.publish(topic, key, p.clone()).await.expect("publish");
+        publisher
+            .publish(topic, key, p.clone())
+            .await
+            .expect("publish");
     }
     publisher.flush().await.expect("flush");
     let got = receive(sub.as_mut(), payloads.len()).await;

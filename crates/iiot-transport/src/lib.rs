@@ -32,7 +32,9 @@ pub enum TransportError {
     #[error("transport closed")]
     Closed,
     /// A consumer group of the embedded bus already has its one member.
-    #[error("consumer group {group:?} on topic {topic:?} already has a member (the embedded bus allows one per group)")]
+    #[error(
+        "consumer group {group:?} on topic {topic:?} already has a member (the embedded bus allows one per group)"
+    )]
     GroupBusy {
         /// The topic.
         topic: String,
@@ -94,8 +96,12 @@ impl std::fmt::Debug for Receipt {
 pub trait Publisher: Send + Sync {
     /// Enqueues one message, waiting while the backend's queue is full (backpressure, counted by
     /// the backend). The returned [`Receipt`] resolves when the message is delivered.
-    async fn publish(&self, topic: &str, key: &[u8], payload: Bytes)
-    -> Result<Receipt, TransportError>;
+    async fn publish(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: Bytes,
+    ) -> Result<Receipt, TransportError>;
 
     /// Waits until everything published so far is delivered.
     async fn flush(&self) -> Result<(), TransportError>;
@@ -123,8 +129,11 @@ pub trait Transport: Send + Sync {
     fn publisher(&self) -> Arc<dyn Publisher>;
 
     /// Joins consumer group `group` on `topic`. Every group receives every message once.
-    async fn subscribe(&self, topic: &str, group: &str)
-    -> Result<Box<dyn Subscriber>, TransportError>;
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<Box<dyn Subscriber>, TransportError>;
 
     /// Whether the backend can currently move messages (`/ready`).
     async fn is_ready(&self) -> bool;
@@ -147,7 +156,10 @@ mod tests {
 
     #[test]
     fn partitioning_is_stable_and_spreads_keys() {
-        assert_eq!(partition_for(b"device_001", 10), partition_for(b"device_001", 10));
+        assert_eq!(
+            partition_for(b"device_001", 10),
+            partition_for(b"device_001", 10)
+        );
         let mut seen = [0u32; 10];
         for n in 1..=1000 {
             let p = partition_for(format!("device_{n:03}").as_bytes(), 10);

@@ -27,7 +27,10 @@ async fn backpressure_never_drops() {
     let b = bus(16);
     conformance::backpressure_never_drops(&b, "t-slow").await;
     assert!(
-        b.stats().backpressure_waits.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        b.stats()
+            .backpressure_waits
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
         "a 16-slot queue under 20,000 messages must have made the publisher wait"
     );
 }
@@ -52,11 +55,20 @@ async fn a_group_has_one_member_and_can_rejoin_after_leaving() {
 #[tokio::test]
 async fn unrouted_messages_are_counted_and_close_ends_streams() {
     let b = bus(8);
-    b.publish("nobody", b"k", "x".into()).await.expect("publish");
-    assert_eq!(b.stats().unrouted.load(std::sync::atomic::Ordering::Relaxed), 1);
+    b.publish("nobody", b"k", "x".into())
+        .await
+        .expect("publish");
+    assert_eq!(
+        b.stats()
+            .unrouted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 
     let mut sub = b.subscribe("t", "g").await.expect("subscribe");
-    b.publish("t", b"k", "queued".into()).await.expect("publish");
+    b.publish("t", b"k", "queued".into())
+        .await
+        .expect("publish");
     b.close();
     assert!(matches!(
         b.publish("t", b"k", "late".into()).await,
@@ -92,10 +104,15 @@ async fn closing_one_topic_leaves_the_others_open() {
     let mut output = b.subscribe("out", "g").await.expect("subscribe");
     b.publish("in", b"k", "last".into()).await.expect("publish");
     b.close_topic("in");
-    assert!(matches!(b.publish("in", b"k", "x".into()).await, Err(TransportError::Closed)));
+    assert!(matches!(
+        b.publish("in", b"k", "x".into()).await,
+        Err(TransportError::Closed)
+    ));
     let mut got = Vec::new();
     assert_eq!(input.recv_batch(&mut got, 10).await.expect("recv"), 1);
     assert_eq!(input.recv_batch(&mut got, 10).await.expect("recv"), 0);
-    b.publish("out", b"k", "alert".into()).await.expect("other topics still open");
+    b.publish("out", b"k", "alert".into())
+        .await
+        .expect("other topics still open");
     assert_eq!(output.recv_batch(&mut got, 10).await.expect("recv"), 1);
 }

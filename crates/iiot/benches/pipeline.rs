@@ -54,7 +54,9 @@ fn payloads() -> (Vec<Vec<u8>>, i64) {
 fn processor_bench(c: &mut Criterion) {
     let (payloads, now) = payloads();
     let mut group = c.benchmark_group("processor");
-    group.sample_size(20).measurement_time(Duration::from_secs(20));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(20));
     group.throughput(Throughput::Elements(payloads.len() as u64));
     let rules = Arc::new(RuleSet::defaults(&Thresholds::default()));
     group.bench_function("handle", |b| {

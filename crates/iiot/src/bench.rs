@@ -108,7 +108,11 @@ fn machine() -> Machine {
     Machine {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cpu_model,
-        profile: if cfg!(debug_assertions) { "debug" } else { "release" },
+        profile: if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
         target: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
     }
 }
@@ -127,7 +131,12 @@ pub async fn run(config: &Config, options: &BenchOptions) -> anyhow::Result<Benc
     let mut runs = Vec::new();
     for i in 0..options.runs.max(1) {
         let r = one_run(config, options).await?;
-        tracing::info!(run = i + 1, readings_per_sec = r.readings_per_sec as u64, p99_ms = r.latency_p99_ms, "bench run done");
+        tracing::info!(
+            run = i + 1,
+            readings_per_sec = r.readings_per_sec as u64,
+            p99_ms = r.latency_p99_ms,
+            "bench run done"
+        );
         runs.push(r);
     }
     let rates: Vec<f64> = runs.iter().map(|r| r.readings_per_sec).collect();

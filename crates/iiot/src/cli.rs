@@ -135,7 +135,12 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub common: Common,
     /// Simulated devices [default: 10000].
-    #[arg(long, value_name = "N", default_value = "10000", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "10000",
+        allow_hyphen_values = true
+    )]
     pub devices: String,
     /// Hold this send interval per device (rate = devices / interval) instead of full speed.
     #[arg(long, value_name = "DUR")]

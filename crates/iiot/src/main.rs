@@ -154,7 +154,9 @@ async fn simulate(args: cli::SimulateArgs) -> Result<(), Failure> {
     push(&mut flags, "KAFKA_TOPIC_DEVICE_DATA", &args.topic);
     let (config, _) = load(args.common.config.clone(), flags)?;
     if args.output == Output::Kafka || args.kafka_brokers.is_some() {
-        return Err(kafka_not_built(config.kafka.brokers.as_deref().unwrap_or("(none)")));
+        return Err(kafka_not_built(
+            config.kafka.brokers.as_deref().unwrap_or("(none)"),
+        ));
     }
     let sim_config = iiot::pipeline::simulator_config(&config);
     tracing::info!(
@@ -169,7 +171,10 @@ async fn simulate(args: cli::SimulateArgs) -> Result<(), Failure> {
                 queue_capacity: config.processor.bus_queue_capacity,
                 ..BusConfig::default()
             });
-            let mut sub = bus.subscribe(&topic, "simulate-drain").await.map_err(anyhow::Error::from)?;
+            let mut sub = bus
+                .subscribe(&topic, "simulate-drain")
+                .await
+                .map_err(anyhow::Error::from)?;
             let drain = tokio::spawn(async move {
                 let mut batch = Vec::with_capacity(1024);
                 let mut n = 0u64;
@@ -186,8 +191,20 @@ async fn simulate(args: cli::SimulateArgs) -> Result<(), Failure> {
         }
     };
     let stats = Arc::new(SimStats::default());
-    let opts = RunOptions { topic, pace: Pace::RealTime, duration: args.duration, progress: true };
-    let result = simulator::run(Fleet::new(&sim_config), publisher, opts, shutdown_on_signals(), stats.clone()).await;
+    let opts = RunOptions {
+        topic,
+        pace: Pace::RealTime,
+        duration: args.duration,
+        progress: true,
+    };
+    let result = simulator::run(
+        Fleet::new(&sim_config),
+        publisher,
+        opts,
+        shutdown_on_signals(),
+        stats.clone(),
+    )
+    .await;
     if let Some((bus, drain)) = drain {
         bus.close();
         let received = drain.await.unwrap_or(0);
@@ -220,7 +237,11 @@ async fn bench(args: cli::BenchArgs) -> Result<(), Failure> {
     let options = iiot::bench::BenchOptions {
         duration: args.duration,
         runs: args.runs,
-        pace: if args.interval.is_some() { Pace::RealTime } else { Pace::FullSpeed },
+        pace: if args.interval.is_some() {
+            Pace::RealTime
+        } else {
+            Pace::FullSpeed
+        },
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
     let report = iiot::bench::run(&config, &options).await?;

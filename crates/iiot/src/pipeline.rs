@@ -161,7 +161,8 @@ pub async fn run(
 ) -> anyhow::Result<RunReport> {
     let started = Instant::now();
     let embedded = Embedded::start(&config, bus_for(&config)).await?;
-    let watcher = crate::config::watch_rules(sources, embedded.rules.clone(), shutdown.child_token());
+    let watcher =
+        crate::config::watch_rules(sources, embedded.rules.clone(), shutdown.child_token());
 
     let sim_config = simulator_config(&config);
     tracing::info!(
@@ -210,8 +211,11 @@ pub async fn run(
         elapsed: started.elapsed(),
     };
     tracing::info!(
-        sent = report.sent, processed = report.processed, dead_letters = report.dead_letters,
-        alerts_raised = report.alerts_raised, elapsed_s = report.elapsed.as_secs_f64(),
+        sent = report.sent,
+        processed = report.processed,
+        dead_letters = report.dead_letters,
+        alerts_raised = report.alerts_raised,
+        elapsed_s = report.elapsed.as_secs_f64(),
         "stopped"
     );
     Ok(report)

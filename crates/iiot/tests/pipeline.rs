@@ -38,8 +38,14 @@ async fn drain(sub: &mut dyn Subscriber) -> Vec<Message> {
 async fn every_reading_once_in_order_with_alerts_and_dead_letters() {
     let config = Config::default();
     let bus = bus_for(&config);
-    let mut alerts_sub = bus.subscribe(&config.kafka.topic_alerts, "test-alerts").await.expect("subscribe");
-    let mut dlq_sub = bus.subscribe(&config.kafka.topic_dlq, "test-dlq").await.expect("subscribe");
+    let mut alerts_sub = bus
+        .subscribe(&config.kafka.topic_alerts, "test-alerts")
+        .await
+        .expect("subscribe");
+    let mut dlq_sub = bus
+        .subscribe(&config.kafka.topic_dlq, "test-dlq")
+        .await
+        .expect("subscribe");
     let embedded = Embedded::start(&config, bus.clone()).await.expect("start");
     let alerts_task = tokio::spawn(async move { drain(alerts_sub.as_mut()).await });
     let dlq_task = tokio::spawn(async move { drain(dlq_sub.as_mut()).await });
@@ -76,7 +82,11 @@ async fn every_reading_once_in_order_with_alerts_and_dead_letters() {
             }
             let key = fleet.device_id(i).as_bytes().to_vec();
             publisher
-                .publish(&config.kafka.topic_device_data, &key, Bytes::from(buf.clone()))
+                .publish(
+                    &config.kafka.topic_device_data,
+                    &key,
+                    Bytes::from(buf.clone()),
+                )
                 .await
                 .expect("publish");
         }
@@ -98,7 +108,10 @@ async fn every_reading_once_in_order_with_alerts_and_dead_letters() {
     assert_eq!(stats.processed.load(Ordering::Relaxed), total);
     assert_eq!(stats.seq_gaps.load(Ordering::Relaxed), 0);
     assert_eq!(stats.late.load(Ordering::Relaxed), 0);
-    assert_eq!(stats.dead_letters_of(iiot_model::InvalidReason::DuplicateSeq), 0);
+    assert_eq!(
+        stats.dead_letters_of(iiot_model::InvalidReason::DuplicateSeq),
+        0
+    );
     for (device, last) in &produced {
         let state = processor.device(device).expect("device tracked");
         assert_eq!(state.seq.highest(), *last, "{device}");
@@ -117,17 +130,25 @@ async fn every_reading_once_in_order_with_alerts_and_dead_letters() {
     assert_eq!(high[0].alert_id, high[1].alert_id);
     assert!(high[1].timestamp > high[0].timestamp);
     // No other device overheated.
-    assert!(alerts.iter().filter(|a| a.alert_type == "temperature_high").all(|a| a.device_id == hot_id));
+    assert!(
+        alerts
+            .iter()
+            .filter(|a| a.alert_type == "temperature_high")
+            .all(|a| a.device_id == hot_id)
+    );
 
     // Malformed messages: all dead-lettered with a reason, none lost, processing went on.
     assert!(malformed > 0, "the fleet was asked for malformed messages");
     assert_eq!(dead.len() as u64, malformed);
     assert_eq!(stats.dead_letters_total(), malformed);
     for m in &dead {
-        let letter: serde_json::Value = serde_json::from_slice(&m.payload).expect("dead letter JSON");
+        let letter: serde_json::Value =
+            serde_json::from_slice(&m.payload).expect("dead letter JSON");
         let reason = letter["reason"].as_str().expect("reason");
         assert!(
-            iiot_model::InvalidReason::ALL.iter().any(|r| r.as_str() == reason),
+            iiot_model::InvalidReason::ALL
+                .iter()
+                .any(|r| r.as_str() == reason),
             "unknown reason {reason}"
         );
         assert!(!letter["detail"].as_str().expect("detail").is_empty());

@@ -116,12 +116,19 @@ impl AlertEngine {
         }
         dev.last_event_ms = dev.last_event_ms.max(ts);
         dev.last_received_ms = received_ms;
-        dev.states.resize_with(self.rules.rules.len(), RuleState::default);
+        dev.states
+            .resize_with(self.rules.rules.len(), RuleState::default);
 
         let device_id = &reading.device_id;
         for (rule, state) in self.rules.rules.iter().zip(dev.states.iter_mut()) {
             match &rule.kind {
-                RuleKind::Threshold { parameter, operator, value, clear, hold } => {
+                RuleKind::Threshold {
+                    parameter,
+                    operator,
+                    value,
+                    clear,
+                    hold,
+                } => {
                     let v = reading.value(*parameter);
                     let unit = parameter.unit();
                     if state.open.is_some() {
@@ -130,7 +137,9 @@ impl AlertEngine {
                             _ => v <= *clear,
                         };
                         if cleared {
-                            let msg = format!("{parameter} back to {v} {unit} (clears at {clear} {unit})");
+                            let msg = format!(
+                                "{parameter} back to {v} {unit} (clears at {clear} {unit})"
+                            );
                             resolve(device_id, rule, state, ts, v, msg, out);
                         }
                         continue;
@@ -146,7 +155,11 @@ impl AlertEngine {
                     }
                     let since = *state.pending_since.get_or_insert(ts);
                     if ts - since >= hold.as_millis() as i64 {
-                        let word = if *operator == Operator::Below { "below" } else { "above" };
+                        let word = if *operator == Operator::Below {
+                            "below"
+                        } else {
+                            "above"
+                        };
                         let msg = format!("{parameter} {v} {unit} {word} threshold {value} {unit}");
                         let threshold = Threshold {
                             parameter: parameter.as_str().to_string(),
@@ -156,7 +169,12 @@ impl AlertEngine {
                         raise(device_id, rule, state, ts, v, threshold, msg, out);
                     }
                 }
-                RuleKind::RateOfChange { parameter, value, clear, window } => {
+                RuleKind::RateOfChange {
+                    parameter,
+                    value,
+                    clear,
+                    window,
+                } => {
                     let v = reading.value(*parameter);
                     let (start, v0) = *state.reference.get_or_insert((ts, v));
                     let span = ts - start;
@@ -172,7 +190,9 @@ impl AlertEngine {
                             resolve(device_id, rule, state, ts, rate, msg, out);
                         }
                     } else if rate > *value {
-                        let msg = format!("{parameter} changing {rate} {unit}/min (limit {value} {unit}/min)");
+                        let msg = format!(
+                            "{parameter} changing {rate} {unit}/min (limit {value} {unit}/min)"
+                        );
                         let threshold = Threshold {
                             parameter: format!("{parameter}_rate_per_min"),
                             operator: Operator::Above,
@@ -189,7 +209,10 @@ impl AlertEngine {
                             state.reference = Some((ts, v));
                             state.count = 1;
                             if state.open.is_some() {
-                                let msg = format!("{parameter} sensor changing again ({v} {})", parameter.unit());
+                                let msg = format!(
+                                    "{parameter} sensor changing again ({v} {})",
+                                    parameter.unit()
+                                );
                                 resolve(device_id, rule, state, ts, v, msg, out);
                             }
                             continue;
@@ -197,7 +220,10 @@ impl AlertEngine {
                     }
                     let since = state.reference.map_or(ts, |(t, _)| t);
                     let stuck_ms = ts - since;
-                    if state.open.is_none() && state.count >= 3 && stuck_ms >= hold.as_millis() as i64 {
+                    if state.open.is_none()
+                        && state.count >= 3
+                        && stuck_ms >= hold.as_millis() as i64
+                    {
                         let secs = stuck_ms as f64 / 1000.0;
                         let msg = format!(
                             "{parameter} sensor stuck at {v} {} for {secs} s",
@@ -213,7 +239,15 @@ impl AlertEngine {
                 }
                 RuleKind::Offline { .. } => {
                     if state.open.is_some() {
-                        resolve(device_id, rule, state, ts, 0.0, "device reporting again".into(), out);
+                        resolve(
+                            device_id,
+                            rule,
+                            state,
+                            ts,
+                            0.0,
+                            "device reporting again".into(),
+                            out,
+                        );
                     }
                 }
             }
@@ -222,15 +256,28 @@ impl AlertEngine {
 
     /// Raises `device_offline`-style alerts for `dev` if it has been silent too long at `now_ms`
     /// (receiver clock). Call periodically for every known device.
-    pub fn check_offline(&self, device_id: &str, dev: &mut DeviceAlerts, now_ms: i64, out: &mut Vec<Alert>) {
+    pub fn check_offline(
+        &self,
+        device_id: &str,
+        dev: &mut DeviceAlerts,
+        now_ms: i64,
+        out: &mut Vec<Alert>,
+    ) {
         if dev.last_received_ms == 0 {
             return;
         }
-        dev.states.resize_with(self.rules.rules.len(), RuleState::default);
-        let interval = if dev.interval_ms > 0 { dev.interval_ms } else { self.default_interval_ms };
+        dev.states
+            .resize_with(self.rules.rules.len(), RuleState::default);
+        let interval = if dev.interval_ms > 0 {
+            dev.interval_ms
+        } else {
+            self.default_interval_ms
+        };
         let silence = now_ms - dev.last_received_ms;
         for (rule, state) in self.rules.rules.iter().zip(dev.states.iter_mut()) {
-            let RuleKind::Offline { missed_intervals } = rule.kind else { continue };
+            let RuleKind::Offline { missed_intervals } = rule.kind else {
+                continue;
+            };
             let limit = interval as f64 * missed_intervals;
             if state.open.is_none() && silence as f64 > limit {
                 let (secs, limit_secs) = (round2(silence as f64 / 1000.0), round2(limit / 1000.0));
@@ -275,8 +322,18 @@ impl AlertEngine {
 
     /// Re-keys `dev`'s state from `old` rules to the current ones by `alert_type`. Open alerts of
     /// rule types that no longer exist are resolved (appended to `out`).
-    pub fn migrate(&self, device_id: &str, dev: &mut DeviceAlerts, old: &RuleSet, now_ms: i64, out: &mut Vec<Alert>) {
-        let mut previous: Vec<Option<RuleState>> = std::mem::take(&mut dev.states).into_iter().map(Some).collect();
+    pub fn migrate(
+        &self,
+        device_id: &str,
+        dev: &mut DeviceAlerts,
+        old: &RuleSet,
+        now_ms: i64,
+        out: &mut Vec<Alert>,
+    ) {
+        let mut previous: Vec<Option<RuleState>> = std::mem::take(&mut dev.states)
+            .into_iter()
+            .map(Some)
+            .collect();
         dev.states = self
             .rules
             .rules
@@ -292,7 +349,15 @@ impl AlertEngine {
         for (rule, state) in old.rules.iter().zip(previous.iter_mut()) {
             if let Some(state) = state.as_mut().filter(|s| s.open.is_some()) {
                 let value = state.open.as_ref().map_or(0.0, |o| o.value);
-                resolve(device_id, rule, state, now_ms, value, "rule removed from configuration".into(), out);
+                resolve(
+                    device_id,
+                    rule,
+                    state,
+                    now_ms,
+                    value,
+                    "rule removed from configuration".into(),
+                    out,
+                );
             }
         }
     }
@@ -335,7 +400,15 @@ fn raise(
     state.open = Some(Box::new(open));
 }
 
-fn resolve(device_id: &str, rule: &AlertRule, state: &mut RuleState, ts: i64, value: f64, message: String, out: &mut Vec<Alert>) {
+fn resolve(
+    device_id: &str,
+    rule: &AlertRule,
+    state: &mut RuleState,
+    ts: i64,
+    value: f64,
+    message: String,
+    out: &mut Vec<Alert>,
+) {
     if let Some(mut open) = state.open.take() {
         open.status = AlertStatus::Resolved;
         out.push(build(device_id, rule, &open, ts, value, message));
@@ -343,7 +416,14 @@ fn resolve(device_id: &str, rule: &AlertRule, state: &mut RuleState, ts: i64, va
     state.pending_since = None;
 }
 
-fn build(device_id: &str, rule: &AlertRule, open: &Open, ts: i64, value: f64, message: String) -> Alert {
+fn build(
+    device_id: &str,
+    rule: &AlertRule,
+    open: &Open,
+    ts: i64,
+    value: f64,
+    message: String,
+) -> Alert {
     Alert {
         alert_id: open.alert_id.clone(),
         device_id: device_id.to_string(),
@@ -388,7 +468,6 @@ fn civil_date(days: i64) -> (i64, u32, u32) {
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m, d)
 }
-
 
 #[cfg(test)]
 #[path = "engine_tests.rs"]

@@ -111,7 +111,9 @@ fn threshold_raises_once_and_resolves_past_the_clear_level() {
 fn flapping_around_the_threshold_gives_one_alert_not_many() {
     let engine = only(temperature_high(Duration::ZERO));
     let mut dev = DeviceAlerts::default();
-    let temps: Vec<f64> = (0..40).map(|i| if i % 2 == 0 { 80.5 } else { 79.5 }).collect();
+    let temps: Vec<f64> = (0..40)
+        .map(|i| if i % 2 == 0 { 80.5 } else { 79.5 })
+        .collect();
     let out = feed(&engine, &mut dev, T0, &temps);
     assert_eq!(statuses(&out), [("temperature_high", AlertStatus::Active)]);
 }
@@ -149,7 +151,12 @@ fn below_thresholds_use_an_upper_clear_level() {
 
 #[test]
 fn battery_low_uses_the_device_info() {
-    let engine = only(RuleSet::defaults(&Thresholds::default()).get("battery_low").expect("default").clone());
+    let engine = only(
+        RuleSet::defaults(&Thresholds::default())
+            .get("battery_low")
+            .expect("default")
+            .clone(),
+    );
     let mut dev = DeviceAlerts::default();
     let mut out = Vec::new();
     for (i, battery) in [30, 19, 18, 26].into_iter().enumerate() {
@@ -159,7 +166,10 @@ fn battery_low_uses_the_device_info() {
     }
     assert_eq!(
         statuses(&out),
-        [("battery_low", AlertStatus::Active), ("battery_low", AlertStatus::Resolved)]
+        [
+            ("battery_low", AlertStatus::Active),
+            ("battery_low", AlertStatus::Resolved)
+        ]
     );
     assert_eq!(out[0].severity, Severity::Low);
 }
@@ -183,7 +193,9 @@ fn rate_of_change_is_measured_over_the_window_not_per_step() {
     let mut dev = DeviceAlerts::default();
     // Noisy but flat: ±1 °C jumps every 5 s would be 12 °C/min step to step, but over a
     // minute the temperature does not move.
-    let noisy: Vec<f64> = (0..25).map(|i| if i % 2 == 0 { 25.0 } else { 26.0 }).collect();
+    let noisy: Vec<f64> = (0..25)
+        .map(|i| if i % 2 == 0 { 25.0 } else { 26.0 })
+        .collect();
     assert!(feed(&engine, &mut dev, T0, &noisy).is_empty());
     // A real climb of 1.5 °C per 5 s = 18 °C/min is raised at the end of a window…
     let climb: Vec<f64> = (0..13).map(|i| 25.0 + 1.5 * i as f64).collect();
@@ -194,7 +206,10 @@ fn rate_of_change_is_measured_over_the_window_not_per_step() {
     // …and resolved once a later window is calm.
     let calm = vec![43.0; 14];
     let out = feed(&engine, &mut dev, T0 + 38 * STEP, &calm);
-    assert_eq!(statuses(&out), [("temperature_rate", AlertStatus::Resolved)]);
+    assert_eq!(
+        statuses(&out),
+        [("temperature_rate", AlertStatus::Resolved)]
+    );
 }
 
 #[test]
@@ -224,7 +239,9 @@ fn offline_after_three_intervals_of_silence_and_back_online() {
     let engine = only(AlertRule {
         alert_type: "device_offline".into(),
         severity: Severity::High,
-        kind: RuleKind::Offline { missed_intervals: 3.0 },
+        kind: RuleKind::Offline {
+            missed_intervals: 3.0,
+        },
     });
     let mut dev = DeviceAlerts::default();
     let mut out = Vec::new();
@@ -245,15 +262,15 @@ fn offline_after_three_intervals_of_silence_and_back_online() {
     let back = last + 40_000;
     engine.observe(&mut dev, &reading(back, 25.0), back, &mut out);
     assert_eq!(statuses(&out), [("device_offline", AlertStatus::Resolved)]);
-    assert_eq!(out[0].threshold.value, 15.0, "same threshold at every status change");
+    assert_eq!(
+        out[0].threshold.value, 15.0,
+        "same threshold at every status change"
+    );
 }
 
 #[test]
 fn offline_uses_the_configured_interval_until_one_is_observed() {
-    let engine = AlertEngine::new(
-        Arc::new(RuleSet::defaults(&Thresholds::default())),
-        10_000,
-    );
+    let engine = AlertEngine::new(Arc::new(RuleSet::defaults(&Thresholds::default())), 10_000);
     let mut dev = DeviceAlerts::default();
     let mut out = Vec::new();
     engine.observe(&mut dev, &reading(T0, 25.0), T0, &mut out);
@@ -278,7 +295,10 @@ fn acknowledge_then_resolve_keeps_the_id() {
         engine.acknowledge("device_001", &mut dev, &raised.alert_id, T0 + 2),
         Err(AckError::AlreadyAcknowledged(raised.alert_id.clone()))
     );
-    assert_eq!(dev.open().collect::<Vec<_>>(), [(raised.alert_id.as_str(), AlertStatus::Acknowledged)]);
+    assert_eq!(
+        dev.open().collect::<Vec<_>>(),
+        [(raised.alert_id.as_str(), AlertStatus::Acknowledged)]
+    );
     let out = feed(&engine, &mut dev, T0 + STEP, &[70.0]);
     assert_eq!(out[0].status, AlertStatus::Resolved);
     assert_eq!(out[0].alert_id, raised.alert_id);
@@ -294,11 +314,20 @@ fn acknowledge_then_resolve_keeps_the_id() {
 #[test]
 fn alert_ids_are_deterministic_and_dated() {
     let a = alert_id("device_001", "temperature_high", 1_706_572_800_000);
-    assert_eq!(a, alert_id("device_001", "temperature_high", 1_706_572_800_000));
+    assert_eq!(
+        a,
+        alert_id("device_001", "temperature_high", 1_706_572_800_000)
+    );
     assert!(a.starts_with("alert_20240130_"), "{a}");
     assert_eq!(a.len(), "alert_20240130_".len() + 12);
-    assert_ne!(a, alert_id("device_002", "temperature_high", 1_706_572_800_000));
-    assert_ne!(a, alert_id("device_001", "temperature_high", 1_706_572_800_001));
+    assert_ne!(
+        a,
+        alert_id("device_002", "temperature_high", 1_706_572_800_000)
+    );
+    assert_ne!(
+        a,
+        alert_id("device_001", "temperature_high", 1_706_572_800_001)
+    );
     assert!(alert_id("d", "t", 0).starts_with("alert_19700101_"));
 }
 
@@ -307,18 +336,28 @@ fn hot_reload_keeps_open_alerts_and_resolves_removed_rule_types() {
     let mut engine = AlertEngine::new(Arc::new(RuleSet::defaults(&Thresholds::default())), STEP);
     let mut dev = DeviceAlerts::default();
     let raised = feed(&engine, &mut dev, T0, &[90.0]);
-    assert_eq!(statuses(&raised), [("temperature_high", AlertStatus::Active)]);
+    assert_eq!(
+        statuses(&raised),
+        [("temperature_high", AlertStatus::Active)]
+    );
 
     // New rules: a higher temperature_high, and no temperature_low. The open alert survives
     // and is now judged against the new clear level.
-    let mut new = RuleSet::defaults(&Thresholds { temperature_high: 95.0, ..Thresholds::default() });
+    let mut new = RuleSet::defaults(&Thresholds {
+        temperature_high: 95.0,
+        ..Thresholds::default()
+    });
     new.rules.retain(|r| r.alert_type != "temperature_low");
     let old = engine.set_rules(Arc::new(new));
     let mut out = Vec::new();
     engine.migrate("device_001", &mut dev, &old, T0 + 1, &mut out);
     assert!(out.is_empty());
     let out = feed(&engine, &mut dev, T0 + STEP, &[91.0]);
-    assert_eq!(statuses(&out), [("temperature_high", AlertStatus::Resolved)], "91 < new clear 92.625");
+    assert_eq!(
+        statuses(&out),
+        [("temperature_high", AlertStatus::Resolved)],
+        "91 < new clear 92.625"
+    );
 
     // Removing a rule with an open alert resolves it.
     let raised = feed(&engine, &mut dev, T0 + 2 * STEP, &[99.0]);
@@ -326,6 +365,9 @@ fn hot_reload_keeps_open_alerts_and_resolves_removed_rule_types() {
     let old = engine.set_rules(Arc::new(RuleSet { rules: vec![] }));
     let mut out = Vec::new();
     engine.migrate("device_001", &mut dev, &old, T0 + 3 * STEP, &mut out);
-    assert_eq!(statuses(&out), [("temperature_high", AlertStatus::Resolved)]);
+    assert_eq!(
+        statuses(&out),
+        [("temperature_high", AlertStatus::Resolved)]
+    );
     assert_eq!(out[0].alert_id, raised[0].alert_id);
 }

@@ -184,11 +184,41 @@ impl RuleSet {
         use Parameter::*;
         RuleSet {
             rules: vec![
-                threshold("temperature_high", Temperature, Operator::Above, t.temperature_high, Severity::High),
-                threshold("temperature_low", Temperature, Operator::Below, t.temperature_low, Severity::Medium),
-                threshold("humidity_high", Humidity, Operator::Above, t.humidity_high, Severity::Medium),
-                threshold("current_high", Current, Operator::Above, t.current_high, Severity::Critical),
-                threshold("battery_low", Battery, Operator::Below, t.battery_low, Severity::Low),
+                threshold(
+                    "temperature_high",
+                    Temperature,
+                    Operator::Above,
+                    t.temperature_high,
+                    Severity::High,
+                ),
+                threshold(
+                    "temperature_low",
+                    Temperature,
+                    Operator::Below,
+                    t.temperature_low,
+                    Severity::Medium,
+                ),
+                threshold(
+                    "humidity_high",
+                    Humidity,
+                    Operator::Above,
+                    t.humidity_high,
+                    Severity::Medium,
+                ),
+                threshold(
+                    "current_high",
+                    Current,
+                    Operator::Above,
+                    t.current_high,
+                    Severity::Critical,
+                ),
+                threshold(
+                    "battery_low",
+                    Battery,
+                    Operator::Below,
+                    t.battery_low,
+                    Severity::Low,
+                ),
                 AlertRule {
                     alert_type: "temperature_rate".into(),
                     severity: Severity::Medium,
@@ -224,7 +254,10 @@ impl RuleSet {
         let mut set = RuleSet::defaults(thresholds);
         for (i, spec) in specs.iter().enumerate() {
             let key = |field: &str| format!("alerts.rules[{i}].{field}");
-            let pos = set.rules.iter().position(|r| r.alert_type == spec.alert_type);
+            let pos = set
+                .rules
+                .iter()
+                .position(|r| r.alert_type == spec.alert_type);
             if spec.enabled == Some(false) {
                 if let Some(p) = pos {
                     set.rules.remove(p);
@@ -260,13 +293,19 @@ impl RuleSpec {
         {
             return Err(err(
                 "alert_type",
-                format!("{:?} must be non-empty snake_case ([a-z0-9_])", self.alert_type),
+                format!(
+                    "{:?} must be non-empty snake_case ([a-z0-9_])",
+                    self.alert_type
+                ),
             ));
         }
         let severity = match self.severity.as_deref() {
             None => Severity::Medium,
             Some(s) => Severity::parse(s).ok_or_else(|| {
-                err("severity", format!("{s:?} is not one of low, medium, high, critical"))
+                err(
+                    "severity",
+                    format!("{s:?} is not one of low, medium, high, critical"),
+                )
             })?,
         };
         let parameter = || -> Result<Parameter, RuleError> {
@@ -297,7 +336,9 @@ impl RuleSpec {
                 let operator = match self.operator.as_deref() {
                     Some(">") => Operator::Above,
                     Some("<") => Operator::Below,
-                    Some(o) => return Err(err("operator", format!("{o:?} must be \">\" or \"<\""))),
+                    Some(o) => {
+                        return Err(err("operator", format!("{o:?} must be \">\" or \"<\"")));
+                    }
                     None => return Err(err("operator", "is required: \">\" or \"<\"".into())),
                 };
                 let value = value.ok_or_else(|| err("value", "is required".into()))?;
@@ -324,33 +365,50 @@ impl RuleSpec {
                 }
             }
             "rate_of_change" => {
-                let value = value.ok_or_else(|| err("value", "is required (units per minute)".into()))?;
+                let value =
+                    value.ok_or_else(|| err("value", "is required (units per minute)".into()))?;
                 if value <= 0.0 {
                     return Err(err("value", format!("{value} must be > 0")));
                 }
                 let clear = clear.unwrap_or(value * 0.8);
                 if clear > value || clear < 0.0 {
-                    return Err(err("clear", format!("{clear} must be between 0 and value {value}")));
+                    return Err(err(
+                        "clear",
+                        format!("{clear} must be between 0 and value {value}"),
+                    ));
                 }
                 let window = duration("window", &self.window, Duration::from_secs(60))?;
                 if window.is_zero() {
                     return Err(err("window", "must be longer than 0".into()));
                 }
-                RuleKind::RateOfChange { parameter: parameter()?, value, clear, window }
+                RuleKind::RateOfChange {
+                    parameter: parameter()?,
+                    value,
+                    clear,
+                    window,
+                }
             }
             "stuck" => {
                 let hold = duration("for", &self.for_, Duration::from_secs(60))?;
                 if hold.is_zero() {
                     return Err(err("for", "must be longer than 0".into()));
                 }
-                RuleKind::Stuck { parameter: parameter()?, hold }
+                RuleKind::Stuck {
+                    parameter: parameter()?,
+                    hold,
+                }
             }
             "offline" => {
                 let missed = self.missed_intervals.unwrap_or(3.0);
                 if !(missed.is_finite() && missed >= 1.0) {
-                    return Err(err("missed_intervals", format!("{missed} must be a number >= 1")));
+                    return Err(err(
+                        "missed_intervals",
+                        format!("{missed} must be a number >= 1"),
+                    ));
                 }
-                RuleKind::Offline { missed_intervals: missed }
+                RuleKind::Offline {
+                    missed_intervals: missed,
+                }
             }
             other => {
                 return Err(err(
@@ -359,7 +417,11 @@ impl RuleSpec {
                 ));
             }
         };
-        Ok(AlertRule { alert_type: self.alert_type.clone(), severity, kind })
+        Ok(AlertRule {
+            alert_type: self.alert_type.clone(),
+            severity,
+            kind,
+        })
     }
 }
 
@@ -373,9 +435,17 @@ mod tests {
 
     #[test]
     fn defaults_follow_the_thresholds() {
-        let set = RuleSet::defaults(&Thresholds { temperature_high: 70.0, ..Thresholds::default() });
+        let set = RuleSet::defaults(&Thresholds {
+            temperature_high: 70.0,
+            ..Thresholds::default()
+        });
         match &set.get("temperature_high").expect("present").kind {
-            RuleKind::Threshold { value, clear, operator, .. } => {
+            RuleKind::Threshold {
+                value,
+                clear,
+                operator,
+                ..
+            } => {
                 assert_eq!((*value, *clear, *operator), (70.0, 68.25, Operator::Above));
             }
             k => panic!("unexpected {k:?}"),
@@ -390,7 +460,9 @@ mod tests {
     #[test]
     fn specs_replace_add_and_remove_rules() {
         let specs = vec![
-            spec("alert_type='temperature_high'\nparameter='temperature'\noperator='>'\nvalue=60.0\nclear=55.0\nfor='30s'\nseverity='critical'"),
+            spec(
+                "alert_type='temperature_high'\nparameter='temperature'\noperator='>'\nvalue=60.0\nclear=55.0\nfor='30s'\nseverity='critical'",
+            ),
             spec("alert_type='pressure_low'\nparameter='pressure'\noperator='<'\nvalue=950.0"),
             spec("alert_type='sensor_stuck'\nenabled=false"),
         ];
@@ -414,15 +486,39 @@ mod tests {
     #[test]
     fn bad_specs_name_the_key() {
         let cases = [
-            ("alert_type='x'\nparameter='voltage'\noperator='>'\nvalue=1.0", "alerts.rules[0].parameter"),
-            ("alert_type='x'\nparameter='current'\noperator='=='\nvalue=1.0", "alerts.rules[0].operator"),
-            ("alert_type='x'\nparameter='current'\noperator='>'\nvalue=10.0\nclear=12.0", "alerts.rules[0].clear"),
-            ("alert_type='x'\nparameter='current'\noperator='>'\nvalue=1.0\nfor='soon'", "alerts.rules[0].for"),
-            ("alert_type='x'\nparameter='current'\noperator='>'\nvalue=1.0\nseverity='meh'", "alerts.rules[0].severity"),
-            ("alert_type='X Y'\nparameter='current'\noperator='>'\nvalue=1.0", "alerts.rules[0].alert_type"),
+            (
+                "alert_type='x'\nparameter='voltage'\noperator='>'\nvalue=1.0",
+                "alerts.rules[0].parameter",
+            ),
+            (
+                "alert_type='x'\nparameter='current'\noperator='=='\nvalue=1.0",
+                "alerts.rules[0].operator",
+            ),
+            (
+                "alert_type='x'\nparameter='current'\noperator='>'\nvalue=10.0\nclear=12.0",
+                "alerts.rules[0].clear",
+            ),
+            (
+                "alert_type='x'\nparameter='current'\noperator='>'\nvalue=1.0\nfor='soon'",
+                "alerts.rules[0].for",
+            ),
+            (
+                "alert_type='x'\nparameter='current'\noperator='>'\nvalue=1.0\nseverity='meh'",
+                "alerts.rules[0].severity",
+            ),
+            (
+                "alert_type='X Y'\nparameter='current'\noperator='>'\nvalue=1.0",
+                "alerts.rules[0].alert_type",
+            ),
             ("alert_type='x'\nkind='magic'", "alerts.rules[0].kind"),
-            ("alert_type='x'\nkind='offline'\nmissed_intervals=0.5", "alerts.rules[0].missed_intervals"),
-            ("alert_type='x'\nkind='rate_of_change'\nparameter='current'\nvalue=-1.0", "alerts.rules[0].value"),
+            (
+                "alert_type='x'\nkind='offline'\nmissed_intervals=0.5",
+                "alerts.rules[0].missed_intervals",
+            ),
+            (
+                "alert_type='x'\nkind='rate_of_change'\nparameter='current'\nvalue=-1.0",
+                "alerts.rules[0].value",
+            ),
         ];
         for (text, key) in cases {
             let e = RuleSet::build(&Thresholds::default(), &[spec(text)]).expect_err(text);

@@ -18,7 +18,11 @@ pub struct Stat {
 
 impl Stat {
     fn new(v: f64) -> Stat {
-        Stat { min: v, max: v, sum: v }
+        Stat {
+            min: v,
+            max: v,
+            sum: v,
+        }
     }
 
     fn add(&mut self, v: f64) {

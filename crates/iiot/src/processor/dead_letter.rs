@@ -87,13 +87,19 @@ mod tests {
     use iiot_model::InvalidReason;
 
     fn origin() -> Origin<'static> {
-        Origin { topic: "device-data", partition: 3, offset: 17, key: b"device_001" }
+        Origin {
+            topic: "device-data",
+            partition: 3,
+            offset: 17,
+            key: b"device_001",
+        }
     }
 
     #[test]
     fn utf8_payload_is_kept_as_text() {
         let inv = Invalid::new(InvalidReason::MalformedJson, "EOF while parsing");
-        let v: serde_json::Value = serde_json::from_slice(&encode(&inv, origin(), b"{\"a\":", 5)).expect("json");
+        let v: serde_json::Value =
+            serde_json::from_slice(&encode(&inv, origin(), b"{\"a\":", 5)).expect("json");
         assert_eq!(v["reason"], "malformed_json");
         assert_eq!(v["payload"], "{\"a\":");
         assert_eq!(v["key"], "device_001");
@@ -105,10 +111,12 @@ mod tests {
     #[test]
     fn binary_payload_is_hex_and_large_payload_is_truncated() {
         let inv = Invalid::new(InvalidReason::MalformedJson, "x");
-        let v: serde_json::Value = serde_json::from_slice(&encode(&inv, origin(), &[0xff, 0x00], 5)).expect("json");
+        let v: serde_json::Value =
+            serde_json::from_slice(&encode(&inv, origin(), &[0xff, 0x00], 5)).expect("json");
         assert_eq!(v["payload_hex"], "ff00");
         let big = "温".repeat(10_000);
-        let v: serde_json::Value = serde_json::from_slice(&encode(&inv, origin(), big.as_bytes(), 5)).expect("json");
+        let v: serde_json::Value =
+            serde_json::from_slice(&encode(&inv, origin(), big.as_bytes(), 5)).expect("json");
         assert_eq!(v["payload_truncated"], true);
         assert_eq!(v["payload_bytes"], 30_000);
         assert!(v["payload"].as_str().expect("text kept").len() <= MAX_PAYLOAD_KEPT);

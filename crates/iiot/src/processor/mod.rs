@@ -139,13 +139,17 @@ impl Processor {
                 return Outcome::Late;
             }
             SeqVerdict::Duplicate => {
-                let detail = format!("{} seq {} already processed", reading.device_id, reading.seq);
+                let detail = format!(
+                    "{} seq {} already processed",
+                    reading.device_id, reading.seq
+                );
                 return self.reject(Invalid::new(InvalidReason::DuplicateSeq, detail));
             }
         }
         dev.aggregates.add(&reading);
         let before = alerts.len();
-        self.engine.observe(&mut dev.alerts, &reading, now_ms, alerts);
+        self.engine
+            .observe(&mut dev.alerts, &reading, now_ms, alerts);
         let latency_us = (now_ms - reading.timestamp).max(0) as u64 * 1000;
         // Saturates instead of failing for latencies beyond the histogram's hour.
         self.latency_us.saturating_record(latency_us.max(1));
@@ -165,7 +169,8 @@ impl Processor {
             self.stats.alert(a.status);
             match a.status {
                 AlertStatus::Active => {
-                    self.open.insert(a.alert_id.clone(), Box::from(a.device_id.as_str()));
+                    self.open
+                        .insert(a.alert_id.clone(), Box::from(a.device_id.as_str()));
                 }
                 AlertStatus::Resolved => {
                     self.open.remove(&a.alert_id);
@@ -179,7 +184,8 @@ impl Processor {
     pub fn tick(&mut self, now_ms: i64, alerts: &mut Vec<Alert>) {
         let before = alerts.len();
         for (id, dev) in self.devices.iter_mut() {
-            self.engine.check_offline(id, &mut dev.alerts, now_ms, alerts);
+            self.engine
+                .check_offline(id, &mut dev.alerts, now_ms, alerts);
         }
         self.track(before, alerts);
     }
@@ -194,7 +200,9 @@ impl Processor {
             .devices
             .get_mut(device)
             .ok_or_else(|| AckError::Unknown(alert_id.to_string()))?;
-        let alert = self.engine.acknowledge(device, &mut dev.alerts, alert_id, now_ms)?;
+        let alert = self
+            .engine
+            .acknowledge(device, &mut dev.alerts, alert_id, now_ms)?;
         self.stats.alert(alert.status);
         Ok(alert)
     }
@@ -204,7 +212,8 @@ impl Processor {
         let before = alerts.len();
         let old = self.engine.set_rules(rules);
         for (id, dev) in self.devices.iter_mut() {
-            self.engine.migrate(id, &mut dev.alerts, &old, now_ms, alerts);
+            self.engine
+                .migrate(id, &mut dev.alerts, &old, now_ms, alerts);
         }
         self.track(before, alerts);
     }
@@ -234,7 +243,11 @@ impl Processor {
         if self.latency_us.is_empty() {
             return;
         }
-        let mut shared = self.stats.latency_us.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shared = self
+            .stats
+            .latency_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         // Both histograms have the same bounds, so adding cannot fail.
         let _ = shared.add(&self.latency_us);
         self.latency_us.reset();

@@ -18,7 +18,10 @@ fn reading(device: &str, seq: u64, ts: i64, temperature: f64) -> Vec<u8> {
 
 fn processor(max_devices: usize) -> Processor {
     Processor::new(
-        ProcessorConfig { max_devices, ..ProcessorConfig::default() },
+        ProcessorConfig {
+            max_devices,
+            ..ProcessorConfig::default()
+        },
         Arc::new(RuleSet::defaults(&Thresholds::default())),
         Arc::new(ProcessorStats::default()),
     )
@@ -28,7 +31,13 @@ fn processor(max_devices: usize) -> Processor {
 fn duplicates_are_dead_lettered_and_late_readings_counted() {
     let mut p = processor(10);
     let mut alerts = Vec::new();
-    let mut outcome = |seq: u64| p.handle(&reading("device_001", seq, T0 + seq as i64, 25.0), T0 + 10, &mut alerts);
+    let mut outcome = |seq: u64| {
+        p.handle(
+            &reading("device_001", seq, T0 + seq as i64, 25.0),
+            T0 + 10,
+            &mut alerts,
+        )
+    };
     assert_eq!(outcome(1), Outcome::Processed);
     assert_eq!(outcome(3), Outcome::Processed);
     assert_eq!(outcome(2), Outcome::Late);
@@ -48,11 +57,21 @@ fn bad_input_is_counted_by_reason_and_processing_continues() {
     let mut p = processor(10);
     let mut alerts = Vec::new();
     for bad in [&b"{"[..], b"", &[0xff, 0xfe], b"null", b"[1,2,3]"] {
-        assert!(matches!(p.handle(bad, T0, &mut alerts), Outcome::DeadLetter(_)));
+        assert!(matches!(
+            p.handle(bad, T0, &mut alerts),
+            Outcome::DeadLetter(_)
+        ));
     }
-    let nan = String::from_utf8(reading("device_001", 1, T0, 1.0)).expect("utf8").replace("1,\"unit\":\"°C\"", "NaN,\"unit\":\"°C\"");
-    assert!(matches!(p.handle(nan.as_bytes(), T0, &mut alerts), Outcome::DeadLetter(ref i) if i.reason == InvalidReason::NonFinite));
-    assert_eq!(p.handle(&reading("device_001", 1, T0, 25.0), T0, &mut alerts), Outcome::Processed);
+    let nan = String::from_utf8(reading("device_001", 1, T0, 1.0))
+        .expect("utf8")
+        .replace("1,\"unit\":\"°C\"", "NaN,\"unit\":\"°C\"");
+    assert!(
+        matches!(p.handle(nan.as_bytes(), T0, &mut alerts), Outcome::DeadLetter(ref i) if i.reason == InvalidReason::NonFinite)
+    );
+    assert_eq!(
+        p.handle(&reading("device_001", 1, T0, 25.0), T0, &mut alerts),
+        Outcome::Processed
+    );
     assert_eq!(p.stats().dead_letters_total(), 6);
     assert_eq!(p.stats().dead_letters_of(InvalidReason::MalformedJson), 3);
 }
@@ -62,14 +81,20 @@ fn device_count_is_bounded() {
     let mut p = processor(2);
     let mut alerts = Vec::new();
     for d in ["device_001", "device_002"] {
-        assert_eq!(p.handle(&reading(d, 1, T0, 25.0), T0, &mut alerts), Outcome::Processed);
+        assert_eq!(
+            p.handle(&reading(d, 1, T0, 25.0), T0, &mut alerts),
+            Outcome::Processed
+        );
     }
     match p.handle(&reading("device_003", 1, T0, 25.0), T0, &mut alerts) {
         Outcome::DeadLetter(inv) => assert_eq!(inv.reason, InvalidReason::DeviceLimit),
         o => panic!("expected device_limit, got {o:?}"),
     }
     // Known devices keep flowing.
-    assert_eq!(p.handle(&reading("device_001", 2, T0 + 1, 25.0), T0, &mut alerts), Outcome::Processed);
+    assert_eq!(
+        p.handle(&reading("device_001", 2, T0 + 1, 25.0), T0, &mut alerts),
+        Outcome::Processed
+    );
     assert_eq!(p.device_count(), 2);
 }
 
@@ -85,13 +110,22 @@ fn alerts_are_tracked_acknowledged_and_resolved() {
     assert_eq!(acked.status, AlertStatus::Acknowledged);
     assert!(p.acknowledge("alert_nope", T0).is_err());
     alerts.clear();
-    p.handle(&reading("device_001", 2, T0 + 5000, 20.0), T0 + 5000, &mut alerts);
+    p.handle(
+        &reading("device_001", 2, T0 + 5000, 20.0),
+        T0 + 5000,
+        &mut alerts,
+    );
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].status, AlertStatus::Resolved);
     assert_eq!(p.open_alert_ids().count(), 0);
     let s = p.stats();
     assert_eq!(
-        (s.alerts_raised.load(Ordering::Relaxed), s.alerts_acknowledged.load(Ordering::Relaxed), s.alerts_resolved.load(Ordering::Relaxed), s.alerts_open.load(Ordering::Relaxed)),
+        (
+            s.alerts_raised.load(Ordering::Relaxed),
+            s.alerts_acknowledged.load(Ordering::Relaxed),
+            s.alerts_resolved.load(Ordering::Relaxed),
+            s.alerts_open.load(Ordering::Relaxed)
+        ),
         (1, 1, 1, 0)
     );
 }
@@ -101,9 +135,18 @@ fn offline_devices_are_found_by_tick_and_aggregates_fill() {
     let mut p = processor(10);
     let mut alerts = Vec::new();
     for i in 0..3 {
-        p.handle(&reading("device_001", i + 1, T0 + i as i64 * 5000, 20.0 + i as f64), T0 + i as i64 * 5000, &mut alerts);
+        p.handle(
+            &reading("device_001", i + 1, T0 + i as i64 * 5000, 20.0 + i as f64),
+            T0 + i as i64 * 5000,
+            &mut alerts,
+        );
     }
-    let agg = p.device("device_001").expect("known").aggregates.current.expect("rollup");
+    let agg = p
+        .device("device_001")
+        .expect("known")
+        .aggregates
+        .current
+        .expect("rollup");
     assert_eq!(agg.count, 3);
     assert_eq!(agg.mean(iiot_model::Parameter::Temperature), Some(21.0));
     p.tick(T0 + 10_000 + 15_001, &mut alerts);

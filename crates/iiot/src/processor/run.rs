@@ -59,8 +59,17 @@ pub async fn run(
     mut commands: mpsc::Receiver<Command>,
     stop: CancellationToken,
 ) -> Result<Processor, TransportError> {
-    let ProcessorIo { mut subscriber, publisher, alerts_topic, dlq_topic } = io;
-    let out = Outputs { publisher, alerts_topic, dlq_topic };
+    let ProcessorIo {
+        mut subscriber,
+        publisher,
+        alerts_topic,
+        dlq_topic,
+    } = io;
+    let out = Outputs {
+        publisher,
+        alerts_topic,
+        dlq_topic,
+    };
     let mut batch: Vec<Message> = Vec::with_capacity(BATCH);
     let mut alerts: Vec<Alert> = Vec::new();
     let mut receipts: Vec<Receipt> = Vec::new();
@@ -148,7 +157,6 @@ async fn process_batch(
         }
     }
     settle(processor, receipts).await
-
 }
 
 async fn publish_alerts(
@@ -166,16 +174,26 @@ async fn publish_alerts(
         let body = serde_json::to_vec(&alert).unwrap_or_default();
         let receipt = io
             .publisher
-            .publish(&io.alerts_topic, alert.device_id.as_bytes(), Bytes::from(body))
+            .publish(
+                &io.alerts_topic,
+                alert.device_id.as_bytes(),
+                Bytes::from(body),
+            )
             .await;
         receipts.push(counted(processor, receipt)?);
     }
     Ok(())
 }
 
-fn counted(processor: &Processor, r: Result<Receipt, TransportError>) -> Result<Receipt, TransportError> {
+fn counted(
+    processor: &Processor,
+    r: Result<Receipt, TransportError>,
+) -> Result<Receipt, TransportError> {
     r.inspect_err(|_| {
-        processor.stats().publish_errors.fetch_add(1, Ordering::Relaxed);
+        processor
+            .stats()
+            .publish_errors
+            .fetch_add(1, Ordering::Relaxed);
     })
 }
 
@@ -183,7 +201,10 @@ fn counted(processor: &Processor, r: Result<Receipt, TransportError>) -> Result<
 /// so the message is read again after a restart.
 async fn settle(processor: &Processor, receipts: &mut Vec<Receipt>) -> Result<(), TransportError> {
     for receipt in receipts.drain(..) {
-        counted(processor, receipt.delivered().await.map(|()| Receipt::Delivered))?;
+        counted(
+            processor,
+            receipt.delivered().await.map(|()| Receipt::Delivered),
+        )?;
     }
     Ok(())
 }

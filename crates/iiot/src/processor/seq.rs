@@ -43,10 +43,18 @@ impl SeqState {
         }
         if seq > self.highest {
             let ahead = seq - self.highest;
-            self.seen = if ahead >= WINDOW { 0 } else { self.seen << ahead };
+            self.seen = if ahead >= WINDOW {
+                0
+            } else {
+                self.seen << ahead
+            };
             self.seen |= 1;
             self.highest = seq;
-            return if ahead == 1 { SeqVerdict::InOrder } else { SeqVerdict::Gap(ahead - 1) };
+            return if ahead == 1 {
+                SeqVerdict::InOrder
+            } else {
+                SeqVerdict::Gap(ahead - 1)
+            };
         }
         let behind = self.highest - seq;
         if behind < WINDOW {
@@ -58,7 +66,10 @@ impl SeqState {
             return SeqVerdict::Late;
         }
         if seq <= 1 {
-            *self = SeqState { highest: seq, seen: 1 };
+            *self = SeqState {
+                highest: seq,
+                seen: 1,
+            };
             return SeqVerdict::Restart;
         }
         SeqVerdict::TooOld
@@ -76,7 +87,11 @@ mod tests {
 
     #[test]
     fn in_order_stream() {
-        assert!(verdicts(&[1, 2, 3, 4]).iter().all(|v| *v == SeqVerdict::InOrder));
+        assert!(
+            verdicts(&[1, 2, 3, 4])
+                .iter()
+                .all(|v| *v == SeqVerdict::InOrder)
+        );
     }
 
     #[test]
@@ -84,21 +99,39 @@ mod tests {
         use SeqVerdict::*;
         assert_eq!(
             verdicts(&[1, 2, 5, 3, 4, 4, 5, 6]),
-            [InOrder, InOrder, Gap(2), Late, Late, Duplicate, Duplicate, InOrder]
+            [
+                InOrder,
+                InOrder,
+                Gap(2),
+                Late,
+                Late,
+                Duplicate,
+                Duplicate,
+                InOrder
+            ]
         );
     }
 
     #[test]
     fn far_jumps_clear_the_window() {
         use SeqVerdict::*;
-        assert_eq!(verdicts(&[10, 500, 10, 499, 499]), [InOrder, Gap(489), TooOld, Late, Duplicate]);
+        assert_eq!(
+            verdicts(&[10, 500, 10, 499, 499]),
+            [InOrder, Gap(489), TooOld, Late, Duplicate]
+        );
     }
 
     #[test]
     fn restart_from_one_is_recognised() {
         use SeqVerdict::*;
-        assert_eq!(verdicts(&[1000, 1001, 1, 2, 3]), [InOrder, InOrder, Restart, InOrder, InOrder]);
+        assert_eq!(
+            verdicts(&[1000, 1001, 1, 2, 3]),
+            [InOrder, InOrder, Restart, InOrder, InOrder]
+        );
         // Within the window, an old 1 is just a duplicate.
-        assert_eq!(verdicts(&[1, 2, 3, 1]), [InOrder, InOrder, InOrder, Duplicate]);
+        assert_eq!(
+            verdicts(&[1, 2, 3, 1]),
+            [InOrder, InOrder, InOrder, Duplicate]
+        );
     }
 }

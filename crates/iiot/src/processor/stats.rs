@@ -65,7 +65,10 @@ pub fn new_latency_histogram() -> Histogram<u64> {
 impl ProcessorStats {
     /// Total dead letters over all reasons.
     pub fn dead_letters_total(&self) -> u64 {
-        self.dead_letters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.dead_letters
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Dead letters of one reason.
@@ -91,6 +94,10 @@ impl ProcessorStats {
     pub fn latency_ms(&self) -> (f64, f64, f64) {
         let h = self.latency_us.lock().unwrap_or_else(|e| e.into_inner());
         let ms = |us: u64| us as f64 / 1000.0;
-        (ms(h.value_at_quantile(0.5)), ms(h.value_at_quantile(0.99)), ms(h.max()))
+        (
+            ms(h.value_at_quantile(0.5)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.max()),
+        )
     }
 }
