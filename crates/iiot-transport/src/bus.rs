@@ -70,6 +70,8 @@ struct Topic {
     /// Per-partition next offset. The async lock also orders enqueueing, so a partition's
     /// offsets reach every group in offset order even with several publishers.
     partitions: Vec<tokio::sync::Mutex<i64>>,
+    /// Copy of each partition's next offset, readable without the lock (for lag).
+    ends: Vec<AtomicI64>,
     groups: RwLock<Vec<Arc<Group>>>,
 }
 
@@ -121,9 +123,8 @@ impl Bus {
         let groups = read(&topic.groups);
         let g = groups.iter().find(|g| g.name == group)?;
         let mut lag = 0;
-        for (p, next) in topic.partitions.iter().enumerate() {
-            // try_lock: a lag figure for metrics may be one message stale; never block for it.
-            let end = next.try_lock().map(|n| *n).unwrap_or(0);
+        for p in 0..topic.partitions.len() {
+            let end = topic.ends[p].load(Ordering::Relaxed);
             lag += (end - g.committed[p].load(Ordering::Relaxed)).max(0);
         }
         Some(lag)
@@ -149,6 +150,7 @@ impl Bus {
                     name: Arc::from(name),
                     closed: AtomicBool::new(self.inner.closed.load(Ordering::SeqCst)),
                     partitions: (0..n).map(|_| tokio::sync::Mutex::new(0)).collect(),
+                    ends: (0..n).map(|_| AtomicI64::new(0)).collect(),
                     groups: RwLock::new(Vec::new()),
                 })
             })
@@ -185,12 +187,14 @@ impl Publisher for Bus {
             return Err(TransportError::Closed);
         }
         let topic = self.topic(topic);
-        if topic.closed.load(Ordering::Relaxed) {
+        let partition = partition_for(key, topic.partitions.len() as u32);
+        let mut next = topic.partitions[partition as usize].lock().await;
+        // Checked under the partition lock, so a publish racing `close`/`subscribe` either sees
+        // the new state or completes before it.
+        if topic.closed.load(Ordering::SeqCst) {
             return Err(TransportError::Closed);
         }
-        let partition = partition_for(key, topic.partitions.len() as u32);
         let groups: Vec<Arc<Group>> = read(&topic.groups).clone();
-        let mut next = topic.partitions[partition as usize].lock().await;
         let message = Message {
             topic: topic.name.clone(),
             partition,
@@ -199,6 +203,7 @@ impl Publisher for Bus {
             payload,
         };
         *next += 1;
+        topic.ends[partition as usize].store(*next, Ordering::Relaxed);
         self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
         if groups.is_empty() {
             self.inner.stats.unrouted.fetch_add(1, Ordering::Relaxed);
@@ -257,7 +262,13 @@ impl Transport for Bus {
         }
         groups.retain(|g| g.name != group);
         let (tx, rx) = mpsc::channel(self.inner.config.queue_capacity.max(1));
-        let committed: Arc<[AtomicI64]> = t.partitions.iter().map(|_| AtomicI64::new(0)).collect();
+        // A group starts at the end of each partition (the bus keeps no log), so its lag counts
+        // only what was published after it joined.
+        let committed: Arc<[AtomicI64]> = t
+            .ends
+            .iter()
+            .map(|e| AtomicI64::new(e.load(Ordering::Relaxed)))
+            .collect();
         groups.push(Arc::new(Group {
             name: group.to_string(),
             tx,

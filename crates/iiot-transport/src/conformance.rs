@@ -110,17 +110,22 @@ pub async fn every_group_gets_everything(t: &dyn Transport, topic: &str) {
         .await
         .expect("subscribe b");
     let publisher = t.publisher();
-    for i in 0..300u32 {
-        let key = format!("k{}", i % 7);
-        publisher
-            .publish(topic, key.as_bytes(), Bytes::from(i.to_string()))
-            .await
-            .expect("publish");
-    }
-    publisher.flush().await.expect("flush");
-    for sub in [&mut a, &mut b] {
-        let mut bodies: Vec<u32> = receive(sub.as_mut(), 300)
-            .await
+    // Publish from its own task: a bounded backend waits for both groups to make room.
+    let topic_owned = topic.to_string();
+    let producer = tokio::spawn(async move {
+        for i in 0..300u32 {
+            let key = format!("k{}", i % 7);
+            publisher
+                .publish(&topic_owned, key.as_bytes(), Bytes::from(i.to_string()))
+                .await
+                .expect("publish");
+        }
+        publisher.flush().await.expect("flush");
+    });
+    let (got_a, got_b) = tokio::join!(receive(a.as_mut(), 300), receive(b.as_mut(), 300));
+    producer.await.expect("producer task");
+    for got in [got_a, got_b] {
+        let mut bodies: Vec<u32> = got
             .iter()
             .map(|m| {
                 std::str::from_utf8(&m.payload)
@@ -207,4 +212,59 @@ pub async fn payloads_are_preserved(t: &dyn Transport, topic: &str) {
     let bodies: Vec<Bytes> = got.iter().map(|m| m.payload.clone()).collect();
     assert_eq!(bodies, payloads, "same key: same order, same bytes");
     assert!(got.iter().all(|m| &m.key[..] == key));
+}
+
+/// Dropping a pending `recv_batch` (as `select!` does when a timer wins) loses nothing.
+pub async fn receive_is_cancel_safe(t: &dyn Transport, topic: &str) {
+    let mut sub = t
+        .subscribe(topic, "conformance-cancel")
+        .await
+        .expect("subscribe");
+    let publisher = t.publisher();
+    let total = 200u32;
+    let topic_owned = topic.to_string();
+    let producer = tokio::spawn(async move {
+        for i in 0..total {
+            publisher
+                .publish(&topic_owned, b"k", Bytes::from(i.to_string()))
+                .await
+                .expect("publish");
+            if i % 10 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        publisher.flush().await.expect("flush");
+    });
+    let mut got = Vec::new();
+    let mut batch = Vec::new();
+    let deadline = tokio::time::Instant::now() + RECEIVE_TIMEOUT;
+    while got.len() < total as usize {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {}",
+            got.len()
+        );
+        batch.clear();
+        // A very short timeout cancels most calls mid-wait.
+        if let Ok(r) =
+            tokio::time::timeout(Duration::from_micros(200), sub.recv_batch(&mut batch, 7)).await
+        {
+            assert!(r.expect("receive") > 0, "stream ended early");
+        }
+        for m in batch.drain(..) {
+            sub.commit(&m).expect("commit");
+            got.push(
+                std::str::from_utf8(&m.payload)
+                    .expect("utf8")
+                    .parse::<u32>()
+                    .expect("n"),
+            );
+        }
+    }
+    producer.await.expect("producer task");
+    assert_eq!(
+        got,
+        (0..total).collect::<Vec<_>>(),
+        "one key: every message, in order"
+    );
 }

@@ -112,6 +112,9 @@ pub trait Publisher: Send + Sync {
 pub trait Subscriber: Send {
     /// Appends up to `max` messages to `out`, waiting for at least one. Returns how many were
     /// appended; 0 means the transport closed and everything was drained.
+    ///
+    /// Must be cancel-safe: the processor calls it inside `select!` and drops the future when
+    /// a timer or command wins; a message must never be lost that way.
     async fn recv_batch(
         &mut self,
         out: &mut Vec<Message>,
@@ -128,7 +131,8 @@ pub trait Transport: Send + Sync {
     /// A publisher; cheap to clone and share between tasks.
     fn publisher(&self) -> Arc<dyn Publisher>;
 
-    /// Joins consumer group `group` on `topic`. Every group receives every message once.
+    /// Joins consumer group `group` on `topic`. Every group receives every message published
+    /// after this returns (a backend with a log may deliver earlier ones too).
     async fn subscribe(
         &self,
         topic: &str,

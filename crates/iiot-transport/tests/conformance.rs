@@ -35,6 +35,16 @@ async fn backpressure_never_drops() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receive_is_cancel_safe() {
+    conformance::receive_is_cancel_safe(&bus(1024), "t-cancel").await;
+}
+
+#[tokio::test]
+async fn every_group_gets_everything_through_a_small_queue() {
+    conformance::every_group_gets_everything(&bus(16), "t-groups-small").await;
+}
+
 #[tokio::test]
 async fn payloads_are_preserved() {
     conformance::payloads_are_preserved(&bus(1024), "t-bytes").await;
@@ -95,6 +105,9 @@ async fn lag_counts_uncommitted_messages() {
     let got = conformance::receive(sub.as_mut(), 10).await;
     assert_eq!(got.len(), 10);
     assert_eq!(b.lag("t", "g"), Some(0));
+    // A group that joins later starts at the end: what came before is not its lag.
+    let _late = b.subscribe("t", "late").await.expect("subscribe");
+    assert_eq!(b.lag("t", "late"), Some(0));
 }
 
 #[tokio::test]

@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::pipeline::{Embedded, bus_for, simulator_config};
@@ -172,15 +171,17 @@ async fn one_run(config: &Config, options: &BenchOptions) -> anyhow::Result<RunR
         duration: Some(options.duration),
         progress: false,
     };
-    simulator::run(
+    let simulated = simulator::run(
         Fleet::new(&simulator_config(config)),
         embedded.publisher(),
         opts,
-        CancellationToken::new(),
+        embedded.processor_done.clone(),
         sim_stats.clone(),
     )
-    .await?;
+    .await;
+    // Finish (drain and stop the processor) even when the simulator failed.
     let processor = embedded.finish().await?;
+    simulated?;
     let elapsed = started.elapsed().as_secs_f64();
     let stats = processor.stats();
     let processed = stats.processed.load(Ordering::Relaxed);

@@ -125,6 +125,19 @@ async fn wait_for_signal() {
     }
 }
 
+/// The embedded processor tracks at most `MAX_DEVICES`; simulating more would dead-letter
+/// the rest, so refuse up front like any other bad setting.
+fn check_capacity(config: &Config) -> Result<(), Failure> {
+    let (devices, max) = (config.simulator.device_count, config.processor.max_devices);
+    if devices as usize > max {
+        return Err(Failure::Usage(format!(
+            "invalid configuration: DEVICE_COUNT={devices}: must not exceed MAX_DEVICES={max} \
+             (raise MAX_DEVICES or simulate fewer devices)"
+        )));
+    }
+    Ok(())
+}
+
 fn kafka_not_built(brokers: &str) -> Failure {
     Failure::Usage(format!(
         "invalid configuration: KAFKA_BROKERS={brokers}: Kafka mode is not built yet; unset it to \
@@ -142,6 +155,7 @@ async fn run(args: cli::RunArgs) -> Result<(), Failure> {
     if let Some(brokers) = &config.kafka.brokers {
         return Err(kafka_not_built(brokers));
     }
+    check_capacity(&config)?;
     let shutdown = shutdown_on_signals();
     iiot::pipeline::run(config, sources, args.duration, shutdown).await?;
     Ok(())
@@ -234,6 +248,7 @@ async fn bench(args: cli::BenchArgs) -> Result<(), Failure> {
     // Status lines would interleave with the report; the bench reports at the end.
     flags.push(("STATUS_INTERVAL", "0".into()));
     let (config, _) = load(args.common.config.clone(), flags)?;
+    check_capacity(&config)?;
     let options = iiot::bench::BenchOptions {
         duration: args.duration,
         runs: args.runs,

@@ -34,6 +34,9 @@ pub struct Embedded {
     pub rules: watch::Sender<Arc<RuleSet>>,
     /// Requests to the processor (acknowledge).
     pub commands: mpsc::Sender<Command>,
+    /// Cancelled when the processor task ends — normally only after [`Embedded::finish`]; any
+    /// earlier means it failed, and producers should stop.
+    pub processor_done: CancellationToken,
     input_topic: String,
     processor: JoinHandle<Result<Processor, iiot_transport::TransportError>>,
 }
@@ -62,7 +65,7 @@ pub fn processor_config(config: &Config) -> ProcessorConfig {
             ..iiot_model::Limits::default()
         },
         default_interval_ms: config.simulator.send_interval.as_millis() as i64,
-        ..ProcessorConfig::default()
+        max_devices: config.processor.max_devices,
     }
 }
 
@@ -88,18 +91,29 @@ impl Embedded {
         };
         // The processor ends when its input topic is closed and drained (see `finish`); it
         // has no stop signal of its own so that nothing queued is lost on shutdown.
-        let processor = tokio::spawn(crate::processor::run::run(
-            processor,
-            io,
-            rules_rx,
-            commands_rx,
-            CancellationToken::new(),
-        ));
+        let processor_done = CancellationToken::new();
+        let done = processor_done.clone();
+        let processor = tokio::spawn(async move {
+            let result = crate::processor::run::run(
+                processor,
+                io,
+                rules_rx,
+                commands_rx,
+                CancellationToken::new(),
+            )
+            .await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "processor stopped");
+            }
+            done.cancel();
+            result
+        });
         Ok(Embedded {
             bus,
             stats,
             rules: rules_tx,
             commands: commands_tx,
+            processor_done,
             input_topic: k.topic_device_data.clone(),
             processor,
         })
@@ -184,14 +198,28 @@ pub async fn run(
         duration,
         progress: false,
     };
+    // The simulator stops on shutdown, and also if the processor dies (fail fast: `finish`
+    // below then reports the processor's error).
+    let sim_stop = shutdown.child_token();
+    let stop_on_failure = tokio::spawn({
+        let (done, sim_stop) = (embedded.processor_done.clone(), sim_stop.clone());
+        async move {
+            tokio::select! {
+                _ = done.cancelled() => sim_stop.cancel(),
+                _ = sim_stop.cancelled() => {}
+            }
+        }
+    });
     let simulated = simulator::run(
         Fleet::new(&sim_config),
         embedded.publisher(),
         options,
-        shutdown.child_token(),
+        sim_stop.clone(),
         sim_stats.clone(),
     )
     .await;
+    sim_stop.cancel();
+    let _ = stop_on_failure.await;
     if let Err(e) = simulated {
         tracing::warn!(error = %e, "simulator stopped early");
     }

@@ -66,11 +66,21 @@ impl DeviceAlerts {
             .filter_map(|s| s.open.as_ref().map(|o| (o.alert_id.as_str(), o.status)))
     }
 
+    /// Records that the device was heard from at `received_ms` (receiver clock), whatever the
+    /// reading's order: late or repeated readings are still signs of life.
+    pub fn touch(&mut self, received_ms: i64) {
+        self.last_received_ms = self.last_received_ms.max(received_ms);
+    }
+
     /// The estimated send interval in ms (0 when unknown yet).
     pub fn interval_ms(&self) -> i64 {
         self.interval_ms
     }
 }
+
+/// Offline limits shorter than this are raised to it: the processor checks once a second, so a
+/// shorter limit would only measure scheduling jitter.
+pub const MIN_OFFLINE_MS: i64 = 3_000;
 
 /// The alert engine: the current rules and how they turn readings into alerts.
 #[derive(Debug, Clone)]
@@ -111,11 +121,12 @@ impl AlertEngine {
                 gap = gap.min(dev.interval_ms * 4);
                 dev.interval_ms = (dev.interval_ms * 7 + gap) / 8;
             } else {
-                dev.interval_ms = gap;
+                // The first gap may span a silence: cap it like later ones.
+                dev.interval_ms = gap.min(self.default_interval_ms * 4);
             }
         }
         dev.last_event_ms = dev.last_event_ms.max(ts);
-        dev.last_received_ms = received_ms;
+        dev.touch(received_ms);
         dev.states
             .resize_with(self.rules.rules.len(), RuleState::default);
 
@@ -204,7 +215,9 @@ impl AlertEngine {
                 RuleKind::Stuck { parameter, hold } => {
                     let v = reading.value(*parameter);
                     match state.reference {
-                        Some((_, same)) if same.to_bits() == v.to_bits() => state.count += 1,
+                        Some((_, same)) if same.to_bits() == v.to_bits() => {
+                            state.count = state.count.saturating_add(1)
+                        }
                         _ => {
                             state.reference = Some((ts, v));
                             state.count = 1;
@@ -278,7 +291,8 @@ impl AlertEngine {
             let RuleKind::Offline { missed_intervals } = rule.kind else {
                 continue;
             };
-            let limit = interval as f64 * missed_intervals;
+            // The floor keeps millisecond intervals from flapping on scheduling hiccups.
+            let limit = (interval as f64 * missed_intervals).max(MIN_OFFLINE_MS as f64);
             if state.open.is_none() && silence as f64 > limit {
                 let (secs, limit_secs) = (round2(silence as f64 / 1000.0), round2(limit / 1000.0));
                 let msg = format!("no data for {secs} s (limit {limit_secs} s)");
@@ -342,7 +356,20 @@ impl AlertEngine {
                 old.rules
                     .iter()
                     .position(|r| r.alert_type == rule.alert_type)
-                    .and_then(|i| previous.get_mut(i).and_then(Option::take))
+                    .and_then(|i| {
+                        let state = previous.get_mut(i).and_then(Option::take)?;
+                        // Same kind and parameter: keep everything. Otherwise the partial
+                        // state (windows, pending times) means something else now: keep only
+                        // the open alert, judged by the new rule from here on.
+                        Some(if same_measure(&old.rules[i].kind, &rule.kind) {
+                            state
+                        } else {
+                            RuleState {
+                                open: state.open,
+                                ..RuleState::default()
+                            }
+                        })
+                    })
                     .unwrap_or_default()
             })
             .collect();
@@ -361,6 +388,17 @@ impl AlertEngine {
             }
         }
     }
+}
+
+/// Whether two rules measure the same thing the same way (so their partial state carries over).
+fn same_measure(a: &RuleKind, b: &RuleKind) -> bool {
+    let parameter = |k: &RuleKind| match k {
+        RuleKind::Threshold { parameter, .. }
+        | RuleKind::RateOfChange { parameter, .. }
+        | RuleKind::Stuck { parameter, .. } => Some(*parameter),
+        RuleKind::Offline { .. } => None,
+    };
+    std::mem::discriminant(a) == std::mem::discriminant(b) && parameter(a) == parameter(b)
 }
 
 fn round2(x: f64) -> f64 {
@@ -438,7 +476,9 @@ fn build(
 }
 
 /// `alert_YYYYMMDD_<12 hex>`: date of the triggering event and a hash of (device, type, event
-/// time). Deterministic, so the same reading processed twice yields the same id.
+/// time). For rules on readings the time is the reading's event time, so the same reading
+/// processed twice (at-least-once delivery) yields the same id; offline alerts are raised on
+/// the receiver's clock and so are not reproducible across processors.
 pub fn alert_id(device_id: &str, alert_type: &str, ts_ms: i64) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in device_id

@@ -371,3 +371,76 @@ fn hot_reload_keeps_open_alerts_and_resolves_removed_rule_types() {
     );
     assert_eq!(out[0].alert_id, raised[0].alert_id);
 }
+
+#[test]
+fn offline_limit_has_a_floor_for_millisecond_intervals() {
+    let engine = AlertEngine::new(
+        Arc::new(RuleSet {
+            rules: vec![AlertRule {
+                alert_type: "device_offline".into(),
+                severity: Severity::High,
+                kind: RuleKind::Offline {
+                    missed_intervals: 3.0,
+                },
+            }],
+        }),
+        1,
+    );
+    let mut dev = DeviceAlerts::default();
+    let mut out = Vec::new();
+    for i in 0..5 {
+        engine.observe(&mut dev, &reading(T0 + i, 25.0), T0 + i, &mut out);
+    }
+    // 1 ms interval × 3 would be 3 ms; the floor holds it at MIN_OFFLINE_MS.
+    engine.check_offline("device_001", &mut dev, T0 + 4 + MIN_OFFLINE_MS, &mut out);
+    assert!(out.is_empty());
+    engine.check_offline("device_001", &mut dev, T0 + 5 + MIN_OFFLINE_MS, &mut out);
+    assert_eq!(statuses(&out), [("device_offline", AlertStatus::Active)]);
+}
+
+#[test]
+fn late_readings_count_as_signs_of_life() {
+    let engine = AlertEngine::new(Arc::new(RuleSet::defaults(&Thresholds::default())), STEP);
+    let mut dev = DeviceAlerts::default();
+    feed(&engine, &mut dev, T0, &[25.0, 25.1]);
+    let mut out = Vec::new();
+    // Only touched (as the processor does for late or repeated readings) for a minute.
+    for s in 1..=12 {
+        dev.touch(T0 + STEP + s * STEP);
+        engine.check_offline("device_001", &mut dev, T0 + STEP + s * STEP + 1, &mut out);
+    }
+    assert!(out.is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_rule_that_changes_kind_keeps_its_open_alert_but_not_its_windows() {
+    let mut engine = only(rate_rule());
+    let mut dev = DeviceAlerts::default();
+    let climb: Vec<f64> = (0..13).map(|i| 25.0 + 1.5 * i as f64).collect();
+    let raised = feed(&engine, &mut dev, T0, &climb);
+    assert_eq!(
+        statuses(&raised),
+        [("temperature_rate", AlertStatus::Active)]
+    );
+    // Same alert_type, now a stuck rule: the rate window must not be read as "first seen".
+    let stuck = AlertRule {
+        alert_type: "temperature_rate".into(),
+        severity: Severity::Medium,
+        kind: RuleKind::Stuck {
+            parameter: Parameter::Temperature,
+            hold: Duration::from_secs(60),
+        },
+    };
+    let old = engine.set_rules(Arc::new(RuleSet { rules: vec![stuck] }));
+    let mut out = Vec::new();
+    engine.migrate("device_001", &mut dev, &old, T0 + 13 * STEP, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(dev.open().count(), 1, "the open alert stays open");
+    // A changing value resolves the open alert under the new rule.
+    let out = feed(&engine, &mut dev, T0 + 13 * STEP, &[50.0]);
+    assert_eq!(
+        statuses(&out),
+        [("temperature_rate", AlertStatus::Resolved)]
+    );
+    assert_eq!(out[0].alert_id, raised[0].alert_id);
+}

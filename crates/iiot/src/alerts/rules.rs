@@ -79,6 +79,9 @@ pub struct RuleSpec {
     pub enabled: Option<bool>,
 }
 
+/// Longest `for`/`window` a rule may have (keeps millisecond arithmetic far from overflow).
+pub const MAX_RULE_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// A checked rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertRule {
@@ -321,7 +324,13 @@ impl RuleSpec {
         };
         let duration = |field: &str, text: &Option<String>, default: Duration| match text {
             None => Ok(default),
-            Some(t) => parse_duration(t).map_err(|e| err(field, e)),
+            Some(t) => match parse_duration(t) {
+                Ok(d) if d > MAX_RULE_DURATION => {
+                    Err(err(field, format!("{t:?} is longer than 7 days")))
+                }
+                Ok(d) => Ok(d),
+                Err(e) => Err(err(field, e)),
+            },
         };
         let finite = |field: &str, v: Option<f64>| -> Result<Option<f64>, RuleError> {
             match v {
@@ -500,6 +509,10 @@ mod tests {
             ),
             (
                 "alert_type='x'\nparameter='current'\noperator='>'\nvalue=1.0\nfor='soon'",
+                "alerts.rules[0].for",
+            ),
+            (
+                "alert_type='x'\nparameter='current'\noperator='>'\nvalue=1.0\nfor='8days'",
                 "alerts.rules[0].for",
             ),
             (

@@ -109,6 +109,8 @@ pub(crate) static KEYS: &[Key] = &[
         processor.max_future_skew = Dur(Duration::ZERO, Duration::from_secs(24 * 3600))),
     key!("BUS_QUEUE_CAPACITY", "processor.bus_queue_capacity", "65536", "an integer from 16 to 16777216",
         processor.bus_queue_capacity = int::<usize>(16, 16 * 1024 * 1024)),
+    key!("MAX_DEVICES", "processor.max_devices", "200000", "an integer from 1 to 10000000",
+        processor.max_devices = int::<usize>(1, 10_000_000)),
     key!("STATUS_INTERVAL", "processor.status_interval", "10s", "a duration up to 24h, like 10s or 1m (0 = off)",
         processor.status_interval = Dur(Duration::ZERO, Duration::from_secs(24 * 3600))),
     key!("ALERT_TEMPERATURE_HIGH", "alerts.temperature_high", "80", NUMBER,

@@ -411,6 +411,7 @@ fn blank() -> Config {
             max_message_bytes: 0,
             max_future_skew: Duration::ZERO,
             bus_queue_capacity: 0,
+            max_devices: 0,
             status_interval: Duration::ZERO,
         },
         thresholds: Thresholds::default(),

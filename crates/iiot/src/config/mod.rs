@@ -39,6 +39,7 @@
 //! max_message_bytes = 65536
 //! max_future_skew = "5m"
 //! bus_queue_capacity = 65536
+//! max_devices = 200000
 //! status_interval = "10s"       # "0" = off
 //!
 //! [alerts]
@@ -169,6 +170,9 @@ pub struct ProcessorSettings {
     pub max_future_skew: Duration,
     /// `BUS_QUEUE_CAPACITY`: bound of the embedded bus queues (65536).
     pub bus_queue_capacity: usize,
+    /// `MAX_DEVICES`: most devices the processor tracks; readings of further new devices are
+    /// dead-lettered `device_limit`, so memory stays bounded (~1 KB each; 200000).
+    pub max_devices: usize,
     /// `STATUS_INTERVAL`: period of the status log line; zero = off (10 s).
     pub status_interval: Duration,
 }

@@ -125,7 +125,9 @@ impl Processor {
                     .or_default()
             }
         };
-        match dev.seq.check(reading.seq) {
+        // Any decoded reading of a known device is a sign of life, in order or not.
+        dev.alerts.touch(now_ms);
+        match dev.seq.check(reading.seq, reading.timestamp) {
             SeqVerdict::InOrder => {}
             SeqVerdict::Gap(missing) => {
                 self.stats.seq_gaps.fetch_add(missing, Ordering::Relaxed);

@@ -14,16 +14,20 @@ pub enum SeqVerdict {
     Late,
     /// Already seen.
     Duplicate,
-    /// Far behind the newest and at the start of a count (0 or 1): the device restarted.
+    /// Behind the newest `seq` but with a newer event time: the device restarted its count
+    /// (reboot, firmware update) or the newest `seq` was a bogus jump; tracking starts again.
     Restart,
     /// Older than the window: cannot tell late from duplicate; treated as late.
     TooOld,
 }
 
-/// Sequence state of one device: the newest `seq` and a bitmap of the [`WINDOW`] before it.
+/// Sequence state of one device: the newest `seq`, its event time, and a bitmap of the
+/// [`WINDOW`] before it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SeqState {
     highest: u64,
+    /// Event time of the reading that carried `highest`.
+    highest_ts: i64,
     /// Bit `i` set ⇔ `highest - i` was seen.
     seen: u64,
 }
@@ -34,11 +38,19 @@ impl SeqState {
         self.highest
     }
 
-    /// Records `seq` and classifies it.
-    pub fn check(&mut self, seq: u64) -> SeqVerdict {
+    /// Records `seq` of a reading with event time `ts` and classifies it.
+    ///
+    /// A lower `seq` with a newer event time than the newest reading cannot be a late or repeated
+    /// reading (those carry their original, older time): the device restarted its count, or the
+    /// newest `seq` was a bogus jump. Either way tracking restarts, so one bad value cannot mute
+    /// a device.
+    pub fn check(&mut self, seq: u64, ts: i64) -> SeqVerdict {
         if self.seen == 0 {
-            self.highest = seq;
-            self.seen = 1;
+            *self = SeqState {
+                highest: seq,
+                highest_ts: ts,
+                seen: 1,
+            };
             return SeqVerdict::InOrder;
         }
         if seq > self.highest {
@@ -50,11 +62,20 @@ impl SeqState {
             };
             self.seen |= 1;
             self.highest = seq;
+            self.highest_ts = ts;
             return if ahead == 1 {
                 SeqVerdict::InOrder
             } else {
                 SeqVerdict::Gap(ahead - 1)
             };
+        }
+        if ts > self.highest_ts {
+            *self = SeqState {
+                highest: seq,
+                highest_ts: ts,
+                seen: 1,
+            };
+            return SeqVerdict::Restart;
         }
         let behind = self.highest - seq;
         if behind < WINDOW {
@@ -65,13 +86,6 @@ impl SeqState {
             self.seen |= bit;
             return SeqVerdict::Late;
         }
-        if seq <= 1 {
-            *self = SeqState {
-                highest: seq,
-                seen: 1,
-            };
-            return SeqVerdict::Restart;
-        }
         SeqVerdict::TooOld
     }
 }
@@ -79,24 +93,27 @@ impl SeqState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use SeqVerdict::*;
 
+    /// Readings whose event time follows their seq (seq n sent at time n).
     fn verdicts(seqs: &[u64]) -> Vec<SeqVerdict> {
         let mut s = SeqState::default();
-        seqs.iter().map(|q| s.check(*q)).collect()
+        seqs.iter().map(|q| s.check(*q, *q as i64)).collect()
+    }
+
+    /// (seq, event time) pairs.
+    fn verdicts_at(readings: &[(u64, i64)]) -> Vec<SeqVerdict> {
+        let mut s = SeqState::default();
+        readings.iter().map(|(q, t)| s.check(*q, *t)).collect()
     }
 
     #[test]
     fn in_order_stream() {
-        assert!(
-            verdicts(&[1, 2, 3, 4])
-                .iter()
-                .all(|v| *v == SeqVerdict::InOrder)
-        );
+        assert!(verdicts(&[1, 2, 3, 4]).iter().all(|v| *v == InOrder));
     }
 
     #[test]
     fn gap_then_late_fill_then_duplicate() {
-        use SeqVerdict::*;
         assert_eq!(
             verdicts(&[1, 2, 5, 3, 4, 4, 5, 6]),
             [
@@ -114,7 +131,6 @@ mod tests {
 
     #[test]
     fn far_jumps_clear_the_window() {
-        use SeqVerdict::*;
         assert_eq!(
             verdicts(&[10, 500, 10, 499, 499]),
             [InOrder, Gap(489), TooOld, Late, Duplicate]
@@ -122,16 +138,33 @@ mod tests {
     }
 
     #[test]
-    fn restart_from_one_is_recognised() {
-        use SeqVerdict::*;
+    fn restart_is_recognised_by_newer_event_time() {
+        // A reboot after 1001 readings, and one after 40 (inside the window).
         assert_eq!(
-            verdicts(&[1000, 1001, 1, 2, 3]),
+            verdicts_at(&[(1000, 10), (1001, 11), (1, 12), (2, 13), (3, 14)]),
             [InOrder, InOrder, Restart, InOrder, InOrder]
         );
-        // Within the window, an old 1 is just a duplicate.
         assert_eq!(
-            verdicts(&[1, 2, 3, 1]),
+            verdicts_at(&[(39, 10), (40, 11), (1, 12), (2, 13)]),
+            [InOrder, InOrder, Restart, InOrder]
+        );
+        // The first reading after the reboot was lost: still a restart, not "too old".
+        assert_eq!(
+            verdicts_at(&[(500, 10), (2, 12), (3, 13)]),
+            [InOrder, Restart, InOrder]
+        );
+        // A repeat of an old reading carries its old time: a duplicate, not a restart.
+        assert_eq!(
+            verdicts_at(&[(1, 10), (2, 11), (3, 12), (1, 10)]),
             [InOrder, InOrder, InOrder, Duplicate]
+        );
+    }
+
+    #[test]
+    fn one_bogus_jump_ahead_does_not_mute_the_device() {
+        assert_eq!(
+            verdicts_at(&[(5, 10), (u64::MAX, 11), (6, 12), (7, 13)]),
+            [InOrder, Gap(u64::MAX - 6), Restart, InOrder]
         );
     }
 }

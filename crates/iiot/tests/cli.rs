@@ -1,0 +1,256 @@
+//! The `iiot` binary as a user meets it: exit codes, one-line errors, `--duration`, stdout output.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn iiot() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iiot"));
+    // A clean environment for configuration: no config file, no .env, no stray keys.
+    let dir = std::env::temp_dir().join(format!("iiot-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    cmd.current_dir(dir)
+        .env_remove("KAFKA_BROKERS")
+        .env_remove("IIOT_CONFIG")
+        .env_remove("DEVICE_COUNT")
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+fn stderr_lines(out: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn bad_environment_value_is_one_line_and_exit_2() {
+    let out = iiot()
+        .args(["run", "--duration", "1s"])
+        .env("DEVICE_COUNT", "-5")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("DEVICE_COUNT=-5"), "{}", lines[0]);
+    assert!(lines[0].contains("environment"), "{}", lines[0]);
+}
+
+#[test]
+fn bad_flags_are_exit_2() {
+    let out = iiot()
+        .args(["run", "--devices", "-5"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("DEVICE_COUNT=-5") && lines[0].contains("command line"),
+        "{lines:?}"
+    );
+
+    let out = iiot()
+        .args(["run", "--duration", "soon"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let out = iiot()
+        .args(["simulate", "--interval", "5"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SEND_INTERVAL=5"));
+}
+
+#[test]
+fn roles_not_built_yet_say_so_and_exit_2() {
+    for role in ["process", "serve"] {
+        let out = iiot().arg(role).output().expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{role}");
+        let lines = stderr_lines(&out);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("not built yet"), "{lines:?}");
+    }
+    let out = iiot()
+        .args(["run", "--kafka-brokers", "localhost:9092"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KAFKA_BROKERS"));
+}
+
+#[test]
+fn simulate_to_stdout_writes_valid_json_lines_and_stops_by_itself() {
+    let out = iiot()
+        .args([
+            "simulate",
+            "--devices",
+            "5",
+            "--interval",
+            "100ms",
+            "--duration",
+            "1s",
+            "--seed",
+            "3",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf8");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines.len() >= 20,
+        "5 devices × ~10 rounds, got {}",
+        lines.len()
+    );
+    let now = iiot::now_ms();
+    for line in &lines {
+        iiot_model::decode(line.as_bytes(), now, &iiot_model::Limits::default())
+            .expect("valid reading");
+    }
+    assert!(lines.iter().any(|l| l.contains("\"device_005\"")));
+}
+
+#[test]
+fn same_seed_same_values() {
+    let values = |seed: &str| -> Vec<(String, u64, f64)> {
+        let out = iiot()
+            .args([
+                "simulate",
+                "--devices",
+                "3",
+                "--interval",
+                "50ms",
+                "--duration",
+                "400ms",
+                "--seed",
+                seed,
+            ])
+            .output()
+            .expect("runs");
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json");
+                (
+                    v["device_id"].as_str().expect("id").to_string(),
+                    v["seq"].as_u64().expect("seq"),
+                    v["sensors"]["temperature"]["value"].as_f64().expect("t"),
+                )
+            })
+            .collect()
+    };
+    let (mut a, mut b) = (values("9"), values("9"));
+    a.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
+    b.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
+    let n = a.len().min(b.len());
+    assert!(n >= 6);
+    // Same (device, seq) → same temperature; runs may differ in length by a round.
+    let common: Vec<_> = a
+        .iter()
+        .filter(|x| b.iter().any(|y| y.0 == x.0 && y.1 == x.1))
+        .collect();
+    for x in common {
+        let y = b
+            .iter()
+            .find(|y| y.0 == x.0 && y.1 == x.1)
+            .expect("present");
+        assert_eq!(x.2, y.2, "{} seq {}", x.0, x.1);
+    }
+}
+
+#[test]
+fn simulate_into_a_closed_pipe_ends_cleanly() {
+    let mut child = iiot()
+        .args(["simulate", "--devices", "100", "--interval", "10ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawns");
+    let stdout = child.stdout.take().expect("piped");
+    let first: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .take(3)
+        .map(|l| l.expect("line"))
+        .collect();
+    assert_eq!(first.len(), 3);
+    // Reader gone (like `| head -3`): the simulator must notice and exit by itself, not panic.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.code() == Some(0), "exit {status:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not stop after its pipe closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn run_stops_by_itself_after_duration_with_a_status_line() {
+    let out = iiot()
+        .args([
+            "run",
+            "--devices",
+            "200",
+            "--interval",
+            "100ms",
+            "--duration",
+            "2500ms",
+            "--fault-rate",
+            "0",
+        ])
+        .env("STATUS_INTERVAL", "1s")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("status:"), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_drains_and_exits_0() {
+    let child = iiot()
+        .args(["run", "--devices", "100", "--interval", "100ms"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let out = child.wait_with_output().expect("exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("draining"), "{stderr}");
+}
+
+#[test]
+fn more_devices_than_the_processor_tracks_is_refused() {
+    let out = iiot()
+        .args(["run", "--devices", "500", "--duration", "1s"])
+        .env("MAX_DEVICES", "100")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("MAX_DEVICES=100"), "{lines:?}");
+}
