@@ -72,7 +72,9 @@ struct Topic {
     partitions: Vec<tokio::sync::Mutex<i64>>,
     /// Copy of each partition's next offset, readable without the lock (for lag).
     ends: Vec<AtomicI64>,
-    groups: RwLock<Vec<Arc<Group>>>,
+    /// Copy-on-write list: publishing takes a snapshot (one `Arc` clone) instead of a lock
+    /// held across the send.
+    groups: RwLock<Arc<Vec<Arc<Group>>>>,
 }
 
 struct Group {
@@ -151,7 +153,7 @@ impl Bus {
                     closed: AtomicBool::new(self.inner.closed.load(Ordering::SeqCst)),
                     partitions: (0..n).map(|_| tokio::sync::Mutex::new(0)).collect(),
                     ends: (0..n).map(|_| AtomicI64::new(0)).collect(),
-                    groups: RwLock::new(Vec::new()),
+                    groups: RwLock::new(Arc::new(Vec::new())),
                 })
             })
             .clone()
@@ -162,7 +164,7 @@ impl Topic {
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         // Dropping the senders ends each subscriber's stream once its queue is drained.
-        write(&self.groups).clear();
+        *write(&self.groups) = Arc::new(Vec::new());
     }
 }
 
@@ -194,7 +196,7 @@ impl Publisher for Bus {
         if topic.closed.load(Ordering::SeqCst) {
             return Err(TransportError::Closed);
         }
-        let groups: Vec<Arc<Group>> = read(&topic.groups).clone();
+        let groups: Arc<Vec<Arc<Group>>> = read(&topic.groups).clone();
         let message = Message {
             topic: topic.name.clone(),
             partition,
@@ -208,7 +210,7 @@ impl Publisher for Bus {
         if groups.is_empty() {
             self.inner.stats.unrouted.fetch_add(1, Ordering::Relaxed);
         }
-        for group in &groups {
+        for group in groups.iter() {
             let sent = match group.tx.try_send(message.clone()) {
                 Ok(()) => Ok(()),
                 Err(mpsc::error::TrySendError::Full(m)) => {
@@ -223,7 +225,13 @@ impl Publisher for Bus {
             if sent.is_err() {
                 // The member went away (shut down); forget the group so later messages are
                 // counted as unrouted instead of failing every publish.
-                write(&topic.groups).retain(|g| !Arc::ptr_eq(g, group));
+                let mut current = write(&topic.groups);
+                let kept: Vec<Arc<Group>> = current
+                    .iter()
+                    .filter(|g| !Arc::ptr_eq(g, group))
+                    .cloned()
+                    .collect();
+                *current = Arc::new(kept);
                 tracing::debug!(topic = %topic.name, group = %group.name, "consumer group left");
             }
         }
@@ -253,7 +261,8 @@ impl Transport for Bus {
         if t.closed.load(Ordering::Relaxed) {
             return Err(TransportError::Closed);
         }
-        let mut groups = write(&t.groups);
+        let mut guard = write(&t.groups);
+        let mut groups: Vec<Arc<Group>> = guard.as_ref().clone();
         if groups.iter().any(|g| g.name == group && !g.tx.is_closed()) {
             return Err(TransportError::GroupBusy {
                 topic: topic.to_string(),
@@ -274,6 +283,7 @@ impl Transport for Bus {
             tx,
             committed: committed.clone(),
         }));
+        *guard = Arc::new(groups);
         Ok(Box::new(BusSubscriber { rx, committed }))
     }
 

@@ -117,9 +117,7 @@ pub async fn run(
                 }
                 process_batch(&mut processor, &out, &mut batch, &mut alerts, &mut receipts).await?;
                 // At-least-once: the outputs are delivered (settled above); now the offsets.
-                for message in batch.drain(..) {
-                    subscriber.commit(&message)?;
-                }
+                commit_batch(subscriber.as_mut(), &mut batch)?;
             }
         }
     }
@@ -195,6 +193,29 @@ fn counted(
             .publish_errors
             .fetch_add(1, Ordering::Relaxed);
     })
+}
+
+/// Commits the last message of each partition in `batch` (committing an offset covers the
+/// earlier ones), then empties it.
+fn commit_batch(
+    subscriber: &mut dyn Subscriber,
+    batch: &mut Vec<Message>,
+) -> Result<(), TransportError> {
+    let mut last: Vec<usize> = Vec::new();
+    for (i, m) in batch.iter().enumerate() {
+        match last
+            .iter_mut()
+            .find(|j| batch[**j].partition == m.partition)
+        {
+            Some(j) => *j = i,
+            None => last.push(i),
+        }
+    }
+    for i in last {
+        subscriber.commit(&batch[i])?;
+    }
+    batch.clear();
+    Ok(())
 }
 
 /// Waits for every pending delivery; a failed one stops the loop before its input is committed,
