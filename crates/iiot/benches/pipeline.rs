@@ -19,6 +19,10 @@ use iiot::processor::{Processor, ProcessorConfig, ProcessorStats};
 use iiot::simulator::{Emitted, Fleet, SimulatorConfig};
 use iiot_model::Limits;
 
+/// The same allocator as the binary, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEVICES: u32 = 10_000;
 const ROUNDS: usize = 10;
 
