@@ -4,8 +4,6 @@
 //! - [`reading`]: [`Reading`], the JSON a device publishes on `device-data`, borrowed from the
 //!   input buffer where it can be so the processor's hot path allocates little.
 //! - [`alert`]: [`Alert`], the JSON published on `alerts`, with its [`Severity`] and [`AlertStatus`].
-//! - `fast`: a strict schema-specific parser for well-formed readings; anything unusual falls
-//!   back to serde_json (and its exact error).
 //! - [`validate`]: [`decode`] turns bytes into a checked [`Reading`] or an [`Invalid`] with a typed
 //!   [`InvalidReason`] — the reason a message is dead-lettered and counted.
 //!
@@ -13,7 +11,6 @@
 #![deny(missing_docs)]
 
 pub mod alert;
-mod fast;
 pub mod reading;
 pub mod validate;
 

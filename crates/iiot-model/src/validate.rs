@@ -163,10 +163,7 @@ pub fn decode<'a>(bytes: &'a [u8], now_ms: i64, limits: &Limits) -> Result<Readi
             format!("not UTF-8 at byte {}", e.valid_up_to()),
         )
     })?;
-    let reading = match crate::fast::parse(text) {
-        Some(r) => r,
-        None => serde_json::from_str(text).map_err(|e| classify(bytes, &e))?,
-    };
+    let reading: Reading<'_> = serde_json::from_str(text).map_err(|e| classify(bytes, &e))?;
     check(&reading, now_ms, limits)?;
     Ok(reading)
 }
