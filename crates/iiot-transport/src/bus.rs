@@ -79,9 +79,10 @@ struct Topic {
 
 struct Group {
     name: String,
-    tx: mpsc::Sender<Message>,
+    /// One queue per member; partition `p` goes to member `p % members`.
+    members: Vec<mpsc::Sender<Message>>,
     /// Highest committed offset + 1 per partition (for lag). Shared with the subscriber, which
-    /// must not hold `tx`: closing the bus drops the senders so that streams end.
+    /// must not hold the senders: closing the bus drops the senders so that streams end.
     committed: Arc<[AtomicI64]>,
 }
 
@@ -211,14 +212,15 @@ impl Publisher for Bus {
             self.inner.stats.unrouted.fetch_add(1, Ordering::Relaxed);
         }
         for group in groups.iter() {
-            let sent = match group.tx.try_send(message.clone()) {
+            let tx = &group.members[partition as usize % group.members.len()];
+            let sent = match tx.try_send(message.clone()) {
                 Ok(()) => Ok(()),
                 Err(mpsc::error::TrySendError::Full(m)) => {
                     self.inner
                         .stats
                         .backpressure_waits
                         .fetch_add(1, Ordering::Relaxed);
-                    group.tx.send(m).await.map_err(|_| ())
+                    tx.send(m).await.map_err(|_| ())
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
             };
@@ -254,6 +256,27 @@ impl Transport for Bus {
         topic: &str,
         group: &str,
     ) -> Result<Box<dyn Subscriber>, TransportError> {
+        let mut members = self.subscribe_group(topic, group, 1)?;
+        // subscribe_group returns exactly `members` subscribers.
+        members.pop().ok_or(TransportError::Closed)
+    }
+
+    async fn is_ready(&self) -> bool {
+        !self.inner.closed.load(Ordering::Relaxed)
+    }
+}
+
+impl Bus {
+    /// Joins consumer group `group` on `topic` with `members` members at once (1 to the
+    /// partition count): member `i` receives the partitions `p` with `p % members == i`, so each
+    /// key — each device — is handled by exactly one member, as in a Kafka consumer group.
+    /// The bus has no rebalancing: the membership is fixed until every member has left.
+    pub fn subscribe_group(
+        &self,
+        topic: &str,
+        group: &str,
+        members: usize,
+    ) -> Result<Vec<Box<dyn Subscriber>>, TransportError> {
         if self.inner.closed.load(Ordering::Relaxed) {
             return Err(TransportError::Closed);
         }
@@ -263,14 +286,20 @@ impl Transport for Bus {
         }
         let mut guard = write(&t.groups);
         let mut groups: Vec<Arc<Group>> = guard.as_ref().clone();
-        if groups.iter().any(|g| g.name == group && !g.tx.is_closed()) {
+        if groups
+            .iter()
+            .any(|g| g.name == group && g.members.iter().any(|tx| !tx.is_closed()))
+        {
             return Err(TransportError::GroupBusy {
                 topic: topic.to_string(),
                 group: group.to_string(),
             });
         }
         groups.retain(|g| g.name != group);
-        let (tx, rx) = mpsc::channel(self.inner.config.queue_capacity.max(1));
+        let members = members.clamp(1, t.partitions.len());
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..members)
+            .map(|_| mpsc::channel(self.inner.config.queue_capacity.max(1)))
+            .unzip();
         // A group starts at the end of each partition (the bus keeps no log), so its lag counts
         // only what was published after it joined.
         let committed: Arc<[AtomicI64]> = t
@@ -280,15 +309,19 @@ impl Transport for Bus {
             .collect();
         groups.push(Arc::new(Group {
             name: group.to_string(),
-            tx,
+            members: senders,
             committed: committed.clone(),
         }));
         *guard = Arc::new(groups);
-        Ok(Box::new(BusSubscriber { rx, committed }))
-    }
-
-    async fn is_ready(&self) -> bool {
-        !self.inner.closed.load(Ordering::Relaxed)
+        Ok(receivers
+            .into_iter()
+            .map(|rx| {
+                Box::new(BusSubscriber {
+                    rx,
+                    committed: committed.clone(),
+                }) as Box<dyn Subscriber>
+            })
+            .collect())
     }
 }
 

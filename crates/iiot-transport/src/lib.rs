@@ -31,7 +31,7 @@ pub enum TransportError {
     /// The transport was shut down; nothing more can be published or received.
     #[error("transport closed")]
     Closed,
-    /// A consumer group of the embedded bus already has its one member.
+    /// A consumer group of the embedded bus already has its members.
     #[error(
         "consumer group {group:?} on topic {topic:?} already has a member (the embedded bus allows one per group)"
     )]

@@ -129,3 +129,65 @@ async fn closing_one_topic_leaves_the_others_open() {
         .expect("other topics still open");
     assert_eq!(output.recv_batch(&mut got, 10).await.expect("recv"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_members_split_partitions_and_keep_keys_together() {
+    let b = Bus::new(BusConfig {
+        default_partitions: 10,
+        partitions: HashMap::new(),
+        queue_capacity: 64,
+    });
+    let members = b.subscribe_group("t", "g", 3).expect("three members");
+    assert_eq!(members.len(), 3);
+    let publisher = b.clone();
+    let producer = tokio::spawn(async move {
+        for i in 0..3000u32 {
+            let key = format!("device_{:03}", i % 100);
+            publisher
+                .publish("t", key.as_bytes(), i.to_string().into())
+                .await
+                .expect("publish");
+        }
+    });
+    let mut handles = Vec::new();
+    for mut m in members {
+        handles.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut batch = Vec::new();
+            loop {
+                batch.clear();
+                match tokio::time::timeout(
+                    std::time::Duration::from_millis(500),
+                    m.recv_batch(&mut batch, 128),
+                )
+                .await
+                {
+                    Ok(Ok(n)) if n > 0 => got.append(&mut batch),
+                    _ => return got,
+                }
+            }
+        }));
+    }
+    producer.await.expect("producer");
+    let mut owner: HashMap<bytes::Bytes, usize> = HashMap::new();
+    let mut total = 0;
+    for (i, h) in handles.into_iter().enumerate() {
+        let got = h.await.expect("member");
+        assert!(!got.is_empty(), "member {i} got nothing");
+        total += got.len();
+        for m in got {
+            assert_eq!(
+                m.partition as usize % 3,
+                i,
+                "partition {} went to member {i}",
+                m.partition
+            );
+            assert_eq!(
+                *owner.entry(m.key.clone()).or_insert(i),
+                i,
+                "a key moved between members"
+            );
+        }
+    }
+    assert_eq!(total, 3000, "each message to exactly one member");
+}

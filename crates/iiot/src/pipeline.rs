@@ -1,4 +1,4 @@
-//! `iiot run` on the embedded bus: simulator → bus → processor → alerts, in one process.
+//! `iiot run` on the embedded bus: simulator → bus → processors → alerts, in one process.
 //!
 //! [`Embedded`] is the bus with a running processor; [`run`] adds the simulator, alert-rule hot
 //! reload and the periodic status line, and shuts down in order: stop the simulator, close the
@@ -10,35 +10,67 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use iiot_transport::{Bus, BusConfig, Publisher, Subscriber, Transport};
-use tokio::sync::{mpsc, watch};
+use iiot_transport::{Bus, BusConfig, Publisher, Transport};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::alerts::RuleSet;
+use crate::alerts::{AckError, RuleSet};
 use crate::config::{Config, Sources};
 use crate::processor::run::{Command, ProcessorIo};
-use crate::processor::{Processor, ProcessorConfig, ProcessorStats};
+use crate::processor::{DeviceState, Processor, ProcessorConfig, ProcessorStats};
 use crate::simulator::{self, Fleet, Pace, RunOptions, SimStats, SimulatorConfig};
 
 /// Capacity of the command queue into the processor (acknowledgements).
 const COMMAND_QUEUE: usize = 256;
 
-/// The embedded bus with a processor consuming `device-data`.
+/// The embedded bus with processors consuming `device-data`: one consumer group whose members
+/// split the partitions, so each device's state lives in exactly one processor.
 pub struct Embedded {
     /// The bus; publish readings to [`Config::kafka`]'s `topic_device_data`.
     pub bus: Bus,
-    /// Processor counters.
+    /// Processor counters, shared by all workers.
     pub stats: Arc<ProcessorStats>,
-    /// Send new rules here (hot reload).
+    /// Send new rules here (hot reload); every worker applies them.
     pub rules: watch::Sender<Arc<RuleSet>>,
-    /// Requests to the processor (acknowledge).
+    /// Requests to the processors (acknowledge); routed to the worker that owns the alert.
     pub commands: mpsc::Sender<Command>,
-    /// Cancelled when the processor task ends — normally only after [`Embedded::finish`]; any
+    /// Cancelled when a processor task ends — normally only after [`Embedded::finish`]; any
     /// earlier means it failed, and producers should stop.
     pub processor_done: CancellationToken,
     input_topic: String,
-    processor: JoinHandle<Result<Processor, iiot_transport::TransportError>>,
+    workers: Vec<JoinHandle<Result<Processor, iiot_transport::TransportError>>>,
+}
+
+/// The processors of a finished [`Embedded`].
+pub struct Processors {
+    workers: Vec<Processor>,
+    stats: Arc<ProcessorStats>,
+}
+
+impl Processors {
+    /// The shared counters.
+    pub fn stats(&self) -> &Arc<ProcessorStats> {
+        &self.stats
+    }
+
+    /// State of one device, from whichever worker owned it.
+    pub fn device(&self, device_id: &str) -> Option<&DeviceState> {
+        self.workers.iter().find_map(|p| p.device(device_id))
+    }
+
+    /// The workers.
+    pub fn workers(&self) -> &[Processor] {
+        &self.workers
+    }
+}
+
+/// How many processor workers `config` asks for: `PROCESSOR_WORKERS`, or one per CPU core.
+pub fn worker_count(config: &Config) -> usize {
+    match config.processor.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
 }
 
 /// The bus sized from `config`: `device-data` 10 partitions, `alerts` 3, dead letters 1.
@@ -70,44 +102,50 @@ pub fn processor_config(config: &Config) -> ProcessorConfig {
 }
 
 impl Embedded {
-    /// Creates the bus on `bus` and starts a processor on it. Subscribe other consumers (tests,
-    /// the server) to `bus` before publishing.
+    /// Starts the processors on `bus`. Subscribe other consumers (tests, the server) to `bus`
+    /// before publishing.
     pub async fn start(config: &Config, bus: Bus) -> anyhow::Result<Embedded> {
         let k = &config.kafka;
-        let subscriber: Box<dyn Subscriber> = bus
-            .subscribe(&k.topic_device_data, &k.group_id)
-            .await
-            .context("subscribing the processor")?;
+        let subscribers = bus
+            .subscribe_group(&k.topic_device_data, &k.group_id, worker_count(config))
+            .context("subscribing the processors")?;
         let stats = Arc::new(ProcessorStats::default());
         let rules = Arc::new(config.rules.clone());
-        let processor = Processor::new(processor_config(config), rules.clone(), stats.clone());
-        let (rules_tx, rules_rx) = watch::channel(rules);
-        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
-        let io = ProcessorIo {
-            subscriber,
-            publisher: bus.publisher(),
-            alerts_topic: k.topic_alerts.clone(),
-            dlq_topic: k.topic_dlq.clone(),
-        };
-        // The processor ends when its input topic is closed and drained (see `finish`); it
-        // has no stop signal of its own so that nothing queued is lost on shutdown.
+        let (rules_tx, rules_rx) = watch::channel(rules.clone());
         let processor_done = CancellationToken::new();
-        let done = processor_done.clone();
-        let processor = tokio::spawn(async move {
-            let result = crate::processor::run::run(
-                processor,
-                io,
-                rules_rx,
-                commands_rx,
-                CancellationToken::new(),
-            )
-            .await;
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "processor stopped");
-            }
-            done.cancel();
-            result
-        });
+        let mut workers = Vec::new();
+        let mut worker_commands = Vec::new();
+        for subscriber in subscribers {
+            let processor = Processor::new(processor_config(config), rules.clone(), stats.clone());
+            let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+            worker_commands.push(tx);
+            let io = ProcessorIo {
+                subscriber,
+                publisher: bus.publisher(),
+                alerts_topic: k.topic_alerts.clone(),
+                dlq_topic: k.topic_dlq.clone(),
+            };
+            let (rules_rx, done) = (rules_rx.clone(), processor_done.clone());
+            // A worker ends when its input topic is closed and drained (see `finish`); it has
+            // no stop signal of its own so that nothing queued is lost on shutdown.
+            workers.push(tokio::spawn(async move {
+                let result = crate::processor::run::run(
+                    processor,
+                    io,
+                    rules_rx,
+                    rx,
+                    CancellationToken::new(),
+                )
+                .await;
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, "processor stopped");
+                }
+                done.cancel();
+                result
+            }));
+        }
+        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+        tokio::spawn(route_commands(commands_rx, worker_commands));
         Ok(Embedded {
             bus,
             stats,
@@ -115,7 +153,7 @@ impl Embedded {
             commands: commands_tx,
             processor_done,
             input_topic: k.topic_device_data.clone(),
-            processor,
+            workers,
         })
     }
 
@@ -124,16 +162,54 @@ impl Embedded {
         self.bus.publisher()
     }
 
-    /// Closes the input topic, waits until the processor has drained it, then closes the bus.
-    pub async fn finish(self) -> anyhow::Result<Processor> {
+    /// Closes the input topic, waits until every processor has drained it, then closes the bus.
+    pub async fn finish(self) -> anyhow::Result<Processors> {
         self.bus.close_topic(&self.input_topic);
-        let processor = self
-            .processor
-            .await
-            .context("processor task panicked")?
-            .context("processor stopped")?;
+        let mut workers = Vec::with_capacity(self.workers.len());
+        for handle in self.workers {
+            workers.push(
+                handle
+                    .await
+                    .context("processor task panicked")?
+                    .context("processor stopped")?,
+            );
+        }
         self.bus.close();
-        Ok(processor)
+        Ok(Processors {
+            workers,
+            stats: self.stats,
+        })
+    }
+}
+
+/// Sends each acknowledgement to every worker (only the one holding the alert can answer yes)
+/// and replies with that answer, or the most telling refusal.
+async fn route_commands(
+    mut commands: mpsc::Receiver<Command>,
+    workers: Vec<mpsc::Sender<Command>>,
+) {
+    while let Some(Command::Acknowledge { alert_id, reply }) = commands.recv().await {
+        let mut answer = Err(AckError::Unknown(alert_id.clone()));
+        for worker in &workers {
+            let (tx, rx) = oneshot::channel();
+            let asked = worker
+                .send(Command::Acknowledge {
+                    alert_id: alert_id.clone(),
+                    reply: tx,
+                })
+                .await;
+            // A worker that has stopped cannot hold the alert.
+            let Ok(()) = asked else { continue };
+            match rx.await {
+                Ok(Ok(alert)) => {
+                    answer = Ok(alert);
+                    break;
+                }
+                Ok(Err(e @ AckError::AlreadyAcknowledged(_))) => answer = Err(e),
+                Ok(Err(AckError::Unknown(_))) | Err(_) => {}
+            }
+        }
+        let _ = reply.send(answer);
     }
 }
 

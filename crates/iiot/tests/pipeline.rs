@@ -155,3 +155,115 @@ async fn every_reading_once_in_order_with_alerts_and_dead_letters() {
         assert_eq!(letter["source_topic"], "device-data");
     }
 }
+
+fn reading_json(device: &str, seq: u64, ts: i64, temperature: f64) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"device_id":"{device}","seq":{seq},"timestamp":{ts},"location":{{"building":"A栋","floor":3,"room":"301"}},"sensors":{{"temperature":{{"value":{temperature},"unit":"°C","status":"normal"}},"humidity":{{"value":65.2,"unit":"%","status":"normal"}},"pressure":{{"value":1013.25,"unit":"hPa","status":"normal"}},"switch_status":{{"value":true,"status":"on"}},"current":{{"value":2.5,"unit":"A","status":"normal"}}}},"device_info":{{"model":"IOT-SENSOR-V2","firmware":"1.2.3","battery":85,"signal_strength":-45}}}}"#
+    ))
+}
+
+async fn wait_processed(stats: &iiot::processor::ProcessorStats, n: u64) {
+    for _ in 0..500 {
+        if stats.processed.load(Ordering::Relaxed) >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("processor did not reach {n} readings");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloaded_rules_and_acknowledgements_reach_the_running_processor() {
+    use iiot::alerts::{RuleSet, Thresholds};
+    use iiot::processor::run::Command;
+
+    let config = Config::default();
+    let bus = bus_for(&config);
+    let mut alerts_sub = bus
+        .subscribe(&config.kafka.topic_alerts, "test-alerts")
+        .await
+        .expect("subscribe");
+    let embedded = Embedded::start(&config, bus.clone()).await.expect("start");
+    let publisher = embedded.publisher();
+    let topic = config.kafka.topic_device_data.clone();
+    let t0 = iiot::now_ms() - 60_000;
+
+    // 75 °C is below the default 80 °C threshold: nothing.
+    publisher
+        .publish(
+            &topic,
+            b"device_001",
+            reading_json("device_001", 1, t0, 75.0),
+        )
+        .await
+        .expect("publish");
+    wait_processed(&embedded.stats, 1).await;
+
+    // Lower the threshold while running; the next reading at 76 °C raises the alert.
+    let lowered = RuleSet::defaults(&Thresholds {
+        temperature_high: 70.0,
+        ..Thresholds::default()
+    });
+    embedded
+        .rules
+        .send(std::sync::Arc::new(lowered))
+        .expect("processor listens");
+    publisher
+        .publish(
+            &topic,
+            b"device_001",
+            reading_json("device_001", 2, t0 + 5_000, 76.0),
+        )
+        .await
+        .expect("publish");
+    wait_processed(&embedded.stats, 2).await;
+
+    let mut got = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(10), alerts_sub.recv_batch(&mut got, 10))
+        .await
+        .expect("an alert arrives")
+        .expect("receive");
+    assert_eq!(n, 1);
+    let raised: Alert = serde_json::from_slice(&got[0].payload).expect("alert JSON");
+    assert_eq!(
+        (raised.alert_type.as_str(), raised.status),
+        ("temperature_high", AlertStatus::Active)
+    );
+    assert_eq!(raised.threshold.value, 70.0);
+
+    // Acknowledge through the command channel: answered, and published.
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    embedded
+        .commands
+        .send(Command::Acknowledge {
+            alert_id: raised.alert_id.clone(),
+            reply,
+        })
+        .await
+        .expect("processor listens");
+    let acked = answer.await.expect("answered").expect("open alert");
+    assert_eq!(acked.status, AlertStatus::Acknowledged);
+    got.clear();
+    tokio::time::timeout(Duration::from_secs(10), alerts_sub.recv_batch(&mut got, 10))
+        .await
+        .expect("the acknowledgement is published")
+        .expect("receive");
+    let published: Alert = serde_json::from_slice(&got[0].payload).expect("alert JSON");
+    assert_eq!(
+        (published.alert_id, published.status),
+        (raised.alert_id.clone(), AlertStatus::Acknowledged)
+    );
+
+    // Unknown ids are refused, not published.
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    embedded
+        .commands
+        .send(Command::Acknowledge {
+            alert_id: "alert_nope".into(),
+            reply,
+        })
+        .await
+        .expect("processor listens");
+    assert!(answer.await.expect("answered").is_err());
+    embedded.finish().await.expect("finish");
+}

@@ -111,6 +111,8 @@ pub(crate) static KEYS: &[Key] = &[
         processor.bus_queue_capacity = int::<usize>(16, 16 * 1024 * 1024)),
     key!("MAX_DEVICES", "processor.max_devices", "200000", "an integer from 1 to 10000000",
         processor.max_devices = int::<usize>(1, 10_000_000)),
+    key!("PROCESSOR_WORKERS", "processor.workers", "0", "an integer from 0 to 64 (0 = one per CPU core)",
+        processor.workers = int::<usize>(0, 64)),
     key!("STATUS_INTERVAL", "processor.status_interval", "10s", "a duration up to 24h, like 10s or 1m (0 = off)",
         processor.status_interval = Dur(Duration::ZERO, Duration::from_secs(24 * 3600))),
     key!("ALERT_TEMPERATURE_HIGH", "alerts.temperature_high", "80", NUMBER,

@@ -412,6 +412,7 @@ fn blank() -> Config {
             max_future_skew: Duration::ZERO,
             bus_queue_capacity: 0,
             max_devices: 0,
+            workers: 0,
             status_interval: Duration::ZERO,
         },
         thresholds: Thresholds::default(),

@@ -40,6 +40,7 @@
 //! max_future_skew = "5m"
 //! bus_queue_capacity = 65536
 //! max_devices = 200000
+//! workers = 0                  # 0 = one per CPU core
 //! status_interval = "10s"       # "0" = off
 //!
 //! [alerts]
@@ -173,6 +174,9 @@ pub struct ProcessorSettings {
     /// `MAX_DEVICES`: most devices the processor tracks; readings of further new devices are
     /// dead-lettered `device_limit`, so memory stays bounded (~1 KB each; 200000).
     pub max_devices: usize,
+    /// `PROCESSOR_WORKERS`: processors sharing the input's partitions in `iiot run` (each
+    /// device on exactly one); 0 = one per CPU core, at most the partition count (0).
+    pub workers: usize,
     /// `STATUS_INTERVAL`: period of the status log line; zero = off (10 s).
     pub status_interval: Duration,
 }

@@ -81,7 +81,19 @@ pub struct Processor {
     /// Open alert id → device, for acknowledgements.
     open: HashMap<String, Box<str>>,
     stats: Arc<ProcessorStats>,
+    /// Counts not yet added to `stats` (see [`Processor::flush_stats`]).
+    local: LocalCounts,
     latency_us: Histogram<u64>,
+}
+
+#[derive(Debug, Default)]
+struct LocalCounts {
+    processed: u64,
+    late: u64,
+    seq_gaps: u64,
+    seq_restarts: u64,
+    devices: u64,
+    dead_letters: [u64; InvalidReason::ALL.len()],
 }
 
 impl Processor {
@@ -93,6 +105,7 @@ impl Processor {
             devices: HashMap::new(),
             open: HashMap::new(),
             stats,
+            local: LocalCounts::default(),
             latency_us: stats::new_latency_histogram(),
         }
     }
@@ -119,7 +132,7 @@ impl Processor {
                 ));
             }
             None => {
-                self.stats.devices.fetch_add(1, Ordering::Relaxed);
+                self.local.devices += 1;
                 self.devices
                     .entry(Box::from(&*reading.device_id))
                     .or_default()
@@ -130,14 +143,14 @@ impl Processor {
         match dev.seq.check(reading.seq, reading.timestamp) {
             SeqVerdict::InOrder => {}
             SeqVerdict::Gap(missing) => {
-                self.stats.seq_gaps.fetch_add(missing, Ordering::Relaxed);
+                self.local.seq_gaps = self.local.seq_gaps.saturating_add(missing);
             }
             SeqVerdict::Restart => {
-                self.stats.seq_restarts.fetch_add(1, Ordering::Relaxed);
+                self.local.seq_restarts += 1;
             }
             SeqVerdict::Late | SeqVerdict::TooOld => {
                 dev.aggregates.add(&reading);
-                self.stats.late.fetch_add(1, Ordering::Relaxed);
+                self.local.late += 1;
                 return Outcome::Late;
             }
             SeqVerdict::Duplicate => {
@@ -155,13 +168,13 @@ impl Processor {
         let latency_us = (now_ms - reading.timestamp).max(0) as u64 * 1000;
         // Saturates instead of failing for latencies beyond the histogram's hour.
         self.latency_us.saturating_record(latency_us.max(1));
-        self.stats.processed.fetch_add(1, Ordering::Relaxed);
+        self.local.processed += 1;
         self.track(before, alerts);
         Outcome::Processed
     }
 
-    fn reject(&self, invalid: Invalid) -> Outcome {
-        self.stats.dead_letter(invalid.reason);
+    fn reject(&mut self, invalid: Invalid) -> Outcome {
+        self.local.dead_letters[invalid.reason.index()] += 1;
         Outcome::DeadLetter(invalid)
     }
 
@@ -240,8 +253,24 @@ impl Processor {
         self.open.keys().map(String::as_str)
     }
 
-    /// Moves the latency recorded since the last call into the shared stats.
-    pub fn flush_latency(&mut self) {
+    /// Moves the counts and latency recorded since the last call into the shared stats. The
+    /// loop calls it after every batch: shared counters are touched once per batch, not once
+    /// per message, so several processors can share them without contention.
+    pub fn flush_stats(&mut self) {
+        let local = std::mem::take(&mut self.local);
+        let add = |c: &std::sync::atomic::AtomicU64, n: u64| {
+            if n > 0 {
+                c.fetch_add(n, Ordering::Relaxed);
+            }
+        };
+        add(&self.stats.processed, local.processed);
+        add(&self.stats.late, local.late);
+        add(&self.stats.seq_gaps, local.seq_gaps);
+        add(&self.stats.seq_restarts, local.seq_restarts);
+        add(&self.stats.devices, local.devices);
+        for (shared, n) in self.stats.dead_letters.iter().zip(local.dead_letters) {
+            add(shared, n);
+        }
         if self.latency_us.is_empty() {
             return;
         }

@@ -45,6 +45,7 @@ fn duplicates_are_dead_lettered_and_late_readings_counted() {
         Outcome::DeadLetter(inv) => assert_eq!(inv.reason, InvalidReason::DuplicateSeq),
         o => panic!("expected a duplicate, got {o:?}"),
     }
+    p.flush_stats();
     let s = p.stats();
     assert_eq!(s.processed.load(Ordering::Relaxed), 2);
     assert_eq!(s.late.load(Ordering::Relaxed), 1);
@@ -72,6 +73,7 @@ fn bad_input_is_counted_by_reason_and_processing_continues() {
         p.handle(&reading("device_001", 1, T0, 25.0), T0, &mut alerts),
         Outcome::Processed
     );
+    p.flush_stats();
     assert_eq!(p.stats().dead_letters_total(), 6);
     assert_eq!(p.stats().dead_letters_of(InvalidReason::MalformedJson), 3);
 }

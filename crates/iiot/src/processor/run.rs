@@ -109,19 +109,20 @@ pub async fn run(
                 processor.tick(now_ms(), &mut alerts);
                 publish_alerts(&processor, &out, &mut alerts, &mut receipts).await?;
                 settle(&processor, &mut receipts).await?;
-                processor.flush_latency();
+                processor.flush_stats();
             }
             received = subscriber.recv_batch(&mut batch, BATCH) => {
                 if received? == 0 {
                     break;
                 }
                 process_batch(&mut processor, &out, &mut batch, &mut alerts, &mut receipts).await?;
+                processor.flush_stats();
                 // At-least-once: the outputs are delivered (settled above); now the offsets.
                 commit_batch(subscriber.as_mut(), &mut batch)?;
             }
         }
     }
-    processor.flush_latency();
+    processor.flush_stats();
     out.publisher.flush().await?;
     Ok(processor)
 }

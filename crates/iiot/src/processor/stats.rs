@@ -76,10 +76,6 @@ impl ProcessorStats {
         self.dead_letters[reason.index()].load(Ordering::Relaxed)
     }
 
-    pub(crate) fn dead_letter(&self, reason: InvalidReason) {
-        self.dead_letters[reason.index()].fetch_add(1, Ordering::Relaxed);
-    }
-
     pub(crate) fn alert(&self, status: AlertStatus) {
         let (counter, open_delta) = match status {
             AlertStatus::Active => (&self.alerts_raised, 1),
