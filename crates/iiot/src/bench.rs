@@ -71,7 +71,8 @@ pub struct RunResult {
     pub dead_letters: u64,
     /// Times the simulator waited on a full bus queue.
     pub backpressure_waits: u64,
-    /// Event → processed latency, ms (±1 ms: event times have ms resolution).
+    /// Event → processed latency in whole ms (event times have ms resolution; 0 = within the
+    /// millisecond the reading was stamped).
     pub latency_p50_ms: f64,
     /// 99th percentile.
     pub latency_p99_ms: f64,

@@ -350,7 +350,7 @@ fn spawn_status(
             let (p50, p99, _) = stats.latency_ms();
             tracing::info!(
                 "status: {rate:.0} msg/s, sent {}, processed {processed}, dead letters {}, seq gaps {}, \
-                 alerts open {} (raised {}), devices {}, event→processed p50 {p50:.1} ms p99 {p99:.1} ms",
+                 alerts open {} (raised {}), devices {}, event→processed p50 {p50} ms p99 {p99} ms",
                 sim.sent.load(Ordering::Relaxed),
                 stats.dead_letters_total(),
                 stats.seq_gaps.load(Ordering::Relaxed),

@@ -86,10 +86,11 @@ impl ProcessorStats {
         self.alerts_open.fetch_add(open_delta, Ordering::Relaxed);
     }
 
-    /// (p50, p99, max) of event → processed latency in ms, over everything so far.
+    /// (p50, p99, max) of event → processed latency in whole ms (the resolution of event
+    /// timestamps; 0 means within the millisecond), over everything so far.
     pub fn latency_ms(&self) -> (f64, f64, f64) {
         let h = self.latency_us.lock().unwrap_or_else(|e| e.into_inner());
-        let ms = |us: u64| us as f64 / 1000.0;
+        let ms = |us: u64| (us as f64 / 1000.0).round();
         (
             ms(h.value_at_quantile(0.5)),
             ms(h.value_at_quantile(0.99)),
