@@ -19,6 +19,6 @@ echo "== lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== tests"
-# --no-fail-fast: one failure should not hide the others.
-cargo nextest run --workspace --locked --no-fail-fast
 cargo test --workspace --doc --locked
+# --no-fail-fast: one failure should not hide the others. Last, so its summary closes the run.
+cargo nextest run --workspace --locked --no-fail-fast
