@@ -1,9 +1,9 @@
 //! The embedded bus: in-process topics for `iiot run` without a broker.
 //!
 //! Each topic has a fixed number of partitions; a key always maps to the same partition
-//! ([`crate::partition_for`]) and offsets count up per partition. Every consumer group of a topic
-//! has one bounded queue: a publisher whose message does not fit waits until the group's member
-//! has made room (counted in [`BusStats::backpressure_waits`]); nothing is dropped. A message
+//! ([`crate::partition_for`]) and offsets count up per partition. Every member of a consumer
+//! group has one bounded queue (partition `p` goes to member `p % members`): a publisher whose
+//! message does not fit waits until that member has made room (counted in [`BusStats::backpressure_waits`]); nothing is dropped. A message
 //! published to a topic that has no group yet is counted in [`BusStats::unrouted`] — the bus keeps
 //! no log, so subscribe before publishing.
 //!
@@ -26,7 +26,7 @@ pub struct BusConfig {
     pub default_partitions: u32,
     /// Partitions of named topics (e.g. `device-data` → 10).
     pub partitions: HashMap<String, u32>,
-    /// Capacity, in messages, of each consumer group's queue.
+    /// Capacity, in messages, of each consumer-group member's queue.
     pub queue_capacity: usize,
 }
 
@@ -198,6 +198,11 @@ impl Publisher for Bus {
             return Err(TransportError::Closed);
         }
         let groups: Arc<Vec<Arc<Group>>> = read(&topic.groups).clone();
+        // `close` sets the flag before it drops the groups: an empty snapshot of a topic that
+        // is closed by now means the close came between the two reads.
+        if groups.is_empty() && topic.closed.load(Ordering::SeqCst) {
+            return Err(TransportError::Closed);
+        }
         let message = Message {
             topic: topic.name.clone(),
             partition,
@@ -285,6 +290,11 @@ impl Bus {
             return Err(TransportError::Closed);
         }
         let mut guard = write(&t.groups);
+        // Checked again under the lock `close` also takes, so no group joins a closed topic
+        // (its members would wait forever).
+        if t.closed.load(Ordering::SeqCst) {
+            return Err(TransportError::Closed);
+        }
         let mut groups: Vec<Arc<Group>> = guard.as_ref().clone();
         if groups
             .iter()

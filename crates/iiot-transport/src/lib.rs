@@ -33,7 +33,7 @@ pub enum TransportError {
     Closed,
     /// A consumer group of the embedded bus already has its members.
     #[error(
-        "consumer group {group:?} on topic {topic:?} already has a member (the embedded bus allows one per group)"
+        "consumer group {group:?} on topic {topic:?} already has members (the embedded bus fixes a group's members when it is created)"
     )]
     GroupBusy {
         /// The topic.

@@ -129,6 +129,8 @@ impl Embedded {
             // A worker ends when its input topic is closed and drained (see `finish`); it has
             // no stop signal of its own so that nothing queued is lost on shutdown.
             workers.push(tokio::spawn(async move {
+                // Cancels on every way out of the task, a panic included.
+                let _done = done.drop_guard();
                 let result = crate::processor::run::run(
                     processor,
                     io,
@@ -140,7 +142,6 @@ impl Embedded {
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "processor stopped");
                 }
-                done.cancel();
                 result
             }));
         }
@@ -182,34 +183,47 @@ impl Embedded {
     }
 }
 
-/// Sends each acknowledgement to every worker (only the one holding the alert can answer yes)
-/// and replies with that answer, or the most telling refusal.
+/// How long an acknowledgement waits for the workers (one busy publishing to a full queue must
+/// not hold up the others' answers forever).
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends each acknowledgement to every worker at once (only the one holding the alert can say
+/// yes) and replies with that answer, or the most telling refusal.
 async fn route_commands(
     mut commands: mpsc::Receiver<Command>,
     workers: Vec<mpsc::Sender<Command>>,
 ) {
-    while let Some(Command::Acknowledge { alert_id, reply }) = commands.recv().await {
-        let mut answer = Err(AckError::Unknown(alert_id.clone()));
-        for worker in &workers {
-            let (tx, rx) = oneshot::channel();
-            let asked = worker
-                .send(Command::Acknowledge {
-                    alert_id: alert_id.clone(),
-                    reply: tx,
-                })
-                .await;
-            // A worker that has stopped cannot hold the alert.
-            let Ok(()) = asked else { continue };
-            match rx.await {
-                Ok(Ok(alert)) => {
-                    answer = Ok(alert);
-                    break;
+    while let Some(command) = commands.recv().await {
+        match command {
+            Command::Acknowledge { alert_id, reply } => {
+                let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+                let mut pending = Vec::with_capacity(workers.len());
+                for worker in &workers {
+                    let (tx, rx) = oneshot::channel();
+                    let ask = Command::Acknowledge {
+                        alert_id: alert_id.clone(),
+                        reply: tx,
+                    };
+                    // A worker that has stopped, or cannot take the question in time, cannot
+                    // be holding the alert for us.
+                    if let Ok(Ok(())) = tokio::time::timeout_at(deadline, worker.send(ask)).await {
+                        pending.push(rx);
+                    }
                 }
-                Ok(Err(e @ AckError::AlreadyAcknowledged(_))) => answer = Err(e),
-                Ok(Err(AckError::Unknown(_))) | Err(_) => {}
+                let mut answer = Err(AckError::Unknown(alert_id));
+                for rx in pending {
+                    match tokio::time::timeout_at(deadline, rx).await {
+                        Ok(Ok(Ok(alert))) => {
+                            answer = Ok(alert);
+                            break;
+                        }
+                        Ok(Ok(Err(e @ AckError::AlreadyAcknowledged(_)))) => answer = Err(e),
+                        _ => {}
+                    }
+                }
+                let _ = reply.send(answer);
             }
         }
-        let _ = reply.send(answer);
     }
 }
 

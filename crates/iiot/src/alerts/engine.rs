@@ -56,6 +56,8 @@ struct Open {
     message: String,
     value: f64,
     threshold: Threshold,
+    /// When it was raised (event time, or receiver time for offline alerts).
+    raised_at: i64,
 }
 
 impl DeviceAlerts {
@@ -423,6 +425,7 @@ fn raise(
         message: message.clone(),
         value,
         threshold: threshold.clone(),
+        raised_at: ts,
     };
     out.push(Alert {
         alert_id: open.alert_id.clone(),
@@ -449,6 +452,9 @@ fn resolve(
 ) {
     if let Some(mut open) = state.open.take() {
         open.status = AlertStatus::Resolved;
+        // Offline alerts are raised on the receiver's clock and resolved on the device's: a
+        // device clock behind ours must not make an alert end before it began.
+        let ts = ts.max(open.raised_at);
         out.push(build(device_id, rule, &open, ts, value, message));
     }
     state.pending_since = None;

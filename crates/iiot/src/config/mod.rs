@@ -171,8 +171,8 @@ pub struct ProcessorSettings {
     pub max_future_skew: Duration,
     /// `BUS_QUEUE_CAPACITY`: bound of the embedded bus queues (65536).
     pub bus_queue_capacity: usize,
-    /// `MAX_DEVICES`: most devices the processor tracks; readings of further new devices are
-    /// dead-lettered `device_limit`, so memory stays bounded (~1 KB each; 200000).
+    /// `MAX_DEVICES`: most devices each processor worker tracks; readings of further new devices
+    /// are dead-lettered `device_limit`, so memory stays bounded (~1 KB each; 200000).
     pub max_devices: usize,
     /// `PROCESSOR_WORKERS`: processors sharing the input's partitions in `iiot run` (each
     /// device on exactly one); 0 = one per CPU core, at most the partition count (0).

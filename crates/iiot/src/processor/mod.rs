@@ -253,8 +253,8 @@ impl Processor {
         self.open.keys().map(String::as_str)
     }
 
-    /// Moves the counts and latency recorded since the last call into the shared stats. The
-    /// loop calls it after every batch: shared counters are touched once per batch, not once
+    /// Moves the counts recorded since the last call into the shared stats. The loop calls it
+    /// after every batch: shared counters are touched once per batch, not once
     /// per message, so several processors can share them without contention.
     pub fn flush_stats(&mut self) {
         let local = std::mem::take(&mut self.local);
@@ -271,6 +271,11 @@ impl Processor {
         for (shared, n) in self.stats.dead_letters.iter().zip(local.dead_letters) {
             add(shared, n);
         }
+    }
+
+    /// Moves the latency recorded since the last call into the shared stats (scans the whole
+    /// histogram: call it about once a second, not per batch).
+    pub fn flush_latency(&mut self) {
         if self.latency_us.is_empty() {
             return;
         }

@@ -55,8 +55,8 @@ pub enum Command {
 pub async fn run(
     mut processor: Processor,
     io: ProcessorIo,
-    mut rules: watch::Receiver<Arc<RuleSet>>,
-    mut commands: mpsc::Receiver<Command>,
+    rules: watch::Receiver<Arc<RuleSet>>,
+    commands: mpsc::Receiver<Command>,
     stop: CancellationToken,
 ) -> Result<Processor, TransportError> {
     let ProcessorIo {
@@ -70,16 +70,44 @@ pub async fn run(
         alerts_topic,
         dlq_topic,
     };
+    let result = serve(
+        &mut processor,
+        subscriber.as_mut(),
+        &out,
+        rules,
+        commands,
+        stop,
+    )
+    .await;
+    // Whatever ended the loop, what was counted so far reaches the shared stats.
+    processor.flush_stats();
+    processor.flush_latency();
+    result?;
+    out.publisher.flush().await?;
+    Ok(processor)
+}
+
+async fn serve(
+    processor: &mut Processor,
+    subscriber: &mut dyn Subscriber,
+    out: &Outputs,
+    mut rules: watch::Receiver<Arc<RuleSet>>,
+    mut commands: mpsc::Receiver<Command>,
+    stop: CancellationToken,
+) -> Result<(), TransportError> {
     let mut batch: Vec<Message> = Vec::with_capacity(BATCH);
     let mut alerts: Vec<Alert> = Vec::new();
     let mut receipts: Vec<Receipt> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let (mut rules_open, mut commands_open) = (true, true);
+    // A full batch means readings are queued: "no data for 3 intervals" would then be about
+    // our backlog, not the devices, so offline checks wait until we have caught up.
+    let mut backlogged = false;
     loop {
         tokio::select! {
             biased;
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => return Ok(()),
             changed = rules.changed(), if rules_open => {
                 if changed.is_err() {
                     rules_open = false;
@@ -88,43 +116,45 @@ pub async fn run(
                 let new = rules.borrow_and_update().clone();
                 processor.set_rules(new, now_ms(), &mut alerts);
                 tracing::info!(rules = processor.rules().rules.len(), "processor uses reloaded alert rules");
-                publish_alerts(&processor, &out, &mut alerts, &mut receipts).await?;
-                settle(&processor, &mut receipts).await?;
+                publish_alerts(processor, out, &mut alerts, &mut receipts).await?;
+                settle(processor, &mut receipts).await?;
             }
-            command = commands.recv(), if commands_open => {
-                let Some(Command::Acknowledge { alert_id, reply }) = command else {
-                    commands_open = false;
-                    continue;
-                };
-                let result = processor.acknowledge(&alert_id, now_ms());
-                if let Ok(alert) = &result {
-                    alerts.push(alert.clone());
-                    publish_alerts(&processor, &out, &mut alerts, &mut receipts).await?;
-                    settle(&processor, &mut receipts).await?;
+            command = commands.recv(), if commands_open => match command {
+                None => commands_open = false,
+                Some(Command::Acknowledge { alert_id, reply }) => {
+                    let result = processor.acknowledge(&alert_id, now_ms());
+                    if let Ok(alert) = &result {
+                        alerts.push(alert.clone());
+                        publish_alerts(processor, out, &mut alerts, &mut receipts).await?;
+                        settle(processor, &mut receipts).await?;
+                    }
+                    // The asker may have given up waiting; nothing to do then.
+                    let _ = reply.send(result);
                 }
-                // The asker may have given up waiting; nothing to do then.
-                let _ = reply.send(result);
-            }
+            },
             _ = tick.tick() => {
-                processor.tick(now_ms(), &mut alerts);
-                publish_alerts(&processor, &out, &mut alerts, &mut receipts).await?;
-                settle(&processor, &mut receipts).await?;
-                processor.flush_stats();
+                if !backlogged {
+                    processor.tick(now_ms(), &mut alerts);
+                    publish_alerts(processor, out, &mut alerts, &mut receipts).await?;
+                    settle(processor, &mut receipts).await?;
+                }
+                // Merging the latency histogram scans all its buckets: once a second, not
+                // once a batch.
+                processor.flush_latency();
             }
             received = subscriber.recv_batch(&mut batch, BATCH) => {
-                if received? == 0 {
-                    break;
+                let received = received?;
+                if received == 0 {
+                    return Ok(());
                 }
-                process_batch(&mut processor, &out, &mut batch, &mut alerts, &mut receipts).await?;
+                backlogged = received == BATCH;
+                process_batch(processor, out, &mut batch, &mut alerts, &mut receipts).await?;
                 processor.flush_stats();
                 // At-least-once: the outputs are delivered (settled above); now the offsets.
-                commit_batch(subscriber.as_mut(), &mut batch)?;
+                commit_batch(subscriber, &mut batch)?;
             }
         }
     }
-    processor.flush_stats();
-    out.publisher.flush().await?;
-    Ok(processor)
 }
 
 async fn process_batch(

@@ -3,6 +3,9 @@
 /// How far back (in `seq` numbers) duplicates are told apart from late arrivals.
 pub const WINDOW: u64 = 64;
 
+/// Forward jumps larger than this are treated as a renumbering, not as that many lost readings.
+pub const MAX_JUMP: u64 = 1_000_000;
+
 /// What a reading's `seq` says about the stream of its device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeqVerdict {
@@ -52,6 +55,21 @@ impl SeqState {
                 seen: 1,
             };
             return SeqVerdict::InOrder;
+        }
+        if seq > self.highest && ts < self.highest_ts {
+            // A higher number with an older time: a reading from before a restart, arriving
+            // late. Not a gap, not in order.
+            return SeqVerdict::Late;
+        }
+        if seq > self.highest && seq - self.highest > MAX_JUMP {
+            // Not a plausible loss: a device that renumbered (or a corrupt seq). Start again
+            // rather than report millions of missing readings.
+            *self = SeqState {
+                highest: seq,
+                highest_ts: ts,
+                seen: 1,
+            };
+            return SeqVerdict::Restart;
         }
         if seq > self.highest {
             let ahead = seq - self.highest;
@@ -164,7 +182,19 @@ mod tests {
     fn one_bogus_jump_ahead_does_not_mute_the_device() {
         assert_eq!(
             verdicts_at(&[(5, 10), (u64::MAX, 11), (6, 12), (7, 13)]),
-            [InOrder, Gap(u64::MAX - 6), Restart, InOrder]
+            [InOrder, Restart, Restart, InOrder]
+        );
+        assert_eq!(
+            verdicts_at(&[(5, 10), (5 + MAX_JUMP + 1, 11), (5 + MAX_JUMP + 2, 12)]),
+            [InOrder, Restart, InOrder]
+        );
+    }
+
+    #[test]
+    fn a_pre_restart_reading_arriving_after_the_restart_is_late() {
+        assert_eq!(
+            verdicts_at(&[(1000, 10), (1, 12), (1001, 11), (2, 13)]),
+            [InOrder, Restart, Late, InOrder]
         );
     }
 }

@@ -18,7 +18,7 @@ pub struct ProcessorStats {
     pub dead_letters: [AtomicU64; InvalidReason::ALL.len()],
     /// Readings missing according to `seq` jumps (at the time the jump was seen).
     pub seq_gaps: AtomicU64,
-    /// Device restarts (seq back to 0/1).
+    /// Device restarts: a lower `seq` with a newer event time, or an implausible jump ahead.
     pub seq_restarts: AtomicU64,
     /// Alerts raised.
     pub alerts_raised: AtomicU64,
@@ -33,7 +33,7 @@ pub struct ProcessorStats {
     /// Outputs (alerts, dead letters) that failed to publish.
     pub publish_errors: AtomicU64,
     /// Event → processed latency in microseconds (event timestamps have millisecond
-    /// resolution, so values are ±1 ms). Merged from the processor about once a second.
+    /// resolution, so values are ±1 ms). Merged from each processor once a second.
     pub latency_us: Mutex<Histogram<u64>>,
 }
 
