@@ -254,3 +254,60 @@ fn more_devices_than_the_processor_tracks_is_refused() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("MAX_DEVICES=100"), "{lines:?}");
 }
+
+fn repo_file(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(name)
+}
+
+#[test]
+fn the_example_config_and_env_files_are_accepted() {
+    // iiot.example.toml through --config.
+    let out = iiot()
+        .args(["run", "--devices", "5", "--duration", "500ms", "--config"])
+        .arg(repo_file("iiot.example.toml"))
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // .env.example copied to .env in the working directory.
+    let dir = std::env::temp_dir().join(format!("iiot-dotenv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::copy(repo_file(".env.example"), dir.join(".env")).expect("copy");
+    let out = iiot()
+        .current_dir(&dir)
+        .args(["run", "--devices", "5", "--duration", "500ms"])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_bad_value_in_dotenv_names_its_origin() {
+    let dir = std::env::temp_dir().join(format!("iiot-baddotenv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join(".env"), "SEND_INTERVAL=soon\n").expect("write");
+    let out = iiot()
+        .current_dir(&dir)
+        .args(["run", "--duration", "1s"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("SEND_INTERVAL=soon") && lines[0].contains(".env"),
+        "{lines:?}"
+    );
+}
