@@ -280,6 +280,11 @@ pub async fn run(
         config.processor.status_interval,
         sim_stats.clone(),
         embedded.stats.clone(),
+        StatusBus {
+            bus: embedded.bus.clone(),
+            topic: config.kafka.topic_device_data.clone(),
+            group: config.kafka.group_id.clone(),
+        },
         shutdown.child_token(),
     );
     let options = RunOptions {
@@ -339,11 +344,20 @@ pub async fn run(
     Ok(report)
 }
 
-/// Logs one status line every `every` (nothing when zero) until `stop`.
+/// What the status line reads from the bus.
+struct StatusBus {
+    bus: Bus,
+    topic: String,
+    group: String,
+}
+
+/// Logs one status line every `every` (nothing when zero) until `stop`: rates and latency over
+/// the last interval, totals since start.
 fn spawn_status(
     every: Duration,
     sim: Arc<SimStats>,
     stats: Arc<ProcessorStats>,
+    bus: StatusBus,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -353,6 +367,7 @@ fn spawn_status(
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
         let mut last = (Instant::now(), 0u64);
+        let mut seen = stats.latency_snapshot();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -361,16 +376,27 @@ fn spawn_status(
             let processed = stats.processed.load(Ordering::Relaxed);
             let rate = (processed - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-9);
             last = (Instant::now(), processed);
-            let (p50, p99, _) = stats.latency_ms();
+            let now = stats.latency_snapshot();
+            let mut window = now.clone();
+            // `now` only ever grows from `seen`, so the subtraction cannot underflow.
+            let _ = window.subtract(&seen);
+            seen = now;
+            let (p50, p99) = (
+                (window.value_at_quantile(0.5) as f64 / 1000.0).round(),
+                (window.value_at_quantile(0.99) as f64 / 1000.0).round(),
+            );
             tracing::info!(
                 "status: {rate:.0} msg/s, sent {}, processed {processed}, dead letters {}, seq gaps {}, \
-                 alerts open {} (raised {}), devices {}, event→processed p50 {p50} ms p99 {p99} ms",
+                 alerts open {} (raised {}), devices {}, event→processed p50 {p50} ms p99 {p99} ms, \
+                 bus lag {} waits {}",
                 sim.sent.load(Ordering::Relaxed),
                 stats.dead_letters_total(),
                 stats.seq_gaps.load(Ordering::Relaxed),
                 stats.alerts_open.load(Ordering::Relaxed),
                 stats.alerts_raised.load(Ordering::Relaxed),
                 stats.devices.load(Ordering::Relaxed),
+                bus.bus.lag(&bus.topic, &bus.group).unwrap_or(0),
+                bus.bus.stats().backpressure_waits.load(Ordering::Relaxed),
             );
         }
     })

@@ -86,6 +86,14 @@ impl ProcessorStats {
         self.alerts_open.fetch_add(open_delta, Ordering::Relaxed);
     }
 
+    /// A copy of the latency histogram (µs) so far.
+    pub fn latency_snapshot(&self) -> Histogram<u64> {
+        self.latency_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// (p50, p99, max) of event → processed latency in whole ms (the resolution of event
     /// timestamps; 0 means within the millisecond), over everything so far.
     pub fn latency_ms(&self) -> (f64, f64, f64) {
