@@ -8,6 +8,9 @@
 //! - [`processor`]: validation → dead letters, per-device `seq` tracking, aggregates, and the loop
 //!   that feeds the [`alerts`] engine from a [`iiot_transport::Subscriber`].
 //! - [`alerts`]: alert rules and the alert engine (one alert per device and type, lifecycle).
+//! - [`store`]: the live store the server answers from (latest reading per device, compact raw
+//!   history, 5-minute rollups, device status, alert log), bounded by configuration. Built for
+//!   the serve role; not wired into `iiot run` until the HTTP API exists.
 //! - [`pipeline`]: `iiot run` — simulator, embedded bus and processor wired in one process.
 //! - [`bench`]: `iiot bench`, the reproducible throughput/latency run.
 //! - [`telemetry`]: logging set-up.
@@ -22,6 +25,7 @@ pub mod duration;
 pub mod pipeline;
 pub mod processor;
 pub mod simulator;
+pub mod store;
 pub mod telemetry;
 
 /// Milliseconds since the Unix epoch, from the system clock.

@@ -1,0 +1,87 @@
+//! Unit tests of the store as a whole, and the reading builder the sub-module tests share.
+//! Behaviour through the public API is tested in `tests/store.rs`.
+
+use std::borrow::Cow;
+
+use iiot_model::{
+    DeviceInfo, Location, Measurement, Parameter, Reading, SensorStatus, Sensors, SwitchReading,
+    SwitchState,
+};
+
+use super::device::Device;
+use super::*;
+
+/// A valid reading of `id` (values of the SPEC §2 example) with the given seq, event time and
+/// temperature.
+pub(crate) fn reading(id: &str, seq: u64, t: i64, temperature: f64) -> Reading<'static> {
+    let m = |value: f64, p: Parameter| Measurement {
+        value,
+        unit: Cow::Borrowed(p.unit()),
+        status: SensorStatus::Normal,
+    };
+    Reading {
+        device_id: Cow::Owned(id.to_owned()),
+        seq,
+        timestamp: t,
+        location: Location {
+            building: Cow::Borrowed("A栋"),
+            floor: 3,
+            room: Cow::Borrowed("301"),
+        },
+        sensors: Sensors {
+            temperature: m(temperature, Parameter::Temperature),
+            humidity: m(65.2, Parameter::Humidity),
+            pressure: m(1013.25, Parameter::Pressure),
+            switch_status: SwitchReading {
+                value: true,
+                status: SwitchState::On,
+            },
+            current: m(2.5, Parameter::Current),
+        },
+        device_info: DeviceInfo {
+            model: Cow::Borrowed("IOT-SENSOR-V2"),
+            firmware: Cow::Borrowed("1.2.3"),
+            battery: 85,
+            signal_strength: -45,
+        },
+    }
+}
+
+#[test]
+fn the_documented_device_record_size_holds() {
+    // The module docs budget 600 B for the record; a change here must update them.
+    assert!(
+        std::mem::size_of::<Device>() <= 600,
+        "{}",
+        std::mem::size_of::<Device>()
+    );
+}
+
+#[test]
+fn latest_keeps_units_static_and_reuses_strings() {
+    let mut store = Store::new(StoreConfig::default());
+    store.record(&reading("d1", 1, 1_000, 20.0), 1_000);
+    store.record(&reading("d1", 2, 6_000, 21.0), 6_000);
+    let dev = &store.devices[0];
+    assert!(matches!(
+        dev.latest.sensors.pressure.unit,
+        Cow::Borrowed("hPa")
+    ));
+    assert!(matches!(dev.latest.location.building, Cow::Owned(_)));
+    assert_eq!(dev.interval_ms, 5_000);
+}
+
+#[test]
+fn a_redelivered_reading_is_counted_once() {
+    let mut store = Store::new(StoreConfig::default());
+    let r = reading("d1", 1, 1_000, 20.0);
+    store.record(&r, 1_000);
+    store.record(&r, 1_001);
+    store.record(&reading("d1", 2, 6_000, 21.0), 6_000);
+    store.record(&r, 6_001);
+    assert_eq!(store.counters().duplicates, 2);
+    let h = store
+        .history("d1", Parameter::Temperature, 0, 10_000, 1)
+        .expect("known");
+    assert_eq!(h[0].count, 2);
+}
