@@ -123,6 +123,19 @@ pub trait Subscriber: Send {
 
     /// Marks `message`, and every earlier message of its partition, as processed.
     fn commit(&mut self, message: &Message) -> Result<(), TransportError>;
+
+    /// Marks every message of `batch` as processed: commits the last message of each partition
+    /// (which covers the earlier ones).
+    fn commit_batch(&mut self, batch: &[Message]) -> Result<(), TransportError> {
+        let mut done: Vec<i32> = Vec::new();
+        for m in batch.iter().rev() {
+            if !done.contains(&m.partition) {
+                done.push(m.partition);
+                self.commit(m)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A backend: makes publishers and subscribers, and says whether it can reach its broker.

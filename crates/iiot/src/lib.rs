@@ -11,6 +11,8 @@
 //! - [`store`]: the live store the server answers from (latest reading per device, compact raw
 //!   history, 5-minute rollups, device status, alert log), bounded by configuration. Built for
 //!   the serve role; not wired into `iiot run` until the HTTP API exists.
+//! - [`serve`]: keeps the store current from the bus (`device-data` and `alerts`), as the serve
+//!   role does.
 //! - [`pipeline`]: `iiot run` — simulator, embedded bus and processor wired in one process.
 //! - [`bench`]: `iiot bench`, the reproducible throughput/latency run.
 //! - [`telemetry`]: logging set-up.
@@ -24,6 +26,7 @@ pub mod config;
 pub mod duration;
 pub mod pipeline;
 pub mod processor;
+pub mod serve;
 pub mod simulator;
 pub mod store;
 pub mod telemetry;

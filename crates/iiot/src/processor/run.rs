@@ -151,7 +151,8 @@ async fn serve(
                 process_batch(processor, out, &mut batch, &mut alerts, &mut receipts).await?;
                 processor.flush_stats();
                 // At-least-once: the outputs are delivered (settled above); now the offsets.
-                commit_batch(subscriber, &mut batch)?;
+                subscriber.commit_batch(&batch)?;
+                batch.clear();
             }
         }
     }
@@ -224,29 +225,6 @@ fn counted(
             .publish_errors
             .fetch_add(1, Ordering::Relaxed);
     })
-}
-
-/// Commits the last message of each partition in `batch` (committing an offset covers the
-/// earlier ones), then empties it.
-fn commit_batch(
-    subscriber: &mut dyn Subscriber,
-    batch: &mut Vec<Message>,
-) -> Result<(), TransportError> {
-    let mut last: Vec<usize> = Vec::new();
-    for (i, m) in batch.iter().enumerate() {
-        match last
-            .iter_mut()
-            .find(|j| batch[**j].partition == m.partition)
-        {
-            Some(j) => *j = i,
-            None => last.push(i),
-        }
-    }
-    for i in last {
-        subscriber.commit(&batch[i])?;
-    }
-    batch.clear();
-    Ok(())
 }
 
 /// Waits for every pending delivery; a failed one stops the loop before its input is committed,

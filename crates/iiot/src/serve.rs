@@ -1,0 +1,83 @@
+//! The serve role's data path: keeps the live [`Store`] current from the bus, the way `iiot
+//! serve` will from Kafka — its own consumer group on `device-data` (every reading) and on
+//! `alerts` (every status change).
+//!
+//! Readings are validated again here (the processor dead-letters bad ones; this side only skips
+//! them), so the store never holds what the processor rejected. The store lock is taken once per
+//! batch, never across an await.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use iiot_model::{Alert, Limits, decode};
+use iiot_transport::{Message, Subscriber, TransportError};
+
+use crate::now_ms;
+use crate::store::Store;
+
+/// Largest batch taken from a subscription at once.
+const BATCH: usize = 1024;
+/// How often old history is dropped.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+/// A store shared between the feeder (writer) and the HTTP API (readers).
+pub type SharedStore = Arc<RwLock<Store>>;
+
+/// Feeds `store` from the two subscriptions until both end (their topics closed and drained).
+pub async fn feed_store(
+    store: SharedStore,
+    mut readings: Box<dyn Subscriber>,
+    mut alerts: Box<dyn Subscriber>,
+    limits: Limits,
+) -> Result<(), TransportError> {
+    let mut reading_batch: Vec<Message> = Vec::with_capacity(BATCH);
+    let mut alert_batch: Vec<Message> = Vec::with_capacity(BATCH);
+    let (mut readings_open, mut alerts_open) = (true, true);
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while readings_open || alerts_open {
+        tokio::select! {
+            got = readings.recv_batch(&mut reading_batch, BATCH), if readings_open => {
+                if got? == 0 {
+                    readings_open = false;
+                    continue;
+                }
+                let now = now_ms();
+                {
+                    let mut store = write(&store);
+                    for m in &reading_batch {
+                        if let Ok(reading) = decode(&m.payload, now, &limits) {
+                            store.record(&reading, now);
+                        }
+                    }
+                }
+                readings.commit_batch(&reading_batch)?;
+                reading_batch.clear();
+            }
+            got = alerts.recv_batch(&mut alert_batch, BATCH), if alerts_open => {
+                if got? == 0 {
+                    alerts_open = false;
+                    continue;
+                }
+                {
+                    let mut store = write(&store);
+                    for m in &alert_batch {
+                        match serde_json::from_slice::<Alert>(&m.payload) {
+                            Ok(alert) => store.record_alert(&alert),
+                            Err(e) => tracing::warn!(error = %e, "unreadable alert on the alerts topic skipped"),
+                        }
+                    }
+                }
+                alerts.commit_batch(&alert_batch)?;
+                alert_batch.clear();
+            }
+            _ = prune.tick() => write(&store).prune(now_ms()),
+        }
+    }
+    Ok(())
+}
+
+/// The store for writing. A poisoned lock means a reader panicked mid-read; the data is intact.
+fn write(store: &SharedStore) -> std::sync::RwLockWriteGuard<'_, Store> {
+    store.write().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,62 @@
+//! The serve side's data path: the store follows `device-data` and `alerts` on the bus.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use iiot::serve::feed_store;
+use iiot::store::{Store, StoreConfig};
+use iiot_model::{Alert, AlertStatus, Limits, Operator, Severity, Threshold};
+use iiot_transport::{Bus, BusConfig, Publisher, Transport};
+
+fn reading(device: &str, seq: u64, ts: i64, temperature: f64) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"device_id":"{device}","seq":{seq},"timestamp":{ts},"location":{{"building":"A栋","floor":3,"room":"301"}},"sensors":{{"temperature":{{"value":{temperature},"unit":"°C","status":"normal"}},"humidity":{{"value":65.2,"unit":"%","status":"normal"}},"pressure":{{"value":1013.25,"unit":"hPa","status":"normal"}},"switch_status":{{"value":true,"status":"on"}},"current":{{"value":2.5,"unit":"A","status":"normal"}}}},"device_info":{{"model":"IOT-SENSOR-V2","firmware":"1.2.3","battery":85,"signal_strength":-45}}}}"#
+    ))
+}
+
+#[tokio::test]
+async fn the_store_follows_readings_and_alerts_and_skips_invalid_ones() {
+    let bus = Bus::new(BusConfig::default());
+    let readings = bus.subscribe("device-data", "serve").await.expect("subscribe");
+    let alerts = bus.subscribe("alerts", "serve").await.expect("subscribe");
+    let store = Arc::new(RwLock::new(Store::new(StoreConfig::default())));
+    let feeder = tokio::spawn(feed_store(store.clone(), readings, alerts, Limits::default()));
+
+    let t0 = iiot::now_ms() - 60_000;
+    for seq in 1..=10 {
+        bus.publish("device-data", b"device_001", reading("device_001", seq, t0 + seq as i64 * 5_000, 20.0 + seq as f64))
+            .await
+            .expect("publish");
+    }
+    bus.publish("device-data", b"device_002", Bytes::from_static(b"{not json"))
+        .await
+        .expect("publish");
+    let alert = Alert {
+        alert_id: "alert_20240130_0123456789ab".into(),
+        device_id: "device_001".into(),
+        alert_type: "temperature_high".into(),
+        severity: Severity::High,
+        message: "temperature 85 °C above threshold 80 °C".into(),
+        timestamp: t0,
+        status: AlertStatus::Active,
+        threshold: Threshold { parameter: "temperature".into(), operator: Operator::Above, value: 80.0 },
+        current_value: 85.0,
+    };
+    bus.publish("alerts", b"device_001", Bytes::from(serde_json::to_vec(&alert).expect("json")))
+        .await
+        .expect("publish");
+    bus.close();
+    tokio::time::timeout(Duration::from_secs(10), feeder)
+        .await
+        .expect("the feeder ends when the bus closes")
+        .expect("task")
+        .expect("no transport error");
+
+    let store = store.read().expect("lock");
+    let view = store.device("device_001", iiot::now_ms()).expect("device_001 recorded");
+    assert_eq!(view.latest.seq, 10);
+    assert_eq!(view.latest.sensors.temperature.value, 30.0);
+    assert!(store.device("device_002", iiot::now_ms()).is_none(), "invalid input is not stored");
+    assert_eq!(store.alert(&alert.alert_id).map(|a| a.status), Some(AlertStatus::Active));
+}
