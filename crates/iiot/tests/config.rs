@@ -366,6 +366,7 @@ fn redacted_shows_the_effective_config_without_secrets() {
             ("KAFKA_BROKERS", "kafka:9092"),
             ("KAFKA_SASL_USERNAME", "iot"),
             ("KAFKA_SASL_PASSWORD", "hunter2"),
+            ("WEBSOCKET_AUTH_TOKEN", "s3cret-token"),
             ("DEVICE_COUNT", "12"),
         ]),
         ..Sources::default()
@@ -375,6 +376,8 @@ fn redacted_shows_the_effective_config_without_secrets() {
     assert_eq!(json["kafka"]["sasl_username"], "iot");
     assert_eq!(json["kafka"]["sasl_password"], "***");
     assert!(!json.to_string().contains("hunter2"));
+    assert_eq!(json["websocket"]["auth_token"], "***");
+    assert!(!json.to_string().contains("s3cret-token"));
     assert_eq!(json["simulator"]["device_count"], 12);
     assert_eq!(json["simulator"]["send_interval"], "5s");
     assert_eq!(json["http"]["port"], 8080);

@@ -398,6 +398,8 @@ fn blank() -> Config {
             port: 0,
             path: String::new(),
             max_connections: 0,
+            auth_token: None,
+            allowed_origins: None,
         },
         simulator: SimulatorSettings {
             device_count: 0,

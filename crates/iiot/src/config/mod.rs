@@ -26,6 +26,8 @@
 //! port = 8081
 //! path = "/ws"
 //! max_connections = 1000
+//! # auth_token = "…"          # clients send ?token= or Authorization: Bearer
+//! # allowed_origins = "http://localhost:8080"
 //!
 //! [simulator]
 //! device_count = 1000
@@ -143,6 +145,10 @@ pub struct WebSocketSettings {
     pub path: String,
     /// `WEBSOCKET_MAX_CONNECTIONS`: clients beyond this are refused (1000).
     pub max_connections: u32,
+    /// `WEBSOCKET_AUTH_TOKEN`: when set, clients must present it; shown as `***`.
+    pub auth_token: Option<String>,
+    /// `WEBSOCKET_ALLOWED_ORIGINS`: comma-separated `Origin` allow-list; `None` = any.
+    pub allowed_origins: Option<String>,
 }
 
 /// The simulated device fleet.
