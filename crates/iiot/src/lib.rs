@@ -9,11 +9,15 @@
 //!   that feeds the [`alerts`] engine from a [`iiot_transport::Subscriber`].
 //! - [`alerts`]: alert rules and the alert engine (one alert per device and type, lifecycle).
 //! - [`store`]: the live store the server answers from (latest reading per device, compact raw
-//!   history, 5-minute rollups, device status, alert log), bounded by configuration. Built for
-//!   the serve role; not wired into `iiot run` until the HTTP API exists.
-//! - [`serve`]: keeps the store current from the bus (`device-data` and `alerts`), as the serve
-//!   role does.
-//! - [`pipeline`]: `iiot run` — simulator, embedded bus and processor wired in one process.
+//!   history, 5-minute rollups, device status, alert log), bounded by configuration.
+//! - [`serve`]: keeps the store and the hub current from the bus (`device-data` and `alerts`),
+//!   as the serve role does.
+//! - [`http`]: the HTTP API (`app()`: devices, history, export, alerts, stats, `/metrics`,
+//!   `/api/docs`, health), answered from the store.
+//! - [`hub`]: the WebSocket hub (subscriptions, resume by epoch/offset, batching, limits).
+//! - [`server`]: binds `HTTP_PORT` (API + `/ws`) and `WEBSOCKET_PORT` (`WEBSOCKET_PATH`).
+//! - [`pipeline`]: `iiot run` — simulator, embedded bus, processors, store, API and hub in one
+//!   process.
 //! - [`bench`]: `iiot bench`, the reproducible throughput/latency run.
 //! - [`telemetry`]: logging set-up.
 //! - [`duration`]: `100ms` / `5s` / `1m` parsing.
@@ -24,9 +28,12 @@ pub mod alerts;
 pub mod bench;
 pub mod config;
 pub mod duration;
+pub mod http;
+pub mod hub;
 pub mod pipeline;
 pub mod processor;
 pub mod serve;
+pub mod server;
 pub mod simulator;
 pub mod store;
 pub mod telemetry;

@@ -5,8 +5,8 @@
 //! input topic, let the processor drain it and publish its last outputs, then close the bus.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -17,9 +17,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alerts::{AckError, RuleSet};
 use crate::config::{Config, Sources};
+use crate::http::AppState;
+use crate::hub::Hub;
 use crate::processor::run::{Command, ProcessorIo};
 use crate::processor::{DeviceState, Processor, ProcessorConfig, ProcessorStats};
+use crate::serve::{SharedStore, feed_store};
+use crate::server;
 use crate::simulator::{self, Fleet, Pace, RunOptions, SimStats, SimulatorConfig};
+use crate::store::{Store, StoreConfig};
 
 /// Capacity of the command queue into the processor (acknowledgements).
 const COMMAND_QUEUE: usize = 256;
@@ -227,6 +232,19 @@ async fn route_commands(
     }
 }
 
+/// Consumer group of the serve side on the bus.
+pub const SERVE_GROUP: &str = "iiot-serve";
+
+/// The store's bounds from `config`: as many devices as a processor worker tracks, sized for the
+/// configured send interval.
+pub fn store_config(config: &Config) -> StoreConfig {
+    StoreConfig {
+        max_devices: config.processor.max_devices,
+        default_interval_ms: config.simulator.send_interval.as_millis() as i64,
+        ..StoreConfig::default()
+    }
+}
+
 /// The simulator settings of `config`, with a seed (a random one when none is configured).
 pub fn simulator_config(config: &Config) -> SimulatorConfig {
     let s = &config.simulator;
@@ -265,6 +283,35 @@ pub async fn run(
 ) -> anyhow::Result<RunReport> {
     let started = Instant::now();
     let embedded = Embedded::start(&config, bus_for(&config)).await?;
+
+    // The serve side, as `iiot serve` runs it over Kafka: its own consumer groups feed the
+    // store and the WebSocket hub; the HTTP API answers from the store.
+    let store: SharedStore = Arc::new(RwLock::new(Store::new(store_config(&config))));
+    let hub = Hub::new(server::hub_config(&config));
+    let k = &config.kafka;
+    let readings = embedded
+        .bus
+        .subscribe(&k.topic_device_data, SERVE_GROUP)
+        .await?;
+    let alerts = embedded.bus.subscribe(&k.topic_alerts, SERVE_GROUP).await?;
+    let feeder = tokio::spawn(feed_store(
+        store.clone(),
+        Some(hub.clone()),
+        readings,
+        alerts,
+        processor_config(&config).limits,
+    ));
+    let state = AppState {
+        store,
+        commands: embedded.commands.clone(),
+        config: Arc::new(config.clone()),
+        stats: embedded.stats.clone(),
+        transport: Arc::new(embedded.bus.clone()),
+        started: Instant::now(),
+        hub: Some(hub.clone()),
+    };
+    let server = server::start(&config, state, hub).await?;
+
     let watcher =
         crate::config::watch_rules(sources, embedded.rules.clone(), shutdown.child_token());
 
@@ -320,6 +367,12 @@ pub async fn run(
     }
     tracing::info!("simulator stopped; draining the processor");
     let processor = embedded.finish().await?;
+    match feeder.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "store feeder stopped"),
+        Err(e) => tracing::warn!(error = %e, "store feeder task failed"),
+    }
+    server.stop().await;
     shutdown.cancel();
     if let Some(w) = watcher {
         let _ = w.await;

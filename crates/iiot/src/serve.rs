@@ -12,6 +12,7 @@ use std::time::Duration;
 use iiot_model::{Alert, Limits, decode};
 use iiot_transport::{Message, Subscriber, TransportError};
 
+use crate::hub::Hub;
 use crate::now_ms;
 use crate::store::Store;
 
@@ -23,9 +24,11 @@ const PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// A store shared between the feeder (writer) and the HTTP API (readers).
 pub type SharedStore = Arc<RwLock<Store>>;
 
-/// Feeds `store` from the two subscriptions until both end (their topics closed and drained).
+/// Feeds `store` (and, when given, the WebSocket `hub`) from the two subscriptions until both
+/// end (their topics closed and drained).
 pub async fn feed_store(
     store: SharedStore,
+    hub: Option<Arc<Hub>>,
     mut readings: Box<dyn Subscriber>,
     mut alerts: Box<dyn Subscriber>,
     limits: Limits,
@@ -33,6 +36,7 @@ pub async fn feed_store(
     let mut reading_batch: Vec<Message> = Vec::with_capacity(BATCH);
     let mut alert_batch: Vec<Message> = Vec::with_capacity(BATCH);
     let (mut readings_open, mut alerts_open) = (true, true);
+    let mut valid: Vec<(usize, Box<str>)> = Vec::with_capacity(BATCH);
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     while readings_open || alerts_open {
@@ -43,12 +47,20 @@ pub async fn feed_store(
                     continue;
                 }
                 let now = now_ms();
+                valid.clear();
                 {
                     let mut store = write(&store);
-                    for m in &reading_batch {
+                    for (i, m) in reading_batch.iter().enumerate() {
                         if let Ok(reading) = decode(&m.payload, now, &limits) {
                             store.record(&reading, now);
+                            valid.push((i, Box::<str>::from(&*reading.device_id)));
                         }
+                    }
+                }
+                // Fan-out happens outside the store lock: HTTP readers never wait on clients.
+                if let Some(hub) = &hub {
+                    for (i, device_id) in &valid {
+                        hub.publish_reading(device_id, &reading_batch[*i].payload);
                     }
                 }
                 readings.commit_batch(&reading_batch)?;
@@ -59,13 +71,15 @@ pub async fn feed_store(
                     alerts_open = false;
                     continue;
                 }
-                {
-                    let mut store = write(&store);
-                    for m in &alert_batch {
-                        match serde_json::from_slice::<Alert>(&m.payload) {
-                            Ok(alert) => store.record_alert(&alert),
-                            Err(e) => tracing::warn!(error = %e, "unreadable alert on the alerts topic skipped"),
+                for m in &alert_batch {
+                    match serde_json::from_slice::<Alert>(&m.payload) {
+                        Ok(alert) => {
+                            write(&store).record_alert(&alert);
+                            if let Some(hub) = &hub {
+                                hub.publish_alert(&alert.device_id, &m.payload);
+                            }
                         }
+                        Err(e) => tracing::warn!(error = %e, "unreadable alert on the alerts topic skipped"),
                     }
                 }
                 alerts.commit_batch(&alert_batch)?;

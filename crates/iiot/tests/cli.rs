@@ -13,6 +13,9 @@ fn iiot() -> Command {
         .env_remove("KAFKA_BROKERS")
         .env_remove("IIOT_CONFIG")
         .env_remove("DEVICE_COUNT")
+        // Tests run in parallel: any free ports.
+        .env("HTTP_PORT", "0")
+        .env("WEBSOCKET_PORT", "0")
         .env("RUST_LOG", "info");
     cmd
 }
@@ -310,4 +313,94 @@ fn a_bad_value_in_dotenv_names_its_origin() {
         lines[0].contains("SEND_INTERVAL=soon") && lines[0].contains(".env"),
         "{lines:?}"
     );
+}
+
+/// A minimal HTTP/1.1 GET over a plain TCP socket; returns (status, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[test]
+fn run_serves_the_http_api_while_it_runs() {
+    let mut child = iiot()
+        .args([
+            "run",
+            "--devices",
+            "20",
+            "--interval",
+            "100ms",
+            "--duration",
+            "20s",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let stderr = child.stderr.take().expect("piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the server announces its address")
+            .expect("line");
+        if let Some(rest) = line.split("serving the HTTP API on http://").nth(1) {
+            let port = rest
+                .split('/')
+                .next()
+                .expect("addr")
+                .rsplit(':')
+                .next()
+                .expect("port")
+                .to_string();
+            break format!("127.0.0.1:{port}");
+        }
+    };
+    // Keep reading stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    assert_eq!(http_get(&addr, "/health").0, 200);
+    assert_eq!(http_get(&addr, "/ready").0, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = http_get(&addr, "/api/devices?per_page=100");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        if v["total"] == 20 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "devices never all appeared: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, body) = http_get(
+        &addr,
+        "/api/devices/device_007/history?sensor=temperature&range=1m&points=10",
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("iot_messages_total"), "{body}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    assert_eq!(child.wait().expect("exits").code(), Some(0));
 }

@@ -18,20 +18,42 @@ fn reading(device: &str, seq: u64, ts: i64, temperature: f64) -> Bytes {
 #[tokio::test]
 async fn the_store_follows_readings_and_alerts_and_skips_invalid_ones() {
     let bus = Bus::new(BusConfig::default());
-    let readings = bus.subscribe("device-data", "serve").await.expect("subscribe");
+    let readings = bus
+        .subscribe("device-data", "serve")
+        .await
+        .expect("subscribe");
     let alerts = bus.subscribe("alerts", "serve").await.expect("subscribe");
     let store = Arc::new(RwLock::new(Store::new(StoreConfig::default())));
-    let feeder = tokio::spawn(feed_store(store.clone(), readings, alerts, Limits::default()));
+    let feeder = tokio::spawn(feed_store(
+        store.clone(),
+        None,
+        readings,
+        alerts,
+        Limits::default(),
+    ));
 
     let t0 = iiot::now_ms() - 60_000;
     for seq in 1..=10 {
-        bus.publish("device-data", b"device_001", reading("device_001", seq, t0 + seq as i64 * 5_000, 20.0 + seq as f64))
-            .await
-            .expect("publish");
-    }
-    bus.publish("device-data", b"device_002", Bytes::from_static(b"{not json"))
+        bus.publish(
+            "device-data",
+            b"device_001",
+            reading(
+                "device_001",
+                seq,
+                t0 + seq as i64 * 5_000,
+                20.0 + seq as f64,
+            ),
+        )
         .await
         .expect("publish");
+    }
+    bus.publish(
+        "device-data",
+        b"device_002",
+        Bytes::from_static(b"{not json"),
+    )
+    .await
+    .expect("publish");
     let alert = Alert {
         alert_id: "alert_20240130_0123456789ab".into(),
         device_id: "device_001".into(),
@@ -40,12 +62,20 @@ async fn the_store_follows_readings_and_alerts_and_skips_invalid_ones() {
         message: "temperature 85 °C above threshold 80 °C".into(),
         timestamp: t0,
         status: AlertStatus::Active,
-        threshold: Threshold { parameter: "temperature".into(), operator: Operator::Above, value: 80.0 },
+        threshold: Threshold {
+            parameter: "temperature".into(),
+            operator: Operator::Above,
+            value: 80.0,
+        },
         current_value: 85.0,
     };
-    bus.publish("alerts", b"device_001", Bytes::from(serde_json::to_vec(&alert).expect("json")))
-        .await
-        .expect("publish");
+    bus.publish(
+        "alerts",
+        b"device_001",
+        Bytes::from(serde_json::to_vec(&alert).expect("json")),
+    )
+    .await
+    .expect("publish");
     bus.close();
     tokio::time::timeout(Duration::from_secs(10), feeder)
         .await
@@ -54,9 +84,17 @@ async fn the_store_follows_readings_and_alerts_and_skips_invalid_ones() {
         .expect("no transport error");
 
     let store = store.read().expect("lock");
-    let view = store.device("device_001", iiot::now_ms()).expect("device_001 recorded");
+    let view = store
+        .device("device_001", iiot::now_ms())
+        .expect("device_001 recorded");
     assert_eq!(view.latest.seq, 10);
     assert_eq!(view.latest.sensors.temperature.value, 30.0);
-    assert!(store.device("device_002", iiot::now_ms()).is_none(), "invalid input is not stored");
-    assert_eq!(store.alert(&alert.alert_id).map(|a| a.status), Some(AlertStatus::Active));
+    assert!(
+        store.device("device_002", iiot::now_ms()).is_none(),
+        "invalid input is not stored"
+    );
+    assert_eq!(
+        store.alert(&alert.alert_id).map(|a| a.status),
+        Some(AlertStatus::Active)
+    );
 }

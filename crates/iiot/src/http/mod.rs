@@ -1,0 +1,43 @@
+//! The HTTP API (SPEC §5, §8): devices, history, export, alerts, statistics, metrics and the
+//! operations endpoints, as an axum [`Router`] built by [`app`].
+//!
+//! This module owns request parsing, answers and their error format; it reads the store (under
+//! its lock, never across an `.await`), asks the processor to acknowledge alerts through its
+//! command queue, and reads the shared counters. It does not bind sockets (the caller serves
+//! the router) and it does not feed the store.
+//!
+//! # Layout
+//! - this file: [`app`], which registers the rows of [`routes::ROUTES`].
+//! - [`state`]: [`AppState`]. [`error`]: [`AppError`], every failure as JSON with its status.
+//! - `params`: query and path extractors that answer bad values with an [`AppError`].
+//! - [`routes`]: the route table and the handlers (ops, devices, export, alerts).
+//! - [`openapi`]: the `/api/docs` document, generated from the route table.
+//! - [`metrics`]: the snapshot behind `/api/stats` and `/metrics`, and the metric names.
+
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+mod params;
+pub mod routes;
+pub mod state;
+
+use axum::Router;
+use axum::http::Uri;
+
+pub use error::AppError;
+pub use routes::ROUTES;
+pub use state::AppState;
+
+/// The API router: every row of [`ROUTES`], and a JSON 404 for any other path. Serve it with
+/// `axum::serve`, or merge more routes into it first (e.g. the WebSocket hub's `/ws`).
+pub fn app(state: AppState) -> Router {
+    let mut router = Router::new();
+    for route in ROUTES {
+        router = router.route(route.path, routes::method_router(route));
+    }
+    router.fallback(not_found).with_state(state)
+}
+
+async fn not_found(uri: Uri) -> AppError {
+    AppError::NotFound(uri.path().to_owned())
+}

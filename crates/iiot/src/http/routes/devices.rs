@@ -1,0 +1,172 @@
+//! `/api/devices`, `/api/devices/{id}` and `/api/devices/{id}/history`.
+
+use axum::Json;
+use axum::extract::State;
+use iiot_model::{Location, Parameter, Reading, Sensors};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::super::error::AppError;
+use super::super::params::{Params, PathId};
+use super::super::state::AppState;
+use super::{RANGES, SENSORS};
+use crate::store::{DeviceFilter, DeviceStatus, DeviceView, MAX_PER_PAGE, MAX_POINTS, Page};
+
+/// Points of a history answer when `points` is not given.
+const DEFAULT_POINTS: usize = 300;
+/// Range of history and export when neither `range` nor `from`/`to` is given, ms.
+pub(super) const DEFAULT_RANGE_MS: i64 = 3_600_000;
+
+/// A device as the API shows it: status, where it is, what it is, and its latest values.
+#[derive(Serialize)]
+struct DeviceItem<'a> {
+    device_id: &'a str,
+    status: DeviceStatus,
+    location: &'a Location<'static>,
+    model: &'a str,
+    firmware: &'a str,
+    battery: i64,
+    signal_strength: i64,
+    /// When data last arrived (receiver clock), Unix ms.
+    last_seen: i64,
+    /// Event time of the latest reading, Unix ms.
+    timestamp: i64,
+    seq: u64,
+    interval_ms: i64,
+    open_alerts: u32,
+    critical_alerts: u32,
+    sensors: &'a Sensors<'static>,
+    /// The whole latest reading (one device only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latest: Option<&'a Reading<'static>>,
+}
+
+impl<'a> DeviceItem<'a> {
+    fn new(v: &'a DeviceView, with_latest: bool) -> Self {
+        let r = &v.latest;
+        DeviceItem {
+            device_id: &v.device_id,
+            status: v.status,
+            location: &r.location,
+            model: &r.device_info.model,
+            firmware: &r.device_info.firmware,
+            battery: r.device_info.battery,
+            signal_strength: r.device_info.signal_strength,
+            last_seen: v.last_seen_ms,
+            timestamp: r.timestamp,
+            seq: r.seq,
+            interval_ms: v.interval_ms,
+            open_alerts: v.open_alerts,
+            critical_alerts: v.critical_alerts,
+            sensors: &r.sensors,
+            latest: with_latest.then_some(r),
+        }
+    }
+}
+
+/// `GET /api/devices?building=&floor=&status=&q=&page=&per_page=`.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    params: Params,
+) -> Result<Json<Value>, AppError> {
+    let filter = DeviceFilter {
+        building: params.get("building").map(str::to_owned),
+        floor: params.int("floor", "a floor number")?,
+        status: params.parse_with(
+            "status",
+            || "one of online, offline, fault".into(),
+            DeviceStatus::parse,
+        )?,
+        q: params.get("q").map(str::to_owned),
+        page: params.int_from("page", 1)?.unwrap_or(1),
+        per_page: params.int_in("per_page", 1, MAX_PER_PAGE)?.unwrap_or(100),
+    };
+    let page: Page<DeviceView> = state.read_store().devices(&filter, crate::now_ms());
+    let items: Vec<DeviceItem<'_>> = page
+        .items
+        .iter()
+        .map(|v| DeviceItem::new(v, false))
+        .collect();
+    Ok(Json(json!({
+        "items": items,
+        "total": page.total,
+        "page": page.page,
+        "per_page": page.per_page,
+    })))
+}
+
+/// `GET /api/devices/{id}`.
+pub(super) async fn one(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> Result<Json<Value>, AppError> {
+    let view = state
+        .read_store()
+        .device(&id, crate::now_ms())
+        .ok_or(AppError::UnknownDevice(id))?;
+    // Serializing borrowed strings and numbers into a `Value` cannot fail.
+    Ok(Json(
+        serde_json::to_value(DeviceItem::new(&view, true)).unwrap_or_default(),
+    ))
+}
+
+/// The time window of a history or export request: `range` ending now, or `from`/`to` (Unix
+/// ms, both inclusive, given together), or the default range ending now.
+pub(super) fn window(params: &Params, now_ms: i64) -> Result<(i64, i64), AppError> {
+    let from = params.int("from", "Unix ms")?;
+    let to = params.int("to", "Unix ms")?;
+    let range = params.parse_with(
+        "range",
+        || "one of 1m, 5m, 1h, 1d".into(),
+        |v| {
+            RANGES
+                .iter()
+                .find(|(name, _)| *name == v)
+                .map(|(_, ms)| *ms)
+        },
+    )?;
+    match (from, to, range) {
+        (None, None, range) => Ok((
+            now_ms.saturating_sub(range.unwrap_or(DEFAULT_RANGE_MS)),
+            now_ms,
+        )),
+        (Some(_), Some(_), Some(_)) => Err(AppError::BadRequest(
+            "give either `range` or `from` and `to`, not both".into(),
+        )),
+        (Some(from), Some(to), None) if from > to => Err(AppError::BadRequest(format!(
+            "`from` ({from}) is after `to` ({to})"
+        ))),
+        (Some(from), Some(to), None) => Ok((from, to)),
+        _ => Err(AppError::BadRequest(
+            "`from` and `to` must be given together".into(),
+        )),
+    }
+}
+
+/// `GET /api/devices/{id}/history?sensor=&range=|from=&to=&points=`.
+pub(super) async fn history(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    params: Params,
+) -> Result<Json<Value>, AppError> {
+    let sensor = params
+        .parse_with(
+            "sensor",
+            || format!("one of {}", SENSORS.join(", ")),
+            Parameter::parse,
+        )?
+        .unwrap_or(Parameter::Temperature);
+    let points = params
+        .int_in("points", 1, MAX_POINTS)?
+        .unwrap_or(DEFAULT_POINTS);
+    let (from, to) = window(&params, crate::now_ms())?;
+    let series = state.read_store().history(&id, sensor, from, to, points)?;
+    Ok(Json(json!({
+        "device_id": id,
+        "sensor": sensor.as_str(),
+        "unit": sensor.unit(),
+        "from": from,
+        "to": to,
+        "points": series,
+    })))
+}

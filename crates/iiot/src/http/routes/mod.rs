@@ -1,0 +1,423 @@
+//! The route table ([`ROUTES`]) and the handlers behind it.
+//!
+//! [`super::app`] registers exactly the rows of [`ROUTES`], with the method the row names, and
+//! `/api/docs` is generated from the same rows: a route cannot be served undocumented or
+//! documented unserved. An [`Endpoint`] missing from the table is dead code (a warning).
+//!
+//! - [`ops`]: `/health`, `/ready`, `/config`, `/metrics`, `/api/stats`, `/api/docs`.
+//! - [`devices`]: the device list, one device, history.
+//! - [`export`]: streamed CSV/JSON export of raw samples.
+//! - [`alerts`]: the alert list and acknowledgement.
+
+mod alerts;
+mod devices;
+mod export;
+mod ops;
+
+use axum::routing::{MethodFilter, MethodRouter, on};
+
+use super::openapi::{In, Param, Reply, RouteDoc, Schema, Verb, json};
+use super::state::AppState;
+use crate::store::MAX_PER_PAGE;
+
+/// What a route does; each has one handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `GET /health`.
+    Health,
+    /// `GET /ready`.
+    Ready,
+    /// `GET /config`.
+    Config,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /api/devices`.
+    Devices,
+    /// `GET /api/devices/{id}`.
+    Device,
+    /// `GET /api/devices/{id}/history`.
+    History,
+    /// `GET /api/devices/{id}/export`.
+    Export,
+    /// `GET /api/alerts`.
+    Alerts,
+    /// `POST /api/alerts/{alert_id}/ack`.
+    Acknowledge,
+    /// `GET /api/stats`.
+    Stats,
+    /// `GET /api/docs`.
+    Docs,
+}
+
+impl Endpoint {
+    /// The OpenAPI `operationId`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Health => "health",
+            Endpoint::Ready => "ready",
+            Endpoint::Config => "config",
+            Endpoint::Metrics => "metrics",
+            Endpoint::Devices => "listDevices",
+            Endpoint::Device => "getDevice",
+            Endpoint::History => "getHistory",
+            Endpoint::Export => "exportSamples",
+            Endpoint::Alerts => "listAlerts",
+            Endpoint::Acknowledge => "acknowledgeAlert",
+            Endpoint::Stats => "stats",
+            Endpoint::Docs => "openapi",
+        }
+    }
+}
+
+/// The handler of `route`, answering only its method.
+pub(super) fn method_router(route: &RouteDoc) -> MethodRouter<AppState> {
+    let m = match route.verb {
+        Verb::Get => MethodFilter::GET,
+        Verb::Post => MethodFilter::POST,
+    };
+    match route.endpoint {
+        Endpoint::Health => on(m, ops::health),
+        Endpoint::Ready => on(m, ops::ready),
+        Endpoint::Config => on(m, ops::config),
+        Endpoint::Metrics => on(m, ops::metrics),
+        Endpoint::Devices => on(m, devices::list),
+        Endpoint::Device => on(m, devices::one),
+        Endpoint::History => on(m, devices::history),
+        Endpoint::Export => on(m, export::export),
+        Endpoint::Alerts => on(m, alerts::list),
+        Endpoint::Acknowledge => on(m, alerts::acknowledge),
+        Endpoint::Stats => on(m, ops::stats),
+        Endpoint::Docs => on(m, ops::docs),
+    }
+}
+
+/// Range names and their length in ms, for `range=`.
+pub(crate) const RANGES: &[(&str, i64)] = &[
+    ("1m", 60_000),
+    ("5m", 300_000),
+    ("1h", 3_600_000),
+    ("1d", 86_400_000),
+];
+const RANGE_NAMES: &[&str] = &["1m", "5m", "1h", "1d"];
+/// The device statuses, for `status=`.
+const DEVICE_STATUSES: &[&str] = &["online", "offline", "fault"];
+/// The alert statuses, for `status=`.
+pub(crate) const ALERT_STATUSES: &[&str] = &["active", "acknowledged", "resolved"];
+/// The alert severities, for `severity=`.
+const SEVERITIES: &[&str] = &["low", "medium", "high", "critical"];
+/// The history parameters, for `sensor=`.
+pub(crate) const SENSORS: &[&str] = &[
+    "temperature",
+    "humidity",
+    "pressure",
+    "current",
+    "battery",
+    "signal_strength",
+];
+
+const fn query(name: &'static str, schema: Schema, description: &'static str) -> Param {
+    Param {
+        name,
+        location: In::Query,
+        required: false,
+        schema,
+        description,
+    }
+}
+
+const DEVICE_ID: Param = Param {
+    name: "id",
+    location: In::Path,
+    required: true,
+    schema: Schema::Text,
+    description: "Device id, e.g. `device_001`.",
+};
+const RANGE: Param = query(
+    "range",
+    Schema::OneOf(RANGE_NAMES),
+    "Time range ending now (default 1h). Not together with from/to.",
+);
+const FROM: Param = query(
+    "from",
+    Schema::Integer {
+        min: i64::MIN,
+        max: i64::MAX,
+    },
+    "Start, Unix ms (with `to`, instead of `range`).",
+);
+const TO: Param = query(
+    "to",
+    Schema::Integer {
+        min: i64::MIN,
+        max: i64::MAX,
+    },
+    "End, Unix ms, inclusive (with `from`).",
+);
+
+const BAD_PARAM: Reply = json(400, "A parameter has a value outside what it accepts.");
+const NO_DEVICE: Reply = json(404, "No reading of this device was ever recorded.");
+
+/// Every route of the API. Paths are a contract (SPEC §5).
+pub const ROUTES: &[RouteDoc] = &[
+    RouteDoc {
+        verb: Verb::Get,
+        path: "/health",
+        endpoint: Endpoint::Health,
+        summary: "Liveness: the process answers.",
+        params: &[],
+        replies: &[json(200, "`{\"status\":\"ok\"}`.")],
+    },
+    RouteDoc {
+        verb: Verb::Get,
+        path: "/ready",
+        endpoint: Endpoint::Ready,
+        summary: "Readiness: the message transport (embedded bus or Kafka) is reachable.",
+        params: &[],
+        replies: &[
+            json(200, "Ready."),
+            json(503, "The transport is closed or unreachable."),
+        ],
+    },
+    RouteDoc {
+        verb: Verb::Get,
+        path: "/config",
+        endpoint: Endpoint::Config,
+        summary: "The effective configuration, secrets shown as `***`.",
+        params: &[],
+        replies: &[json(200, "The configuration, laid out like iiot.toml.")],
+    },
+    RouteDoc {
+        verb: Verb::Get,
+        path: "/metrics",
+        endpoint: Endpoint::Metrics,
+        summary: "Prometheus metrics (text exposition format 0.0.4).",
+        params: &[],
+        replies: &[Reply {
+            status: 200,
+            description: "Metrics.",
+            media: &["text/plain"],
+        }],
+    },
+    RouteDoc {
+        verb: Verb::Get,
+        path: "/api/devices",
+        endpoint: Endpoint::Devices,
+        summary: "Devices with status, location and latest values; filtered and paged, in natural id order.",
+        params: &[
+            query("building", Schema::Text, "Exact building name."),
+            query(
+                "floor",
+                Schema::Integer {
+                    min: i32::MIN as i64,
+                    max: i32::MAX as i64,
+                },
+                "Exact floor.",
+            ),
+            query(
+                "status",
+                Schema::OneOf(DEVICE_STATUSES),
+                "Only devices in this status.",
+            ),
+            query(
+                "q",
+                Schema::Text,
+                "Substring of device id, room, building or model (ASCII case-insensitive).",
+            ),
+            query(
+                "page",
+                Schema::Integer {
+                    min: 1,
+                    max: i64::MAX,
+                },
+                "Page number, from 1 (default 1).",
+            ),
+            query(
+                "per_page",
+                Schema::Integer {
+                    min: 1,
+                    max: MAX_PER_PAGE as i64,
+                },
+                "Devices per page (default 100).",
+            ),
+        ],
+        replies: &[json(200, "`{items, total, page, per_page}`."), BAD_PARAM],
+    },
+    RouteDoc {
+        verb: Verb::Get,
+        path: "/api/devices/{id}",
+        endpoint: Endpoint::Device,
+        summary: "One device, with its full latest reading under `latest`.",
+        params: &[DEVICE_ID],
+        replies: &[json(200, "The device."), NO_DEVICE],
+    },
+    RouteDoc {
+        verb: Verb::Get,
+        path: "/api/devices/{id}/history",
+        endpoint: Endpoint::History,
+        summary: "One sensor over a time range, downsampled on the server to at most `points` buckets of min/max/avg/count.",
+        params: &[
+            DEVICE_ID,
+            query(
+                "sensor",
+                Schema::OneOf(SENSORS),
+                "The parameter (default temperature).",
+            ),
+            RANGE,
+            FROM,
+            TO,
+            query(
+                "points",
+                Schema::Integer {
+                    min: 1,
+                    max: crate::store::MAX_POINTS as i64,
+                },
+                "Most points returned (default 300). Empty buckets are left out.",
+            ),
+        ],
+        replies: &[
+            json(
+                200,
+                "`{device_id, sensor, unit, from, to, points: [{t, min, max, avg, count}]}`.",
+            ),
+            BAD_PARAM,
+            NO_DEVICE,
+        ],
+    },
+    RouteDoc {
+        verb: Verb::Get,
+        path: "/api/devices/{id}/export",
+        endpoint: Endpoint::Export,
+        summary: "Raw samples of one device, streamed as CSV or a JSON array (raw retention only).",
+        params: &[
+            DEVICE_ID,
+            query(
+                "format",
+                Schema::OneOf(&["csv", "json"]),
+                "Body format (default csv).",
+            ),
+            RANGE,
+            FROM,
+            TO,
+        ],
+        replies: &[
+            Reply {
+                status: 200,
+                description: "One row per sample: timestamp,temperature,humidity,pressure,current,battery,signal_strength,switch_on.",
+                media: &["text/csv", "application/json"],
+            },
+            BAD_PARAM,
+            NO_DEVICE,
+        ],
+    },
+    RouteDoc {
+        verb: Verb::Get,
+        path: "/api/alerts",
+        endpoint: Endpoint::Alerts,
+        summary: "Open and recently resolved alerts, newest first.",
+        params: &[
+            query(
+                "status",
+                Schema::OneOf(ALERT_STATUSES),
+                "Only alerts in this status.",
+            ),
+            query(
+                "severity",
+                Schema::OneOf(SEVERITIES),
+                "Only alerts of this severity.",
+            ),
+            query("device_id", Schema::Text, "Only alerts about this device."),
+            query(
+                "limit",
+                Schema::Integer {
+                    min: 1,
+                    max: crate::store::MAX_ALERTS_LISTED as i64,
+                },
+                "At most this many (default 1000).",
+            ),
+        ],
+        replies: &[
+            json(200, "`{items: [alert…]}` (alerts as on the alerts topic)."),
+            BAD_PARAM,
+        ],
+    },
+    RouteDoc {
+        verb: Verb::Post,
+        path: "/api/alerts/{alert_id}/ack",
+        endpoint: Endpoint::Acknowledge,
+        summary: "Acknowledge an open alert; the acknowledged alert is published and returned.",
+        params: &[Param {
+            name: "alert_id",
+            location: In::Path,
+            required: true,
+            schema: Schema::Text,
+            description: "The alert id.",
+        }],
+        replies: &[
+            json(200, "The alert, now `acknowledged`."),
+            json(404, "No open alert has this id."),
+            json(409, "Already acknowledged."),
+            json(503, "The processor did not answer in time or is stopped."),
+        ],
+    },
+    RouteDoc {
+        verb: Verb::Get,
+        path: "/api/stats",
+        endpoint: Endpoint::Stats,
+        summary: "Live statistics: throughput, latency percentiles, dead letters, devices by status, alerts, store memory, connections.",
+        params: &[],
+        replies: &[json(200, "Statistics.")],
+    },
+    RouteDoc {
+        verb: Verb::Get,
+        path: "/api/docs",
+        endpoint: Endpoint::Docs,
+        summary: "This OpenAPI document.",
+        params: &[],
+        replies: &[json(200, "OpenAPI 3.0 document.")],
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn each_route_and_endpoint_appears_once() {
+        let routes: HashSet<_> = ROUTES.iter().map(|r| (r.verb, r.path)).collect();
+        let endpoints: HashSet<_> = ROUTES.iter().map(|r| r.endpoint).collect();
+        assert_eq!(routes.len(), ROUTES.len());
+        assert_eq!(endpoints.len(), ROUTES.len());
+    }
+
+    #[test]
+    fn path_parameters_are_documented_and_nothing_else_is_a_path_parameter() {
+        for r in ROUTES {
+            let in_path: Vec<_> = r
+                .path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+                .collect();
+            let documented: Vec<_> = r
+                .params
+                .iter()
+                .filter(|p| p.location == In::Path)
+                .map(|p| p.name)
+                .collect();
+            assert_eq!(in_path, documented, "{}", r.path);
+        }
+    }
+
+    #[test]
+    fn range_names_match_the_documented_enum() {
+        let names: Vec<_> = RANGES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, RANGE_NAMES);
+        let sensors: Vec<_> = iiot_model::Parameter::ALL.map(|p| p.as_str()).to_vec();
+        assert_eq!(sensors, SENSORS);
+        let statuses: Vec<_> = crate::store::DeviceStatus::ALL.map(|s| s.as_str()).to_vec();
+        assert_eq!(statuses, DEVICE_STATUSES);
+        let severities: Vec<_> = iiot_model::Severity::ALL.map(|s| s.as_str()).to_vec();
+        assert_eq!(severities, SEVERITIES);
+    }
+}

@@ -1,0 +1,64 @@
+//! Operations endpoints: liveness, readiness, configuration, metrics, statistics, the OpenAPI
+//! document.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+use super::super::metrics::Snapshot;
+use super::super::openapi;
+use super::super::state::AppState;
+use super::ROUTES;
+
+/// How long `/ready` waits for the transport's answer (a broker that hangs is not ready).
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /health`: the process is alive and serving.
+pub(super) async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /ready`: 200 while the transport can move messages, 503 otherwise.
+pub(super) async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let ready = tokio::time::timeout(READY_TIMEOUT, state.transport.is_ready())
+        .await
+        .unwrap_or(false);
+    if ready {
+        (StatusCode::OK, Json(json!({"status": "ready"})))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "error": "the message transport is not reachable"})),
+        )
+    }
+}
+
+/// `GET /config`: the effective configuration, secrets redacted.
+pub(super) async fn config(State(state): State<AppState>) -> Json<Value> {
+    Json(state.config.redacted())
+}
+
+/// `GET /api/stats`.
+pub(super) async fn stats(State(state): State<AppState>) -> Json<Value> {
+    Json(Snapshot::take(&state).to_json())
+}
+
+/// `GET /metrics`.
+pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        Snapshot::take(&state).to_prometheus(),
+    )
+}
+
+/// `GET /api/docs`.
+pub(super) async fn docs() -> Json<Value> {
+    Json(openapi::document(ROUTES))
+}

@@ -1,0 +1,291 @@
+//! Unit tests of the hub's parts; the protocol over real sockets is in `tests/ws.rs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::connection::{Client, TokenBucket};
+use super::protocol::{self, ClientMessage};
+use super::writer::Batch;
+use super::*;
+
+fn reading(device: &str, seq: u64) -> Vec<u8> {
+    format!(r#"{{"device_id":"{device}","seq":{seq}}}"#).into_bytes()
+}
+
+/// A client registered directly in the hub, without a socket.
+fn attach(hub: &Hub, queue: usize) -> (Arc<Client>, mpsc::Receiver<Arc<Frame>>) {
+    let (tx, rx) = mpsc::channel(queue);
+    let client = Arc::new(Client::new(hub.client_id(), tx, CancellationToken::new()));
+    write(&hub.subscriptions).insert(client.clone());
+    (client, rx)
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).expect("server frames are JSON")
+}
+
+#[test]
+fn client_messages_parse_and_bad_ones_are_explained() {
+    assert_eq!(
+        protocol::parse(r#"{"type":"subscribe","device_ids":["device_001","d-2"]}"#),
+        Ok(ClientMessage::Subscribe(vec![
+            "device_001".into(),
+            "d-2".into()
+        ]))
+    );
+    assert_eq!(
+        protocol::parse(r#"{"type":"subscribe_all","extra":1}"#),
+        Ok(ClientMessage::SubscribeAll)
+    );
+    assert_eq!(
+        protocol::parse(r#"{"type":"ping"}"#),
+        Ok(ClientMessage::Ping)
+    );
+    assert_eq!(
+        protocol::parse(r#"{"type":"resume","epoch":"abc","offset":7}"#),
+        Ok(ClientMessage::Resume {
+            epoch: Some("abc".into()),
+            offset: 7
+        })
+    );
+    assert_eq!(
+        protocol::parse(r#"{"type":"resume","epoch":12,"offset":7}"#),
+        Ok(ClientMessage::Resume {
+            epoch: None,
+            offset: 7
+        })
+    );
+    assert_eq!(
+        protocol::parse(r#"{"type":"options","conflate":true}"#),
+        Ok(ClientMessage::Options {
+            batch_ms: None,
+            conflate: Some(true)
+        })
+    );
+
+    let err = |text: &str| protocol::parse(text).expect_err(text);
+    assert!(err("{nope").starts_with("invalid JSON"));
+    assert!(err(r#"{"type":"dance"}"#).contains("unknown variant"));
+    assert!(err(r#"{"device_ids":[]}"#).contains("type"));
+    assert!(err(r#"{"type":"subscribe"}"#).contains("device_ids"));
+    assert!(err(r#"{"type":"subscribe","device_ids":[1]}"#).contains("invalid type"));
+    assert!(err(r#"{"type":"subscribe","device_ids":["bad id"]}"#).contains("bad id"));
+    assert!(err(r#"{"type":"resume","epoch":"e","offset":-1}"#).contains("invalid"));
+    assert!(err(r#"{"type":"options","batch_ms":1001}"#).contains("out of range"));
+    let many: Vec<String> = (0..=protocol::MAX_IDS_PER_MESSAGE)
+        .map(|i| format!("d{i}"))
+        .collect();
+    let text = serde_json::json!({"type": "subscribe", "device_ids": many}).to_string();
+    assert!(err(&text).contains("at most"));
+}
+
+#[test]
+fn frames_embed_the_payload_as_is_and_carry_epoch_and_offset() {
+    let payload = r#"{"device_id":"device_001","value":1.50}"#;
+    let text = protocol::stream_frame(Kind::DeviceData, "00ff", 42, payload);
+    assert!(
+        text.contains(payload),
+        "payload is not re-serialized: {text}"
+    );
+    let v = json(&text);
+    assert_eq!(v["type"], "device_data");
+    assert_eq!(v["epoch"], "00ff");
+    assert_eq!(v["offset"], 42);
+    assert_eq!(v["payload"]["device_id"], "device_001");
+
+    let v = json(&protocol::error("00ff", 3, "bad \"quote\"\n"));
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["offset"], 3);
+    assert_eq!(v["message"], "bad \"quote\"\n");
+}
+
+#[test]
+fn batches_keep_offset_order_and_conflation_keeps_the_newest_reading() {
+    let hub = Hub::new(HubConfig::default());
+    let (_client, mut rx) = attach(&hub, 64);
+    write(&hub.subscriptions).subscribe_all(_client.id);
+    hub.publish_reading("a", &reading("a", 1));
+    hub.publish_reading("b", &reading("b", 1));
+    hub.publish_alert("a", br#"{"alert_id":"x"}"#);
+    hub.publish_reading("a", &reading("a", 2));
+    let mut batch = Batch::default();
+    while let Ok(frame) = rx.try_recv() {
+        batch.push(frame, true);
+    }
+    assert_eq!(batch.len, 3, "a@1 replaced by a@2");
+    let text = protocol::batch(
+        hub.epoch(),
+        batch.last,
+        batch.frames.iter().flatten().map(|f| f.as_ref()),
+        batch.bytes,
+    );
+    let v = json(&text);
+    assert_eq!(v["type"], "batch");
+    assert_eq!(v["offset"], 4);
+    let messages = v["messages"].as_array().expect("messages");
+    let offsets: Vec<u64> = messages
+        .iter()
+        .map(|m| m["offset"].as_u64().expect("offset"))
+        .collect();
+    assert_eq!(offsets, [2, 3, 4]);
+    assert_eq!(messages[1]["type"], "alert");
+    assert_eq!(messages[2]["payload"]["seq"], 2);
+    assert!(batch.bytes >= text.len() - 100);
+}
+
+#[test]
+fn token_bucket_allows_bursts_of_twice_the_rate_then_refills() {
+    let t0 = Instant::now();
+    let mut bucket = TokenBucket::new(20, t0);
+    assert_eq!((0..100).filter(|_| bucket.take(t0)).count(), 40);
+    assert!(!bucket.take(t0));
+    let t1 = t0 + Duration::from_millis(500);
+    assert_eq!((0..100).filter(|_| bucket.take(t1)).count(), 10);
+    let mut unlimited = TokenBucket::new(0, t0);
+    assert!((0..10_000).all(|_| unlimited.take(t0)));
+}
+
+#[test]
+fn publish_fans_out_by_subscription() {
+    let hub = Hub::new(HubConfig::default());
+    let (one, mut rx_one) = attach(&hub, 16);
+    let (all, mut rx_all) = attach(&hub, 16);
+    let (_none, mut rx_none) = attach(&hub, 16);
+    write(&hub.subscriptions)
+        .subscribe(one.id, vec!["device_001".into(), "device_001".into()])
+        .expect("subscribe");
+    write(&hub.subscriptions).subscribe_all(all.id);
+
+    hub.publish_reading("device_001", &reading("device_001", 1));
+    hub.publish_reading("device_002", &reading("device_002", 1));
+    hub.publish_alert("device_002", br#"{"alert_id":"a"}"#);
+
+    let offsets = |rx: &mut mpsc::Receiver<Arc<Frame>>| {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|f| f.offset)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(offsets(&mut rx_one), [1]);
+    assert_eq!(offsets(&mut rx_all), [1, 2, 3]);
+    assert!(offsets(&mut rx_none).is_empty());
+
+    write(&hub.subscriptions).unsubscribe(one.id, &["device_001".into()]);
+    write(&hub.subscriptions).unsubscribe_all(all.id);
+    hub.publish_reading("device_001", &reading("device_001", 2));
+    assert!(offsets(&mut rx_one).is_empty());
+    assert!(offsets(&mut rx_all).is_empty());
+    assert_eq!(hub.stats().offset, 4);
+}
+
+#[test]
+fn a_full_queue_drops_counts_and_finally_disconnects_without_blocking() {
+    let hub = Hub::new(HubConfig {
+        slow_max_consecutive_drops: 50,
+        ..HubConfig::default()
+    });
+    let (slow, _rx_slow) = attach(&hub, 4);
+    let (fast, mut rx_fast) = attach(&hub, 1024);
+    write(&hub.subscriptions).subscribe_all(slow.id);
+    write(&hub.subscriptions).subscribe_all(fast.id);
+
+    for seq in 1..=20 {
+        hub.publish_reading("device_001", &reading("device_001", seq));
+    }
+    let stats = hub.stats();
+    assert_eq!(stats.messages_dropped, 16);
+    assert_eq!(stats.queued_messages, 4 + 20);
+    assert_eq!(slow.take_unreported_drops(), 16);
+    assert!(!slow.stop.is_cancelled());
+
+    for seq in 21..=100 {
+        hub.publish_reading("device_001", &reading("device_001", seq));
+    }
+    assert!(slow.stop.is_cancelled(), "more than 50 misses in a row");
+    assert_eq!(hub.stats().clients_disconnected_slow, 1);
+    // Once marked slow the client is skipped, not counted again.
+    let dropped = hub.stats().messages_dropped;
+    hub.publish_reading("device_001", &reading("device_001", 101));
+    assert_eq!(hub.stats().messages_dropped, dropped);
+
+    let got = std::iter::from_fn(|| rx_fast.try_recv().ok()).count();
+    assert_eq!(got, 101, "the fast client misses nothing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queue_full_for_too_long_disconnects() {
+    let hub = Hub::new(HubConfig {
+        slow_max_full: Duration::from_secs(10),
+        ..HubConfig::default()
+    });
+    let (slow, _rx) = attach(&hub, 1);
+    write(&hub.subscriptions).subscribe_all(slow.id);
+    hub.publish_reading("d", &reading("d", 1));
+    hub.publish_reading("d", &reading("d", 2));
+    tokio::time::advance(Duration::from_secs(9)).await;
+    hub.publish_reading("d", &reading("d", 3));
+    assert!(!slow.is_slow());
+    tokio::time::advance(Duration::from_secs(2)).await;
+    hub.publish_reading("d", &reading("d", 4));
+    assert!(slow.is_slow());
+}
+
+#[test]
+fn the_replay_ring_is_bounded_and_knows_what_it_can_recover() {
+    let hub = Hub::new(HubConfig {
+        replay_capacity: 5,
+        ..HubConfig::default()
+    });
+    assert_eq!(
+        hub.recoverable(0),
+        Some(0),
+        "nothing published, nothing missed"
+    );
+    for seq in 1..=10 {
+        hub.publish_reading("d", &reading("d", seq));
+    }
+    assert_eq!(hub.stats().replay_len, 5);
+    assert_eq!(hub.recoverable(4), None, "offset 5 is gone");
+    assert_eq!(hub.recoverable(5), Some(10));
+    assert_eq!(hub.recoverable(10), Some(10));
+    assert_eq!(hub.recoverable(11), None, "an offset from the future");
+
+    let offsets = |after, upto, max| {
+        hub.replay_chunk(after, upto, max)
+            .map(|frames| frames.iter().map(|f| f.offset).collect::<Vec<_>>())
+    };
+    assert_eq!(offsets(5, 10, 100), Some(vec![6, 7, 8, 9, 10]));
+    assert_eq!(offsets(5, 10, 2), Some(vec![6, 7]));
+    assert_eq!(offsets(6, 8, 100), Some(vec![7, 8]));
+    assert_eq!(offsets(10, 10, 100), Some(vec![]));
+    assert_eq!(offsets(3, 10, 100), None);
+}
+
+#[test]
+fn subscriptions_are_bounded_per_client() {
+    let hub = Hub::new(HubConfig::default());
+    let (client, _rx) = attach(&hub, 1);
+    let mut subs = write(&hub.subscriptions);
+    for chunk in 0..10 {
+        let ids = (0..10_000).map(|i| format!("d{chunk}_{i}")).collect();
+        subs.subscribe(client.id, ids).expect("within the limit");
+    }
+    let err = subs
+        .subscribe(client.id, vec!["one_more".into()])
+        .expect_err("over the limit");
+    assert!(err.contains("subscribe_all"));
+    subs.remove(client.id);
+    assert!(!subs.matches(client.id, "d0_0"));
+}
+
+#[test]
+fn publish_skips_payloads_that_are_not_utf8() {
+    let hub = Hub::new(HubConfig::default());
+    hub.publish_reading("d", &[0xff, 0xfe]);
+    assert_eq!(hub.offset(), 0);
+    assert_eq!(hub.stats().invalid_payloads, 1);
+}

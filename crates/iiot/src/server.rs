@@ -1,0 +1,114 @@
+//! Binds the serve role's sockets: the HTTP API (with the WebSocket hub also at `/ws`) on
+//! `HTTP_PORT`, and the hub alone on `WEBSOCKET_PORT` at `WEBSOCKET_PATH` (the design notes'
+//! `ws://localhost:8081/ws`). Both stop gracefully when asked; WebSocket clients are closed first
+//! so that graceful shutdown does not wait on them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::{AppState, app};
+use crate::hub::{Hub, HubConfig};
+
+/// How long open HTTP requests may take to finish at shutdown.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// The hub's limits from `config`.
+pub fn hub_config(config: &Config) -> HubConfig {
+    let ws = &config.websocket;
+    HubConfig {
+        max_connections: ws.max_connections as usize,
+        auth_token: ws.auth_token.clone(),
+        allowed_origins: ws
+            .allowed_origins
+            .as_deref()
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        ..HubConfig::default()
+    }
+}
+
+/// The running listeners.
+pub struct Server {
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// Where the dedicated WebSocket listener listens.
+    pub ws_addr: SocketAddr,
+    hub: Arc<Hub>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Binds both ports (0 = any free port) on all interfaces and starts serving.
+pub async fn start(config: &Config, state: AppState, hub: Arc<Hub>) -> anyhow::Result<Server> {
+    let http = TcpListener::bind(("0.0.0.0", config.http_port))
+        .await
+        .with_context(|| format!("binding HTTP_PORT={}", config.http_port))?;
+    let ws = TcpListener::bind(("0.0.0.0", config.websocket.port))
+        .await
+        .with_context(|| format!("binding WEBSOCKET_PORT={}", config.websocket.port))?;
+    let (http_addr, ws_addr) = (http.local_addr()?, ws.local_addr()?);
+    let api = app(state).merge(crate::hub::router(hub.clone(), "/ws"));
+    let ws_only = crate::hub::router(hub.clone(), &config.websocket.path);
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    for (listener, router) in [(http, api), (ws, ws_only)] {
+        let stop = stop.clone();
+        // Small frames must not wait for Nagle and delayed ACKs.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        tasks.push(tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }));
+    }
+    tracing::info!(
+        "serving the HTTP API on http://{http_addr}/ and WebSocket on ws://{ws_addr}{}",
+        config.websocket.path
+    );
+    Ok(Server {
+        http_addr,
+        ws_addr,
+        hub,
+        stop,
+        tasks,
+    })
+}
+
+impl Server {
+    /// Closes WebSocket clients, stops accepting, and waits (bounded) for open requests.
+    pub async fn stop(self) {
+        self.hub.shutdown();
+        // Let the close frames go out before the listeners stop.
+        if tokio::time::timeout(GRACE, self.hub.closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!("WebSocket clients did not close within {GRACE:?}");
+        }
+        self.stop.cancel();
+        for task in self.tasks {
+            match tokio::time::timeout(GRACE, task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "listener ended with an error"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "listener task failed"),
+                Err(_) => tracing::warn!("open connections did not finish within {GRACE:?}"),
+            }
+        }
+    }
+}
