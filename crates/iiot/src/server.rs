@@ -25,6 +25,7 @@ pub fn hub_config(config: &Config) -> HubConfig {
     let ws = &config.websocket;
     HubConfig {
         max_connections: ws.max_connections as usize,
+        replay_capacity: ws.replay_capacity,
         auth_token: ws.auth_token.clone(),
         allowed_origins: ws
             .allowed_origins

@@ -91,6 +91,8 @@ pub(crate) static KEYS: &[Key] = &[
         websocket.path = Text(is_url_path)),
     key!("WEBSOCKET_MAX_CONNECTIONS", "websocket.max_connections", "1000", "an integer from 1 to 1000000",
         websocket.max_connections = int::<u32>(1, 1_000_000)),
+    key!("WEBSOCKET_REPLAY_CAPACITY", "websocket.replay_capacity", "100000", "an integer from 0 to 10000000 (0 = no resume)",
+        websocket.replay_capacity = int::<usize>(0, 10_000_000)),
     key!(optional "WEBSOCKET_AUTH_TOKEN", "websocket.auth_token", "", "a token clients must send (?token= or Authorization: Bearer); empty = none (never shown)",
         websocket.auth_token = Opt(Text(|t| !t.contains(char::is_whitespace)))),
     key!(optional "WEBSOCKET_ALLOWED_ORIGINS", "websocket.allowed_origins", "", "a comma-separated list of allowed Origin values; empty = any",

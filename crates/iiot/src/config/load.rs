@@ -398,6 +398,7 @@ fn blank() -> Config {
             port: 0,
             path: String::new(),
             max_connections: 0,
+            replay_capacity: 0,
             auth_token: None,
             allowed_origins: None,
         },

@@ -145,6 +145,9 @@ pub struct WebSocketSettings {
     pub path: String,
     /// `WEBSOCKET_MAX_CONNECTIONS`: clients beyond this are refused (1000).
     pub max_connections: u32,
+    /// `WEBSOCKET_REPLAY_CAPACITY`: messages kept for clients that reconnect and resume
+    /// (~0.5 KB each; 100000); 0 turns resume off.
+    pub replay_capacity: usize,
     /// `WEBSOCKET_AUTH_TOKEN`: when set, clients must present it; shown as `***`.
     pub auth_token: Option<String>,
     /// `WEBSOCKET_ALLOWED_ORIGINS`: comma-separated `Origin` allow-list; `None` = any.
