@@ -36,7 +36,7 @@ pub async fn feed_store(
     let mut reading_batch: Vec<Message> = Vec::with_capacity(BATCH);
     let mut alert_batch: Vec<Message> = Vec::with_capacity(BATCH);
     let (mut readings_open, mut alerts_open) = (true, true);
-    let mut valid: Vec<(usize, Box<str>)> = Vec::with_capacity(BATCH);
+    let mut valid: Vec<(usize, i64, Box<str>)> = Vec::with_capacity(BATCH);
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     while readings_open || alerts_open {
@@ -53,14 +53,14 @@ pub async fn feed_store(
                     for (i, m) in reading_batch.iter().enumerate() {
                         if let Ok(reading) = decode(&m.payload, now, &limits) {
                             store.record(&reading, now);
-                            valid.push((i, Box::<str>::from(&*reading.device_id)));
+                            valid.push((i, reading.timestamp, Box::<str>::from(&*reading.device_id)));
                         }
                     }
                 }
                 // Fan-out happens outside the store lock: HTTP readers never wait on clients.
                 if let Some(hub) = &hub {
-                    for (i, device_id) in &valid {
-                        hub.publish_reading(device_id, &reading_batch[*i].payload);
+                    for (i, event_ms, device_id) in &valid {
+                        hub.publish_reading_at(device_id, *event_ms, &reading_batch[*i].payload);
                     }
                 }
                 readings.commit_batch(&reading_batch)?;

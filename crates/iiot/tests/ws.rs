@@ -734,3 +734,29 @@ async fn a_client_that_fell_behind_is_told_how_many_messages_it_missed() {
     );
     assert_eq!(hub.stats().clients_disconnected_slow, 0);
 }
+
+#[tokio::test]
+async fn deliveries_of_readings_with_an_event_time_are_measured() {
+    let (hub, url) = start(HubConfig::default()).await;
+    let (mut ws, _) = connect(&url).await;
+    send(&mut ws, json!({"type": "subscribe_all"})).await;
+    sync(&mut ws).await;
+    // Stamped 300 ms ago: delivered at least 300 ms after its event.
+    hub.publish_reading_at(
+        "device_001",
+        iiot::now_ms() - 300,
+        &reading("device_001", 1),
+    );
+    // Without an event time: delivered, not measured.
+    hub.publish_reading("device_002", &reading("device_002", 1));
+    recv(&mut ws).await;
+    recv(&mut ws).await;
+    wait_until("the delivery is measured", || hub.latency().count == 1).await;
+    let latency = hub.latency();
+    assert!(latency.sum_ms >= 300, "{latency:?}");
+    assert_eq!(
+        latency.quantile_ms(0.5),
+        Some(500),
+        "the 200–500 ms bucket: {latency:?}"
+    );
+}

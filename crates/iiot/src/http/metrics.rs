@@ -12,6 +12,7 @@ use iiot_model::InvalidReason;
 use serde_json::{Map, Value, json};
 
 use super::state::AppState;
+use crate::hub::{LATENCY_BOUNDS_MS, LatencySnapshot};
 use crate::store::{DeviceStatus, StatusCounts};
 
 /// The Prometheus type of a metric.
@@ -23,6 +24,8 @@ pub enum MetricKind {
     Gauge,
     /// Quantiles plus `_sum` and `_count`.
     Summary,
+    /// Cumulative `_bucket{le}` plus `_sum` and `_count`.
+    Histogram,
 }
 
 impl MetricKind {
@@ -31,6 +34,7 @@ impl MetricKind {
             MetricKind::Counter => "counter",
             MetricKind::Gauge => "gauge",
             MetricKind::Summary => "summary",
+            MetricKind::Histogram => "histogram",
         }
     }
 }
@@ -122,6 +126,12 @@ pub const WEBSOCKET_CONNECTIONS: MetricDef = def(
     MetricKind::Gauge,
     "WebSocket clients connected now.",
 );
+/// Event time → written to a WebSocket client, as a histogram.
+pub const EVENT_TO_CLIENT: MetricDef = def(
+    "iot_event_to_client_latency_seconds",
+    MetricKind::Histogram,
+    "Time from a reading's event timestamp to its delivery to a WebSocket client, per delivery.",
+);
 /// Bytes held by the live store.
 pub const STORE_MEMORY: MetricDef = def(
     "iot_store_memory_bytes",
@@ -149,6 +159,7 @@ pub const METRICS: &[MetricDef] = &[
     PUBLISH_ERRORS,
     PROCESSING_DURATION,
     WEBSOCKET_CONNECTIONS,
+    EVENT_TO_CLIENT,
     STORE_MEMORY,
     UPTIME,
 ];
@@ -197,6 +208,8 @@ pub struct Snapshot {
     pub latency: Latency,
     /// WebSocket clients connected (0 until the hub is wired in).
     pub websocket_connections: u64,
+    /// Event → client latency of WebSocket deliveries (empty without a hub).
+    pub event_to_client: LatencySnapshot,
 }
 
 impl Snapshot {
@@ -239,6 +252,7 @@ impl Snapshot {
             store_memory,
             latency,
             websocket_connections: state.hub.as_ref().map_or(0, |h| h.connections() as u64),
+            event_to_client: state.hub.as_ref().map(|h| h.latency()).unwrap_or_default(),
         }
     }
 
@@ -293,7 +307,14 @@ impl Snapshot {
                 "resolved_total": self.alerts[2],
             },
             "store": { "memory_bytes": self.store_memory },
-            "websocket": { "connections": self.websocket_connections },
+            "websocket": {
+                "connections": self.websocket_connections,
+                "event_to_client_ms": {
+                    "p50_at_most": self.event_to_client.quantile_ms(0.5),
+                    "p99_at_most": self.event_to_client.quantile_ms(0.99),
+                    "count": self.event_to_client.count,
+                },
+            },
         })
     }
 
@@ -358,6 +379,17 @@ impl Snapshot {
         e.sample(&PROCESSING_DURATION, "_sum", &[], l.sum_us / 1e6);
         e.sample(&PROCESSING_DURATION, "_count", &[], l.count);
         e.single(&WEBSOCKET_CONNECTIONS, self.websocket_connections);
+        e.family(&EVENT_TO_CLIENT);
+        let l = &self.event_to_client;
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BOUNDS_MS.iter().enumerate() {
+            cumulative += l.buckets.get(i).copied().unwrap_or(0);
+            let le = format!("{}", *bound as f64 / 1000.0);
+            e.sample(&EVENT_TO_CLIENT, "_bucket", &[("le", &le)], cumulative);
+        }
+        e.sample(&EVENT_TO_CLIENT, "_bucket", &[("le", "+Inf")], l.count);
+        e.sample(&EVENT_TO_CLIENT, "_sum", &[], l.sum_ms as f64 / 1000.0);
+        e.sample(&EVENT_TO_CLIENT, "_count", &[], l.count);
         e.single(&STORE_MEMORY, self.store_memory);
         e.single(&UPTIME, self.uptime_s);
         out.0
@@ -429,6 +461,7 @@ mod tests {
                 sum_us: 250_000.0,
             },
             websocket_connections: 0,
+            event_to_client: LatencySnapshot::default(),
         }
     }
 

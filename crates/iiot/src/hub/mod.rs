@@ -72,6 +72,7 @@
 //! with 1008, a client that stays too slow with 1008, and server shutdown with 1001.
 
 mod connection;
+mod latency;
 mod protocol;
 mod subscriptions;
 mod upgrade;
@@ -88,6 +89,7 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use latency::{BOUNDS_MS as LATENCY_BOUNDS_MS, LatencySnapshot};
 pub use upgrade::router;
 
 use connection::Client;
@@ -186,6 +188,8 @@ impl Kind {
 pub(crate) struct Frame {
     offset: u64,
     kind: Kind,
+    /// Event time of the reading, Unix ms (0 = not measured).
+    event_ms: i64,
     device: Arc<str>,
     text: Utf8Bytes,
 }
@@ -223,6 +227,7 @@ pub struct Hub {
     /// Notified whenever the last open connection ends.
     all_closed: Notify,
     counters: Counters,
+    latency: latency::Latency,
 }
 
 impl std::fmt::Debug for Hub {
@@ -256,6 +261,7 @@ impl Hub {
             connections: AtomicUsize::new(0),
             all_closed: Notify::new(),
             counters: Counters::default(),
+            latency: latency::Latency::default(),
             cfg,
         })
     }
@@ -263,12 +269,24 @@ impl Hub {
     /// Publishes a reading: `json` is its wire form (SPEC §2, valid JSON), embedded as the
     /// `payload` as it is. Never blocks or awaits.
     pub fn publish_reading(&self, device_id: &str, json: &[u8]) {
-        self.publish(Kind::DeviceData, device_id, json);
+        self.publish(Kind::DeviceData, device_id, 0, json);
+    }
+
+    /// [`Hub::publish_reading`] for a reading with event time `event_ms` (Unix ms): its
+    /// deliveries are measured for [`Hub::latency`].
+    pub fn publish_reading_at(&self, device_id: &str, event_ms: i64, json: &[u8]) {
+        self.publish(Kind::DeviceData, device_id, event_ms, json);
     }
 
     /// Publishes an alert of `device_id` (its JSON, embedded as the `payload`). Never blocks.
     pub fn publish_alert(&self, device_id: &str, json: &[u8]) {
-        self.publish(Kind::Alert, device_id, json);
+        self.publish(Kind::Alert, device_id, 0, json);
+    }
+
+    /// Event → client latency of the readings published with an event time, over every
+    /// delivery to every client so far.
+    pub fn latency(&self) -> LatencySnapshot {
+        self.latency.snapshot()
     }
 
     /// Open WebSocket connections.
@@ -328,7 +346,7 @@ impl Hub {
         }
     }
 
-    fn publish(&self, kind: Kind, device_id: &str, json: &[u8]) {
+    fn publish(&self, kind: Kind, device_id: &str, event_ms: i64, json: &[u8]) {
         let Ok(payload) = std::str::from_utf8(json) else {
             self.counters.invalid.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(device_id, "hub: not publishing a message that is not UTF-8");
@@ -346,6 +364,7 @@ impl Hub {
         let frame = Arc::new(Frame {
             offset,
             kind,
+            event_ms,
             device,
             text: Utf8Bytes::from(text),
         });

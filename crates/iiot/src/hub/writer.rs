@@ -131,6 +131,7 @@ impl Writer {
         }
         self.send(Message::Text(frame.text.clone())).await?;
         self.hub.counters.sent.fetch_add(1, Ordering::Relaxed);
+        self.hub.latency.record(frame.event_ms, crate::now_ms());
         Ok(())
     }
 
@@ -145,9 +146,14 @@ impl Writer {
             batch.bytes,
         );
         let sent = batch.len as u64;
+        let events: Vec<i64> = batch.frames.iter().flatten().map(|f| f.event_ms).collect();
         batch.clear();
         self.send(Message::Text(text.into())).await?;
         self.hub.counters.sent.fetch_add(sent, Ordering::Relaxed);
+        let now = crate::now_ms();
+        for event_ms in events {
+            self.hub.latency.record(event_ms, now);
+        }
         Ok(())
     }
 
