@@ -53,8 +53,14 @@ async fn upgrade(
         ));
     };
     let max = hub.cfg.max_frame_bytes;
+    // Small per-connection buffers: tungstenite's defaults (128 KiB each way) cost ~110 KB of
+    // resident memory per client, 1.5 GB at 10,000 clients. Client messages are tiny and our
+    // frames are a few hundred bytes, so a few KiB suffice (a larger frame still goes out; the
+    // buffer only sets when writes are flushed).
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(8 * 1024)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "hub: WebSocket upgrade failed"))
         .on_upgrade(move |socket| connection::serve(hub, socket, permit))
 }
