@@ -235,6 +235,48 @@ impl Reading<'_> {
             .any(|m| m.status == SensorStatus::Fault)
     }
 
+    /// The SPEC §2 example reading (building A栋, floor 3, room 301, 65.2 %, 1013.25 hPa, switch
+    /// on, 2.5 A, IOT-SENSOR-V2 1.2.3, battery 85, −45 dBm) with the given device, `seq`, event
+    /// time and temperature: one valid reading for docs, tests and tools to vary.
+    pub fn example(
+        device_id: &str,
+        seq: u64,
+        timestamp: i64,
+        temperature: f64,
+    ) -> Reading<'static> {
+        let m = |value: f64, p: Parameter| Measurement {
+            value,
+            unit: Cow::Borrowed(p.unit()),
+            status: SensorStatus::Normal,
+        };
+        Reading {
+            device_id: Cow::Owned(device_id.to_owned()),
+            seq,
+            timestamp,
+            location: Location {
+                building: Cow::Borrowed("A栋"),
+                floor: 3,
+                room: Cow::Borrowed("301"),
+            },
+            sensors: Sensors {
+                temperature: m(temperature, Parameter::Temperature),
+                humidity: m(65.2, Parameter::Humidity),
+                pressure: m(1013.25, Parameter::Pressure),
+                switch_status: SwitchReading {
+                    value: true,
+                    status: SwitchState::On,
+                },
+                current: m(2.5, Parameter::Current),
+            },
+            device_info: DeviceInfo {
+                model: Cow::Borrowed("IOT-SENSOR-V2"),
+                firmware: Cow::Borrowed("1.2.3"),
+                battery: 85,
+                signal_strength: -45,
+            },
+        }
+    }
+
     /// An owned copy, detached from the buffer it was parsed from.
     pub fn into_owned(self) -> Reading<'static> {
         fn own(c: Cow<'_, str>) -> Cow<'static, str> {
@@ -289,6 +331,15 @@ mod tests {
         assert_eq!(r.value(Parameter::Pressure), 1013.25);
         assert_eq!(r.value(Parameter::SignalStrength), -45.0);
         assert_eq!(serde_json::to_string(&r).expect("serializes"), SPEC_EXAMPLE);
+    }
+
+    #[test]
+    fn the_example_is_the_spec_example() {
+        let spec: Reading<'_> = serde_json::from_str(SPEC_EXAMPLE).expect("parses");
+        assert_eq!(
+            Reading::example("device_001", 42, 1640995200000, 25.6),
+            spec
+        );
     }
 
     #[test]

@@ -157,9 +157,8 @@ async fn every_reading_once_in_order_with_alerts_and_dead_letters() {
 }
 
 fn reading_json(device: &str, seq: u64, ts: i64, temperature: f64) -> Bytes {
-    Bytes::from(format!(
-        r#"{{"device_id":"{device}","seq":{seq},"timestamp":{ts},"location":{{"building":"A栋","floor":3,"room":"301"}},"sensors":{{"temperature":{{"value":{temperature},"unit":"°C","status":"normal"}},"humidity":{{"value":65.2,"unit":"%","status":"normal"}},"pressure":{{"value":1013.25,"unit":"hPa","status":"normal"}},"switch_status":{{"value":true,"status":"on"}},"current":{{"value":2.5,"unit":"A","status":"normal"}}}},"device_info":{{"model":"IOT-SENSOR-V2","firmware":"1.2.3","battery":85,"signal_strength":-45}}}}"#
-    ))
+    let reading = iiot_model::Reading::example(device, seq, ts, temperature);
+    Bytes::from(serde_json::to_vec(&reading).expect("serializes"))
 }
 
 async fn wait_processed(stats: &iiot::processor::ProcessorStats, n: u64) {

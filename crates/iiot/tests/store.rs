@@ -8,8 +8,7 @@ use iiot::store::{
     AlertFilter, DeviceFilter, DeviceStatus, HistoryPoint, Store, StoreConfig, StoreError,
 };
 use iiot_model::{
-    Alert, AlertStatus, DeviceInfo, Location, Measurement, Operator, Parameter, Reading,
-    SensorStatus, Sensors, Severity, SwitchReading, SwitchState, Threshold,
+    Alert, AlertStatus, Operator, Parameter, Reading, SensorStatus, Severity, Threshold,
 };
 
 /// 2023-11-14T22:10:00Z: the start of a 5-minute rollup bucket.
@@ -18,38 +17,8 @@ const SEC: i64 = 1_000;
 const MIN: i64 = 60 * SEC;
 const HOUR: i64 = 60 * MIN;
 
-fn reading<'a>(id: &'a str, seq: u64, t: i64, temperature: f64) -> Reading<'a> {
-    let m = |value: f64, p: Parameter| Measurement {
-        value,
-        unit: Cow::Borrowed(p.unit()),
-        status: SensorStatus::Normal,
-    };
-    Reading {
-        device_id: Cow::Borrowed(id),
-        seq,
-        timestamp: t,
-        location: Location {
-            building: Cow::Borrowed("A栋"),
-            floor: 3,
-            room: Cow::Borrowed("301"),
-        },
-        sensors: Sensors {
-            temperature: m(temperature, Parameter::Temperature),
-            humidity: m(65.2, Parameter::Humidity),
-            pressure: m(1013.25, Parameter::Pressure),
-            switch_status: SwitchReading {
-                value: true,
-                status: SwitchState::On,
-            },
-            current: m(2.5, Parameter::Current),
-        },
-        device_info: DeviceInfo {
-            model: Cow::Borrowed("IOT-SENSOR-V2"),
-            firmware: Cow::Borrowed("1.2.3"),
-            battery: 85,
-            signal_strength: -45,
-        },
-    }
+fn reading(id: &str, seq: u64, t: i64, temperature: f64) -> Reading<'static> {
+    Reading::example(id, seq, t, temperature)
 }
 
 fn alert(id: &str, device: &str, severity: Severity, status: AlertStatus, t: i64) -> Alert {

@@ -424,20 +424,10 @@ fn raise(
         status: AlertStatus::Active,
         message: message.clone(),
         value,
-        threshold: threshold.clone(),
+        threshold,
         raised_at: ts,
     };
-    out.push(Alert {
-        alert_id: open.alert_id.clone(),
-        device_id: device_id.to_string(),
-        alert_type: rule.alert_type.clone(),
-        severity: rule.severity,
-        message,
-        timestamp: ts,
-        status: AlertStatus::Active,
-        threshold,
-        current_value: value,
-    });
+    out.push(build(device_id, rule, &open, ts, value, message));
     state.open = Some(Box::new(open));
 }
 

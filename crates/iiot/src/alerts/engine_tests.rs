@@ -1,13 +1,9 @@
 //! Every rule kind, driven with explicit clocks.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use iiot_model::{
-    Alert, AlertStatus, DeviceInfo, Location, Measurement, Operator, Parameter, Reading,
-    SensorStatus, Sensors, Severity, SwitchReading, SwitchState,
-};
+use iiot_model::{Alert, AlertStatus, Operator, Parameter, Reading, Severity};
 
 use super::*;
 use crate::alerts::rules::{AlertRule, RuleKind, RuleSet, Thresholds};
@@ -16,37 +12,7 @@ const T0: i64 = 1_700_000_000_000;
 const STEP: i64 = 5_000;
 
 fn reading(ts: i64, temperature: f64) -> Reading<'static> {
-    let m = |value, unit| Measurement {
-        value,
-        unit: Cow::Borrowed(unit),
-        status: SensorStatus::Normal,
-    };
-    Reading {
-        device_id: Cow::Borrowed("device_001"),
-        seq: 1,
-        timestamp: ts,
-        location: Location {
-            building: Cow::Borrowed("A栋"),
-            floor: 3,
-            room: Cow::Borrowed("301"),
-        },
-        sensors: Sensors {
-            temperature: m(temperature, "°C"),
-            humidity: m(50.0, "%"),
-            pressure: m(1013.0, "hPa"),
-            switch_status: SwitchReading {
-                value: true,
-                status: SwitchState::On,
-            },
-            current: m(2.0, "A"),
-        },
-        device_info: DeviceInfo {
-            model: Cow::Borrowed("IOT-SENSOR-V2"),
-            firmware: Cow::Borrowed("1.2.3"),
-            battery: 80,
-            signal_strength: -50,
-        },
-    }
+    Reading::example("device_001", 1, ts, temperature)
 }
 
 fn only(rule: AlertRule) -> AlertEngine {

@@ -3,10 +3,7 @@
 
 use std::borrow::Cow;
 
-use iiot_model::{
-    DeviceInfo, Location, Measurement, Parameter, Reading, SensorStatus, Sensors, SwitchReading,
-    SwitchState,
-};
+use iiot_model::{Parameter, Reading};
 
 use super::device::Device;
 use super::*;
@@ -14,37 +11,7 @@ use super::*;
 /// A valid reading of `id` (values of the SPEC §2 example) with the given seq, event time and
 /// temperature.
 pub(crate) fn reading(id: &str, seq: u64, t: i64, temperature: f64) -> Reading<'static> {
-    let m = |value: f64, p: Parameter| Measurement {
-        value,
-        unit: Cow::Borrowed(p.unit()),
-        status: SensorStatus::Normal,
-    };
-    Reading {
-        device_id: Cow::Owned(id.to_owned()),
-        seq,
-        timestamp: t,
-        location: Location {
-            building: Cow::Borrowed("A栋"),
-            floor: 3,
-            room: Cow::Borrowed("301"),
-        },
-        sensors: Sensors {
-            temperature: m(temperature, Parameter::Temperature),
-            humidity: m(65.2, Parameter::Humidity),
-            pressure: m(1013.25, Parameter::Pressure),
-            switch_status: SwitchReading {
-                value: true,
-                status: SwitchState::On,
-            },
-            current: m(2.5, Parameter::Current),
-        },
-        device_info: DeviceInfo {
-            model: Cow::Borrowed("IOT-SENSOR-V2"),
-            firmware: Cow::Borrowed("1.2.3"),
-            battery: 85,
-            signal_strength: -45,
-        },
-    }
+    Reading::example(id, seq, t, temperature)
 }
 
 #[test]
