@@ -269,6 +269,17 @@ impl Transport for Bus {
     async fn is_ready(&self) -> bool {
         !self.inner.closed.load(Ordering::Relaxed)
     }
+
+    fn metrics(&self) -> crate::BackendMetrics {
+        let s = self.stats();
+        crate::BackendMetrics {
+            // The bus delivers on enqueue: everything published is sent, nothing fails.
+            messages_sent: s.published.load(Ordering::Relaxed),
+            backpressure_waits: s.backpressure_waits.load(Ordering::Relaxed),
+            connected: !self.inner.closed.load(Ordering::Relaxed),
+            ..crate::BackendMetrics::default()
+        }
+    }
 }
 
 impl Bus {

@@ -124,6 +124,13 @@ pub trait Subscriber: Send {
     /// Marks `message`, and every earlier message of its partition, as processed.
     fn commit(&mut self, message: &Message) -> Result<(), TransportError>;
 
+    /// Partitions taken from this member since the last call (a consumer-group rebalance). The
+    /// processor drops the state of the devices it saw on them: another member owns them now.
+    /// Backends without rebalancing (the embedded bus) never revoke anything.
+    fn take_revoked(&mut self) -> Vec<i32> {
+        Vec::new()
+    }
+
     /// Marks every message of `batch` as processed: commits the last message of each partition
     /// (which covers the earlier ones).
     fn commit_batch(&mut self, batch: &[Message]) -> Result<(), TransportError> {
@@ -154,6 +161,54 @@ pub trait Transport: Send + Sync {
 
     /// Whether the backend can currently move messages (`/ready`).
     async fn is_ready(&self) -> bool;
+
+    /// The backend's own traffic counters, for `/metrics`. The default reports nothing.
+    fn metrics(&self) -> BackendMetrics {
+        BackendMetrics::default()
+    }
+}
+
+/// Upper bounds, in milliseconds, of the [`BackendMetrics::send_duration`] buckets (publish →
+/// delivered). The last bucket is open (`+Inf`).
+pub const SEND_DURATION_BOUNDS_MS: [f64; 14] = [
+    0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
+/// What a backend counts about its own traffic since it started; rendered by `/metrics` as the
+/// design notes' `kafka_*` families. Plain numbers, so the names live in one place (the server's
+/// metric table) whatever the backend.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BackendMetrics {
+    /// Messages the broker acknowledged (`kafka_messages_sent_total`).
+    pub messages_sent: u64,
+    /// Messages that failed delivery (`kafka_send_errors_total`).
+    pub send_errors: u64,
+    /// Produce requests (batches) sent to brokers (`kafka_batches_sent_total`).
+    pub batches_sent: u64,
+    /// Messages waiting in the producer for delivery now (`kafka_producer_buffer_depth`).
+    pub buffer_depth: u64,
+    /// Times a publisher found the producer queue full and waited.
+    pub backpressure_waits: u64,
+    /// Publish → delivered durations: counts per [`SEND_DURATION_BOUNDS_MS`] bucket (not
+    /// cumulative) plus one for `+Inf`. Empty if the backend does not measure them.
+    pub send_duration_buckets: Vec<u64>,
+    /// Sum of all publish → delivered durations, in seconds.
+    pub send_duration_sum_s: f64,
+    /// Messages the consumers of this process have yet to read (high watermark − position,
+    /// summed over assigned partitions).
+    pub consumer_lag: u64,
+    /// Whether the backend reached its broker lately.
+    pub connected: bool,
+}
+
+impl BackendMetrics {
+    /// Index of the [`SEND_DURATION_BOUNDS_MS`] bucket for `ms` (the last index is `+Inf`).
+    pub fn send_duration_bucket(ms: f64) -> usize {
+        SEND_DURATION_BOUNDS_MS
+            .iter()
+            .position(|&b| ms <= b)
+            .unwrap_or(SEND_DURATION_BOUNDS_MS.len())
+    }
 }
 
 /// The partition of `key` among `partitions` (FNV-1a, stable across runs and platforms).
@@ -184,5 +239,14 @@ mod tests {
         }
         assert!(seen.iter().all(|&c| c > 50), "uneven spread {seen:?}");
         assert_eq!(partition_for(b"x", 0), 0);
+    }
+
+    #[test]
+    fn send_durations_land_in_their_bucket() {
+        assert_eq!(BackendMetrics::send_duration_bucket(0.1), 0);
+        assert_eq!(BackendMetrics::send_duration_bucket(0.5), 0);
+        assert_eq!(BackendMetrics::send_duration_bucket(0.6), 1);
+        assert_eq!(BackendMetrics::send_duration_bucket(10_000.0), 13);
+        assert_eq!(BackendMetrics::send_duration_bucket(10_001.0), 14);
     }
 }
