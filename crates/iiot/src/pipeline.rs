@@ -301,6 +301,7 @@ pub async fn run(
         alerts,
         processor_config(&config).limits,
     ));
+    let sim_stats = Arc::new(SimStats::default());
     let state = AppState {
         store,
         commands: embedded.commands.clone(),
@@ -309,6 +310,7 @@ pub async fn run(
         transport: Arc::new(embedded.bus.clone()),
         started: Instant::now(),
         hub: Some(hub.clone()),
+        simulator: Some(sim_stats.clone()),
     };
     let server = server::start(&config, state, hub).await?;
 
@@ -322,7 +324,6 @@ pub async fn run(
         seed = sim_config.seed,
         "starting embedded pipeline (simulator → bus → processor)"
     );
-    let sim_stats = Arc::new(SimStats::default());
     let status = spawn_status(
         config.processor.status_interval,
         sim_stats.clone(),

@@ -128,6 +128,7 @@ fn fixture_with(bus: Bus, commands: mpsc::Sender<Command>, stats: Arc<ProcessorS
         transport: Arc::new(bus.clone()),
         started: Instant::now(),
         hub: None,
+        simulator: None,
     };
     Fixture {
         app: app(state),

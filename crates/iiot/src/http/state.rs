@@ -30,6 +30,8 @@ pub struct AppState {
     /// The WebSocket hub, for its connection count and drop counters (`None` when the API is
     /// served without one).
     pub hub: Option<Arc<crate::hub::Hub>>,
+    /// The simulator's counters when this process runs one (`device_data_generated_total`).
+    pub simulator: Option<Arc<crate::simulator::SimStats>>,
 }
 
 impl AppState {
