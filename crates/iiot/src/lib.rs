@@ -20,6 +20,8 @@
 //!   process.
 //! - [`bench`]: `iiot bench`, the reproducible throughput/latency run.
 //! - [`telemetry`]: logging set-up.
+//! - [`procstats`]: this process's memory, CPU time and file descriptors from `/proc`, for
+//!   `/metrics`.
 //! - [`duration`]: `100ms` / `5s` / `1m` parsing.
 //!
 //! Wire formats live in `iiot-model`; the bus and the transport traits in `iiot-transport`.
@@ -32,6 +34,7 @@ pub mod http;
 pub mod hub;
 pub mod pipeline;
 pub mod processor;
+pub mod procstats;
 pub mod serve;
 pub mod server;
 pub mod simulator;

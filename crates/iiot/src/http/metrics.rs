@@ -1,168 +1,33 @@
 //! The numbers behind `/api/stats` and `/metrics`: one [`Snapshot`] taken from the shared
 //! counters and the store, rendered as JSON or as Prometheus text.
 //!
-//! Metric names, types and help texts live in [`METRICS`] and nowhere else. Labels take values
-//! from closed sets only (outcome, dead-letter reason, device status, alert status), never a
-//! device id, so the number of series is fixed.
+//! Metric names, types and help texts live in [`METRICS`] (file `metrics/names.rs`) and nowhere
+//! else; the monitoring rules and dashboard in `monitoring/` are checked against it. Labels take values from closed
+//! sets only (outcome, dead-letter reason, device status, alert status, rejection reason), never
+//! a device id, so the number of series is fixed.
+//!
+//! Every role renders every family's `# HELP`/`# TYPE`; a family whose source the role does not
+//! have (the simulator's counters outside `simulate`/`run`, `/proc` figures off Linux) has no
+//! samples, so an alert such as "generation stopped" only ever sees the roles that generate.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use iiot_model::InvalidReason;
+use iiot_transport::{BackendMetrics, SEND_DURATION_BOUNDS_MS};
 use serde_json::{Map, Value, json};
 
 use super::state::AppState;
 use crate::hub::{LATENCY_BOUNDS_MS, LatencySnapshot};
+use crate::procstats::ProcessStats;
+use crate::simulator::SimSnapshot;
 use crate::store::{DeviceStatus, StatusCounts};
 
-/// The Prometheus type of a metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricKind {
-    /// Only goes up.
-    Counter,
-    /// Goes up and down.
-    Gauge,
-    /// Quantiles plus `_sum` and `_count`.
-    Summary,
-    /// Cumulative `_bucket{le}` plus `_sum` and `_count`.
-    Histogram,
-}
+mod names;
+#[cfg(test)]
+mod tests;
 
-impl MetricKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            MetricKind::Counter => "counter",
-            MetricKind::Gauge => "gauge",
-            MetricKind::Summary => "summary",
-            MetricKind::Histogram => "histogram",
-        }
-    }
-}
-
-/// One metric family of `/metrics`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MetricDef {
-    /// Its name.
-    pub name: &'static str,
-    /// Its type.
-    pub kind: MetricKind,
-    /// Its `# HELP` text.
-    pub help: &'static str,
-}
-
-const fn def(name: &'static str, kind: MetricKind, help: &'static str) -> MetricDef {
-    MetricDef { name, kind, help }
-}
-
-/// `status="success"` (valid readings, late ones included) or `status="failed"` (dead letters).
-pub const MESSAGES: MetricDef = def(
-    "iot_messages_total",
-    MetricKind::Counter,
-    "Messages consumed from the device-data topic, by outcome (success: a valid reading; failed: dead-lettered).",
-);
-/// Dead letters by `reason` (every reason always present).
-pub const DEAD_LETTERS: MetricDef = def(
-    "iot_dead_letters_total",
-    MetricKind::Counter,
-    "Messages sent to the dead-letter topic, by reason.",
-);
-/// Readings missing according to `seq` jumps.
-pub const SEQ_GAPS: MetricDef = def(
-    "iot_sequence_gaps_total",
-    MetricKind::Counter,
-    "Readings missing according to per-device seq jumps.",
-);
-/// Valid readings older than one already processed for their device.
-pub const LATE: MetricDef = def(
-    "iot_late_messages_total",
-    MetricKind::Counter,
-    "Valid readings that arrived after a newer reading of the same device.",
-);
-/// Devices whose `seq` started over.
-pub const RESTARTS: MetricDef = def(
-    "iot_device_restarts_total",
-    MetricKind::Counter,
-    "Device restarts detected from seq (a lower seq with a newer event time).",
-);
-/// Devices online now (the design notes' name).
-pub const ACTIVE_DEVICES: MetricDef = def(
-    "iot_active_devices_total",
-    MetricKind::Gauge,
-    "Devices online now (fresh data, no fault).",
-);
-/// Devices by `status`.
-pub const DEVICES: MetricDef = def(
-    "iot_devices",
-    MetricKind::Gauge,
-    "Devices known to the store, by status.",
-);
-/// Alerts open (active or acknowledged).
-pub const ALERTS_OPEN: MetricDef = def(
-    "iot_alerts_open",
-    MetricKind::Gauge,
-    "Alerts open now (active or acknowledged).",
-);
-/// Alert status changes by `status`.
-pub const ALERTS: MetricDef = def(
-    "iot_alerts_total",
-    MetricKind::Counter,
-    "Alert status changes published, by the status moved to.",
-);
-/// Alerts and dead letters that failed to publish.
-pub const PUBLISH_ERRORS: MetricDef = def(
-    "iot_publish_errors_total",
-    MetricKind::Counter,
-    "Processor outputs (alerts, dead letters) that failed to publish.",
-);
-/// Event time → processed, as a summary.
-pub const PROCESSING_DURATION: MetricDef = def(
-    "iot_message_processing_duration_seconds",
-    MetricKind::Summary,
-    "Time from a reading's event timestamp to its processing, since start.",
-);
-/// WebSocket clients connected now.
-pub const WEBSOCKET_CONNECTIONS: MetricDef = def(
-    "iot_websocket_connections_total",
-    MetricKind::Gauge,
-    "WebSocket clients connected now.",
-);
-/// Event time → written to a WebSocket client, as a histogram.
-pub const EVENT_TO_CLIENT: MetricDef = def(
-    "iot_event_to_client_latency_seconds",
-    MetricKind::Histogram,
-    "Time from a reading's event timestamp to its delivery to a WebSocket client, per delivery.",
-);
-/// Bytes held by the live store.
-pub const STORE_MEMORY: MetricDef = def(
-    "iot_store_memory_bytes",
-    MetricKind::Gauge,
-    "Bytes held by the live store (estimated from capacities).",
-);
-/// Seconds since the server started.
-pub const UPTIME: MetricDef = def(
-    "iot_uptime_seconds",
-    MetricKind::Gauge,
-    "Seconds since the server started.",
-);
-
-/// Every metric family `/metrics` exposes, in the order rendered.
-pub const METRICS: &[MetricDef] = &[
-    MESSAGES,
-    DEAD_LETTERS,
-    SEQ_GAPS,
-    LATE,
-    RESTARTS,
-    ACTIVE_DEVICES,
-    DEVICES,
-    ALERTS_OPEN,
-    ALERTS,
-    PUBLISH_ERRORS,
-    PROCESSING_DURATION,
-    WEBSOCKET_CONNECTIONS,
-    EVENT_TO_CLIENT,
-    STORE_MEMORY,
-    UPTIME,
-];
+pub use names::*;
 
 /// Event → processed latency over everything so far, in microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -210,6 +75,31 @@ pub struct Snapshot {
     pub websocket_connections: u64,
     /// Event → client latency of WebSocket deliveries (empty without a hub).
     pub event_to_client: LatencySnapshot,
+    /// The hub's delivery counters (zero without a hub).
+    pub websocket: WebSocketCounters,
+    /// The transport's own counters (`kafka_*`).
+    pub backend: BackendMetrics,
+    /// The simulator's counters, when this process runs one.
+    pub simulator: Option<SimSnapshot>,
+    /// This process's resource use.
+    pub process: ProcessStats,
+}
+
+/// The WebSocket hub's delivery counters, as `/metrics` shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WebSocketCounters {
+    /// Stream messages written to clients.
+    pub messages_sent: u64,
+    /// Stream messages dropped for full client queues.
+    pub messages_dropped: u64,
+    /// Clients disconnected for staying too slow.
+    pub slow_disconnects: u64,
+    /// Upgrades refused with 503.
+    pub rejected_limit: u64,
+    /// Upgrades refused with 401/403.
+    pub rejected_unauthorized: u64,
+    /// Messages in client queues now.
+    pub queued: u64,
 }
 
 impl Snapshot {
@@ -253,6 +143,23 @@ impl Snapshot {
             latency,
             websocket_connections: state.hub.as_ref().map_or(0, |h| h.connections() as u64),
             event_to_client: state.hub.as_ref().map(|h| h.latency()).unwrap_or_default(),
+            websocket: state
+                .hub
+                .as_ref()
+                .map_or_else(WebSocketCounters::default, |h| {
+                    let h = h.stats();
+                    WebSocketCounters {
+                        messages_sent: h.messages_sent,
+                        messages_dropped: h.messages_dropped,
+                        slow_disconnects: h.clients_disconnected_slow,
+                        rejected_limit: h.rejected_connections,
+                        rejected_unauthorized: h.rejected_unauthorized,
+                        queued: h.queued_messages as u64,
+                    }
+                }),
+            backend: state.transport.metrics(),
+            simulator: state.simulator.as_ref().map(|s| s.snapshot()),
+            process: ProcessStats::current(),
         }
     }
 
@@ -314,6 +221,17 @@ impl Snapshot {
                     "p99_at_most": self.event_to_client.quantile_ms(0.99),
                     "count": self.event_to_client.count,
                 },
+                "messages_dropped_total": self.websocket.messages_dropped,
+            },
+            "transport": {
+                "connected": self.backend.connected,
+                "messages_sent_total": self.backend.messages_sent,
+                "send_errors_total": self.backend.send_errors,
+                "consumer_lag": self.backend.consumer_lag,
+            },
+            "process": {
+                "resident_memory_bytes": self.process.resident_memory_bytes,
+                "cpu_seconds_total": self.process.cpu_seconds,
             },
         })
     }
@@ -390,9 +308,64 @@ impl Snapshot {
         e.sample(&EVENT_TO_CLIENT, "_bucket", &[("le", "+Inf")], l.count);
         e.sample(&EVENT_TO_CLIENT, "_sum", &[], l.sum_ms as f64 / 1000.0);
         e.sample(&EVENT_TO_CLIENT, "_count", &[], l.count);
+        let w = &self.websocket;
+        e.single(&WEBSOCKET_MESSAGES_SENT, w.messages_sent);
+        e.single(&WEBSOCKET_DROPPED, w.messages_dropped);
+        e.single(&WEBSOCKET_SLOW_DISCONNECTS, w.slow_disconnects);
+        e.family(&WEBSOCKET_REJECTED);
+        e.sample(
+            &WEBSOCKET_REJECTED,
+            "",
+            &[("reason", "limit")],
+            w.rejected_limit,
+        );
+        e.sample(
+            &WEBSOCKET_REJECTED,
+            "",
+            &[("reason", "unauthorized")],
+            w.rejected_unauthorized,
+        );
+        e.single(&WEBSOCKET_QUEUED, w.queued);
         e.single(&STORE_MEMORY, self.store_memory);
         e.single(&UPTIME, self.uptime_s);
+        self.render_backend(e);
+        e.family(&DEVICE_DATA_GENERATED);
+        e.family(&DEVICE_DATA_ERRORS);
+        if let Some(sim) = &self.simulator {
+            e.sample(&DEVICE_DATA_GENERATED, "", &[], sim.sent);
+            e.sample(&DEVICE_DATA_ERRORS, "", &[], sim.errors);
+        }
+        let p = &self.process;
+        e.optional(&PROCESS_RESIDENT_MEMORY, p.resident_memory_bytes);
+        e.optional(&PROCESS_VIRTUAL_MEMORY, p.virtual_memory_bytes);
+        e.optional(&PROCESS_CPU, p.cpu_seconds);
+        e.optional(&PROCESS_OPEN_FDS, p.open_fds);
+        e.optional(&PROCESS_THREADS, p.threads);
         out.0
+    }
+
+    /// The `kafka_*` families, from the transport's [`BackendMetrics`].
+    fn render_backend(&self, e: &mut Exposition) {
+        let b = &self.backend;
+        e.single(&KAFKA_MESSAGES_SENT, b.messages_sent);
+        e.single(&KAFKA_SEND_ERRORS, b.send_errors);
+        e.family(&KAFKA_SEND_DURATION);
+        // A backend that does not measure durations leaves the buckets empty: render zeros.
+        let mut cumulative = 0;
+        for (i, bound_ms) in SEND_DURATION_BOUNDS_MS.iter().enumerate() {
+            cumulative += b.send_duration_buckets.get(i).copied().unwrap_or(0);
+            let le = format!("{}", bound_ms / 1000.0);
+            e.sample(&KAFKA_SEND_DURATION, "_bucket", &[("le", &le)], cumulative);
+        }
+        let count: u64 = b.send_duration_buckets.iter().sum();
+        e.sample(&KAFKA_SEND_DURATION, "_bucket", &[("le", "+Inf")], count);
+        e.sample(&KAFKA_SEND_DURATION, "_sum", &[], b.send_duration_sum_s);
+        e.sample(&KAFKA_SEND_DURATION, "_count", &[], count);
+        e.single(&KAFKA_BATCHES_SENT, b.batches_sent);
+        e.single(&KAFKA_BUFFER_DEPTH, b.buffer_depth);
+        e.single(&KAFKA_BACKPRESSURE, b.backpressure_waits);
+        e.single(&KAFKA_CONSUMER_LAG, b.consumer_lag);
+        e.single(&KAFKA_CONNECTED, u8::from(b.connected));
     }
 }
 
@@ -428,98 +401,12 @@ impl Exposition {
         self.family(m);
         self.sample(m, "", &[], value);
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn snapshot() -> Snapshot {
-        let mut dead_letters = [0; InvalidReason::ALL.len()];
-        dead_letters[InvalidReason::Schema.index()] = 3;
-        Snapshot {
-            uptime_s: 10.0,
-            processed: 100,
-            late: 2,
-            dead_letters,
-            seq_gaps: 4,
-            seq_restarts: 0,
-            alerts_open: 1,
-            alerts: [2, 1, 1],
-            publish_errors: 0,
-            devices: StatusCounts {
-                online: 5,
-                offline: 1,
-                fault: 2,
-            },
-            store_memory: 1234,
-            latency: Latency {
-                p50_us: 1_500,
-                p99_us: 20_000,
-                max_us: 30_000,
-                count: 100,
-                sum_us: 250_000.0,
-            },
-            websocket_connections: 0,
-            event_to_client: LatencySnapshot::default(),
-        }
-    }
-
-    #[test]
-    fn every_family_has_help_type_and_a_sample() {
-        let text = snapshot().to_prometheus();
-        for m in METRICS {
-            assert!(text.contains(&format!("# HELP {} ", m.name)), "{}", m.name);
-            assert!(
-                text.contains(&format!("# TYPE {} {}\n", m.name, m.kind.as_str())),
-                "{}",
-                m.name
-            );
-            assert!(
-                text.lines()
-                    .any(|l| !l.starts_with('#') && l.starts_with(m.name)),
-                "{}",
-                m.name
-            );
-        }
-        let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
-        assert_eq!(families, METRICS.len(), "every family rendered once");
-    }
-
-    #[test]
-    fn samples_carry_the_counts() {
-        let text = snapshot().to_prometheus();
-        for line in [
-            "iot_messages_total{status=\"success\"} 102",
-            "iot_messages_total{status=\"failed\"} 3",
-            "iot_dead_letters_total{reason=\"schema\"} 3",
-            "iot_dead_letters_total{reason=\"device_limit\"} 0",
-            "iot_devices{status=\"fault\"} 2",
-            "iot_active_devices_total 5",
-            "iot_message_processing_duration_seconds{quantile=\"0.5\"} 0.0015",
-            "iot_message_processing_duration_seconds{quantile=\"0.99\"} 0.02",
-            "iot_message_processing_duration_seconds_sum 0.25",
-            "iot_message_processing_duration_seconds_count 100",
-            "iot_websocket_connections_total 0",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
-        }
-    }
-
-    #[test]
-    fn metric_names_are_unique_and_well_formed() {
-        let mut names: Vec<_> = METRICS.iter().map(|m| m.name).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), METRICS.len());
-        for n in names {
-            assert!(
-                n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
-                "{n}"
-            );
+    /// The family, and its sample only if the value is known.
+    fn optional(&mut self, m: &MetricDef, value: Option<impl std::fmt::Display>) {
+        self.family(m);
+        if let Some(v) = value {
+            self.sample(m, "", &[], v);
         }
     }
 }

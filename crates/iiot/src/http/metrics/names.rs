@@ -1,0 +1,304 @@
+//! The metric table: every family's name, type and help text, and [`METRICS`], the list
+//! `/metrics` renders in order (and tests and `monitoring/` are checked against).
+
+/// The Prometheus type of a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Quantiles plus `_sum` and `_count`.
+    Summary,
+    /// Cumulative `_bucket{le}` plus `_sum` and `_count`.
+    Histogram,
+}
+
+impl MetricKind {
+    /// The word of the `# TYPE` line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Summary => "summary",
+            MetricKind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One metric family of `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricDef {
+    /// Its name.
+    pub name: &'static str,
+    /// Its type.
+    pub kind: MetricKind,
+    /// Its `# HELP` text.
+    pub help: &'static str,
+}
+
+const fn def(name: &'static str, kind: MetricKind, help: &'static str) -> MetricDef {
+    MetricDef { name, kind, help }
+}
+
+/// `status="success"` (valid readings, late ones included) or `status="failed"` (dead letters).
+pub const MESSAGES: MetricDef = def(
+    "iot_messages_total",
+    MetricKind::Counter,
+    "Messages consumed from the device-data topic, by outcome (success: a valid reading; failed: dead-lettered).",
+);
+/// Dead letters by `reason` (every reason always present).
+pub const DEAD_LETTERS: MetricDef = def(
+    "iot_dead_letters_total",
+    MetricKind::Counter,
+    "Messages sent to the dead-letter topic, by reason.",
+);
+/// Readings missing according to `seq` jumps.
+pub const SEQ_GAPS: MetricDef = def(
+    "iot_sequence_gaps_total",
+    MetricKind::Counter,
+    "Readings missing according to per-device seq jumps.",
+);
+/// Valid readings older than one already processed for their device.
+pub const LATE: MetricDef = def(
+    "iot_late_messages_total",
+    MetricKind::Counter,
+    "Valid readings that arrived after a newer reading of the same device.",
+);
+/// Devices whose `seq` started over.
+pub const RESTARTS: MetricDef = def(
+    "iot_device_restarts_total",
+    MetricKind::Counter,
+    "Device restarts detected from seq (a lower seq with a newer event time).",
+);
+/// Devices online now (the design notes' name).
+pub const ACTIVE_DEVICES: MetricDef = def(
+    "iot_active_devices_total",
+    MetricKind::Gauge,
+    "Devices online now (fresh data, no fault).",
+);
+/// Devices by `status`.
+pub const DEVICES: MetricDef = def(
+    "iot_devices",
+    MetricKind::Gauge,
+    "Devices known to the store, by status.",
+);
+/// Alerts open (active or acknowledged).
+pub const ALERTS_OPEN: MetricDef = def(
+    "iot_alerts_open",
+    MetricKind::Gauge,
+    "Alerts open now (active or acknowledged).",
+);
+/// Alert status changes by `status`.
+pub const ALERTS: MetricDef = def(
+    "iot_alerts_total",
+    MetricKind::Counter,
+    "Alert status changes published, by the status moved to.",
+);
+/// Alerts and dead letters that failed to publish.
+pub const PUBLISH_ERRORS: MetricDef = def(
+    "iot_publish_errors_total",
+    MetricKind::Counter,
+    "Processor outputs (alerts, dead letters) that failed to publish.",
+);
+/// Event time → processed, as a summary.
+pub const PROCESSING_DURATION: MetricDef = def(
+    "iot_message_processing_duration_seconds",
+    MetricKind::Summary,
+    "Time from a reading's event timestamp to its processing, since start.",
+);
+/// WebSocket clients connected now.
+pub const WEBSOCKET_CONNECTIONS: MetricDef = def(
+    "iot_websocket_connections_total",
+    MetricKind::Gauge,
+    "WebSocket clients connected now.",
+);
+/// Event time → written to a WebSocket client, as a histogram.
+pub const EVENT_TO_CLIENT: MetricDef = def(
+    "iot_event_to_client_latency_seconds",
+    MetricKind::Histogram,
+    "Time from a reading's event timestamp to its delivery to a WebSocket client, per delivery.",
+);
+/// Bytes held by the live store.
+pub const STORE_MEMORY: MetricDef = def(
+    "iot_store_memory_bytes",
+    MetricKind::Gauge,
+    "Bytes held by the live store (estimated from capacities).",
+);
+/// Seconds since the server started.
+pub const UPTIME: MetricDef = def(
+    "iot_uptime_seconds",
+    MetricKind::Gauge,
+    "Seconds since the server started.",
+);
+
+/// Stream messages written to WebSocket clients (one per client).
+pub const WEBSOCKET_MESSAGES_SENT: MetricDef = def(
+    "iot_websocket_messages_sent_total",
+    MetricKind::Counter,
+    "Stream messages (device_data, alert) written to WebSocket clients, one per client.",
+);
+/// Stream messages a WebSocket client missed because its queue was full.
+pub const WEBSOCKET_DROPPED: MetricDef = def(
+    "iot_websocket_messages_dropped_total",
+    MetricKind::Counter,
+    "Stream messages a WebSocket client missed because its bounded queue was full (slow client).",
+);
+/// WebSocket clients disconnected for staying too slow.
+pub const WEBSOCKET_SLOW_DISCONNECTS: MetricDef = def(
+    "iot_websocket_slow_disconnects_total",
+    MetricKind::Counter,
+    "WebSocket clients disconnected because they stayed too slow to keep up.",
+);
+/// Refused WebSocket upgrades by `reason` (`limit`: 503; `unauthorized`: 401/403).
+pub const WEBSOCKET_REJECTED: MetricDef = def(
+    "iot_websocket_rejected_connections_total",
+    MetricKind::Counter,
+    "WebSocket upgrades refused, by reason (limit: connection limit or shutdown; unauthorized: token or Origin).",
+);
+/// Messages waiting in WebSocket client queues.
+pub const WEBSOCKET_QUEUED: MetricDef = def(
+    "iot_websocket_queued_messages",
+    MetricKind::Gauge,
+    "Messages waiting in WebSocket client queues now, all clients together.",
+);
+/// Messages the transport delivered (broker acknowledged; the embedded bus: enqueued).
+pub const KAFKA_MESSAGES_SENT: MetricDef = def(
+    "kafka_messages_sent_total",
+    MetricKind::Counter,
+    "Messages this process published that the broker acknowledged (embedded bus: enqueued).",
+);
+/// Messages that failed delivery.
+pub const KAFKA_SEND_ERRORS: MetricDef = def(
+    "kafka_send_errors_total",
+    MetricKind::Counter,
+    "Messages this process published whose delivery failed.",
+);
+/// Publish → delivered, as a histogram.
+pub const KAFKA_SEND_DURATION: MetricDef = def(
+    "kafka_send_duration_seconds",
+    MetricKind::Histogram,
+    "Time from publishing a message to its acknowledgement by the broker.",
+);
+/// Produce requests sent to brokers.
+pub const KAFKA_BATCHES_SENT: MetricDef = def(
+    "kafka_batches_sent_total",
+    MetricKind::Counter,
+    "Produce requests (batches of messages) sent to the brokers.",
+);
+/// Messages waiting in the producer.
+pub const KAFKA_BUFFER_DEPTH: MetricDef = def(
+    "kafka_producer_buffer_depth",
+    MetricKind::Gauge,
+    "Messages waiting in the producer for delivery now.",
+);
+/// Times a publisher found the producer queue full and waited.
+pub const KAFKA_BACKPRESSURE: MetricDef = def(
+    "kafka_producer_backpressure_waits_total",
+    MetricKind::Counter,
+    "Times a publisher found the producer queue full and waited (backpressure, never a drop).",
+);
+/// Messages this process's consumers have yet to read.
+pub const KAFKA_CONSUMER_LAG: MetricDef = def(
+    "kafka_consumer_lag",
+    MetricKind::Gauge,
+    "Messages this process's consumers have yet to read (high watermark minus position, summed over assigned partitions).",
+);
+/// 1 while the transport reaches its broker.
+pub const KAFKA_CONNECTED: MetricDef = def(
+    "kafka_broker_connected",
+    MetricKind::Gauge,
+    "1 while the transport reached its broker lately, 0 otherwise.",
+);
+/// Readings the simulator published.
+pub const DEVICE_DATA_GENERATED: MetricDef = def(
+    "device_data_generated_total",
+    MetricKind::Counter,
+    "Simulated device messages handed to the transport and delivered (valid and malformed alike).",
+);
+/// Readings the simulator failed to publish.
+pub const DEVICE_DATA_ERRORS: MetricDef = def(
+    "device_data_generation_errors_total",
+    MetricKind::Counter,
+    "Simulated device messages the transport failed to take or deliver.",
+);
+/// Resident memory.
+pub const PROCESS_RESIDENT_MEMORY: MetricDef = def(
+    "process_resident_memory_bytes",
+    MetricKind::Gauge,
+    "Resident memory size in bytes.",
+);
+/// Virtual memory.
+pub const PROCESS_VIRTUAL_MEMORY: MetricDef = def(
+    "process_virtual_memory_bytes",
+    MetricKind::Gauge,
+    "Virtual memory size in bytes.",
+);
+/// CPU time.
+pub const PROCESS_CPU: MetricDef = def(
+    "process_cpu_seconds_total",
+    MetricKind::Counter,
+    "Total user and system CPU time spent in seconds.",
+);
+/// Open file descriptors.
+pub const PROCESS_OPEN_FDS: MetricDef = def(
+    "process_open_fds",
+    MetricKind::Gauge,
+    "Number of open file descriptors (sockets included).",
+);
+/// Threads.
+pub const PROCESS_THREADS: MetricDef = def(
+    "process_threads",
+    MetricKind::Gauge,
+    "Number of OS threads in the process.",
+);
+
+/// Every metric family `/metrics` exposes, in the order rendered.
+pub const METRICS: &[MetricDef] = &[
+    MESSAGES,
+    DEAD_LETTERS,
+    SEQ_GAPS,
+    LATE,
+    RESTARTS,
+    ACTIVE_DEVICES,
+    DEVICES,
+    ALERTS_OPEN,
+    ALERTS,
+    PUBLISH_ERRORS,
+    PROCESSING_DURATION,
+    WEBSOCKET_CONNECTIONS,
+    EVENT_TO_CLIENT,
+    WEBSOCKET_MESSAGES_SENT,
+    WEBSOCKET_DROPPED,
+    WEBSOCKET_SLOW_DISCONNECTS,
+    WEBSOCKET_REJECTED,
+    WEBSOCKET_QUEUED,
+    STORE_MEMORY,
+    UPTIME,
+    KAFKA_MESSAGES_SENT,
+    KAFKA_SEND_ERRORS,
+    KAFKA_SEND_DURATION,
+    KAFKA_BATCHES_SENT,
+    KAFKA_BUFFER_DEPTH,
+    KAFKA_BACKPRESSURE,
+    KAFKA_CONSUMER_LAG,
+    KAFKA_CONNECTED,
+    DEVICE_DATA_GENERATED,
+    DEVICE_DATA_ERRORS,
+    PROCESS_RESIDENT_MEMORY,
+    PROCESS_VIRTUAL_MEMORY,
+    PROCESS_CPU,
+    PROCESS_OPEN_FDS,
+    PROCESS_THREADS,
+];
+
+/// The series names a Prometheus server stores for `m`: the name itself, plus `_bucket`, `_sum`
+/// and `_count` for histograms and `_sum`, `_count` for summaries. Queries may use any of them.
+pub fn series_names(m: &MetricDef) -> Vec<String> {
+    let suffixes: &[&str] = match m.kind {
+        MetricKind::Counter | MetricKind::Gauge => &[""],
+        MetricKind::Summary => &["", "_sum", "_count"],
+        MetricKind::Histogram => &["_bucket", "_sum", "_count"],
+    };
+    suffixes.iter().map(|s| format!("{}{s}", m.name)).collect()
+}
