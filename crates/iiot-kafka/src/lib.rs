@@ -1,0 +1,269 @@
+//! The Kafka backend of the [`iiot_transport`] traits, on librdkafka (`rdkafka`).
+//!
+//! # Layout
+//! - this file: [`KafkaTransport`] (publisher, consumer-group and all-partition subscribers,
+//!   readiness, metrics) and [`TopicSpec`] / [`KafkaTransport::ensure_topics`].
+//! - [`config`]: [`KafkaSettings`], [`ProducerSettings`] and their mapping onto librdkafka
+//!   properties (extra properties applied last).
+//! - `context`: counters shared by every client ([`iiot_transport::BackendMetrics`]), the
+//!   readiness flag, rate-limited logging of broker trouble.
+//! - `producer`: the idempotent producer; delivery reports resolve receipts and count.
+//! - `consumer`: consumer-group members (offsets stored on commit, committed in the
+//!   background; revoked partitions) and the all-partition reader of `serve`.
+//! - [`testing`] (feature `testing`): [`testing::TestBroker`], a private tansu broker.
+//!
+//! Nothing here needs a reachable broker to be created: clients connect in the background,
+//! [`Transport::is_ready`] says whether a broker answers (probed every second), and broker
+//! errors are logged at most once per [`KafkaSettings::reconnect_log_interval`].
+#![deny(missing_docs)]
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use iiot_transport::{BackendMetrics, Publisher, Subscriber, Transport, TransportError};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::consumer::Consumer;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{Producer, ThreadedProducer};
+
+pub mod config;
+mod consumer;
+mod context;
+mod producer;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::{COMPRESSIONS, KafkaSettings, ProducerSettings};
+
+use consumer::{ConsumerEvents, EventConsumer, GroupSubscriber, StandaloneSubscriber};
+use context::{ClientEvents, PlainContext, Shared};
+use producer::{KafkaPublisher, ProducerEvents};
+
+/// How often the background probe asks a broker for metadata (readiness).
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long one probe or one topic creation may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A topic to create: its name, partition count and replication factor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Topic name.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: i32,
+    /// Replication factor (1 for a single broker).
+    pub replication: i32,
+}
+
+impl TopicSpec {
+    /// A topic of `partitions` partitions, replicated once.
+    pub fn new(name: impl Into<String>, partitions: i32) -> Self {
+        TopicSpec {
+            name: name.into(),
+            partitions,
+            replication: 1,
+        }
+    }
+}
+
+/// The Kafka backend: one shared idempotent producer, one consumer per subscriber. Clones share
+/// the producer and the counters.
+#[derive(Clone)]
+pub struct KafkaTransport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: KafkaSettings,
+    publisher: Arc<KafkaPublisher>,
+    shared: Arc<Shared>,
+}
+
+impl KafkaTransport {
+    /// Creates the producer and starts the readiness probe. Needs no reachable broker; fails
+    /// only on invalid settings.
+    pub fn new(settings: KafkaSettings) -> Result<KafkaTransport, TransportError> {
+        let shared = Arc::new(Shared::new(settings.reconnect_log_interval));
+        let context = ProducerEvents {
+            events: ClientEvents {
+                client: "producer",
+                shared: shared.clone(),
+            },
+        };
+        let producer: ThreadedProducer<ProducerEvents> = ThreadedProducer::from_config_and_context(
+            &config::producer_config(&settings)?,
+            context,
+        )
+        .map_err(|e| TransportError::Broker(format!("creating the Kafka producer: {e}")))?;
+        let inner = Arc::new(Inner {
+            settings,
+            publisher: Arc::new(KafkaPublisher {
+                producer,
+                shared: shared.clone(),
+            }),
+            shared,
+        });
+        spawn_probe(Arc::downgrade(&inner))?;
+        Ok(KafkaTransport { inner })
+    }
+
+    /// The settings this transport was made with.
+    pub fn settings(&self) -> &KafkaSettings {
+        &self.inner.settings
+    }
+
+    /// Creates the topics that do not exist yet (existing ones are left as they are). One
+    /// attempt, bounded by a timeout: the caller retries while the broker is unreachable.
+    pub async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<(), TransportError> {
+        if topics.is_empty() {
+            return Ok(());
+        }
+        let context = PlainContext(ClientEvents {
+            client: "admin",
+            shared: self.inner.shared.clone(),
+        });
+        let admin: AdminClient<PlainContext> = AdminClient::from_config_and_context(
+            &config::admin_config(&self.inner.settings),
+            context,
+        )
+        .map_err(|e| TransportError::Broker(format!("creating the Kafka admin client: {e}")))?;
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| {
+                NewTopic::new(
+                    &t.name,
+                    t.partitions,
+                    TopicReplication::Fixed(t.replication),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new()
+            .request_timeout(Some(ADMIN_TIMEOUT))
+            .operation_timeout(Some(ADMIN_TIMEOUT));
+        let results = tokio::time::timeout(
+            ADMIN_TIMEOUT + Duration::from_secs(1),
+            admin.create_topics(&new, &options),
+        )
+        .await
+        .map_err(|_| TransportError::Broker("creating topics: timed out".to_string()))?
+        .map_err(|e| TransportError::Broker(format!("creating topics: {e}")))?;
+        let mut failed = Vec::new();
+        for r in results {
+            match r {
+                Ok(name) => tracing::info!(topic = %name, "kafka: topic created"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => failed.push(format!("{name}: {code}")),
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(TransportError::Broker(format!(
+                "creating topics: {}",
+                failed.join("; ")
+            )))
+        }
+    }
+
+    /// Reads every partition of `topic` from its end, outside any consumer group, committing
+    /// nothing: each `serve` instance sees every message published from now on. Without a
+    /// reachable broker it returns at once and assigns itself on a later receive.
+    pub async fn subscribe_all(&self, topic: &str) -> Result<Box<dyn Subscriber>, TransportError> {
+        let consumer = self.consumer(
+            &config::standalone_consumer_config(&self.inner.settings),
+            topic,
+        )?;
+        let mut sub = StandaloneSubscriber {
+            consumer: Arc::new(consumer),
+            topic: Arc::from(topic),
+            assigned: false,
+        };
+        if let Err(e) = sub.try_assign().await {
+            tracing::warn!("kafka: {e}; will assign on the first receive");
+        }
+        Ok(Box::new(sub))
+    }
+
+    fn consumer(
+        &self,
+        config: &rdkafka::ClientConfig,
+        topic: &str,
+    ) -> Result<EventConsumer, TransportError> {
+        let context = ConsumerEvents {
+            events: ClientEvents {
+                client: "consumer",
+                shared: self.inner.shared.clone(),
+            },
+            topic: Arc::from(topic),
+            revoked: Mutex::new(Vec::new()),
+            lag: self.inner.shared.register_consumer(),
+        };
+        EventConsumer::from_config_and_context(config, context)
+            .map_err(|e| TransportError::Broker(format!("creating a Kafka consumer: {e}")))
+    }
+}
+
+/// Asks a broker for metadata every [`PROBE_INTERVAL`] and keeps `ready` current; logs the
+/// transitions. Stops once the transport is dropped.
+fn spawn_probe(inner: Weak<Inner>) -> Result<(), TransportError> {
+    std::thread::Builder::new()
+        .name("iiot-kafka-probe".to_string())
+        .spawn(move || {
+            loop {
+                let Some(inner) = inner.upgrade() else { return };
+                let reachable = inner
+                    .publisher
+                    .producer
+                    .client()
+                    .fetch_metadata(None, PROBE_TIMEOUT)
+                    .is_ok();
+                let was = inner.shared.ready.swap(reachable, Ordering::Relaxed);
+                if reachable && !was {
+                    tracing::info!(brokers = %inner.settings.brokers, "kafka: broker reachable");
+                } else if !reachable && was {
+                    tracing::warn!(brokers = %inner.settings.brokers, "kafka: no broker reachable");
+                }
+                drop(inner);
+                std::thread::sleep(PROBE_INTERVAL);
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| TransportError::Broker(format!("starting the Kafka probe thread: {e}")))
+}
+
+#[async_trait]
+impl Transport for KafkaTransport {
+    fn publisher(&self) -> Arc<dyn Publisher> {
+        self.inner.publisher.clone()
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<Box<dyn Subscriber>, TransportError> {
+        let consumer = self.consumer(
+            &config::group_consumer_config(&self.inner.settings, group),
+            topic,
+        )?;
+        consumer
+            .subscribe(&[topic])
+            .map_err(|e| TransportError::Broker(format!("subscribing to {topic}: {e}")))?;
+        Ok(Box::new(GroupSubscriber {
+            consumer,
+            topic: Arc::from(topic),
+        }))
+    }
+
+    async fn is_ready(&self) -> bool {
+        self.inner.shared.ready.load(Ordering::Relaxed)
+    }
+
+    fn metrics(&self) -> BackendMetrics {
+        self.inner.shared.metrics()
+    }
+}

@@ -1,0 +1,169 @@
+//! The publisher: one idempotent librdkafka producer per transport, shared by every task.
+//!
+//! Each message carries a [`Delivery`] through librdkafka; its delivery report resolves the
+//! message's [`Receipt`] and updates the counters (sent, errors, publish → delivered duration,
+//! messages in flight). A full local queue makes `publish` wait for deliveries to make room.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use iiot_transport::{Publisher, Receipt, TransportError};
+use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use tokio::sync::oneshot;
+
+use crate::context::{ClientEvents, Shared};
+
+/// How long a waiting publisher sleeps at most before it tries again, should a wake-up be
+/// missed.
+const RETRY_AFTER: Duration = Duration::from_millis(10);
+
+/// What travels with a message through librdkafka to its delivery report.
+pub(crate) struct Delivery {
+    published: Instant,
+    done: oneshot::Sender<Result<(), TransportError>>,
+}
+
+/// Producer callbacks: delivery reports, statistics (batches), logging.
+pub(crate) struct ProducerEvents {
+    pub(crate) events: ClientEvents,
+}
+
+impl ClientContext for ProducerEvents {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.events.log(level, fac, message);
+    }
+
+    fn stats(&self, stats: Statistics) {
+        // Produce requests over all brokers; each broker's count only grows.
+        let produce: i64 = stats
+            .brokers
+            .values()
+            .filter_map(|b| b.req.get("Produce"))
+            .sum();
+        self.events
+            .shared
+            .producer
+            .batches
+            .fetch_max(produce.max(0) as u64, Ordering::Relaxed);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.events.error(&error, reason);
+    }
+}
+
+impl ProducerContext for ProducerEvents {
+    type DeliveryOpaque = Box<Delivery>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, delivery: Box<Delivery>) {
+        let counters = &self.events.shared.producer;
+        counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let outcome = match result {
+            Ok(_) => {
+                counters.sent.fetch_add(1, Ordering::Relaxed);
+                counters.record_duration(delivery.published.elapsed());
+                Ok(())
+            }
+            Err((e, _)) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                if let Some(suppressed) = self.events.shared.delivery_log.allow() {
+                    tracing::warn!(suppressed, "kafka: delivery failed: {e}");
+                }
+                Err(TransportError::Delivery(e.to_string()))
+            }
+        };
+        // The receipt may have been dropped: nobody waits for this message.
+        let _ = delivery.done.send(outcome);
+        counters.progressed();
+    }
+}
+
+/// The transport's publisher.
+pub(crate) struct KafkaPublisher {
+    pub(crate) producer: ThreadedProducer<ProducerEvents>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl KafkaPublisher {
+    /// Waits until a delivery makes progress or [`RETRY_AFTER`] passes.
+    async fn wait_for_progress(
+        &self,
+        notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    ) {
+        let counters = &self.shared.producer;
+        counters.waiters.fetch_add(1, Ordering::AcqRel);
+        let _ = tokio::time::timeout(RETRY_AFTER, notified).await;
+        counters.waiters.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[async_trait]
+impl Publisher for KafkaPublisher {
+    async fn publish(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: Bytes,
+    ) -> Result<Receipt, TransportError> {
+        let counters = &self.shared.producer;
+        let (done, receipt) = oneshot::channel();
+        let mut delivery = Box::new(Delivery {
+            published: Instant::now(),
+            done,
+        });
+        let mut waited = false;
+        loop {
+            // Registered before trying, so a delivery between the attempt and the wait is
+            // not missed.
+            let notified = counters.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Counted before the send: the delivery report may come before `send` returns.
+            counters.in_flight.fetch_add(1, Ordering::Relaxed);
+            let record = BaseRecord::with_opaque_to(topic, delivery)
+                .key(key)
+                .payload(&payload[..]);
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((e, record)) => {
+                    counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    delivery = record.delivery_opaque;
+                    if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                        return Err(TransportError::Delivery(e.to_string()));
+                    }
+                    if !waited {
+                        waited = true;
+                        counters.backpressure_waits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.wait_for_progress(notified).await;
+                }
+            }
+        }
+        Ok(Receipt::Pending(Box::pin(async move {
+            receipt.await.unwrap_or(Err(TransportError::Closed))
+        })))
+    }
+
+    async fn flush(&self) -> Result<(), TransportError> {
+        let counters = &self.shared.producer;
+        loop {
+            let notified = counters.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if counters.in_flight.load(Ordering::Relaxed) <= 0 {
+                return Ok(());
+            }
+            // A zero-timeout flush does not block; it tells librdkafka to send what lingers now.
+            let _ = self.producer.flush(Duration::ZERO);
+            self.wait_for_progress(notified).await;
+        }
+    }
+}
