@@ -1,6 +1,10 @@
-//! `iiot bench`: drives the embedded pipeline (simulator → bus → processor) and reports
-//! throughput and event → processed latency as JSON, with the machine and the command, over
-//! several runs with median and spread.
+//! `iiot bench`: drives the pipeline (simulator → embedded bus or Kafka → processors) and
+//! reports throughput and event → processed latency as JSON, with the machine, the backend and
+//! the command, over several runs with median and spread.
+//!
+//! On Kafka (`--kafka-brokers`) every run gets topics and a consumer group of its own, so runs
+//! never read each other's readings; the processors join the group (a warm-up reading must come
+//! through) before the timed run starts.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,8 +12,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use bytes::Bytes;
+use iiot_model::Reading;
+
+use crate::backend::Backend;
 use crate::config::Config;
-use crate::pipeline::{Embedded, bus_for, simulator_config};
+use crate::pipeline::{Embedded, simulator_config};
 use crate::simulator::{self, Fleet, Pace, RunOptions, SimStats};
 
 /// What to run.
@@ -35,6 +43,8 @@ pub struct BenchReport {
     pub machine: Machine,
     /// Simulated devices.
     pub devices: u32,
+    /// `embedded bus` or `kafka <brokers>`, with the producer settings on Kafka.
+    pub backend: String,
     /// `full_speed` or `real_time`.
     pub pace: &'static str,
     /// Publishing time of each run, seconds.
@@ -69,7 +79,7 @@ pub struct RunResult {
     pub processed: u64,
     /// Dead letters.
     pub dead_letters: u64,
-    /// Times the simulator waited on a full bus queue.
+    /// Times the simulator waited on a full queue (bus or Kafka producer).
     pub backpressure_waits: u64,
     /// Event → processed latency in whole ms (event times have ms resolution; 0 = within the
     /// millisecond the reading was stamped).
@@ -151,6 +161,7 @@ pub async fn run(config: &Config, options: &BenchOptions) -> anyhow::Result<Benc
         command: options.command.clone(),
         machine: machine(),
         devices: config.simulator.device_count,
+        backend: describe_backend(config),
         pace: match options.pace {
             Pace::FullSpeed => "full_speed",
             Pace::RealTime => "real_time",
@@ -161,9 +172,65 @@ pub async fn run(config: &Config, options: &BenchOptions) -> anyhow::Result<Benc
     })
 }
 
+fn describe_backend(config: &Config) -> String {
+    let k = &config.kafka;
+    match &k.brokers {
+        None => "embedded bus".into(),
+        Some(brokers) => format!(
+            "kafka {brokers} (idempotent, acks=all, compression {}, linger {}, batch {} B, \
+             queue {} messages; {} partitions)",
+            k.compression,
+            crate::duration::format_duration(k.linger),
+            k.batch_size,
+            k.queue_max_messages,
+            k.partitions_device_data
+        ),
+    }
+}
+
+/// How long a Kafka run waits for its consumer group to form, and for the processors to catch
+/// up after publishing.
+const KAFKA_WAIT: Duration = Duration::from_secs(120);
+
 async fn one_run(config: &Config, options: &BenchOptions) -> anyhow::Result<RunResult> {
-    let embedded = Embedded::start(config, bus_for(config)).await?;
-    let bus = embedded.bus.clone();
+    let mut config = config.clone();
+    let backend = Backend::from_config(&config)?;
+    let kafka = matches!(backend, Backend::Kafka(_));
+    if kafka {
+        // Fresh topics and group: nothing from an earlier run is read again.
+        let run = crate::now_ms();
+        let k = &mut config.kafka;
+        k.topic_device_data = format!("{}-bench-{run}", k.topic_device_data);
+        k.topic_alerts = format!("{}-bench-{run}", k.topic_alerts);
+        k.topic_dlq = format!("{}-bench-{run}", k.topic_dlq);
+        k.group_id = format!("{}-bench-{run}", k.group_id);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let prepared = tokio::time::timeout(KAFKA_WAIT, backend.prepare_topics(&config, &stop));
+        if !matches!(prepared.await, Ok(true)) {
+            anyhow::bail!("no Kafka broker answered within {KAFKA_WAIT:?}");
+        }
+    }
+    let config = &config;
+    let embedded = Embedded::start(config, backend.clone()).await?;
+    let mut baseline = 0;
+    if kafka {
+        let warm_up = Reading::example("device_warmup", 1, crate::now_ms(), 20.0);
+        let body = serde_json::to_vec(&warm_up)?;
+        embedded
+            .publisher()
+            .publish(
+                &config.kafka.topic_device_data,
+                b"device_warmup",
+                Bytes::from(body),
+            )
+            .await?
+            .delivered()
+            .await?;
+        if !embedded.wait_for(1, KAFKA_WAIT).await {
+            anyhow::bail!("the processors did not join their consumer group within {KAFKA_WAIT:?}");
+        }
+        baseline = embedded.stats.taken();
+    }
     let sim_stats = Arc::new(SimStats::default());
     let started = Instant::now();
     let opts = RunOptions {
@@ -180,19 +247,30 @@ async fn one_run(config: &Config, options: &BenchOptions) -> anyhow::Result<RunR
         sim_stats.clone(),
     )
     .await;
+    if kafka {
+        let expected = baseline + sim_stats.sent.load(Ordering::Relaxed);
+        if !embedded.wait_for(expected, KAFKA_WAIT).await {
+            tracing::warn!("processors did not catch up within {KAFKA_WAIT:?}");
+        }
+    }
+    let backpressure_waits = backend.transport().metrics().backpressure_waits;
     // Finish (drain and stop the processor) even when the simulator failed.
     let processor = embedded.finish().await?;
     simulated?;
     let elapsed = started.elapsed().as_secs_f64();
     let stats = processor.stats();
-    let processed = stats.processed.load(Ordering::Relaxed);
+    // The warm-up reading is not part of the run.
+    let processed = stats
+        .processed
+        .load(Ordering::Relaxed)
+        .saturating_sub(baseline);
     let (p50, p99, max) = stats.latency_ms();
     Ok(RunResult {
         readings_per_sec: processed as f64 / elapsed.max(1e-9),
         sent: sim_stats.sent.load(Ordering::Relaxed),
         processed,
         dead_letters: stats.dead_letters_total(),
-        backpressure_waits: bus.stats().backpressure_waits.load(Ordering::Relaxed),
+        backpressure_waits,
         latency_p50_ms: p50,
         latency_p99_ms: p99,
         latency_max_ms: max,

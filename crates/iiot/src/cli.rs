@@ -21,16 +21,18 @@ pub struct Cli {
 /// The roles of the binary.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Everything in one process on the embedded bus: simulator, processor, alert engine.
+    /// Everything in one process: simulator, processors, alert engine, store, API, WebSocket
+    /// and dashboard — on the embedded bus, or on Kafka with --kafka-brokers.
     Run(RunArgs),
-    /// The device simulator: publishes readings to stdout (JSON lines) or the embedded bus.
+    /// The device simulator: publishes readings to Kafka, stdout (JSON lines) or the embedded
+    /// bus.
     Simulate(SimulateArgs),
-    /// Consumer-group processor on Kafka (validation, dead letters, alerts). Not built yet:
-    /// arrives with the Kafka work; exits with status 2.
-    Process(PendingArgs),
-    /// Store, HTTP API, WebSocket hub and dashboard. Not built yet: arrives with the serve
-    /// work; exits with status 2.
-    Serve(PendingArgs),
+    /// Consumer-group processor on Kafka: validation, dead letters, alerts. Run several to
+    /// share the partitions.
+    Process(RoleArgs),
+    /// Store, HTTP API, WebSocket hub and dashboard, fed from Kafka (every instance sees every
+    /// reading).
+    Serve(ServeArgs),
     /// Reproducible throughput/latency run of simulator → bus → processor; prints JSON.
     Bench(BenchArgs),
 }
@@ -82,7 +84,7 @@ pub struct RunArgs {
     /// WebSocket port [env: WEBSOCKET_PORT] [default: 8081].
     #[arg(long, value_name = "P", allow_hyphen_values = true)]
     pub ws_port: Option<String>,
-    /// Kafka bootstrap servers [env: KAFKA_BROKERS]; Kafka mode is not built yet.
+    /// Kafka bootstrap servers [env: KAFKA_BROKERS]; unset = the embedded bus.
     #[arg(long, value_name = "HOST:PORT,…")]
     pub kafka_brokers: Option<String>,
 }
@@ -92,7 +94,7 @@ pub struct RunArgs {
 pub enum Output {
     /// One JSON reading per line on stdout (pipe into any Kafka console producer).
     Stdout,
-    /// Kafka (not built yet).
+    /// Kafka (KAFKA_BROKERS, default 127.0.0.1:9092), keyed by device id.
     Kafka,
     /// The embedded bus, drained by a counting consumer: measures generator + bus.
     Bus,
@@ -117,16 +119,41 @@ pub struct SimulateArgs {
     /// Topic for readings [env: KAFKA_TOPIC_DEVICE_DATA] [default: device-data].
     #[arg(long, value_name = "NAME")]
     pub topic: Option<String>,
+    /// HTTP port of /health, /ready, /metrics with --output kafka [env: HTTP_PORT] [default: 8080].
+    #[arg(long, value_name = "P", allow_hyphen_values = true)]
+    pub http_port: Option<String>,
 }
 
-/// Flags accepted by roles that are not built yet.
+/// `iiot process`.
 #[derive(Debug, Args)]
-pub struct PendingArgs {
+pub struct RoleArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Kafka bootstrap servers [env: KAFKA_BROKERS].
+    /// Kafka bootstrap servers [env: KAFKA_BROKERS] [default: 127.0.0.1:9092].
     #[arg(long, value_name = "HOST:PORT,…")]
     pub kafka_brokers: Option<String>,
+    /// Consumer group [env: KAFKA_GROUP_ID] [default: iot-consumer-group].
+    #[arg(long, value_name = "ID")]
+    pub group_id: Option<String>,
+    /// HTTP port of /health, /ready, /metrics [env: HTTP_PORT] [default: 8080].
+    #[arg(long, value_name = "P", allow_hyphen_values = true)]
+    pub http_port: Option<String>,
+}
+
+/// `iiot serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Kafka bootstrap servers [env: KAFKA_BROKERS] [default: 127.0.0.1:9092].
+    #[arg(long, value_name = "HOST:PORT,…")]
+    pub kafka_brokers: Option<String>,
+    /// HTTP port [env: HTTP_PORT] [default: 8080].
+    #[arg(long, value_name = "P", allow_hyphen_values = true)]
+    pub http_port: Option<String>,
+    /// WebSocket port [env: WEBSOCKET_PORT] [default: 8081].
+    #[arg(long, value_name = "P", allow_hyphen_values = true)]
+    pub ws_port: Option<String>,
 }
 
 /// `iiot bench`.
@@ -160,6 +187,10 @@ pub struct BenchArgs {
     /// Probability of a malformed message per reading [default: 0].
     #[arg(long, value_name = "F")]
     pub malformed_rate: Option<String>,
+    /// Benchmark Kafka mode against these brokers (fresh topics per run) instead of the
+    /// embedded bus [env: KAFKA_BROKERS].
+    #[arg(long, value_name = "HOST:PORT,…")]
+    pub kafka_brokers: Option<String>,
 }
 
 impl FleetArgs {

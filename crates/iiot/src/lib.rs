@@ -10,23 +10,29 @@
 //! - [`alerts`]: alert rules and the alert engine (one alert per device and type, lifecycle).
 //! - [`store`]: the live store the server answers from (latest reading per device, compact raw
 //!   history, 5-minute rollups, device status, alert log), bounded by configuration.
-//! - [`serve`]: keeps the store and the hub current from the bus (`device-data` and `alerts`),
-//!   as the serve role does.
+//! - [`serve`]: keeps the store and the hub current from subscriptions that see every reading
+//!   and alert, as the serve role does.
 //! - [`http`]: the HTTP API (`app()`: devices, history, export, alerts, stats, `/metrics`,
 //!   `/api/docs`, health), answered from the store.
 //! - [`hub`]: the WebSocket hub (subscriptions, resume by epoch/offset, batching, limits).
 //! - [`server`]: binds `HTTP_PORT` (API + `/ws`) and `WEBSOCKET_PORT` (`WEBSOCKET_PATH`).
-//! - [`pipeline`]: `iiot run` — simulator, embedded bus, processors, store, API and hub in one
-//!   process.
+//! - [`backend`]: the message backend — the embedded bus, or Kafka (`iiot-kafka`) — and what
+//!   the roles ask of it (publisher, group members, see-everything subscriptions, topics).
+//! - [`pipeline`]: `iiot run` — simulator, processors, store, API and hub in one process, on
+//!   the embedded bus or on Kafka.
+//! - [`roles`]: the roles one process each over Kafka: `iiot process`, `iiot serve`,
+//!   `iiot simulate --output kafka`.
 //! - [`bench`]: `iiot bench`, the reproducible throughput/latency run.
 //! - [`telemetry`]: logging set-up.
 //! - [`procstats`]: this process's memory, CPU time and file descriptors from `/proc`, for
 //!   `/metrics`.
 //! - [`duration`]: `100ms` / `5s` / `1m` parsing.
 //!
-//! Wire formats live in `iiot-model`; the bus and the transport traits in `iiot-transport`.
+//! Wire formats live in `iiot-model`; the bus and the transport traits in `iiot-transport`; the
+//! Kafka backend in `iiot-kafka`.
 
 pub mod alerts;
+pub mod backend;
 pub mod bench;
 pub mod config;
 pub mod duration;
@@ -35,6 +41,7 @@ pub mod hub;
 pub mod pipeline;
 pub mod processor;
 pub mod procstats;
+pub mod roles;
 pub mod serve;
 pub mod server;
 pub mod simulator;

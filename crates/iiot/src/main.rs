@@ -54,16 +54,8 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Run(args) => run(args).await,
         Command::Simulate(args) => simulate(args).await,
         Command::Bench(args) => bench(args).await,
-        Command::Process(_) => Err(Failure::Usage(
-            "iiot process: the Kafka consumer-group role is not built yet (it arrives with Kafka \
-             support); use `iiot run` for the embedded pipeline"
-                .into(),
-        )),
-        Command::Serve(_) => Err(Failure::Usage(
-            "iiot serve: the HTTP API / WebSocket / dashboard role is not built yet; use `iiot run` \
-             for the embedded pipeline"
-                .into(),
-        )),
+        Command::Process(args) => process(args).await,
+        Command::Serve(args) => serve(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -144,13 +136,6 @@ fn check_capacity(config: &Config) -> Result<(), Failure> {
     Ok(())
 }
 
-fn kafka_not_built(brokers: &str) -> Failure {
-    Failure::Usage(format!(
-        "invalid configuration: KAFKA_BROKERS={brokers}: Kafka mode is not built yet; unset it to \
-         use the embedded bus (or --output stdout to pipe readings into a Kafka console producer)"
-    ))
-}
-
 async fn run(args: cli::RunArgs) -> Result<(), Failure> {
     let mut flags = args.common.flags();
     flags.extend(args.fleet.flags());
@@ -158,9 +143,6 @@ async fn run(args: cli::RunArgs) -> Result<(), Failure> {
     push(&mut flags, "WEBSOCKET_PORT", &args.ws_port);
     push(&mut flags, "KAFKA_BROKERS", &args.kafka_brokers);
     let (config, sources) = load(args.common.config.clone(), flags)?;
-    if let Some(brokers) = &config.kafka.brokers {
-        return Err(kafka_not_built(brokers));
-    }
     check_capacity(&config)?;
     let shutdown = shutdown_on_signals();
     iiot::pipeline::run(config, sources, args.duration, shutdown).await?;
@@ -172,11 +154,22 @@ async fn simulate(args: cli::SimulateArgs) -> Result<(), Failure> {
     flags.extend(args.fleet.flags());
     push(&mut flags, "KAFKA_BROKERS", &args.kafka_brokers);
     push(&mut flags, "KAFKA_TOPIC_DEVICE_DATA", &args.topic);
+    push(&mut flags, "HTTP_PORT", &args.http_port);
     let (config, _) = load(args.common.config.clone(), flags)?;
     if args.output == Output::Kafka || args.kafka_brokers.is_some() {
-        return Err(kafka_not_built(
-            config.kafka.brokers.as_deref().unwrap_or("(none)"),
-        ));
+        let report = iiot::roles::simulate(
+            config,
+            args.duration,
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            shutdown_on_signals(),
+        )
+        .await?;
+        tracing::info!(
+            sent = report.sent,
+            errors = report.errors,
+            "simulator stopped"
+        );
+        return Ok(());
     }
     let sim_config = iiot::pipeline::simulator_config(&config);
     tracing::info!(
@@ -244,6 +237,26 @@ async fn simulate(args: cli::SimulateArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+async fn process(args: cli::RoleArgs) -> Result<(), Failure> {
+    let mut flags = args.common.flags();
+    push(&mut flags, "KAFKA_BROKERS", &args.kafka_brokers);
+    push(&mut flags, "KAFKA_GROUP_ID", &args.group_id);
+    push(&mut flags, "HTTP_PORT", &args.http_port);
+    let (config, sources) = load(args.common.config.clone(), flags)?;
+    iiot::roles::process(config, sources, shutdown_on_signals()).await?;
+    Ok(())
+}
+
+async fn serve(args: cli::ServeArgs) -> Result<(), Failure> {
+    let mut flags = args.common.flags();
+    push(&mut flags, "KAFKA_BROKERS", &args.kafka_brokers);
+    push(&mut flags, "HTTP_PORT", &args.http_port);
+    push(&mut flags, "WEBSOCKET_PORT", &args.ws_port);
+    let (config, _) = load(args.common.config.clone(), flags)?;
+    iiot::roles::serve(config, shutdown_on_signals()).await?;
+    Ok(())
+}
+
 async fn bench(args: cli::BenchArgs) -> Result<(), Failure> {
     let mut flags = args.common.flags();
     flags.push(("DEVICE_COUNT", args.devices.clone()));
@@ -251,6 +264,7 @@ async fn bench(args: cli::BenchArgs) -> Result<(), Failure> {
     push(&mut flags, "SEND_INTERVAL", &args.interval);
     push(&mut flags, "FAULT_RATE", &args.fault_rate);
     push(&mut flags, "MALFORMED_RATE", &args.malformed_rate);
+    push(&mut flags, "KAFKA_BROKERS", &args.kafka_brokers);
     // Status lines would interleave with the report; the bench reports at the end.
     flags.push(("STATUS_INTERVAL", "0".into()));
     let (config, _) = load(args.common.config.clone(), flags)?;

@@ -4,18 +4,19 @@
 //! reload and the periodic status line, and shuts down in order: stop the simulator, close the
 //! input topic, let the processor drain it and publish its last outputs, then close the bus.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use iiot_transport::{Bus, BusConfig, Publisher, Transport};
+use iiot_transport::Publisher;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::alerts::{AckError, RuleSet};
+use crate::backend::Backend;
+pub use crate::backend::{SERVE_GROUP, bus_for};
 use crate::config::{Config, Sources};
 use crate::http::AppState;
 use crate::hub::Hub;
@@ -27,13 +28,14 @@ use crate::simulator::{self, Fleet, Pace, RunOptions, SimStats, SimulatorConfig}
 use crate::store::{Store, StoreConfig};
 
 /// Capacity of the command queue into the processor (acknowledgements).
-const COMMAND_QUEUE: usize = 256;
+pub const COMMAND_QUEUE: usize = 256;
 
-/// The embedded bus with processors consuming `device-data`: one consumer group whose members
-/// split the partitions, so each device's state lives in exactly one processor.
+/// Processors consuming `device-data` as one consumer group whose members split the
+/// partitions, so each device's state lives in exactly one processor — on the embedded bus
+/// (`iiot run`) or on Kafka (`iiot process`, `iiot run --kafka-brokers`).
 pub struct Embedded {
-    /// The bus; publish readings to [`Config::kafka`]'s `topic_device_data`.
-    pub bus: Bus,
+    /// Where the processors read and write.
+    pub backend: Backend,
     /// Processor counters, shared by all workers.
     pub stats: Arc<ProcessorStats>,
     /// Send new rules here (hot reload); every worker applies them.
@@ -44,6 +46,8 @@ pub struct Embedded {
     /// earlier means it failed, and producers should stop.
     pub processor_done: CancellationToken,
     input_topic: String,
+    /// Stops the workers on Kafka, where the input never ends by itself.
+    stop: CancellationToken,
     workers: Vec<JoinHandle<Result<Processor, iiot_transport::TransportError>>>,
 }
 
@@ -78,21 +82,6 @@ pub fn worker_count(config: &Config) -> usize {
     }
 }
 
-/// The bus sized from `config`: `device-data` 10 partitions, `alerts` 3, dead letters 1.
-pub fn bus_for(config: &Config) -> Bus {
-    let k = &config.kafka;
-    let partitions = HashMap::from([
-        (k.topic_device_data.clone(), 10),
-        (k.topic_alerts.clone(), 3),
-        (k.topic_dlq.clone(), 1),
-    ]);
-    Bus::new(BusConfig {
-        default_partitions: 1,
-        partitions,
-        queue_capacity: config.processor.bus_queue_capacity,
-    })
-}
-
 /// The processor settings derived from `config`.
 pub fn processor_config(config: &Config) -> ProcessorConfig {
     ProcessorConfig {
@@ -107,17 +96,30 @@ pub fn processor_config(config: &Config) -> ProcessorConfig {
 }
 
 impl Embedded {
-    /// Starts the processors on `bus`. Subscribe other consumers (tests, the server) to `bus`
-    /// before publishing.
-    pub async fn start(config: &Config, bus: Bus) -> anyhow::Result<Embedded> {
+    /// Starts the processors on `backend` (a [`Bus`] converts). On the bus, subscribe other
+    /// consumers (tests, the server) before publishing.
+    pub async fn start(config: &Config, backend: impl Into<Backend>) -> anyhow::Result<Embedded> {
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        Embedded::start_with(config, backend.into(), Arc::default(), (tx, rx)).await
+    }
+
+    /// [`Embedded::start`] with counters and a command queue made beforehand (the HTTP server
+    /// of a Kafka role starts before the processors, which wait for the topics).
+    pub async fn start_with(
+        config: &Config,
+        backend: Backend,
+        stats: Arc<ProcessorStats>,
+        (commands_tx, commands_rx): (mpsc::Sender<Command>, mpsc::Receiver<Command>),
+    ) -> anyhow::Result<Embedded> {
         let k = &config.kafka;
-        let subscribers = bus
-            .subscribe_group(&k.topic_device_data, &k.group_id, worker_count(config))
+        let subscribers = backend
+            .group_members(&k.topic_device_data, &k.group_id, worker_count(config))
+            .await
             .context("subscribing the processors")?;
-        let stats = Arc::new(ProcessorStats::default());
         let rules = Arc::new(config.rules.clone());
         let (rules_tx, rules_rx) = watch::channel(rules.clone());
         let processor_done = CancellationToken::new();
+        let stop = CancellationToken::new();
         let mut workers = Vec::new();
         let mut worker_commands = Vec::new();
         for subscriber in subscribers {
@@ -126,51 +128,66 @@ impl Embedded {
             worker_commands.push(tx);
             let io = ProcessorIo {
                 subscriber,
-                publisher: bus.publisher(),
+                publisher: backend.publisher(),
                 alerts_topic: k.topic_alerts.clone(),
                 dlq_topic: k.topic_dlq.clone(),
             };
-            let (rules_rx, done) = (rules_rx.clone(), processor_done.clone());
-            // A worker ends when its input topic is closed and drained (see `finish`); it has
-            // no stop signal of its own so that nothing queued is lost on shutdown.
+            let (rules_rx, done, stop) = (rules_rx.clone(), processor_done.clone(), stop.clone());
+            // On the bus a worker ends when its input topic is closed and drained (see
+            // `finish`), so that nothing queued is lost on shutdown; on Kafka, when stopped
+            // (what it has not committed is read again by the group).
             workers.push(tokio::spawn(async move {
                 // Cancels on every way out of the task, a panic included.
                 let _done = done.drop_guard();
-                let result = crate::processor::run::run(
-                    processor,
-                    io,
-                    rules_rx,
-                    rx,
-                    CancellationToken::new(),
-                )
-                .await;
+                let result = crate::processor::run::run(processor, io, rules_rx, rx, stop).await;
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "processor stopped");
                 }
                 result
             }));
         }
-        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         tokio::spawn(route_commands(commands_rx, worker_commands));
         Ok(Embedded {
-            bus,
+            backend,
             stats,
             rules: rules_tx,
             commands: commands_tx,
             processor_done,
             input_topic: k.topic_device_data.clone(),
+            stop,
             workers,
         })
     }
 
-    /// A publisher onto the bus.
+    /// A publisher onto the backend.
     pub fn publisher(&self) -> Arc<dyn Publisher> {
-        self.bus.publisher()
+        self.backend.publisher()
     }
 
-    /// Closes the input topic, waits until every processor has drained it, then closes the bus.
+    /// Waits until the processors have taken `expected` messages (valid, late or dead-lettered)
+    /// or `timeout` passes; `true` if they did. On Kafka this is how a run that produced
+    /// `expected` readings lets the processors catch up before [`Embedded::finish`].
+    pub async fn wait_for(&self, expected: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.stats.taken() >= expected {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline || self.processor_done.is_cancelled() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the processors and returns them. On the bus: closes the input topic, waits until
+    /// every processor has drained it, then closes the bus. On Kafka: stops them between
+    /// batches; offsets of everything processed are committed as the consumers close.
     pub async fn finish(self) -> anyhow::Result<Processors> {
-        self.bus.close_topic(&self.input_topic);
+        match &self.backend {
+            Backend::Bus(bus) => bus.close_topic(&self.input_topic),
+            Backend::Kafka(_) => self.stop.cancel(),
+        }
         let mut workers = Vec::with_capacity(self.workers.len());
         for handle in self.workers {
             workers.push(
@@ -180,7 +197,9 @@ impl Embedded {
                     .context("processor stopped")?,
             );
         }
-        self.bus.close();
+        if let Backend::Bus(bus) = &self.backend {
+            bus.close();
+        }
         Ok(Processors {
             workers,
             stats: self.stats,
@@ -232,9 +251,6 @@ async fn route_commands(
     }
 }
 
-/// Consumer group of the serve side on the bus.
-pub const SERVE_GROUP: &str = "iiot-serve";
-
 /// The store's bounds from `config`: as many devices as a processor worker tracks, sized for the
 /// configured send interval.
 pub fn store_config(config: &Config) -> StoreConfig {
@@ -275,6 +291,11 @@ pub struct RunReport {
 
 /// Runs everything until `duration` elapses or `shutdown` is cancelled, then shuts down
 /// gracefully. `sources` is where the config came from, for alert-rule hot reload.
+///
+/// On the embedded bus (no `KAFKA_BROKERS`) everything is in this process. With
+/// `KAFKA_BROKERS` the same roles run here over Kafka: the HTTP server starts first (`/ready`
+/// answers 503 until a broker does), then the topics are created if missing, then the
+/// processors and the serve side subscribe, and only then does the simulator start.
 pub async fn run(
     config: Config,
     sources: Sources,
@@ -282,37 +303,43 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunReport> {
     let started = Instant::now();
-    let embedded = Embedded::start(&config, bus_for(&config)).await?;
-
-    // The serve side, as `iiot serve` runs it over Kafka: its own consumer groups feed the
-    // store and the WebSocket hub; the HTTP API answers from the store.
+    let backend = Backend::from_config(&config)?;
+    let stats: Arc<ProcessorStats> = Arc::default();
+    let commands = mpsc::channel(COMMAND_QUEUE);
     let store: SharedStore = Arc::new(RwLock::new(Store::new(store_config(&config))));
     let hub = Hub::new(server::hub_config(&config));
-    let k = &config.kafka;
-    let readings = embedded
-        .bus
-        .subscribe(&k.topic_device_data, SERVE_GROUP)
-        .await?;
-    let alerts = embedded.bus.subscribe(&k.topic_alerts, SERVE_GROUP).await?;
-    let feeder = tokio::spawn(feed_store(
-        store.clone(),
-        Some(hub.clone()),
-        readings,
-        alerts,
-        processor_config(&config).limits,
-    ));
     let sim_stats = Arc::new(SimStats::default());
     let state = AppState {
-        store,
-        commands: embedded.commands.clone(),
+        store: store.clone(),
+        commands: commands.0.clone(),
         config: Arc::new(config.clone()),
-        stats: embedded.stats.clone(),
-        transport: Arc::new(embedded.bus.clone()),
+        stats: stats.clone(),
+        transport: backend.transport(),
         started: Instant::now(),
         hub: Some(hub.clone()),
         simulator: Some(sim_stats.clone()),
     };
-    let server = server::start(&config, state, hub).await?;
+    let server = server::start(&config, state, hub.clone()).await?;
+    if !backend.prepare_topics(&config, &shutdown).await {
+        server.stop().await;
+        anyhow::bail!("stopped before the Kafka topics could be prepared (no broker answered)");
+    }
+    let embedded = Embedded::start_with(&config, backend.clone(), stats, commands).await?;
+
+    // The serve side, as `iiot serve` runs it: subscriptions that see every reading and alert
+    // feed the store and the WebSocket hub; the HTTP API answers from the store.
+    let k = &config.kafka;
+    let feeder_stop = CancellationToken::new();
+    let readings = backend.subscribe_everything(&k.topic_device_data).await?;
+    let alerts = backend.subscribe_everything(&k.topic_alerts).await?;
+    let feeder = tokio::spawn(feed_store(
+        store,
+        Some(hub),
+        readings,
+        alerts,
+        processor_config(&config).limits,
+        feeder_stop.clone(),
+    ));
 
     let watcher =
         crate::config::watch_rules(sources, embedded.rules.clone(), shutdown.child_token());
@@ -322,14 +349,15 @@ pub async fn run(
         devices = sim_config.devices,
         interval = %crate::duration::format_duration(sim_config.interval),
         seed = sim_config.seed,
-        "starting embedded pipeline (simulator → bus → processor)"
+        backend = %backend.describe(&config),
+        "starting the pipeline (simulator → processors → serve)"
     );
     let status = spawn_status(
         config.processor.status_interval,
-        sim_stats.clone(),
+        Some(sim_stats.clone()),
         embedded.stats.clone(),
-        StatusBus {
-            bus: embedded.bus.clone(),
+        StatusInput {
+            backend: backend.clone(),
             topic: config.kafka.topic_device_data.clone(),
             group: config.kafka.group_id.clone(),
         },
@@ -367,6 +395,22 @@ pub async fn run(
         tracing::warn!(error = %e, "simulator stopped early");
     }
     tracing::info!("simulator stopped; draining the processor");
+    if let Backend::Kafka(_) = &backend {
+        // Kafka's log does not end: wait (bounded) until the processors have taken what was
+        // sent, so a timed run reports complete figures. What is left is read again by the
+        // group next time.
+        let sent = sim_stats.sent.load(Ordering::Relaxed);
+        if !embedded.wait_for(sent, KAFKA_DRAIN).await {
+            tracing::warn!(
+                sent,
+                taken = embedded.stats.taken(),
+                "processors did not catch up within {KAFKA_DRAIN:?}; the rest stays in Kafka"
+            );
+        }
+        // Give the serve side a moment to see the last alerts.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        feeder_stop.cancel();
+    }
     let processor = embedded.finish().await?;
     match feeder.await {
         Ok(Ok(())) => {}
@@ -398,20 +442,26 @@ pub async fn run(
     Ok(report)
 }
 
-/// What the status line reads from the bus.
-struct StatusBus {
-    bus: Bus,
-    topic: String,
-    group: String,
+/// How long a Kafka run waits at shutdown for the processors to catch up with the simulator.
+const KAFKA_DRAIN: Duration = Duration::from_secs(30);
+
+/// What the status line reads from the backend.
+pub struct StatusInput {
+    /// The backend (lag, backpressure).
+    pub backend: Backend,
+    /// The processors' input topic.
+    pub topic: String,
+    /// Their consumer group.
+    pub group: String,
 }
 
 /// Logs one status line every `every` (nothing when zero) until `stop`: rates and latency over
 /// the last interval, totals since start.
-fn spawn_status(
+pub fn spawn_status(
     every: Duration,
-    sim: Arc<SimStats>,
+    sim: Option<Arc<SimStats>>,
     stats: Arc<ProcessorStats>,
-    bus: StatusBus,
+    input: StatusInput,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -442,15 +492,15 @@ fn spawn_status(
             tracing::info!(
                 "status: {rate:.0} msg/s, sent {}, processed {processed}, dead letters {}, seq gaps {}, \
                  alerts open {} (raised {}), devices {}, event→processed p50 {p50} ms p99 {p99} ms, \
-                 bus lag {} waits {}",
-                sim.sent.load(Ordering::Relaxed),
+                 lag {} waits {}",
+                sim.as_ref().map_or(0, |s| s.sent.load(Ordering::Relaxed)),
                 stats.dead_letters_total(),
                 stats.seq_gaps.load(Ordering::Relaxed),
                 stats.alerts_open.load(Ordering::Relaxed),
                 stats.alerts_raised.load(Ordering::Relaxed),
                 stats.devices.load(Ordering::Relaxed),
-                bus.bus.lag(&bus.topic, &bus.group).unwrap_or(0),
-                bus.bus.stats().backpressure_waits.load(Ordering::Relaxed),
+                input.backend.lag(&input.topic, &input.group),
+                input.backend.transport().metrics().backpressure_waits,
             );
         }
     })

@@ -1,6 +1,6 @@
-//! The serve role's data path: keeps the live [`Store`] current from the bus, the way `iiot
-//! serve` will from Kafka — its own consumer group on `device-data` (every reading) and on
-//! `alerts` (every status change).
+//! The serve role's data path: keeps the live [`Store`] and the WebSocket hub current from two
+//! subscriptions that each see everything — `device-data` (every reading) and `alerts` (every
+//! status change) — on the embedded bus or on Kafka.
 //!
 //! Readings are validated again here (the processor dead-letters bad ones; this side only skips
 //! them), so the store never holds what the processor rejected. The store lock is taken once per
@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use iiot_model::{Alert, Limits, decode};
 use iiot_transport::{Message, Subscriber, TransportError};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
 use crate::now_ms;
@@ -25,13 +27,14 @@ const PRUNE_EVERY: Duration = Duration::from_secs(10);
 pub type SharedStore = Arc<RwLock<Store>>;
 
 /// Feeds `store` (and, when given, the WebSocket `hub`) from the two subscriptions until both
-/// end (their topics closed and drained).
+/// end (their topics closed and drained) or `stop` is cancelled.
 pub async fn feed_store(
     store: SharedStore,
     hub: Option<Arc<Hub>>,
     mut readings: Box<dyn Subscriber>,
     mut alerts: Box<dyn Subscriber>,
     limits: Limits,
+    stop: CancellationToken,
 ) -> Result<(), TransportError> {
     let mut reading_batch: Vec<Message> = Vec::with_capacity(BATCH);
     let mut alert_batch: Vec<Message> = Vec::with_capacity(BATCH);
@@ -41,6 +44,7 @@ pub async fn feed_store(
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     while readings_open || alerts_open {
         tokio::select! {
+            _ = stop.cancelled() => break,
             got = readings.recv_batch(&mut reading_batch, BATCH), if readings_open => {
                 if got? == 0 {
                     readings_open = false;

@@ -47,8 +47,8 @@ pub struct Server {
     /// Where the HTTP API listens.
     pub http_addr: SocketAddr,
     /// Where the dedicated WebSocket listener listens.
-    pub ws_addr: SocketAddr,
-    hub: Arc<Hub>,
+    pub ws_addr: Option<SocketAddr>,
+    hub: Option<Arc<Hub>>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
 }
@@ -84,23 +84,49 @@ pub async fn start(config: &Config, state: AppState, hub: Arc<Hub>) -> anyhow::R
     );
     Ok(Server {
         http_addr,
-        ws_addr,
-        hub,
+        ws_addr: Some(ws_addr),
+        hub: Some(hub),
         stop,
         tasks,
+    })
+}
+
+/// Binds `HTTP_PORT` and serves the operations routes only ([`crate::http::ops_app`]): the
+/// endpoint of the roles without a store or WebSocket hub (`process`, `simulate`).
+pub async fn start_ops(config: &Config, state: AppState) -> anyhow::Result<Server> {
+    let http = TcpListener::bind(("0.0.0.0", config.http_port))
+        .await
+        .with_context(|| format!("binding HTTP_PORT={}", config.http_port))?;
+    let http_addr = http.local_addr()?;
+    let stop = CancellationToken::new();
+    let router = crate::http::ops_app(state);
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            axum::serve(http, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    });
+    tracing::info!("serving /health, /ready and /metrics on http://{http_addr}/");
+    Ok(Server {
+        http_addr,
+        ws_addr: None,
+        hub: None,
+        stop,
+        tasks: vec![task],
     })
 }
 
 impl Server {
     /// Closes WebSocket clients, stops accepting, and waits (bounded) for open requests.
     pub async fn stop(self) {
-        self.hub.shutdown();
-        // Let the close frames go out before the listeners stop.
-        if tokio::time::timeout(GRACE, self.hub.closed())
-            .await
-            .is_err()
-        {
-            tracing::warn!("WebSocket clients did not close within {GRACE:?}");
+        if let Some(hub) = &self.hub {
+            hub.shutdown();
+            // Let the close frames go out before the listeners stop.
+            if tokio::time::timeout(GRACE, hub.closed()).await.is_err() {
+                tracing::warn!("WebSocket clients did not close within {GRACE:?}");
+            }
         }
         self.stop.cancel();
         for task in self.tasks {

@@ -504,3 +504,99 @@ fn watch_rules_has_nothing_to_watch_without_a_file() {
         assert!(watch_rules(Sources::default(), tx, CancellationToken::new()).is_none());
     });
 }
+
+#[test]
+fn secrets_come_from_files_and_never_show() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let password = write(dir.path(), "sasl", "from-a-file\n");
+    let sources = Sources {
+        env: env(&[
+            (
+                "KAFKA_SASL_PASSWORD_FILE",
+                password.to_str().expect("utf-8"),
+            ),
+            ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+            ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("KAFKA_SASL_USERNAME", "iot"),
+        ]),
+        ..Sources::default()
+    };
+    let config = Config::load(&sources).expect("valid");
+    assert_eq!(config.kafka.sasl_password.as_deref(), Some("from-a-file"));
+    let props = config.kafka.client_properties();
+    assert!(props.contains(&("sasl.password".into(), "from-a-file".into())));
+    assert!(props.contains(&("security.protocol".into(), "sasl_ssl".into())));
+    assert!(!config.redacted().to_string().contains("from-a-file"));
+
+    // A missing file is named, and both forms at once are refused.
+    let missing = Sources {
+        env: env(&[("KAFKA_SASL_PASSWORD_FILE", "/nonexistent/secret")]),
+        ..Sources::default()
+    };
+    let e = Config::load(&missing).expect_err("unreadable").to_string();
+    assert!(e.starts_with("invalid configuration: KAFKA_SASL_PASSWORD_FILE=/nonexistent/secret (from environment): must name a readable file"), "{e}");
+    let both = Sources {
+        env: env(&[
+            (
+                "KAFKA_SASL_PASSWORD_FILE",
+                password.to_str().expect("utf-8"),
+            ),
+            ("KAFKA_SASL_PASSWORD", "inline"),
+        ]),
+        ..Sources::default()
+    };
+    let e = Config::load(&both).expect_err("ambiguous").to_string();
+    assert!(
+        e.contains("KAFKA_SASL_PASSWORD_FILE") && e.contains("not be set together"),
+        "{e}"
+    );
+    assert!(!e.contains('\n'));
+}
+
+#[test]
+fn kafka_properties_pass_through_and_cannot_silently_drop_tls_verification() {
+    let ok = Sources {
+        env: env(&[(
+            "KAFKA_PROPERTIES",
+            "socket.keepalive.enable=true; fetch.min.bytes=1",
+        )]),
+        ..Sources::default()
+    };
+    let config = Config::load(&ok).expect("valid");
+    assert_eq!(
+        config.kafka.extra_properties(),
+        vec![
+            ("socket.keepalive.enable".to_string(), "true".to_string()),
+            ("fetch.min.bytes".to_string(), "1".to_string())
+        ]
+    );
+
+    let malformed = Sources {
+        env: env(&[("KAFKA_PROPERTIES", "no-equals-sign")]),
+        ..Sources::default()
+    };
+    let e = Config::load(&malformed).expect_err("malformed").to_string();
+    assert!(
+        e.starts_with("invalid configuration: KAFKA_PROPERTIES=no-equals-sign"),
+        "{e}"
+    );
+
+    let insecure = [(
+        "KAFKA_PROPERTIES",
+        "enable.ssl.certificate.verification=false",
+    )];
+    let e = Config::load(&Sources {
+        env: env(&insecure),
+        ..Sources::default()
+    })
+    .expect_err("refused")
+    .to_string();
+    assert!(e.contains("KAFKA_ALLOW_INSECURE_TLS=true"), "{e}");
+    let mut allowed = insecure.to_vec();
+    allowed.push(("KAFKA_ALLOW_INSECURE_TLS", "true"));
+    Config::load(&Sources {
+        env: env(&allowed),
+        ..Sources::default()
+    })
+    .expect("allowed with the override");
+}

@@ -29,6 +29,7 @@ async fn the_store_follows_readings_and_alerts_and_skips_invalid_ones() {
         readings,
         alerts,
         Limits::default(),
+        tokio_util::sync::CancellationToken::new(),
     ));
 
     let t0 = iiot::now_ms() - 60_000;

@@ -81,8 +81,38 @@ pub(crate) static KEYS: &[Key] = &[
         kafka.sasl_mechanism = Opt(OneOf(&["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]))),
     key!(optional "KAFKA_SASL_USERNAME", "kafka.sasl_username", "", "a SASL user name",
         kafka.sasl_username = Opt(Text(|_| true))),
-    key!(optional "KAFKA_SASL_PASSWORD", "kafka.sasl_password", "", "a SASL password (never shown)",
+    key!(optional "KAFKA_SASL_PASSWORD", "kafka.sasl_password", "", "a SASL password (never shown; or KAFKA_SASL_PASSWORD_FILE)",
         kafka.sasl_password = Opt(Text(|_| true))),
+    key!(optional "KAFKA_SSL_CA_LOCATION", "kafka.ssl_ca_location", "", "a path to a PEM file of CA certificates",
+        kafka.ssl_ca_location = Opt(Text(is_word))),
+    key!(optional "KAFKA_SSL_CERTIFICATE_LOCATION", "kafka.ssl_certificate_location", "", "a path to the client's PEM certificate (mutual TLS)",
+        kafka.ssl_certificate_location = Opt(Text(is_word))),
+    key!(optional "KAFKA_SSL_KEY_LOCATION", "kafka.ssl_key_location", "", "a path to the client's PEM private key (mutual TLS)",
+        kafka.ssl_key_location = Opt(Text(is_word))),
+    key!(optional "KAFKA_SSL_KEY_PASSWORD", "kafka.ssl_key_password", "", "the private key's password (never shown; or KAFKA_SSL_KEY_PASSWORD_FILE)",
+        kafka.ssl_key_password = Opt(Text(|_| true))),
+    key!(optional "KAFKA_PROPERTIES", "kafka.properties", "", "librdkafka properties as name=value pairs separated by ';', e.g. socket.keepalive.enable=true;fetch.min.bytes=1",
+        kafka.properties = Opt(Text(is_property_list))),
+    key!("KAFKA_ALLOW_INSECURE_TLS", "kafka.allow_insecure_tls", "false", "true or false (true lets KAFKA_PROPERTIES turn off TLS certificate verification: never in production)",
+        kafka.allow_insecure_tls = Bool),
+    key!("KAFKA_CLIENT_ID", "kafka.client_id", "iiot", "a non-empty client id without spaces",
+        kafka.client_id = Text(is_word)),
+    key!("KAFKA_COMPRESSION", "kafka.compression", "lz4", "one of none, gzip, snappy, lz4, zstd",
+        kafka.compression = OneOf(&["none", "gzip", "snappy", "lz4", "zstd"])),
+    key!("KAFKA_LINGER", "kafka.linger", "5ms", "a duration from 0ms to 10s, like 5ms",
+        kafka.linger = Dur(Duration::ZERO, Duration::from_secs(10))),
+    key!("KAFKA_BATCH_SIZE", "kafka.batch_size", "1000000", "an integer from 1 to 2147483647 (bytes per partition batch)",
+        kafka.batch_size = int::<usize>(1, 2_147_483_647)),
+    key!("KAFKA_QUEUE_MAX_MESSAGES", "kafka.queue_max_messages", "100000", "an integer from 1 to 10000000 (messages waiting for delivery; publishers wait beyond)",
+        kafka.queue_max_messages = int::<usize>(1, 10_000_000)),
+    key!("KAFKA_PARTITIONS_DEVICE_DATA", "kafka.partitions_device_data", "10", PARTITIONS,
+        kafka.partitions_device_data = int::<i32>(1, 10_000)),
+    key!("KAFKA_PARTITIONS_ALERTS", "kafka.partitions_alerts", "3", PARTITIONS,
+        kafka.partitions_alerts = int::<i32>(1, 10_000)),
+    key!("KAFKA_PARTITIONS_DLQ", "kafka.partitions_dlq", "1", PARTITIONS,
+        kafka.partitions_dlq = int::<i32>(1, 10_000)),
+    key!("KAFKA_REPLICATION_FACTOR", "kafka.replication_factor", "1", "an integer from 1 to 32 (used when creating missing topics)",
+        kafka.replication_factor = int::<i32>(1, 32)),
     key!("HTTP_PORT", "http.port", "8080", PORT,
         http_port = int::<u16>(0, 65535)),
     key!("WEBSOCKET_PORT", "websocket.port", "8081", PORT,
@@ -140,6 +170,7 @@ pub(crate) static KEYS: &[Key] = &[
 const TOPIC: &str = "a Kafka topic name: 1 to 249 of a-z A-Z 0-9 . _ -";
 const PORT: &str = "a port from 0 to 65535 (0 = any free port)";
 const NUMBER: &str = "a finite number";
+const PARTITIONS: &str = "an integer from 1 to 10000 (used when creating missing topics)";
 
 /// The key named `env`.
 pub(crate) fn by_env(env: &str) -> Option<&'static Key> {
@@ -167,8 +198,30 @@ fn is_broker_list(s: &str) -> bool {
     s.split(',').all(is_word)
 }
 
+/// `name=value` pairs separated by `;` (see [`super::KafkaSettings::extra_properties`]).
+fn is_property_list(s: &str) -> bool {
+    super::parse_properties(s).is_some()
+}
+
 fn is_url_path(s: &str) -> bool {
     s.starts_with('/') && !s.chars().any(|c| c.is_whitespace() || c == '?' || c == '#')
+}
+
+/// `true` or `false` (also `1`/`0`, `yes`/`no`, any case).
+struct Bool;
+
+impl Codec for Bool {
+    type Out = bool;
+    fn parse(&self, text: &str) -> Option<bool> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Some(true),
+            "false" | "0" | "no" => Some(false),
+            _ => None,
+        }
+    }
+    fn show(&self, value: &bool) -> Json {
+        Json::from(*value)
+    }
 }
 
 /// An integer in `min..=max`, stored as `T`.

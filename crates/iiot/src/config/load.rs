@@ -53,11 +53,13 @@ struct ConfigFile {
 /// [`Config::load`].
 pub(super) fn load(sources: &Sources) -> Result<Config, ConfigError> {
     let flags = flag_layer(sources)?;
-    let env = Layer {
+    let mut env = Layer {
         origin: Origin::Env,
         values: sources.env.clone(),
     };
-    let dotenv = read_dotenv(sources.dotenv.as_deref())?;
+    let mut dotenv = read_dotenv(sources.dotenv.as_deref())?;
+    read_secret_files(&mut env)?;
+    read_secret_files(&mut dotenv)?;
     let file = match find_file(sources, [&flags, &env, &dotenv]) {
         Some(path) => Some(read_file(&path)?),
         None => None,
@@ -268,6 +270,7 @@ fn resolve(layers: &[&Layer], file: Option<&ConfigFile>) -> Result<Config, Confi
         (key.set)(&mut config, text).ok_or_else(|| invalid(key, text, origin))?;
     }
     check_temperature_band(&config, &layers)?;
+    check_tls_verification(&config, &layers)?;
     let specs = file.map_or(&[][..], |f| &f.specs[..]);
     config.rules = RuleSet::build(&config.thresholds, specs).map_err(|e| rule_error(e, file))?;
     config.config_file = file.map(|f| f.path.clone());
@@ -298,6 +301,67 @@ fn check_temperature_band(config: &Config, layers: &[&Layer]) -> Result<(), Conf
     error.allowed = format!(
         "must be below the high temperature threshold (ALERT_TEMPERATURE_HIGH = {})",
         t.temperature_high
+    );
+    Err(error)
+}
+
+/// Suffix of the variables that name a file holding a secret (`KAFKA_SASL_PASSWORD_FILE`).
+pub(super) const FILE_SUFFIX: &str = "_FILE";
+
+/// For every secret key, `NAME_FILE` in this layer means "the value of `NAME` is this file's
+/// content" (trailing newline removed), so secrets need not sit in the environment or on a
+/// command line (Docker and Kubernetes secrets are mounted as files).
+fn read_secret_files(layer: &mut Layer) -> Result<(), ConfigError> {
+    for key in KEYS.iter().filter(|k| super::is_secret(k.env)) {
+        let file_var = format!("{}{FILE_SUFFIX}", key.env);
+        let Some(path) = layer.values.get(&file_var).filter(|p| !p.trim().is_empty()) else {
+            continue;
+        };
+        let path = path.clone();
+        let error = |allowed: String| ConfigError {
+            key: file_var.clone(),
+            value: path.clone(),
+            origin: layer.origin.clone(),
+            allowed,
+        };
+        if layer.get(key).is_some() {
+            return Err(error(format!(
+                "must not be set together with {} (set one of them)",
+                key.env
+            )));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            error(format!(
+                "must name a readable file holding {} ({e})",
+                key.env
+            ))
+        })?;
+        let secret = text.trim_end_matches(['\n', '\r']).to_string();
+        layer.values.insert(key.env.to_string(), secret);
+    }
+    Ok(())
+}
+
+/// Turning off TLS certificate verification through `KAFKA_PROPERTIES` needs the loudly named
+/// `KAFKA_ALLOW_INSECURE_TLS=true`.
+fn check_tls_verification(config: &Config, layers: &[&Layer]) -> Result<(), ConfigError> {
+    let Some((name, value)) = config.kafka.insecure_tls_property() else {
+        return Ok(());
+    };
+    if config.kafka.allow_insecure_tls {
+        return Ok(());
+    }
+    let key = keys::by_env("KAFKA_PROPERTIES").ok_or_else(|| ConfigError {
+        key: "KAFKA_PROPERTIES".into(),
+        value: String::new(),
+        origin: Origin::Default,
+        allowed: "is missing from the key table".into(),
+    })?;
+    let (text, origin) = pick(key, layers);
+    let mut error = invalid(key, text, origin);
+    error.allowed = format!(
+        "turns off TLS certificate verification ({name}={value}); refused unless \
+         KAFKA_ALLOW_INSECURE_TLS=true (never in production)"
     );
     Err(error)
 }
@@ -392,6 +456,21 @@ fn blank() -> Config {
             sasl_mechanism: None,
             sasl_username: None,
             sasl_password: None,
+            ssl_ca_location: None,
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            ssl_key_password: None,
+            properties: None,
+            allow_insecure_tls: false,
+            client_id: String::new(),
+            compression: String::new(),
+            linger: Duration::ZERO,
+            batch_size: 0,
+            queue_max_messages: 0,
+            partitions_device_data: 0,
+            partitions_alerts: 0,
+            partitions_dlq: 0,
+            replication_factor: 0,
         },
         http_port: 0,
         websocket: WebSocketSettings {

@@ -13,7 +13,9 @@
 //! - [`routes`]: the route table and the handlers (ops, devices, export, alerts).
 //! - [`openapi`]: the `/api/docs` document, generated from the route table.
 //! - [`metrics`]: the snapshot behind `/api/stats` and `/metrics`, and the metric names.
+//! - [`dashboard`]: the web dashboard at `/` and its embedded files under `/web/`.
 
+pub mod dashboard;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
@@ -28,11 +30,25 @@ pub use error::AppError;
 pub use routes::ROUTES;
 pub use state::AppState;
 
-/// The API router: every row of [`ROUTES`], and a JSON 404 for any other path. Serve it with
-/// `axum::serve`, or merge more routes into it first (e.g. the WebSocket hub's `/ws`).
+/// The API router: every row of [`ROUTES`], the [`dashboard`] at `/`, and a JSON 404 for any
+/// other path. Serve it with `axum::serve`, or merge more routes into it first (e.g. the
+/// WebSocket hub's `/ws`).
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
     for route in ROUTES {
+        router = router.route(route.path, routes::method_router(route));
+    }
+    router
+        .merge(dashboard::router())
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// The operations routes only — `/health`, `/ready`, `/config`, `/metrics`, `/api/stats`,
+/// `/api/docs` — for the roles that keep no store (`process`, `simulate`).
+pub fn ops_app(state: AppState) -> Router {
+    let mut router = Router::new();
+    for route in ROUTES.iter().filter(|r| routes::is_ops(r.endpoint)) {
         router = router.route(route.path, routes::method_router(route));
     }
     router.fallback(not_found).with_state(state)

@@ -71,6 +71,9 @@ pub struct DeviceState {
     pub alerts: DeviceAlerts,
     /// Per-minute aggregates.
     pub aggregates: Aggregates,
+    /// The input partition its readings arrive on (`None` until one arrives through
+    /// [`Processor::handle_from`]); a rebalance that takes the partition away drops the device.
+    pub partition: Option<i32>,
 }
 
 /// The processor core.
@@ -118,6 +121,18 @@ impl Processor {
     /// Handles one message received at `now_ms`; alerts raised or resolved are appended to
     /// `alerts`.
     pub fn handle(&mut self, payload: &[u8], now_ms: i64, alerts: &mut Vec<Alert>) -> Outcome {
+        self.handle_from(None, payload, now_ms, alerts)
+    }
+
+    /// [`Processor::handle`] for a message read from input `partition`, remembered with the
+    /// device so that [`Processor::drop_partitions`] can let it go after a rebalance.
+    pub fn handle_from(
+        &mut self,
+        partition: Option<i32>,
+        payload: &[u8],
+        now_ms: i64,
+        alerts: &mut Vec<Alert>,
+    ) -> Outcome {
         let reading = match decode(payload, now_ms, &self.config.limits) {
             Ok(r) => r,
             Err(invalid) => return self.reject(invalid),
@@ -140,6 +155,9 @@ impl Processor {
         };
         // Any decoded reading of a known device is a sign of life, in order or not.
         dev.alerts.touch(now_ms);
+        if partition.is_some() {
+            dev.partition = partition;
+        }
         match dev.seq.check(reading.seq, reading.timestamp) {
             SeqVerdict::InOrder => {}
             SeqVerdict::Gap(missing) => {
@@ -231,6 +249,30 @@ impl Processor {
                 .migrate(id, &mut dev.alerts, &old, now_ms, alerts);
         }
         self.track(before, alerts);
+    }
+
+    /// Forgets every device whose readings came from one of `revoked` (a consumer-group
+    /// rebalance gave those partitions to another member, which rebuilds their state from the
+    /// readings it reads from the last committed offset). Their open alerts leave this
+    /// processor's index; the new owner raises again whatever still holds. Returns how many
+    /// devices were dropped.
+    pub fn drop_partitions(&mut self, revoked: &[i32]) -> usize {
+        if revoked.is_empty() {
+            return 0;
+        }
+        let before = self.devices.len();
+        self.devices
+            .retain(|_, dev| !dev.partition.is_some_and(|p| revoked.contains(&p)));
+        let dropped = before - self.devices.len();
+        let open_before = self.open.len();
+        let devices = &self.devices;
+        self.open.retain(|_, device| devices.contains_key(device));
+        let closed = (open_before - self.open.len()) as i64;
+        self.stats.alerts_open.fetch_sub(closed, Ordering::Relaxed);
+        self.stats
+            .devices
+            .fetch_sub(dropped as u64, Ordering::Relaxed);
+        dropped
     }
 
     /// The rules in force.

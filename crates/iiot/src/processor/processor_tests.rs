@@ -155,3 +155,46 @@ fn offline_devices_are_found_by_tick_and_aggregates_fill() {
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].alert_type, "device_offline");
 }
+
+#[test]
+fn a_rebalance_drops_the_devices_of_revoked_partitions_and_their_open_alerts() {
+    let mut p = processor(10);
+    let mut alerts = Vec::new();
+    p.handle_from(
+        Some(1),
+        &reading("device_001", 1, T0, 85.0),
+        T0,
+        &mut alerts,
+    );
+    p.handle_from(
+        Some(2),
+        &reading("device_002", 1, T0, 85.0),
+        T0,
+        &mut alerts,
+    );
+    p.handle(&reading("device_003", 1, T0, 25.0), T0, &mut alerts);
+    p.flush_stats();
+    assert_eq!(alerts.len(), 2);
+    assert_eq!(p.stats().alerts_open.load(Ordering::Relaxed), 2);
+
+    assert_eq!(p.drop_partitions(&[]), 0);
+    assert_eq!(p.drop_partitions(&[1, 7]), 1);
+    assert!(p.device("device_001").is_none());
+    assert_eq!(p.device("device_002").and_then(|d| d.partition), Some(2));
+    assert!(p.device("device_003").is_some(), "no partition known: kept");
+    let open: Vec<&str> = p.open_alert_ids().collect();
+    assert_eq!(open, [alerts[1].alert_id.as_str()]);
+    let s = p.stats();
+    assert_eq!(s.alerts_open.load(Ordering::Relaxed), 1);
+    assert_eq!(s.devices.load(Ordering::Relaxed), 2);
+
+    // Partition 1 comes back later: the device starts afresh (no duplicate-seq verdict).
+    alerts.clear();
+    let again = p.handle_from(
+        Some(1),
+        &reading("device_001", 1, T0 + 10, 25.0),
+        T0 + 10,
+        &mut alerts,
+    );
+    assert_eq!(again, Outcome::Processed);
+}

@@ -148,6 +148,11 @@ async fn serve(
                     return Ok(());
                 }
                 backlogged = received == BATCH;
+                let revoked = subscriber.take_revoked();
+                if !revoked.is_empty() {
+                    let dropped = processor.drop_partitions(&revoked);
+                    tracing::info!(?revoked, dropped, "partitions revoked by a rebalance; their devices' state dropped");
+                }
                 process_batch(processor, out, &mut batch, &mut alerts, &mut receipts).await?;
                 processor.flush_stats();
                 // At-least-once: the outputs are delivered (settled above); now the offsets.
@@ -167,7 +172,8 @@ async fn process_batch(
 ) -> Result<(), TransportError> {
     let now = now_ms();
     for message in batch.iter() {
-        if let Outcome::DeadLetter(invalid) = processor.handle(&message.payload, now, alerts) {
+        let outcome = processor.handle_from(Some(message.partition), &message.payload, now, alerts);
+        if let Outcome::DeadLetter(invalid) = outcome {
             let origin = Origin {
                 topic: &message.topic,
                 partition: message.partition,

@@ -63,6 +63,14 @@ pub fn new_latency_histogram() -> Histogram<u64> {
 }
 
 impl ProcessorStats {
+    /// Messages taken from the input so far, whatever became of them: processed, late or
+    /// dead-lettered.
+    pub fn taken(&self) -> u64 {
+        self.processed.load(Ordering::Relaxed)
+            + self.late.load(Ordering::Relaxed)
+            + self.dead_letters_total()
+    }
+
     /// Total dead letters over all reasons.
     pub fn dead_letters_total(&self) -> u64 {
         self.dead_letters

@@ -69,6 +69,20 @@ impl Endpoint {
     }
 }
 
+/// Whether `endpoint` is about the process itself (health, readiness, configuration, metrics,
+/// statistics, the API document) rather than the store's data.
+pub(super) fn is_ops(endpoint: Endpoint) -> bool {
+    matches!(
+        endpoint,
+        Endpoint::Health
+            | Endpoint::Ready
+            | Endpoint::Config
+            | Endpoint::Metrics
+            | Endpoint::Stats
+            | Endpoint::Docs
+    )
+}
+
 /// The handler of `route`, answering only its method.
 pub(super) fn method_router(route: &RouteDoc) -> MethodRouter<AppState> {
     let m = match route.verb {
