@@ -1,0 +1,135 @@
+// The alert panel (overview and device detail): alerts from the HTTP API, kept current by the
+// stream, filterable by status, with acknowledge. One row per alert_id, showing its latest status.
+
+import { api } from './api.js';
+import { h, coalesce, clock, ago, toast, SEVERITIES } from './util.js';
+
+const RANK = { active: 0, acknowledged: 1, resolved: 2 };
+/** Rows drawn at most (the counts cover every alert). */
+const MAX_ROWS = 100;
+/** Resolved alerts kept for the "All" view. */
+const MAX_RESOLVED = 300;
+const FILTERS = [['open', 'Open'], ['active', 'Active'], ['all', 'All']];
+
+export class AlertPanel {
+  /** `deviceId` limits the panel to one device; `onCounts(bySeverity, open)` hears the counts. */
+  constructor(box, { title = 'Alerts', deviceId = null, onCounts = null } = {}) {
+    this.deviceId = deviceId;
+    this.onCounts = onCounts;
+    this.alerts = new Map();
+    this.filter = 'open';
+    this.busy = new Set();
+    this.list = h('ul.alert-list', { 'data-test': 'alert-list' });
+    this.counts = h('div.sev-badges');
+    this.seg = h('div.seg', { role: 'group', 'aria-label': 'Alert status filter' },
+      FILTERS.map(([key, label]) => h('button', { type: 'button', dataset: { filter: key }, onclick: () => this.setFilter(key) }, label)));
+    box.append(
+      h('div.card-head', h('h2', title), this.seg),
+      this.counts,
+      h('div', { style: 'height:8px' }),
+      this.list);
+    this.render = coalesce(() => this.draw());
+    this.clock = setInterval(this.render, 10000);
+    this.setFilter('open');
+  }
+
+  destroy() {
+    clearInterval(this.clock);
+  }
+
+  setFilter(key) {
+    this.filter = key;
+    for (const b of this.seg.children) b.classList.toggle('on', b.dataset.filter === key);
+    this.render();
+  }
+
+  /** Replaces what the panel knows with an API answer (newer stream versions win). */
+  load(items) {
+    const fresh = new Map();
+    for (const a of items) fresh.set(a.alert_id, a);
+    for (const [id, a] of this.alerts) {
+      const f = fresh.get(id);
+      if (f && newer(a, f)) fresh.set(id, a);
+    }
+    this.alerts = fresh;
+    this.render();
+  }
+
+  /** Alerts from the stream (or an acknowledge answer). */
+  merge(items) {
+    let changed = false;
+    for (const a of items) {
+      if (this.deviceId && a.device_id !== this.deviceId) continue;
+      const old = this.alerts.get(a.alert_id);
+      if (!old || newer(a, old)) {
+        this.alerts.set(a.alert_id, a);
+        changed = true;
+      }
+    }
+    if (changed) {
+      this.trim();
+      this.render();
+    }
+  }
+
+  trim() {
+    const resolved = [...this.alerts.values()].filter((a) => a.status === 'resolved');
+    if (resolved.length <= MAX_RESOLVED) return;
+    resolved.sort((a, b) => a.timestamp - b.timestamp);
+    for (const a of resolved.slice(0, resolved.length - MAX_RESOLVED)) this.alerts.delete(a.alert_id);
+  }
+
+  async ack(alert, button) {
+    this.busy.add(alert.alert_id);
+    button.disabled = true;
+    button.textContent = 'Acknowledging…';
+    try {
+      const done = await api.acknowledge(alert.alert_id);
+      this.merge([done]);
+      toast(`Acknowledged ${alert.alert_type} on ${alert.device_id}`);
+    } catch (e) {
+      toast(`Could not acknowledge: ${e.message}`);
+      if (e.status === 409) this.merge([{ ...alert, status: 'acknowledged' }]);
+    } finally {
+      this.busy.delete(alert.alert_id);
+      this.render();
+    }
+  }
+
+  draw() {
+    const all = [...this.alerts.values()];
+    const open = all.filter((a) => a.status !== 'resolved');
+    const bySeverity = {};
+    for (const a of open) bySeverity[a.severity] = (bySeverity[a.severity] || 0) + 1;
+    this.counts.replaceChildren(...SEVERITIES.map((s) => h(`span.pill.${s}`, { title: `open ${s} alerts` }, `${s} ${bySeverity[s] || 0}`)));
+    this.onCounts?.(bySeverity, open.length);
+
+    const shown = all.filter((a) => (this.filter === 'all' ? true : this.filter === 'open' ? a.status !== 'resolved' : a.status === 'active'));
+    shown.sort((a, b) => RANK[a.status] - RANK[b.status]
+      || SEVERITIES.indexOf(a.severity) - SEVERITIES.indexOf(b.severity)
+      || b.timestamp - a.timestamp);
+    const now = Date.now();
+    const rows = shown.slice(0, MAX_ROWS).map((a) => {
+      const busy = this.busy.has(a.alert_id);
+      const button = a.status === 'active'
+        ? h('button.btn.primary', { type: 'button', 'data-test': 'ack', disabled: busy, onclick: (e) => this.ack(a, e.currentTarget) }, busy ? 'Acknowledging…' : 'Acknowledge')
+        : null;
+      return h('li.alert-row', { dataset: { alertId: a.alert_id, status: a.status } },
+        h(`span.pill.${a.severity}`, a.severity),
+        h('div.what',
+          h('div.title', this.deviceId ? a.alert_type : [h('a', { href: `#/device/${encodeURIComponent(a.device_id)}` }, a.device_id), ` · ${a.alert_type}`]),
+          h('div.msg', a.message)),
+        h('div.side',
+          h('time', { datetime: new Date(a.timestamp).toISOString(), title: new Date(a.timestamp).toLocaleString('en-GB') }, `${clock(a.timestamp)} · ${ago(a.timestamp, now)}`),
+          h(`span.pill.${a.status}`, { 'data-test': 'status' }, a.status),
+          button));
+    });
+    if (!rows.length) rows.push(h('li.empty', this.filter === 'all' ? 'No alerts.' : 'No open alerts. All quiet.'));
+    if (shown.length > MAX_ROWS) rows.push(h('li.empty', `${shown.length - MAX_ROWS} more not shown`));
+    this.list.replaceChildren(...rows);
+  }
+}
+
+function newer(a, b) {
+  return RANK[a.status] > RANK[b.status] || (RANK[a.status] === RANK[b.status] && a.timestamp > b.timestamp);
+}

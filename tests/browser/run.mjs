@@ -1,0 +1,237 @@
+// Browser tests of the dashboard in headless Chromium against a running `iiot run`
+// (scripts/browser-test.sh starts it). Each test prints ok/FAIL; the exit code is non-zero when
+// any failed. Screenshots go to --out (target/browser/).
+//
+//   node tests/browser/run.mjs --base http://127.0.0.1:PORT --out target/browser
+
+import { chromium } from 'playwright-core';
+import { readFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+
+const arg = (name, fallback) => {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? process.argv[i + 1] : fallback;
+};
+const base = arg('--base', 'http://127.0.0.1:8080');
+const out = arg('--out', 'target/browser');
+await mkdir(out, { recursive: true });
+
+export const CHROMIUM = {
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+};
+
+const results = [];
+async function test(name, fn) {
+  const t0 = Date.now();
+  try {
+    await fn();
+    results.push({ name, ok: true });
+    console.log(`ok    ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+  } catch (e) {
+    results.push({ name, ok: false });
+    console.log(`FAIL  ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)\n      ${String(e.stack || e).split('\n').slice(0, 4).join('\n      ')}`);
+  }
+}
+function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `fn` until it returns a truthy value or `ms` pass. */
+async function until(fn, ms, what) {
+  const end = Date.now() + ms;
+  let last;
+  while (Date.now() < end) {
+    last = await fn();
+    if (last) return last;
+    await sleep(200);
+  }
+  throw new Error(`timed out after ${ms / 1000} s waiting for ${what} (last: ${JSON.stringify(last)})`);
+}
+
+/** A page that records console errors, page errors, failed and off-host requests. */
+async function openPage(context) {
+  const page = await context.newPage();
+  const problems = { console: [], errors: [], external: [], failed: [] };
+  const local = (url) => {
+    const u = new URL(url);
+    return ['data:', 'blob:'].includes(u.protocol) || ['127.0.0.1', 'localhost'].includes(u.hostname);
+  };
+  page.on('console', (m) => { if (m.type() === 'error') problems.console.push(m.text()); });
+  page.on('pageerror', (e) => problems.errors.push(String(e)));
+  page.on('request', (r) => { if (!local(r.url())) problems.external.push(r.url()); });
+  page.on('websocket', (ws) => { if (!local(ws.url().replace(/^ws/, 'http'))) problems.external.push(ws.url()); });
+  page.on('response', (r) => { if (r.status() >= 400) problems.failed.push(`${r.status()} ${r.url()}`); });
+  page.on('requestfailed', (r) => {
+    // Downloads are "aborted" from the page's point of view; they are checked on their own.
+    if (!r.url().includes('/export')) problems.failed.push(`${r.failure()?.errorText} ${r.url()}`);
+  });
+  return { page, problems };
+}
+function noProblems(problems) {
+  for (const [kind, list] of Object.entries(problems)) {
+    assert(list.length === 0, `${kind}: ${list.slice(0, 5).join(' | ')}`);
+  }
+}
+/** Pixels of the first series' colour (#0f766e) on the chart canvas under `selector`. */
+const inked = (page, selector) => page.$eval(`${selector} canvas`, (c) => {
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    if (Math.abs(d[i] - 15) < 40 && Math.abs(d[i + 1] - 118) < 40 && Math.abs(d[i + 2] - 110) < 40 && d[i + 3] > 150) n++;
+  }
+  return n;
+});
+const shot = (page, name) => page.screenshot({ path: join(out, `${name}.png`), fullPage: true });
+const live = (page) => page.waitForSelector('#conn[data-state="live"]', { timeout: 20000 });
+
+const browser = await chromium.launch(CHROMIUM);
+try {
+  const context = await browser.newContext({ viewport: { width: 1366, height: 900 }, acceptDownloads: true });
+  const { page, problems } = await openPage(context);
+
+  await test('overview loads with no console errors and no request leaving localhost', async () => {
+    await page.goto(`${base}/`);
+    await live(page);
+    await until(() => page.textContent('[data-test=kpi-online]').then((t) => /\d/.test(t)), 10000, 'devices online');
+    await until(() => page.textContent('[data-test=kpi-rate]').then((t) => /\d/.test(t)), 10000, 'message rate');
+    await until(() => page.$('[data-test=by-location] table'), 10000, 'location grid');
+    await until(() => page.$eval('[data-test=trend-temperature]', (n) => Number(n.dataset.points) > 0), 15000, 'temperature trend points');
+    await until(async () => (await inked(page, '[data-test=trend-temperature]')) > 30, 5000, 'a drawn temperature line');
+    const title = await page.title();
+    assert(title.includes('Industrial IoT Monitor'), `title ${title}`);
+    await sleep(1000);
+    await shot(page, 'overview');
+    noProblems(problems);
+  });
+
+  await test('live numbers and charts change over a few seconds', async () => {
+    const read = () => page.evaluate(() => ({
+      received: window.iiot.live.tick?.received ?? 0,
+      chart: document.querySelector('[data-test=trend-temperature] canvas')?.toDataURL() ?? '',
+      points: document.querySelector('[data-test=trend-temperature]')?.dataset.points,
+      rateHint: document.querySelector('[data-test=kpi-rate]')?.parentElement.querySelector('.hint')?.textContent,
+      latency: document.querySelector('[data-test=kpi-latency]')?.textContent,
+    }));
+    const before = await read();
+    await sleep(4000);
+    const after = await read();
+    assert(after.received > before.received, `stream count did not grow: ${before.received} → ${after.received}`);
+    assert(after.chart !== before.chart, 'temperature chart pixels did not change');
+    assert(after.rateHint !== before.rateHint, `processed count did not change: ${after.rateHint}`);
+    assert(/\d/.test(after.latency), `no event→browser latency: ${after.latency}`);
+    noProblems(problems);
+  });
+
+  await test('device list filters by floor and search', async () => {
+    await page.goto(`${base}/#/devices`);
+    await page.waitForSelector('[data-test=device-grid] .dev-card');
+    await until(() => page.$$eval('[data-test=f-floor] option', (o) => o.length > 1), 10000, 'floor options');
+    await page.selectOption('[data-test=f-floor]', '3');
+    await until(() => page.$$eval('[data-test=device-grid] .dev-card .where', (ws) => ws.length > 0 && ws.every((w) => w.textContent.includes('floor 3'))), 10000, 'only floor 3 cards');
+    await page.selectOption('[data-test=f-floor]', '');
+    await page.fill('[data-test=f-search]', 'device_001');
+    await until(() => page.$$eval('[data-test=device-grid] .dev-card', (cs) => cs.length >= 1 && cs.every((c) => c.dataset.device.includes('device_001'))), 10000, 'search result');
+    await shot(page, 'devices');
+    noProblems(problems);
+  });
+
+  await test('device detail renders history for 1 min and 1 h, and CSV export downloads rows', async () => {
+    await page.goto(`${base}/#/device/device_001`);
+    await page.waitForSelector('[data-test=meta] dd');
+    const meta = await page.textContent('[data-test=meta]');
+    for (const word of ['Location', 'Model', 'Firmware', 'Battery', 'Signal']) assert(meta.includes(word), `metadata lacks ${word}: ${meta}`);
+    for (const range of ['1m', '1h']) {
+      await page.click(`[data-test=range] [data-range="${range}"]`);
+      await page.waitForSelector(`#view[data-range="${range}"]`);
+      for (const sensor of ['temperature', 'humidity', 'pressure', 'current']) {
+        const n = await page.$eval(`[data-test=history-${sensor}]`, (n) => Number(n.dataset.points));
+        assert(n > 0, `${range}: no ${sensor} history points`);
+        const ink = await inked(page, `[data-test=history-${sensor}]`);
+        assert(ink > 3, `${range}: ${sensor} chart has ${n} points but draws nothing (${ink} px)`);
+      }
+      await shot(page, `device-${range}`);
+    }
+    assert(/ON|OFF/.test(await page.textContent('[data-test=switch]')), 'switch state missing');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-test=export-csv]')]);
+    const csv = await readFile(await download.path(), 'utf8');
+    const lines = csv.trim().split('\n');
+    assert(lines[0].startsWith('timestamp,temperature,humidity,pressure,current'), `CSV header: ${lines[0]}`);
+    assert(lines.length >= 3, `CSV has ${lines.length - 1} rows`);
+    assert(download.suggestedFilename().endsWith('.csv'), `file name ${download.suggestedFilename()}`);
+    noProblems(problems);
+  });
+
+  await test('an injected fault raises an alert in the panel, and acknowledging it updates its status', async () => {
+    await page.goto(`${base}/#/`);
+    await live(page);
+    // Overheating ramps past ALERT_TEMPERATURE_HIGH=45 within a few readings and stays above it
+    // for about 20 s: prefer such an alert so that it cannot resolve while we acknowledge it.
+    const id = await until(() => page.evaluate(() => {
+      const rows = [...document.querySelectorAll('[data-test=alert-list] li[data-status="active"]')];
+      const hot = rows.find((r) => r.textContent.includes('temperature_high'));
+      return hot?.dataset.alertId ?? null;
+    }), 60000, 'an active temperature_high alert');
+    await shot(page, 'alert-active');
+    await page.click(`[data-test=alert-list] li[data-alert-id="${id}"] [data-test=ack]`);
+    await page.waitForSelector(`[data-test=alert-list] li[data-alert-id="${id}"][data-status="acknowledged"]`, { timeout: 10000 });
+    const listed = await (await fetch(`${base}/api/alerts?limit=1000`)).json();
+    const alert = listed.items.find((a) => a.alert_id === id);
+    assert(alert && ['acknowledged', 'resolved'].includes(alert.status), `API shows ${alert?.status}`);
+    await shot(page, 'alert-acknowledged');
+    noProblems(problems);
+  });
+
+  await test('the stream reconnects and resumes, and reloads when it cannot resume', async () => {
+    await page.goto(`${base}/#/`);
+    await live(page);
+    const resumedAt = () => page.evaluate(() => window.iiot.live.tick?.lastResume?.at ?? 0);
+    const t0 = await resumedAt();
+    await page.evaluate(() => window.iiot.drop(false));
+    await until(() => page.evaluate((t) => {
+      const tick = window.iiot.live.tick;
+      return tick?.lastResume?.at > t && tick.lastResume.recovered === true && tick.state === 'live';
+    }, t0), 15000, 'a recovered resume');
+    const reloads = await page.evaluate(() => window.iiot.live.reloads);
+    await page.evaluate(() => window.iiot.drop(true));
+    await until(() => page.evaluate((r) => window.iiot.live.reloads > r && window.iiot.live.tick?.lastResume?.recovered === false, reloads), 15000, 'a reload after recovered:false');
+    await live(page);
+    // The toast about the reload is not an error; the page must still be clean.
+    noProblems(problems);
+  });
+
+  await test('a 390 px wide phone screen has no horizontal overflow', async () => {
+    const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+    const { page: p, problems: pp } = await openPage(phone);
+    for (const [name, hash, ready] of [
+      ['overview', '#/', '[data-test=by-location] table'],
+      ['devices', '#/devices', '[data-test=device-grid] .dev-card'],
+      ['device', '#/device/device_001', '[data-test=meta] dd'],
+    ]) {
+      await p.goto(`${base}/${hash}`);
+      await p.waitForSelector(ready, { timeout: 15000 });
+      await sleep(1500);
+      const overflow = await p.evaluate(() => {
+        const width = document.documentElement.clientWidth;
+        const wide = [...document.querySelectorAll('body *')]
+          .filter((n) => n.getBoundingClientRect().right > width + 1 && !n.closest('.alert-list'))
+          .slice(0, 5)
+          .map((n) => `${n.tagName.toLowerCase()}.${[...n.classList].join('.')} → ${Math.round(n.getBoundingClientRect().right)}`);
+        return { scroll: document.documentElement.scrollWidth, width, wide };
+      });
+      assert(overflow.scroll <= overflow.width && overflow.wide.length === 0,
+        `${name}: page is ${overflow.scroll} px wide on a ${overflow.width} px screen; ${overflow.wide.join(', ')}`);
+      await shot(p, `phone-${name}`);
+    }
+    noProblems(pp);
+    await phone.close();
+  });
+} finally {
+  await browser.close();
+}
+
+const failed = results.filter((r) => !r.ok);
+console.log(`\n${results.length - failed.length} passed, ${failed.length} failed; screenshots in ${out}`);
+process.exit(failed.length ? 1 : 0);
