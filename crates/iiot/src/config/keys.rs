@@ -389,6 +389,7 @@ mod tests {
             "IIOT_CONFIG",
             "KAFKA_SASL_USERNAME",
             "KAFKA_SASL_PASSWORD",
+            "KAFKA_SSL_KEY_PASSWORD",
             "RUST_LOG",
         ];
         let mut config = Config::default();
