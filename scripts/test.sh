@@ -22,4 +22,5 @@ echo "== tests"
 cargo test --workspace --doc --locked
 # --no-fail-fast: one failure should not hide the others. Last, so its summary closes the run.
 cargo nextest run --workspace --locked --no-fail-fast
+bash scripts/ops-check.sh
 bash scripts/browser-test.sh
