@@ -29,6 +29,14 @@ if [[ ! -x /usr/bin/chromium ]]; then
   apt-get install -y -qq chromium >/dev/null
 fi
 /usr/bin/chromium --version 2>/dev/null
+# Building names in the data are Chinese (A栋); without a CJK font screenshots show boxes.
+if command -v fc-list >/dev/null && [[ -z "$(fc-list :lang=zh 2>/dev/null | head -1)" ]]; then
+  echo "no CJK font: installing fonts-wqy-microhei (one-off, for readable screenshots)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq fonts-wqy-microhei >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq fonts-wqy-microhei >/dev/null; } ||
+    echo "could not install a CJK font; continuing (only screenshots suffer)"
+fi
 
 echo "== browser: playwright-core"
 wanted=$(node -p "require('./tests/browser/package.json').devDependencies['playwright-core']")
