@@ -62,17 +62,7 @@ impl ClientContext for ConsumerEvents {
         let lag: i64 = stats
             .topics
             .get(&*self.topic)
-            .map(|t| {
-                t.partitions
-                    .values()
-                    .filter(|p| {
-                        p.partition >= 0
-                            && p.consumer_lag >= 0
-                            && !matches!(p.fetch_state.as_str(), "none" | "stopping" | "stopped")
-                    })
-                    .map(|p| p.consumer_lag)
-                    .sum()
-            })
+            .map(|t| t.partitions.values().filter_map(unread).sum())
             .unwrap_or(0);
         self.lag.store(lag.max(0) as u64, Ordering::Relaxed);
     }
@@ -124,6 +114,25 @@ impl ConsumerContext for ConsumerEvents {
             }
         }
     }
+}
+
+/// Messages of an assigned partition not yet handed to the application: the end of the
+/// partition (last stable offset, as the consumer reads committed data only) minus the position
+/// (the offset of the next message `recv` returns, else the committed offset). `None` for
+/// partitions not being fetched or whose position is unknown yet.
+fn unread(p: &rdkafka::statistics::Partition) -> Option<i64> {
+    if p.partition < 0 || matches!(p.fetch_state.as_str(), "none" | "stopping" | "stopped") {
+        return None;
+    }
+    let end = if p.ls_offset >= 0 {
+        p.ls_offset
+    } else {
+        p.hi_offset
+    };
+    let position = [p.app_offset, p.committed_offset]
+        .into_iter()
+        .find(|&o| o >= 0)?;
+    (end >= 0).then(|| (end - position).max(0))
 }
 
 pub(crate) type EventConsumer = StreamConsumer<ConsumerEvents>;
