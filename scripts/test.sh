@@ -20,6 +20,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== tests"
 cargo test --workspace --doc --locked
+# The Kafka tests start private tansu brokers; install tansu if this machine lacks it.
+bash scripts/kafka-up.sh --install
 # --no-fail-fast: one failure should not hide the others. Last, so its summary closes the run.
 cargo nextest run --workspace --locked --no-fail-fast
 bash scripts/ops-check.sh
