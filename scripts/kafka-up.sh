@@ -28,6 +28,21 @@ find_tansu() {
   fi
 }
 
+# Building tansu (and librdkafka for the tests) needs a C toolchain, OpenSSL and zlib headers.
+ensure_build_packages() {
+  command -v dpkg >/dev/null 2>&1 || return 0
+  local missing=()
+  for p in build-essential pkg-config libssl-dev zlib1g-dev; do
+    dpkg -s "${p}" >/dev/null 2>&1 || missing+=("${p}")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  echo "installing system packages: ${missing[*]}"
+  local sudo=""
+  [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
+  ${sudo} apt-get update -qq
+  ${sudo} apt-get install -y "${missing[@]}"
+}
+
 install_tansu() {
   if TANSU="$(find_tansu)"; then
     echo "tansu: ${TANSU} ($("${TANSU}" --version 2>/dev/null || echo 'version unknown'))"
@@ -62,6 +77,7 @@ create_topic() {
   exit 1
 }
 
+ensure_build_packages
 install_tansu
 if [[ "${1:-}" == "--install" ]]; then
   exit 0

@@ -189,8 +189,38 @@ async fn recv_into(
 
 /// A consumer-group member on one topic.
 pub(crate) struct GroupSubscriber {
-    pub(crate) consumer: EventConsumer,
+    /// Always `Some` until dropped.
+    pub(crate) consumer: Option<EventConsumer>,
     pub(crate) topic: Arc<str>,
+}
+
+impl GroupSubscriber {
+    pub(crate) fn new(consumer: EventConsumer, topic: &str) -> Self {
+        GroupSubscriber {
+            consumer: Some(consumer),
+            topic: Arc::from(topic),
+        }
+    }
+
+    fn consumer(&self) -> Result<&EventConsumer, TransportError> {
+        self.consumer.as_ref().ok_or(TransportError::Closed)
+    }
+}
+
+impl Drop for GroupSubscriber {
+    /// Closing commits the stored offsets and leaves the group, which blocks (for long if no
+    /// broker answers): done on a blocking thread, which the runtime waits for on shutdown.
+    fn drop(&mut self) {
+        let Some(consumer) = self.consumer.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(move || drop(consumer));
+            }
+            Err(_) => drop(consumer),
+        }
+    }
 }
 
 #[async_trait]
@@ -200,13 +230,13 @@ impl Subscriber for GroupSubscriber {
         out: &mut Vec<Message>,
         max: usize,
     ) -> Result<usize, TransportError> {
-        recv_into(&self.consumer, &self.topic, out, max.max(1)).await
+        recv_into(self.consumer()?, &self.topic, out, max.max(1)).await
     }
 
     fn commit(&mut self, message: &Message) -> Result<(), TransportError> {
         // Stored only: librdkafka commits stored offsets every second and on revoke/close.
         match self
-            .consumer
+            .consumer()?
             .store_offset(&message.topic, message.partition, message.offset)
         {
             Ok(()) => Ok(()),
@@ -226,7 +256,10 @@ impl Subscriber for GroupSubscriber {
     }
 
     fn take_revoked(&mut self) -> Vec<i32> {
-        std::mem::take(&mut *self.consumer.context().revoked())
+        match &self.consumer {
+            Some(c) => std::mem::take(&mut *c.context().revoked()),
+            None => Vec::new(),
+        }
     }
 }
 

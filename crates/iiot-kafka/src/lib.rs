@@ -10,7 +10,7 @@
 //! - `producer`: the idempotent producer; delivery reports resolve receipts and count.
 //! - `consumer`: consumer-group members (offsets stored on commit, committed in the
 //!   background; revoked partitions) and the all-partition reader of `serve`.
-//! - [`testing`] (feature `testing`): [`testing::TestBroker`], a private tansu broker.
+//! - `testing` (feature `testing`): `TestBroker`, a private tansu broker for tests.
 //!
 //! Nothing here needs a reachable broker to be created: clients connect in the background,
 //! [`Transport::is_ready`] says whether a broker answers (probed every second), and broker
@@ -72,6 +72,11 @@ impl TopicSpec {
 
 /// The Kafka backend: one shared idempotent producer, one consumer per subscriber. Clones share
 /// the producer and the counters.
+///
+/// Call [`Publisher::flush`] before the last clone and publisher are dropped: dropping the
+/// producer fails what it still holds (those receipts resolve to an error). Dropping a
+/// consumer-group subscriber commits its stored offsets and leaves the group, on a blocking
+/// thread.
 #[derive(Clone)]
 pub struct KafkaTransport {
     inner: Arc<Inner>,
@@ -253,10 +258,7 @@ impl Transport for KafkaTransport {
         consumer
             .subscribe(&[topic])
             .map_err(|e| TransportError::Broker(format!("subscribing to {topic}: {e}")))?;
-        Ok(Box::new(GroupSubscriber {
-            consumer,
-            topic: Arc::from(topic),
-        }))
+        Ok(Box::new(GroupSubscriber::new(consumer, topic)))
     }
 
     async fn is_ready(&self) -> bool {

@@ -3,8 +3,14 @@
 //!
 //! Ports are taken below 32768, outside Linux's ephemeral range (32768–60999), so a broker
 //! restarted on the same port cannot find it taken by some client's outgoing connection.
-
-#![allow(clippy::expect_used)]
+//!
+//! Known tansu 0.6 limitations a test must allow for:
+//! - a fetch from an offset inside a record batch returns nothing (Kafka returns the batch and
+//!   the client skips to the offset), so a consumer resuming mid-batch — after a rebalance or a
+//!   restart — misses the rest of that batch. Tests that resume mid-stream publish one message
+//!   per batch (`ProducerSettings::batch_num_messages = 1`).
+//! - memory storage: [`TestBroker::stop`] loses every topic, message and committed offset;
+//!   [`TestBroker::start_again`] creates the topics again, empty.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
