@@ -9,8 +9,11 @@
 //!   the client skips to the offset), so a consumer resuming mid-batch — after a rebalance or a
 //!   restart — misses the rest of that batch. Tests that resume mid-stream publish one message
 //!   per batch (`ProducerSettings::batch_num_messages = 1`).
-//! - memory storage: [`TestBroker::stop`] loses every topic, message and committed offset;
-//!   [`TestBroker::start_again`] creates the topics again, empty.
+//! - memory storage: [`TestBroker::stop`] loses every topic, message, committed offset and
+//!   producer id; [`TestBroker::start_again`] creates the topics again, empty, and an idempotent
+//!   producer that was connected before never gets a message accepted again (its deliveries
+//!   time out). Tests of a broker restart use [`TestBroker::start_persistent`] (SQLite
+//!   storage), which comes back with everything, as a Kafka broker does.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -30,6 +33,8 @@ pub struct TestBroker {
     topics: Vec<TopicSpec>,
     bin: PathBuf,
     log: PathBuf,
+    /// Where a persistent broker keeps its database; `None` for memory storage.
+    data_dir: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -80,8 +85,22 @@ impl TestBroker {
             topics: topics.to_vec(),
             log: std::env::temp_dir().join(format!("iiot-tansu-{port}.log")),
             bin,
+            data_dir: None,
             child: None,
         }
+    }
+
+    /// Like [`TestBroker::start`], but the broker keeps its topics, messages, offsets and
+    /// producer state in a SQLite file across [`TestBroker::stop`] / [`TestBroker::start_again`],
+    /// as a Kafka broker restart does.
+    pub fn start_persistent(topics: &[TopicSpec]) -> TestBroker {
+        let mut broker = TestBroker::reserve(topics);
+        let dir = std::env::temp_dir().join(format!("iiot-tansu-{}-data", broker.port));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("tansu data directory");
+        broker.data_dir = Some(dir);
+        broker.start_again();
+        broker
     }
 
     /// The broker's port.
@@ -117,15 +136,22 @@ impl TestBroker {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let log = std::fs::File::create(&self.log).expect("tansu log file");
-            let child = Command::new(&self.bin)
-                .args([
-                    "broker",
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                ])
-                .args(["--storage-engine", "memory://tansu/"])
+            let mut command = Command::new(&self.bin);
+            command.args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ]);
+            match &self.data_dir {
+                // tansu reads a sqlite URL's path relative to its working directory.
+                Some(dir) => command
+                    .args(["--storage-engine", "sqlite://tansu.db"])
+                    .current_dir(dir),
+                None => command.args(["--storage-engine", "memory://tansu/"]),
+            };
+            let child = command
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("tansu log file"))
                 .stderr(log)
@@ -178,13 +204,17 @@ impl TestBroker {
                     .args(["--partitions", &t.partitions.to_string()])
                     .output()
                     .unwrap_or_else(|e| panic!("running {}: {e}", self.bin.display()));
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                if out.status.success() || stderr.contains("already exists") {
+                let said = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                if out.status.success() || said.contains("already exists") {
                     break;
                 }
                 assert!(
                     attempt < 20,
-                    "creating topic {}: {stderr}; broker log: {}",
+                    "creating topic {}: {said}; broker log: {}",
                     t.name,
                     self.log.display()
                 );
@@ -197,6 +227,9 @@ impl TestBroker {
 impl Drop for TestBroker {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

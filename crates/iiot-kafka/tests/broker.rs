@@ -230,6 +230,62 @@ async fn a_broker_that_starts_late_makes_the_transport_ready_and_gets_what_was_p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_goes_away_and_comes_back_is_used_again() {
+    // Persistent storage: a restarted Kafka broker keeps its log, offsets and producer state
+    // (tansu's memory storage would come back empty and refuse the idempotent producer).
+    let mut broker = TestBroker::start_persistent(&[TopicSpec::new("again", 2)]);
+    let t = transport(&broker.brokers);
+    let publisher = t.publisher();
+    let mut sub = t.subscribe("again", "readers").await.expect("subscribe");
+    eventually("the transport is ready", async || t.is_ready().await).await;
+    publisher
+        .publish("again", b"k", Bytes::from_static(b"before"))
+        .await
+        .expect("publish")
+        .delivered()
+        .await
+        .expect("delivered");
+    let got = conformance::receive(sub.as_mut(), 1).await;
+    assert_eq!(&got[0].payload[..], b"before");
+
+    broker.stop();
+    eventually("the transport notices", async || !t.is_ready().await).await;
+    let during = publisher
+        .publish("again", b"k", Bytes::from_static(b"during"))
+        .await
+        .expect("publishing while the broker is away is accepted");
+    // Receiving while the broker is away waits; it does not fail.
+    let mut none = Vec::new();
+    assert!(
+        timeout(Duration::from_secs(2), sub.recv_batch(&mut none, 10))
+            .await
+            .is_err()
+    );
+
+    broker.start_again();
+    eventually("the transport is ready again", async || t.is_ready().await).await;
+    timeout(LONG, during.delivered())
+        .await
+        .expect("delivered in time")
+        .expect("what was published while away is delivered");
+    publisher
+        .publish("again", b"k", Bytes::from_static(b"after"))
+        .await
+        .expect("publish")
+        .delivered()
+        .await
+        .expect("delivered");
+    let got = conformance::receive(sub.as_mut(), 2).await;
+    let bodies: Vec<&[u8]> = got.iter().map(|m| &m.payload[..]).collect();
+    assert_eq!(
+        bodies,
+        [&b"during"[..], &b"after"[..]],
+        "the subscriber resumes"
+    );
+    assert_eq!(t.metrics().send_errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_reader_of_all_partitions_sees_everything_published_after_it_subscribed() {
     let broker = TestBroker::start(&[TopicSpec::new("alerts", 3)]);
     let t = transport(&broker.brokers);
