@@ -78,10 +78,12 @@ while [[ $ws_port == "$http_port" ]]; do ws_port=$(free_port); done
 
 if [[ $mode == bench ]]; then
   args=(run --devices "${BENCH_DEVICES:-10000}" --interval 1s --seed 1 --fault-rate 0.0005)
+  thresholds=()
 else
   # Small and fast: 40 devices every 500 ms; a fault rate and a low temperature threshold that
   # make overheating alerts appear within seconds (an overheat ramps ~3 °C per reading).
   args=(run --devices 40 --interval 500ms --seed 7 --fault-rate 0.02)
+  thresholds=(ALERT_TEMPERATURE_HIGH=45)
 fi
 
 # Run in an empty directory so that a developer's .env or iiot.toml cannot change the test.
@@ -105,8 +107,8 @@ trap 'exit 130' INT TERM
 echo "== browser: starting iiot ${args[*]} (HTTP $http_port, WebSocket $ws_port)"
 (
   cd "$workdir"
-  exec env HTTP_PORT="$http_port" WEBSOCKET_PORT="$ws_port" STATUS_INTERVAL=0 \
-    ALERT_TEMPERATURE_HIGH=45 RUST_LOG=warn "$bin" "${args[@]}"
+  exec env HTTP_PORT="$http_port" WEBSOCKET_PORT="$ws_port" STATUS_INTERVAL=0 RUST_LOG=warn \
+    ${thresholds[@]+"${thresholds[@]}"} "$bin" "${args[@]}"
 ) >"$out/server-$mode.log" 2>&1 &
 server_pid=$!
 

@@ -48,6 +48,7 @@ try {
   console.log(`overview live; warming up ${warmup} s`);
   await page.waitForTimeout(warmup * 1000);
   const heapBefore = await heap();
+  const loadBefore = os.loadavg().map((x) => round(x));
   const before = await page.evaluate(() => ({ received: window.iiot.live.tick.received, devices: window.iiot.live.tick.devicesSeen }));
 
   await page.evaluate(() => {
@@ -62,14 +63,28 @@ try {
     new PerformanceObserver((list) => {
       for (const e of list.getEntries()) b.longtasks.push(e.duration);
     }).observe({ type: 'longtask' });
+    b.start = { reloads: window.iiot.live.reloads, resyncs: window.iiot.live.resyncs, dropped: window.iiot.live.tick.dropped };
   });
   console.log(`measuring ${seconds} s`);
   await page.waitForTimeout(seconds * 1000);
   const raw = await page.evaluate(() => {
     window.__bench.stop = true;
-    return { ...window.__bench, received: window.iiot.live.tick.received, devices: window.iiot.live.tick.devicesSeen, latency: window.iiot.live.tick.latency, dropped: window.iiot.live.tick.dropped, reloads: window.iiot.live.reloads };
+    const l = window.iiot.live;
+    return {
+      ...window.__bench,
+      received: l.tick.received,
+      devices: l.tick.devicesSeen,
+      latency: l.tick.latency,
+      dropped: l.tick.dropped - window.__bench.start.dropped,
+      reloads: l.reloads - window.__bench.start.reloads,
+      resyncs: l.resyncs - window.__bench.start.resyncs,
+    };
   });
   const heapAfter = await heap();
+  const loadAfter = os.loadavg().map((x) => round(x));
+  // The stream worker's heap (Chromium exposes performance.memory there too, coarsely).
+  const workerHeap = await Promise.all(page.workers().map((w) =>
+    w.evaluate(() => (self.performance && performance.memory ? Math.round(performance.memory.usedJSHeapSize / 2 ** 20 * 10) / 10 : null)).catch(() => null)));
   await page.screenshot({ path: join(out, 'bench-overview.png') });
 
   const d = [...raw.deltas].sort((a, b) => a - b);
@@ -90,12 +105,15 @@ try {
     long_tasks: { count: lt.length, max_ms: round(Math.max(0, ...lt)), total_ms: round(lt.reduce((a, b) => a + b, 0)) },
     heap_before: heapBefore,
     heap_after: heapAfter,
+    worker_heap_used_mb: workerHeap,
+    load_average_1_5_15: { before: loadBefore, after: loadAfter },
     stream: {
       readings_per_s: Math.round((raw.received - before.received) / seconds),
       devices_seen: raw.devices,
       event_to_browser_ms: raw.latency,
-      dropped: raw.dropped,
-      reloads: raw.reloads,
+      dropped_by_server: raw.dropped,
+      alert_resyncs: raw.resyncs,
+      full_reloads: raw.reloads,
     },
     page_errors: errors,
     target_no_frame_over_50ms: d.length > 0 && d.every((x) => x <= 50),

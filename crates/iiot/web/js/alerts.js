@@ -2,11 +2,11 @@
 // stream, filterable by status, with acknowledge. One row per alert_id, showing its latest status.
 
 import { api } from './api.js';
-import { h, coalesce, clock, ago, toast, SEVERITIES } from './util.js';
+import { h, setText, throttle, clock, dateTime, ago, toast, SEVERITIES } from './util.js';
 
 const RANK = { active: 0, acknowledged: 1, resolved: 2 };
 /** Rows drawn at most (the counts cover every alert). */
-const MAX_ROWS = 100;
+const MAX_ROWS = 50;
 /** Resolved alerts kept for the "All" view. */
 const MAX_RESOLVED = 300;
 const FILTERS = [['open', 'Open'], ['active', 'Active'], ['all', 'All']];
@@ -19,6 +19,10 @@ export class AlertPanel {
     this.alerts = new Map();
     this.filter = 'open';
     this.busy = new Set();
+    /** alert_id → {node, key, when}: rows are reused while their alert does not change. */
+    this.rows = new Map();
+    this.none = h('li.empty');
+    this.more = h('li.empty');
     this.list = h('ul.alert-list', { 'data-test': 'alert-list' });
     this.counts = h('div.sev-badges');
     this.seg = h('div.seg', { role: 'group', 'aria-label': 'Alert status filter' },
@@ -28,7 +32,8 @@ export class AlertPanel {
       this.counts,
       h('div', { style: 'height:8px' }),
       this.list);
-    this.render = coalesce(() => this.draw());
+    // At most once a second: an alert storm must not redraw the list on every tick.
+    this.render = throttle(() => this.draw(), 1000);
     this.clock = setInterval(this.render, 10000);
     this.setFilter('open');
   }
@@ -39,6 +44,7 @@ export class AlertPanel {
 
   setFilter(key) {
     this.filter = key;
+    this.signature = null;
     for (const b of this.seg.children) b.classList.toggle('on', b.dataset.filter === key);
     this.render();
   }
@@ -101,32 +107,54 @@ export class AlertPanel {
     const open = all.filter((a) => a.status !== 'resolved');
     const bySeverity = {};
     for (const a of open) bySeverity[a.severity] = (bySeverity[a.severity] || 0) + 1;
-    this.counts.replaceChildren(...SEVERITIES.map((s) => h(`span.pill.${s}`, { title: `open ${s} alerts` }, `${s} ${bySeverity[s] || 0}`)));
-    this.onCounts?.(bySeverity, open.length);
+    const signature = `${open.length}|${SEVERITIES.map((s) => bySeverity[s] || 0)}`;
+    if (signature !== this.signature) {
+      this.signature = signature;
+      this.counts.replaceChildren(...SEVERITIES.map((s) => h(`span.pill.${s}`, { title: `open ${s} alerts` }, `${s} ${bySeverity[s] || 0}`)));
+      this.onCounts?.(bySeverity, open.length);
+    }
 
     const shown = all.filter((a) => (this.filter === 'all' ? true : this.filter === 'open' ? a.status !== 'resolved' : a.status === 'active'));
     shown.sort((a, b) => RANK[a.status] - RANK[b.status]
       || SEVERITIES.indexOf(a.severity) - SEVERITIES.indexOf(b.severity)
       || b.timestamp - a.timestamp);
     const now = Date.now();
-    const rows = shown.slice(0, MAX_ROWS).map((a) => {
-      const busy = this.busy.has(a.alert_id);
-      const button = a.status === 'active'
-        ? h('button.btn.primary', { type: 'button', 'data-test': 'ack', disabled: busy, onclick: (e) => this.ack(a, e.currentTarget) }, busy ? 'Acknowledging…' : 'Acknowledge')
-        : null;
-      return h('li.alert-row', { dataset: { alertId: a.alert_id, status: a.status } },
-        h(`span.pill.${a.severity}`, a.severity),
-        h('div.what',
-          h('div.title', this.deviceId ? a.alert_type : [h('a', { href: `#/device/${encodeURIComponent(a.device_id)}` }, a.device_id), ` · ${a.alert_type}`]),
-          h('div.msg', a.message)),
-        h('div.side',
-          h('time', { datetime: new Date(a.timestamp).toISOString(), title: new Date(a.timestamp).toLocaleString('en-GB') }, `${clock(a.timestamp)} · ${ago(a.timestamp, now)}`),
-          h(`span.pill.${a.status}`, { 'data-test': 'status' }, a.status),
-          button));
-    });
-    if (!rows.length) rows.push(h('li.empty', this.filter === 'all' ? 'No alerts.' : 'No open alerts. All quiet.'));
-    if (shown.length > MAX_ROWS) rows.push(h('li.empty', `${shown.length - MAX_ROWS} more not shown`));
-    this.list.replaceChildren(...rows);
+    const rows = shown.slice(0, MAX_ROWS).map((a) => this.row(a, now));
+    if (!rows.length) {
+      setText(this.none, this.filter === 'all' ? 'No alerts.' : 'No open alerts. All quiet.');
+      rows.push(this.none);
+    }
+    if (shown.length > MAX_ROWS) {
+      setText(this.more, `${shown.length - MAX_ROWS} more not shown`);
+      rows.push(this.more);
+    }
+    const kept = new Set(rows);
+    for (const [id, r] of this.rows) if (!kept.has(r.node)) this.rows.delete(id);
+    const children = this.list.children;
+    if (children.length !== rows.length || rows.some((node, i) => children[i] !== node)) this.list.replaceChildren(...rows);
+  }
+
+  /** The row of `a`, reused when its status, time and busy state are unchanged. */
+  row(a, now) {
+    const busy = this.busy.has(a.alert_id);
+    const key = `${a.status}|${a.timestamp}|${busy}`;
+    const old = this.rows.get(a.alert_id);
+    if (old && old.key === key) {
+      setText(old.when, `${clock(a.timestamp)} · ${ago(a.timestamp, now)}`);
+      return old.node;
+    }
+    const button = a.status === 'active'
+      ? h('button.btn.primary', { type: 'button', 'data-test': 'ack', disabled: busy, onclick: (e) => this.ack(a, e.currentTarget) }, busy ? 'Acknowledging…' : 'Acknowledge')
+      : null;
+    const when = h('time', { datetime: new Date(a.timestamp).toISOString(), title: dateTime(a.timestamp) }, `${clock(a.timestamp)} · ${ago(a.timestamp, now)}`);
+    const node = h('li.alert-row', { dataset: { alertId: a.alert_id, status: a.status } },
+      h(`span.pill.${a.severity}`, a.severity),
+      h('div.what',
+        h('div.title', this.deviceId ? a.alert_type : [h('a', { href: `#/device/${encodeURIComponent(a.device_id)}` }, a.device_id), ` · ${a.alert_type}`]),
+        h('div.msg', a.message)),
+      h('div.side', when, h(`span.pill.${a.status}`, { 'data-test': 'status' }, a.status), button));
+    this.rows.set(a.alert_id, { node, key, when });
+    return node;
   }
 }
 

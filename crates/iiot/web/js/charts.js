@@ -7,6 +7,21 @@ import uPlot from '../vendor/uplot-1.6.32/uPlot.esm.js';
 /** Series colours, one per compared device. */
 export const PALETTE = ['#0f766e', '#2563eb', '#d97706', '#db2777', '#7c3aed', '#65a30d', '#0891b2', '#dc2626'];
 
+const pad = (n) => String(n).padStart(2, '0');
+/** 24-hour tick labels; seconds only when the ticks are less than a minute apart. */
+function timeTicks(u, ticks) {
+  const step = ticks.length > 1 ? ticks[1] - ticks[0] : 60;
+  const days = (u.scales.x.max - u.scales.x.min) > 86400 * 0.9;
+  return ticks.map((t) => {
+    const d = new Date(t * 1000);
+    const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+    if (step < 60) return `${hm}:${pad(d.getSeconds())}`;
+    return days && d.getHours() === 0 && d.getMinutes() === 0 ? `${d.getDate()}/${d.getMonth() + 1}` : hm;
+  });
+}
+/** Room for the longest y tick label. */
+const ySize = (u, values) => (values ? Math.max(3, ...values.map((v) => String(v).length)) * 7 + 22 : 40);
+
 const AXIS = { stroke: '#5d6b7c', grid: { stroke: '#eef1f5', width: 1 }, ticks: { stroke: '#e1e6ee', width: 1 } };
 
 /**
@@ -48,8 +63,8 @@ export function lineChart(box, { series, unit = '', decimals = 1, height = 220, 
       cursor: { drag: { x: false, y: false }, points: { size: 6 } },
       scales: { x: { time: true, range: (u, min, max) => (xWindow ? [xWindow.min, xWindow.max] : [min, max]) } },
       axes: [
-        { ...AXIS, space: 70 },
-        { ...AXIS, size: 52, values: (u, ticks) => ticks.map((v) => `${+v.toFixed(decimals)}`), label: unit, labelSize: 14, labelGap: 0 },
+        { ...AXIS, space: 70, values: timeTicks },
+        { ...AXIS, size: ySize, values: (u, ticks) => ticks.map((v) => `${+v.toFixed(decimals)}`) },
       ],
     };
   }
@@ -108,7 +123,7 @@ export function barChart(box, { series, height = 160 }) {
     cursor: { drag: { x: false, y: false } },
     scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(4, max)] } },
     series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, fill: `${s.color}cc`, paths: bars, points: { show: false } }))],
-    axes: [{ ...AXIS, space: 70 }, { ...AXIS, size: 40, values: (u, t) => t.map((v) => (Number.isInteger(v) ? v : '')) }],
+    axes: [{ ...AXIS, space: 70, values: timeTicks }, { ...AXIS, size: 40, values: (u, t) => t.map((v) => (Number.isInteger(v) ? v : '')) }],
   }, data, box);
   let last = [[], ...series.map(() => [])];
   let plot = make(Math.max(200, box.clientWidth), last);

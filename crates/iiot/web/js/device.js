@@ -92,7 +92,10 @@ export function mount(root, params, id) {
     })));
     if (asked !== range) return;
     const any = answers.find(Boolean);
-    span = any ? { min: any.from / 1000, max: any.to / 1000 } : null;
+    // The axis spans the range, but not the part of it before the device's first sample (a
+    // fresh server has minutes of data, not a day): the data stays readable.
+    const first = Math.min(...answers.map((a) => (a && a.points.length ? a.points[0].t : Infinity)));
+    span = any ? { min: Math.max(any.from, Math.min(first, any.to - 60e3)) / 1000, max: any.to / 1000 } : null;
     SENSORS.forEach((s, i) => {
       const a = answers[i];
       const pts = a ? a.points : [];
@@ -141,7 +144,13 @@ export function mount(root, params, id) {
     });
     redraw();
   });
-  const offReload = on('reload', () => { loadDevice(); loadHistory(); loadAlerts(); });
+  const offReload = on('reload', (m) => {
+    loadAlerts();
+    if (m.full) {
+      loadDevice();
+      loadHistory();
+    }
+  });
   const timers = [
     setInterval(loadDevice, 5000),
     setInterval(() => { if (!LIVE_RANGES.has(range)) loadHistory(); }, REREAD_MS),

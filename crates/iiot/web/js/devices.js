@@ -99,7 +99,7 @@ export function mount(root, params) {
 
   const timers = [setInterval(load, REFRESH_MS), setInterval(refreshValues, VALUES_MS)];
   const offFleet = on('fleet', fillOptions);
-  const offReload = on('reload', load);
+  const offReload = on('reload', (m) => { if (m.full) load(); });
   load();
   return () => {
     timers.forEach(clearInterval);

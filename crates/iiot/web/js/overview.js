@@ -15,6 +15,14 @@ const MAX_COMPARE = 8;
 const TREND_MINUTES = 30;
 const COMPARE_KEY = 'iiot.compare';
 
+// Kept across visits to the page (hash routing does not reload the document).
+/** Minute (Unix s) → [raised, resolved], from /api/stats counter deltas. */
+const perMinute = new Map();
+/** The previous /api/stats answer and when it came. */
+let prevStats = null;
+/** When the alert trend was first filled from the alert list (earlier minutes come from it). */
+let backfilledAt = 0;
+
 export function mount(root) {
   const cleanup = [];
   const kpi = (label, test) => {
@@ -68,12 +76,26 @@ export function mount(root) {
     sevBadges.replaceChildren(...['critical', 'high', 'medium', 'low'].map((s) =>
       h(`span.pill.${s}`, { 'data-test': `sev-${s}` }, `${s} ${counts[s] || 0}`)));
   }
-  const loadAlerts = () => api.alerts({ limit: 500 }).then((r) => panel.load(r.items)).catch((e) => toast(`Alerts: ${e.message}`));
+  const loadAlerts = () => api.alerts({ limit: 500 }).then((r) => {
+    panel.load(r.items);
+    if (!backfilledAt) backfillTrend(r.items);
+  }).catch((e) => toast(`Alerts: ${e.message}`));
+  /** Minutes before the first visit: counted from the alerts the server still lists. */
+  function backfillTrend(items) {
+    backfilledAt = Date.now();
+    const current = Math.floor(backfilledAt / 60000) * 60;
+    for (const a of items) {
+      const minute = Math.floor(a.timestamp / 60000) * 60;
+      if (minute >= current) continue;
+      const bucket = perMinute.get(minute) || [0, 0];
+      bucket[a.status === 'resolved' ? 1 : 0] += 1;
+      perMinute.set(minute, bucket);
+    }
+    drawTrend(backfilledAt);
+  }
 
   // --- stats: doughnut, rate, connections, alert trend ---------------------------------------
   const trend = barChart(trendBox, { series: [{ label: 'raised', color: '#ea580c' }, { label: 'resolved', color: '#16a34a' }] });
-  const perMinute = new Map(); // minute (s) → [raised, resolved]
-  let prevStats = null;
   async function loadStats() {
     let s;
     try { s = await api.stats(); } catch { return; }
@@ -87,7 +109,12 @@ export function mount(root) {
     setText(kConns.value, int(s.websocket.connections));
     const e2c = s.websocket.event_to_client_ms;
     setText(kConns.hint, e2c.p99_at_most != null ? `server → client p99 ≤ ${ms(e2c.p99_at_most)}` : '\u00a0');
-    if (prevStats) {
+    if (!prevStats || now - prevStats.at > 30000) {
+      // First answer (or a stale one): the average since start until the next answer.
+      setText(kRate.value, int(s.throughput.per_second));
+      kRate.value.append(h('small', '/s'));
+      drawTrend(now);
+    } else {
       const dt = (now - prevStats.at) / 1000;
       const rate = (s.throughput.processed_total - prevStats.s.throughput.processed_total) / dt;
       setText(kRate.value, int(Math.max(0, rate)));
@@ -230,7 +257,13 @@ export function mount(root) {
     }
   }));
   cleanup.push(on('fleet', showFleet));
-  cleanup.push(on('reload', () => { loadAlerts(); loadStats(); for (const id of compare) backfill(id); }));
+  cleanup.push(on('reload', (m) => {
+    loadAlerts();
+    if (m.full) {
+      loadStats();
+      for (const id of compare) backfill(id);
+    }
+  }));
   if (live.fleet) showFleet(live.fleet);
 
   const timers = [setInterval(loadStats, STATS_EVERY_MS), setInterval(loadAlerts, ALERTS_EVERY_MS)];

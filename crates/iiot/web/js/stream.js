@@ -9,7 +9,7 @@ let worker = null;
 let nextReq = 1;
 
 /** The latest tick and fleet summary (pages read them when they mount). */
-export const live = { tick: null, fleet: null, reloads: 0 };
+export const live = { tick: null, fleet: null, reloads: 0, resyncs: 0 };
 
 /** Starts the worker once. `batchMs` is the server-side batching window. */
 export function startStream({ batchMs = 100 } = {}) {
@@ -30,15 +30,22 @@ export function startStream({ batchMs = 100 } = {}) {
       pending.delete(m.req);
       if (resolve) resolve(m.items);
     } else if (m.type === 'reload') {
-      live.reloads += 1;
-      toast(`Reloading from the server: ${m.reason}`);
+      if (m.full) {
+        live.reloads += 1;
+        toast(`Reloading from the server: ${m.reason}`);
+      } else {
+        live.resyncs += 1;
+      }
       for (const fn of listeners.reload) fn(m);
     }
   };
   worker.postMessage({ cmd: 'start', url: `${proto}//${location.host}/ws`, batchMs });
 }
 
-/** Subscribes `fn` to 'tick' | 'fleet' | 'reload'; returns the unsubscribe function. */
+/**
+ * Subscribes `fn` to 'tick' | 'fleet' | 'reload'; returns the unsubscribe function. A 'reload'
+ * event's `full` says whether everything must be re-read or only the alerts.
+ */
 export function on(kind, fn) {
   listeners[kind].add(fn);
   return () => listeners[kind].delete(fn);
@@ -84,6 +91,6 @@ function showState(t) {
     if (t.latency.p50 != null) text += ` · ${ms(t.latency.p50)}`;
   }
   setText(box.querySelector('.conn-text'), text);
-  box.title = `epoch ${t.epoch || '–'}, offset ${t.offset}` +
+  box.title = `epoch ${t.epoch || '–'}, offset ${t.offset}, ${t.dropped} dropped by the server` +
     (t.lastResume ? `; last resume: ${t.lastResume.recovered ? `recovered, ${t.lastResume.replayed} replayed` : 'not recovered, reloaded'}` : '');
 }

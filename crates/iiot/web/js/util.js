@@ -48,6 +48,22 @@ export function coalesce(fn) {
   };
 }
 
+/** Like `coalesce`, and also at most once per `ms`: for costly redraws under a busy stream. */
+export function throttle(fn, ms) {
+  let queued = false;
+  let last = 0;
+  return () => {
+    if (queued) return;
+    queued = true;
+    const wait = Math.max(0, last + ms - performance.now());
+    setTimeout(() => requestAnimationFrame(() => {
+      queued = false;
+      last = performance.now();
+      fn();
+    }), wait);
+  };
+}
+
 /** Calls `fn` once `ms` have passed without another call. */
 export function debounce(fn, ms) {
   let timer;
@@ -79,8 +95,13 @@ export function ago(t, now = Date.now()) {
   return `${Math.floor(s / 86400)} d ago`;
 }
 
-/** Local clock time of a Unix ms time. */
-export const clock = (t) => new Date(t).toLocaleTimeString('en-GB', { hour12: false });
+// Formatters are built once: toLocaleString() builds one per call, which shows in profiles.
+const timeFormat = new Intl.DateTimeFormat('en-GB', { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+const dateTimeFormat = new Intl.DateTimeFormat('en-GB', { dateStyle: 'medium', timeStyle: 'medium' });
+/** Local clock time (HH:MM:SS) of a Unix ms time. */
+export const clock = (t) => timeFormat.format(t);
+/** Local date and time of a Unix ms time. */
+export const dateTime = (t) => dateTimeFormat.format(t);
 
 export const SEVERITIES = ['critical', 'high', 'medium', 'low'];
 
