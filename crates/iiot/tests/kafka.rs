@@ -349,14 +349,52 @@ fn a_malformed_message_from_a_plain_client_is_dead_lettered_and_processing_conti
     );
 }
 
+/// The real end of each partition (last offset + 1), read by a plain client from the start.
+/// tansu's reported high watermark can lag behind the records it serves, so it is not used.
+fn partition_ends(brokers: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+    let consumer: BaseConsumer = client(brokers)
+        .set("group.id", format!("test-scan-{}", nanos()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut ends: HashMap<i32, i64> = (0..partitions).map(|p| (p, 0)).collect();
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(5) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let end = ends.entry(m.partition()).or_default();
+            *end = (*end).max(m.offset() + 1);
+            quiet_since = Instant::now();
+        }
+    }
+    ends
+}
+
 #[test]
 fn two_processors_share_the_partitions_and_one_takes_over_after_sigkill() {
     let broker = TestBroker::start(&topics());
-    let env = [("PROCESSOR_WORKERS", "1")];
+    // tansu drops a member that died only after the rebalance timeout (max.poll.interval.ms,
+    // 5 min by default); Apache Kafka after the session timeout. Shorter here, so the survivor
+    // takes over within the test's patience.
+    let env = [
+        ("PROCESSOR_WORKERS", "1"),
+        (
+            "KAFKA_PROPERTIES",
+            "session.timeout.ms=6000;max.poll.interval.ms=15000",
+        ),
+    ];
     let mut first = Role::start(&["process"], &broker.brokers, &env);
     let mut second = Role::start(&["process"], &broker.brokers, &env);
     first.wait_for("first ready", Role::ready);
     second.wait_for("second ready", Role::ready);
+    // tansu cannot serve a fetch that starts inside a record batch (it skips to the next
+    // batch), which a member taking over at a committed offset does; one record per batch
+    // keeps every committed offset on a batch boundary. Apache Kafka needs no such setting.
     let simulate = Role::start(
         &[
             "simulate",
@@ -372,7 +410,7 @@ fn two_processors_share_the_partitions_and_one_takes_over_after_sigkill() {
             "11",
         ],
         &broker.brokers,
-        &[],
+        &[("KAFKA_PROPERTIES", "batch.num.messages=1")],
     );
     // Both members get work: the group split the partitions.
     first.wait_for("both processors busy", |r| {
@@ -396,39 +434,38 @@ fn two_processors_share_the_partitions_and_one_takes_over_after_sigkill() {
     // Every message of every partition is processed and committed by the group: the committed
     // offsets reach the end of each partition (offsets are committed only after a reading's
     // outputs are delivered, so this is "each reading processed at least once").
+    let ends = partition_ends(&broker.brokers, "device-data", 10);
+    let produced: i64 = ends.values().sum();
+    assert!(produced > 1000, "the simulator produced {produced}");
     let consumer: BaseConsumer = client(&broker.brokers)
         .set("group.id", "iot-consumer-group")
         .create()
         .expect("consumer");
-    let mut ends = TopicPartitionList::new();
-    let mut high = HashMap::new();
+    let mut all = TopicPartitionList::new();
     for p in 0..10 {
-        let (_, h) = consumer
-            .fetch_watermarks("device-data", p, Duration::from_secs(10))
-            .expect("watermarks");
-        high.insert(p, h);
-        ends.add_partition("device-data", p);
+        all.add_partition("device-data", p);
     }
-    let produced: i64 = high.values().sum();
-    assert!(produced > 1000, "the simulator produced {produced}");
+    let mut behind = Vec::new();
     second.wait_for("the survivor committed every partition to its end", |_| {
-        let Ok(committed) = consumer.committed_offsets(ends.clone(), Duration::from_secs(10))
-        else {
+        let Ok(committed) = consumer.committed_offsets(all.clone(), Duration::from_secs(10)) else {
             return false;
         };
-        committed
+        behind = committed
             .elements()
             .iter()
-            .all(|e| matches!(e.offset(), Offset::Offset(o) if o == high[&e.partition()]))
+            .filter(|e| !matches!(e.offset(), Offset::Offset(o) if o >= ends[&e.partition()]))
+            .map(|e| (e.partition(), e.offset(), ends[&e.partition()]))
+            .collect();
+        behind.is_empty()
     });
     let survivor = second.metric("iot_messages_total", "");
-    let duplicates = (before_kill + survivor) as i64 - produced;
+    let duplicates = second.metric("iot_dead_letters_total", "reason=\"duplicate_seq\"");
     eprintln!(
-        "produced {produced}; killed member had processed ≥{before_kill}, survivor {survivor}; \
-         re-processed after the kill (at-least-once duplicates) ≈ {}",
-        duplicates.max(0)
+        "produced {produced}; killed member had processed ≥{before_kill}, survivor {survivor} \
+         ({duplicates} recognised as duplicates by seq)"
     );
-    assert!(survivor > 0.0);
+    // The survivor read at least what the killed member had not committed.
+    assert!(before_kill + survivor >= produced as f64, "{behind:?}");
     assert!(second.stop().success());
 }
 
