@@ -29,6 +29,8 @@ use crate::context::ClientEvents;
 const ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// How long one attempt to learn a topic's partitions may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long dropping a group member waits for its final commit and leave.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Consumer callbacks: rebalances (revoked partitions), statistics (lag), logging.
 pub(crate) struct ConsumerEvents {
@@ -208,17 +210,27 @@ impl GroupSubscriber {
 }
 
 impl Drop for GroupSubscriber {
-    /// Closing commits the stored offsets and leaves the group, which blocks (for long if no
-    /// broker answers): done on a blocking thread, which the runtime waits for on shutdown.
+    /// Closing commits the stored offsets and leaves the group. librdkafka blocks for that, for
+    /// as long as it takes to give up on an unreachable broker: it runs on its own thread, and
+    /// the drop waits at most [`CLOSE_WAIT`] for it.
     fn drop(&mut self) {
         let Some(consumer) = self.consumer.take() else {
             return;
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn_blocking(move || drop(consumer));
+        let (closed, wait) = std::sync::mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("iiot-kafka-close".to_string())
+            .spawn(move || {
+                drop(consumer);
+                let _ = closed.send(());
+            });
+        match spawned {
+            Ok(_) => {
+                if wait.recv_timeout(CLOSE_WAIT).is_err() {
+                    tracing::warn!(topic = %self.topic, "kafka: consumer still closing; not waiting for it");
+                }
             }
-            Err(_) => drop(consumer),
+            Err(e) => tracing::warn!("kafka: no thread to close a consumer on: {e}"),
         }
     }
 }
