@@ -12,6 +12,12 @@ use rdkafka::ClientConfig;
 /// Compression codecs the producer accepts ([`ProducerSettings::compression`]).
 pub const COMPRESSIONS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
 
+/// Longest a fetch waits for data, in milliseconds (librdkafka's default is 500). A broker
+/// answers as soon as data arrives anyway; tansu waits the full time, which put ~400 ms into
+/// event → processed latency at 20,000 readings/s (p50 416 ms → 43 ms at 20 ms, measured with
+/// `iiot bench --kafka-brokers … --devices 20000 --interval 1s`).
+const FETCH_WAIT_MAX_MS: &str = "20";
+
 /// How often librdkafka reports statistics (batches sent, consumer lag), in milliseconds.
 const STATISTICS_INTERVAL_MS: &str = "1000";
 
@@ -174,6 +180,7 @@ pub(crate) fn group_consumer_config(s: &KafkaSettings, group: &str) -> ClientCon
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS)
         .set("enable.partition.eof", "false");
     apply_properties(&mut c, s);
     c
@@ -188,6 +195,7 @@ pub(crate) fn standalone_consumer_config(s: &KafkaSettings) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "latest")
+        .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS)
         .set("enable.partition.eof", "false");
     apply_properties(&mut c, s);
     c

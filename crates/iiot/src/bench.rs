@@ -191,6 +191,8 @@ fn describe_backend(config: &Config) -> String {
 /// How long a Kafka run waits for its consumer group to form, and for the processors to catch
 /// up after publishing.
 const KAFKA_WAIT: Duration = Duration::from_secs(120);
+/// How long a Kafka run lets its consumer group settle after the first member is reading.
+const GROUP_SETTLE: Duration = Duration::from_secs(8);
 
 async fn one_run(config: &Config, options: &BenchOptions) -> anyhow::Result<RunResult> {
     let mut config = config.clone();
@@ -229,6 +231,9 @@ async fn one_run(config: &Config, options: &BenchOptions) -> anyhow::Result<RunR
         if !embedded.wait_for(1, KAFKA_WAIT).await {
             anyhow::bail!("the processors did not join their consumer group within {KAFKA_WAIT:?}");
         }
+        // Every member may not have joined yet: a later join moves partitions while the run
+        // streams. Let the group settle (its members join within a few seconds) first.
+        tokio::time::sleep(GROUP_SETTLE).await;
         baseline = embedded.stats.taken();
     }
     let sim_stats = Arc::new(SimStats::default());
