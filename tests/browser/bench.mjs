@@ -82,9 +82,6 @@ try {
   });
   const heapAfter = await heap();
   const loadAfter = os.loadavg().map((x) => round(x));
-  // The stream worker's heap (Chromium exposes performance.memory there too, coarsely).
-  const workerHeap = await Promise.all(page.workers().map((w) =>
-    w.evaluate(() => (self.performance && performance.memory ? Math.round(performance.memory.usedJSHeapSize / 2 ** 20 * 10) / 10 : null)).catch(() => null)));
   await page.screenshot({ path: join(out, 'bench-overview.png') });
 
   const d = [...raw.deltas].sort((a, b) => a - b);
@@ -105,7 +102,6 @@ try {
     long_tasks: { count: lt.length, max_ms: round(Math.max(0, ...lt)), total_ms: round(lt.reduce((a, b) => a + b, 0)) },
     heap_before: heapBefore,
     heap_after: heapAfter,
-    worker_heap_used_mb: workerHeap,
     load_average_1_5_15: { before: loadBefore, after: loadAfter },
     stream: {
       readings_per_s: Math.round((raw.received - before.received) / seconds),
