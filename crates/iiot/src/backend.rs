@@ -186,6 +186,8 @@ pub fn topic_specs(config: &Config) -> Vec<TopicSpec> {
         (&k.topic_device_data, k.partitions_device_data),
         (&k.topic_alerts, k.partitions_alerts),
         (&k.topic_dlq, k.partitions_dlq),
+        // Acknowledgements are rare and every processor reads all of them.
+        (&k.topic_commands, 1),
     ]
     .into_iter()
     .map(|(name, partitions)| TopicSpec {

@@ -22,6 +22,8 @@
 //!   the embedded bus or on Kafka.
 //! - [`roles`]: the roles one process each over Kafka: `iiot process`, `iiot serve`,
 //!   `iiot simulate --output kafka`.
+//! - [`ack_relay`]: alert acknowledgements from a `serve` to the processors over the commands
+//!   topic.
 //! - [`bench`]: `iiot bench`, the reproducible throughput/latency run.
 //! - [`telemetry`]: logging set-up.
 //! - [`procstats`]: this process's memory, CPU time and file descriptors from `/proc`, for
@@ -31,6 +33,7 @@
 //! Wire formats live in `iiot-model`; the bus and the transport traits in `iiot-transport`; the
 //! Kafka backend in `iiot-kafka`.
 
+pub mod ack_relay;
 pub mod alerts;
 pub mod backend;
 pub mod bench;

@@ -341,6 +341,15 @@ pub async fn run(
         feeder_stop.clone(),
     ));
 
+    if let Backend::Kafka(_) = &backend {
+        // `serve` instances elsewhere send their acknowledgements over the commands topic.
+        let requests = backend.subscribe_everything(&k.topic_commands).await?;
+        tokio::spawn(crate::ack_relay::listen(
+            requests,
+            embedded.commands.clone(),
+            shutdown.child_token(),
+        ));
+    }
     let watcher =
         crate::config::watch_rules(sources, embedded.rules.clone(), shutdown.child_token());
 

@@ -74,6 +74,14 @@ pub async fn process(
         backend = %backend.describe(&config),
         "processing"
     );
+    let requests = backend
+        .subscribe_everything(&config.kafka.topic_commands)
+        .await?;
+    tokio::spawn(crate::ack_relay::listen(
+        requests,
+        embedded.commands.clone(),
+        shutdown.child_token(),
+    ));
     let watcher =
         crate::config::watch_rules(sources, embedded.rules.clone(), shutdown.child_token());
     let status = spawn_status(
@@ -113,18 +121,19 @@ pub async fn process(
 }
 
 /// `iiot serve`: the live store, HTTP API, dashboard and WebSocket hub, fed from Kafka, until
-/// `shutdown`.
-///
-/// Acknowledging an alert needs the processor that owns it; a `serve` on its own has none in its
-/// process, so `POST /api/alerts/{id}/ack` answers 503 there (use `iiot run`, or acknowledge
-/// through a process that runs the processors).
+/// `shutdown`. Acknowledgements travel to the processors over the commands topic
+/// ([`crate::ack_relay`]).
 pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let backend = Backend::kafka(&config)?;
     let store: SharedStore = Arc::new(RwLock::new(Store::new(store_config(&config))));
     let hub = Hub::new(server::hub_config(&config));
-    // Nobody consumes the command queue: an acknowledgement is answered "processor not
-    // running" at once (the receiver is dropped).
-    let (commands, _) = mpsc::channel::<Command>(1);
+    let (commands, requests) = mpsc::channel::<Command>(COMMAND_QUEUE);
+    tokio::spawn(crate::ack_relay::relay(
+        requests,
+        store.clone(),
+        backend.publisher(),
+        config.kafka.topic_commands.clone(),
+    ));
     let state = AppState {
         store: store.clone(),
         commands,

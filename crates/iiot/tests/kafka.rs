@@ -160,11 +160,17 @@ impl Drop for Role {
 }
 
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http(port, "GET", path)
+}
+
+fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut raw = Vec::new();
@@ -289,6 +295,31 @@ fn simulate_process_serve_end_to_end_with_topics_created_at_start_up() {
             })
             .unwrap_or(false)
     });
+    // Acknowledged through serve, which has no processor: the request travels over the
+    // commands topic to the process that owns the alert, and the result comes back on alerts.
+    let alert_id = serve
+        .json("/api/alerts?status=active&limit=1")
+        .and_then(|v| Some(v["items"][0]["alert_id"].as_str()?.to_string()))
+        .expect("an active alert");
+    let (status, body) = http(
+        serve.http_port,
+        "POST",
+        &format!("/api/alerts/{alert_id}/ack"),
+    )
+    .expect("answers");
+    assert_eq!(status, 200, "{body}");
+    let acked: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(acked["status"], "acknowledged", "{body}");
+    let (status, body) = http(
+        serve.http_port,
+        "POST",
+        &format!("/api/alerts/{alert_id}/ack"),
+    )
+    .expect("answers");
+    assert_eq!(status, 409, "{body}");
+    let (status, _) = http(serve.http_port, "POST", "/api/alerts/alert_nope/ack").expect("answers");
+    assert_eq!(status, 404);
+
     let device = serve.json("/api/devices/device_001").expect("device_001");
     assert_eq!(device["device_id"], "device_001", "{device}");
     assert!(process.metric("iot_messages_total", "status=\"success\"") > 0.0);

@@ -451,6 +451,7 @@ fn blank() -> Config {
             topic_device_data: String::new(),
             topic_alerts: String::new(),
             topic_dlq: String::new(),
+            topic_commands: String::new(),
             group_id: String::new(),
             security_protocol: None,
             sasl_mechanism: None,

@@ -17,6 +17,7 @@
 //! topic_device_data = "device-data"
 //! topic_alerts = "alerts"
 //! topic_dlq = "device-data-dlq"
+//! topic_commands = "alert-commands"
 //! group_id = "iot-consumer-group"
 //!
 //! [http]
@@ -124,6 +125,9 @@ pub struct KafkaSettings {
     pub topic_alerts: String,
     /// `KAFKA_TOPIC_DLQ`: messages that failed validation (`device-data-dlq`).
     pub topic_dlq: String,
+    /// `KAFKA_TOPIC_COMMANDS`: acknowledgements from `serve` instances to the processors
+    /// (`alert-commands`, one partition).
+    pub topic_commands: String,
     /// `KAFKA_GROUP_ID`: consumer group of the processor (`iot-consumer-group`).
     pub group_id: String,
     /// `KAFKA_SECURITY_PROTOCOL`: `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
