@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use iiot_transport::{BackendMetrics, SEND_DURATION_BOUNDS_MS};
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use tokio::sync::Notify;
 
@@ -197,10 +197,9 @@ impl ClientEvents {
         }
     }
 
+    /// Logs (rate-limited). Readiness is left to the probe: a consumer's errors are delivered
+    /// when it is next polled, possibly long after the broker came back.
     pub(crate) fn error(&self, error: &KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.shared.ready.store(false, Ordering::Relaxed);
-        }
         if let Some(suppressed) = self.shared.broker_log.allow() {
             tracing::warn!(client = self.client, suppressed, "kafka: {error}: {reason}");
         }

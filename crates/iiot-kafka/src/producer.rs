@@ -18,11 +18,11 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::statistics::Statistics;
 use tokio::sync::oneshot;
 
-use crate::context::{ClientEvents, Shared};
+use crate::context::{ClientEvents, ProducerCounters, Shared};
 
-/// How long a waiting publisher sleeps at most before it tries again, should a wake-up be
-/// missed.
-const RETRY_AFTER: Duration = Duration::from_millis(10);
+/// Deliveries wake a publisher waiting for room and a flush waiting for the end; this is how long
+/// they wait at most before looking again anyway.
+const RETRY_AFTER: Duration = Duration::from_millis(100);
 
 /// What travels with a message through librdkafka to its delivery report.
 pub(crate) struct Delivery {
@@ -91,16 +91,20 @@ pub(crate) struct KafkaPublisher {
     pub(crate) shared: Arc<Shared>,
 }
 
-impl KafkaPublisher {
-    /// Waits until a delivery makes progress or [`RETRY_AFTER`] passes.
-    async fn wait_for_progress(
-        &self,
-        notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
-    ) {
-        let counters = &self.shared.producer;
+/// Registers a task as waiting for deliveries (so the delivery callback wakes it) for as long
+/// as it lives, even if the waiting future is dropped.
+struct Waiting<'a>(&'a ProducerCounters);
+
+impl<'a> Waiting<'a> {
+    fn new(counters: &'a ProducerCounters) -> Self {
         counters.waiters.fetch_add(1, Ordering::AcqRel);
-        let _ = tokio::time::timeout(RETRY_AFTER, notified).await;
-        counters.waiters.fetch_sub(1, Ordering::AcqRel);
+        Waiting(counters)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -118,10 +122,9 @@ impl Publisher for KafkaPublisher {
             published: Instant::now(),
             done,
         });
-        let mut waited = false;
+        let mut waiting: Option<Waiting<'_>> = None;
         loop {
-            // Registered before trying, so a delivery between the attempt and the wait is
-            // not missed.
+            // Enabled before trying: a delivery between the attempt and the wait wakes it.
             let notified = counters.progress.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -139,11 +142,14 @@ impl Publisher for KafkaPublisher {
                         counters.errors.fetch_add(1, Ordering::Relaxed);
                         return Err(TransportError::Delivery(e.to_string()));
                     }
-                    if !waited {
-                        waited = true;
+                    if waiting.is_none() {
+                        // Registered now, the next attempt's wake-up cannot be missed: try
+                        // again at once.
                         counters.backpressure_waits.fetch_add(1, Ordering::Relaxed);
+                        waiting = Some(Waiting::new(counters));
+                        continue;
                     }
-                    self.wait_for_progress(notified).await;
+                    let _ = tokio::time::timeout(RETRY_AFTER, notified).await;
                 }
             }
         }
@@ -154,6 +160,7 @@ impl Publisher for KafkaPublisher {
 
     async fn flush(&self) -> Result<(), TransportError> {
         let counters = &self.shared.producer;
+        let _waiting = Waiting::new(counters);
         loop {
             let notified = counters.progress.notified();
             tokio::pin!(notified);
@@ -163,7 +170,7 @@ impl Publisher for KafkaPublisher {
             }
             // A zero-timeout flush does not block; it tells librdkafka to send what lingers now.
             let _ = self.producer.flush(Duration::ZERO);
-            self.wait_for_progress(notified).await;
+            let _ = tokio::time::timeout(RETRY_AFTER, notified).await;
         }
     }
 }

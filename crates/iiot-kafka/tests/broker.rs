@@ -226,7 +226,7 @@ async fn a_broker_that_starts_late_makes_the_transport_ready_and_gets_what_was_p
         .expect("delivered once the broker is up");
     let got = conformance::receive(sub.as_mut(), 1).await;
     assert_eq!(&got[0].payload[..], b"sent while down");
-    assert!(t.metrics().connected);
+    eventually("the metrics say connected", async || t.metrics().connected).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
