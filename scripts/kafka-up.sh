@@ -11,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT="${KAFKA_PORT:-9092}"
+# The version our tests are known to work with (see docs/architecture.md for its quirks).
+TANSU_VERSION="0.6.0"
 URL="tcp://127.0.0.1:${PORT}"
 DIR="target/kafka"
 PID_FILE="${DIR}/tansu.pid"
@@ -49,7 +51,7 @@ install_tansu() {
     return
   fi
   echo "tansu not found: installing it (one-off; about 15 minutes on 2 cores)"
-  cargo install tansu --locked --features dynostore,libsql
+  cargo install tansu --version "${TANSU_VERSION}" --locked --features dynostore,libsql
   TANSU="$(find_tansu)"
 }
 

@@ -11,6 +11,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+# Build packages librdkafka needs (and tansu, the broker the Kafka tests start), before anything
+# compiles; installing tansu takes ~15 minutes the first time, then it is reused.
+bash scripts/kafka-up.sh --install
 
 echo "== format"
 cargo fmt --all -- --check
@@ -20,9 +23,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== tests"
 cargo test --workspace --doc --locked
-# The Kafka tests start private tansu brokers; install tansu if this machine lacks it.
-bash scripts/kafka-up.sh --install
-# --no-fail-fast: one failure should not hide the others. Last, so its summary closes the run.
+# --no-fail-fast: one failure should not hide the others.
 cargo nextest run --workspace --locked --no-fail-fast
 bash scripts/ops-check.sh
 bash scripts/browser-test.sh

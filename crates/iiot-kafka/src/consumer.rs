@@ -282,12 +282,17 @@ pub(crate) struct StandaloneSubscriber {
     pub(crate) consumer: Arc<EventConsumer>,
     pub(crate) topic: Arc<str>,
     pub(crate) assigned: bool,
+    pub(crate) start: crate::Start,
 }
 
 impl StandaloneSubscriber {
-    /// Learns the partitions and assigns them at their current end. Blocks up to
-    /// [`METADATA_TIMEOUT`] twice; call from a blocking thread.
-    fn assign_all(consumer: &EventConsumer, topic: &str) -> Result<usize, KafkaError> {
+    /// Learns the partitions and assigns them at their current end (or their beginning).
+    /// Blocks up to [`METADATA_TIMEOUT`] twice; call from a blocking thread.
+    fn assign_all(
+        consumer: &EventConsumer,
+        topic: &str,
+        start: crate::Start,
+    ) -> Result<usize, KafkaError> {
         let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
         let partitions: Vec<i32> = metadata
             .topics()
@@ -301,6 +306,13 @@ impl StandaloneSubscriber {
             ));
         }
         let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+        if start == crate::Start::Beginning {
+            for &p in &partitions {
+                tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+            }
+            consumer.assign(&tpl)?;
+            return Ok(partitions.len());
+        }
         for &p in &partitions {
             tpl.add_partition_offset(topic, p, Offset::End)?;
         }
@@ -324,13 +336,19 @@ impl StandaloneSubscriber {
     pub(crate) async fn try_assign(&mut self) -> Result<(), TransportError> {
         let consumer = self.consumer.clone();
         let topic = self.topic.clone();
-        let result = tokio::task::spawn_blocking(move || Self::assign_all(&consumer, &topic))
-            .await
-            .map_err(|e| TransportError::Broker(format!("assigning partitions: {e}")))?;
+        let start = self.start;
+        let result =
+            tokio::task::spawn_blocking(move || Self::assign_all(&consumer, &topic, start))
+                .await
+                .map_err(|e| TransportError::Broker(format!("assigning partitions: {e}")))?;
         match result {
             Ok(n) => {
                 self.assigned = true;
-                tracing::info!(topic = %self.topic, partitions = n, "kafka: reading every partition from the end");
+                let from = match self.start {
+                    crate::Start::Beginning => "beginning",
+                    crate::Start::End => "end",
+                };
+                tracing::info!(topic = %self.topic, partitions = n, "kafka: reading every partition from the {from}");
                 Ok(())
             }
             Err(e) => Err(TransportError::Broker(format!(

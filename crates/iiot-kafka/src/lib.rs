@@ -70,6 +70,15 @@ impl TopicSpec {
     }
 }
 
+/// Where a reader of every partition starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The first message the topic still holds.
+    Beginning,
+    /// The end: only what is published from now on.
+    End,
+}
+
 /// The Kafka backend: one shared idempotent producer, one consumer per subscriber. Clones share
 /// the producer and the counters.
 ///
@@ -178,6 +187,16 @@ impl KafkaTransport {
     /// nothing: each `serve` instance sees every message published from now on. Without a
     /// reachable broker it returns at once and assigns itself on a later receive.
     pub async fn subscribe_all(&self, topic: &str) -> Result<Box<dyn Subscriber>, TransportError> {
+        self.subscribe_all_from(topic, Start::End).await
+    }
+
+    /// [`KafkaTransport::subscribe_all`] starting at `start`: [`Start::Beginning`] replays what
+    /// the topic still holds (the serve side rebuilds its alert log that way).
+    pub async fn subscribe_all_from(
+        &self,
+        topic: &str,
+        start: Start,
+    ) -> Result<Box<dyn Subscriber>, TransportError> {
         let consumer = self.consumer(
             &config::standalone_consumer_config(&self.inner.settings),
             topic,
@@ -186,6 +205,7 @@ impl KafkaTransport {
             consumer: Arc::new(consumer),
             topic: Arc::from(topic),
             assigned: false,
+            start,
         };
         if let Err(e) = sub.try_assign().await {
             tracing::warn!("kafka: {e}; will assign on the first receive");

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use iiot_kafka::{KafkaSettings, KafkaTransport, ProducerSettings, TopicSpec};
+use iiot_kafka::{KafkaSettings, KafkaTransport, ProducerSettings, Start, TopicSpec};
 use iiot_transport::{Bus, BusConfig, Publisher, Subscriber, Transport, TransportError};
 use tokio_util::sync::CancellationToken;
 
@@ -117,6 +117,19 @@ impl Backend {
         match self {
             Backend::Bus(bus) => bus.subscribe(topic, SERVE_GROUP).await,
             Backend::Kafka(kafka) => kafka.subscribe_all(topic).await,
+        }
+    }
+
+    /// [`Backend::subscribe_everything`], but on Kafka from the oldest message the topic still
+    /// holds: a serve instance that starts late rebuilds its alert log from `alerts` this way.
+    /// (The bus keeps no history: same as from now on.)
+    pub async fn replay_everything(
+        &self,
+        topic: &str,
+    ) -> Result<Box<dyn Subscriber>, TransportError> {
+        match self {
+            Backend::Bus(bus) => bus.subscribe(topic, SERVE_GROUP).await,
+            Backend::Kafka(kafka) => kafka.subscribe_all_from(topic, Start::Beginning).await,
         }
     }
 

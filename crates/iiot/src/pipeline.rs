@@ -331,7 +331,8 @@ pub async fn run(
     let k = &config.kafka;
     let feeder_stop = CancellationToken::new();
     let readings = backend.subscribe_everything(&k.topic_device_data).await?;
-    let alerts = backend.subscribe_everything(&k.topic_alerts).await?;
+    // Alerts from the start of the topic: open alerts raised before this start are shown too.
+    let alerts = backend.replay_everything(&k.topic_alerts).await?;
     let feeder = tokio::spawn(feed_store(
         store,
         Some(hub),

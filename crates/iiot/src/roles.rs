@@ -151,7 +151,8 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     }
     let k = &config.kafka;
     let readings = backend.subscribe_everything(&k.topic_device_data).await?;
-    let alerts = backend.subscribe_everything(&k.topic_alerts).await?;
+    // Alerts from the start of the topic: open alerts raised before this start are shown too.
+    let alerts = backend.replay_everything(&k.topic_alerts).await?;
     tracing::info!(backend = %backend.describe(&config), "serving live data");
     let feeder = tokio::spawn(feed_store(
         store,

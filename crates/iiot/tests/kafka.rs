@@ -320,6 +320,27 @@ fn simulate_process_serve_end_to_end_with_topics_created_at_start_up() {
     let (status, _) = http(serve.http_port, "POST", "/api/alerts/alert_nope/ack").expect("answers");
     assert_eq!(status, 404);
 
+    // A serve instance started now rebuilds the alert log from the alerts topic and sees the
+    // acknowledgement; each instance sees every reading.
+    let mut late = Role::start(&["serve"], &broker.brokers, &[]);
+    late.wait_for("the late serve to know every alert", |r| {
+        r.json("/api/alerts?limit=100")
+            .and_then(|v| {
+                let alerts = v["items"].as_array()?;
+                let acked = alerts
+                    .iter()
+                    .any(|a| a["alert_id"] == alert_id.as_str() && a["status"] == "acknowledged");
+                Some(alerts.len() >= 20 && acked)
+            })
+            .unwrap_or(false)
+    });
+    late.wait_for("the late serve to see readings", |r| {
+        r.json("/api/devices?per_page=100")
+            .and_then(|v| Some(v["total"].as_u64()? == 20))
+            .unwrap_or(false)
+    });
+    assert!(late.stop().success());
+
     let device = serve.json("/api/devices/device_001").expect("device_001");
     assert_eq!(device["device_id"], "device_001", "{device}");
     assert!(process.metric("iot_messages_total", "status=\"success\"") > 0.0);
