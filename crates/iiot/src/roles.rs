@@ -41,6 +41,27 @@ fn empty_store() -> SharedStore {
     })))
 }
 
+/// The operations endpoint of `process` and `simulate`. A taken port is not fatal for these
+/// roles (several often run on one machine next to a `serve` on 8080): they run on without
+/// `/health` and `/metrics`, and say so.
+async fn ops_server(config: &Config, state: AppState) -> Option<server::Server> {
+    match server::start_ops(config, state).await {
+        Ok(server) => Some(server),
+        Err(e) => {
+            tracing::warn!(
+                "no /health, /ready or /metrics: {e:#}; set HTTP_PORT (--http-port) to a free port"
+            );
+            None
+        }
+    }
+}
+
+async fn stop(server: Option<server::Server>) {
+    if let Some(server) = server {
+        server.stop().await;
+    }
+}
+
 /// `iiot process`: runs the consumer-group processors until `shutdown`, then stops them
 /// between batches (offsets of everything processed are committed as they close).
 pub async fn process(
@@ -61,9 +82,9 @@ pub async fn process(
         hub: None,
         simulator: None,
     };
-    let server = server::start_ops(&config, state).await?;
+    let server = ops_server(&config, state).await;
     if !backend.prepare_topics(&config, &shutdown).await {
-        server.stop().await;
+        stop(server).await;
         return Ok(());
     }
     let embedded = Embedded::start_with(&config, backend.clone(), stats, commands).await?;
@@ -100,7 +121,7 @@ pub async fn process(
         _ = embedded.processor_done.cancelled() => true,
     };
     let finished = embedded.finish().await;
-    server.stop().await;
+    stop(server).await;
     shutdown.cancel();
     if let Some(w) = watcher {
         let _ = w.await;
@@ -200,9 +221,9 @@ pub async fn simulate(
         hub: None,
         simulator: Some(sim_stats.clone()),
     };
-    let server = server::start_ops(&config, state).await?;
+    let server = ops_server(&config, state).await;
     if !backend.prepare_topics(&config, &shutdown).await {
-        server.stop().await;
+        stop(server).await;
         return Ok(SimulateReport { sent: 0, errors: 0 });
     }
     let sim_config = simulator_config(&config);
@@ -232,7 +253,7 @@ pub async fn simulate(
     if let Err(e) = publisher.flush().await {
         tracing::warn!(error = %e, "not every reading was delivered before stopping");
     }
-    server.stop().await;
+    stop(server).await;
     result?;
     Ok(SimulateReport {
         sent: sim_stats.sent.load(Ordering::Relaxed),

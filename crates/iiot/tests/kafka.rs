@@ -582,3 +582,39 @@ fn run_with_kafka_brokers_runs_every_role_in_one_process() {
     assert!(field("sent") > 100, "{stopped}");
     assert_eq!(field("processed"), field("sent"), "{stopped}");
 }
+
+#[test]
+fn simulate_runs_on_when_its_metrics_port_is_taken() {
+    let broker = TestBroker::start(&topics());
+    let taken = TcpListener::bind(("0.0.0.0", free_port())).expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let mut simulate = Role::start(
+        &[
+            "simulate",
+            "--output",
+            "kafka",
+            "--devices",
+            "5",
+            "--interval",
+            "100ms",
+            "--duration",
+            "2s",
+        ],
+        &broker.brokers,
+        &[("HTTP_PORT", &port)],
+    );
+    simulate.wait_for("the simulator to finish", |r| {
+        r.log_text().contains("simulator stopped")
+    });
+    let status = simulate.child.wait().expect("exit");
+    let log = simulate.log_text();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("no /health, /ready or /metrics"), "{log}");
+    let sent = log
+        .lines()
+        .find(|l| l.contains("simulator stopped") && l.contains("sent="))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("sent=")))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(sent > 0, "{log}");
+}
