@@ -600,3 +600,39 @@ fn kafka_properties_pass_through_and_cannot_silently_drop_tls_verification() {
     })
     .expect("allowed with the override");
 }
+
+#[test]
+fn secret_kafka_properties_never_show_in_config_or_errors() {
+    let sources = Sources {
+        env: env(&[(
+            "KAFKA_PROPERTIES",
+            "sasl.oauthbearer.client.secret=s3cr3t;ssl.keystore.password=hunter2;fetch.min.bytes=1",
+        )]),
+        ..Sources::default()
+    };
+    let config = Config::load(&sources).expect("valid");
+    let shown = config.redacted().to_string();
+    assert!(
+        !shown.contains("s3cr3t") && !shown.contains("hunter2"),
+        "{shown}"
+    );
+    assert!(shown.contains("fetch.min.bytes=1"), "{shown}");
+    // The real values still reach librdkafka.
+    assert!(
+        config
+            .kafka
+            .client_properties()
+            .contains(&("ssl.keystore.password".into(), "hunter2".into()))
+    );
+
+    let bad = Sources {
+        env: env(&[("KAFKA_PROPERTIES", "sasl.password=hunter2;Not-A-Name")]),
+        ..Sources::default()
+    };
+    let e = Config::load(&bad).expect_err("malformed").to_string();
+    assert!(
+        e.contains("KAFKA_PROPERTIES=sasl.password=***;Not-A-Name"),
+        "{e}"
+    );
+    assert!(!e.contains("hunter2"), "{e}");
+}

@@ -372,9 +372,14 @@ fn invalid(key: &Key, text: &str, origin: Origin) -> ConfigError {
     } else {
         key.env
     };
+    let value = if key.env == super::PROPERTIES_KEY {
+        super::redact_properties(text)
+    } else {
+        text.to_string()
+    };
     ConfigError {
         key: name.to_string(),
-        value: text.to_string(),
+        value,
         origin,
         allowed: format!("must be {}", key.allowed),
     }

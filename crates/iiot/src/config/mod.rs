@@ -439,6 +439,9 @@ impl Config {
             if is_secret(key.env) && !value.is_null() {
                 value = Json::from("***");
             }
+            if let (true, Json::String(text)) = (key.env == PROPERTIES_KEY, &value) {
+                value = Json::from(redact_properties(text));
+            }
             let path = if key.toml.is_empty() {
                 "config_file"
             } else {
@@ -457,6 +460,35 @@ impl Default for Config {
     fn default() -> Self {
         load::defaults()
     }
+}
+
+/// The key whose value carries librdkafka properties, some of which may be secrets.
+pub(crate) const PROPERTIES_KEY: &str = "KAFKA_PROPERTIES";
+
+/// `name=value;…` with the values of secret-looking properties (passwords, secrets, tokens,
+/// JAAS configs, inline keys) replaced by `***`, for `/config` and error messages.
+pub(crate) fn redact_properties(text: &str) -> String {
+    text.split(';')
+        .map(|entry| match entry.split_once('=') {
+            Some((name, _)) if is_secret_property(name) => format!("{name}=***"),
+            _ => entry.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+fn is_secret_property(name: &str) -> bool {
+    let name = name.trim().to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "jaas",
+        "key.pem",
+        "credential",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 pub(crate) fn is_secret(env_name: &str) -> bool {
