@@ -22,6 +22,7 @@
 //!   the embedded bus or on Kafka.
 //! - [`roles`]: the roles one process each over Kafka: `iiot process`, `iiot serve`,
 //!   `iiot simulate --output kafka`.
+//! - [`recovery`]: alerts left open by earlier processors, read back from Kafka at start-up.
 //! - [`ack_relay`]: alert acknowledgements from a `serve` to the processors over the commands
 //!   topic.
 //! - [`bench`]: `iiot bench`, the reproducible throughput/latency run.
@@ -44,6 +45,7 @@ pub mod hub;
 pub mod pipeline;
 pub mod processor;
 pub mod procstats;
+pub mod recovery;
 pub mod roles;
 pub mod serve;
 pub mod server;

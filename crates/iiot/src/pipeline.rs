@@ -100,16 +100,25 @@ impl Embedded {
     /// consumers (tests, the server) before publishing.
     pub async fn start(config: &Config, backend: impl Into<Backend>) -> anyhow::Result<Embedded> {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        Embedded::start_with(config, backend.into(), Arc::default(), (tx, rx)).await
+        Embedded::start_with(
+            config,
+            backend.into(),
+            Arc::default(),
+            (tx, rx),
+            Arc::default(),
+        )
+        .await
     }
 
     /// [`Embedded::start`] with counters and a command queue made beforehand (the HTTP server
-    /// of a Kafka role starts before the processors, which wait for the topics).
+    /// of a Kafka role starts before the processors, which wait for the topics), and the
+    /// alerts left open by earlier processors ([`crate::recovery`]).
     pub async fn start_with(
         config: &Config,
         backend: Backend,
         stats: Arc<ProcessorStats>,
         (commands_tx, commands_rx): (mpsc::Sender<Command>, mpsc::Receiver<Command>),
+        recovered: Arc<crate::processor::RecoveredAlerts>,
     ) -> anyhow::Result<Embedded> {
         let k = &config.kafka;
         let subscribers = backend
@@ -123,7 +132,11 @@ impl Embedded {
         let mut workers = Vec::new();
         let mut worker_commands = Vec::new();
         for subscriber in subscribers {
-            let processor = Processor::new(processor_config(config), rules.clone(), stats.clone());
+            let mut processor =
+                Processor::new(processor_config(config), rules.clone(), stats.clone());
+            if !recovered.is_empty() {
+                processor.set_recovered(recovered.clone());
+            }
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             worker_commands.push(tx);
             let io = ProcessorIo {
@@ -324,7 +337,15 @@ pub async fn run(
         server.stop().await;
         anyhow::bail!("stopped before the Kafka topics could be prepared (no broker answered)");
     }
-    let embedded = Embedded::start_with(&config, backend.clone(), stats, commands).await?;
+    let recovered = crate::recovery::open_alerts(&backend, &config.kafka.topic_alerts).await?;
+    let embedded = Embedded::start_with(
+        &config,
+        backend.clone(),
+        stats,
+        commands,
+        Arc::new(recovered),
+    )
+    .await?;
 
     // The serve side, as `iiot serve` runs it: subscriptions that see every reading and alert
     // feed the store and the WebSocket hub; the HTTP API answers from the store.

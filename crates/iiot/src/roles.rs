@@ -87,7 +87,16 @@ pub async fn process(
         stop(server).await;
         return Ok(());
     }
-    let embedded = Embedded::start_with(&config, backend.clone(), stats, commands).await?;
+    // Alerts the previous processors left open: kept, not raised a second time.
+    let recovered = crate::recovery::open_alerts(&backend, &config.kafka.topic_alerts).await?;
+    let embedded = Embedded::start_with(
+        &config,
+        backend.clone(),
+        stats,
+        commands,
+        Arc::new(recovered),
+    )
+    .await?;
     tracing::info!(
         group = %config.kafka.group_id,
         topic = %config.kafka.topic_device_data,

@@ -618,3 +618,78 @@ fn simulate_runs_on_when_its_metrics_port_is_taken() {
         .unwrap_or(0);
     assert!(sent > 0, "{log}");
 }
+
+#[test]
+fn a_restarted_processor_keeps_the_alerts_already_open_instead_of_raising_them_again() {
+    let broker = TestBroker::start(&[]);
+    let mut serve = Role::start(&["serve"], &broker.brokers, &[]);
+    serve.wait_for("serve subscribed", |r| {
+        r.log_text().contains("serving live data")
+    });
+    let hot = [
+        ("ALERT_TEMPERATURE_HIGH", "5"),
+        ("ALERT_TEMPERATURE_LOW", "-100"),
+    ];
+    let mut first = Role::start(&["process"], &broker.brokers, &hot);
+    first.wait_for("process ready", Role::ready);
+    let _simulate = Role::start(
+        &[
+            "simulate",
+            "--output",
+            "kafka",
+            "--devices",
+            "10",
+            "--interval",
+            "200ms",
+            "--duration",
+            "120s",
+            "--seed",
+            "3",
+        ],
+        &broker.brokers,
+        &[],
+    );
+    let active = |r: &Role| -> Option<Vec<String>> {
+        let v = r.json("/api/alerts?status=active&limit=100")?;
+        Some(
+            v["items"]
+                .as_array()?
+                .iter()
+                .filter_map(|a| Some(a["alert_id"].as_str()?.to_string()))
+                .collect(),
+        )
+    };
+    serve.wait_for("an alert per device", |r| {
+        active(r).is_some_and(|a| a.len() == 10)
+    });
+    let before = active(&serve).expect("alerts");
+    assert!(first.stop().success());
+
+    let mut second = Role::start(&["process"], &broker.brokers, &hot);
+    second.wait_for("the new processor read back the open alerts", |r| {
+        r.log_text().contains("open alerts read back")
+    });
+    assert!(
+        second.log_text().contains("open=10"),
+        "{}",
+        second.log_text()
+    );
+    second.wait_for("the new processor busy", |r| {
+        r.metric("iot_messages_total", "status=\"success\"") >= 200.0
+    });
+    // Same conditions, same alerts: nothing raised again under new ids.
+    assert_eq!(second.metric("iot_alerts_total", "status=\"active\""), 0.0);
+    let mut after = active(&serve).expect("alerts");
+    let mut expected = before.clone();
+    after.sort();
+    expected.sort();
+    assert_eq!(after, expected);
+    // And the new processor owns them: acknowledging through serve works.
+    let (status, body) = http(
+        serve.http_port,
+        "POST",
+        &format!("/api/alerts/{}/ack", before[0]),
+    )
+    .expect("answers");
+    assert_eq!(status, 200, "{body}");
+}

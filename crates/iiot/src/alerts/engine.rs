@@ -106,6 +106,36 @@ impl AlertEngine {
         &self.rules
     }
 
+    /// Puts back an alert `dev` had open before this processor started (read back from the
+    /// alerts topic), raised at `raised_at`: its rule then keeps, acknowledges or resolves that
+    /// alert instead of raising a second one for the same condition. `false` if no rule of its
+    /// type exists any more, or the rule already has an open alert.
+    pub fn restore(&self, dev: &mut DeviceAlerts, alert: &Alert, raised_at: i64) -> bool {
+        let Some(i) = self
+            .rules
+            .rules
+            .iter()
+            .position(|r| r.alert_type == alert.alert_type)
+        else {
+            return false;
+        };
+        dev.states
+            .resize_with(self.rules.rules.len(), RuleState::default);
+        let state = &mut dev.states[i];
+        if state.open.is_some() || alert.status == AlertStatus::Resolved {
+            return false;
+        }
+        state.open = Some(Box::new(Open {
+            alert_id: alert.alert_id.clone(),
+            status: alert.status,
+            message: alert.message.clone(),
+            value: alert.current_value,
+            threshold: alert.threshold.clone(),
+            raised_at,
+        }));
+        true
+    }
+
     /// Feeds one in-order reading of `dev` to every rule; alerts raised or resolved are appended
     /// to `out`. `received_ms` is the receiver's clock.
     pub fn observe(

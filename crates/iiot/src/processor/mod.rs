@@ -76,6 +76,10 @@ pub struct DeviceState {
     pub partition: Option<i32>,
 }
 
+/// Alerts that were open when the processors last stopped, by device, each with the time it
+/// was raised: read back from the alerts topic at start-up (see [`Processor::set_recovered`]).
+pub type RecoveredAlerts = hashbrown::HashMap<String, Vec<(Alert, i64)>>;
+
 /// The processor core.
 pub struct Processor {
     config: ProcessorConfig,
@@ -87,6 +91,8 @@ pub struct Processor {
     /// Counts not yet added to `stats` (see [`Processor::flush_stats`]).
     local: LocalCounts,
     latency_us: Histogram<u64>,
+    /// Open alerts from before this start, put back when their device is first seen.
+    recovered: Option<Arc<RecoveredAlerts>>,
 }
 
 #[derive(Debug, Default)]
@@ -110,7 +116,16 @@ impl Processor {
             stats,
             local: LocalCounts::default(),
             latency_us: stats::new_latency_histogram(),
+            recovered: None,
         }
+    }
+
+    /// Alerts that were open before this start: when a device is first seen here, its open
+    /// alerts are put back into the alert engine, so a condition that still holds keeps its
+    /// alert (and can be acknowledged) instead of raising a second one, and one that cleared
+    /// resolves it.
+    pub fn set_recovered(&mut self, recovered: Arc<RecoveredAlerts>) {
+        self.recovered = Some(recovered);
     }
 
     /// The shared counters.
@@ -148,9 +163,24 @@ impl Processor {
             }
             None => {
                 self.local.devices += 1;
-                self.devices
+                let dev = self
+                    .devices
                     .entry(Box::from(&*reading.device_id))
-                    .or_default()
+                    .or_default();
+                if let Some(alerts) = self
+                    .recovered
+                    .as_ref()
+                    .and_then(|r| r.get(&*reading.device_id))
+                {
+                    for (alert, raised_at) in alerts {
+                        if self.engine.restore(&mut dev.alerts, alert, *raised_at) {
+                            self.open
+                                .insert(alert.alert_id.clone(), Box::from(&*reading.device_id));
+                            self.stats.alerts_open.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                dev
             }
         };
         // Any decoded reading of a known device is a sign of life, in order or not.

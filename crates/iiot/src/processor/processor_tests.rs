@@ -198,3 +198,45 @@ fn a_rebalance_drops_the_devices_of_revoked_partitions_and_their_open_alerts() {
     );
     assert_eq!(again, Outcome::Processed);
 }
+
+#[test]
+fn recovered_open_alerts_are_kept_acknowledged_and_resolved_not_raised_again() {
+    // A first processor raises an alert, then "restarts".
+    let mut before = processor(10);
+    let mut alerts = Vec::new();
+    before.handle(&reading("device_001", 1, T0, 85.0), T0, &mut alerts);
+    assert_eq!(alerts.len(), 1);
+    let old = alerts[0].clone();
+
+    let mut recovered = RecoveredAlerts::new();
+    recovered.insert("device_001".into(), vec![(old.clone(), T0)]);
+    let mut p = processor(10);
+    p.set_recovered(Arc::new(recovered));
+    alerts.clear();
+    // Still hot: the old alert holds, nothing new is raised.
+    p.handle(
+        &reading("device_001", 2, T0 + 5000, 86.0),
+        T0 + 5000,
+        &mut alerts,
+    );
+    assert!(alerts.is_empty(), "{alerts:?}");
+    assert_eq!(
+        p.open_alert_ids().collect::<Vec<_>>(),
+        [old.alert_id.as_str()]
+    );
+    assert_eq!(p.stats().alerts_open.load(Ordering::Relaxed), 1);
+    let acked = p
+        .acknowledge(&old.alert_id, T0 + 6000)
+        .expect("restored alert is owned");
+    assert_eq!(acked.status, AlertStatus::Acknowledged);
+    // Cooled down: the old alert resolves under its own id.
+    p.handle(
+        &reading("device_001", 3, T0 + 10_000, 20.0),
+        T0 + 10_000,
+        &mut alerts,
+    );
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].alert_id, old.alert_id);
+    assert_eq!(alerts[0].status, AlertStatus::Resolved);
+    assert_eq!(p.stats().alerts_open.load(Ordering::Relaxed), 0);
+}
