@@ -135,7 +135,7 @@ impl Embedded {
             let mut processor =
                 Processor::new(processor_config(config), rules.clone(), stats.clone());
             if !recovered.is_empty() {
-                processor.set_recovered(recovered.clone());
+                processor.set_recovered(recovered.as_ref().clone());
             }
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             worker_commands.push(tx);
@@ -144,6 +144,7 @@ impl Embedded {
                 publisher: backend.publisher(),
                 alerts_topic: k.topic_alerts.clone(),
                 dlq_topic: k.topic_dlq.clone(),
+                transport: Some(backend.transport()),
             };
             let (rules_rx, done, stop) = (rules_rx.clone(), processor_done.clone(), stop.clone());
             // On the bus a worker ends when its input topic is closed and drained (see
@@ -412,6 +413,8 @@ pub async fn run(
             }
         }
     });
+    // What the processors took before the simulator started (a backlog left in Kafka).
+    let baseline = embedded.stats.taken();
     let simulated = simulator::run(
         Fleet::new(&sim_config),
         embedded.publisher(),
@@ -431,7 +434,7 @@ pub async fn run(
         // sent, so a timed run reports complete figures. What is left is read again by the
         // group next time.
         let sent = sim_stats.sent.load(Ordering::Relaxed);
-        if !embedded.wait_for(sent, KAFKA_DRAIN).await {
+        if !embedded.wait_for(baseline + sent, KAFKA_DRAIN).await {
             tracing::warn!(
                 sent,
                 taken = embedded.stats.taken(),

@@ -342,15 +342,26 @@ fn read_secret_files(layer: &mut Layer) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Turning off TLS certificate verification through `KAFKA_PROPERTIES` needs the loudly named
+/// `KAFKA_PROPERTIES` may not set the properties the delivery guarantees rest on, and turning
+/// off TLS certificate verification through it needs the loudly named
 /// `KAFKA_ALLOW_INSECURE_TLS=true`.
 fn check_tls_verification(config: &Config, layers: &[&Layer]) -> Result<(), ConfigError> {
-    let Some((name, value)) = config.kafka.insecure_tls_property() else {
+    let problem = if let Some((name, _)) = config.kafka.managed_property() {
+        format!(
+            "sets {name}, which iiot manages itself (offsets are stored only after a reading's \
+             outputs are delivered; the producer is idempotent with acks=all)"
+        )
+    } else if let Some((name, value)) = config.kafka.insecure_tls_property() {
+        if config.kafka.allow_insecure_tls {
+            return Ok(());
+        }
+        format!(
+            "turns off TLS certificate verification ({name}={value}); refused unless \
+             KAFKA_ALLOW_INSECURE_TLS=true (never in production)"
+        )
+    } else {
         return Ok(());
     };
-    if config.kafka.allow_insecure_tls {
-        return Ok(());
-    }
     let key = keys::by_env("KAFKA_PROPERTIES").ok_or_else(|| ConfigError {
         key: "KAFKA_PROPERTIES".into(),
         value: String::new(),
@@ -359,10 +370,7 @@ fn check_tls_verification(config: &Config, layers: &[&Layer]) -> Result<(), Conf
     })?;
     let (text, origin) = pick(key, layers);
     let mut error = invalid(key, text, origin);
-    error.allowed = format!(
-        "turns off TLS certificate verification ({name}={value}); refused unless \
-         KAFKA_ALLOW_INSECURE_TLS=true (never in production)"
-    );
+    error.allowed = problem;
     Err(error)
 }
 

@@ -172,10 +172,26 @@ pub struct KafkaSettings {
     pub replication_factor: i32,
 }
 
-/// librdkafka properties whose values turn off TLS certificate verification.
-const INSECURE_TLS: &[(&str, &str)] = &[
-    ("enable.ssl.certificate.verification", "false"),
-    ("ssl.endpoint.identification.algorithm", "none"),
+/// librdkafka properties, and the values of theirs, that turn off TLS certificate verification
+/// (librdkafka reads `false`, `f`, `0`, `no` and `off` as false).
+const INSECURE_TLS: &[(&str, &[&str])] = &[
+    (
+        "enable.ssl.certificate.verification",
+        &["false", "f", "0", "no", "off"],
+    ),
+    ("ssl.endpoint.identification.algorithm", &["none"]),
+];
+
+/// librdkafka properties `KAFKA_PROPERTIES` may not set: the delivery guarantees rest on them
+/// (offsets stored only after outputs are delivered; an idempotent producer with acks=all).
+pub const MANAGED_PROPERTIES: &[&str] = &[
+    "enable.auto.offset.store",
+    "enable.auto.commit",
+    "group.id",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "enable.partition.eof",
 ];
 
 impl KafkaSettings {
@@ -213,8 +229,16 @@ impl KafkaSettings {
         self.extra_properties().into_iter().find(|(k, v)| {
             INSECURE_TLS
                 .iter()
-                .any(|(name, bad)| k == name && v.eq_ignore_ascii_case(bad))
+                .any(|(name, bad)| k == name && bad.iter().any(|b| v.eq_ignore_ascii_case(b)))
         })
+    }
+
+    /// The property of `KAFKA_PROPERTIES` that iiot manages itself, if any
+    /// ([`MANAGED_PROPERTIES`]).
+    pub fn managed_property(&self) -> Option<(String, String)> {
+        self.extra_properties()
+            .into_iter()
+            .find(|(k, _)| MANAGED_PROPERTIES.contains(&k.as_str()))
     }
 }
 
@@ -468,10 +492,21 @@ pub(crate) const PROPERTIES_KEY: &str = "KAFKA_PROPERTIES";
 /// `name=value;…` with the values of secret-looking properties (passwords, secrets, tokens,
 /// JAAS configs, inline keys) replaced by `***`, for `/config` and error messages.
 pub(crate) fn redact_properties(text: &str) -> String {
+    // A secret may itself contain ';': everything after a secret entry up to the next
+    // `name=` is part of it.
+    let mut in_secret = false;
     text.split(';')
         .map(|entry| match entry.split_once('=') {
-            Some((name, _)) if is_secret_property(name) => format!("{name}=***"),
-            _ => entry.to_string(),
+            Some((name, _)) if is_secret_property(name) => {
+                in_secret = true;
+                format!("{name}=***")
+            }
+            Some(_) => {
+                in_secret = false;
+                entry.to_string()
+            }
+            None if in_secret => "***".to_string(),
+            None => entry.to_string(),
         })
         .collect::<Vec<_>>()
         .join(";")
@@ -486,6 +521,7 @@ fn is_secret_property(name: &str) -> bool {
         "jaas",
         "key.pem",
         "credential",
+        "oauthbearer.config",
     ]
     .iter()
     .any(|word| name.contains(word))

@@ -91,8 +91,10 @@ pub struct Processor {
     /// Counts not yet added to `stats` (see [`Processor::flush_stats`]).
     local: LocalCounts,
     latency_us: Histogram<u64>,
-    /// Open alerts from before this start, put back when their device is first seen.
-    recovered: Option<Arc<RecoveredAlerts>>,
+    /// Open alerts from before this start, put back (and forgotten) when their device is first
+    /// seen: a device dropped by a rebalance and seen again later gets none of this stale
+    /// snapshot.
+    recovered: RecoveredAlerts,
 }
 
 #[derive(Debug, Default)]
@@ -116,7 +118,7 @@ impl Processor {
             stats,
             local: LocalCounts::default(),
             latency_us: stats::new_latency_histogram(),
-            recovered: None,
+            recovered: RecoveredAlerts::new(),
         }
     }
 
@@ -124,8 +126,8 @@ impl Processor {
     /// alerts are put back into the alert engine, so a condition that still holds keeps its
     /// alert (and can be acknowledged) instead of raising a second one, and one that cleared
     /// resolves it.
-    pub fn set_recovered(&mut self, recovered: Arc<RecoveredAlerts>) {
-        self.recovered = Some(recovered);
+    pub fn set_recovered(&mut self, recovered: RecoveredAlerts) {
+        self.recovered = recovered;
     }
 
     /// The shared counters.
@@ -167,12 +169,8 @@ impl Processor {
                     .devices
                     .entry(Box::from(&*reading.device_id))
                     .or_default();
-                if let Some(alerts) = self
-                    .recovered
-                    .as_ref()
-                    .and_then(|r| r.get(&*reading.device_id))
-                {
-                    for (alert, raised_at) in alerts {
+                if let Some(alerts) = self.recovered.remove(&*reading.device_id) {
+                    for (alert, raised_at) in &alerts {
                         if self.engine.restore(&mut dev.alerts, alert, *raised_at) {
                             self.open
                                 .insert(alert.alert_id.clone(), Box::from(&*reading.device_id));

@@ -211,7 +211,7 @@ fn recovered_open_alerts_are_kept_acknowledged_and_resolved_not_raised_again() {
     let mut recovered = RecoveredAlerts::new();
     recovered.insert("device_001".into(), vec![(old.clone(), T0)]);
     let mut p = processor(10);
-    p.set_recovered(Arc::new(recovered));
+    p.set_recovered(recovered);
     alerts.clear();
     // Still hot: the old alert holds, nothing new is raised.
     p.handle(

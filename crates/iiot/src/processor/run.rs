@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use iiot_model::Alert;
-use iiot_transport::{Message, Publisher, Receipt, Subscriber, TransportError};
+use iiot_transport::{Message, Publisher, Receipt, Subscriber, Transport, TransportError};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +29,9 @@ pub struct ProcessorIo {
     pub alerts_topic: String,
     /// Topic of dead letters.
     pub dlq_topic: String,
+    /// Asked before offline checks: while it cannot reach its broker, silence says nothing
+    /// about the devices (`None`: always checked).
+    pub transport: Option<Arc<dyn Transport>>,
 }
 
 /// The output half of [`ProcessorIo`] (shared across awaits, so it must be `Sync`).
@@ -64,6 +67,7 @@ pub async fn run(
         publisher,
         alerts_topic,
         dlq_topic,
+        transport,
     } = io;
     let out = Outputs {
         publisher,
@@ -74,11 +78,15 @@ pub async fn run(
         &mut processor,
         subscriber.as_mut(),
         &out,
+        transport.as_deref(),
         rules,
         commands,
         stop,
     )
     .await;
+    // Closing a Kafka consumer commits its offsets and leaves the group, which can block for
+    // seconds: not on a runtime thread.
+    let _ = tokio::task::spawn_blocking(move || drop(subscriber)).await;
     // Whatever ended the loop, what was counted so far reaches the shared stats.
     processor.flush_stats();
     processor.flush_latency();
@@ -91,13 +99,14 @@ async fn serve(
     processor: &mut Processor,
     subscriber: &mut dyn Subscriber,
     out: &Outputs,
+    transport: Option<&dyn Transport>,
     mut rules: watch::Receiver<Arc<RuleSet>>,
     mut commands: mpsc::Receiver<Command>,
     stop: CancellationToken,
 ) -> Result<(), TransportError> {
     let mut batch: Vec<Message> = Vec::with_capacity(BATCH);
     let mut alerts: Vec<Alert> = Vec::new();
-    let mut receipts: Vec<Receipt> = Vec::new();
+    let mut receipts: Vec<Pending> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let (mut rules_open, mut commands_open) = (true, true);
@@ -117,7 +126,7 @@ async fn serve(
                 processor.set_rules(new, now_ms(), &mut alerts);
                 tracing::info!(rules = processor.rules().rules.len(), "processor uses reloaded alert rules");
                 publish_alerts(processor, out, &mut alerts, &mut receipts).await?;
-                settle(processor, &mut receipts).await?;
+                settle(processor, out, &mut receipts).await?;
             }
             command = commands.recv(), if commands_open => match command {
                 None => commands_open = false,
@@ -126,17 +135,24 @@ async fn serve(
                     if let Ok(alert) = &result {
                         alerts.push(alert.clone());
                         publish_alerts(processor, out, &mut alerts, &mut receipts).await?;
-                        settle(processor, &mut receipts).await?;
+                        settle(processor, out, &mut receipts).await?;
                     }
                     // The asker may have given up waiting; nothing to do then.
                     let _ = reply.send(result);
                 }
             },
             _ = tick.tick() => {
-                if !backlogged {
+                // A rebalance can take every partition away: then no message comes to report
+                // it, and the devices now owned elsewhere must not be declared offline here.
+                drop_revoked(processor, subscriber);
+                let reachable = match transport {
+                    Some(t) => t.is_ready().await,
+                    None => true,
+                };
+                if !backlogged && reachable {
                     processor.tick(now_ms(), &mut alerts);
                     publish_alerts(processor, out, &mut alerts, &mut receipts).await?;
-                    settle(processor, &mut receipts).await?;
+                    settle(processor, out, &mut receipts).await?;
                 }
                 // Merging the latency histogram scans all its buckets: once a second, not
                 // once a batch.
@@ -148,10 +164,11 @@ async fn serve(
                     return Ok(());
                 }
                 backlogged = received == BATCH;
-                let revoked = subscriber.take_revoked();
+                let revoked = drop_revoked(processor, subscriber);
                 if !revoked.is_empty() {
-                    let dropped = processor.drop_partitions(&revoked);
-                    tracing::info!(?revoked, dropped, "partitions revoked by a rebalance; their devices' state dropped");
+                    // Fetched before the rebalance: their new owner reads them again from the
+                    // last committed offset, so they are neither processed nor committed here.
+                    batch.retain(|m| !revoked.contains(&m.partition));
                 }
                 process_batch(processor, out, &mut batch, &mut alerts, &mut receipts).await?;
                 processor.flush_stats();
@@ -163,12 +180,27 @@ async fn serve(
     }
 }
 
+/// Drops the state of the devices on partitions revoked since the last call; returns those
+/// partitions.
+fn drop_revoked(processor: &mut Processor, subscriber: &mut dyn Subscriber) -> Vec<i32> {
+    let revoked = subscriber.take_revoked();
+    if !revoked.is_empty() {
+        let dropped = processor.drop_partitions(&revoked);
+        tracing::info!(
+            ?revoked,
+            dropped,
+            "partitions revoked by a rebalance; their devices' state dropped"
+        );
+    }
+    revoked
+}
+
 async fn process_batch(
     processor: &mut Processor,
     io: &Outputs,
     batch: &mut [Message],
     alerts: &mut Vec<Alert>,
-    receipts: &mut Vec<Receipt>,
+    receipts: &mut Vec<Pending>,
 ) -> Result<(), TransportError> {
     let now = now_ms();
     for message in batch.iter() {
@@ -182,24 +214,25 @@ async fn process_batch(
             };
             let letter = dead_letter::encode(&invalid, origin, &message.payload, now);
             tracing::debug!(reason = %invalid.reason, detail = %invalid.detail, "dead letter");
-            let receipt = io
-                .publisher
-                .publish(&io.dlq_topic, &message.key, Bytes::from(letter))
-                .await;
-            receipts.push(counted(processor, receipt)?);
+            let output = Output {
+                topic: io.dlq_topic.clone(),
+                key: message.key.clone(),
+                payload: Bytes::from(letter),
+            };
+            receipts.push(send(processor, io, output).await?);
         }
         if !alerts.is_empty() {
             publish_alerts(processor, io, alerts, receipts).await?;
         }
     }
-    settle(processor, receipts).await
+    settle(processor, io, receipts).await
 }
 
 async fn publish_alerts(
     processor: &Processor,
     io: &Outputs,
     alerts: &mut Vec<Alert>,
-    receipts: &mut Vec<Receipt>,
+    receipts: &mut Vec<Pending>,
 ) -> Result<(), TransportError> {
     for alert in alerts.drain(..) {
         tracing::info!(
@@ -208,15 +241,12 @@ async fn publish_alerts(
         );
         // Serializing a plain struct of strings and numbers cannot fail.
         let body = serde_json::to_vec(&alert).unwrap_or_default();
-        let receipt = io
-            .publisher
-            .publish(
-                &io.alerts_topic,
-                alert.device_id.as_bytes(),
-                Bytes::from(body),
-            )
-            .await;
-        receipts.push(counted(processor, receipt)?);
+        let output = Output {
+            topic: io.alerts_topic.clone(),
+            key: Bytes::copy_from_slice(alert.device_id.as_bytes()),
+            payload: Bytes::from(body),
+        };
+        receipts.push(send(processor, io, output).await?);
     }
     Ok(())
 }
@@ -233,14 +263,76 @@ fn counted(
     })
 }
 
-/// Waits for every pending delivery; a failed one stops the loop before its input is committed,
-/// so the message is read again after a restart.
-async fn settle(processor: &Processor, receipts: &mut Vec<Receipt>) -> Result<(), TransportError> {
-    for receipt in receipts.drain(..) {
-        counted(
-            processor,
-            receipt.delivered().await.map(|()| Receipt::Delivered),
-        )?;
+/// One output message, kept until the broker has it so that a failed delivery can be sent again.
+#[derive(Clone)]
+struct Output {
+    topic: String,
+    key: Bytes,
+    payload: Bytes,
+}
+
+/// An output on its way: the message and its receipt.
+struct Pending {
+    output: Output,
+    receipt: Receipt,
+}
+
+/// Longest pause between two attempts to deliver an output.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+async fn send(
+    processor: &Processor,
+    io: &Outputs,
+    output: Output,
+) -> Result<Pending, TransportError> {
+    let receipt = io
+        .publisher
+        .publish(&output.topic, &output.key, output.payload.clone())
+        .await;
+    Ok(Pending {
+        receipt: counted(processor, receipt)?,
+        output,
+    })
+}
+
+/// Waits for every pending delivery. A failed delivery (the broker unreachable past the delivery
+/// timeout) is counted, logged and sent again, with a growing pause, until it goes through: the
+/// input is committed only afterwards, and a broker outage stalls the processor instead of
+/// stopping it. Other errors (the transport closed) end the loop before the commit, so the input
+/// is read again after a restart.
+async fn settle(
+    processor: &Processor,
+    io: &Outputs,
+    receipts: &mut Vec<Pending>,
+) -> Result<(), TransportError> {
+    for Pending { output, receipt } in receipts.drain(..) {
+        let mut receipt = receipt;
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match receipt.delivered().await {
+                Ok(()) => break,
+                Err(TransportError::Delivery(reason)) => {
+                    processor
+                        .stats()
+                        .publish_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        topic = %output.topic,
+                        "delivery failed ({reason}); sending it again in {pause:?}"
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_MAX);
+                    receipt = send(processor, io, output.clone()).await?.receipt;
+                }
+                Err(e) => {
+                    processor
+                        .stats()
+                        .publish_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
     }
     Ok(())
 }
