@@ -12,7 +12,7 @@ use iiot::config::Config;
 use iiot::pipeline::{Embedded, bus_for};
 use iiot::simulator::{Emitted, FaultKind, Fleet, SimulatorConfig};
 use iiot_model::{Alert, AlertStatus};
-use iiot_transport::{Message, Subscriber, Transport};
+use iiot_transport::{Message, Publisher, Subscriber, Transport};
 
 const DEVICES: u32 = 1000;
 const ROUNDS: u64 = 100;
@@ -265,4 +265,117 @@ async fn reloaded_rules_and_acknowledgements_reach_the_running_processor() {
         .expect("processor listens");
     assert!(answer.await.expect("answered").is_err());
     embedded.finish().await.expect("finish");
+}
+
+/// A publisher whose first `fail` deliveries fail (as a broker unreachable past the delivery
+/// timeout does), then delivers onto the bus.
+struct Flaky {
+    bus: iiot_transport::Bus,
+    fail: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl iiot_transport::Publisher for Flaky {
+    async fn publish(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: Bytes,
+    ) -> Result<iiot_transport::Receipt, iiot_transport::TransportError> {
+        let left = self.fail.load(Ordering::SeqCst);
+        if left > 0 {
+            self.fail.store(left - 1, Ordering::SeqCst);
+            return Ok(iiot_transport::Receipt::Pending(Box::pin(async {
+                Err(iiot_transport::TransportError::Delivery(
+                    "injected: message timed out".into(),
+                ))
+            })));
+        }
+        self.bus.publisher().publish(topic, key, payload).await
+    }
+
+    async fn flush(&self) -> Result<(), iiot_transport::TransportError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_output_delivery_is_sent_again_and_the_processor_carries_on() {
+    use iiot::processor::run::{ProcessorIo, run};
+    use iiot::processor::{Processor, ProcessorStats};
+    use std::sync::Arc;
+
+    let config = Config::default();
+    let bus = bus_for(&config);
+    let k = &config.kafka;
+    let mut dlq = bus
+        .subscribe(&k.topic_dlq, "test-dlq")
+        .await
+        .expect("subscribe");
+    let input = bus
+        .subscribe(&k.topic_device_data, "processor")
+        .await
+        .expect("subscribe");
+    let stats = Arc::new(ProcessorStats::default());
+    let processor = Processor::new(
+        iiot::pipeline::processor_config(&config),
+        Arc::new(config.rules.clone()),
+        stats.clone(),
+    );
+    let io = ProcessorIo {
+        subscriber: input,
+        publisher: Arc::new(Flaky {
+            bus: bus.clone(),
+            fail: 2.into(),
+        }),
+        alerts_topic: k.topic_alerts.clone(),
+        dlq_topic: k.topic_dlq.clone(),
+        transport: None,
+    };
+    let (_rules_tx, rules_rx) = tokio::sync::watch::channel(Arc::new(config.rules.clone()));
+    let (_commands_tx, commands_rx) = tokio::sync::mpsc::channel(1);
+    let worker = tokio::spawn(run(
+        processor,
+        io,
+        rules_rx,
+        commands_rx,
+        tokio_util::sync::CancellationToken::new(),
+    ));
+
+    bus.publish(
+        &k.topic_device_data,
+        b"device_bad",
+        Bytes::from_static(b"{not json"),
+    )
+    .await
+    .expect("publish");
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), dlq.recv_batch(&mut got, 10))
+        .await
+        .expect("the dead letter arrives after the retries")
+        .expect("receive");
+    assert_eq!(got.len(), 1, "delivered once");
+    assert_eq!(
+        stats.publish_errors.load(Ordering::Relaxed),
+        2,
+        "both failures counted"
+    );
+
+    // The input is committed once its output is delivered.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while bus.lag(&k.topic_device_data, "processor") != Some(0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "input never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And the processor is still running: it drains and stops cleanly.
+    bus.close_topic(&k.topic_device_data);
+    let processor = tokio::time::timeout(Duration::from_secs(30), worker)
+        .await
+        .expect("drains")
+        .expect("task")
+        .expect("no error");
+    assert_eq!(processor.stats().dead_letters_total(), 1);
 }
