@@ -173,6 +173,39 @@ impl Embedded {
         })
     }
 
+    /// The processors of a role (`iiot run`, `iiot process`), once the topics exist: on Kafka
+    /// it first reads back the alerts left open by earlier processors ([`crate::recovery`]),
+    /// and afterwards relays acknowledgements from `serve` instances ([`crate::ack_relay`])
+    /// until `stop`.
+    pub async fn start_role(
+        config: &Config,
+        backend: &Backend,
+        stats: Arc<ProcessorStats>,
+        commands: (mpsc::Sender<Command>, mpsc::Receiver<Command>),
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Embedded> {
+        let k = &config.kafka;
+        // Alerts the previous processors left open: kept, not raised a second time.
+        let recovered = crate::recovery::open_alerts(backend, &k.topic_alerts).await?;
+        let embedded = Embedded::start_with(
+            config,
+            backend.clone(),
+            stats,
+            commands,
+            Arc::new(recovered),
+        )
+        .await?;
+        if let Backend::Kafka(_) = backend {
+            let requests = backend.subscribe_everything(&k.topic_commands).await?;
+            tokio::spawn(crate::ack_relay::listen(
+                requests,
+                embedded.commands.clone(),
+                stop.child_token(),
+            ));
+        }
+        Ok(embedded)
+    }
+
     /// A publisher onto the backend.
     pub fn publisher(&self) -> Arc<dyn Publisher> {
         self.backend.publisher()
@@ -338,15 +371,7 @@ pub async fn run(
         server.stop().await;
         anyhow::bail!("stopped before the Kafka topics could be prepared (no broker answered)");
     }
-    let recovered = crate::recovery::open_alerts(&backend, &config.kafka.topic_alerts).await?;
-    let embedded = Embedded::start_with(
-        &config,
-        backend.clone(),
-        stats,
-        commands,
-        Arc::new(recovered),
-    )
-    .await?;
+    let embedded = Embedded::start_role(&config, &backend, stats, commands, &shutdown).await?;
 
     // The serve side, as `iiot serve` runs it: subscriptions that see every reading and alert
     // feed the store and the WebSocket hub; the HTTP API answers from the store.
@@ -364,15 +389,6 @@ pub async fn run(
         feeder_stop.clone(),
     ));
 
-    if let Backend::Kafka(_) = &backend {
-        // `serve` instances elsewhere send their acknowledgements over the commands topic.
-        let requests = backend.subscribe_everything(&k.topic_commands).await?;
-        tokio::spawn(crate::ack_relay::listen(
-            requests,
-            embedded.commands.clone(),
-            shutdown.child_token(),
-        ));
-    }
     let watcher =
         crate::config::watch_rules(sources, embedded.rules.clone(), shutdown.child_token());
 

@@ -87,16 +87,7 @@ pub async fn process(
         stop(server).await;
         return Ok(());
     }
-    // Alerts the previous processors left open: kept, not raised a second time.
-    let recovered = crate::recovery::open_alerts(&backend, &config.kafka.topic_alerts).await?;
-    let embedded = Embedded::start_with(
-        &config,
-        backend.clone(),
-        stats,
-        commands,
-        Arc::new(recovered),
-    )
-    .await?;
+    let embedded = Embedded::start_role(&config, &backend, stats, commands, &shutdown).await?;
     tracing::info!(
         group = %config.kafka.group_id,
         topic = %config.kafka.topic_device_data,
@@ -104,14 +95,6 @@ pub async fn process(
         backend = %backend.describe(&config),
         "processing"
     );
-    let requests = backend
-        .subscribe_everything(&config.kafka.topic_commands)
-        .await?;
-    tokio::spawn(crate::ack_relay::listen(
-        requests,
-        embedded.commands.clone(),
-        shutdown.child_token(),
-    ));
     let watcher =
         crate::config::watch_rules(sources, embedded.rules.clone(), shutdown.child_token());
     let status = spawn_status(
