@@ -233,6 +233,40 @@ fn read_topic(
     seen
 }
 
+/// `iiot simulate --output kafka` with `devices` devices every `interval` for `duration`.
+fn simulate(
+    brokers: &str,
+    devices: &str,
+    interval: &str,
+    duration: &str,
+    seed: &str,
+    env: &[(&str, &str)],
+) -> Role {
+    let args = [
+        "simulate",
+        "--output",
+        "kafka",
+        "--devices",
+        devices,
+        "--interval",
+        interval,
+        "--duration",
+        duration,
+        "--seed",
+        seed,
+    ];
+    Role::start(&args, brokers, env)
+}
+
+/// The number after `name=` on the first log line containing `marker` and `name=`.
+fn log_field(log: &str, marker: &str, name: &str) -> Option<u64> {
+    let prefix = format!("{name}=");
+    log.lines()
+        .filter(|l| l.contains(marker))
+        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix(&prefix)))
+        .and_then(|v| v.parse().ok())
+}
+
 fn topics() -> Vec<TopicSpec> {
     vec![
         TopicSpec::new("device-data", 10),
@@ -260,23 +294,7 @@ fn simulate_process_serve_end_to_end_with_topics_created_at_start_up() {
         ],
     );
     process.wait_for("process ready", Role::ready);
-    let simulate = Role::start(
-        &[
-            "simulate",
-            "--output",
-            "kafka",
-            "--devices",
-            "20",
-            "--interval",
-            "250ms",
-            "--duration",
-            "60s",
-            "--seed",
-            "7",
-        ],
-        &broker.brokers,
-        &[],
-    );
+    let simulate = simulate(&broker.brokers, "20", "250ms", "60s", "7", &[]);
 
     serve.wait_for("every device in the API", |r| {
         r.json("/api/devices?per_page=100")
@@ -447,21 +465,12 @@ fn two_processors_share_the_partitions_and_one_takes_over_after_sigkill() {
     // tansu cannot serve a fetch that starts inside a record batch (it skips to the next
     // batch), which a member taking over at a committed offset does; one record per batch
     // keeps every committed offset on a batch boundary. Apache Kafka needs no such setting.
-    let simulate = Role::start(
-        &[
-            "simulate",
-            "--output",
-            "kafka",
-            "--devices",
-            "50",
-            "--interval",
-            "100ms",
-            "--duration",
-            "12s",
-            "--seed",
-            "11",
-        ],
+    let simulate = simulate(
         &broker.brokers,
+        "50",
+        "100ms",
+        "12s",
+        "11",
         &[("KAFKA_PROPERTIES", "batch.num.messages=1")],
     );
     // Both members get work: the group split the partitions.
@@ -573,11 +582,7 @@ fn run_with_kafka_brokers_runs_every_role_in_one_process() {
         .find(|l| l.contains(" stopped") && l.contains("processed="))
         .unwrap_or_else(|| panic!("no final line:\n{log}"));
     let field = |name: &str| -> u64 {
-        stopped
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{name}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} in {stopped}"))
+        log_field(stopped, "processed=", name).unwrap_or_else(|| panic!("{name} in {stopped}"))
     };
     assert!(field("sent") > 100, "{stopped}");
     assert_eq!(field("processed"), field("sent"), "{stopped}");
@@ -588,19 +593,12 @@ fn simulate_runs_on_when_its_metrics_port_is_taken() {
     let broker = TestBroker::start(&topics());
     let taken = TcpListener::bind(("0.0.0.0", free_port())).expect("bind");
     let port = taken.local_addr().expect("addr").port().to_string();
-    let mut simulate = Role::start(
-        &[
-            "simulate",
-            "--output",
-            "kafka",
-            "--devices",
-            "5",
-            "--interval",
-            "100ms",
-            "--duration",
-            "2s",
-        ],
+    let mut simulate = simulate(
         &broker.brokers,
+        "5",
+        "100ms",
+        "2s",
+        "1",
         &[("HTTP_PORT", &port)],
     );
     simulate.wait_for("the simulator to finish", |r| {
@@ -610,12 +608,7 @@ fn simulate_runs_on_when_its_metrics_port_is_taken() {
     let log = simulate.log_text();
     assert!(status.success(), "{log}");
     assert!(log.contains("no /health, /ready or /metrics"), "{log}");
-    let sent = log
-        .lines()
-        .find(|l| l.contains("simulator stopped") && l.contains("sent="))
-        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("sent=")))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
+    let sent = log_field(&log, "simulator stopped", "sent").unwrap_or(0);
     assert!(sent > 0, "{log}");
 }
 
@@ -632,23 +625,7 @@ fn a_restarted_processor_keeps_the_alerts_already_open_instead_of_raising_them_a
     ];
     let mut first = Role::start(&["process"], &broker.brokers, &hot);
     first.wait_for("process ready", Role::ready);
-    let _simulate = Role::start(
-        &[
-            "simulate",
-            "--output",
-            "kafka",
-            "--devices",
-            "10",
-            "--interval",
-            "200ms",
-            "--duration",
-            "120s",
-            "--seed",
-            "3",
-        ],
-        &broker.brokers,
-        &[],
-    );
+    let _simulate = simulate(&broker.brokers, "10", "200ms", "120s", "3", &[]);
     let active = |r: &Role| -> Option<Vec<String>> {
         let v = r.json("/api/alerts?status=active&limit=100")?;
         Some(
