@@ -146,6 +146,7 @@ fn to_message(topic: &Arc<str>, m: &BorrowedMessage<'_>) -> Message {
         offset: m.offset(),
         key: m.key().map(Bytes::copy_from_slice).unwrap_or_default(),
         payload: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+        timestamp_ms: m.timestamp().to_millis(),
     }
 }
 

@@ -48,36 +48,7 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A topic to create: its name, partition count and replication factor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicSpec {
-    /// Topic name.
-    pub name: String,
-    /// Number of partitions.
-    pub partitions: i32,
-    /// Replication factor (1 for a single broker).
-    pub replication: i32,
-}
-
-impl TopicSpec {
-    /// A topic of `partitions` partitions, replicated once.
-    pub fn new(name: impl Into<String>, partitions: i32) -> Self {
-        TopicSpec {
-            name: name.into(),
-            partitions,
-            replication: 1,
-        }
-    }
-}
-
-/// Where a reader of every partition starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    /// The first message the topic still holds.
-    Beginning,
-    /// The end: only what is published from now on.
-    End,
-}
+pub use iiot_transport::{Start, TopicSpec};
 
 /// The Kafka backend: one shared idempotent producer, one consumer per subscriber. Clones share
 /// the producer and the counters.
@@ -279,6 +250,30 @@ impl Transport for KafkaTransport {
             .subscribe(&[topic])
             .map_err(|e| TransportError::Broker(format!("subscribing to {topic}: {e}")))?;
         Ok(Box::new(GroupSubscriber::new(consumer, topic)))
+    }
+
+    async fn subscribe_all(
+        &self,
+        topic: &str,
+        start: Start,
+    ) -> Result<Box<dyn Subscriber>, TransportError> {
+        self.subscribe_all_from(topic, start).await
+    }
+
+    fn keeps_history(&self) -> bool {
+        true
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<(), TransportError> {
+        KafkaTransport::ensure_topics(self, topics).await
+    }
+
+    fn describe(&self) -> String {
+        format!("kafka {}", self.inner.settings.brokers)
     }
 
     async fn is_ready(&self) -> bool {

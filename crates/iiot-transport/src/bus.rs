@@ -19,6 +19,13 @@ use tokio::sync::mpsc;
 
 use crate::{Message, Publisher, Receipt, Subscriber, Transport, TransportError, partition_for};
 
+/// Wall-clock milliseconds since the Unix epoch (a clock before 1970 reads as 0).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Sizes of the embedded bus.
 #[derive(Debug, Clone)]
 pub struct BusConfig {
@@ -62,6 +69,8 @@ struct Inner {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     closed: AtomicBool,
     stats: BusStats,
+    /// Numbers the groups of [`Transport::subscribe_all`] readers.
+    readers: AtomicU64,
 }
 
 struct Topic {
@@ -95,6 +104,7 @@ impl Bus {
                 topics: RwLock::new(HashMap::new()),
                 closed: AtomicBool::new(false),
                 stats: BusStats::default(),
+                readers: AtomicU64::new(0),
             }),
         }
     }
@@ -209,6 +219,7 @@ impl Publisher for Bus {
             offset: *next,
             key: Bytes::copy_from_slice(key),
             payload,
+            timestamp_ms: Some(now_ms()),
         };
         *next += 1;
         topic.ends[partition as usize].store(*next, Ordering::Relaxed);
@@ -264,6 +275,43 @@ impl Transport for Bus {
         let mut members = self.subscribe_group(topic, group, 1)?;
         // subscribe_group returns exactly `members` subscribers.
         members.pop().ok_or(TransportError::Closed)
+    }
+
+    async fn subscribe_group(
+        &self,
+        topic: &str,
+        group: &str,
+        members: usize,
+    ) -> Result<Vec<Box<dyn Subscriber>>, TransportError> {
+        Bus::subscribe_group(self, topic, group, members)
+    }
+
+    /// A group of its own, so it sees every message; the bus keeps none, so `start` makes no
+    /// difference.
+    async fn subscribe_all(
+        &self,
+        topic: &str,
+        _start: crate::Start,
+    ) -> Result<Box<dyn Subscriber>, TransportError> {
+        let n = self.inner.readers.fetch_add(1, Ordering::Relaxed);
+        self.subscribe(topic, &format!("__every-message-{n}")).await
+    }
+
+    fn end_topic(&self, topic: &str) -> bool {
+        self.close_topic(topic);
+        true
+    }
+
+    fn close(&self) {
+        Bus::close(self);
+    }
+
+    fn lag(&self, topic: &str, group: &str) -> u64 {
+        Bus::lag(self, topic, group).unwrap_or(0).max(0) as u64
+    }
+
+    fn describe(&self) -> String {
+        "embedded bus".into()
     }
 
     async fn is_ready(&self) -> bool {

@@ -62,6 +62,41 @@ pub struct Message {
     pub key: Bytes,
     /// The body.
     pub payload: Bytes,
+    /// The broker's time for the message, Unix ms (Kafka: the record timestamp; the bus: when
+    /// it was published); `None` when the broker gave none. Every stage that judges a reading
+    /// against "now" uses this, so two roles reading the same message reach the same verdict.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// A topic to create: its name, partition count and replication factor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Topic name.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: i32,
+    /// Replication factor (1 for a single broker).
+    pub replication: i32,
+}
+
+impl TopicSpec {
+    /// A topic of `partitions` partitions, replicated once.
+    pub fn new(name: impl Into<String>, partitions: i32) -> Self {
+        TopicSpec {
+            name: name.into(),
+            partitions,
+            replication: 1,
+        }
+    }
+}
+
+/// Where a reader of every partition ([`Transport::subscribe_all`]) starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The first message the topic still holds (a backend without history: same as `End`).
+    Beginning,
+    /// The end: only what is published from now on.
+    End,
 }
 
 /// Resolves when a published message is durably accepted (for Kafka: acknowledged by the broker).
@@ -145,7 +180,9 @@ pub trait Subscriber: Send {
     }
 }
 
-/// A backend: makes publishers and subscribers, and says whether it can reach its broker.
+/// A backend: makes publishers and subscribers, says whether it can reach its broker, and
+/// what it can and cannot do. This is the one seam between the roles and a message backend:
+/// the roles never ask which backend they run on, only what it offers.
 #[async_trait]
 pub trait Transport: Send + Sync {
     /// A publisher; cheap to clone and share between tasks.
@@ -159,8 +196,71 @@ pub trait Transport: Send + Sync {
         group: &str,
     ) -> Result<Box<dyn Subscriber>, TransportError>;
 
+    /// `members` members of consumer group `group` on `topic`, splitting its partitions. The
+    /// default subscribes `members` times (a backend with rebalancing splits them itself as
+    /// members come and go, in this process or others).
+    async fn subscribe_group(
+        &self,
+        topic: &str,
+        group: &str,
+        members: usize,
+    ) -> Result<Vec<Box<dyn Subscriber>>, TransportError> {
+        let mut out = Vec::with_capacity(members.max(1));
+        for _ in 0..members.max(1) {
+            out.push(self.subscribe(topic, group).await?);
+        }
+        Ok(out)
+    }
+
+    /// A subscription that receives every message of `topic`, outside any consumer group and
+    /// committing nothing (the serve side: each instance sees everything), from `start`.
+    async fn subscribe_all(
+        &self,
+        topic: &str,
+        start: Start,
+    ) -> Result<Box<dyn Subscriber>, TransportError>;
+
+    /// Whether the backend keeps messages after delivery, so that [`Start::Beginning`] and a
+    /// group's committed offsets mean something (Kafka) — or forgets them (the bus).
+    fn keeps_history(&self) -> bool {
+        false
+    }
+
+    /// Whether other processes publish and consume on this backend too (Kafka), or only this
+    /// one (the bus). A serve side on a shared backend must read the topics to see what every
+    /// processor decided; on an unshared one the processors of this process are all there are.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Creates the topics that do not exist yet. One attempt: the caller retries while the
+    /// broker is unreachable. Backends whose topics need no creating do nothing.
+    async fn ensure_topics(&self, _topics: &[TopicSpec]) -> Result<(), TransportError> {
+        Ok(())
+    }
+
+    /// Ends `topic` for its subscribers, if this backend's topics can end: they drain what is
+    /// queued and then receive 0 (an ordered shutdown of the bus). Returns whether it did;
+    /// a log that never ends (Kafka) returns `false` and the caller stops its consumers.
+    fn end_topic(&self, _topic: &str) -> bool {
+        false
+    }
+
+    /// Closes the whole backend, where that means something (the bus); the default does
+    /// nothing (Kafka clients close as they are dropped).
+    fn close(&self) {}
+
     /// Whether the backend can currently move messages (`/ready`).
     async fn is_ready(&self) -> bool;
+
+    /// Messages of `topic` the consumer group `group` has yet to process. The default is the
+    /// consumer lag of this process's members from [`Transport::metrics`].
+    fn lag(&self, _topic: &str, _group: &str) -> u64 {
+        self.metrics().consumer_lag
+    }
+
+    /// Short name for logs: `embedded bus`, `kafka <brokers>`.
+    fn describe(&self) -> String;
 
     /// The backend's own traffic counters, for `/metrics`. The default reports nothing.
     fn metrics(&self) -> BackendMetrics {

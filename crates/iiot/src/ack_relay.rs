@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alerts::AckError;
 use crate::processor::run::Command;
-use crate::serve::SharedStore;
+use crate::sinks::live::SharedStore;
 
 /// How long the relay waits for the acknowledged alert to come back (the HTTP handler gives up
 /// after 5 s).

@@ -1,6 +1,7 @@
-//! `iiot bench`: drives the pipeline (simulator → embedded bus or Kafka → processors) and
-//! reports throughput and event → processed latency as JSON, with the machine, the backend and
-//! the command, over several runs with median and spread.
+//! `iiot bench`: drives the pipeline (simulator → embedded bus or Kafka → processors → the topic
+//! sink and the live store and hub) and reports throughput and event → processed latency as
+//! JSON, with the machine, the backend and the command, over several runs with median and
+//! spread. `--no-store` leaves the live store and hub out (the figure before they were in).
 //!
 //! On Kafka (`--kafka-brokers`) every run gets topics and a consumer group of its own, so runs
 //! never read each other's readings; the processors join the group (a warm-up reading must come
@@ -15,10 +16,14 @@ use serde::Serialize;
 use bytes::Bytes;
 use iiot_model::Reading;
 
-use crate::backend::Backend;
+use crate::backend;
 use crate::config::Config;
-use crate::pipeline::{Embedded, simulator_config};
-use crate::simulator::{self, Fleet, Pace, RunOptions, SimStats};
+use crate::hub::{Hub, HubConfig};
+use crate::processor::group::{GroupInputs, ProcessorGroup};
+use crate::roles::process::topic_sink;
+use crate::simulator::{self, Fleet, Pace, RunOptions, SimStats, SimulatorConfig};
+use crate::sinks::live::Live;
+use crate::store::{Store, StoreConfig};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -32,6 +37,8 @@ pub struct BenchOptions {
     pub pace: Pace,
     /// The command line, echoed into the report.
     pub command: String,
+    /// Whether the processors feed the live store and hub (as `iiot run` does).
+    pub store: bool,
 }
 
 /// The JSON report.
@@ -47,6 +54,8 @@ pub struct BenchReport {
     pub backend: String,
     /// `full_speed` or `real_time`.
     pub pace: &'static str,
+    /// What the processors' verdicts go to: `topics + live store + hub`, or `topics`.
+    pub sinks: &'static str,
     /// Publishing time of each run, seconds.
     pub duration_s: f64,
     /// Every run.
@@ -166,6 +175,11 @@ pub async fn run(config: &Config, options: &BenchOptions) -> anyhow::Result<Benc
             Pace::FullSpeed => "full_speed",
             Pace::RealTime => "real_time",
         },
+        sinks: if options.store {
+            "topics + live store + hub"
+        } else {
+            "topics"
+        },
         duration_s: options.duration.as_secs_f64(),
         runs,
         summary,
@@ -196,8 +210,8 @@ const GROUP_SETTLE: Duration = Duration::from_secs(8);
 
 async fn one_run(config: &Config, options: &BenchOptions) -> anyhow::Result<RunResult> {
     let mut config = config.clone();
-    let backend = Backend::from_config(&config)?;
-    let kafka = matches!(backend, Backend::Kafka(_));
+    let backend = backend::from_config(&config)?;
+    let kafka = backend.keeps_history();
     if kafka {
         // Fresh topics and group: nothing from an earlier run is read again.
         let run = crate::now_ms();
@@ -207,18 +221,32 @@ async fn one_run(config: &Config, options: &BenchOptions) -> anyhow::Result<RunR
         k.topic_dlq = format!("{}-bench-{run}", k.topic_dlq);
         k.group_id = format!("{}-bench-{run}", k.group_id);
         let stop = tokio_util::sync::CancellationToken::new();
-        let prepared = tokio::time::timeout(KAFKA_WAIT, backend.prepare_topics(&config, &stop));
+        let prepared = tokio::time::timeout(
+            KAFKA_WAIT,
+            backend::prepare_topics(&backend, &config, &stop),
+        );
         if !matches!(prepared.await, Ok(true)) {
             anyhow::bail!("no Kafka broker answered within {KAFKA_WAIT:?}");
         }
     }
     let config = &config;
-    let embedded = Embedded::start(config, backend.clone()).await?;
+    let mut inputs = GroupInputs::new(Vec::new());
+    inputs
+        .sinks
+        .push(topic_sink(config, &backend, &inputs.stats));
+    if options.store {
+        let live = Live::new(
+            Store::new(StoreConfig::from_config(config)),
+            Hub::new(HubConfig::from_config(config)),
+        );
+        inputs.sinks.push(Arc::new(live));
+    }
+    let embedded = ProcessorGroup::start(config, backend.clone(), inputs).await?;
     let mut baseline = 0;
     if kafka {
         let warm_up = Reading::example("device_warmup", 1, crate::now_ms(), 20.0);
         let body = serde_json::to_vec(&warm_up)?;
-        embedded
+        backend
             .publisher()
             .publish(
                 &config.kafka.topic_device_data,
@@ -245,8 +273,8 @@ async fn one_run(config: &Config, options: &BenchOptions) -> anyhow::Result<RunR
         progress: false,
     };
     let simulated = simulator::run(
-        Fleet::new(&simulator_config(config)),
-        embedded.publisher(),
+        Fleet::new(&SimulatorConfig::from_config(config)),
+        backend.publisher(),
         opts,
         embedded.processor_done.clone(),
         sim_stats.clone(),
@@ -258,9 +286,10 @@ async fn one_run(config: &Config, options: &BenchOptions) -> anyhow::Result<RunR
             tracing::warn!("processors did not catch up within {KAFKA_WAIT:?}");
         }
     }
-    let backpressure_waits = backend.transport().metrics().backpressure_waits;
+    let backpressure_waits = backend.metrics().backpressure_waits;
     // Finish (drain and stop the processor) even when the simulator failed.
     let processor = embedded.finish().await?;
+    backend.close();
     simulated?;
     let elapsed = started.elapsed().as_secs_f64();
     let stats = processor.stats();

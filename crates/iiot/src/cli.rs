@@ -33,7 +33,8 @@ pub enum Command {
     /// Store, HTTP API, WebSocket hub and dashboard, fed from Kafka (every instance sees every
     /// reading).
     Serve(ServeArgs),
-    /// Reproducible throughput/latency run of simulator → bus → processor; prints JSON.
+    /// Reproducible throughput/latency run of simulator → bus → processors → live store and
+    /// hub; prints JSON.
     Bench(BenchArgs),
 }
 
@@ -187,6 +188,9 @@ pub struct BenchArgs {
     /// Probability of a malformed message per reading [default: 0].
     #[arg(long, value_name = "F")]
     pub malformed_rate: Option<String>,
+    /// Leave the live store and WebSocket hub out: processors → topics only.
+    #[arg(long)]
+    pub no_store: bool,
     /// Benchmark Kafka mode against these brokers (fresh topics per run) instead of the
     /// embedded bus [env: KAFKA_BROKERS].
     #[arg(long, value_name = "HOST:PORT,…")]

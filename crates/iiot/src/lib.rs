@@ -1,35 +1,38 @@
 //! Industrial IoT Monitor: the application library behind the `iiot` binary.
 //!
 //! # Layout
+//! The data path is sources → processors → sinks, and each role composes them:
+//! - [`sources`]: where readings come from — the [`simulator`] as a source, and the serve
+//!   side's replica of the topics (later MQTT, HTTP ingest).
+//! - [`processor`]: validation → verdicts (accepted reading, or dead letter with its reason),
+//!   per-device `seq` tracking, aggregates, the [`alerts`] engine; the worker loop and the
+//!   consumer group of workers.
+//! - [`sinks`]: where verdicts go — the backend's topics (alerts, dead letters) and the live
+//!   store + WebSocket hub (later history on disk, notifiers).
+//! - [`roles`]: `run`, `process`, `serve`, `simulate` — each `start(config, backend, …)` with a
+//!   bounded `stop()`; `run` composes the others. The status line.
+//! - [`backend`]: the one backend seam — an [`iiot_transport::Transport`] (the embedded bus, or
+//!   Kafka with the `kafka` feature) — and topic creation.
+//!
+//! Around it:
 //! - [`config`]: layered configuration (flags > env > `.env` > `iiot.toml` > defaults), its
-//!   validation, and hot reload of alert rules.
-//! - [`simulator`]: the device fleet (realistic values, faults, malformed messages) and the paced
-//!   runner that publishes it.
-//! - [`processor`]: validation → dead letters, per-device `seq` tracking, aggregates, and the loop
-//!   that feeds the [`alerts`] engine from a [`iiot_transport::Subscriber`].
+//!   validation, and hot reload of alert rules. Each component turns it into its own settings
+//!   (`ProcessorConfig::from_config`, `StoreConfig::from_config`, …).
+//! - [`simulator`]: the device fleet (realistic values, faults, malformed messages) and the
+//!   paced runner that publishes it.
 //! - [`alerts`]: alert rules and the alert engine (one alert per device and type, lifecycle).
 //! - [`store`]: the live store the server answers from (latest reading per device, compact raw
 //!   history, 5-minute rollups, device status, alert log), bounded by configuration.
-//! - [`serve`]: keeps the store and the hub current from subscriptions that see every reading
-//!   and alert, as the serve role does.
 //! - [`http`]: the HTTP API (`app()`: devices, history, export, alerts, stats, `/metrics`,
-//!   `/api/docs`, health), answered from the store.
+//!   `/api/docs`, health; `ops_app()` for roles without a store), answered from the store.
 //! - [`hub`]: the WebSocket hub (subscriptions, resume by epoch/offset, batching, limits).
-//! - [`server`]: binds `HTTP_PORT` (API + `/ws`) and `WEBSOCKET_PORT` (`WEBSOCKET_PATH`).
-//! - [`backend`]: the message backend — the embedded bus, or Kafka (`iiot-kafka`) — and what
-//!   the roles ask of it (publisher, group members, see-everything subscriptions, topics).
-//! - [`pipeline`]: `iiot run` — simulator, processors, store, API and hub in one process, on
-//!   the embedded bus or on Kafka.
-//! - [`roles`]: the roles one process each over Kafka: `iiot process`, `iiot serve`,
-//!   `iiot simulate --output kafka`.
-//! - [`recovery`]: alerts left open by earlier processors, read back from Kafka at start-up.
+//! - [`listeners`]: binds `HTTP_PORT` (API + `/ws`) and `WEBSOCKET_PORT` (`WEBSOCKET_PATH`).
+//! - [`recovery`]: alerts left open by earlier processors, read back at start-up.
 //! - [`ack_relay`]: alert acknowledgements from a `serve` to the processors over the commands
 //!   topic.
 //! - [`bench`]: `iiot bench`, the reproducible throughput/latency run.
-//! - [`telemetry`]: logging set-up.
-//! - [`procstats`]: this process's memory, CPU time and file descriptors from `/proc`, for
-//!   `/metrics`.
-//! - [`duration`]: `100ms` / `5s` / `1m` parsing.
+//! - [`telemetry`]: logging set-up. [`procstats`]: this process's memory, CPU time and file
+//!   descriptors from `/proc`. [`duration`]: `100ms` / `5s` / `1m` parsing.
 //!
 //! Wire formats live in `iiot-model`; the bus and the transport traits in `iiot-transport`; the
 //! Kafka backend in `iiot-kafka`.
@@ -42,14 +45,14 @@ pub mod config;
 pub mod duration;
 pub mod http;
 pub mod hub;
-pub mod pipeline;
+pub mod listeners;
 pub mod processor;
 pub mod procstats;
 pub mod recovery;
 pub mod roles;
-pub mod serve;
-pub mod server;
 pub mod simulator;
+pub mod sinks;
+pub mod sources;
 pub mod store;
 pub mod telemetry;
 

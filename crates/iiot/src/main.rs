@@ -5,14 +5,12 @@
 mod cli;
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use clap::Parser;
 use iiot::config::{Config, LogFormat, Sources};
-use iiot::simulator::{self, Fleet, Pace, RunOptions, SimStats, StdoutSink};
+use iiot::roles::simulate::{self, SimulateOptions};
+use iiot::simulator::Pace;
 use iiot::telemetry;
-use iiot_transport::{Bus, BusConfig, Publisher, Transport};
 use tokio_util::sync::CancellationToken;
 
 use cli::{Cli, Command, Output, push};
@@ -20,6 +18,7 @@ use cli::{Cli, Command, Output, push};
 /// mimalloc instead of the system allocator: messages are allocated on the simulator's thread
 /// and freed on the processor's, a pattern glibc malloc handles poorly (about a tenth of the
 /// pipeline's time went to malloc/free and consolidation under `perf`).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -145,7 +144,7 @@ async fn run(args: cli::RunArgs) -> Result<(), Failure> {
     let (config, sources) = load(args.common.config.clone(), flags)?;
     check_capacity(&config)?;
     let shutdown = shutdown_on_signals();
-    iiot::pipeline::run(config, sources, args.duration, shutdown).await?;
+    iiot::roles::run::run(config, sources, args.duration, shutdown).await?;
     Ok(())
 }
 
@@ -156,82 +155,22 @@ async fn simulate(args: cli::SimulateArgs) -> Result<(), Failure> {
     push(&mut flags, "KAFKA_TOPIC_DEVICE_DATA", &args.topic);
     push(&mut flags, "HTTP_PORT", &args.http_port);
     let (config, _) = load(args.common.config.clone(), flags)?;
-    if args.output == Output::Kafka || args.kafka_brokers.is_some() {
-        let report = iiot::roles::simulate(
-            config,
-            args.duration,
-            std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            shutdown_on_signals(),
-        )
-        .await?;
-        tracing::info!(
-            sent = report.sent,
-            errors = report.errors,
-            "simulator stopped"
-        );
-        return Ok(());
-    }
-    let sim_config = iiot::pipeline::simulator_config(&config);
-    tracing::info!(
-        devices = sim_config.devices, seed = sim_config.seed,
-        interval = %iiot::duration::format_duration(sim_config.interval), "simulating"
-    );
-    let topic = config.kafka.topic_device_data.clone();
-    let (publisher, drain): (Arc<dyn Publisher>, _) = match args.output {
-        Output::Stdout => (Arc::new(StdoutSink::new()), None),
-        _ => {
-            let bus = Bus::new(BusConfig {
-                queue_capacity: config.processor.bus_queue_capacity,
-                ..BusConfig::default()
-            });
-            let mut sub = bus
-                .subscribe(&topic, "simulate-drain")
-                .await
-                .map_err(anyhow::Error::from)?;
-            let drain = tokio::spawn(async move {
-                let mut batch = Vec::with_capacity(1024);
-                let mut n = 0u64;
-                while let Ok(k) = sub.recv_batch(&mut batch, 1024).await {
-                    if k == 0 {
-                        break;
-                    }
-                    n += k as u64;
-                    batch.clear();
-                }
-                n
-            });
-            (bus.publisher(), Some((bus, drain)))
-        }
+    let output = match args.output {
+        _ if args.kafka_brokers.is_some() => simulate::Output::Kafka,
+        Output::Kafka => simulate::Output::Kafka,
+        Output::Stdout => simulate::Output::Stdout,
+        Output::Bus => simulate::Output::Bus,
     };
-    let stats = Arc::new(SimStats::default());
-    let opts = RunOptions {
-        topic,
+    let options = SimulateOptions {
         pace: Pace::RealTime,
         duration: args.duration,
+        // A progress line on a terminal, a log line every 10 s otherwise.
         progress: true,
     };
-    let result = simulator::run(
-        Fleet::new(&sim_config),
-        publisher,
-        opts,
-        shutdown_on_signals(),
-        stats.clone(),
-    )
-    .await;
-    if let Some((bus, drain)) = drain {
-        bus.close();
-        let received = drain.await.unwrap_or(0);
-        tracing::info!(received, "bus drained");
-    }
-    match result {
-        // A closed stdout (e.g. `| head`) is a normal way for a pipe to end.
-        Ok(_) | Err(iiot_transport::TransportError::Closed) => {}
-        Err(e) => return Err(Failure::Runtime(e.into())),
-    }
+    let report = simulate::main(config, output, options, shutdown_on_signals()).await?;
     tracing::info!(
-        sent = stats.sent.load(Ordering::Relaxed),
-        errors = stats.errors.load(Ordering::Relaxed),
-        malformed = stats.malformed.load(Ordering::Relaxed),
+        sent = report.sent,
+        errors = report.errors,
         "simulator stopped"
     );
     Ok(())
@@ -243,7 +182,7 @@ async fn process(args: cli::RoleArgs) -> Result<(), Failure> {
     push(&mut flags, "KAFKA_GROUP_ID", &args.group_id);
     push(&mut flags, "HTTP_PORT", &args.http_port);
     let (config, sources) = load(args.common.config.clone(), flags)?;
-    iiot::roles::process(config, sources, shutdown_on_signals()).await?;
+    iiot::roles::process::main(config, sources, shutdown_on_signals()).await?;
     Ok(())
 }
 
@@ -253,7 +192,7 @@ async fn serve(args: cli::ServeArgs) -> Result<(), Failure> {
     push(&mut flags, "HTTP_PORT", &args.http_port);
     push(&mut flags, "WEBSOCKET_PORT", &args.ws_port);
     let (config, _) = load(args.common.config.clone(), flags)?;
-    iiot::roles::serve(config, shutdown_on_signals()).await?;
+    iiot::roles::serve::main(config, shutdown_on_signals()).await?;
     Ok(())
 }
 
@@ -278,6 +217,7 @@ async fn bench(args: cli::BenchArgs) -> Result<(), Failure> {
             Pace::FullSpeed
         },
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        store: !args.no_store,
     };
     let report = iiot::bench::run(&config, &options).await?;
     let json = serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?;

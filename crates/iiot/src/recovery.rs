@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hashbrown::HashMap;
 use iiot_model::{Alert, AlertStatus};
-use iiot_transport::{Message, TransportError};
+use iiot_transport::{Message, Start, TransportError};
 
 use crate::backend::Backend;
 use crate::processor::RecoveredAlerts;
@@ -18,15 +18,15 @@ const QUIET: Duration = Duration::from_secs(2);
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// Reads `topic` from its start until it goes quiet and returns the alerts still open, by
-/// device. On the embedded bus there is nothing to read back.
+/// device. A backend that keeps no history (the embedded bus) has nothing to read back.
 pub async fn open_alerts(
     backend: &Backend,
     topic: &str,
 ) -> Result<RecoveredAlerts, TransportError> {
-    if let Backend::Bus(_) = backend {
+    if !backend.keeps_history() {
         return Ok(RecoveredAlerts::new());
     }
-    let mut subscriber = backend.replay_everything(topic).await?;
+    let mut subscriber = backend.subscribe_all(topic, Start::Beginning).await?;
     let mut latest: HashMap<String, (Alert, i64)> = HashMap::new();
     let mut batch: Vec<Message> = Vec::new();
     let deadline = tokio::time::Instant::now() + LIMIT;

@@ -17,7 +17,7 @@ use iiot_model::InvalidReason;
 use iiot_transport::{BackendMetrics, SEND_DURATION_BOUNDS_MS};
 use serde_json::{Map, Value, json};
 
-use super::state::AppState;
+use super::state::OpsState;
 use crate::hub::{LATENCY_BOUNDS_MS, LatencySnapshot};
 use crate::procstats::ProcessStats;
 use crate::simulator::SimSnapshot;
@@ -104,16 +104,17 @@ pub struct WebSocketCounters {
 
 impl Snapshot {
     /// Reads the counters, and the store under its read lock (one pass over the devices).
-    pub fn take(state: &AppState) -> Snapshot {
+    pub fn take(state: &OpsState) -> Snapshot {
         let s = &state.stats;
         let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        let (devices, store_memory) = {
-            let store = state.read_store();
+        let (devices, store_memory) = state.live.as_ref().map_or_else(Default::default, |live| {
+            let store = live.read();
             (
                 store.counts_by_status(crate::now_ms()),
                 store.memory_estimate(),
             )
-        };
+        });
+        let hub = state.live.as_ref().map(|live| &live.hub);
         let latency = {
             let h = s.latency_us.lock().unwrap_or_else(|e| e.into_inner());
             Latency {
@@ -141,22 +142,19 @@ impl Snapshot {
             devices,
             store_memory,
             latency,
-            websocket_connections: state.hub.as_ref().map_or(0, |h| h.connections() as u64),
-            event_to_client: state.hub.as_ref().map(|h| h.latency()).unwrap_or_default(),
-            websocket: state
-                .hub
-                .as_ref()
-                .map_or_else(WebSocketCounters::default, |h| {
-                    let h = h.stats();
-                    WebSocketCounters {
-                        messages_sent: h.messages_sent,
-                        messages_dropped: h.messages_dropped,
-                        slow_disconnects: h.clients_disconnected_slow,
-                        rejected_limit: h.rejected_connections,
-                        rejected_unauthorized: h.rejected_unauthorized,
-                        queued: h.queued_messages as u64,
-                    }
-                }),
+            websocket_connections: hub.map_or(0, |h| h.connections() as u64),
+            event_to_client: hub.map(|h| h.latency()).unwrap_or_default(),
+            websocket: hub.map_or_else(WebSocketCounters::default, |h| {
+                let h = h.stats();
+                WebSocketCounters {
+                    messages_sent: h.messages_sent,
+                    messages_dropped: h.messages_dropped,
+                    slow_disconnects: h.clients_disconnected_slow,
+                    rejected_limit: h.rejected_connections,
+                    rejected_unauthorized: h.rejected_unauthorized,
+                    queued: h.queued_messages as u64,
+                }
+            }),
             backend: state.transport.metrics(),
             simulator: state.simulator.as_ref().map(|s| s.snapshot()),
             process: ProcessStats::current(),

@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //! - this file: [`app`], which registers the rows of [`routes::ROUTES`].
-//! - [`state`]: [`AppState`]. [`error`]: [`AppError`], every failure as JSON with its status.
+//! - [`state`]: [`AppState`] and [`OpsState`]. [`error`]: [`AppError`], every failure as JSON with its status.
 //! - `params`: query and path extractors that answer bad values with an [`AppError`].
 //! - [`routes`]: the route table and the handlers (ops, devices, export, alerts).
 //! - [`openapi`]: the `/api/docs` document, generated from the route table.
@@ -28,7 +28,7 @@ use axum::http::Uri;
 
 pub use error::AppError;
 pub use routes::ROUTES;
-pub use state::AppState;
+pub use state::{AppState, OpsState};
 
 /// The API router: every row of [`ROUTES`], the [`dashboard`] at `/`, and a JSON 404 for any
 /// other path. Serve it with `axum::serve`, or merge more routes into it first (e.g. the
@@ -46,10 +46,10 @@ pub fn app(state: AppState) -> Router {
 
 /// The operations routes only — `/health`, `/ready`, `/config`, `/metrics`, `/api/stats`,
 /// `/api/docs` — for the roles that keep no store (`process`, `simulate`).
-pub fn ops_app(state: AppState) -> Router {
+pub fn ops_app(state: OpsState) -> Router {
     let mut router = Router::new();
     for route in ROUTES.iter().filter(|r| routes::is_ops(r.endpoint)) {
-        router = router.route(route.path, routes::method_router(route));
+        router = router.route(route.path, routes::ops_method_router(route));
     }
     router.fallback(not_found).with_state(state)
 }

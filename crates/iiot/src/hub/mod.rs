@@ -467,3 +467,27 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 
 #[cfg(test)]
 mod tests;
+
+impl HubConfig {
+    /// The hub's limits from `config` (`WEBSOCKET_*`).
+    pub fn from_config(config: &crate::config::Config) -> HubConfig {
+        let ws = &config.websocket;
+        HubConfig {
+            max_connections: ws.max_connections as usize,
+            replay_capacity: ws.replay_capacity,
+            auth_token: ws.auth_token.clone(),
+            allowed_origins: ws
+                .allowed_origins
+                .as_deref()
+                .map(|list| {
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            ..HubConfig::default()
+        }
+    }
+}

@@ -5,13 +5,15 @@
 //!   alerts out. It is what the criterion benchmark measures.
 //! - [`seq`]: gaps, duplicates, reordering. [`aggregate`]: per-minute rollups.
 //! - [`stats`]: shared counters. [`dead_letter`]: the dead-letter envelope.
-//! - [`run`]: the async loop between a [`iiot_transport::Subscriber`] and a
-//!   [`iiot_transport::Publisher`], with at-least-once commits.
+//! - [`run`]: the async loop of one worker, from a [`iiot_transport::Subscriber`] to the
+//!   role's [`crate::sinks`], committing its input only after the sinks took the verdicts.
+//! - [`group`]: the workers of a role as one consumer group, acknowledgements routed to them.
 //!
 //! The processor owns per-device state; it never blocks and never panics on input.
 
 pub mod aggregate;
 pub mod dead_letter;
+pub mod group;
 pub mod run;
 pub mod seq;
 pub mod stats;
@@ -21,7 +23,7 @@ use std::sync::atomic::Ordering;
 
 use hashbrown::HashMap;
 use hdrhistogram::Histogram;
-use iiot_model::{Alert, AlertStatus, Invalid, InvalidReason, Limits, decode};
+use iiot_model::{Alert, AlertStatus, Invalid, InvalidReason, Limits, Reading, decode};
 
 use crate::alerts::{AckError, AlertEngine, DeviceAlerts, RuleSet};
 use aggregate::Aggregates;
@@ -50,6 +52,21 @@ impl Default for ProcessorConfig {
     }
 }
 
+impl ProcessorConfig {
+    /// The processor settings of `config`.
+    pub fn from_config(config: &crate::config::Config) -> ProcessorConfig {
+        ProcessorConfig {
+            limits: Limits {
+                max_message_bytes: config.processor.max_message_bytes,
+                max_future_ms: config.processor.max_future_skew.as_millis() as i64,
+                ..Limits::default()
+            },
+            default_interval_ms: config.simulator.send_interval.as_millis() as i64,
+            max_devices: config.processor.max_devices,
+        }
+    }
+}
+
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -60,6 +77,39 @@ pub enum Outcome {
     Late,
     /// Rejected: goes to the dead-letter topic with this reason.
     DeadLetter(Invalid),
+}
+
+/// What became of one message, with the decoded reading when it was accepted (so the sinks
+/// need not decode it again).
+#[derive(Debug)]
+pub enum Judged<'a> {
+    /// A valid reading, fed to the alert engine.
+    Processed(Reading<'a>),
+    /// A valid reading older than one already processed for its device (see [`Outcome::Late`]).
+    Late(Reading<'a>),
+    /// Rejected: goes to the dead-letter topic with this reason.
+    Rejected(Invalid),
+}
+
+/// The two clocks a message is judged by, Unix ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clocks {
+    /// What validation compares the event time with (future skew, staleness): the broker's
+    /// timestamp of the message where it has one, so every role that reads the same message
+    /// reaches the same verdict.
+    pub judged_at: i64,
+    /// The receiver's clock: liveness (offline detection) and latency.
+    pub received_at: i64,
+}
+
+impl Clocks {
+    /// Both clocks at `now_ms`.
+    pub fn at(now_ms: i64) -> Clocks {
+        Clocks {
+            judged_at: now_ms,
+            received_at: now_ms,
+        }
+    }
 }
 
 /// Everything the processor keeps about one device.
@@ -150,18 +200,37 @@ impl Processor {
         now_ms: i64,
         alerts: &mut Vec<Alert>,
     ) -> Outcome {
-        let reading = match decode(payload, now_ms, &self.config.limits) {
+        match self.judge(partition, payload, Clocks::at(now_ms), alerts) {
+            Judged::Processed(_) => Outcome::Processed,
+            Judged::Late(_) => Outcome::Late,
+            Judged::Rejected(invalid) => Outcome::DeadLetter(invalid),
+        }
+    }
+
+    /// Judges one message: decodes and validates it (against `clocks.judged_at`), tracks its
+    /// device's `seq`, aggregates it and feeds it to the alert engine (on `clocks.received_at`).
+    /// Alerts raised or resolved are appended to `alerts`; the accepted reading is returned,
+    /// borrowing from `payload`.
+    pub fn judge<'a>(
+        &mut self,
+        partition: Option<i32>,
+        payload: &'a [u8],
+        clocks: Clocks,
+        alerts: &mut Vec<Alert>,
+    ) -> Judged<'a> {
+        let now_ms = clocks.received_at;
+        let reading = match decode(payload, clocks.judged_at, &self.config.limits) {
             Ok(r) => r,
-            Err(invalid) => return self.reject(invalid),
+            Err(invalid) => return Judged::Rejected(self.reject(invalid)),
         };
         let at_capacity = self.devices.len() >= self.config.max_devices;
         let dev = match self.devices.get_mut(&*reading.device_id) {
             Some(dev) => dev,
             None if at_capacity => {
-                return self.reject(Invalid::new(
+                return Judged::Rejected(self.reject(Invalid::new(
                     InvalidReason::DeviceLimit,
                     format!("already tracking {} devices", self.config.max_devices),
-                ));
+                )));
             }
             None => {
                 self.local.devices += 1;
@@ -197,14 +266,16 @@ impl Processor {
             SeqVerdict::Late | SeqVerdict::TooOld => {
                 dev.aggregates.add(&reading);
                 self.local.late += 1;
-                return Outcome::Late;
+                return Judged::Late(reading);
             }
             SeqVerdict::Duplicate => {
                 let detail = format!(
                     "{} seq {} already processed",
                     reading.device_id, reading.seq
                 );
-                return self.reject(Invalid::new(InvalidReason::DuplicateSeq, detail));
+                return Judged::Rejected(
+                    self.reject(Invalid::new(InvalidReason::DuplicateSeq, detail)),
+                );
             }
         }
         dev.aggregates.add(&reading);
@@ -216,12 +287,12 @@ impl Processor {
         self.latency_us.saturating_record(latency_us.max(1));
         self.local.processed += 1;
         self.track(before, alerts);
-        Outcome::Processed
+        Judged::Processed(reading)
     }
 
-    fn reject(&mut self, invalid: Invalid) -> Outcome {
+    fn reject(&mut self, invalid: Invalid) -> Invalid {
         self.local.dead_letters[invalid.reason.index()] += 1;
-        Outcome::DeadLetter(invalid)
+        invalid
     }
 
     /// Keeps the open-alert index and counters in step with alerts appended since `before`.

@@ -53,6 +53,21 @@ pub struct SimulatorConfig {
     pub malformed_rate: f64,
 }
 
+impl SimulatorConfig {
+    /// The simulator settings of `config`, with a seed (a random one when none is configured).
+    pub fn from_config(config: &crate::config::Config) -> SimulatorConfig {
+        let s = &config.simulator;
+        SimulatorConfig {
+            devices: s.device_count,
+            interval: s.send_interval,
+            seed: s.seed.unwrap_or_else(rand::random),
+            variance: s.data_variance,
+            fault_rate: s.fault_rate,
+            malformed_rate: s.malformed_rate,
+        }
+    }
+}
+
 impl Default for SimulatorConfig {
     fn default() -> Self {
         SimulatorConfig {

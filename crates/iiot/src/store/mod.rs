@@ -464,3 +464,15 @@ impl Store {
             + self.alerts.heap_bytes()
     }
 }
+
+impl StoreConfig {
+    /// The store's bounds from `config`: as many devices as a processor tracks, rings sized for
+    /// the configured send interval.
+    pub fn from_config(config: &crate::config::Config) -> StoreConfig {
+        StoreConfig {
+            max_devices: config.processor.max_devices,
+            default_interval_ms: config.simulator.send_interval.as_millis() as i64,
+            ..StoreConfig::default()
+        }
+    }
+}

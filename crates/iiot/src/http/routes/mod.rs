@@ -17,8 +17,9 @@ mod ops;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::openapi::{In, Param, Reply, RouteDoc, Schema, Verb, json};
-use super::state::AppState;
+use super::state::{AppState, OpsState};
 use crate::store::MAX_PER_PAGE;
+use axum::extract::FromRef;
 
 /// What a route does; each has one handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,23 +86,41 @@ pub(super) fn is_ops(endpoint: Endpoint) -> bool {
 
 /// The handler of `route`, answering only its method.
 pub(super) fn method_router(route: &RouteDoc) -> MethodRouter<AppState> {
-    let m = match route.verb {
-        Verb::Get => MethodFilter::GET,
-        Verb::Post => MethodFilter::POST,
-    };
+    let m = verb_filter(route.verb);
     match route.endpoint {
-        Endpoint::Health => on(m, ops::health),
-        Endpoint::Ready => on(m, ops::ready),
-        Endpoint::Config => on(m, ops::config),
-        Endpoint::Metrics => on(m, ops::metrics),
         Endpoint::Devices => on(m, devices::list),
         Endpoint::Device => on(m, devices::one),
         Endpoint::History => on(m, devices::history),
         Endpoint::Export => on(m, export::export),
         Endpoint::Alerts => on(m, alerts::list),
         Endpoint::Acknowledge => on(m, alerts::acknowledge),
+        _ => ops_method_router(route),
+    }
+}
+
+/// The handler of an operations route, on any state the operations state can be taken from
+/// (the full API's, or that of a role without a store). Other routes get none.
+pub(super) fn ops_method_router<S>(route: &RouteDoc) -> MethodRouter<S>
+where
+    OpsState: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    let m = verb_filter(route.verb);
+    match route.endpoint {
+        Endpoint::Health => on(m, ops::health),
+        Endpoint::Ready => on(m, ops::ready),
+        Endpoint::Config => on(m, ops::config),
+        Endpoint::Metrics => on(m, ops::metrics),
         Endpoint::Stats => on(m, ops::stats),
         Endpoint::Docs => on(m, ops::docs),
+        _ => MethodRouter::new(),
+    }
+}
+
+fn verb_filter(verb: Verb) -> MethodFilter {
+    match verb {
+        Verb::Get => MethodFilter::GET,
+        Verb::Post => MethodFilter::POST,
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::super::metrics::Snapshot;
 use super::super::openapi;
-use super::super::state::AppState;
+use super::super::state::OpsState;
 use super::ROUTES;
 
 /// How long `/ready` waits for the transport's answer (a broker that hangs is not ready).
@@ -23,7 +23,7 @@ pub(super) async fn health() -> Json<Value> {
 }
 
 /// `GET /ready`: 200 while the transport can move messages, 503 otherwise.
-pub(super) async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+pub(super) async fn ready(State(state): State<OpsState>) -> impl IntoResponse {
     let ready = tokio::time::timeout(READY_TIMEOUT, state.transport.is_ready())
         .await
         .unwrap_or(false);
@@ -38,17 +38,17 @@ pub(super) async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// `GET /config`: the effective configuration, secrets redacted.
-pub(super) async fn config(State(state): State<AppState>) -> Json<Value> {
+pub(super) async fn config(State(state): State<OpsState>) -> Json<Value> {
     Json(state.config.redacted())
 }
 
 /// `GET /api/stats`.
-pub(super) async fn stats(State(state): State<AppState>) -> Json<Value> {
+pub(super) async fn stats(State(state): State<OpsState>) -> Json<Value> {
     Json(Snapshot::take(&state).to_json())
 }
 
 /// `GET /metrics`.
-pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub(super) async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,

@@ -1,4 +1,4 @@
-//! Binds the serve role's sockets: the HTTP API (with the WebSocket hub also at `/ws`) on
+//! Binds the sockets of a role: the HTTP API (with the WebSocket hub also at `/ws`) on
 //! `HTTP_PORT`, and the hub alone on `WEBSOCKET_PORT` at `WEBSOCKET_PATH` (the design notes'
 //! `ws://localhost:8081/ws`). Both stop gracefully when asked; WebSocket clients are closed first
 //! so that graceful shutdown does not wait on them.
@@ -14,33 +14,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::http::{AppState, app};
-use crate::hub::{Hub, HubConfig};
+use crate::http::{AppState, OpsState, app};
+use crate::hub::Hub;
 
 /// How long open HTTP requests may take to finish at shutdown.
 const GRACE: Duration = Duration::from_secs(5);
-
-/// The hub's limits from `config`.
-pub fn hub_config(config: &Config) -> HubConfig {
-    let ws = &config.websocket;
-    HubConfig {
-        max_connections: ws.max_connections as usize,
-        replay_capacity: ws.replay_capacity,
-        auth_token: ws.auth_token.clone(),
-        allowed_origins: ws
-            .allowed_origins
-            .as_deref()
-            .map(|list| {
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        ..HubConfig::default()
-    }
-}
 
 /// The running listeners.
 pub struct Server {
@@ -54,7 +32,8 @@ pub struct Server {
 }
 
 /// Binds both ports (0 = any free port) on all interfaces and starts serving.
-pub async fn start(config: &Config, state: AppState, hub: Arc<Hub>) -> anyhow::Result<Server> {
+pub async fn start(config: &Config, state: AppState) -> anyhow::Result<Server> {
+    let hub = state.live.hub.clone();
     let http = TcpListener::bind(("0.0.0.0", config.http_port))
         .await
         .with_context(|| format!("binding HTTP_PORT={}", config.http_port))?;
@@ -93,7 +72,7 @@ pub async fn start(config: &Config, state: AppState, hub: Arc<Hub>) -> anyhow::R
 
 /// Binds `HTTP_PORT` and serves the operations routes only ([`crate::http::ops_app`]): the
 /// endpoint of the roles without a store or WebSocket hub (`process`, `simulate`).
-pub async fn start_ops(config: &Config, state: AppState) -> anyhow::Result<Server> {
+pub async fn start_ops(config: &Config, state: OpsState) -> anyhow::Result<Server> {
     let http = TcpListener::bind(("0.0.0.0", config.http_port))
         .await
         .with_context(|| format!("binding HTTP_PORT={}", config.http_port))?;

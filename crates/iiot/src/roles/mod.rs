@@ -1,0 +1,60 @@
+//! The roles of the binary, each a small composition of sources, the processors and sinks on
+//! one [`crate::backend::Backend`]:
+//!
+//! - [`process`] (`iiot process`): the consumer-group processors — validation, dead letters,
+//!   alerts — with alert recovery, the acknowledgement relay, rule reload and the status line.
+//! - [`serve`] (`iiot serve`): the live store and hub, the HTTP API, dashboard and WebSocket;
+//!   fed by the processors directly in one process, or from the topics ([`crate::sources::replica`]).
+//! - [`simulate`] (`iiot simulate`): the simulated fleet as a source.
+//! - [`run`] (`iiot run`): all three in one process, on the bus or on Kafka.
+//! - [`status`]: the periodic status line.
+//!
+//! Each role has `start(config, backend, …, shutdown) -> handle` and a bounded `stop()` on the
+//! handle; a `main` function per role adds what the command line needs around it (the HTTP
+//! endpoint, topic creation, waiting for a signal).
+
+pub mod process;
+pub mod run;
+pub mod serve;
+pub mod simulate;
+pub mod status;
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+/// How long a role's stop waits for one of its tasks before going on without it.
+pub const STOP_LIMIT: Duration = Duration::from_secs(10);
+
+/// Waits (at most [`STOP_LIMIT`]) for a helper task of a role; says so if it did not end.
+pub(crate) async fn join_bounded<T>(what: &str, task: JoinHandle<T>) -> Option<T> {
+    match tokio::time::timeout(STOP_LIMIT, task).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "{what} task failed");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("{what} did not stop within {STOP_LIMIT:?}");
+            None
+        }
+    }
+}
+
+/// The operations endpoint of a role without the full API (`process`, `simulate`). A taken
+/// port is not fatal for these roles (several often run on one machine next to a `serve` on
+/// 8080): they run on without `/health` and `/metrics`, and say so.
+pub(crate) async fn ops_endpoint(
+    config: &crate::config::Config,
+    state: crate::http::OpsState,
+) -> Option<crate::listeners::Server> {
+    match crate::listeners::start_ops(config, state).await {
+        Ok(server) => Some(server),
+        Err(e) => {
+            tracing::warn!(
+                "no /health, /ready or /metrics: {e:#}; set HTTP_PORT (--http-port) to a free port"
+            );
+            None
+        }
+    }
+}

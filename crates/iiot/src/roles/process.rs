@@ -1,0 +1,165 @@
+//! The processors of a role and what runs beside them: the alerts earlier processors left open
+//! ([`crate::recovery`]), acknowledgements relayed from `serve` instances
+//! ([`crate::ack_relay`]), alert-rule hot reload and the status line.
+//!
+//! [`main`] is `iiot process`: a member of the consumer group `KAFKA_GROUP_ID` whose verdicts
+//! go to the topics only. Several instances share the partitions; a rebalance moves devices
+//! between them.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use iiot_transport::Start;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::status::{self, StatusInput};
+use super::{join_bounded, ops_endpoint};
+use crate::backend::{self, Backend};
+use crate::config::{Config, Sources};
+use crate::http::OpsState;
+use crate::processor::ProcessorStats;
+use crate::processor::group::{GroupInputs, ProcessorGroup, Processors, worker_count};
+use crate::simulator::SimStats;
+use crate::sinks::topics::{OutputTopics, TopicSink};
+
+/// The running processors of a role.
+pub struct Process {
+    /// The workers (their counters, the rules and command senders).
+    pub group: ProcessorGroup,
+    stop: CancellationToken,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+/// The sink every processing role has: alerts and dead letters onto the backend's topics.
+pub fn topic_sink(
+    config: &Config,
+    backend: &Backend,
+    stats: &Arc<ProcessorStats>,
+) -> Arc<TopicSink> {
+    Arc::new(TopicSink::new(
+        backend.publisher(),
+        OutputTopics::from_config(config),
+        stats.clone(),
+    ))
+}
+
+/// Starts the processors on `backend` once its topics exist: reads back the alerts earlier
+/// processors left open, starts the workers with `inputs`, and relays acknowledgements, reloads
+/// rules from `sources` and logs status lines (with `simulator`'s counters) until stopped.
+pub async fn start(
+    config: &Config,
+    backend: &Backend,
+    mut inputs: GroupInputs,
+    sources: Sources,
+    simulator: Option<Arc<SimStats>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Process> {
+    let k = &config.kafka;
+    // Alerts the previous processors left open: kept, not raised a second time.
+    inputs.recovered = crate::recovery::open_alerts(backend, &k.topic_alerts).await?;
+    let stats = inputs.stats.clone();
+    let group = ProcessorGroup::start(config, backend.clone(), inputs).await?;
+    let stop = shutdown.child_token();
+    let requests = backend.subscribe_all(&k.topic_commands, Start::End).await?;
+    let mut tasks = vec![(
+        "acknowledgement relay",
+        tokio::spawn(crate::ack_relay::listen(
+            requests,
+            group.commands.clone(),
+            stop.child_token(),
+        )),
+    )];
+    if let Some(watcher) =
+        crate::config::watch_rules(sources, group.rules.clone(), stop.child_token())
+    {
+        tasks.push(("rule watcher", watcher));
+    }
+    let input = StatusInput {
+        simulator,
+        stats,
+        backend: backend.clone(),
+        topic: k.topic_device_data.clone(),
+        group: k.group_id.clone(),
+    };
+    let every = config.processor.status_interval;
+    tasks.push((
+        "status line",
+        status::spawn(every, input, stop.child_token()),
+    ));
+    Ok(Process { group, stop, tasks })
+}
+
+impl Process {
+    /// Cancelled when a worker ends before [`Process::stop`]: it failed.
+    pub fn failed(&self) -> CancellationToken {
+        self.group.processor_done.clone()
+    }
+
+    /// Stops the processors (on the bus after draining their input) and the tasks beside them,
+    /// each wait bounded.
+    pub async fn stop(self) -> anyhow::Result<Processors> {
+        let finished = tokio::time::timeout(super::STOP_LIMIT, self.group.finish()).await;
+        self.stop.cancel();
+        for (what, task) in self.tasks {
+            join_bounded(what, task).await;
+        }
+        match finished {
+            Ok(processors) => processors,
+            Err(_) => anyhow::bail!("the processors did not stop within {:?}", super::STOP_LIMIT),
+        }
+    }
+}
+
+/// `iiot process`: the processors until `shutdown`, then stopped between batches (offsets of
+/// everything delivered are committed as they close).
+pub async fn main(
+    config: Config,
+    sources: Sources,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let backend = backend::kafka_only(&config)?;
+    let mut inputs = GroupInputs::new(Vec::new());
+    let ops = OpsState::new(&config, inputs.stats.clone(), backend.clone());
+    let server = ops_endpoint(&config, ops).await;
+    if !backend::prepare_topics(&backend, &config, &shutdown).await {
+        stop_server(server).await;
+        return Ok(());
+    }
+    inputs
+        .sinks
+        .push(topic_sink(&config, &backend, &inputs.stats));
+    let process = start(&config, &backend, inputs, sources, None, &shutdown).await?;
+    tracing::info!(
+        group = %config.kafka.group_id,
+        topic = %config.kafka.topic_device_data,
+        members = worker_count(&config),
+        backend = %backend.describe(),
+        "processing"
+    );
+    let failed = process.failed();
+    let failed = tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = failed.cancelled() => true,
+    };
+    let finished = process.stop().await;
+    stop_server(server).await;
+    let processors = finished?;
+    if failed {
+        anyhow::bail!("a processor stopped unexpectedly");
+    }
+    let stats = processors.stats();
+    tracing::info!(
+        processed = stats.processed.load(Ordering::Relaxed),
+        dead_letters = stats.dead_letters_total(),
+        alerts_raised = stats.alerts_raised.load(Ordering::Relaxed),
+        "stopped"
+    );
+    Ok(())
+}
+
+pub(crate) async fn stop_server(server: Option<crate::listeners::Server>) {
+    if let Some(server) = server {
+        server.stop().await;
+    }
+}

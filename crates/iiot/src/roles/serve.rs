@@ -1,0 +1,185 @@
+//! The serve side: the live store and WebSocket hub ([`Live`]), and the HTTP API, dashboard and
+//! WebSocket listeners that answer from them.
+//!
+//! What feeds the live state depends on the composition: in one process on the bus the
+//! processors hand it their verdicts ([`Serve::live_sink`]); on Kafka it follows the topics
+//! ([`Serve::follow_topics`]: every partition of `device-data` and `alerts`, so several
+//! instances can sit behind a load balancer). Acknowledgements go to this process's
+//! processors when it has some, else over the commands topic ([`crate::ack_relay`]).
+//!
+//! [`main`] is `iiot serve`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use iiot_transport::{Start, TransportError};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::join_bounded;
+use crate::backend::{self, Backend};
+use crate::config::Config;
+use crate::http::{AppState, OpsState};
+use crate::hub::{Hub, HubConfig};
+use crate::listeners::{self, Server};
+use crate::processor::ProcessorStats;
+use crate::processor::group::COMMAND_QUEUE;
+use crate::processor::run::Command;
+use crate::simulator::SimStats;
+use crate::sinks::Sink;
+use crate::sinks::live::Live;
+use crate::store::{Store, StoreConfig};
+
+/// What a serve side shares with the rest of its process.
+#[derive(Default)]
+pub struct ServeInputs {
+    /// The command queue of this process's processors; `None`: relay over the commands topic.
+    pub commands: Option<mpsc::Sender<Command>>,
+    /// The processors' counters, when this process has processors.
+    pub stats: Arc<ProcessorStats>,
+    /// The simulator's counters, when this process runs one.
+    pub simulator: Option<Arc<SimStats>>,
+}
+
+/// A running serve side.
+pub struct Serve {
+    /// The live store and hub.
+    pub live: Live,
+    server: Server,
+    stop: CancellationToken,
+    upkeep: JoinHandle<()>,
+    feeder: Option<JoinHandle<Result<(), TransportError>>>,
+    /// Cancelled when the feeder ends (its input closed or failed).
+    feeder_done: CancellationToken,
+}
+
+/// Starts the live state and binds the listeners (the API answers at once; `/ready` follows
+/// the backend).
+pub async fn start(
+    config: &Config,
+    backend: &Backend,
+    inputs: ServeInputs,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Serve> {
+    let live = Live::new(
+        Store::new(StoreConfig::from_config(config)),
+        Hub::new(HubConfig::from_config(config)),
+    );
+    let commands = match inputs.commands {
+        Some(commands) => commands,
+        None => {
+            let (tx, rx) = mpsc::channel::<Command>(COMMAND_QUEUE);
+            tokio::spawn(crate::ack_relay::relay(
+                rx,
+                live.store.clone(),
+                backend.publisher(),
+                config.kafka.topic_commands.clone(),
+            ));
+            tx
+        }
+    };
+    let mut ops = OpsState::new(config, inputs.stats, backend.clone());
+    ops.simulator = inputs.simulator;
+    let server = listeners::start(config, AppState::new(ops, live.clone(), commands)).await?;
+    let stop = shutdown.child_token();
+    let upkeep = live.spawn_upkeep(stop.clone());
+    Ok(Serve {
+        live,
+        server,
+        stop,
+        upkeep,
+        feeder: None,
+        feeder_done: CancellationToken::new(),
+    })
+}
+
+impl Serve {
+    /// The live state as a sink, for processors in the same process.
+    pub fn live_sink(&self) -> Arc<dyn Sink> {
+        Arc::new(self.live.clone())
+    }
+
+    /// Where the HTTP API listens.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.server.http_addr
+    }
+
+    /// Feeds the live state from the topics (call once they exist): every reading from now on,
+    /// and every alert change the topic still holds, so open alerts raised before this start
+    /// are shown too.
+    pub async fn follow_topics(
+        &mut self,
+        config: &Config,
+        backend: &Backend,
+    ) -> anyhow::Result<()> {
+        let k = &config.kafka;
+        let readings = backend
+            .subscribe_all(&k.topic_device_data, Start::End)
+            .await
+            .context("subscribing to the readings")?;
+        let alerts = backend
+            .subscribe_all(&k.topic_alerts, Start::Beginning)
+            .await
+            .context("subscribing to the alerts")?;
+        let limits = crate::processor::ProcessorConfig::from_config(config).limits;
+        let feed = crate::sources::replica::feed(
+            self.live.clone(),
+            readings,
+            alerts,
+            limits,
+            self.stop.clone(),
+        );
+        let done = self.feeder_done.clone();
+        self.feeder = Some(tokio::spawn(async move {
+            let _done = done.drop_guard();
+            feed.await
+        }));
+        Ok(())
+    }
+
+    /// Cancelled when the feed from the topics ends.
+    pub fn feeder_done(&self) -> CancellationToken {
+        self.feeder_done.clone()
+    }
+
+    /// Closes WebSocket clients and the listeners and stops the feed, each wait bounded.
+    /// Returns the feed's error, if it failed.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        let fed = match self.feeder {
+            Some(feeder) => join_bounded("topic feed", feeder).await,
+            None => None,
+        };
+        self.server.stop().await;
+        join_bounded("store upkeep", self.upkeep).await;
+        match fed {
+            Some(Err(e)) => Err(anyhow::Error::from(e).context("reading from the topics")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits (at most `timeout`) until the live state has taken `readings` readings and
+    /// `alert_changes` alert changes.
+    pub async fn caught_up(&self, readings: u64, alert_changes: u64, timeout: Duration) -> bool {
+        self.live.caught_up(readings, alert_changes, timeout).await
+    }
+}
+
+/// `iiot serve`: the live state fed from Kafka, until `shutdown` (or the feed fails).
+pub async fn main(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let backend = backend::kafka_only(&config)?;
+    let mut serve = start(&config, &backend, ServeInputs::default(), &shutdown).await?;
+    if !backend::prepare_topics(&backend, &config, &shutdown).await {
+        return serve.stop().await;
+    }
+    serve.follow_topics(&config, &backend).await?;
+    tracing::info!(backend = %backend.describe(), "serving live data");
+    let done = serve.feeder_done();
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = done.cancelled() => {}
+    }
+    serve.stop().await
+}

@@ -1,0 +1,196 @@
+//! The topic sink: alert changes onto `alerts` (keyed by device id) and rejected messages onto
+//! `device-data-dlq`, on whatever backend the role runs on. [`TopicSink::take`] returns only
+//! when every output of the batch is delivered, so the processor commits its input after its
+//! outputs (at-least-once).
+//!
+//! A failed delivery (the broker unreachable past the delivery timeout) is counted, logged and
+//! sent again with a growing pause: an outage stalls the processors instead of stopping them.
+//! Every wait — a full producer queue, a pending receipt, the pause — gives way to the role's
+//! stop token, so SIGTERM during an outage ends the role promptly without committing what was
+//! not delivered.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use iiot_transport::{Publisher, Receipt, TransportError};
+use tokio_util::sync::CancellationToken;
+
+use super::{Sink, SinkError, Verdicts};
+use crate::processor::ProcessorStats;
+use crate::processor::dead_letter::{self, Origin};
+
+/// Longest pause between two attempts to deliver an output.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// First pause after a failed delivery.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+
+/// The topics the processors write to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputTopics {
+    /// Alert status changes.
+    pub alerts: String,
+    /// Dead letters.
+    pub dead_letters: String,
+}
+
+impl OutputTopics {
+    /// The topics named in `config`.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        OutputTopics {
+            alerts: config.kafka.topic_alerts.clone(),
+            dead_letters: config.kafka.topic_dlq.clone(),
+        }
+    }
+}
+
+/// Alerts and dead letters onto the backend.
+pub struct TopicSink {
+    publisher: Arc<dyn Publisher>,
+    topics: OutputTopics,
+    /// `publish_errors` counts every failed attempt.
+    stats: Arc<ProcessorStats>,
+}
+
+impl TopicSink {
+    /// A sink publishing through `publisher` to `topics`, counting failures into `stats`.
+    pub fn new(
+        publisher: Arc<dyn Publisher>,
+        topics: OutputTopics,
+        stats: Arc<ProcessorStats>,
+    ) -> TopicSink {
+        TopicSink {
+            publisher,
+            topics,
+            stats,
+        }
+    }
+
+    fn outputs(&self, verdicts: &Verdicts<'_>) -> Vec<Output> {
+        let mut out = Vec::with_capacity(verdicts.rejected.len() + verdicts.alerts.len());
+        for r in &verdicts.rejected {
+            let m = r.message;
+            let origin = Origin {
+                topic: &m.topic,
+                partition: m.partition,
+                offset: m.offset,
+                key: &m.key,
+            };
+            let letter = dead_letter::encode(&r.invalid, origin, &m.payload, verdicts.now_ms);
+            tracing::debug!(reason = %r.invalid.reason, detail = %r.invalid.detail, "dead letter");
+            out.push(Output {
+                topic: self.topics.dead_letters.clone(),
+                key: m.key.clone(),
+                payload: Bytes::from(letter),
+            });
+        }
+        for change in &verdicts.alerts {
+            let a = &change.alert;
+            tracing::info!(
+                alert_id = %a.alert_id, device_id = %a.device_id, alert_type = %a.alert_type,
+                severity = a.severity.as_str(), status = a.status.as_str(), "{}", a.message
+            );
+            out.push(Output {
+                topic: self.topics.alerts.clone(),
+                key: Bytes::copy_from_slice(a.device_id.as_bytes()),
+                payload: change.json.clone(),
+            });
+        }
+        out
+    }
+
+    fn count_failure(&self) {
+        self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Publishes one output, waiting (until `stop`) while the backend's queue is full.
+    async fn send(&self, output: &Output, stop: &CancellationToken) -> Result<Receipt, SinkError> {
+        let publish = self
+            .publisher
+            .publish(&output.topic, &output.key, output.payload.clone());
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => Err(SinkError::Stopped),
+            r = publish => r.map_err(|e| {
+                self.count_failure();
+                SinkError::Transport(e)
+            }),
+        }
+    }
+
+    /// Waits for `receipt`; a failed delivery is sent again, with a growing pause, until it
+    /// goes through or `stop`. Other errors (the transport closed) end the wait.
+    async fn settle(
+        &self,
+        output: &Output,
+        mut receipt: Receipt,
+        stop: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        let mut pause = RETRY_FIRST;
+        loop {
+            let delivered = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Err(SinkError::Stopped),
+                r = receipt.delivered() => r,
+            };
+            match delivered {
+                Ok(()) => return Ok(()),
+                Err(TransportError::Delivery(reason)) => {
+                    self.count_failure();
+                    tracing::warn!(
+                        topic = %output.topic,
+                        "delivery failed ({reason}); sending it again in {pause:?}"
+                    );
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => return Err(SinkError::Stopped),
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(RETRY_MAX);
+                    receipt = self.send(output, stop).await?;
+                }
+                Err(e) => {
+                    self.count_failure();
+                    return Err(SinkError::Transport(e));
+                }
+            }
+        }
+    }
+}
+
+/// One output message, kept until the broker has it so that a failed delivery can be sent
+/// again.
+struct Output {
+    topic: String,
+    key: Bytes,
+    payload: Bytes,
+}
+
+#[async_trait]
+impl Sink for TopicSink {
+    fn name(&self) -> &'static str {
+        "topics"
+    }
+
+    async fn take(
+        &self,
+        verdicts: &Verdicts<'_>,
+        stop: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        if verdicts.rejected.is_empty() && verdicts.alerts.is_empty() {
+            return Ok(());
+        }
+        let outputs = self.outputs(verdicts);
+        // Everything is enqueued first (the producer batches it), then awaited.
+        let mut pending = Vec::with_capacity(outputs.len());
+        for output in &outputs {
+            pending.push(self.send(output, stop).await?);
+        }
+        for (output, receipt) in outputs.iter().zip(pending) {
+            self.settle(output, receipt, stop).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,87 @@
+//! The serve side's source on Kafka: two subscriptions that each see everything —
+//! `device-data` (every reading) and `alerts` (every status change) — fed into the
+//! [`Live`] sink.
+//!
+//! The processors of the group judged each reading already, but in other processes. This side
+//! judges it again, against the same clock — the broker's timestamp of the message — so it keeps
+//! exactly what the processor accepted (except `device_limit` and `duplicate_seq`, which depend
+//! on a processor's state; the store bounds its own devices and ignores repeats). In one process
+//! on the bus there is no replica: the processors hand their verdicts to the live sink directly.
+
+use iiot_model::{Alert, Limits, decode};
+use iiot_transport::{Message, Subscriber, TransportError};
+use tokio_util::sync::CancellationToken;
+
+use crate::now_ms;
+use crate::sinks::live::Live;
+use crate::sinks::{Accepted, AlertChange, Verdicts};
+
+/// Largest batch taken from a subscription at once.
+const BATCH: usize = 1024;
+
+/// Feeds `live` from the two subscriptions until both end (their topics closed and drained) or
+/// `stop` is cancelled.
+pub async fn feed(
+    live: Live,
+    mut readings: Box<dyn Subscriber>,
+    mut alerts: Box<dyn Subscriber>,
+    limits: Limits,
+    stop: CancellationToken,
+) -> Result<(), TransportError> {
+    let mut reading_batch: Vec<Message> = Vec::with_capacity(BATCH);
+    let mut alert_batch: Vec<Message> = Vec::with_capacity(BATCH);
+    let (mut readings_open, mut alerts_open) = (true, true);
+    while readings_open || alerts_open {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            got = readings.recv_batch(&mut reading_batch, BATCH), if readings_open => {
+                if got? == 0 {
+                    readings_open = false;
+                    continue;
+                }
+                live.apply(&judge_readings(&reading_batch, &limits));
+                readings.commit_batch(&reading_batch)?;
+                reading_batch.clear();
+            }
+            got = alerts.recv_batch(&mut alert_batch, BATCH), if alerts_open => {
+                if got? == 0 {
+                    alerts_open = false;
+                    continue;
+                }
+                live.apply(&read_alerts(&alert_batch));
+                alerts.commit_batch(&alert_batch)?;
+                alert_batch.clear();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The valid readings of `batch`, each judged at its broker timestamp (what the processor
+/// judged it at); invalid ones are skipped (the processor dead-letters them).
+fn judge_readings<'a>(batch: &'a [Message], limits: &Limits) -> Verdicts<'a> {
+    let now = now_ms();
+    let mut verdicts = Verdicts::empty(now);
+    for message in batch {
+        let judged_at = message.timestamp_ms.unwrap_or(now);
+        if let Ok(reading) = decode(&message.payload, judged_at, limits) {
+            verdicts.accepted.push(Accepted { message, reading });
+        }
+    }
+    verdicts
+}
+
+/// The alert changes of `batch`; an unreadable one is logged and skipped.
+fn read_alerts(batch: &[Message]) -> Verdicts<'_> {
+    let mut verdicts = Verdicts::empty(now_ms());
+    for m in batch {
+        match serde_json::from_slice::<Alert>(&m.payload) {
+            Ok(alert) => verdicts.alerts.push(AlertChange {
+                alert,
+                json: m.payload.clone(),
+            }),
+            Err(e) => tracing::warn!(error = %e, "unreadable alert on the alerts topic skipped"),
+        }
+    }
+    verdicts
+}
