@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod config;
 pub mod http;
 pub mod kafka;
 pub mod readings;
