@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use iiot::alerts::rules::RuleSet;
 use iiot::config::{Config, LogFormat, Sources, keys, watch_rules};
-use support::config::{env, temperature_high, write};
+use support::config::{config_file, env, from_file, temperature_high, write};
 use tokio_util::sync::CancellationToken;
 
 #[test]
@@ -50,13 +50,9 @@ fn defaults_match_the_documented_values() {
 
 #[test]
 fn each_layer_overrides_the_one_below() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = write(dir.path(), "iiot.toml", "[simulator]\ndevice_count = 10\n");
+    let (dir, file) = config_file("[simulator]\ndevice_count = 10\n");
     let dotenv = write(dir.path(), ".env", "DEVICE_COUNT=20\n");
-    let mut sources = Sources {
-        file: Some(file.clone()),
-        ..Sources::default()
-    };
+    let mut sources = from_file(file.clone());
     let count = |s: &Sources| Config::load(s).expect("valid").simulator.device_count;
 
     assert_eq!(count(&sources), 10, "file over default");
@@ -74,12 +70,7 @@ fn each_layer_overrides_the_one_below() {
 
 #[test]
 fn layers_are_resolved_per_key() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = write(
-        dir.path(),
-        "iiot.toml",
-        "[simulator]\ndevice_count = 10\nsend_interval = \"250ms\"\n",
-    );
+    let (_dir, file) = config_file("[simulator]\ndevice_count = 10\nsend_interval = \"250ms\"\n");
     let sources = Sources {
         file: Some(file),
         env: env(&[("DEVICE_COUNT", "30")]),
@@ -92,12 +83,7 @@ fn layers_are_resolved_per_key() {
 
 #[test]
 fn empty_optional_values_mean_unset() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = write(
-        dir.path(),
-        "iiot.toml",
-        "[kafka]\nbrokers = \"kafka:9092\"\n",
-    );
+    let (_dir, file) = config_file("[kafka]\nbrokers = \"kafka:9092\"\n");
     let sources = Sources {
         file: Some(file),
         env: env(&[("KAFKA_BROKERS", ""), ("SIM_SEED", "")]),
@@ -162,12 +148,8 @@ fn watch_rules_reloads_valid_changes_and_keeps_the_old_rules_otherwise() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let file = write(dir.path(), "iiot.toml", "[alerts]\ntemperature_high = 80\n");
-        let sources = Sources {
-            file: Some(file.clone()),
-            ..Sources::default()
-        };
+        let (dir, file) = config_file("[alerts]\ntemperature_high = 80\n");
+        let sources = from_file(file.clone());
         let initial = Config::load(&sources).expect("valid").rules;
         let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(initial));
         let shutdown = CancellationToken::new();

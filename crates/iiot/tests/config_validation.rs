@@ -5,7 +5,7 @@
 mod support;
 
 use iiot::config::{Config, Origin, Sources};
-use support::config::{env, temperature_high, write};
+use support::config::{config_file, from_env, from_file, refusal, temperature_high, write};
 
 #[test]
 fn bad_values_stop_loading_with_one_line_naming_key_value_and_origin() {
@@ -47,10 +47,7 @@ fn bad_values_stop_loading_with_one_line_naming_key_value_and_origin() {
         ),
     ];
     for (key, value, message) in cases {
-        let sources = Sources {
-            env: env(&[(key, value)]),
-            ..Sources::default()
-        };
+        let sources = from_env(&[(key, value)]);
         let e = Config::load(&sources).expect_err(key);
         assert_eq!((e.key.as_str(), e.value.as_str()), (key, value));
         assert_eq!(e.origin, Origin::Env);
@@ -82,10 +79,7 @@ fn errors_name_the_layer_the_bad_value_came_from() {
     );
 
     let file = write(dir.path(), "iiot.toml", "[simulator]\nsend_interval = 5\n");
-    let sources = Sources {
-        file: Some(file.clone()),
-        ..Sources::default()
-    };
+    let sources = from_file(file.clone());
     let e = Config::load(&sources).expect_err("bad file value");
     assert_eq!(
         e.key, "simulator.send_interval",
@@ -103,12 +97,8 @@ fn errors_name_the_layer_the_bad_value_came_from() {
 
 #[test]
 fn unknown_keys_in_the_file_are_rejected() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = write(dir.path(), "iiot.toml", "[simulator]\ndevcie_count = 100\n");
-    let sources = Sources {
-        file: Some(file),
-        ..Sources::default()
-    };
+    let (_dir, file) = config_file("[simulator]\ndevcie_count = 100\n");
+    let sources = from_file(file);
     let e = Config::load(&sources).expect_err("typo in file");
     assert_eq!(e.key, "simulator.devcie_count");
     assert!(e.allowed.contains("device_count"), "{e}");
@@ -118,10 +108,7 @@ fn unknown_keys_in_the_file_are_rejected() {
 fn unreadable_or_broken_files_are_named() {
     let dir = tempfile::tempdir().expect("temp dir");
     let missing = dir.path().join("missing.toml");
-    let sources = Sources {
-        file: Some(missing.clone()),
-        ..Sources::default()
-    };
+    let sources = from_file(missing.clone());
     let e = Config::load(&sources).expect_err("missing file");
     assert_eq!(
         (e.key.clone(), e.value.as_str()),
@@ -136,42 +123,36 @@ fn unreadable_or_broken_files_are_named() {
     );
 
     let broken = write(dir.path(), "broken.toml", "[simulator\ndevice_count = 1\n");
-    let sources = Sources {
-        file: Some(broken.clone()),
-        ..Sources::default()
-    };
+    let sources = from_file(broken.clone());
     let e = Config::load(&sources).expect_err("broken file");
     assert_eq!(e.key, broken.display().to_string());
     assert!(e.allowed.starts_with("TOML parse error at line 1"), "{e}");
     assert!(!e.to_string().contains('\n'), "one line: {e}");
 }
 
-#[test]
-fn rules_from_the_file_are_applied_and_bad_ones_named() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = write(
-        dir.path(),
-        "iiot.toml",
-        r#"
-[alerts]
-temperature_high = 70
-current_high = "12.5"
-
+/// A valid rule of the config file.
+const PRESSURE_LOW: &str = r#"
 [[alerts.rules]]
 alert_type = "pressure_low"
 parameter = "pressure"
 operator = "<"
 value = 950.0
+"#;
 
+#[test]
+fn rules_from_the_file_are_applied_and_bad_ones_named() {
+    let (dir, file) = config_file(&format!(
+        r#"
+[alerts]
+temperature_high = 70
+current_high = "12.5"
+{PRESSURE_LOW}
 [[alerts.rules]]
 alert_type = "sensor_stuck"
 enabled = false
-"#,
-    );
-    let sources = Sources {
-        file: Some(file),
-        ..Sources::default()
-    };
+"#
+    ));
+    let sources = from_file(file);
     let c = Config::load(&sources).expect("valid");
     assert_eq!(c.thresholds.current_high, 12.5);
     assert_eq!(temperature_high(&c.rules), 70.0);
@@ -181,25 +162,18 @@ enabled = false
     let file = write(
         dir.path(),
         "bad.toml",
-        r#"
-[[alerts.rules]]
-alert_type = "pressure_low"
-parameter = "pressure"
-operator = "<"
-value = 950.0
-
+        &format!(
+            r#"{PRESSURE_LOW}
 [[alerts.rules]]
 alert_type = "current_high"
 parameter = "current"
 operator = ">"
 value = 10.0
 clear = 12.0
-"#,
+"#
+        ),
     );
-    let sources = Sources {
-        file: Some(file.clone()),
-        ..Sources::default()
-    };
+    let sources = from_file(file.clone());
     let e = Config::load(&sources).expect_err("clear on the wrong side");
     assert_eq!(
         (e.key.as_str(), e.value.as_str()),
@@ -207,32 +181,24 @@ clear = 12.0
     );
     assert_eq!(e.origin, Origin::File(file));
 
-    let file = write(
-        dir.path(),
+    // A file of rules that does not load: its error.
+    let refused = |name: &str, text: &str| {
+        Config::load(&from_file(write(dir.path(), name, text))).expect_err(name)
+    };
+    let e = refused(
         "typo.toml",
         "[[alerts.rules]]\nalert_type = \"x\"\nthreshhold = 3\n",
     );
-    let sources = Sources {
-        file: Some(file),
-        ..Sources::default()
-    };
-    let e = Config::load(&sources).expect_err("unknown rule field");
     assert_eq!(
         (e.key.as_str(), e.value.as_str()),
         ("alerts.rules[0].threshhold", "3")
     );
     assert!(e.allowed.contains("unknown field"), "{e}");
 
-    let file = write(
-        dir.path(),
+    let e = refused(
         "type.toml",
         "[[alerts.rules]]\nalert_type = \"x\"\nparameter = \"current\"\noperator = \">\"\nvalue = \"abc\"\n",
     );
-    let sources = Sources {
-        file: Some(file),
-        ..Sources::default()
-    };
-    let e = Config::load(&sources).expect_err("wrong type");
     assert_eq!(
         (e.key.as_str(), e.value.as_str()),
         ("alerts.rules[0].value", "abc")
@@ -241,16 +207,13 @@ clear = 12.0
 
 #[test]
 fn redacted_shows_the_effective_config_without_secrets() {
-    let sources = Sources {
-        env: env(&[
-            ("KAFKA_BROKERS", "kafka:9092"),
-            ("KAFKA_SASL_USERNAME", "iot"),
-            ("KAFKA_SASL_PASSWORD", "hunter2"),
-            ("WEBSOCKET_AUTH_TOKEN", "s3cret-token"),
-            ("DEVICE_COUNT", "12"),
-        ]),
-        ..Sources::default()
-    };
+    let sources = from_env(&[
+        ("KAFKA_BROKERS", "kafka:9092"),
+        ("KAFKA_SASL_USERNAME", "iot"),
+        ("KAFKA_SASL_PASSWORD", "hunter2"),
+        ("WEBSOCKET_AUTH_TOKEN", "s3cret-token"),
+        ("DEVICE_COUNT", "12"),
+    ]);
     let json = Config::load(&sources).expect("valid").redacted();
     assert_eq!(json["kafka"]["brokers"], "kafka:9092");
     assert_eq!(json["kafka"]["sasl_username"], "iot");
@@ -273,18 +236,15 @@ fn redacted_shows_the_effective_config_without_secrets() {
 fn secrets_come_from_files_and_never_show() {
     let dir = tempfile::tempdir().expect("tempdir");
     let password = write(dir.path(), "sasl", "from-a-file\n");
-    let sources = Sources {
-        env: env(&[
-            (
-                "KAFKA_SASL_PASSWORD_FILE",
-                password.to_str().expect("utf-8"),
-            ),
-            ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
-            ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
-            ("KAFKA_SASL_USERNAME", "iot"),
-        ]),
-        ..Sources::default()
-    };
+    let sources = from_env(&[
+        (
+            "KAFKA_SASL_PASSWORD_FILE",
+            password.to_str().expect("utf-8"),
+        ),
+        ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+        ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+        ("KAFKA_SASL_USERNAME", "iot"),
+    ]);
     let config = Config::load(&sources).expect("valid");
     assert_eq!(config.kafka.sasl_password.as_deref(), Some("from-a-file"));
     let props = config.kafka.client_properties();
@@ -293,22 +253,16 @@ fn secrets_come_from_files_and_never_show() {
     assert!(!config.redacted().to_string().contains("from-a-file"));
 
     // A missing file is named, and both forms at once are refused.
-    let missing = Sources {
-        env: env(&[("KAFKA_SASL_PASSWORD_FILE", "/nonexistent/secret")]),
-        ..Sources::default()
-    };
+    let missing = from_env(&[("KAFKA_SASL_PASSWORD_FILE", "/nonexistent/secret")]);
     let e = Config::load(&missing).expect_err("unreadable").to_string();
     assert!(e.starts_with("invalid configuration: KAFKA_SASL_PASSWORD_FILE=/nonexistent/secret (from environment): must name a readable file"), "{e}");
-    let both = Sources {
-        env: env(&[
-            (
-                "KAFKA_SASL_PASSWORD_FILE",
-                password.to_str().expect("utf-8"),
-            ),
-            ("KAFKA_SASL_PASSWORD", "inline"),
-        ]),
-        ..Sources::default()
-    };
+    let both = from_env(&[
+        (
+            "KAFKA_SASL_PASSWORD_FILE",
+            password.to_str().expect("utf-8"),
+        ),
+        ("KAFKA_SASL_PASSWORD", "inline"),
+    ]);
     let e = Config::load(&both).expect_err("ambiguous").to_string();
     assert!(
         e.contains("KAFKA_SASL_PASSWORD_FILE") && e.contains("not be set together"),
@@ -319,13 +273,10 @@ fn secrets_come_from_files_and_never_show() {
 
 #[test]
 fn kafka_properties_pass_through_and_cannot_silently_drop_tls_verification() {
-    let ok = Sources {
-        env: env(&[(
-            "KAFKA_PROPERTIES",
-            "socket.keepalive.enable=true; fetch.min.bytes=1",
-        )]),
-        ..Sources::default()
-    };
+    let ok = from_env(&[(
+        "KAFKA_PROPERTIES",
+        "socket.keepalive.enable=true; fetch.min.bytes=1",
+    )]);
     let config = Config::load(&ok).expect("valid");
     assert_eq!(
         config.kafka.extra_properties(),
@@ -335,10 +286,7 @@ fn kafka_properties_pass_through_and_cannot_silently_drop_tls_verification() {
         ]
     );
 
-    let malformed = Sources {
-        env: env(&[("KAFKA_PROPERTIES", "no-equals-sign")]),
-        ..Sources::default()
-    };
+    let malformed = from_env(&[("KAFKA_PROPERTIES", "no-equals-sign")]);
     let e = Config::load(&malformed).expect_err("malformed").to_string();
     assert!(
         e.starts_with("invalid configuration: KAFKA_PROPERTIES=no-equals-sign"),
@@ -349,23 +297,13 @@ fn kafka_properties_pass_through_and_cannot_silently_drop_tls_verification() {
         "KAFKA_PROPERTIES",
         "enable.ssl.certificate.verification=false",
     )];
-    let e = Config::load(&Sources {
-        env: env(&insecure),
-        ..Sources::default()
-    })
-    .expect_err("refused")
-    .to_string();
+    let e = refusal(&insecure);
     assert!(e.contains("KAFKA_ALLOW_INSECURE_TLS=true"), "{e}");
     for sneaky in [
         "enable.ssl.certificate.verification=0",
         "enable.ssl.certificate.verification=OFF",
     ] {
-        let e = Config::load(&Sources {
-            env: env(&[("KAFKA_PROPERTIES", sneaky)]),
-            ..Sources::default()
-        })
-        .expect_err("refused")
-        .to_string();
+        let e = refusal(&[("KAFKA_PROPERTIES", sneaky)]);
         assert!(e.contains("KAFKA_ALLOW_INSECURE_TLS=true"), "{e}");
     }
     for managed in [
@@ -373,32 +311,20 @@ fn kafka_properties_pass_through_and_cannot_silently_drop_tls_verification() {
         "enable.auto.commit=false",
         "acks=1",
     ] {
-        let e = Config::load(&Sources {
-            env: env(&[("KAFKA_PROPERTIES", managed)]),
-            ..Sources::default()
-        })
-        .expect_err("refused")
-        .to_string();
+        let e = refusal(&[("KAFKA_PROPERTIES", managed)]);
         assert!(e.contains("which iiot manages itself"), "{e}");
     }
     let mut allowed = insecure.to_vec();
     allowed.push(("KAFKA_ALLOW_INSECURE_TLS", "true"));
-    Config::load(&Sources {
-        env: env(&allowed),
-        ..Sources::default()
-    })
-    .expect("allowed with the override");
+    Config::load(&from_env(&allowed)).expect("allowed with the override");
 }
 
 #[test]
 fn secret_kafka_properties_never_show_in_config_or_errors() {
-    let sources = Sources {
-        env: env(&[(
-            "KAFKA_PROPERTIES",
-            "sasl.oauthbearer.client.secret=s3cr3t;ssl.keystore.password=hunter2;fetch.min.bytes=1",
-        )]),
-        ..Sources::default()
-    };
+    let sources = from_env(&[(
+        "KAFKA_PROPERTIES",
+        "sasl.oauthbearer.client.secret=s3cr3t;ssl.keystore.password=hunter2;fetch.min.bytes=1",
+    )]);
     let config = Config::load(&sources).expect("valid");
     let shown = config.redacted().to_string();
     assert!(
@@ -414,10 +340,7 @@ fn secret_kafka_properties_never_show_in_config_or_errors() {
             .contains(&("ssl.keystore.password".into(), "hunter2".into()))
     );
 
-    let bad = Sources {
-        env: env(&[("KAFKA_PROPERTIES", "sasl.password=hunter2;Not-A-Name")]),
-        ..Sources::default()
-    };
+    let bad = from_env(&[("KAFKA_PROPERTIES", "sasl.password=hunter2;Not-A-Name")]);
     let e = Config::load(&bad).expect_err("malformed").to_string();
     assert!(e.contains("KAFKA_PROPERTIES=sasl.password=***;***"), "{e}");
     assert!(!e.contains("hunter2"), "{e}");

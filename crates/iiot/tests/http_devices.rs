@@ -8,14 +8,13 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use support::api::{bad_param, call, fill_fleet, fill_series, fixture, get, ids};
+use support::api::{bad_param, call, fill_series, fixture, fleet_fixture, get, ids};
 use support::readings::Values;
 use tower::ServiceExt;
 
 #[tokio::test]
 async fn device_list_filters_pages_and_shows_latest_values() {
-    let f = fixture();
-    fill_fleet(&f.store);
+    let f = fleet_fixture();
     let (status, all) = get(&f.app, "/api/devices").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(all["total"], 6);
@@ -44,6 +43,14 @@ async fn device_list_filters_pages_and_shows_latest_values() {
         "the list carries sensors only"
     );
 
+    const ALL_SIX: [&str; 6] = [
+        "device_001",
+        "device_002",
+        "device_003",
+        "device_004",
+        "device_005",
+        "device_006",
+    ];
     let cases = [
         ("/api/devices?building=B栋", vec!["device_005"]),
         ("/api/devices?floor=1", vec!["device_005"]),
@@ -53,34 +60,14 @@ async fn device_list_filters_pages_and_shows_latest_values() {
             "/api/devices?status=online&building=A栋",
             vec!["device_001", "device_002", "device_003"],
         ),
-        (
-            "/api/devices?q=ICE_00",
-            vec![
-                "device_001",
-                "device_002",
-                "device_003",
-                "device_004",
-                "device_005",
-                "device_006",
-            ],
-        ),
+        ("/api/devices?q=ICE_00", ALL_SIX.to_vec()),
         ("/api/devices?q=101", vec!["device_005"]),
         (
             "/api/devices?per_page=2&page=2",
             vec!["device_003", "device_004"],
         ),
         ("/api/devices?per_page=4&page=3", vec![]),
-        (
-            "/api/devices?status=&building=&q=",
-            vec![
-                "device_001",
-                "device_002",
-                "device_003",
-                "device_004",
-                "device_005",
-                "device_006",
-            ],
-        ),
+        ("/api/devices?status=&building=&q=", ALL_SIX.to_vec()),
     ];
     for (uri, expected) in cases {
         let uri = uri
@@ -107,8 +94,7 @@ async fn device_list_filters_pages_and_shows_latest_values() {
 
 #[tokio::test]
 async fn one_device_with_its_latest_reading_or_a_json_404() {
-    let f = fixture();
-    fill_fleet(&f.store);
+    let f = fleet_fixture();
     let (status, dev) = get(&f.app, "/api/devices/device_004").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(dev["device_id"], "device_004");

@@ -16,10 +16,9 @@ use iiot::http::ROUTES;
 use iiot::http::metrics::METRICS;
 use iiot::processor::run::Command;
 use iiot_model::{Alert, AlertStatus, InvalidReason};
-use iiot_transport::Transport;
 use serde_json::{Value, json};
 use support::api::{
-    bad_param, call, fill_fleet, fixture, fixture_commanding, fixture_with, get, record,
+    bad_param, call, fixture, fixture_commanding, fixture_with, fleet_fixture, get, record,
 };
 use support::readings::{SITE_A, Values, reading_json};
 use tokio::sync::mpsc;
@@ -59,12 +58,8 @@ async fn next_alert(sub: &mut dyn iiot_transport::Subscriber) -> Alert {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_are_listed_filtered_and_acknowledged_through_the_processor() {
     let config = Config::default();
-    let bus = support::bus(&config);
-    let mut alerts_sub = bus
-        .subscribe(&config.kafka.topic_alerts, "http-test")
-        .await
-        .expect("subscribe");
-    let embedded = support::start_pipeline(&config, bus.clone()).await;
+    let (bus, mut alerts_sub, embedded) =
+        support::start_pipeline_watching_alerts(&config, "http-test").await;
     let f = fixture_with(
         bus.clone(),
         embedded.commands.clone(),
@@ -193,8 +188,7 @@ async fn acknowledging_without_a_processor_is_503() {
 
 #[tokio::test]
 async fn stats_report_throughput_latency_dead_letters_and_devices() {
-    let f = fixture();
-    fill_fleet(&f.store);
+    let f = fleet_fixture();
     f.stats.processed.store(500, Ordering::Relaxed);
     f.stats.dead_letters[InvalidReason::Schema.index()].store(7, Ordering::Relaxed);
     f.stats.seq_gaps.store(3, Ordering::Relaxed);
@@ -229,8 +223,7 @@ async fn stats_report_throughput_latency_dead_letters_and_devices() {
 
 #[tokio::test]
 async fn metrics_are_prometheus_text_with_bounded_labels() {
-    let f = fixture();
-    fill_fleet(&f.store);
+    let f = fleet_fixture();
     f.stats.processed.store(42, Ordering::Relaxed);
     f.stats.dead_letters[InvalidReason::MalformedJson.index()].store(2, Ordering::Relaxed);
     let (status, headers, body) = call(&f.app, Method::GET, "/metrics").await;
@@ -339,8 +332,7 @@ async fn the_openapi_document_lists_every_served_route() {
 
 #[tokio::test]
 async fn unknown_paths_and_hostile_queries_get_json_errors_never_a_panic() {
-    let f = fixture();
-    fill_fleet(&f.store);
+    let f = fleet_fixture();
     let (status, body) = get(&f.app, "/api/nothing").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body, json!({"error": "not found", "path": "/api/nothing"}));

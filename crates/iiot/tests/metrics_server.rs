@@ -267,6 +267,7 @@ async fn a_running_server_exports_every_spec_family_with_help_type_and_samples()
     }
 
     // Figures come from their sources: transport, simulator, processor counters, /proc.
+    let bucket = "kafka_send_duration_seconds_bucket";
     for (name, labels, want) in [
         ("kafka_messages_sent_total", &[][..], 50.0),
         ("kafka_send_errors_total", &[], 3.0),
@@ -274,26 +275,10 @@ async fn a_running_server_exports_every_spec_family_with_help_type_and_samples()
         ("kafka_producer_buffer_depth", &[], 12.0),
         ("kafka_consumer_lag", &[], 77.0),
         ("kafka_broker_connected", &[], 1.0),
-        (
-            "kafka_send_duration_seconds_bucket",
-            &[("le", "0.0025")],
-            0.0,
-        ),
-        (
-            "kafka_send_duration_seconds_bucket",
-            &[("le", "0.005")],
-            40.0,
-        ),
-        (
-            "kafka_send_duration_seconds_bucket",
-            &[("le", "0.05")],
-            50.0,
-        ),
-        (
-            "kafka_send_duration_seconds_bucket",
-            &[("le", "+Inf")],
-            50.0,
-        ),
+        (bucket, &[("le", "0.0025")], 0.0),
+        (bucket, &[("le", "0.005")], 40.0),
+        (bucket, &[("le", "0.05")], 50.0),
+        (bucket, &[("le", "+Inf")], 50.0),
         ("kafka_send_duration_seconds_count", &[], 50.0),
         ("device_data_generated_total", &[], 123.0),
         ("iot_messages_total", &[("status", "success")], 10.0),

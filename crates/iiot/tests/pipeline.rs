@@ -174,12 +174,8 @@ async fn reloaded_rules_and_acknowledgements_reach_the_running_processor() {
     use iiot::processor::run::Command;
 
     let config = Config::default();
-    let bus = support::bus(&config);
-    let mut alerts_sub = bus
-        .subscribe(&config.kafka.topic_alerts, "test-alerts")
-        .await
-        .expect("subscribe");
-    let embedded = support::start_pipeline(&config, bus.clone()).await;
+    let (_bus, mut alerts_sub, embedded) =
+        support::start_pipeline_watching_alerts(&config, "test-alerts").await;
     let publisher = embedded.publisher();
     let topic = config.kafka.topic_device_data.clone();
     let t0 = iiot::now_ms() - 60_000;

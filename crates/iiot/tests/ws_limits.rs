@@ -7,12 +7,14 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use iiot::hub::HubConfig;
-use serde_json::{Value, json};
+use serde_json::json;
 use support::readings::hub_reading;
-use support::ws::{WAIT, close_code, connect, recv, refused, send, sync};
-use support::{start_ws_hub, wait_until};
+use support::ws::{
+    WAIT, close_code, connect, connect_to_all, next_json, recv, refused, send, sync,
+};
+use support::{start_ws_hub, start_ws_hub_adjusted, wait_until};
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -33,11 +35,7 @@ async fn a_frame_over_the_limit_closes_with_1009() {
 
 #[tokio::test]
 async fn too_many_messages_close_with_1008() {
-    let (_hub, url) = start_ws_hub(HubConfig {
-        client_msgs_per_sec: 5,
-        ..HubConfig::default()
-    })
-    .await;
+    let (_hub, url) = start_ws_hub_adjusted(|c| c.client_msgs_per_sec = 5).await;
     let (mut ws, _) = connect(&url).await;
     for _ in 0..50 {
         if ws.send(Message::text(r#"{"type":"ping"}"#)).await.is_err() {
@@ -49,11 +47,7 @@ async fn too_many_messages_close_with_1008() {
 
 #[tokio::test]
 async fn the_connection_limit_answers_503_and_frees_up_on_disconnect() {
-    let (hub, url) = start_ws_hub(HubConfig {
-        max_connections: 2,
-        ..HubConfig::default()
-    })
-    .await;
+    let (hub, url) = start_ws_hub_adjusted(|c| c.max_connections = 2).await;
     let (mut first, _) = connect(&url).await;
     let (_second, _) = connect(&url).await;
     assert_eq!(refused(url.as_str()).await, 503);
@@ -70,11 +64,7 @@ async fn the_connection_limit_answers_503_and_frees_up_on_disconnect() {
 
 #[tokio::test]
 async fn a_token_is_required_when_configured() {
-    let (hub, url) = start_ws_hub(HubConfig {
-        auth_token: Some("s3cret".into()),
-        ..HubConfig::default()
-    })
-    .await;
+    let (hub, url) = start_ws_hub_adjusted(|c| c.auth_token = Some("s3cret".into())).await;
     assert_eq!(refused(url.as_str()).await, 401);
     assert_eq!(refused(format!("{url}?token=wrong")).await, 401);
     connect(&format!("{url}?token=s3cret")).await;
@@ -90,11 +80,9 @@ async fn a_token_is_required_when_configured() {
 
 #[tokio::test]
 async fn the_origin_must_be_allowed_when_a_list_is_configured() {
-    let (_hub, url) = start_ws_hub(HubConfig {
-        allowed_origins: vec!["http://dashboard.example:8080".into()],
-        ..HubConfig::default()
-    })
-    .await;
+    let (_hub, url) =
+        start_ws_hub_adjusted(|c| c.allowed_origins = vec!["http://dashboard.example:8080".into()])
+            .await;
     let with_origin = |origin: &'static str| {
         let mut request = url.as_str().into_client_request().expect("request");
         request
@@ -112,20 +100,11 @@ async fn the_origin_must_be_allowed_when_a_list_is_configured() {
 
 #[tokio::test]
 async fn heartbeats_arrive_on_time_and_shutdown_closes_with_1001() {
-    let (hub, url) = start_ws_hub(HubConfig {
-        heartbeat: Duration::from_millis(50),
-        ..HubConfig::default()
-    })
-    .await;
+    let (hub, url) = start_ws_hub_adjusted(|c| c.heartbeat = Duration::from_millis(50)).await;
     let (mut ws, welcome) = connect(&url).await;
     assert_eq!(welcome["heartbeat_ms"], 50);
     loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a heartbeat")
-            .expect("open")
-            .expect("frame");
-        let v: Value = serde_json::from_str(msg.to_text().expect("text")).expect("json");
+        let v = next_json(&mut ws).await;
         if v["type"] == "heartbeat" {
             assert_eq!(v["epoch"], hub.epoch());
             break;
@@ -152,11 +131,7 @@ fn big_reading(seq: u64) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_loses_messages_while_the_others_get_everything() {
     let queue = 64;
-    let (hub, url) = start_ws_hub(HubConfig {
-        client_queue: queue,
-        ..HubConfig::default()
-    })
-    .await;
+    let (hub, url) = start_ws_hub_adjusted(|c| c.client_queue = queue).await;
     let (mut stalled, _) = connect(&url).await;
     let (mut fast, _) = connect(&url).await;
     for ws in [&mut stalled, &mut fast] {
@@ -216,14 +191,8 @@ async fn a_stalled_client_loses_messages_while_the_others_get_everything() {
 
 #[tokio::test]
 async fn a_client_that_fell_behind_is_told_how_many_messages_it_missed() {
-    let (hub, url) = start_ws_hub(HubConfig {
-        client_queue: 4,
-        ..HubConfig::default()
-    })
-    .await;
-    let (mut ws, _) = connect(&url).await;
-    send(&mut ws, json!({"type": "subscribe_all"})).await;
-    sync(&mut ws).await;
+    let (hub, url) = start_ws_hub_adjusted(|c| c.client_queue = 4).await;
+    let mut ws = connect_to_all(&url).await;
     // This test's runtime has one thread: the connection's writer cannot drain the queue while
     // this loop runs, so all but the first 4 messages are dropped.
     for seq in 1..=200 {

@@ -9,8 +9,8 @@ use futures::SinkExt;
 use iiot::hub::HubConfig;
 use serde_json::{Value, json};
 use support::readings::hub_reading;
-use support::ws::{WAIT, as_json, connect, recv, send, subscribe, sync};
-use support::{start_ws_hub, wait_until};
+use support::ws::{WAIT, as_json, connect, connect_to_all, recv, send, subscribe, sync};
+use support::{start_ws_hub, start_ws_hub_adjusted, wait_until};
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
@@ -74,9 +74,7 @@ async fn subscribers_get_only_their_devices_with_the_reading_as_payload() {
 #[tokio::test]
 async fn subscribe_all_and_unsubscribe() {
     let (hub, url) = start_ws_hub(HubConfig::default()).await;
-    let (mut ws, _) = connect(&url).await;
-    send(&mut ws, json!({"type": "subscribe_all"})).await;
-    sync(&mut ws).await;
+    let mut ws = connect_to_all(&url).await;
     hub.publish_reading("device_001", &hub_reading("device_001", 1));
     hub.publish_reading("device_777", &hub_reading("device_777", 1));
     assert_eq!(recv(&mut ws).await["offset"], 1);
@@ -231,11 +229,7 @@ async fn a_long_resume_replays_everything_matching_across_chunks() {
 
 #[tokio::test]
 async fn resume_outside_the_window_or_from_another_epoch_is_not_recovered() {
-    let (hub, url) = start_ws_hub(HubConfig {
-        replay_capacity: 3,
-        ..HubConfig::default()
-    })
-    .await;
+    let (hub, url) = start_ws_hub_adjusted(|c| c.replay_capacity = 3).await;
     for seq in 1..=10 {
         hub.publish_reading("device_001", &hub_reading("device_001", seq));
     }
@@ -354,9 +348,7 @@ async fn batching_sends_few_frames_in_order_and_conflation_keeps_the_newest() {
 #[tokio::test]
 async fn deliveries_of_readings_with_an_event_time_are_measured() {
     let (hub, url) = start_ws_hub(HubConfig::default()).await;
-    let (mut ws, _) = connect(&url).await;
-    send(&mut ws, json!({"type": "subscribe_all"})).await;
-    sync(&mut ws).await;
+    let mut ws = connect_to_all(&url).await;
     // Stamped 300 ms ago: delivered at least 300 ms after its event.
     hub.publish_reading_at(
         "device_001",

@@ -66,6 +66,13 @@ pub fn fixture() -> Fixture {
     f
 }
 
+/// [`fixture`] with the store holding the fleet of [`fill_fleet`].
+pub fn fleet_fixture() -> Fixture {
+    let f = fixture();
+    fill_fleet(&f.store);
+    f
+}
+
 pub async fn call(app: &Router, method: Method, uri: &str) -> (StatusCode, HeaderMap, Bytes) {
     let request = Request::builder()
         .method(method)

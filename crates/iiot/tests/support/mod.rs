@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 #[allow(unused_imports)]
 pub use wiring::{
     StateParts, app_state, bus, hub, spawn_feed_store, spawn_processor, start_pipeline,
-    start_server, start_ws_hub,
+    start_pipeline_watching_alerts, start_server, start_ws_hub, start_ws_hub_adjusted,
 };
 
 /// Polls `cond` every 5 ms until it holds; fails naming `what` after `within`.

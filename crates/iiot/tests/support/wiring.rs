@@ -34,6 +34,21 @@ pub async fn start_pipeline(config: &Config, bus: Bus) -> Embedded {
         .expect("the embedded processors start")
 }
 
+/// [`bus`] and [`start_pipeline`] on it, with a subscription (group `group`) to the alerts
+/// topic taken before the processors start.
+pub async fn start_pipeline_watching_alerts(
+    config: &Config,
+    group: &str,
+) -> (Bus, Box<dyn Subscriber>, Embedded) {
+    let bus = bus(config);
+    let alerts = bus
+        .subscribe(&config.kafka.topic_alerts, group)
+        .await
+        .expect("subscribe");
+    let embedded = start_pipeline(config, bus.clone()).await;
+    (bus, alerts, embedded)
+}
+
 /// What the HTTP API's state is made of. [`StateParts::new`] gives the defaults of a bare
 /// API (default config, an empty store, fresh counters, no hub, no simulator); tests replace
 /// the parts they care about.
@@ -99,6 +114,13 @@ pub async fn start_ws_hub(cfg: HubConfig) -> (Arc<Hub>, String) {
     let app = iiot::hub::router(hub.clone(), "/ws");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     (hub, format!("ws://{addr}/ws"))
+}
+
+/// [`start_ws_hub`] with `change` applied to the default hub configuration.
+pub async fn start_ws_hub_adjusted(change: impl FnOnce(&mut HubConfig)) -> (Arc<Hub>, String) {
+    let mut cfg = HubConfig::default();
+    change(&mut cfg);
+    start_ws_hub(cfg).await
 }
 
 /// The serve side's feeder: `store` follows `readings` and `alerts` (no hub, default limits)

@@ -35,8 +35,8 @@ pub async fn refused(request: impl IntoClientRequest + Unpin) -> u16 {
     }
 }
 
-/// The next server message as JSON, heartbeats skipped.
-pub async fn recv(ws: &mut Ws) -> Value {
+/// The next server message as JSON, heartbeats included.
+pub async fn next_json(ws: &mut Ws) -> Value {
     loop {
         let msg = tokio::time::timeout(WAIT, ws.next())
             .await
@@ -44,16 +44,29 @@ pub async fn recv(ws: &mut Ws) -> Value {
             .expect("the connection is open")
             .expect("a good frame");
         match msg {
-            Message::Text(text) => {
-                let v: Value = serde_json::from_str(&text).expect("server sends JSON");
-                if v["type"] != "heartbeat" {
-                    return v;
-                }
-            }
+            Message::Text(text) => return serde_json::from_str(&text).expect("server sends JSON"),
             Message::Close(frame) => panic!("unexpected close: {frame:?}"),
             _ => {}
         }
     }
+}
+
+/// The next server message as JSON, heartbeats skipped.
+pub async fn recv(ws: &mut Ws) -> Value {
+    loop {
+        let v = next_json(ws).await;
+        if v["type"] != "heartbeat" {
+            return v;
+        }
+    }
+}
+
+/// Connects to `url`, subscribes to every device and waits until the hub has applied it.
+pub async fn connect_to_all(url: &str) -> Ws {
+    let (mut ws, _) = connect(url).await;
+    send(&mut ws, json!({"type": "subscribe_all"})).await;
+    sync(&mut ws).await;
+    ws
 }
 
 pub async fn send(ws: &mut Ws, v: Value) {
