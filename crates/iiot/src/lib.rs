@@ -55,6 +55,8 @@ pub mod sinks;
 pub mod sources;
 pub mod store;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 /// Milliseconds since the Unix epoch, from the system clock.
 pub fn now_ms() -> i64 {

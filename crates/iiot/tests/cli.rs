@@ -1,16 +1,18 @@
 //! The `iiot` binary as a user meets it: exit codes, one-line errors, `--duration`, stdout output.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use support::http::http_get;
+use support::role::{iiot_command, work_dir};
+
 fn iiot() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iiot"));
     // A clean environment for configuration: no config file, no .env, no stray keys.
-    let dir = std::env::temp_dir().join(format!("iiot-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    cmd.current_dir(dir)
-        .env_remove("KAFKA_BROKERS")
+    let mut cmd = iiot_command("cli");
+    cmd.env_remove("KAFKA_BROKERS")
         .env_remove("IIOT_CONFIG")
         .env_remove("DEVICE_COUNT")
         // Tests run in parallel: any free ports.
@@ -294,8 +296,7 @@ fn the_example_config_and_env_files_are_accepted() {
     );
 
     // .env.example copied to .env in the working directory.
-    let dir = std::env::temp_dir().join(format!("iiot-dotenv-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = work_dir("dotenv");
     std::fs::copy(repo_file(".env.example"), dir.join(".env")).expect("copy");
     let out = iiot()
         .current_dir(&dir)
@@ -312,8 +313,7 @@ fn the_example_config_and_env_files_are_accepted() {
 
 #[test]
 fn a_bad_value_in_dotenv_names_its_origin() {
-    let dir = std::env::temp_dir().join(format!("iiot-baddotenv-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = work_dir("baddotenv");
     std::fs::write(dir.join(".env"), "SEND_INTERVAL=soon\n").expect("write");
     let out = iiot()
         .current_dir(&dir)
@@ -327,28 +327,6 @@ fn a_bad_value_in_dotenv_names_its_origin() {
         lines[0].contains("SEND_INTERVAL=soon") && lines[0].contains(".env"),
         "{lines:?}"
     );
-}
-
-/// A minimal HTTP/1.1 GET over a plain TCP socket; returns (status, body).
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        tcp,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut response = String::new();
-    tcp.read_to_string(&mut response).expect("read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
 }
 
 #[test]
@@ -368,30 +346,31 @@ fn run_serves_the_http_api_while_it_runs() {
         .expect("spawns");
     let stderr = child.stderr.take().expect("piped");
     let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
+    let port = loop {
         let line = lines
             .next()
             .expect("the server announces its address")
             .expect("line");
         if let Some(rest) = line.split("serving the HTTP API on http://").nth(1) {
-            let port = rest
+            let port: u16 = rest
                 .split('/')
                 .next()
                 .expect("addr")
                 .rsplit(':')
                 .next()
                 .expect("port")
-                .to_string();
-            break format!("127.0.0.1:{port}");
+                .parse()
+                .expect("a port number");
+            break port;
         }
     };
     // Keep reading stderr so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    assert_eq!(http_get(&addr, "/health").0, 200);
-    assert_eq!(http_get(&addr, "/ready").0, 200);
+    assert_eq!(http_get(port, "/health").expect("answers").0, 200);
+    assert_eq!(http_get(port, "/ready").expect("answers").0, 200);
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let (status, body) = http_get(&addr, "/api/devices?per_page=100");
+        let (status, body) = http_get(port, "/api/devices?per_page=100").expect("answers");
         assert_eq!(status, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).expect("json");
         if v["total"] == 20 {
@@ -404,11 +383,12 @@ fn run_serves_the_http_api_while_it_runs() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let (status, body) = http_get(
-        &addr,
+        port,
         "/api/devices/device_007/history?sensor=temperature&range=1m&points=10",
-    );
+    )
+    .expect("answers");
     assert_eq!(status, 200, "{body}");
-    let (status, body) = http_get(&addr, "/metrics");
+    let (status, body) = http_get(port, "/metrics").expect("answers");
     assert_eq!(status, 200);
     assert!(body.contains("iot_messages_total"), "{body}");
     let killed = Command::new("kill")

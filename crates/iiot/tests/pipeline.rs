@@ -3,16 +3,19 @@
 //! overheating fault raises exactly one `temperature_high` alert that later resolves; malformed
 //! messages land in the dead-letter topic with their reason while processing continues.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use iiot::config::Config;
-use iiot::pipeline::{Embedded, bus_for};
 use iiot::simulator::{Emitted, FaultKind, Fleet, SimulatorConfig};
 use iiot_model::{Alert, AlertStatus};
 use iiot_transport::{Message, Publisher, Subscriber, Transport};
+use support::readings::reading_bytes;
+use support::wait_until;
 
 const DEVICES: u32 = 1000;
 const ROUNDS: u64 = 100;
@@ -37,7 +40,7 @@ async fn drain(sub: &mut dyn Subscriber) -> Vec<Message> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_reading_once_in_order_with_alerts_and_dead_letters() {
     let config = Config::default();
-    let bus = bus_for(&config);
+    let bus = support::bus(&config);
     let mut alerts_sub = bus
         .subscribe(&config.kafka.topic_alerts, "test-alerts")
         .await
@@ -46,7 +49,7 @@ async fn every_reading_once_in_order_with_alerts_and_dead_letters() {
         .subscribe(&config.kafka.topic_dlq, "test-dlq")
         .await
         .expect("subscribe");
-    let embedded = Embedded::start(&config, bus.clone()).await.expect("start");
+    let embedded = support::start_pipeline(&config, bus.clone()).await;
     let alerts_task = tokio::spawn(async move { drain(alerts_sub.as_mut()).await });
     let dlq_task = tokio::spawn(async move { drain(dlq_sub.as_mut()).await });
 
@@ -156,19 +159,13 @@ async fn every_reading_once_in_order_with_alerts_and_dead_letters() {
     }
 }
 
-fn reading_json(device: &str, seq: u64, ts: i64, temperature: f64) -> Bytes {
-    let reading = iiot_model::Reading::example(device, seq, ts, temperature);
-    Bytes::from(serde_json::to_vec(&reading).expect("serializes"))
-}
-
 async fn wait_processed(stats: &iiot::processor::ProcessorStats, n: u64) {
-    for _ in 0..500 {
-        if stats.processed.load(Ordering::Relaxed) >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("processor did not reach {n} readings");
+    wait_until(
+        &format!("the processor to reach {n} readings"),
+        Duration::from_secs(5),
+        || stats.processed.load(Ordering::Relaxed) >= n,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,12 +174,8 @@ async fn reloaded_rules_and_acknowledgements_reach_the_running_processor() {
     use iiot::processor::run::Command;
 
     let config = Config::default();
-    let bus = bus_for(&config);
-    let mut alerts_sub = bus
-        .subscribe(&config.kafka.topic_alerts, "test-alerts")
-        .await
-        .expect("subscribe");
-    let embedded = Embedded::start(&config, bus.clone()).await.expect("start");
+    let (_bus, mut alerts_sub, embedded) =
+        support::start_pipeline_watching_alerts(&config, "test-alerts").await;
     let publisher = embedded.publisher();
     let topic = config.kafka.topic_device_data.clone();
     let t0 = iiot::now_ms() - 60_000;
@@ -192,7 +185,7 @@ async fn reloaded_rules_and_acknowledgements_reach_the_running_processor() {
         .publish(
             &topic,
             b"device_001",
-            reading_json("device_001", 1, t0, 75.0),
+            reading_bytes("device_001", 1, t0, 75.0),
         )
         .await
         .expect("publish");
@@ -211,7 +204,7 @@ async fn reloaded_rules_and_acknowledgements_reach_the_running_processor() {
         .publish(
             &topic,
             b"device_001",
-            reading_json("device_001", 2, t0 + 5_000, 76.0),
+            reading_bytes("device_001", 2, t0 + 5_000, 76.0),
         )
         .await
         .expect("publish");
@@ -301,12 +294,11 @@ impl iiot_transport::Publisher for Flaky {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_output_delivery_is_sent_again_and_the_processor_carries_on() {
-    use iiot::processor::run::{ProcessorIo, run};
-    use iiot::processor::{Processor, ProcessorStats};
+    use iiot::processor::ProcessorStats;
     use std::sync::Arc;
 
     let config = Config::default();
-    let bus = bus_for(&config);
+    let bus = support::bus(&config);
     let k = &config.kafka;
     let mut dlq = bus
         .subscribe(&k.topic_dlq, "test-dlq")
@@ -317,30 +309,11 @@ async fn a_failed_output_delivery_is_sent_again_and_the_processor_carries_on() {
         .await
         .expect("subscribe");
     let stats = Arc::new(ProcessorStats::default());
-    let processor = Processor::new(
-        iiot::pipeline::processor_config(&config),
-        Arc::new(config.rules.clone()),
-        stats.clone(),
-    );
-    let io = ProcessorIo {
-        subscriber: input,
-        publisher: Arc::new(Flaky {
-            bus: bus.clone(),
-            fail: 2.into(),
-        }),
-        alerts_topic: k.topic_alerts.clone(),
-        dlq_topic: k.topic_dlq.clone(),
-        transport: None,
-    };
-    let (_rules_tx, rules_rx) = tokio::sync::watch::channel(Arc::new(config.rules.clone()));
-    let (_commands_tx, commands_rx) = tokio::sync::mpsc::channel(1);
-    let worker = tokio::spawn(run(
-        processor,
-        io,
-        rules_rx,
-        commands_rx,
-        tokio_util::sync::CancellationToken::new(),
-    ));
+    let flaky = Arc::new(Flaky {
+        bus: bus.clone(),
+        fail: 2.into(),
+    });
+    let worker = support::spawn_processor(&config, input, flaky, stats.clone());
 
     bus.publish(
         &k.topic_device_data,
@@ -362,14 +335,10 @@ async fn a_failed_output_delivery_is_sent_again_and_the_processor_carries_on() {
     );
 
     // The input is committed once its output is delivered.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while bus.lag(&k.topic_device_data, "processor") != Some(0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "input never committed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("the input to be committed", Duration::from_secs(30), || {
+        bus.lag(&k.topic_device_data, "processor") == Some(0)
+    })
+    .await;
     // And the processor is still running: it drains and stops cleanly.
     bus.close_topic(&k.topic_device_data);
     let processor = tokio::time::timeout(Duration::from_secs(30), worker)

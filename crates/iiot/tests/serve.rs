@@ -1,18 +1,15 @@
 //! The serve side's data path: the store follows `device-data` and `alerts` on the bus.
 
+mod support;
+
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use iiot::serve::feed_store;
 use iiot::store::{Store, StoreConfig};
-use iiot_model::{Alert, AlertStatus, Limits, Operator, Severity, Threshold};
+use iiot_model::{Alert, AlertStatus, Operator, Severity, Threshold};
 use iiot_transport::{Bus, BusConfig, Publisher, Transport};
-
-fn reading(device: &str, seq: u64, ts: i64, temperature: f64) -> Bytes {
-    let reading = iiot_model::Reading::example(device, seq, ts, temperature);
-    Bytes::from(serde_json::to_vec(&reading).expect("serializes"))
-}
+use support::readings::reading_bytes;
 
 #[tokio::test]
 async fn the_store_follows_readings_and_alerts_and_skips_invalid_ones() {
@@ -23,21 +20,14 @@ async fn the_store_follows_readings_and_alerts_and_skips_invalid_ones() {
         .expect("subscribe");
     let alerts = bus.subscribe("alerts", "serve").await.expect("subscribe");
     let store = Arc::new(RwLock::new(Store::new(StoreConfig::default())));
-    let feeder = tokio::spawn(feed_store(
-        store.clone(),
-        None,
-        readings,
-        alerts,
-        Limits::default(),
-        tokio_util::sync::CancellationToken::new(),
-    ));
+    let feeder = support::spawn_feed_store(store.clone(), readings, alerts);
 
     let t0 = iiot::now_ms() - 60_000;
     for seq in 1..=10 {
         bus.publish(
             "device-data",
             b"device_001",
-            reading(
+            reading_bytes(
                 "device_001",
                 seq,
                 t0 + seq as i64 * 5_000,

@@ -1,6 +1,8 @@
 //! The live store through its public API: latest readings, history ranges, status, filters,
 //! alerts, bounds and memory.
 
+mod support;
+
 use std::borrow::Cow;
 use std::time::Duration;
 
@@ -10,16 +12,13 @@ use iiot::store::{
 use iiot_model::{
     Alert, AlertStatus, Operator, Parameter, Reading, SensorStatus, Severity, Threshold,
 };
+use support::readings::reading;
 
 /// 2023-11-14T22:10:00Z: the start of a 5-minute rollup bucket.
 const T0: i64 = 1_699_999_800_000;
 const SEC: i64 = 1_000;
 const MIN: i64 = 60 * SEC;
 const HOUR: i64 = 60 * MIN;
-
-fn reading(id: &str, seq: u64, t: i64, temperature: f64) -> Reading<'static> {
-    Reading::example(id, seq, t, temperature)
-}
 
 fn alert(id: &str, device: &str, severity: Severity, status: AlertStatus, t: i64) -> Alert {
     Alert {

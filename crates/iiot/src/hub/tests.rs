@@ -12,10 +12,7 @@ use super::connection::{Client, TokenBucket};
 use super::protocol::{self, ClientMessage};
 use super::writer::Batch;
 use super::*;
-
-fn reading(device: &str, seq: u64) -> Vec<u8> {
-    format!(r#"{{"device_id":"{device}","seq":{seq}}}"#).into_bytes()
-}
+use crate::test_support::reading_stub;
 
 /// A client registered directly in the hub, without a socket.
 fn attach(hub: &Hub, queue: usize) -> (Arc<Client>, mpsc::Receiver<Arc<Frame>>) {
@@ -109,10 +106,10 @@ fn batches_keep_offset_order_and_conflation_keeps_the_newest_reading() {
     let hub = Hub::new(HubConfig::default());
     let (_client, mut rx) = attach(&hub, 64);
     write(&hub.subscriptions).subscribe_all(_client.id);
-    hub.publish_reading("a", &reading("a", 1));
-    hub.publish_reading("b", &reading("b", 1));
+    hub.publish_reading("a", &reading_stub("a", 1));
+    hub.publish_reading("b", &reading_stub("b", 1));
     hub.publish_alert("a", br#"{"alert_id":"x"}"#);
-    hub.publish_reading("a", &reading("a", 2));
+    hub.publish_reading("a", &reading_stub("a", 2));
     let mut batch = Batch::default();
     while let Ok(frame) = rx.try_recv() {
         batch.push(frame, true);
@@ -161,8 +158,8 @@ fn publish_fans_out_by_subscription() {
         .expect("subscribe");
     write(&hub.subscriptions).subscribe_all(all.id);
 
-    hub.publish_reading("device_001", &reading("device_001", 1));
-    hub.publish_reading("device_002", &reading("device_002", 1));
+    hub.publish_reading("device_001", &reading_stub("device_001", 1));
+    hub.publish_reading("device_002", &reading_stub("device_002", 1));
     hub.publish_alert("device_002", br#"{"alert_id":"a"}"#);
 
     let offsets = |rx: &mut mpsc::Receiver<Arc<Frame>>| {
@@ -176,7 +173,7 @@ fn publish_fans_out_by_subscription() {
 
     write(&hub.subscriptions).unsubscribe(one.id, &["device_001".into()]);
     write(&hub.subscriptions).unsubscribe_all(all.id);
-    hub.publish_reading("device_001", &reading("device_001", 2));
+    hub.publish_reading("device_001", &reading_stub("device_001", 2));
     assert!(offsets(&mut rx_one).is_empty());
     assert!(offsets(&mut rx_all).is_empty());
     assert_eq!(hub.stats().offset, 4);
@@ -194,7 +191,7 @@ fn a_full_queue_drops_counts_and_finally_disconnects_without_blocking() {
     write(&hub.subscriptions).subscribe_all(fast.id);
 
     for seq in 1..=20 {
-        hub.publish_reading("device_001", &reading("device_001", seq));
+        hub.publish_reading("device_001", &reading_stub("device_001", seq));
     }
     let stats = hub.stats();
     assert_eq!(stats.messages_dropped, 16);
@@ -203,13 +200,13 @@ fn a_full_queue_drops_counts_and_finally_disconnects_without_blocking() {
     assert!(!slow.stop.is_cancelled());
 
     for seq in 21..=100 {
-        hub.publish_reading("device_001", &reading("device_001", seq));
+        hub.publish_reading("device_001", &reading_stub("device_001", seq));
     }
     assert!(slow.stop.is_cancelled(), "more than 50 misses in a row");
     assert_eq!(hub.stats().clients_disconnected_slow, 1);
     // Once marked slow the client is skipped, not counted again.
     let dropped = hub.stats().messages_dropped;
-    hub.publish_reading("device_001", &reading("device_001", 101));
+    hub.publish_reading("device_001", &reading_stub("device_001", 101));
     assert_eq!(hub.stats().messages_dropped, dropped);
 
     let got = std::iter::from_fn(|| rx_fast.try_recv().ok()).count();
@@ -224,13 +221,13 @@ async fn a_queue_full_for_too_long_disconnects() {
     });
     let (slow, _rx) = attach(&hub, 1);
     write(&hub.subscriptions).subscribe_all(slow.id);
-    hub.publish_reading("d", &reading("d", 1));
-    hub.publish_reading("d", &reading("d", 2));
+    hub.publish_reading("d", &reading_stub("d", 1));
+    hub.publish_reading("d", &reading_stub("d", 2));
     tokio::time::advance(Duration::from_secs(9)).await;
-    hub.publish_reading("d", &reading("d", 3));
+    hub.publish_reading("d", &reading_stub("d", 3));
     assert!(!slow.is_slow());
     tokio::time::advance(Duration::from_secs(2)).await;
-    hub.publish_reading("d", &reading("d", 4));
+    hub.publish_reading("d", &reading_stub("d", 4));
     assert!(slow.is_slow());
 }
 
@@ -246,7 +243,7 @@ fn the_replay_ring_is_bounded_and_knows_what_it_can_recover() {
         "nothing published, nothing missed"
     );
     for seq in 1..=10 {
-        hub.publish_reading("d", &reading("d", seq));
+        hub.publish_reading("d", &reading_stub("d", seq));
     }
     assert_eq!(hub.stats().replay_len, 5);
     assert_eq!(hub.recoverable(4), None, "offset 5 is gone");

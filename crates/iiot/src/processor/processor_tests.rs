@@ -6,15 +6,7 @@ use iiot_model::{AlertStatus, InvalidReason};
 
 use super::*;
 use crate::alerts::{RuleSet, Thresholds};
-
-const T0: i64 = 1_700_000_000_000;
-
-fn reading(device: &str, seq: u64, ts: i64, temperature: f64) -> Vec<u8> {
-    format!(
-        r#"{{"device_id":"{device}","seq":{seq},"timestamp":{ts},"location":{{"building":"A栋","floor":3,"room":"301"}},"sensors":{{"temperature":{{"value":{temperature},"unit":"°C","status":"normal"}},"humidity":{{"value":65.2,"unit":"%","status":"normal"}},"pressure":{{"value":1013.25,"unit":"hPa","status":"normal"}},"switch_status":{{"value":true,"status":"on"}},"current":{{"value":2.5,"unit":"A","status":"normal"}}}},"device_info":{{"model":"IOT-SENSOR-V2","firmware":"1.2.3","battery":85,"signal_strength":-45}}}}"#
-    )
-    .into_bytes()
-}
+use crate::test_support::{T0, reading};
 
 fn processor(max_devices: usize) -> Processor {
     Processor::new(

@@ -8,8 +8,7 @@ use rand_pcg::Pcg64Mcg;
 
 use super::malformed::{self, Malformation};
 use super::*;
-
-const T0: i64 = 1_700_000_000_000;
+use crate::test_support::{T0, decode_valid};
 
 fn config(devices: u32) -> SimulatorConfig {
     SimulatorConfig {
@@ -28,11 +27,7 @@ fn series(fleet: &mut Fleet, idx: usize, steps: usize) -> Vec<(Emitted, Option<R
             let ts = T0 + k as i64 * 5000;
             let e = fleet.emit(idx, ts, &mut buf);
             let r = match e {
-                Emitted::Reading { .. } => Some(
-                    decode(&buf, ts, &Limits::default())
-                        .expect("a valid reading")
-                        .into_owned(),
-                ),
+                Emitted::Reading { .. } => Some(decode_valid(&buf, ts)),
                 Emitted::Malformed | Emitted::Silent => None,
             };
             (e, r)

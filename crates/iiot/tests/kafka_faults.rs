@@ -1,0 +1,200 @@
+//! Faults around the roles over a real Kafka-protocol broker (a private tansu per test, see
+//! `iiot_kafka::testing`): a malformed message from a plain client (rdkafka), a processor
+//! killed with SIGKILL, a broker that comes late, a metrics port already taken.
+//!
+//! Needs the `tansu` binary (`scripts/kafka-up.sh --install`).
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
+
+use iiot_kafka::testing::TestBroker;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use support::kafka::{client, partition_ends, read_topic, topics};
+use support::role::{Role, free_port, log_field, simulate};
+
+#[test]
+fn a_malformed_message_from_a_plain_client_is_dead_lettered_and_processing_continues() {
+    let broker = TestBroker::start(&topics());
+    let mut process = Role::start(&["process"], &broker.brokers, &[]);
+    process.wait_for("process ready", Role::ready);
+
+    let producer: BaseProducer = client(&broker.brokers).create().expect("producer");
+    let valid = iiot_model::Reading::example("device_042", 1, iiot::now_ms(), 21.5);
+    let valid = serde_json::to_vec(&valid).expect("json");
+    // Keep sending until the processor's group has formed and taken a valid reading after the
+    // bad one (a group joins in seconds, and the first messages are read from the start).
+    producer
+        .send(
+            BaseRecord::to("device-data")
+                .key("device_bad")
+                .payload("{not json"),
+        )
+        .expect("send");
+    producer
+        .send(
+            BaseRecord::to("device-data")
+                .key("device_042")
+                .payload(&valid),
+        )
+        .expect("send");
+    producer.flush(Duration::from_secs(30)).expect("flush");
+
+    let letters = read_topic(&broker.brokers, "device-data-dlq", |seen| !seen.is_empty());
+    assert_eq!(letters.len(), 1, "one dead letter");
+    let letter: Value = serde_json::from_slice(&letters[0]).expect("dead letter is JSON");
+    let text = letter.to_string();
+    assert!(text.contains("malformed_json"), "{text}");
+    assert!(
+        text.contains("{not json"),
+        "keeps the original payload: {text}"
+    );
+    process.wait_for("the valid reading after it processed", |r| {
+        r.metric("iot_messages_total", "status=\"success\"") >= 1.0
+    });
+    assert_eq!(
+        process.metric("iot_dead_letters_total", "reason=\"malformed_json\""),
+        1.0
+    );
+}
+
+#[test]
+fn two_processors_share_the_partitions_and_one_takes_over_after_sigkill() {
+    let broker = TestBroker::start(&topics());
+    // tansu drops a member that died only after the rebalance timeout (max.poll.interval.ms,
+    // 5 min by default); Apache Kafka after the session timeout. Shorter here, so the survivor
+    // takes over within the test's patience.
+    let env = [
+        ("PROCESSOR_WORKERS", "1"),
+        (
+            "KAFKA_PROPERTIES",
+            "session.timeout.ms=6000;max.poll.interval.ms=15000",
+        ),
+    ];
+    let mut first = Role::start(&["process"], &broker.brokers, &env);
+    let mut second = Role::start(&["process"], &broker.brokers, &env);
+    first.wait_for("first ready", Role::ready);
+    second.wait_for("second ready", Role::ready);
+    // tansu cannot serve a fetch that starts inside a record batch (it skips to the next
+    // batch), which a member taking over at a committed offset does; one record per batch
+    // keeps every committed offset on a batch boundary. Apache Kafka needs no such setting.
+    let simulate = simulate(
+        &broker.brokers,
+        "50",
+        "100ms",
+        "12s",
+        "11",
+        &[("KAFKA_PROPERTIES", "batch.num.messages=1")],
+    );
+    // Both members get work: the group split the partitions.
+    first.wait_for("both processors busy", |r| {
+        r.metric("iot_messages_total", "status=\"success\"") > 0.0
+            && second.metric("iot_messages_total", "status=\"success\"") > 0.0
+    });
+    let before_kill = first.metric("iot_messages_total", "");
+    let _ = Command::new("kill")
+        .args(["-KILL", &first.child.id().to_string()])
+        .status();
+    let _ = first.child.wait();
+    let status = {
+        let mut simulate = simulate;
+        simulate.wait_for("simulator done", |r| {
+            r.log_text().contains("simulator stopped")
+        });
+        simulate.stop()
+    };
+    assert!(status.success());
+
+    // Every message of every partition is processed and committed by the group: the committed
+    // offsets reach the end of each partition (offsets are committed only after a reading's
+    // outputs are delivered, so this is "each reading processed at least once").
+    let ends = partition_ends(&broker.brokers, "device-data", 10);
+    let produced: i64 = ends.values().sum();
+    assert!(produced > 1000, "the simulator produced {produced}");
+    let consumer: BaseConsumer = client(&broker.brokers)
+        .set("group.id", "iot-consumer-group")
+        .create()
+        .expect("consumer");
+    let mut all = TopicPartitionList::new();
+    for p in 0..10 {
+        all.add_partition("device-data", p);
+    }
+    let mut behind = Vec::new();
+    second.wait_for("the survivor committed every partition to its end", |_| {
+        let Ok(committed) = consumer.committed_offsets(all.clone(), Duration::from_secs(10)) else {
+            return false;
+        };
+        behind = committed
+            .elements()
+            .iter()
+            .filter(|e| !matches!(e.offset(), Offset::Offset(o) if o >= ends[&e.partition()]))
+            .map(|e| (e.partition(), e.offset(), ends[&e.partition()]))
+            .collect();
+        behind.is_empty()
+    });
+    let survivor = second.metric("iot_messages_total", "");
+    let duplicates = second.metric("iot_dead_letters_total", "reason=\"duplicate_seq\"");
+    eprintln!(
+        "produced {produced}; killed member had processed ≥{before_kill}, survivor {survivor} \
+         ({duplicates} recognised as duplicates by seq)"
+    );
+    // The survivor read at least what the killed member had not committed.
+    assert!(before_kill + survivor >= produced as f64, "{behind:?}");
+    assert!(second.stop().success());
+}
+
+#[test]
+fn ready_is_503_without_a_broker_and_200_once_it_comes() {
+    let mut broker = TestBroker::reserve(&[]);
+    let mut process = Role::start(&["process"], &broker.brokers, &[]);
+    process.wait_for("HTTP up", |r| r.get("/health").is_some());
+    for _ in 0..10 {
+        let (status, body) = process.get("/ready").expect("answers");
+        assert_eq!(status, 503, "{body}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    broker.start_again();
+    process.wait_for("ready once the broker answers", Role::ready);
+    process.wait_for("topics created", |r| {
+        r.log_text().contains("Kafka topics ready")
+    });
+    // The broker being away was logged a few times, not once per attempt or message.
+    let log = process.log_text();
+    let complaints = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .count();
+    assert!(complaints <= 10, "{complaints} warnings:\n{log}");
+    assert!(process.stop().success());
+}
+
+#[test]
+fn simulate_runs_on_when_its_metrics_port_is_taken() {
+    let broker = TestBroker::start(&topics());
+    let taken = TcpListener::bind(("0.0.0.0", free_port())).expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let mut simulate = simulate(
+        &broker.brokers,
+        "5",
+        "100ms",
+        "2s",
+        "1",
+        &[("HTTP_PORT", &port)],
+    );
+    simulate.wait_for("the simulator to finish", |r| {
+        r.log_text().contains("simulator stopped")
+    });
+    let status = simulate.child.wait().expect("exit");
+    let log = simulate.log_text();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("no /health, /ready or /metrics"), "{log}");
+    let sent = log_field(&log, "simulator stopped", "sent").unwrap_or(0);
+    assert!(sent > 0, "{log}");
+}

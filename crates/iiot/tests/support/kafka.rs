@@ -1,0 +1,75 @@
+//! A plain Kafka client (rdkafka) on the side of the roles: reading topics from the start.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use iiot_kafka::TopicSpec;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+
+use super::role::{PATIENCE, nanos};
+
+/// The topics of the default configuration, with the partition counts the tests expect.
+pub fn topics() -> Vec<TopicSpec> {
+    vec![
+        TopicSpec::new("device-data", 10),
+        TopicSpec::new("alerts", 3),
+        TopicSpec::new("device-data-dlq", 1),
+    ]
+}
+
+pub fn client(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    c
+}
+
+/// Every message of `topic`, read from the start by a plain client, until `until` holds.
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    mut until: impl FnMut(&[Vec<u8>]) -> bool,
+) -> Vec<Vec<u8>> {
+    let consumer: BaseConsumer = client(brokers)
+        .set("group.id", format!("test-reader-{}", nanos()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline && !until(&seen) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            seen.push(m.payload().unwrap_or_default().to_vec());
+        }
+    }
+    seen
+}
+
+/// The real end of each partition (last offset + 1), read by a plain client from the start.
+/// tansu's reported high watermark can lag behind the records it serves, so it is not used.
+pub fn partition_ends(brokers: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+    let consumer: BaseConsumer = client(brokers)
+        .set("group.id", format!("test-scan-{}", nanos()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut ends: HashMap<i32, i64> = (0..partitions).map(|p| (p, 0)).collect();
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(5) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let end = ends.entry(m.partition()).or_default();
+            *end = (*end).max(m.offset() + 1);
+            quiet_since = Instant::now();
+        }
+    }
+    ends
+}
