@@ -22,6 +22,8 @@ use crate::store::Store;
 const BATCH: usize = 1024;
 /// How often old history is dropped.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
+/// How often device status changes are looked for and published.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 /// A store shared between the feeder (writer) and the HTTP API (readers).
 pub type SharedStore = Arc<RwLock<Store>>;
@@ -42,6 +44,8 @@ pub async fn feed_store(
     let mut valid: Vec<(usize, i64, Box<str>)> = Vec::with_capacity(BATCH);
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut status = tokio::time::interval(STATUS_EVERY);
+    status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     while readings_open || alerts_open {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -90,9 +94,23 @@ pub async fn feed_store(
                 alert_batch.clear();
             }
             _ = prune.tick() => write(&store).prune(now_ms()),
+            _ = status.tick() => {
+                if let Some(hub) = &hub {
+                    publish_status_changes(&store, hub, now_ms());
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// Sweeps the store for devices whose status changed (under the write lock: the sweep
+/// remembers what it reported), then publishes the changes to the hub outside the lock.
+fn publish_status_changes(store: &SharedStore, hub: &Hub, now_ms: i64) {
+    let changes = write(store).status_changes(now_ms);
+    for (device_id, status) in changes {
+        hub.publish_status(&device_id, status, now_ms);
+    }
 }
 
 /// The store for writing. A poisoned lock means a reader panicked mid-read; the data is intact.

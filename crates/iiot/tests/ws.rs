@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use axum::serve::ListenerExt;
 use futures::{SinkExt, StreamExt};
 use iiot::hub::{Hub, HubConfig, router};
+use iiot::store::{Store, StoreConfig};
+use iiot_model::Reading;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -251,6 +253,55 @@ async fn alerts_go_to_clients_of_that_device_or_of_all() {
         assert_eq!(v["payload"], as_json(alert));
     }
     assert_eq!(sync(&mut other).await, Vec::<Value>::new());
+}
+
+/// What the serve loop does once a second, on an explicit clock: the store says which devices
+/// changed status, the hub tells their clients.
+fn sweep(store: &mut Store, hub: &Hub, now_ms: i64) {
+    for (device_id, status) in store.status_changes(now_ms) {
+        hub.publish_status(&device_id, status, now_ms);
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_is_told_when_its_device_goes_offline_and_comes_back() {
+    let (hub, url) = start(HubConfig::default()).await;
+    let (mut ws, _) = connect(&url).await;
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "device_ids": ["device_001"]}),
+    )
+    .await;
+    sync(&mut ws).await;
+    let status = |v: &Value| (v["type"].clone(), v["offset"].clone(), v["payload"].clone());
+    let expected = |offset: u64, status: &str, timestamp: i64| {
+        let payload = json!({"device_id": "device_001", "status": status, "timestamp": timestamp});
+        (json!("device_status"), json!(offset), payload)
+    };
+
+    let mut store = Store::new(StoreConfig::default());
+    let t0 = 1_700_000_000_000;
+    store.record(&Reading::example("device_001", 1, t0, 21.5), t0);
+    store.record(&Reading::example("device_002", 1, t0, 21.5), t0);
+    sweep(&mut store, &hub, t0);
+    assert_eq!(status(&recv(&mut ws).await), expected(1, "online", t0));
+
+    // A minute of silence from both: offline, far beyond any send interval.
+    let t1 = t0 + 60_000;
+    sweep(&mut store, &hub, t1);
+    assert_eq!(status(&recv(&mut ws).await), expected(3, "offline", t1));
+    sweep(&mut store, &hub, t1 + 1_000);
+
+    let t2 = t1 + 2_000;
+    store.record(&Reading::example("device_001", 2, t2, 21.5), t2);
+    sweep(&mut store, &hub, t2);
+    assert_eq!(status(&recv(&mut ws).await), expected(5, "online", t2));
+    assert_eq!(
+        sync(&mut ws).await,
+        Vec::<Value>::new(),
+        "nothing of device_002, no repeats"
+    );
+    assert_eq!(hub.offset(), 5);
 }
 
 #[tokio::test]
