@@ -45,6 +45,18 @@ async fn connect(url: &str) -> (Ws, Value) {
     (ws, welcome)
 }
 
+/// Connects and subscribes to `device_ids`; the subscription is in force when this returns.
+async fn subscribed(url: &str, device_ids: &[&str]) -> Ws {
+    let (mut ws, _) = connect(url).await;
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "device_ids": device_ids}),
+    )
+    .await;
+    sync(&mut ws).await;
+    ws
+}
+
 /// The HTTP status of a refused upgrade.
 async fn refused(request: impl IntoClientRequest + Unpin) -> u16 {
     match connect_async(request).await {
@@ -151,13 +163,7 @@ async fn a_new_connection_is_welcomed_and_gets_no_data_before_subscribing() {
 #[tokio::test]
 async fn subscribers_get_only_their_devices_with_the_reading_as_payload() {
     let (hub, url) = start(HubConfig::default()).await;
-    let (mut ws, _) = connect(&url).await;
-    send(
-        &mut ws,
-        json!({"type": "subscribe", "device_ids": ["device_001", "device_003"]}),
-    )
-    .await;
-    sync(&mut ws).await;
+    let mut ws = subscribed(&url, &["device_001", "device_003"]).await;
 
     for (device, seq) in [
         ("device_001", 1),
@@ -266,13 +272,7 @@ fn sweep(store: &mut Store, hub: &Hub, now_ms: i64) {
 #[tokio::test]
 async fn a_subscriber_is_told_when_its_device_goes_offline_and_comes_back() {
     let (hub, url) = start(HubConfig::default()).await;
-    let (mut ws, _) = connect(&url).await;
-    send(
-        &mut ws,
-        json!({"type": "subscribe", "device_ids": ["device_001"]}),
-    )
-    .await;
-    sync(&mut ws).await;
+    let mut ws = subscribed(&url, &["device_001"]).await;
     let status = |v: &Value| (v["type"].clone(), v["offset"].clone(), v["payload"].clone());
     let expected = |offset: u64, status: &str, timestamp: i64| {
         let payload = json!({"device_id": "device_001", "status": status, "timestamp": timestamp});
