@@ -66,8 +66,20 @@ impl Transport for Reporting {
         self.bus.subscribe(topic, group).await
     }
 
+    async fn subscribe_all(
+        &self,
+        topic: &str,
+        start: iiot_transport::Start,
+    ) -> Result<Box<dyn Subscriber>, TransportError> {
+        self.bus.subscribe_all(topic, start).await
+    }
+
     async fn is_ready(&self) -> bool {
         true
+    }
+
+    fn describe(&self) -> String {
+        "reporting test backend".into()
     }
 
     fn metrics(&self) -> BackendMetrics {
@@ -215,7 +227,7 @@ async fn a_running_server_exports_every_spec_family_with_help_type_and_samples()
         simulator: Some(simulator),
         ..StateParts::new(transport, commands)
     });
-    let server = support::start_server(&config, state, hub).await;
+    let server = support::start_server(&config, state).await;
 
     let Response { head, body, .. } = get_async(server.http_addr, "/metrics").await;
     server.stop().await;

@@ -7,6 +7,9 @@ mod support;
 
 use futures::SinkExt;
 use iiot::hub::HubConfig;
+use iiot::sinks::live::Live;
+use iiot::store::{Store, StoreConfig};
+use iiot_model::Reading;
 use serde_json::{Value, json};
 use support::readings::hub_reading;
 use support::ws::{WAIT, as_json, connect, connect_to_all, recv, send, subscribe, sync};
@@ -370,4 +373,46 @@ async fn deliveries_of_readings_with_an_event_time_are_measured() {
         Some(500),
         "the 200–500 ms bucket: {latency:?}"
     );
+}
+
+#[tokio::test]
+async fn a_subscriber_is_told_when_its_device_goes_offline_and_comes_back() {
+    let (hub, url) = start_ws_hub(HubConfig::default()).await;
+    let (mut ws, _) = connect(&url).await;
+    subscribe(&mut ws, &["device_001"]).await;
+    sync(&mut ws).await;
+    let status = |v: &Value| (v["type"].clone(), v["offset"].clone(), v["payload"].clone());
+    let expected = |offset: u64, status: &str, timestamp: i64| {
+        let payload = json!({"device_id": "device_001", "status": status, "timestamp": timestamp});
+        (json!("device_status"), json!(offset), payload)
+    };
+
+    // What the serve side's upkeep does once a second, here on an explicit clock.
+    let live = Live::new(Store::new(StoreConfig::default()), hub.clone());
+    let record = |device: &str, seq: u64, t: i64| {
+        live.write()
+            .record(&Reading::example(device, seq, t, 21.5), t)
+    };
+    let t0 = 1_700_000_000_000;
+    record("device_001", 1, t0);
+    record("device_002", 1, t0);
+    live.publish_status_changes(t0);
+    assert_eq!(status(&recv(&mut ws).await), expected(1, "online", t0));
+
+    // A minute of silence from both: offline, far beyond any send interval.
+    let t1 = t0 + 60_000;
+    live.publish_status_changes(t1);
+    assert_eq!(status(&recv(&mut ws).await), expected(3, "offline", t1));
+    live.publish_status_changes(t1 + 1_000);
+
+    let t2 = t1 + 2_000;
+    record("device_001", 2, t2);
+    live.publish_status_changes(t2);
+    assert_eq!(status(&recv(&mut ws).await), expected(5, "online", t2));
+    assert_eq!(
+        sync(&mut ws).await,
+        Vec::<Value>::new(),
+        "nothing of device_002, no repeats"
+    );
+    assert_eq!(hub.offset(), 5);
 }

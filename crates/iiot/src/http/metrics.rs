@@ -238,6 +238,20 @@ impl Snapshot {
     pub fn to_prometheus(&self) -> String {
         let mut out = Exposition(String::with_capacity(4096));
         let e = &mut out;
+        self.render_messages(e);
+        self.render_devices_and_alerts(e);
+        self.render_processing_duration(e);
+        self.render_websocket(e);
+        e.single(&STORE_MEMORY, self.store_memory);
+        e.single(&UPTIME, self.uptime_s);
+        self.render_backend(e);
+        self.render_simulator(e);
+        self.render_process(e);
+        out.0
+    }
+
+    /// Readings by outcome, dead letters by reason, and the `seq` counters.
+    fn render_messages(&self, e: &mut Exposition) {
         e.family(&MESSAGES);
         e.sample(
             &MESSAGES,
@@ -258,6 +272,10 @@ impl Snapshot {
         e.single(&SEQ_GAPS, self.seq_gaps);
         e.single(&LATE, self.late);
         e.single(&RESTARTS, self.seq_restarts);
+    }
+
+    /// Devices by status, alerts by status, and failed publications.
+    fn render_devices_and_alerts(&self, e: &mut Exposition) {
         e.single(&ACTIVE_DEVICES, self.devices.online);
         e.family(&DEVICES);
         for s in DeviceStatus::ALL {
@@ -277,6 +295,10 @@ impl Snapshot {
             e.sample(&ALERTS, "", &[("status", status)], n);
         }
         e.single(&PUBLISH_ERRORS, self.publish_errors);
+    }
+
+    /// Event → processed latency as a summary, in seconds.
+    fn render_processing_duration(&self, e: &mut Exposition) {
         e.family(&PROCESSING_DURATION);
         let secs = |us: u64| us as f64 / 1e6;
         let l = &self.latency;
@@ -294,6 +316,10 @@ impl Snapshot {
         );
         e.sample(&PROCESSING_DURATION, "_sum", &[], l.sum_us / 1e6);
         e.sample(&PROCESSING_DURATION, "_count", &[], l.count);
+    }
+
+    /// The hub's connections, event → client histogram and delivery counters.
+    fn render_websocket(&self, e: &mut Exposition) {
         e.single(&WEBSOCKET_CONNECTIONS, self.websocket_connections);
         e.family(&EVENT_TO_CLIENT);
         let l = &self.event_to_client;
@@ -324,22 +350,26 @@ impl Snapshot {
             w.rejected_unauthorized,
         );
         e.single(&WEBSOCKET_QUEUED, w.queued);
-        e.single(&STORE_MEMORY, self.store_memory);
-        e.single(&UPTIME, self.uptime_s);
-        self.render_backend(e);
+    }
+
+    /// The simulator's families: always described, with samples only where a simulator runs.
+    fn render_simulator(&self, e: &mut Exposition) {
         e.family(&DEVICE_DATA_GENERATED);
         e.family(&DEVICE_DATA_ERRORS);
         if let Some(sim) = &self.simulator {
             e.sample(&DEVICE_DATA_GENERATED, "", &[], sim.sent);
             e.sample(&DEVICE_DATA_ERRORS, "", &[], sim.errors);
         }
+    }
+
+    /// The `process_*` families, each sampled only where the platform reports it.
+    fn render_process(&self, e: &mut Exposition) {
         let p = &self.process;
         e.optional(&PROCESS_RESIDENT_MEMORY, p.resident_memory_bytes);
         e.optional(&PROCESS_VIRTUAL_MEMORY, p.virtual_memory_bytes);
         e.optional(&PROCESS_CPU, p.cpu_seconds);
         e.optional(&PROCESS_OPEN_FDS, p.open_fds);
         e.optional(&PROCESS_THREADS, p.threads);
-        out.0
     }
 
     /// The `kafka_*` families, from the transport's [`BackendMetrics`].

@@ -1,10 +1,12 @@
-//! The WebSocket hub: fans readings and alerts out to dashboard clients, with resume.
+//! The WebSocket hub: fans readings, alerts and device status changes out to dashboard clients,
+//! with resume.
 //!
 //! The hub owns the live stream that clients see: it numbers every published message (the
 //! stream `offset`), keeps the newest ones in a bounded replay ring so a reconnecting client can
 //! resume, and hands each message to the bounded queue of every subscribed client. It does not
-//! touch the store, the bus or the HTTP API: the serve loop calls [`Hub::publish_reading`] and
-//! [`Hub::publish_alert`], and [`router`] is merged into whichever axum app serves `/ws`.
+//! touch the store, the bus or the HTTP API: the serve loop calls [`Hub::publish_reading`],
+//! [`Hub::publish_alert`] and [`Hub::publish_status`], and [`router`] is merged into whichever
+//! axum app serves `/ws`.
 //!
 //! Publishing never waits for a client. A client whose queue is full misses messages (counted,
 //! and told later with one `dropped` notice); a client that keeps overflowing is disconnected.
@@ -13,7 +15,8 @@
 //!
 //! Every server message is one JSON text frame with `type`, `epoch` and `offset`:
 //! - `epoch` is an opaque string chosen at hub start; a restarted server has a new one.
-//! - `offset` counts the messages the hub has published (`device_data` and `alert`), from 1.
+//! - `offset` counts the messages the hub has published (`device_data`, `alert` and
+//!   `device_status`), from 1.
 //!   Data messages carry their own offset; every other message (`welcome`, `pong`, `error`,
 //!   `heartbeat`, `dropped`, `resumed`) carries the stream position when it was written, so data
 //!   still queued for the client may have lower offsets.
@@ -41,13 +44,19 @@
 //! ```text
 //! {"type":"device_data","epoch":"…","offset":N,"payload":{…reading, SPEC §2…}}
 //! {"type":"alert","epoch":"…","offset":N,"payload":{…alert…}}     to clients of that device or of all
+//! {"type":"device_status","epoch":"…","offset":N,"payload":{"device_id":"…","status":"offline","timestamp":T}}
 //! {"type":"heartbeat","epoch":"…","offset":N}                     every heartbeat_ms
 //! {"type":"pong","epoch":"…","offset":N}
 //! {"type":"error","epoch":"…","offset":N,"message":"…"}           bad client message; connection stays
 //! {"type":"dropped","epoch":"…","offset":N,"count":K}             K messages were dropped: client too slow
 //! {"type":"resumed","epoch":"…","offset":N,"recovered":true,"replayed":K}
-//! {"type":"batch","epoch":"…","offset":N,"messages":[…device_data and alert messages…]}
+//! {"type":"batch","epoch":"…","offset":N,"messages":[…device_data, alert, device_status…]}
 //! ```
+//! `device_status` goes, like `alert`, to the clients of that device or of all, when the
+//! server's status of the device (`online`, `offline`, `fault`) changes, and once when the
+//! device is first seen; `timestamp` is when the server noticed (Unix ms, server clock). A
+//! client learns the status of devices that did not change since it connected from the HTTP
+//! API (`/api/devices`).
 //!
 //! **Resume.** A client remembers the epoch and the highest data offset it has processed (or
 //! the welcome's offset if it has had no data). After reconnecting it subscribes again, then
@@ -62,7 +71,7 @@
 //! frame per `batch_ms` (or sooner, when a batch reaches 1 MiB) holding the messages in offset
 //! order; the batch's `offset` is that of its last message. `batch_ms: 0` returns to one frame per
 //! message. With `conflate: true` a batch keeps only the newest `device_data` per device (alerts
-//! are never conflated); conflation has no effect without batching.
+//! and status changes are never conflated); conflation has no effect without batching.
 //!
 //! **Limits.** An upgrade beyond the connection limit gets HTTP 503; with an auth token
 //! configured the upgrade needs `?token=…` or `Authorization: Bearer …` (else 401); with an
@@ -92,6 +101,7 @@ use tokio_util::sync::CancellationToken;
 pub use latency::{BOUNDS_MS as LATENCY_BOUNDS_MS, LatencySnapshot};
 pub use upgrade::router;
 
+use crate::store::DeviceStatus;
 use connection::Client;
 use subscriptions::Subscriptions;
 
@@ -143,7 +153,8 @@ impl Default for HubConfig {
 pub struct HubStats {
     /// Open WebSocket connections.
     pub connections: usize,
-    /// Stream messages (`device_data`, `alert`) written to clients, one per client.
+    /// Stream messages (`device_data`, `alert`, `device_status`) written to clients, one per
+    /// client.
     pub messages_sent: u64,
     /// Stream messages a client missed because its queue was full.
     pub messages_dropped: u64,
@@ -172,6 +183,7 @@ pub struct HubStats {
 pub(crate) enum Kind {
     DeviceData,
     Alert,
+    DeviceStatus,
 }
 
 impl Kind {
@@ -179,6 +191,7 @@ impl Kind {
         match self {
             Kind::DeviceData => "device_data",
             Kind::Alert => "alert",
+            Kind::DeviceStatus => "device_status",
         }
     }
 }
@@ -281,6 +294,13 @@ impl Hub {
     /// Publishes an alert of `device_id` (its JSON, embedded as the `payload`). Never blocks.
     pub fn publish_alert(&self, device_id: &str, json: &[u8]) {
         self.publish(Kind::Alert, device_id, 0, json);
+    }
+
+    /// Publishes that the server's status of `device_id` became `status` at `now_ms` (Unix
+    /// ms), to the clients of that device or of all. Never blocks.
+    pub fn publish_status(&self, device_id: &str, status: DeviceStatus, now_ms: i64) {
+        let payload = protocol::status_payload(device_id, status, now_ms);
+        self.publish(Kind::DeviceStatus, device_id, 0, payload.as_bytes());
     }
 
     /// Event → client latency of the readings published with an event time, over every

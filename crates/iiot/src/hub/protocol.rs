@@ -6,6 +6,7 @@
 use serde::Deserialize;
 
 use super::{Frame, Kind};
+use crate::store::DeviceStatus;
 
 /// Most device ids one `subscribe` or `unsubscribe` may carry.
 pub(crate) const MAX_IDS_PER_MESSAGE: usize = 10_000;
@@ -99,7 +100,15 @@ fn check_ids(ids: Vec<String>) -> Result<Vec<String>, String> {
     Ok(ids)
 }
 
-/// `{"type":"device_data"|"alert","epoch":…,"offset":…,"payload":<payload as is>}`.
+/// The payload of a `device_status` message: `{"device_id":…,"status":…,"timestamp":…}`.
+pub(crate) fn status_payload(device_id: &str, status: DeviceStatus, timestamp_ms: i64) -> String {
+    // Ids are checked upstream, but quoting costs nothing next to a broken frame.
+    let id = serde_json::Value::from(device_id).to_string();
+    let status = status.as_str();
+    format!(r#"{{"device_id":{id},"status":"{status}","timestamp":{timestamp_ms}}}"#)
+}
+
+/// `{"type":"device_data"|"alert"|"device_status","epoch":…,"offset":…,"payload":<payload as is>}`.
 pub(crate) fn stream_frame(kind: Kind, epoch: &str, offset: u64, payload: &str) -> String {
     let mut s = String::with_capacity(64 + epoch.len() + payload.len());
     s.push_str(r#"{"type":""#);

@@ -159,6 +159,11 @@ impl ProcessorGroup {
         })
     }
 
+    /// A publisher onto the backend.
+    pub fn publisher(&self) -> Arc<dyn iiot_transport::Publisher> {
+        self.backend.publisher()
+    }
+
     /// Waits until the workers have taken `expected` messages (valid, late or dead-lettered)
     /// or `timeout` passes; `true` if they did. On Kafka this is how a run that produced
     /// `expected` readings lets the processors catch up before [`ProcessorGroup::finish`].

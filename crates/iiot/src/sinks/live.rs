@@ -21,6 +21,8 @@ use crate::store::Store;
 
 /// How often old history is dropped.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
+/// How often device status changes are looked for and published.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 /// A store shared between its writers (sinks) and the HTTP API (readers).
 pub type SharedStore = Arc<RwLock<Store>>;
@@ -45,8 +47,13 @@ struct Applied {
 impl Live {
     /// A live state around `store` and `hub`.
     pub fn new(store: Store, hub: Arc<Hub>) -> Live {
+        Live::sharing(Arc::new(RwLock::new(store)), hub)
+    }
+
+    /// A live state around a store shared with someone else already.
+    pub fn sharing(store: SharedStore, hub: Arc<Hub>) -> Live {
         Live {
-            store: Arc::new(RwLock::new(store)),
+            store,
             hub,
             applied: Arc::default(),
         }
@@ -117,16 +124,29 @@ impl Live {
         add(&self.applied.alert_changes, verdicts.alerts.len());
     }
 
-    /// Keeps the store within its retention until `stop`: drops expired history every
-    /// [`PRUNE_EVERY`].
+    /// Sweeps the store for devices whose status changed (under the write lock: the sweep
+    /// remembers what it reported), then tells the hub's clients, outside the lock.
+    pub fn publish_status_changes(&self, now_ms: i64) {
+        let changes = self.write().status_changes(now_ms);
+        for (device_id, status) in changes {
+            self.hub.publish_status(&device_id, status, now_ms);
+        }
+    }
+
+    /// Until `stop`: publishes device status changes every [`STATUS_EVERY`] (the server is
+    /// the only judge of who is offline; the dashboard shows what it is told) and drops expired
+    /// history every [`PRUNE_EVERY`].
     pub fn spawn_upkeep(&self, stop: CancellationToken) -> JoinHandle<()> {
         let live = self.clone();
         tokio::spawn(async move {
             let mut prune = tokio::time::interval(PRUNE_EVERY);
             prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut status = tokio::time::interval(STATUS_EVERY);
+            status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
+                    _ = status.tick() => live.publish_status_changes(now_ms()),
                     _ = prune.tick() => live.write().prune(now_ms()),
                 }
             }

@@ -24,6 +24,7 @@
 //! | rollups: 289 five-minute buckets (24 h) × 28 B | 8,092 B |
 //! | device record (latest reading, rings, open bucket, interval) | 600 B |
 //! | strings of the latest reading, index entry, order | ≈ 160 B |
+//! | status last reported by `status_changes` | 1 B |
 //! | **total** | **≈ 20.7 KB** |
 //!
 //! so 10,000 devices take ≈ 207 MB and 1,000 ≈ 21 MB (`memory_estimate`, checked by a test
@@ -153,6 +154,9 @@ pub struct Store {
     order: Vec<u32>,
     alerts: alert_log::AlertLog,
     counters: StoreCounters,
+    /// By index into `devices`: the status [`Store::status_changes`] last reported (`None`:
+    /// not yet, or not swept since the device appeared). One byte per device.
+    reported: Vec<Option<DeviceStatus>>,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -199,6 +203,7 @@ impl Store {
             order: Vec::new(),
             alerts: alert_log::AlertLog::new(cfg.max_open_alerts, cfg.max_resolved_alerts),
             counters: StoreCounters::default(),
+            reported: Vec::new(),
             cfg: StoreConfig {
                 raw_retention: Duration::from_millis(raw_retention_ms as u64),
                 rollup_retention: Duration::from_millis(rollup_retention_ms as u64),
@@ -383,6 +388,23 @@ impl Store {
         counts
     }
 
+    /// The devices whose status at `now_ms` differs from the one this sweep last reported for
+    /// them, with the new status, in the order they were first seen; a device not reported
+    /// yet counts as changed. It remembers what it returns, so there must be one caller (the
+    /// serve loop's periodic sweep): a second one would take the first one's changes.
+    pub fn status_changes(&mut self, now_ms: i64) -> Vec<(String, DeviceStatus)> {
+        self.reported.resize(self.devices.len(), None);
+        let mut changes = Vec::new();
+        for i in 0..self.devices.len() {
+            let status = self.status(i, now_ms);
+            if self.reported[i] != Some(status) {
+                self.reported[i] = Some(status);
+                changes.push((self.id(i).to_owned(), status));
+            }
+        }
+        changes
+    }
+
     /// `parameter` of device `id` over `[from_ms, to_ms]` (event time), as at most `points`
     /// buckets (`1..=`[`MAX_POINTS`]) of min/max/avg/count; empty buckets are left out. Raw
     /// samples answer when they still hold the whole range, rollups otherwise (buckets then
@@ -462,6 +484,7 @@ impl Store {
             + self.index.keys().map(|k| k.len()).sum::<usize>()
             + self.order.capacity() * std::mem::size_of::<u32>()
             + self.alerts.heap_bytes()
+            + self.reported.capacity() * std::mem::size_of::<Option<DeviceStatus>>()
     }
 }
 

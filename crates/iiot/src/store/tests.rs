@@ -52,3 +52,64 @@ fn a_redelivered_reading_is_counted_once() {
         .expect("known");
     assert_eq!(h[0].count, 2);
 }
+
+/// Far from any offline threshold, so the test does not depend on the exact formula.
+const LONG_SILENCE_MS: i64 = 60_000;
+
+/// Sweeps at `now_ms` and checks the changes reported.
+#[track_caller]
+fn assert_changes(store: &mut Store, now_ms: i64, want: &[(&str, DeviceStatus)]) {
+    let got = store.status_changes(now_ms);
+    let got: Vec<(&str, DeviceStatus)> = got.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+    assert_eq!(got, want, "changes at {now_ms}");
+}
+
+#[test]
+fn status_changes_report_new_devices_then_only_changes() {
+    let t0 = 1_000_000;
+    let mut store = Store::new(StoreConfig::default());
+    store.record(&reading("d1", 1, t0, 20.0), t0);
+    store.record(&reading("d2", 1, t0, 20.0), t0);
+    let online = DeviceStatus::Online;
+    assert_changes(&mut store, t0, &[("d1", online), ("d2", online)]);
+    assert_changes(&mut store, t0 + 1_000, &[]);
+
+    // d1 keeps sending every 5 s, d2 falls silent.
+    let mut t = t0;
+    for seq in 2..=13 {
+        t += 5_000;
+        store.record(&reading("d1", seq, t, 20.0), t);
+    }
+    assert_eq!(t, t0 + LONG_SILENCE_MS);
+    assert_changes(&mut store, t, &[("d2", DeviceStatus::Offline)]);
+    assert_changes(&mut store, t + 500, &[]);
+
+    store.record(&reading("d2", 2, t + 1_000, 20.0), t + 1_000);
+    assert_changes(&mut store, t + 1_000, &[("d2", online)]);
+}
+
+#[test]
+fn status_changes_report_a_sensor_fault_and_its_end() {
+    let t0 = 1_000_000;
+    let mut store = Store::new(StoreConfig::default());
+    store.record(&reading("d1", 1, t0, 20.0), t0);
+    store.status_changes(t0);
+    let mut faulty = reading("d1", 2, t0 + 5_000, 20.0);
+    faulty.sensors.temperature.status = iiot_model::SensorStatus::Fault;
+    store.record(&faulty, t0 + 5_000);
+    assert_changes(&mut store, t0 + 5_000, &[("d1", DeviceStatus::Fault)]);
+    store.record(&reading("d1", 3, t0 + 10_000, 20.0), t0 + 10_000);
+    assert_changes(&mut store, t0 + 10_000, &[("d1", DeviceStatus::Online)]);
+}
+
+#[test]
+fn a_device_appearing_between_sweeps_is_reported_in_the_next_one() {
+    let t0 = 1_000_000;
+    let mut store = Store::new(StoreConfig::default());
+    assert_changes(&mut store, t0, &[]);
+    store.record(&reading("d1", 1, t0, 20.0), t0);
+    let before = store.memory_estimate();
+    assert_changes(&mut store, t0 + 1_000, &[("d1", DeviceStatus::Online)]);
+    // The memory the sweep keeps is counted: a byte or so per device.
+    assert!(store.memory_estimate() > before);
+}

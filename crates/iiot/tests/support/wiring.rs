@@ -2,17 +2,17 @@
 //! embedded pipeline, the serve side and the server changes here, not in each test file.
 
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
 
 use axum::serve::ListenerExt;
 use iiot::config::Config;
-use iiot::http::AppState;
+use iiot::http::{AppState, OpsState};
 use iiot::hub::{Hub, HubConfig};
-use iiot::pipeline::Embedded;
+use iiot::listeners::Server;
+use iiot::processor::group::{GroupInputs, ProcessorGroup};
 use iiot::processor::run::{Command, ProcessorIo};
-use iiot::processor::{Processor, ProcessorStats};
-use iiot::serve::SharedStore;
-use iiot::server::Server;
+use iiot::processor::{Processor, ProcessorConfig, ProcessorStats};
+use iiot::sinks::live::{Live, SharedStore};
+use iiot::sinks::topics::{OutputTopics, TopicSink};
 use iiot::simulator::SimStats;
 use iiot::store::{Store, StoreConfig};
 use iiot_model::Limits;
@@ -24,12 +24,20 @@ use tokio_util::sync::CancellationToken;
 
 /// The embedded bus as `iiot run` sets it up for `config` (its topics and partitions).
 pub fn bus(config: &Config) -> Bus {
-    iiot::pipeline::bus_for(config)
+    iiot::backend::bus_for(config)
 }
 
-/// The embedded processors reading `bus`, as `iiot run` starts them.
-pub async fn start_pipeline(config: &Config, bus: Bus) -> Embedded {
-    Embedded::start(config, bus)
+/// The processors reading `bus`, their verdicts going to the bus's topics (alerts, dead
+/// letters), as `iiot run` starts them (without the live sink: tests watch the topics).
+pub async fn start_pipeline(config: &Config, bus: Bus) -> ProcessorGroup {
+    let mut inputs = GroupInputs::new(Vec::new());
+    let sink = TopicSink::new(
+        bus.publisher(),
+        OutputTopics::from_config(config),
+        inputs.stats.clone(),
+    );
+    inputs.sinks.push(Arc::new(sink));
+    ProcessorGroup::start(config, Arc::new(bus), inputs)
         .await
         .expect("the embedded processors start")
 }
@@ -39,7 +47,7 @@ pub async fn start_pipeline(config: &Config, bus: Bus) -> Embedded {
 pub async fn start_pipeline_watching_alerts(
     config: &Config,
     group: &str,
-) -> (Bus, Box<dyn Subscriber>, Embedded) {
+) -> (Bus, Box<dyn Subscriber>, ProcessorGroup) {
     let bus = bus(config);
     let alerts = bus
         .subscribe(&config.kafka.topic_alerts, group)
@@ -76,28 +84,23 @@ impl StateParts {
     }
 }
 
-/// The state behind `iiot::http::app`, started now.
+/// The state behind `iiot::http::app`, started now (a default hub when none is given).
 pub fn app_state(parts: StateParts) -> AppState {
-    AppState {
-        store: parts.store,
-        commands: parts.commands,
-        config: Arc::new(parts.config),
-        stats: parts.stats,
-        transport: parts.transport,
-        started: Instant::now(),
-        hub: parts.hub,
-        simulator: parts.simulator,
-    }
+    let mut ops = OpsState::new(&parts.config, parts.stats, parts.transport);
+    ops.simulator = parts.simulator;
+    let hub = parts.hub.unwrap_or_else(|| hub(&parts.config));
+    let live = Live::sharing(parts.store, hub);
+    AppState::new(ops, live, parts.commands)
 }
 
 /// The WebSocket hub as the server configures it from `config`.
 pub fn hub(config: &Config) -> Arc<Hub> {
-    Hub::new(iiot::server::hub_config(config))
+    Hub::new(HubConfig::from_config(config))
 }
 
 /// The server (HTTP API and WebSocket listeners) of `config`, started.
-pub async fn start_server(config: &Config, state: AppState, hub: Arc<Hub>) -> Server {
-    iiot::server::start(config, state, hub)
+pub async fn start_server(config: &Config, state: AppState) -> Server {
+    iiot::listeners::start(config, state)
         .await
         .expect("server starts")
 }
@@ -123,16 +126,16 @@ pub async fn start_ws_hub_adjusted(change: impl FnOnce(&mut HubConfig)) -> (Arc<
     start_ws_hub(cfg).await
 }
 
-/// The serve side's feeder: `store` follows `readings` and `alerts` (no hub, default limits)
-/// until both end.
+/// The serve side's feed from the topics: `store` (with a default hub) follows `readings` and
+/// `alerts` (default limits) until both end.
 pub fn spawn_feed_store(
     store: SharedStore,
     readings: Box<dyn Subscriber>,
     alerts: Box<dyn Subscriber>,
 ) -> JoinHandle<Result<(), TransportError>> {
-    tokio::spawn(iiot::serve::feed_store(
-        store,
-        None,
+    let live = Live::sharing(store, hub(&Config::default()));
+    tokio::spawn(iiot::sources::replica::feed(
+        live,
         readings,
         alerts,
         Limits::default(),
@@ -148,16 +151,15 @@ pub fn spawn_processor(
     publisher: Arc<dyn Publisher>,
     stats: Arc<ProcessorStats>,
 ) -> JoinHandle<Result<Processor, TransportError>> {
+    let sink = TopicSink::new(publisher, OutputTopics::from_config(config), stats.clone());
     let processor = Processor::new(
-        iiot::pipeline::processor_config(config),
+        ProcessorConfig::from_config(config),
         Arc::new(config.rules.clone()),
         stats,
     );
     let io = ProcessorIo {
         subscriber: input,
-        publisher,
-        alerts_topic: config.kafka.topic_alerts.clone(),
-        dlq_topic: config.kafka.topic_dlq.clone(),
+        sinks: vec![Arc::new(sink)],
         transport: None,
     };
     let (rules_tx, rules_rx) = tokio::sync::watch::channel(Arc::new(config.rules.clone()));
