@@ -1,0 +1,109 @@
+//! Rule specs: defaults, replacement, and the errors that name the key.
+
+use super::*;
+
+fn spec(toml_text: &str) -> RuleSpec {
+    toml::from_str(toml_text).expect("spec parses")
+}
+
+#[test]
+fn defaults_follow_the_thresholds() {
+    let set = RuleSet::defaults(&Thresholds {
+        temperature_high: 70.0,
+        ..Thresholds::default()
+    });
+    match &set.get("temperature_high").expect("present").kind {
+        RuleKind::Threshold {
+            value,
+            clear,
+            operator,
+            ..
+        } => {
+            assert_eq!((*value, *clear, *operator), (70.0, 68.25, Operator::Above));
+        }
+        k => panic!("unexpected {k:?}"),
+    }
+    match &set.get("temperature_low").expect("present").kind {
+        RuleKind::Threshold { value, clear, .. } => assert_eq!((*value, *clear), (0.0, 0.5)),
+        k => panic!("unexpected {k:?}"),
+    }
+    assert_eq!(set.rules.len(), 8);
+}
+
+#[test]
+fn specs_replace_add_and_remove_rules() {
+    let specs = vec![
+        spec(
+            "alert_type='temperature_high'\nparameter='temperature'\noperator='>'\nvalue=60.0\nclear=55.0\nfor='30s'\nseverity='critical'",
+        ),
+        spec("alert_type='pressure_low'\nparameter='pressure'\noperator='<'\nvalue=950.0"),
+        spec("alert_type='sensor_stuck'\nenabled=false"),
+    ];
+    let set = RuleSet::build(&Thresholds::default(), &specs).expect("valid");
+    let high = set.get("temperature_high").expect("present");
+    assert_eq!(high.severity, Severity::Critical);
+    assert_eq!(
+        high.kind,
+        RuleKind::Threshold {
+            parameter: Parameter::Temperature,
+            operator: Operator::Above,
+            value: 60.0,
+            clear: 55.0,
+            hold: Duration::from_secs(30)
+        }
+    );
+    assert!(set.get("pressure_low").is_some());
+    assert!(set.get("sensor_stuck").is_none());
+}
+
+#[test]
+fn bad_specs_name_the_key() {
+    let cases = [
+        (
+            "alert_type='x'\nparameter='voltage'\noperator='>'\nvalue=1.0",
+            "alerts.rules[0].parameter",
+        ),
+        (
+            "alert_type='x'\nparameter='current'\noperator='=='\nvalue=1.0",
+            "alerts.rules[0].operator",
+        ),
+        (
+            "alert_type='x'\nparameter='current'\noperator='>'\nvalue=10.0\nclear=12.0",
+            "alerts.rules[0].clear",
+        ),
+        (
+            "alert_type='x'\nparameter='current'\noperator='>'\nvalue=1.0\nfor='soon'",
+            "alerts.rules[0].for",
+        ),
+        (
+            "alert_type='x'\nparameter='current'\noperator='>'\nvalue=1.0\nfor='8days'",
+            "alerts.rules[0].for",
+        ),
+        (
+            "alert_type='x'\nparameter='current'\noperator='>'\nvalue=1.0\nseverity='meh'",
+            "alerts.rules[0].severity",
+        ),
+        (
+            "alert_type='X Y'\nparameter='current'\noperator='>'\nvalue=1.0",
+            "alerts.rules[0].alert_type",
+        ),
+        ("alert_type='x'\nkind='magic'", "alerts.rules[0].kind"),
+        (
+            "alert_type='x'\nkind='offline'\nmissed_intervals=0.5",
+            "alerts.rules[0].missed_intervals",
+        ),
+        (
+            "alert_type='x'\nkind='rate_of_change'\nparameter='current'\nvalue=-1.0",
+            "alerts.rules[0].value",
+        ),
+    ];
+    for (text, key) in cases {
+        let e = RuleSet::build(&Thresholds::default(), &[spec(text)]).expect_err(text);
+        assert_eq!(e.key, key, "{text}: {e}");
+    }
+}
+
+#[test]
+fn unknown_fields_are_rejected() {
+    assert!(toml::from_str::<RuleSpec>("alert_type='x'\nthreshhold=3").is_err());
+}
