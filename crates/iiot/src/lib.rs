@@ -8,6 +8,7 @@
 //! - [`processor`]: validation → dead letters, per-device `seq` tracking, aggregates, and the loop
 //!   that feeds the [`alerts`] engine from a [`iiot_transport::Subscriber`].
 //! - [`alerts`]: alert rules and the alert engine (one alert per device and type, lifecycle).
+//! - [`liveness`]: a device's send interval, silence and offline limit (shared by alerts, store).
 //! - [`store`]: the live store the server answers from (latest reading per device, compact raw
 //!   history, 5-minute rollups, device status, alert log), bounded by configuration.
 //! - [`serve`]: keeps the store and the hub current from subscriptions that see every reading
@@ -42,6 +43,7 @@ pub mod config;
 pub mod duration;
 pub mod http;
 pub mod hub;
+pub mod liveness;
 pub mod pipeline;
 pub mod processor;
 pub mod procstats;

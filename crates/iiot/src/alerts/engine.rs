@@ -13,6 +13,8 @@ use std::sync::Arc;
 use iiot_model::{Alert, AlertStatus, Operator, Reading, Threshold};
 
 use super::rules::{AlertRule, RuleKind, RuleSet};
+use crate::liveness::Liveness;
+pub use crate::liveness::MIN_OFFLINE_MS;
 
 /// Why an acknowledgement was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,12 +30,8 @@ pub enum AckError {
 /// Alert state of one device.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceAlerts {
-    /// Event time of the newest reading fed in.
-    last_event_ms: i64,
-    /// Receiver clock when the device was last heard from (0 = never).
-    last_received_ms: i64,
-    /// Estimated send interval (smoothed gap between event times), 0 until two readings.
-    interval_ms: i64,
+    /// When last heard from and how often it sends, for offline rules.
+    liveness: Liveness,
     /// One state per rule, in rule order.
     states: Vec<RuleState>,
 }
@@ -71,18 +69,14 @@ impl DeviceAlerts {
     /// Records that the device was heard from at `received_ms` (receiver clock), whatever the
     /// reading's order: late or repeated readings are still signs of life.
     pub fn touch(&mut self, received_ms: i64) {
-        self.last_received_ms = self.last_received_ms.max(received_ms);
+        self.liveness.touch(received_ms);
     }
 
     /// The estimated send interval in ms (0 when unknown yet).
     pub fn interval_ms(&self) -> i64 {
-        self.interval_ms
+        self.liveness.interval_ms(0)
     }
 }
-
-/// Offline limits shorter than this are raised to it: the processor checks once a second, so a
-/// shorter limit would only measure scheduling jitter.
-pub const MIN_OFFLINE_MS: i64 = 3_000;
 
 /// The alert engine: the current rules and how they turn readings into alerts.
 #[derive(Debug, Clone)]
@@ -146,19 +140,8 @@ impl AlertEngine {
         out: &mut Vec<Alert>,
     ) {
         let ts = reading.timestamp;
-        if dev.last_event_ms > 0 && ts > dev.last_event_ms {
-            let mut gap = ts - dev.last_event_ms;
-            if dev.interval_ms > 0 {
-                // A device back from silence should not teach us a huge interval.
-                gap = gap.min(dev.interval_ms * 4);
-                dev.interval_ms = (dev.interval_ms * 7 + gap) / 8;
-            } else {
-                // The first gap may span a silence: cap it like later ones.
-                dev.interval_ms = gap.min(self.default_interval_ms * 4);
-            }
-        }
-        dev.last_event_ms = dev.last_event_ms.max(ts);
-        dev.touch(received_ms);
+        dev.liveness.observe_event(ts, self.default_interval_ms);
+        dev.liveness.touch(received_ms);
         dev.states
             .resize_with(self.rules.rules.len(), RuleState::default);
 
@@ -308,24 +291,19 @@ impl AlertEngine {
         now_ms: i64,
         out: &mut Vec<Alert>,
     ) {
-        if dev.last_received_ms == 0 {
+        let Some(silence) = dev.liveness.silence_ms(now_ms) else {
             return;
-        }
+        };
         dev.states
             .resize_with(self.rules.rules.len(), RuleState::default);
-        let interval = if dev.interval_ms > 0 {
-            dev.interval_ms
-        } else {
-            self.default_interval_ms
-        };
-        let silence = now_ms - dev.last_received_ms;
+        let default_interval = self.default_interval_ms;
         for (rule, state) in self.rules.rules.iter().zip(dev.states.iter_mut()) {
             let RuleKind::Offline { missed_intervals } = rule.kind else {
                 continue;
             };
-            // The floor keeps millisecond intervals from flapping on scheduling hiccups.
-            let limit = (interval as f64 * missed_intervals).max(MIN_OFFLINE_MS as f64);
-            if state.open.is_none() && silence as f64 > limit {
+            let live = &dev.liveness;
+            if state.open.is_none() && live.is_silent(now_ms, missed_intervals, default_interval) {
+                let limit = live.offline_limit_ms(missed_intervals, default_interval);
                 let (secs, limit_secs) = (round2(silence as f64 / 1000.0), round2(limit / 1000.0));
                 let msg = format!("no data for {secs} s (limit {limit_secs} s)");
                 let threshold = Threshold {

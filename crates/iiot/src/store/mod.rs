@@ -22,7 +22,7 @@
 //! |---|---|
 //! | raw: 720 samples (1 h at 5 s) × 16 B, buffer ≤ 743 slots | ≤ 11,888 B |
 //! | rollups: 289 five-minute buckets (24 h) × 28 B | 8,092 B |
-//! | device record (latest reading, rings, open bucket, interval) | 600 B |
+//! | device record (latest reading, rings, open bucket, liveness) | 608 B |
 //! | strings of the latest reading, index entry, order | ≈ 160 B |
 //! | **total** | **≈ 20.7 KB** |
 //!
@@ -242,7 +242,7 @@ impl Store {
             self.counters.duplicates += 1;
             return true;
         }
-        dev.last_received_ms = dev.last_received_ms.max(received_ms);
+        dev.liveness.touch(received_ms);
         dev.advance_latest(reading, default_interval);
 
         let t = reading.timestamp;
@@ -251,7 +251,8 @@ impl Store {
             self.counters.raw_too_old += 1;
             dev.raw.mark_incomplete_through(t);
         } else {
-            let expected = self.raw_retention_ms / dev.interval(default_interval).max(1);
+            let expected =
+                self.raw_retention_ms / dev.liveness.interval_ms(default_interval).max(1);
             let size = RingSize {
                 expected: usize::try_from(expected).unwrap_or(usize::MAX),
                 cap: self.raw_cap,
@@ -330,8 +331,9 @@ impl Store {
         DeviceView {
             device_id: dev.latest.device_id.to_string(),
             status: self.status(i, now_ms),
-            last_seen_ms: dev.last_received_ms,
-            interval_ms: dev.interval(self.cfg.default_interval_ms),
+            // Every device was heard from: it exists because a reading arrived.
+            last_seen_ms: dev.liveness.last_heard_ms().unwrap_or_default(),
+            interval_ms: dev.liveness.interval_ms(self.cfg.default_interval_ms),
             open_alerts: counts.open,
             critical_alerts: counts.critical,
             latest: dev.latest.clone(),
