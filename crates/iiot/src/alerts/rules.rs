@@ -280,6 +280,19 @@ impl RuleSet {
     pub fn get(&self, alert_type: &str) -> Option<&AlertRule> {
         self.rules.iter().find(|r| r.alert_type == alert_type)
     }
+
+    /// The `missed_intervals` of the offline rule, for the store's device status; `None` without
+    /// one. Of several offline rules the smallest wins: a device is offline once any of them
+    /// fires.
+    pub fn offline_missed_intervals(&self) -> Option<f64> {
+        self.rules
+            .iter()
+            .filter_map(|r| match r.kind {
+                RuleKind::Offline { missed_intervals } => Some(missed_intervals),
+                _ => None,
+            })
+            .reduce(f64::min)
+    }
 }
 
 impl RuleSpec {

@@ -107,3 +107,25 @@ fn bad_specs_name_the_key() {
 fn unknown_fields_are_rejected() {
     assert!(toml::from_str::<RuleSpec>("alert_type='x'\nthreshhold=3").is_err());
 }
+
+#[test]
+fn the_offline_setting_comes_from_the_offline_rule() {
+    let defaults = RuleSet::defaults(&Thresholds::default());
+    assert_eq!(defaults.offline_missed_intervals(), Some(3.0));
+    let specs = [
+        spec("alert_type='device_offline'\nkind='offline'\nmissed_intervals=5.0"),
+        spec("alert_type='device_gone'\nkind='offline'\nmissed_intervals=20.0"),
+    ];
+    let set = RuleSet::build(&Thresholds::default(), &specs).expect("valid");
+    assert_eq!(
+        set.offline_missed_intervals(),
+        Some(5.0),
+        "the first to fire"
+    );
+    let none = RuleSet::build(
+        &Thresholds::default(),
+        &[spec("alert_type='device_offline'\nenabled=false")],
+    )
+    .expect("valid");
+    assert_eq!(none.offline_missed_intervals(), None);
+}

@@ -60,15 +60,19 @@ impl Device {
         true
     }
 
-    /// Status at `now_ms`: offline after 3 send intervals of silence. Offline wins over fault
-    /// (see [`DeviceStatus`]).
+    /// Status at `now_ms`: offline after `missed_intervals` send intervals of silence (as the
+    /// offline alert). Offline wins over fault (see [`DeviceStatus`]).
     pub(crate) fn status(
         &self,
         now_ms: i64,
+        missed_intervals: f64,
         default_interval_ms: i64,
         critical_open: bool,
     ) -> DeviceStatus {
-        if self.liveness.is_silent(now_ms, 3.0, default_interval_ms) {
+        if self
+            .liveness
+            .is_silent(now_ms, missed_intervals, default_interval_ms)
+        {
             DeviceStatus::Offline
         } else if critical_open || self.latest.has_sensor_fault() {
             DeviceStatus::Fault

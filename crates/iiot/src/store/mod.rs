@@ -71,7 +71,7 @@ use raw::{RawInsert, RingSize, Slot};
 pub use view::{DeviceFilter, DeviceStatus, DeviceView, MAX_PER_PAGE, Page, StatusCounts};
 
 /// Sizes and retention of the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoreConfig {
     /// How long raw samples are kept (by event time). At most 30 days (offsets are 32-bit ms).
     pub raw_retention: Duration,
@@ -91,6 +91,10 @@ pub struct StoreConfig {
     pub max_open_alerts: usize,
     /// How many resolved alerts are kept for the API (oldest dropped first).
     pub max_resolved_alerts: usize,
+    /// A device is `offline` after this many send intervals of silence (never less than
+    /// [`MIN_OFFLINE_MS`](crate::liveness::MIN_OFFLINE_MS)). Set it to the offline rule's
+    /// `missed_intervals` so status and the offline alert agree. At least 1.
+    pub offline_missed_intervals: f64,
 }
 
 impl Default for StoreConfig {
@@ -104,6 +108,7 @@ impl Default for StoreConfig {
             max_raw_samples_per_device: 10_000,
             max_open_alerts: 100_000,
             max_resolved_alerts: 10_000,
+            offline_missed_intervals: 3.0,
         }
     }
 }
@@ -159,6 +164,15 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// `missed_intervals` clamped to at least 1; not a number falls back to the default 3.
+fn clamp_missed_intervals(missed_intervals: f64) -> f64 {
+    if missed_intervals.is_nan() {
+        3.0
+    } else {
+        missed_intervals.max(1.0)
+    }
+}
+
 /// Bytes of a hashbrown table holding `capacity` entries of `entry` bytes (buckets are a power
 /// of two at most 7/8 full, plus one control byte each).
 pub(crate) fn table_bytes(capacity: usize, entry: usize) -> usize {
@@ -175,7 +189,8 @@ pub(crate) fn table_bytes(capacity: usize, entry: usize) -> usize {
 
 impl Store {
     /// An empty store. Out-of-range settings are clamped: retention of raw samples to 1 s..30
-    /// days, rollup width to at least 1 s, intervals to at least 1 ms, caps to at least 1.
+    /// days, rollup width to at least 1 s, intervals to at least 1 ms, caps and missed
+    /// intervals to at least 1.
     pub fn new(cfg: StoreConfig) -> Store {
         let raw_retention_ms = ms(cfg.raw_retention).clamp(1_000, 30 * 86_400_000);
         let rollup_width_ms = ms(cfg.rollup_bucket).max(1_000);
@@ -204,6 +219,7 @@ impl Store {
                 rollup_retention: Duration::from_millis(rollup_retention_ms as u64),
                 rollup_bucket: Duration::from_millis(rollup_width_ms as u64),
                 default_interval_ms: default_interval,
+                offline_missed_intervals: clamp_missed_intervals(cfg.offline_missed_intervals),
                 ..cfg
             },
         }
@@ -212,6 +228,12 @@ impl Store {
     /// The configuration in force (after clamping).
     pub fn config(&self) -> &StoreConfig {
         &self.cfg
+    }
+
+    /// Sets after how many send intervals of silence a device is `offline` (rules hot
+    /// reload), clamped as in [`Store::new`].
+    pub fn set_offline_missed_intervals(&mut self, missed_intervals: f64) {
+        self.cfg.offline_missed_intervals = clamp_missed_intervals(missed_intervals);
     }
 
     /// What was refused or dropped so far.
@@ -343,7 +365,12 @@ impl Store {
     fn status(&self, i: usize, now_ms: i64) -> DeviceStatus {
         let dev = &self.devices[i];
         let critical = self.alerts.open_counts(&dev.latest.device_id).critical > 0;
-        dev.status(now_ms, self.cfg.default_interval_ms, critical)
+        dev.status(
+            now_ms,
+            self.cfg.offline_missed_intervals,
+            self.cfg.default_interval_ms,
+            critical,
+        )
     }
 
     /// One device as of `now_ms`, or `None` if it never reported.

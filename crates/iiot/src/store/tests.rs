@@ -2,11 +2,13 @@
 //! Behaviour through the public API is tested in `tests/store.rs`.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use iiot_model::{Parameter, Reading};
 
 use super::device::Device;
 use super::*;
+use crate::alerts::{AlertEngine, DeviceAlerts, RuleSet, RuleSpec, Thresholds};
 
 /// A valid reading of `id` (values of the SPEC §2 example) with the given seq, event time and
 /// temperature.
@@ -51,4 +53,51 @@ fn a_redelivered_reading_is_counted_once() {
         .history("d1", Parameter::Temperature, 0, 10_000, 1)
         .expect("known");
     assert_eq!(h[0].count, 2);
+}
+
+#[test]
+fn status_turns_offline_at_the_instant_the_offline_alert_fires() {
+    const T0: i64 = 1_700_000_000_000;
+    let spec = RuleSpec {
+        alert_type: "device_offline".into(),
+        kind: Some("offline".into()),
+        missed_intervals: Some(5.0),
+        ..RuleSpec::default()
+    };
+    let rules = RuleSet::build(&Thresholds::default(), &[spec]).expect("valid rule");
+    let missed = rules.offline_missed_intervals().expect("an offline rule");
+    let engine = AlertEngine::new(Arc::new(rules), 5_000);
+    let mut store = Store::new(StoreConfig::default());
+    store.set_offline_missed_intervals(missed);
+    let mut dev = DeviceAlerts::default();
+    let mut out = Vec::new();
+    // Every 2 s rather than the default 5 s: both sides must learn the same interval.
+    for i in 0..10 {
+        let r = reading("device_001", i, T0 + i as i64 * 2_000, 25.0);
+        engine.observe(&mut dev, &r, r.timestamp, &mut out);
+        store.record(&r, r.timestamp);
+    }
+    let last = T0 + 9 * 2_000;
+    let offline = |store: &Store, now| {
+        store.device("device_001", now).map(|d| d.status) == Some(DeviceStatus::Offline)
+    };
+    assert!(
+        !offline(&store, last + 3 * 2_000 + 1),
+        "not after 3 intervals"
+    );
+    let mut fired = None;
+    for now in last..=last + 30_000 {
+        engine.check_offline("device_001", &mut dev, now, &mut out);
+        let alert = out.iter().any(|a| a.alert_type == "device_offline");
+        assert_eq!(alert, offline(&store, now), "{} ms of silence", now - last);
+        if alert {
+            fired = Some(now - last);
+            break;
+        }
+    }
+    assert_eq!(
+        fired,
+        Some(5 * 2_000 + 1),
+        "silence when both turned offline"
+    );
 }
