@@ -6,6 +6,11 @@ fn spec(toml_text: &str) -> RuleSpec {
     toml::from_str(toml_text).expect("spec parses")
 }
 
+/// Why the defaults plus the one rule `toml_text` are refused.
+fn refusal(toml_text: &str) -> RuleError {
+    RuleSet::build(&Thresholds::default(), &[spec(toml_text)]).expect_err(toml_text)
+}
+
 #[test]
 fn defaults_follow_the_thresholds() {
     let set = RuleSet::defaults(&Thresholds {
@@ -98,7 +103,7 @@ fn bad_specs_name_the_key() {
         ),
     ];
     for (text, key) in cases {
-        let e = RuleSet::build(&Thresholds::default(), &[spec(text)]).expect_err(text);
+        let e = refusal(text);
         assert_eq!(e.key, key, "{text}: {e}");
     }
 }
@@ -106,6 +111,86 @@ fn bad_specs_name_the_key() {
 #[test]
 fn unknown_fields_are_rejected() {
     assert!(toml::from_str::<RuleSpec>("alert_type='x'\nthreshhold=3").is_err());
+}
+
+#[test]
+fn messages_of_common_fields_and_thresholds_say_what_is_allowed() {
+    assert_problems(&[
+        (
+            "alert_type='X Y'",
+            "\"X Y\" must be non-empty snake_case ([a-z0-9_])",
+        ),
+        (
+            "alert_type='x'\nseverity='meh'",
+            "\"meh\" is not one of low, medium, high, critical",
+        ),
+        ("alert_type='x'\nvalue=nan", "NaN is not a finite number"),
+        ("alert_type='x'\nclear=inf", "inf is not a finite number"),
+        (
+            "alert_type='x'\nkind='magic'",
+            "\"magic\" is not one of threshold, rate_of_change, stuck, offline",
+        ),
+        ("alert_type='x'\nvalue=1.0", "is required: \">\" or \"<\""),
+        (
+            "alert_type='x'\noperator='=='",
+            "\"==\" must be \">\" or \"<\"",
+        ),
+        ("alert_type='x'\noperator='>'", "is required"),
+        (
+            "alert_type='x'\noperator='>'\nvalue=10.0\nclear=12.0",
+            "12 must be on the safe side of value 10 (operator >)",
+        ),
+        (
+            "alert_type='x'\noperator='>'\nvalue=1.0",
+            "is required for this kind",
+        ),
+        (
+            "alert_type='x'\noperator='>'\nvalue=1.0\nparameter='voltage'",
+            "\"voltage\" is not one of temperature, humidity, pressure, current, battery, signal_strength",
+        ),
+        (
+            "alert_type='x'\nparameter='current'\noperator='>'\nvalue=1.0\nfor='8days'",
+            "\"8days\" is longer than 7 days",
+        ),
+    ]);
+}
+
+#[test]
+fn messages_of_rate_stuck_and_offline_rules_say_what_is_allowed() {
+    assert_problems(&[
+        (
+            "alert_type='x'\nkind='rate_of_change'",
+            "is required (units per minute)",
+        ),
+        (
+            "alert_type='x'\nkind='rate_of_change'\nvalue=-1.0",
+            "-1 must be > 0",
+        ),
+        (
+            "alert_type='x'\nkind='rate_of_change'\nvalue=1.0\nclear=2.0",
+            "2 must be between 0 and value 1",
+        ),
+        (
+            "alert_type='x'\nkind='rate_of_change'\nvalue=1.0\nwindow='0s'",
+            "must be longer than 0",
+        ),
+        (
+            "alert_type='x'\nkind='stuck'\nfor='0s'",
+            "must be longer than 0",
+        ),
+        ("alert_type='x'\nkind='stuck'", "is required for this kind"),
+        (
+            "alert_type='x'\nkind='offline'\nmissed_intervals=0.5",
+            "0.5 must be a number >= 1",
+        ),
+    ]);
+}
+
+/// Each (rule, problem): the rule is refused with exactly that problem.
+fn assert_problems(cases: &[(&str, &str)]) {
+    for (text, problem) in cases {
+        assert_eq!(refusal(text).problem, *problem, "{text}");
+    }
 }
 
 #[test]
