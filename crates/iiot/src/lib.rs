@@ -21,6 +21,7 @@
 //! - [`simulator`]: the device fleet (realistic values, faults, malformed messages) and the
 //!   paced runner that publishes it.
 //! - [`alerts`]: alert rules and the alert engine (one alert per device and type, lifecycle).
+//! - [`liveness`]: a device's send interval, silence and offline limit (shared by alerts, store).
 //! - [`store`]: the live store the server answers from (latest reading per device, compact raw
 //!   history, 5-minute rollups, device status, alert log), bounded by configuration.
 //! - [`http`]: the HTTP API (`app()`: devices, history, export, alerts, stats, `/metrics`,
@@ -46,6 +47,7 @@ pub mod duration;
 pub mod http;
 pub mod hub;
 pub mod listeners;
+pub mod liveness;
 pub mod processor;
 pub mod procstats;
 pub mod recovery;

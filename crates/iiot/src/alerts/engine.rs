@@ -10,9 +10,15 @@
 
 use std::sync::Arc;
 
-use iiot_model::{Alert, AlertStatus, Operator, Reading, Threshold};
+use iiot_model::{Alert, AlertStatus, Reading, Threshold};
 
 use super::rules::{AlertRule, RuleKind, RuleSet};
+use crate::liveness::Liveness;
+pub use crate::liveness::MIN_OFFLINE_MS;
+use steps::Step;
+
+#[path = "steps.rs"]
+mod steps;
 
 /// Why an acknowledgement was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,12 +34,8 @@ pub enum AckError {
 /// Alert state of one device.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceAlerts {
-    /// Event time of the newest reading fed in.
-    last_event_ms: i64,
-    /// Receiver clock when the device was last heard from (0 = never).
-    last_received_ms: i64,
-    /// Estimated send interval (smoothed gap between event times), 0 until two readings.
-    interval_ms: i64,
+    /// When last heard from and how often it sends, for offline rules.
+    liveness: Liveness,
     /// One state per rule, in rule order.
     states: Vec<RuleState>,
 }
@@ -71,18 +73,14 @@ impl DeviceAlerts {
     /// Records that the device was heard from at `received_ms` (receiver clock), whatever the
     /// reading's order: late or repeated readings are still signs of life.
     pub fn touch(&mut self, received_ms: i64) {
-        self.last_received_ms = self.last_received_ms.max(received_ms);
+        self.liveness.touch(received_ms);
     }
 
     /// The estimated send interval in ms (0 when unknown yet).
     pub fn interval_ms(&self) -> i64 {
-        self.interval_ms
+        self.liveness.interval_ms(0)
     }
 }
-
-/// Offline limits shorter than this are raised to it: the processor checks once a second, so a
-/// shorter limit would only measure scheduling jitter.
-pub const MIN_OFFLINE_MS: i64 = 3_000;
 
 /// The alert engine: the current rules and how they turn readings into alerts.
 #[derive(Debug, Clone)]
@@ -146,156 +144,13 @@ impl AlertEngine {
         out: &mut Vec<Alert>,
     ) {
         let ts = reading.timestamp;
-        if dev.last_event_ms > 0 && ts > dev.last_event_ms {
-            let mut gap = ts - dev.last_event_ms;
-            if dev.interval_ms > 0 {
-                // A device back from silence should not teach us a huge interval.
-                gap = gap.min(dev.interval_ms * 4);
-                dev.interval_ms = (dev.interval_ms * 7 + gap) / 8;
-            } else {
-                // The first gap may span a silence: cap it like later ones.
-                dev.interval_ms = gap.min(self.default_interval_ms * 4);
-            }
-        }
-        dev.last_event_ms = dev.last_event_ms.max(ts);
-        dev.touch(received_ms);
+        dev.liveness.observe_event(ts, self.default_interval_ms);
+        dev.liveness.touch(received_ms);
         dev.states
             .resize_with(self.rules.rules.len(), RuleState::default);
-
-        let device_id = &reading.device_id;
         for (rule, state) in self.rules.rules.iter().zip(dev.states.iter_mut()) {
-            match &rule.kind {
-                RuleKind::Threshold {
-                    parameter,
-                    operator,
-                    value,
-                    clear,
-                    hold,
-                } => {
-                    let v = reading.value(*parameter);
-                    let unit = parameter.unit();
-                    if state.open.is_some() {
-                        let cleared = match operator {
-                            Operator::Below => v >= *clear,
-                            _ => v <= *clear,
-                        };
-                        if cleared {
-                            let msg = format!(
-                                "{parameter} back to {v} {unit} (clears at {clear} {unit})"
-                            );
-                            resolve(device_id, rule, state, ts, v, msg, out);
-                        }
-                        continue;
-                    }
-                    let violated = match operator {
-                        Operator::Below => v < *value,
-                        Operator::Above => v > *value,
-                        Operator::AtLeast => v >= *value,
-                    };
-                    if !violated {
-                        state.pending_since = None;
-                        continue;
-                    }
-                    let since = *state.pending_since.get_or_insert(ts);
-                    if ts - since >= hold.as_millis() as i64 {
-                        let word = if *operator == Operator::Below {
-                            "below"
-                        } else {
-                            "above"
-                        };
-                        let msg = format!("{parameter} {v} {unit} {word} threshold {value} {unit}");
-                        let threshold = Threshold {
-                            parameter: parameter.as_str().to_string(),
-                            operator: *operator,
-                            value: *value,
-                        };
-                        raise(device_id, rule, state, ts, v, threshold, msg, out);
-                    }
-                }
-                RuleKind::RateOfChange {
-                    parameter,
-                    value,
-                    clear,
-                    window,
-                } => {
-                    let v = reading.value(*parameter);
-                    let (start, v0) = *state.reference.get_or_insert((ts, v));
-                    let span = ts - start;
-                    if span < window.as_millis() as i64 || span <= 0 {
-                        continue;
-                    }
-                    state.reference = Some((ts, v));
-                    let rate = round2((v - v0).abs() * 60_000.0 / span as f64);
-                    let unit = parameter.unit();
-                    if state.open.is_some() {
-                        if rate <= *clear {
-                            let msg = format!("{parameter} rate back to {rate} {unit}/min");
-                            resolve(device_id, rule, state, ts, rate, msg, out);
-                        }
-                    } else if rate > *value {
-                        let msg = format!(
-                            "{parameter} changing {rate} {unit}/min (limit {value} {unit}/min)"
-                        );
-                        let threshold = Threshold {
-                            parameter: format!("{parameter}_rate_per_min"),
-                            operator: Operator::Above,
-                            value: *value,
-                        };
-                        raise(device_id, rule, state, ts, rate, threshold, msg, out);
-                    }
-                }
-                RuleKind::Stuck { parameter, hold } => {
-                    let v = reading.value(*parameter);
-                    match state.reference {
-                        Some((_, same)) if same.to_bits() == v.to_bits() => {
-                            state.count = state.count.saturating_add(1)
-                        }
-                        _ => {
-                            state.reference = Some((ts, v));
-                            state.count = 1;
-                            if state.open.is_some() {
-                                let msg = format!(
-                                    "{parameter} sensor changing again ({v} {})",
-                                    parameter.unit()
-                                );
-                                resolve(device_id, rule, state, ts, v, msg, out);
-                            }
-                            continue;
-                        }
-                    }
-                    let since = state.reference.map_or(ts, |(t, _)| t);
-                    let stuck_ms = ts - since;
-                    if state.open.is_none()
-                        && state.count >= 3
-                        && stuck_ms >= hold.as_millis() as i64
-                    {
-                        let secs = stuck_ms as f64 / 1000.0;
-                        let msg = format!(
-                            "{parameter} sensor stuck at {v} {} for {secs} s",
-                            parameter.unit()
-                        );
-                        let threshold = Threshold {
-                            parameter: format!("{parameter}_unchanged_seconds"),
-                            operator: Operator::AtLeast,
-                            value: hold.as_secs_f64(),
-                        };
-                        raise(device_id, rule, state, ts, secs, threshold, msg, out);
-                    }
-                }
-                RuleKind::Offline { .. } => {
-                    if state.open.is_some() {
-                        resolve(
-                            device_id,
-                            rule,
-                            state,
-                            ts,
-                            0.0,
-                            "device reporting again".into(),
-                            out,
-                        );
-                    }
-                }
-            }
+            let step = steps::on_reading(&rule.kind, state, reading);
+            apply(&reading.device_id, rule, state, ts, step, out);
         }
     }
 
@@ -308,33 +163,24 @@ impl AlertEngine {
         now_ms: i64,
         out: &mut Vec<Alert>,
     ) {
-        if dev.last_received_ms == 0 {
+        if dev.liveness.last_heard_ms().is_none() {
             return;
         }
         dev.states
             .resize_with(self.rules.rules.len(), RuleState::default);
-        let interval = if dev.interval_ms > 0 {
-            dev.interval_ms
-        } else {
-            self.default_interval_ms
-        };
-        let silence = now_ms - dev.last_received_ms;
         for (rule, state) in self.rules.rules.iter().zip(dev.states.iter_mut()) {
             let RuleKind::Offline { missed_intervals } = rule.kind else {
                 continue;
             };
-            // The floor keeps millisecond intervals from flapping on scheduling hiccups.
-            let limit = (interval as f64 * missed_intervals).max(MIN_OFFLINE_MS as f64);
-            if state.open.is_none() && silence as f64 > limit {
-                let (secs, limit_secs) = (round2(silence as f64 / 1000.0), round2(limit / 1000.0));
-                let msg = format!("no data for {secs} s (limit {limit_secs} s)");
-                let threshold = Threshold {
-                    parameter: "silence_seconds".into(),
-                    operator: Operator::Above,
-                    value: limit_secs,
-                };
-                raise(device_id, rule, state, now_ms, secs, threshold, msg, out);
-            }
+            let default_interval = self.default_interval_ms;
+            let step = steps::offline(
+                state,
+                &dev.liveness,
+                missed_intervals,
+                default_interval,
+                now_ms,
+            );
+            apply(device_id, rule, state, now_ms, step, out);
         }
     }
 
@@ -384,40 +230,48 @@ impl AlertEngine {
             .rules
             .rules
             .iter()
-            .map(|rule| {
-                old.rules
-                    .iter()
-                    .position(|r| r.alert_type == rule.alert_type)
-                    .and_then(|i| {
-                        let state = previous.get_mut(i).and_then(Option::take)?;
-                        // Same kind and parameter: keep everything. Otherwise the partial
-                        // state (windows, pending times) means something else now: keep only
-                        // the open alert, judged by the new rule from here on.
-                        Some(if same_measure(&old.rules[i].kind, &rule.kind) {
-                            state
-                        } else {
-                            RuleState {
-                                open: state.open,
-                                ..RuleState::default()
-                            }
-                        })
-                    })
-                    .unwrap_or_default()
-            })
+            .map(|rule| carried_over(old, rule, &mut previous))
             .collect();
+        // What was not carried over belongs to rules that are gone.
         for (rule, state) in old.rules.iter().zip(previous.iter_mut()) {
             if let Some(state) = state.as_mut().filter(|s| s.open.is_some()) {
                 let value = state.open.as_ref().map_or(0.0, |o| o.value);
-                resolve(
+                let message = "rule removed from configuration".into();
+                apply(
                     device_id,
                     rule,
                     state,
                     now_ms,
-                    value,
-                    "rule removed from configuration".into(),
+                    Step::Resolve { value, message },
                     out,
                 );
             }
+        }
+    }
+}
+
+/// The state `rule` takes over from the rule of the same `alert_type` in `old`, taken out of
+/// `previous` (that rule's state, by position in `old`); fresh state if there is none.
+fn carried_over(old: &RuleSet, rule: &AlertRule, previous: &mut [Option<RuleState>]) -> RuleState {
+    let Some(i) = old
+        .rules
+        .iter()
+        .position(|r| r.alert_type == rule.alert_type)
+    else {
+        return RuleState::default();
+    };
+    let Some(state) = previous.get_mut(i).and_then(Option::take) else {
+        return RuleState::default();
+    };
+    // Same kind and parameter: keep everything. Otherwise the partial state (windows, pending
+    // times) means something else now: keep only the open alert, judged by the new rule from
+    // here on.
+    if same_measure(&old.rules[i].kind, &rule.kind) {
+        state
+    } else {
+        RuleState {
+            open: state.open,
+            ..RuleState::default()
         }
     }
 }
@@ -433,53 +287,49 @@ fn same_measure(a: &RuleKind, b: &RuleKind) -> bool {
     std::mem::discriminant(a) == std::mem::discriminant(b) && parameter(a) == parameter(b)
 }
 
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
-
-#[allow(clippy::too_many_arguments)]
-fn raise(
+/// Carries out `step` of `rule` at `ts`: opens or resolves its alert and appends the change to
+/// `out`. The one place the lifecycle moves on readings, silences and rule removal.
+fn apply(
     device_id: &str,
     rule: &AlertRule,
     state: &mut RuleState,
     ts: i64,
-    value: f64,
-    threshold: Threshold,
-    message: String,
+    step: Step,
     out: &mut Vec<Alert>,
 ) {
-    state.pending_since = None;
-    let open = Open {
-        alert_id: alert_id(device_id, &rule.alert_type, ts),
-        status: AlertStatus::Active,
-        message: message.clone(),
-        value,
-        threshold,
-        raised_at: ts,
-    };
-    out.push(build(device_id, rule, &open, ts, value, message));
-    state.open = Some(Box::new(open));
-}
-
-fn resolve(
-    device_id: &str,
-    rule: &AlertRule,
-    state: &mut RuleState,
-    ts: i64,
-    value: f64,
-    message: String,
-    out: &mut Vec<Alert>,
-) {
-    if let Some(mut open) = state.open.take() {
-        open.status = AlertStatus::Resolved;
-        // Offline alerts are raised on the receiver's clock and resolved on the device's: a
-        // device clock behind ours must not make an alert end before it began.
-        let ts = ts.max(open.raised_at);
-        out.push(build(device_id, rule, &open, ts, value, message));
+    match step {
+        Step::Hold => return,
+        Step::Raise {
+            value,
+            threshold,
+            message,
+        } => {
+            let open = Open {
+                alert_id: alert_id(device_id, &rule.alert_type, ts),
+                status: AlertStatus::Active,
+                message: message.clone(),
+                value,
+                threshold,
+                raised_at: ts,
+            };
+            out.push(build(device_id, rule, &open, ts, value, message));
+            state.open = Some(Box::new(open));
+        }
+        Step::Resolve { value, message } => {
+            if let Some(mut open) = state.open.take() {
+                open.status = AlertStatus::Resolved;
+                // Offline alerts are raised on the receiver's clock and resolved on the
+                // device's: a device clock behind ours must not make an alert end before it
+                // began.
+                let ts = ts.max(open.raised_at);
+                out.push(build(device_id, rule, &open, ts, value, message));
+            }
+        }
     }
     state.pending_since = None;
 }
 
+/// The alert `open` of `rule` as published at `ts`: the only place an [`Alert`] is built.
 fn build(
     device_id: &str,
     rule: &AlertRule,

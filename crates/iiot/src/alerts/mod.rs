@@ -2,7 +2,8 @@
 //! `active → acknowledged → resolved`, published at every change.
 //!
 //! - [`rules`]: rule config, validation and defaults.
-//! - [`engine`]: per-device rule state and the lifecycle.
+//! - [`engine`]: per-device rule state and the lifecycle; one step function per rule kind
+//!   (`steps.rs`) says what each reading or silence does to a rule's alert.
 //!
 //! The engine is synchronous and takes time as arguments (event time from readings, receive time
 //! for offline checks), so tests drive it with any clock. It owns alert state; it does not publish.

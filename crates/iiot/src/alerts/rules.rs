@@ -280,147 +280,46 @@ impl RuleSet {
     pub fn get(&self, alert_type: &str) -> Option<&AlertRule> {
         self.rules.iter().find(|r| r.alert_type == alert_type)
     }
+
+    /// The `missed_intervals` of the offline rule, for the store's device status; `None` without
+    /// one. Of several offline rules the smallest wins: a device is offline once any of them
+    /// fires.
+    pub fn offline_missed_intervals(&self) -> Option<f64> {
+        self.rules
+            .iter()
+            .filter_map(|r| match r.kind {
+                RuleKind::Offline { missed_intervals } => Some(missed_intervals),
+                _ => None,
+            })
+            .reduce(f64::min)
+    }
+}
+
+/// Turns a field name into its full key: `clear` → `alerts.rules[2].clear`.
+type Key<'a> = &'a dyn Fn(&str) -> String;
+
+fn err(key: Key<'_>, field: &str, problem: String) -> RuleError {
+    RuleError {
+        key: key(field),
+        problem,
+    }
 }
 
 impl RuleSpec {
-    fn check(&self, key: &dyn Fn(&str) -> String) -> Result<AlertRule, RuleError> {
-        let err = |field: &str, problem: String| RuleError {
-            key: key(field),
-            problem,
-        };
-        if self.alert_type.is_empty()
-            || !self
-                .alert_type
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
-            return Err(err(
-                "alert_type",
-                format!(
-                    "{:?} must be non-empty snake_case ([a-z0-9_])",
-                    self.alert_type
-                ),
-            ));
-        }
-        let severity = match self.severity.as_deref() {
-            None => Severity::Medium,
-            Some(s) => Severity::parse(s).ok_or_else(|| {
-                err(
-                    "severity",
-                    format!("{s:?} is not one of low, medium, high, critical"),
-                )
-            })?,
-        };
-        let parameter = || -> Result<Parameter, RuleError> {
-            let p = self
-                .parameter
-                .as_deref()
-                .ok_or_else(|| err("parameter", "is required for this kind".into()))?;
-            Parameter::parse(p).ok_or_else(|| {
-                err("parameter", format!(
-                    "{p:?} is not one of temperature, humidity, pressure, current, battery, signal_strength"
-                ))
-            })
-        };
-        let duration = |field: &str, text: &Option<String>, default: Duration| match text {
-            None => Ok(default),
-            Some(t) => match parse_duration(t) {
-                Ok(d) if d > MAX_RULE_DURATION => {
-                    Err(err(field, format!("{t:?} is longer than 7 days")))
-                }
-                Ok(d) => Ok(d),
-                Err(e) => Err(err(field, e)),
-            },
-        };
-        let finite = |field: &str, v: Option<f64>| -> Result<Option<f64>, RuleError> {
-            match v {
-                Some(x) if !x.is_finite() => Err(err(field, format!("{x} is not a finite number"))),
-                other => Ok(other),
-            }
-        };
-        let value = finite("value", self.value)?;
-        let clear = finite("clear", self.clear)?;
+    /// The checked rule, or the first problem found, naming its key.
+    fn check(&self, key: Key<'_>) -> Result<AlertRule, RuleError> {
+        self.check_alert_type(key)?;
+        let severity = self.severity(key)?;
+        let value = finite(key, "value", self.value)?;
+        let clear = finite(key, "clear", self.clear)?;
         let kind = match self.kind.as_deref().unwrap_or("threshold") {
-            "threshold" => {
-                let operator = match self.operator.as_deref() {
-                    Some(">") => Operator::Above,
-                    Some("<") => Operator::Below,
-                    Some(o) => {
-                        return Err(err("operator", format!("{o:?} must be \">\" or \"<\"")));
-                    }
-                    None => return Err(err("operator", "is required: \">\" or \"<\"".into())),
-                };
-                let value = value.ok_or_else(|| err("value", "is required".into()))?;
-                let clear = clear.unwrap_or_else(|| default_clear(operator, value));
-                let wrong_side = match operator {
-                    Operator::Below => clear < value,
-                    _ => clear > value,
-                };
-                if wrong_side {
-                    return Err(err(
-                        "clear",
-                        format!(
-                            "{clear} must be on the safe side of value {value} (operator {})",
-                            operator.as_str()
-                        ),
-                    ));
-                }
-                RuleKind::Threshold {
-                    parameter: parameter()?,
-                    operator,
-                    value,
-                    clear,
-                    hold: duration("for", &self.for_, Duration::ZERO)?,
-                }
-            }
-            "rate_of_change" => {
-                let value =
-                    value.ok_or_else(|| err("value", "is required (units per minute)".into()))?;
-                if value <= 0.0 {
-                    return Err(err("value", format!("{value} must be > 0")));
-                }
-                let clear = clear.unwrap_or(value * 0.8);
-                if clear > value || clear < 0.0 {
-                    return Err(err(
-                        "clear",
-                        format!("{clear} must be between 0 and value {value}"),
-                    ));
-                }
-                let window = duration("window", &self.window, Duration::from_secs(60))?;
-                if window.is_zero() {
-                    return Err(err("window", "must be longer than 0".into()));
-                }
-                RuleKind::RateOfChange {
-                    parameter: parameter()?,
-                    value,
-                    clear,
-                    window,
-                }
-            }
-            "stuck" => {
-                let hold = duration("for", &self.for_, Duration::from_secs(60))?;
-                if hold.is_zero() {
-                    return Err(err("for", "must be longer than 0".into()));
-                }
-                RuleKind::Stuck {
-                    parameter: parameter()?,
-                    hold,
-                }
-            }
-            "offline" => {
-                let missed = self.missed_intervals.unwrap_or(3.0);
-                if !(missed.is_finite() && missed >= 1.0) {
-                    return Err(err(
-                        "missed_intervals",
-                        format!("{missed} must be a number >= 1"),
-                    ));
-                }
-                RuleKind::Offline {
-                    missed_intervals: missed,
-                }
-            }
+            "threshold" => self.threshold(key, value, clear)?,
+            "rate_of_change" => self.rate_of_change(key, value, clear)?,
+            "stuck" => self.stuck(key)?,
+            "offline" => self.offline(key)?,
             other => {
                 return Err(err(
+                    key,
                     "kind",
                     format!("{other:?} is not one of threshold, rate_of_change, stuck, offline"),
                 ));
@@ -432,115 +331,183 @@ impl RuleSpec {
             kind,
         })
     }
+
+    fn check_alert_type(&self, key: Key<'_>) -> Result<(), RuleError> {
+        let snake = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_';
+        if self.alert_type.is_empty() || !self.alert_type.bytes().all(snake) {
+            return Err(err(
+                key,
+                "alert_type",
+                format!(
+                    "{:?} must be non-empty snake_case ([a-z0-9_])",
+                    self.alert_type
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn severity(&self, key: Key<'_>) -> Result<Severity, RuleError> {
+        let Some(s) = self.severity.as_deref() else {
+            return Ok(Severity::Medium);
+        };
+        Severity::parse(s).ok_or_else(|| {
+            err(
+                key,
+                "severity",
+                format!("{s:?} is not one of low, medium, high, critical"),
+            )
+        })
+    }
+
+    fn parameter(&self, key: Key<'_>) -> Result<Parameter, RuleError> {
+        let p = self
+            .parameter
+            .as_deref()
+            .ok_or_else(|| err(key, "parameter", "is required for this kind".into()))?;
+        Parameter::parse(p).ok_or_else(|| {
+            err(key, "parameter", format!(
+                "{p:?} is not one of temperature, humidity, pressure, current, battery, signal_strength"
+            ))
+        })
+    }
+
+    fn operator(&self, key: Key<'_>) -> Result<Operator, RuleError> {
+        match self.operator.as_deref() {
+            Some(">") => Ok(Operator::Above),
+            Some("<") => Ok(Operator::Below),
+            Some(o) => Err(err(
+                key,
+                "operator",
+                format!("{o:?} must be \">\" or \"<\""),
+            )),
+            None => Err(err(key, "operator", "is required: \">\" or \"<\"".into())),
+        }
+    }
+
+    fn threshold(
+        &self,
+        key: Key<'_>,
+        value: Option<f64>,
+        clear: Option<f64>,
+    ) -> Result<RuleKind, RuleError> {
+        let operator = self.operator(key)?;
+        let value = value.ok_or_else(|| err(key, "value", "is required".into()))?;
+        let clear = clear.unwrap_or_else(|| default_clear(operator, value));
+        let wrong_side = match operator {
+            Operator::Below => clear < value,
+            _ => clear > value,
+        };
+        if wrong_side {
+            return Err(err(
+                key,
+                "clear",
+                format!(
+                    "{clear} must be on the safe side of value {value} (operator {})",
+                    operator.as_str()
+                ),
+            ));
+        }
+        Ok(RuleKind::Threshold {
+            parameter: self.parameter(key)?,
+            operator,
+            value,
+            clear,
+            hold: duration(key, "for", &self.for_, Duration::ZERO)?,
+        })
+    }
+
+    fn rate_of_change(
+        &self,
+        key: Key<'_>,
+        value: Option<f64>,
+        clear: Option<f64>,
+    ) -> Result<RuleKind, RuleError> {
+        let value =
+            value.ok_or_else(|| err(key, "value", "is required (units per minute)".into()))?;
+        if value <= 0.0 {
+            return Err(err(key, "value", format!("{value} must be > 0")));
+        }
+        let clear = clear.unwrap_or(value * 0.8);
+        if clear > value || clear < 0.0 {
+            return Err(err(
+                key,
+                "clear",
+                format!("{clear} must be between 0 and value {value}"),
+            ));
+        }
+        let window = positive_duration(key, "window", &self.window, Duration::from_secs(60))?;
+        Ok(RuleKind::RateOfChange {
+            parameter: self.parameter(key)?,
+            value,
+            clear,
+            window,
+        })
+    }
+
+    fn stuck(&self, key: Key<'_>) -> Result<RuleKind, RuleError> {
+        let hold = positive_duration(key, "for", &self.for_, Duration::from_secs(60))?;
+        Ok(RuleKind::Stuck {
+            parameter: self.parameter(key)?,
+            hold,
+        })
+    }
+
+    fn offline(&self, key: Key<'_>) -> Result<RuleKind, RuleError> {
+        let missed = self.missed_intervals.unwrap_or(3.0);
+        if !(missed.is_finite() && missed >= 1.0) {
+            return Err(err(
+                key,
+                "missed_intervals",
+                format!("{missed} must be a number >= 1"),
+            ));
+        }
+        Ok(RuleKind::Offline {
+            missed_intervals: missed,
+        })
+    }
+}
+
+/// `text` as a duration of at most [`MAX_RULE_DURATION`], `default` when absent.
+fn duration(
+    key: Key<'_>,
+    field: &str,
+    text: &Option<String>,
+    default: Duration,
+) -> Result<Duration, RuleError> {
+    let Some(t) = text else {
+        return Ok(default);
+    };
+    match parse_duration(t) {
+        Ok(d) if d > MAX_RULE_DURATION => {
+            Err(err(key, field, format!("{t:?} is longer than 7 days")))
+        }
+        Ok(d) => Ok(d),
+        Err(e) => Err(err(key, field, e)),
+    }
+}
+
+/// [`duration`], refusing zero.
+fn positive_duration(
+    key: Key<'_>,
+    field: &str,
+    text: &Option<String>,
+    default: Duration,
+) -> Result<Duration, RuleError> {
+    let d = duration(key, field, text, default)?;
+    if d.is_zero() {
+        return Err(err(key, field, "must be longer than 0".into()));
+    }
+    Ok(d)
+}
+
+fn finite(key: Key<'_>, field: &str, v: Option<f64>) -> Result<Option<f64>, RuleError> {
+    match v {
+        Some(x) if !x.is_finite() => Err(err(key, field, format!("{x} is not a finite number"))),
+        other => Ok(other),
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(toml_text: &str) -> RuleSpec {
-        toml::from_str(toml_text).expect("spec parses")
-    }
-
-    #[test]
-    fn defaults_follow_the_thresholds() {
-        let set = RuleSet::defaults(&Thresholds {
-            temperature_high: 70.0,
-            ..Thresholds::default()
-        });
-        match &set.get("temperature_high").expect("present").kind {
-            RuleKind::Threshold {
-                value,
-                clear,
-                operator,
-                ..
-            } => {
-                assert_eq!((*value, *clear, *operator), (70.0, 68.25, Operator::Above));
-            }
-            k => panic!("unexpected {k:?}"),
-        }
-        match &set.get("temperature_low").expect("present").kind {
-            RuleKind::Threshold { value, clear, .. } => assert_eq!((*value, *clear), (0.0, 0.5)),
-            k => panic!("unexpected {k:?}"),
-        }
-        assert_eq!(set.rules.len(), 8);
-    }
-
-    #[test]
-    fn specs_replace_add_and_remove_rules() {
-        let specs = vec![
-            spec(
-                "alert_type='temperature_high'\nparameter='temperature'\noperator='>'\nvalue=60.0\nclear=55.0\nfor='30s'\nseverity='critical'",
-            ),
-            spec("alert_type='pressure_low'\nparameter='pressure'\noperator='<'\nvalue=950.0"),
-            spec("alert_type='sensor_stuck'\nenabled=false"),
-        ];
-        let set = RuleSet::build(&Thresholds::default(), &specs).expect("valid");
-        let high = set.get("temperature_high").expect("present");
-        assert_eq!(high.severity, Severity::Critical);
-        assert_eq!(
-            high.kind,
-            RuleKind::Threshold {
-                parameter: Parameter::Temperature,
-                operator: Operator::Above,
-                value: 60.0,
-                clear: 55.0,
-                hold: Duration::from_secs(30)
-            }
-        );
-        assert!(set.get("pressure_low").is_some());
-        assert!(set.get("sensor_stuck").is_none());
-    }
-
-    #[test]
-    fn bad_specs_name_the_key() {
-        let cases = [
-            (
-                "alert_type='x'\nparameter='voltage'\noperator='>'\nvalue=1.0",
-                "alerts.rules[0].parameter",
-            ),
-            (
-                "alert_type='x'\nparameter='current'\noperator='=='\nvalue=1.0",
-                "alerts.rules[0].operator",
-            ),
-            (
-                "alert_type='x'\nparameter='current'\noperator='>'\nvalue=10.0\nclear=12.0",
-                "alerts.rules[0].clear",
-            ),
-            (
-                "alert_type='x'\nparameter='current'\noperator='>'\nvalue=1.0\nfor='soon'",
-                "alerts.rules[0].for",
-            ),
-            (
-                "alert_type='x'\nparameter='current'\noperator='>'\nvalue=1.0\nfor='8days'",
-                "alerts.rules[0].for",
-            ),
-            (
-                "alert_type='x'\nparameter='current'\noperator='>'\nvalue=1.0\nseverity='meh'",
-                "alerts.rules[0].severity",
-            ),
-            (
-                "alert_type='X Y'\nparameter='current'\noperator='>'\nvalue=1.0",
-                "alerts.rules[0].alert_type",
-            ),
-            ("alert_type='x'\nkind='magic'", "alerts.rules[0].kind"),
-            (
-                "alert_type='x'\nkind='offline'\nmissed_intervals=0.5",
-                "alerts.rules[0].missed_intervals",
-            ),
-            (
-                "alert_type='x'\nkind='rate_of_change'\nparameter='current'\nvalue=-1.0",
-                "alerts.rules[0].value",
-            ),
-        ];
-        for (text, key) in cases {
-            let e = RuleSet::build(&Thresholds::default(), &[spec(text)]).expect_err(text);
-            assert_eq!(e.key, key, "{text}: {e}");
-        }
-    }
-
-    #[test]
-    fn unknown_fields_are_rejected() {
-        assert!(toml::from_str::<RuleSpec>("alert_type='x'\nthreshhold=3").is_err());
-    }
-}
+#[path = "rules_tests.rs"]
+mod tests;

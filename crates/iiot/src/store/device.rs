@@ -7,7 +7,7 @@ use iiot_model::{Parameter, Reading};
 use super::raw::RawRing;
 use super::rollup::RollupRing;
 use super::view::DeviceStatus;
-use crate::alerts::engine::MIN_OFFLINE_MS;
+use crate::liveness::Liveness;
 
 /// One device: its newest reading, when it was last heard from, its send interval, and its
 /// history.
@@ -15,11 +15,10 @@ use crate::alerts::engine::MIN_OFFLINE_MS;
 pub(crate) struct Device {
     /// Newest by (event time, seq); strings are reused across readings, units are `'static`.
     pub(crate) latest: Reading<'static>,
-    /// Receiver clock of the last reading that arrived (late ones included: data did arrive).
-    pub(crate) last_received_ms: i64,
-    /// Smoothed gap between event times, 0 until two readings (same estimate as the alert
-    /// engine's, so the store and the offline alert agree on who is silent).
-    pub(crate) interval_ms: i64,
+    /// Heard from at every reading that arrived (late ones included: data did arrive); the
+    /// interval learned from readings that became latest. The alert engine judges offline
+    /// with the same type, so status and offline alert agree on who is silent.
+    pub(crate) liveness: Liveness,
     pub(crate) raw: RawRing,
     pub(crate) rollups: RollupRing,
 }
@@ -32,10 +31,13 @@ impl Device {
                 set_unit(&mut m.unit, p);
             }
         }
+        let mut liveness = Liveness::default();
+        liveness.touch(received_ms);
+        // The first event time only marks where the next gap starts (no default needed).
+        liveness.observe_event(r.timestamp, 0);
         Device {
             latest,
-            last_received_ms: received_ms,
-            interval_ms: 0,
+            liveness,
             raw: RawRing::new(),
             rollups: RollupRing::new(),
         }
@@ -52,38 +54,25 @@ impl Device {
         if (r.timestamp, r.seq) <= (self.latest.timestamp, self.latest.seq) {
             return false;
         }
-        if r.timestamp > self.latest.timestamp {
-            let gap = r.timestamp - self.latest.timestamp;
-            // A device back from silence should not teach us a huge interval.
-            self.interval_ms = if self.interval_ms > 0 {
-                (self.interval_ms * 7 + gap.min(self.interval_ms * 4)) / 8
-            } else {
-                gap.min(default_interval_ms * 4)
-            };
-        }
+        self.liveness
+            .observe_event(r.timestamp, default_interval_ms);
         refresh(&mut self.latest, r);
         true
     }
 
-    /// The send interval: observed, or `default_interval_ms` until observed.
-    pub(crate) fn interval(&self, default_interval_ms: i64) -> i64 {
-        if self.interval_ms > 0 {
-            self.interval_ms
-        } else {
-            default_interval_ms
-        }
-    }
-
-    /// Status at `now_ms`. Offline wins over fault (see [`DeviceStatus`]).
+    /// Status at `now_ms`: offline after `missed_intervals` send intervals of silence (as the
+    /// offline alert). Offline wins over fault (see [`DeviceStatus`]).
     pub(crate) fn status(
         &self,
         now_ms: i64,
+        missed_intervals: f64,
         default_interval_ms: i64,
         critical_open: bool,
     ) -> DeviceStatus {
-        // The floor keeps fast devices from flapping on scheduling hiccups (as for the alert).
-        let limit = (self.interval(default_interval_ms) * 3).max(MIN_OFFLINE_MS);
-        if now_ms - self.last_received_ms > limit {
+        if self
+            .liveness
+            .is_silent(now_ms, missed_intervals, default_interval_ms)
+        {
             DeviceStatus::Offline
         } else if critical_open || self.latest.has_sensor_fault() {
             DeviceStatus::Fault

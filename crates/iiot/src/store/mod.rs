@@ -22,7 +22,7 @@
 //! |---|---|
 //! | raw: 720 samples (1 h at 5 s) × 16 B, buffer ≤ 743 slots | ≤ 11,888 B |
 //! | rollups: 289 five-minute buckets (24 h) × 28 B | 8,092 B |
-//! | device record (latest reading, rings, open bucket, interval) | 600 B |
+//! | device record (latest reading, rings, open bucket, liveness) | 608 B |
 //! | strings of the latest reading, index entry, order | ≈ 160 B |
 //! | status last reported by `status_changes` | 1 B |
 //! | **total** | **≈ 20.7 KB** |
@@ -72,7 +72,7 @@ use raw::{RawInsert, RingSize, Slot};
 pub use view::{DeviceFilter, DeviceStatus, DeviceView, MAX_PER_PAGE, Page, StatusCounts};
 
 /// Sizes and retention of the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoreConfig {
     /// How long raw samples are kept (by event time). At most 30 days (offsets are 32-bit ms).
     pub raw_retention: Duration,
@@ -92,6 +92,10 @@ pub struct StoreConfig {
     pub max_open_alerts: usize,
     /// How many resolved alerts are kept for the API (oldest dropped first).
     pub max_resolved_alerts: usize,
+    /// A device is `offline` after this many send intervals of silence (never less than
+    /// [`MIN_OFFLINE_MS`](crate::liveness::MIN_OFFLINE_MS)). Set it to the offline rule's
+    /// `missed_intervals` so status and the offline alert agree. At least 1.
+    pub offline_missed_intervals: f64,
 }
 
 impl Default for StoreConfig {
@@ -105,6 +109,7 @@ impl Default for StoreConfig {
             max_raw_samples_per_device: 10_000,
             max_open_alerts: 100_000,
             max_resolved_alerts: 10_000,
+            offline_missed_intervals: 3.0,
         }
     }
 }
@@ -163,6 +168,15 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// `missed_intervals` clamped to at least 1; not a number falls back to the default 3.
+fn clamp_missed_intervals(missed_intervals: f64) -> f64 {
+    if missed_intervals.is_nan() {
+        3.0
+    } else {
+        missed_intervals.max(1.0)
+    }
+}
+
 /// Bytes of a hashbrown table holding `capacity` entries of `entry` bytes (buckets are a power
 /// of two at most 7/8 full, plus one control byte each).
 pub(crate) fn table_bytes(capacity: usize, entry: usize) -> usize {
@@ -179,7 +193,8 @@ pub(crate) fn table_bytes(capacity: usize, entry: usize) -> usize {
 
 impl Store {
     /// An empty store. Out-of-range settings are clamped: retention of raw samples to 1 s..30
-    /// days, rollup width to at least 1 s, intervals to at least 1 ms, caps to at least 1.
+    /// days, rollup width to at least 1 s, intervals to at least 1 ms, caps and missed
+    /// intervals to at least 1.
     pub fn new(cfg: StoreConfig) -> Store {
         let raw_retention_ms = ms(cfg.raw_retention).clamp(1_000, 30 * 86_400_000);
         let rollup_width_ms = ms(cfg.rollup_bucket).max(1_000);
@@ -209,6 +224,7 @@ impl Store {
                 rollup_retention: Duration::from_millis(rollup_retention_ms as u64),
                 rollup_bucket: Duration::from_millis(rollup_width_ms as u64),
                 default_interval_ms: default_interval,
+                offline_missed_intervals: clamp_missed_intervals(cfg.offline_missed_intervals),
                 ..cfg
             },
         }
@@ -217,6 +233,12 @@ impl Store {
     /// The configuration in force (after clamping).
     pub fn config(&self) -> &StoreConfig {
         &self.cfg
+    }
+
+    /// Sets after how many send intervals of silence a device is `offline` (rules hot
+    /// reload), clamped as in [`Store::new`].
+    pub fn set_offline_missed_intervals(&mut self, missed_intervals: f64) {
+        self.cfg.offline_missed_intervals = clamp_missed_intervals(missed_intervals);
     }
 
     /// What was refused or dropped so far.
@@ -247,7 +269,7 @@ impl Store {
             self.counters.duplicates += 1;
             return true;
         }
-        dev.last_received_ms = dev.last_received_ms.max(received_ms);
+        dev.liveness.touch(received_ms);
         dev.advance_latest(reading, default_interval);
 
         let t = reading.timestamp;
@@ -256,7 +278,8 @@ impl Store {
             self.counters.raw_too_old += 1;
             dev.raw.mark_incomplete_through(t);
         } else {
-            let expected = self.raw_retention_ms / dev.interval(default_interval).max(1);
+            let expected =
+                self.raw_retention_ms / dev.liveness.interval_ms(default_interval).max(1);
             let size = RingSize {
                 expected: usize::try_from(expected).unwrap_or(usize::MAX),
                 cap: self.raw_cap,
@@ -335,8 +358,9 @@ impl Store {
         DeviceView {
             device_id: dev.latest.device_id.to_string(),
             status: self.status(i, now_ms),
-            last_seen_ms: dev.last_received_ms,
-            interval_ms: dev.interval(self.cfg.default_interval_ms),
+            // Every device was heard from: it exists because a reading arrived.
+            last_seen_ms: dev.liveness.last_heard_ms().unwrap_or_default(),
+            interval_ms: dev.liveness.interval_ms(self.cfg.default_interval_ms),
             open_alerts: counts.open,
             critical_alerts: counts.critical,
             latest: dev.latest.clone(),
@@ -346,7 +370,12 @@ impl Store {
     fn status(&self, i: usize, now_ms: i64) -> DeviceStatus {
         let dev = &self.devices[i];
         let critical = self.alerts.open_counts(&dev.latest.device_id).critical > 0;
-        dev.status(now_ms, self.cfg.default_interval_ms, critical)
+        dev.status(
+            now_ms,
+            self.cfg.offline_missed_intervals,
+            self.cfg.default_interval_ms,
+            critical,
+        )
     }
 
     /// One device as of `now_ms`, or `None` if it never reported.

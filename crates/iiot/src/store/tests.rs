@@ -2,11 +2,13 @@
 //! Behaviour through the public API is tested in `tests/store.rs`.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use iiot_model::{Parameter, Reading};
 
 use super::device::Device;
 use super::*;
+use crate::alerts::{AlertEngine, DeviceAlerts, RuleSet, RuleSpec, Thresholds};
 
 /// A valid reading of `id` (values of the SPEC §2 example) with the given seq, event time and
 /// temperature.
@@ -16,9 +18,9 @@ pub(crate) fn reading(id: &str, seq: u64, t: i64, temperature: f64) -> Reading<'
 
 #[test]
 fn the_documented_device_record_size_holds() {
-    // The module docs budget 600 B for the record; a change here must update them.
+    // The module docs budget 608 B for the record; a change here must update them.
     assert!(
-        std::mem::size_of::<Device>() <= 600,
+        std::mem::size_of::<Device>() <= 608,
         "{}",
         std::mem::size_of::<Device>()
     );
@@ -35,7 +37,7 @@ fn latest_keeps_units_static_and_reuses_strings() {
         Cow::Borrowed("hPa")
     ));
     assert!(matches!(dev.latest.location.building, Cow::Owned(_)));
-    assert_eq!(dev.interval_ms, 5_000);
+    assert_eq!(dev.liveness.interval_ms(0), 5_000);
 }
 
 #[test]
@@ -112,4 +114,51 @@ fn a_device_appearing_between_sweeps_is_reported_in_the_next_one() {
     assert_changes(&mut store, t0 + 1_000, &[("d1", DeviceStatus::Online)]);
     // The memory the sweep keeps is counted: a byte or so per device.
     assert!(store.memory_estimate() > before);
+}
+
+#[test]
+fn status_turns_offline_at_the_instant_the_offline_alert_fires() {
+    const T0: i64 = 1_700_000_000_000;
+    let spec = RuleSpec {
+        alert_type: "device_offline".into(),
+        kind: Some("offline".into()),
+        missed_intervals: Some(5.0),
+        ..RuleSpec::default()
+    };
+    let rules = RuleSet::build(&Thresholds::default(), &[spec]).expect("valid rule");
+    let missed = rules.offline_missed_intervals().expect("an offline rule");
+    let engine = AlertEngine::new(Arc::new(rules), 5_000);
+    let mut store = Store::new(StoreConfig::default());
+    store.set_offline_missed_intervals(missed);
+    let mut dev = DeviceAlerts::default();
+    let mut out = Vec::new();
+    // Every 2 s rather than the default 5 s: both sides must learn the same interval.
+    for i in 0..10 {
+        let r = reading("device_001", i, T0 + i as i64 * 2_000, 25.0);
+        engine.observe(&mut dev, &r, r.timestamp, &mut out);
+        store.record(&r, r.timestamp);
+    }
+    let last = T0 + 9 * 2_000;
+    let offline = |store: &Store, now| {
+        store.device("device_001", now).map(|d| d.status) == Some(DeviceStatus::Offline)
+    };
+    assert!(
+        !offline(&store, last + 3 * 2_000 + 1),
+        "not after 3 intervals"
+    );
+    let mut fired = None;
+    for now in last..=last + 30_000 {
+        engine.check_offline("device_001", &mut dev, now, &mut out);
+        let alert = out.iter().any(|a| a.alert_type == "device_offline");
+        assert_eq!(alert, offline(&store, now), "{} ms of silence", now - last);
+        if alert {
+            fired = Some(now - last);
+            break;
+        }
+    }
+    assert_eq!(
+        fired,
+        Some(5 * 2_000 + 1),
+        "silence when both turned offline"
+    );
 }

@@ -17,7 +17,7 @@ pub const MAX_PER_PAGE: usize = 1_000;
 pub enum DeviceStatus {
     /// Reporting, no critical alert open, no sensor reporting a fault.
     Online,
-    /// Nothing received for three times its send interval.
+    /// Nothing received for `offline_missed_intervals` (3 by default) times its send interval.
     Offline,
     /// A critical alert is open (active or acknowledged), or its latest reading has a sensor
     /// reporting `fault`.
