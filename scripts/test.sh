@@ -20,6 +20,9 @@ cargo fmt --all -- --check
 
 echo "== lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The embedded product alone: no librdkafka, no C toolchain (cargo features kafka, mimalloc).
+echo "== build without Kafka"
+cargo clippy -p iiot --no-default-features --locked -- -D warnings
 
 echo "== tests"
 cargo test --workspace --doc --locked

@@ -3,6 +3,7 @@
 //! killed with SIGKILL, a broker that comes late, a metrics port already taken.
 //!
 //! Needs the `tansu` binary (`scripts/kafka-up.sh --install`).
+#![cfg(feature = "kafka")]
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 

@@ -4,6 +4,7 @@
 //! the `iiot` binary, environment variables and the HTTP API.
 //!
 //! Needs the `tansu` binary (`scripts/kafka-up.sh --install`).
+#![cfg(feature = "kafka")]
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 

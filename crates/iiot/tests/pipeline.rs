@@ -313,7 +313,8 @@ async fn a_failed_output_delivery_is_sent_again_and_the_processor_carries_on() {
         bus: bus.clone(),
         fail: 2.into(),
     });
-    let worker = support::spawn_processor(&config, input, flaky, stats.clone());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = support::spawn_processor(&config, input, flaky, stats.clone(), stop);
 
     bus.publish(
         &k.topic_device_data,
@@ -347,4 +348,51 @@ async fn a_failed_output_delivery_is_sent_again_and_the_processor_carries_on() {
         .expect("task")
         .expect("no error");
     assert_eq!(processor.stats().dead_letters_total(), 1);
+}
+
+/// SIGTERM during a broker outage: the worker is retrying a delivery that cannot succeed. The
+/// stop reaches the retry loop, the worker ends promptly, and the input whose output was never
+/// delivered stays uncommitted (read again after a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_an_outage_ends_the_retries_and_commits_nothing() {
+    use iiot::processor::ProcessorStats;
+    use std::sync::Arc;
+
+    let config = Config::default();
+    let bus = support::bus(&config);
+    let k = &config.kafka;
+    let input = bus
+        .subscribe(&k.topic_device_data, "processor")
+        .await
+        .expect("subscribe");
+    let stats = Arc::new(ProcessorStats::default());
+    let outage = Arc::new(Flaky {
+        bus: bus.clone(),
+        fail: u32::MAX.into(),
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = support::spawn_processor(&config, input, outage, stats.clone(), stop.clone());
+    bus.publish(
+        &k.topic_device_data,
+        b"device_bad",
+        Bytes::from_static(b"{not json"),
+    )
+    .await
+    .expect("publish");
+    wait_until("the worker is retrying", Duration::from_secs(30), || {
+        stats.publish_errors.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+
+    stop.cancel();
+    let ended = tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .expect("the worker ends within 10 s of the stop")
+        .expect("task");
+    assert!(ended.is_ok(), "a stop is not an error: {:?}", ended.err());
+    assert_eq!(
+        bus.lag(&k.topic_device_data, "processor"),
+        Some(1),
+        "the undelivered input is not committed"
+    );
 }

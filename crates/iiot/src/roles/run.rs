@@ -82,6 +82,7 @@ pub async fn run(
         &shutdown,
     )
     .await?;
+    serve.follow_rules(process.group.rules.subscribe());
     if backend.is_shared() {
         serve.follow_topics(&config, &backend).await?;
     }

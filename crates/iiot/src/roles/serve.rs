@@ -139,6 +139,28 @@ impl Serve {
         Ok(())
     }
 
+    /// Keeps the store's idea of "offline" in step with reloaded alert rules (the offline rule's
+    /// `missed_intervals`), until the serve side stops.
+    pub fn follow_rules(&self, mut rules: tokio::sync::watch::Receiver<Arc<crate::alerts::RuleSet>>) {
+        let (live, stop) = (self.live.clone(), self.stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    changed = rules.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let missed = rules.borrow_and_update().offline_missed_intervals();
+                        if let Some(missed) = missed {
+                            live.write().set_offline_missed_intervals(missed);
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     /// Cancelled when the feed from the topics ends.
     pub fn feeder_done(&self) -> CancellationToken {
         self.feeder_done.clone()

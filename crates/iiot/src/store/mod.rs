@@ -524,6 +524,11 @@ impl StoreConfig {
         StoreConfig {
             max_devices: config.processor.max_devices,
             default_interval_ms: config.simulator.send_interval.as_millis() as i64,
+            // Offline means what the offline alert rule says it means.
+            offline_missed_intervals: config
+                .rules
+                .offline_missed_intervals()
+                .unwrap_or(StoreConfig::default().offline_missed_intervals),
             ..StoreConfig::default()
         }
     }

@@ -144,12 +144,13 @@ pub fn spawn_feed_store(
 }
 
 /// One processor worker of `config` reading `input` and writing alerts and dead letters
-/// through `publisher`, with no rule reloads and no commands, until its input ends.
+/// through `publisher`, with no rule reloads and no commands, until its input ends or `stop`.
 pub fn spawn_processor(
     config: &Config,
     input: Box<dyn Subscriber>,
     publisher: Arc<dyn Publisher>,
     stats: Arc<ProcessorStats>,
+    stop: CancellationToken,
 ) -> JoinHandle<Result<Processor, TransportError>> {
     let sink = TopicSink::new(publisher, OutputTopics::from_config(config), stats.clone());
     let processor = Processor::new(
@@ -167,13 +168,6 @@ pub fn spawn_processor(
     tokio::spawn(async move {
         // Held open while the worker runs, as the test's own ends of them were.
         let _open = (rules_tx, commands_tx);
-        iiot::processor::run::run(
-            processor,
-            io,
-            rules_rx,
-            commands_rx,
-            CancellationToken::new(),
-        )
-        .await
+        iiot::processor::run::run(processor, io, rules_rx, commands_rx, stop).await
     })
 }
