@@ -95,6 +95,9 @@ async fn every_reading_once_in_order_with_alerts_and_dead_letters() {
         }
     }
     let processor = embedded.finish().await.expect("drained");
+    // The processors drained their input and delivered their outputs; closing the bus ends the
+    // test's own subscriptions.
+    bus.close();
     let alerts: Vec<Alert> = alerts_task
         .await
         .expect("alerts task")
