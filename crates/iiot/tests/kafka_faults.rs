@@ -4,7 +4,6 @@
 //!
 //! Needs the `tansu` binary (`scripts/kafka-up.sh --install`).
 #![cfg(feature = "kafka")]
-
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod support;

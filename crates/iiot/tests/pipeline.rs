@@ -295,30 +295,32 @@ impl iiot_transport::Publisher for Flaky {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_output_delivery_is_sent_again_and_the_processor_carries_on() {
-    use iiot::processor::ProcessorStats;
-    use std::sync::Arc;
+type Worker =
+    tokio::task::JoinHandle<Result<iiot::processor::Processor, iiot_transport::TransportError>>;
 
-    let config = Config::default();
-    let bus = support::bus(&config);
+/// A processor worker on `bus` whose first `fail` deliveries fail, with one malformed message
+/// (whose dead letter is its only output) published to it.
+async fn flaky_worker_with_a_bad_message(
+    config: &Config,
+    bus: &iiot_transport::Bus,
+    fail: u32,
+) -> (
+    std::sync::Arc<iiot::processor::ProcessorStats>,
+    Worker,
+    tokio_util::sync::CancellationToken,
+) {
     let k = &config.kafka;
-    let mut dlq = bus
-        .subscribe(&k.topic_dlq, "test-dlq")
-        .await
-        .expect("subscribe");
     let input = bus
         .subscribe(&k.topic_device_data, "processor")
         .await
         .expect("subscribe");
-    let stats = Arc::new(ProcessorStats::default());
-    let flaky = Arc::new(Flaky {
+    let stats = std::sync::Arc::new(iiot::processor::ProcessorStats::default());
+    let flaky = std::sync::Arc::new(Flaky {
         bus: bus.clone(),
-        fail: 2.into(),
+        fail: fail.into(),
     });
     let stop = tokio_util::sync::CancellationToken::new();
-    let worker = support::spawn_processor(&config, input, flaky, stats.clone(), stop);
-
+    let worker = support::spawn_processor(config, input, flaky, stats.clone(), stop.clone());
     bus.publish(
         &k.topic_device_data,
         b"device_bad",
@@ -326,6 +328,19 @@ async fn a_failed_output_delivery_is_sent_again_and_the_processor_carries_on() {
     )
     .await
     .expect("publish");
+    (stats, worker, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_output_delivery_is_sent_again_and_the_processor_carries_on() {
+    let config = Config::default();
+    let bus = support::bus(&config);
+    let k = &config.kafka;
+    let mut dlq = bus
+        .subscribe(&k.topic_dlq, "test-dlq")
+        .await
+        .expect("subscribe");
+    let (stats, worker, _stop) = flaky_worker_with_a_bad_message(&config, &bus, 2).await;
     let mut got = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), dlq.recv_batch(&mut got, 10))
         .await
@@ -358,30 +373,10 @@ async fn a_failed_output_delivery_is_sent_again_and_the_processor_carries_on() {
 /// delivered stays uncommitted (read again after a restart).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_during_an_outage_ends_the_retries_and_commits_nothing() {
-    use iiot::processor::ProcessorStats;
-    use std::sync::Arc;
-
     let config = Config::default();
     let bus = support::bus(&config);
     let k = &config.kafka;
-    let input = bus
-        .subscribe(&k.topic_device_data, "processor")
-        .await
-        .expect("subscribe");
-    let stats = Arc::new(ProcessorStats::default());
-    let outage = Arc::new(Flaky {
-        bus: bus.clone(),
-        fail: u32::MAX.into(),
-    });
-    let stop = tokio_util::sync::CancellationToken::new();
-    let worker = support::spawn_processor(&config, input, outage, stats.clone(), stop.clone());
-    bus.publish(
-        &k.topic_device_data,
-        b"device_bad",
-        Bytes::from_static(b"{not json"),
-    )
-    .await
-    .expect("publish");
+    let (stats, worker, stop) = flaky_worker_with_a_bad_message(&config, &bus, u32::MAX).await;
     wait_until("the worker is retrying", Duration::from_secs(30), || {
         stats.publish_errors.load(Ordering::Relaxed) >= 2
     })

@@ -238,13 +238,11 @@ impl Processor {
                     .devices
                     .entry(Box::from(&*reading.device_id))
                     .or_default();
-                if let Some(alerts) = self.recovered.remove(&*reading.device_id) {
-                    for (alert, raised_at) in &alerts {
-                        if self.engine.restore(&mut dev.alerts, alert, *raised_at) {
-                            self.open
-                                .insert(alert.alert_id.clone(), Box::from(&*reading.device_id));
-                            self.stats.alerts_open.fetch_add(1, Ordering::Relaxed);
-                        }
+                if let Some(recovered) = self.recovered.remove(&*reading.device_id) {
+                    let restored = restore(&self.engine, dev, &recovered);
+                    for alert_id in restored {
+                        self.open.insert(alert_id, Box::from(&*reading.device_id));
+                        self.stats.alerts_open.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 dev
@@ -255,28 +253,10 @@ impl Processor {
         if partition.is_some() {
             dev.partition = partition;
         }
-        match dev.seq.check(reading.seq, reading.timestamp) {
-            SeqVerdict::InOrder => {}
-            SeqVerdict::Gap(missing) => {
-                self.local.seq_gaps = self.local.seq_gaps.saturating_add(missing);
-            }
-            SeqVerdict::Restart => {
-                self.local.seq_restarts += 1;
-            }
-            SeqVerdict::Late | SeqVerdict::TooOld => {
-                dev.aggregates.add(&reading);
-                self.local.late += 1;
-                return Judged::Late(reading);
-            }
-            SeqVerdict::Duplicate => {
-                let detail = format!(
-                    "{} seq {} already processed",
-                    reading.device_id, reading.seq
-                );
-                return Judged::Rejected(
-                    self.reject(Invalid::new(InvalidReason::DuplicateSeq, detail)),
-                );
-            }
+        match sequence(&mut self.local, dev, &reading) {
+            Sequence::Next => {}
+            Sequence::Late => return Judged::Late(reading),
+            Sequence::Duplicate(invalid) => return Judged::Rejected(self.reject(invalid)),
         }
         dev.aggregates.add(&reading);
         let before = alerts.len();
@@ -429,6 +409,48 @@ impl Processor {
         let _ = shared.add(&self.latency_us);
         self.latency_us.reset();
     }
+}
+
+/// Where a reading stands in its device's sequence.
+enum Sequence {
+    /// Next (or after a gap or restart, counted): judge it.
+    Next,
+    /// Older than one already processed: counted and aggregated only.
+    Late,
+    /// Already processed: rejected.
+    Duplicate(Invalid),
+}
+
+/// Checks `reading` against `dev`'s sequence, counting gaps, restarts and late readings.
+fn sequence(local: &mut LocalCounts, dev: &mut DeviceState, reading: &Reading<'_>) -> Sequence {
+    match dev.seq.check(reading.seq, reading.timestamp) {
+        SeqVerdict::InOrder => {}
+        SeqVerdict::Gap(missing) => local.seq_gaps = local.seq_gaps.saturating_add(missing),
+        SeqVerdict::Restart => local.seq_restarts += 1,
+        SeqVerdict::Late | SeqVerdict::TooOld => {
+            dev.aggregates.add(reading);
+            local.late += 1;
+            return Sequence::Late;
+        }
+        SeqVerdict::Duplicate => {
+            let detail = format!(
+                "{} seq {} already processed",
+                reading.device_id, reading.seq
+            );
+            return Sequence::Duplicate(Invalid::new(InvalidReason::DuplicateSeq, detail));
+        }
+    }
+    Sequence::Next
+}
+
+/// Puts a newly seen device's alerts from before this start back into the engine; returns the
+/// ids of those it took.
+fn restore(engine: &AlertEngine, dev: &mut DeviceState, recovered: &[(Alert, i64)]) -> Vec<String> {
+    recovered
+        .iter()
+        .filter(|(alert, raised_at)| engine.restore(&mut dev.alerts, alert, *raised_at))
+        .map(|(alert, _)| alert.alert_id.clone())
+        .collect()
 }
 
 #[cfg(test)]

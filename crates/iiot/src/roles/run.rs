@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::process::{self, topic_sink};
 use super::serve::{self, ServeInputs};
 use super::simulate::{self, SimulateOptions};
-use crate::backend;
+use crate::backend::{self, Backend};
 use crate::config::{Config, Sources};
 use crate::processor::ProcessorStats;
 use crate::processor::group::GroupInputs;
@@ -55,43 +55,14 @@ pub async fn run(
     let started = Instant::now();
     let backend = backend::from_config(&config)?;
     let sim_stats = Arc::new(SimStats::default());
-    let mut inputs = GroupInputs::new(Vec::new());
-    let serve_inputs = ServeInputs {
-        commands: Some(inputs.commands.0.clone()),
-        stats: inputs.stats.clone(),
-        simulator: Some(sim_stats.clone()),
-    };
-    let mut serve = serve::start(&config, &backend, serve_inputs, &shutdown).await?;
-    if !backend::prepare_topics(&backend, &config, &shutdown).await {
-        serve.stop().await?;
-        anyhow::bail!("stopped before the Kafka topics could be prepared (no broker answered)");
-    }
-    inputs
-        .sinks
-        .push(topic_sink(&config, &backend, &inputs.stats));
-    if !backend.is_shared() {
-        inputs.sinks.push(serve.live_sink());
-    }
-    let stats = inputs.stats.clone();
-    let process = process::start(
-        &config,
-        &backend,
-        inputs,
-        sources,
-        Some(sim_stats.clone()),
-        &shutdown,
-    )
-    .await?;
-    serve.follow_rules(process.group.rules.subscribe());
-    if backend.is_shared() {
-        serve.follow_topics(&config, &backend).await?;
-    }
+    let (serve, process) = compose(&config, &backend, sources, &sim_stats, &shutdown).await?;
     tracing::info!(
         devices = config.simulator.device_count,
         backend = %backend.describe(),
         "starting the pipeline (simulator → processors → serve)"
     );
     // What the processors took before the simulator started (a backlog left in Kafka).
+    let stats = process.group.stats.clone();
     let baseline = Baseline {
         taken: stats.taken(),
         accepted: accepted(&stats),
@@ -109,8 +80,7 @@ pub async fn run(
         &shutdown,
     );
     // Fail fast: a processor that dies stops the simulator (and `stop` below reports why).
-    let failed = process.failed();
-    let stopping = simulator.stopping();
+    let (failed, stopping) = (process.failed(), simulator.stopping());
     let stop_on_failure = tokio::spawn(async move {
         tokio::select! {
             _ = failed.cancelled() => stopping.cancel(),
@@ -130,9 +100,49 @@ pub async fn run(
     backend.close();
     let processors = processors?;
     served?;
-    let stats = processors.stats();
+    Ok(report(processors.stats(), &sim_stats, started))
+}
+
+/// The serve side (its listeners first: `/ready` answers while the topics are prepared), the
+/// topics, then the processors with their sinks, and the serve side's feed.
+async fn compose(
+    config: &Config,
+    backend: &Backend,
+    sources: Sources,
+    sim_stats: &Arc<SimStats>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(serve::Serve, process::Process)> {
+    let mut inputs = GroupInputs::new(Vec::new());
+    let serve_inputs = ServeInputs {
+        commands: Some(inputs.commands.0.clone()),
+        stats: inputs.stats.clone(),
+        simulator: Some(sim_stats.clone()),
+    };
+    let mut serve = serve::start(config, backend, serve_inputs, shutdown).await?;
+    if !backend::prepare_topics(backend, config, shutdown).await {
+        serve.stop().await?;
+        anyhow::bail!("stopped before the Kafka topics could be prepared (no broker answered)");
+    }
+    inputs
+        .sinks
+        .push(topic_sink(config, backend, &inputs.stats));
+    if !backend.is_shared() {
+        // The processors here are all there are: they feed the live state directly.
+        inputs.sinks.push(serve.live_sink());
+    }
+    let simulator = Some(sim_stats.clone());
+    let process = process::start(config, backend, inputs, sources, simulator, shutdown).await?;
+    serve.follow_rules(process.group.rules.subscribe());
+    if backend.is_shared() {
+        serve.follow_topics(config, backend).await?;
+    }
+    Ok((serve, process))
+}
+
+/// The report of a finished run, logged.
+fn report(stats: &ProcessorStats, sim: &SimStats, started: Instant) -> RunReport {
     let report = RunReport {
-        sent: sim_stats.sent.load(Ordering::Relaxed),
+        sent: sim.sent.load(Ordering::Relaxed),
         processed: stats.processed.load(Ordering::Relaxed),
         dead_letters: stats.dead_letters_total(),
         alerts_raised: stats.alerts_raised.load(Ordering::Relaxed),
@@ -146,7 +156,7 @@ pub async fn run(
         elapsed_s = report.elapsed.as_secs_f64(),
         "stopped"
     );
-    Ok(report)
+    report
 }
 
 /// Kafka's log does not end: waits (bounded) until the processors have taken what was sent and

@@ -141,7 +141,10 @@ impl Serve {
 
     /// Keeps the store's idea of "offline" in step with reloaded alert rules (the offline rule's
     /// `missed_intervals`), until the serve side stops.
-    pub fn follow_rules(&self, mut rules: tokio::sync::watch::Receiver<Arc<crate::alerts::RuleSet>>) {
+    pub fn follow_rules(
+        &self,
+        mut rules: tokio::sync::watch::Receiver<Arc<crate::alerts::RuleSet>>,
+    ) {
         let (live, stop) = (self.live.clone(), self.stop.clone());
         tokio::spawn(async move {
             loop {
