@@ -154,15 +154,11 @@ impl KafkaTransport {
         }
     }
 
-    /// Reads every partition of `topic` from its end, outside any consumer group, committing
-    /// nothing: each `serve` instance sees every message published from now on. Without a
-    /// reachable broker it returns at once and assigns itself on a later receive.
-    pub async fn subscribe_all(&self, topic: &str) -> Result<Box<dyn Subscriber>, TransportError> {
-        self.subscribe_all_from(topic, Start::End).await
-    }
-
-    /// [`KafkaTransport::subscribe_all`] starting at `start`: [`Start::Beginning`] replays what
-    /// the topic still holds (the serve side rebuilds its alert log that way).
+    /// Reads every partition of `topic` from `start`, outside any consumer group, committing
+    /// nothing: each `serve` instance sees every message ([`Start::Beginning`] replays what the
+    /// topic still holds: the serve side rebuilds its alert log that way). Without a reachable
+    /// broker it returns at once and assigns itself on a later receive. (The [`Transport`]
+    /// method `subscribe_all` is this.)
     pub async fn subscribe_all_from(
         &self,
         topic: &str,

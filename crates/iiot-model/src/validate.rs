@@ -142,8 +142,9 @@ pub fn device_id_is_valid(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
-/// Parses and checks one message. `now_ms` is the receiver's clock (Unix ms), for the
-/// future-timestamp check. Never panics, whatever the bytes.
+/// Parses and checks one message. `now_ms` is the clock it is judged by (Unix ms), for the
+/// future-timestamp check: the receiver's, or the message's broker timestamp capped at the
+/// receiver's (see `iiot_transport::Message::judged_at`). Never panics, whatever the bytes.
 pub fn decode<'a>(bytes: &'a [u8], now_ms: i64, limits: &Limits) -> Result<Reading<'a>, Invalid> {
     if bytes.len() > limits.max_message_bytes {
         return Err(Invalid::new(

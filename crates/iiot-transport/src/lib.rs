@@ -68,6 +68,16 @@ pub struct Message {
     pub timestamp_ms: Option<i64>,
 }
 
+impl Message {
+    /// The clock a reading in this message is judged by (future skew, staleness): the broker's
+    /// timestamp, so that every role reading the message reaches the same verdict — but never
+    /// later than the reader's own clock `now_ms`, so a producer that stamps records with a
+    /// device's clock running ahead cannot switch the future-skew check off.
+    pub fn judged_at(&self, now_ms: i64) -> i64 {
+        self.timestamp_ms.map_or(now_ms, |t| t.min(now_ms))
+    }
+}
+
 /// A topic to create: its name, partition count and replication factor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {

@@ -83,7 +83,7 @@ pub async fn prepare_topics(backend: &Backend, config: &Config, stop: &Cancellat
             }
             Err(e) => {
                 if last_log.is_none_or(|t| t.elapsed() >= BROKER_LOG_INTERVAL) {
-                    tracing::warn!(error = %e, "cannot create or check the Kafka topics yet; retrying");
+                    tracing::warn!(error = %e, "cannot create or check the topics yet; retrying");
                     last_log = Some(tokio::time::Instant::now());
                 }
             }

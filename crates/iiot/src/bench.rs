@@ -211,6 +211,7 @@ const GROUP_SETTLE: Duration = Duration::from_secs(8);
 async fn one_run(config: &Config, options: &BenchOptions) -> anyhow::Result<RunResult> {
     let mut config = config.clone();
     let backend = backend::from_config(&config)?;
+    // A backend that keeps history would hand a run the readings of the runs before it.
     let kafka = backend.keeps_history();
     if kafka {
         // Fresh topics and group: nothing from an earlier run is read again.

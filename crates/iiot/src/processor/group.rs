@@ -182,7 +182,8 @@ impl ProcessorGroup {
 
     /// Stops the workers and returns them. Where the input can end (the bus) it is ended and
     /// every worker drains it first; elsewhere (Kafka) they stop between batches, and offsets of
-    /// everything delivered are committed as the consumers close.
+    /// everything delivered are committed as the consumers close. The backend stays open (the
+    /// role closes it once every part of it has stopped).
     pub async fn finish(self) -> anyhow::Result<Processors> {
         if !self.backend.end_topic(&self.input_topic) {
             self.stop.cancel();
@@ -200,12 +201,6 @@ impl ProcessorGroup {
             workers,
             stats: self.stats,
         })
-    }
-
-    /// Stops the workers at once, draining nothing (shutdown: what is not committed is read
-    /// again next time, on a backend that keeps it).
-    pub fn stop_now(&self) {
-        self.stop.cancel();
     }
 }
 

@@ -242,7 +242,7 @@ fn judge_batch<'a>(
     verdicts.accepted.reserve(batch.len());
     for message in batch {
         let clocks = Clocks {
-            judged_at: message.timestamp_ms.unwrap_or(now),
+            judged_at: message.judged_at(now),
             received_at: now,
         };
         match processor.judge(Some(message.partition), &message.payload, clocks, alerts) {

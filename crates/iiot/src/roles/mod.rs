@@ -9,9 +9,9 @@
 //! - [`run`] (`iiot run`): all three in one process, on the bus or on Kafka.
 //! - [`status`]: the periodic status line.
 //!
-//! Each role has `start(config, backend, …, shutdown) -> handle` and a bounded `stop()` on the
-//! handle; a `main` function per role adds what the command line needs around it (the HTTP
-//! endpoint, topic creation, waiting for a signal).
+//! Each role has `start(config, backend or publisher, …) -> handle` and a bounded `stop()` (or
+//! `wait()`) on the handle; a `main` function per role adds what the command line needs around
+//! it (the HTTP endpoint, topic creation, waiting for a signal).
 
 pub mod process;
 pub mod run;

@@ -65,7 +65,7 @@ pub async fn run(
     let stats = process.group.stats.clone();
     let baseline = Baseline {
         taken: stats.taken(),
-        accepted: accepted(&stats),
+        dead_letters: stats.dead_letters_total(),
     };
     let options = SimulateOptions {
         pace: Pace::RealTime,
@@ -118,7 +118,7 @@ async fn compose(
         stats: inputs.stats.clone(),
         simulator: Some(sim_stats.clone()),
     };
-    let mut serve = serve::start(config, backend, serve_inputs, shutdown).await?;
+    let mut serve = serve::start(config, backend, serve_inputs).await?;
     if !backend::prepare_topics(backend, config, shutdown).await {
         serve.stop().await?;
         anyhow::bail!("stopped before the Kafka topics could be prepared (no broker answered)");
@@ -181,9 +181,12 @@ async fn catch_up(
     let changes = load(&stats.alerts_raised)
         + load(&stats.alerts_acknowledged)
         + load(&stats.alerts_resolved);
-    // The serve side reads readings from its start (the simulator's all come after it), and
-    // alert changes from the start of the topic.
-    let readings = accepted(stats).saturating_sub(baseline.accepted);
+    // The serve side reads readings from its start, so it sees all the simulator sent, less
+    // what the processors rejected; alert changes it reads from the start of the topic.
+    let rejected = stats
+        .dead_letters_total()
+        .saturating_sub(baseline.dead_letters);
+    let readings = sent.saturating_sub(rejected);
     if !serve.caught_up(readings, changes, KAFKA_DRAIN).await {
         tracing::warn!("the serve side did not see every reading and alert within {KAFKA_DRAIN:?}");
     }
@@ -194,10 +197,6 @@ async fn catch_up(
 struct Baseline {
     /// Messages taken.
     taken: u64,
-    /// Readings accepted (in order or late).
-    accepted: u64,
-}
-
-fn accepted(stats: &ProcessorStats) -> u64 {
-    stats.processed.load(Ordering::Relaxed) + stats.late.load(Ordering::Relaxed)
+    /// Messages rejected.
+    dead_letters: u64,
 }

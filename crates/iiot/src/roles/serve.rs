@@ -61,7 +61,6 @@ pub async fn start(
     config: &Config,
     backend: &Backend,
     inputs: ServeInputs,
-    shutdown: &CancellationToken,
 ) -> anyhow::Result<Serve> {
     let live = Live::new(
         Store::new(StoreConfig::from_config(config)),
@@ -83,8 +82,10 @@ pub async fn start(
     let mut ops = OpsState::new(config, inputs.stats, backend.clone());
     ops.simulator = inputs.simulator;
     let server = listeners::start(config, AppState::new(ops, live.clone(), commands)).await?;
-    let stop = shutdown.child_token();
-    let upkeep = live.spawn_upkeep(stop.clone());
+    // Not a child of `shutdown`: on a signal, `iiot run` lets the serve side catch up with its
+    // processors before it stops it ([`Serve::stop`]).
+    let stop = CancellationToken::new();
+    let upkeep = live.spawn_upkeep(stop.clone(), backend.clone());
     Ok(Serve {
         live,
         server,
@@ -154,10 +155,11 @@ impl Serve {
                         if changed.is_err() {
                             return;
                         }
-                        let missed = rules.borrow_and_update().offline_missed_intervals();
-                        if let Some(missed) = missed {
-                            live.write().set_offline_missed_intervals(missed);
-                        }
+                        let missed = rules
+                            .borrow_and_update()
+                            .offline_missed_intervals()
+                            .unwrap_or(StoreConfig::default().offline_missed_intervals);
+                        live.write().set_offline_missed_intervals(missed);
                     }
                 }
             }
@@ -195,7 +197,7 @@ impl Serve {
 /// `iiot serve`: the live state fed from Kafka, until `shutdown` (or the feed fails).
 pub async fn main(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let backend = backend::kafka_only(&config)?;
-    let mut serve = start(&config, &backend, ServeInputs::default(), &shutdown).await?;
+    let mut serve = start(&config, &backend, ServeInputs::default()).await?;
     if !backend::prepare_topics(&backend, &config, &shutdown).await {
         return serve.stop().await;
     }

@@ -60,6 +60,7 @@ pub fn start(
         progress: options.progress,
         stats: stats.clone(),
     });
+    tracing::debug!(source = source.name(), "source starting");
     let stop = shutdown.child_token();
     let task = tokio::spawn(source.run(
         publisher,
@@ -70,11 +71,6 @@ pub fn start(
 }
 
 impl Simulate {
-    /// Stops publishing (what was published is still awaited by [`Simulate::wait`]).
-    pub fn stop(&self) {
-        self.stop.cancel();
-    }
-
     /// Cancelled once the simulator is asked to stop.
     pub fn stopping(&self) -> CancellationToken {
         self.stop.clone()

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{Sink, SinkError, Verdicts};
+use crate::backend::Backend;
 use crate::hub::Hub;
 use crate::now_ms;
 use crate::store::Store;
@@ -135,8 +136,9 @@ impl Live {
 
     /// Until `stop`: publishes device status changes every [`STATUS_EVERY`] (the server is
     /// the only judge of who is offline; the dashboard shows what it is told) and drops expired
-    /// history every [`PRUNE_EVERY`].
-    pub fn spawn_upkeep(&self, stop: CancellationToken) -> JoinHandle<()> {
+    /// history every [`PRUNE_EVERY`]. While `backend` reaches no broker no sweep runs: silence
+    /// then says nothing about the devices (as for the offline alert).
+    pub fn spawn_upkeep(&self, stop: CancellationToken, backend: Backend) -> JoinHandle<()> {
         let live = self.clone();
         tokio::spawn(async move {
             let mut prune = tokio::time::interval(PRUNE_EVERY);
@@ -146,7 +148,11 @@ impl Live {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = status.tick() => live.publish_status_changes(now_ms()),
+                    _ = status.tick() => {
+                        if backend.is_ready().await {
+                            live.publish_status_changes(now_ms());
+                        }
+                    }
                     _ = prune.tick() => live.write().prune(now_ms()),
                 }
             }

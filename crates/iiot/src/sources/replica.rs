@@ -63,8 +63,7 @@ fn judge_readings<'a>(batch: &'a [Message], limits: &Limits) -> Verdicts<'a> {
     let now = now_ms();
     let mut verdicts = Verdicts::empty(now);
     for message in batch {
-        let judged_at = message.timestamp_ms.unwrap_or(now);
-        if let Ok(reading) = decode(&message.payload, judged_at, limits) {
+        if let Ok(reading) = decode(&message.payload, message.judged_at(now), limits) {
             verdicts.accepted.push(Accepted { message, reading });
         }
     }

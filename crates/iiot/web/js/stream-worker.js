@@ -129,12 +129,14 @@ function onFrame(text) {
     case 'resumed': return onResumed(msg);
     case 'dropped':
       // The server's queue for us overflowed. Readings heal themselves (every device sends
-      // again within its interval); alerts may have been missed: ask the page to re-read
-      // them, at most once per RESYNC_MS however often this happens.
+      // again within its interval); alerts and status changes (sent once, when they happen)
+      // may have been missed: re-read them, at most once per RESYNC_MS however often this
+      // happens.
       dropped += msg.count || 0;
       if (Date.now() - lastResync > RESYNC_MS) {
         lastResync = Date.now();
         postMessage({ type: 'reload', full: false, reason: `${msg.count} messages dropped by the server (client too slow)` });
+        seedStatuses();
       }
       return;
     default: // heartbeat, pong, error
