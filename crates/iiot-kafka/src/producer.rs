@@ -76,12 +76,25 @@ impl ProducerContext for ProducerEvents {
                 if let Some(suppressed) = self.events.shared.delivery_log.allow() {
                     tracing::warn!(suppressed, "kafka: delivery failed: {e}");
                 }
-                Err(TransportError::Delivery(e.to_string()))
+                Err(classify(e))
             }
         };
         // The receipt may have been dropped: nobody waits for this message.
         let _ = delivery.done.send(outcome);
         counters.progressed();
+    }
+}
+
+/// A failed produce as a [`TransportError`]: [`TransportError::Refused`] when the message itself
+/// is the problem (too large, invalid) and no retry can help; [`TransportError::Delivery`]
+/// otherwise.
+fn classify(e: &rdkafka::error::KafkaError) -> TransportError {
+    use RDKafkaErrorCode as C;
+    match e.rdkafka_error_code() {
+        Some(
+            C::MessageSizeTooLarge | C::InvalidMessageSize | C::InvalidRecord | C::InvalidArgument,
+        ) => TransportError::Refused(e.to_string()),
+        _ => TransportError::Delivery(e.to_string()),
     }
 }
 
@@ -140,7 +153,7 @@ impl Publisher for KafkaPublisher {
                     delivery = record.delivery_opaque;
                     if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
                         counters.errors.fetch_add(1, Ordering::Relaxed);
-                        return Err(TransportError::Delivery(e.to_string()));
+                        return Err(classify(&e));
                     }
                     if waiting.is_none() {
                         // Registered now, the next attempt's wake-up cannot be missed: try

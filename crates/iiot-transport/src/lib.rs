@@ -41,9 +41,14 @@ pub enum TransportError {
         /// The group.
         group: String,
     },
-    /// The broker did not acknowledge a message.
+    /// The broker did not acknowledge a message (yet): unreachable past the delivery timeout,
+    /// or a transient error. Sending it again may succeed.
     #[error("delivery failed: {0}")]
     Delivery(String),
+    /// This message can never be delivered as it is (too large, invalid): sending it again
+    /// cannot help. The caller counts it and goes on.
+    #[error("message refused: {0}")]
+    Refused(String),
     /// The broker could not be reached or answered with an error.
     #[error("broker error: {0}")]
     Broker(String),

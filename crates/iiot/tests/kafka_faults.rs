@@ -65,6 +65,79 @@ fn a_malformed_message_from_a_plain_client_is_dead_lettered_and_processing_conti
     );
 }
 
+/// Whatever a producer writes — a 450 KB key, a key that is not the payload's device, a key
+/// and a header that are not UTF-8 — is dead-lettered with its reason (a dead letter the broker
+/// takes: the key is cut), and the records behind it are processed: no record stops a processor.
+#[test]
+fn poison_records_are_dead_lettered_and_the_records_behind_them_processed() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let broker = TestBroker::start(&topics());
+    let mut process = Role::start(&["process"], &broker.brokers, &[]);
+    process.wait_for("process ready", Role::ready);
+
+    let producer: BaseProducer = client(&broker.brokers).create().expect("producer");
+    let reading = |device: &str| {
+        let r = iiot_model::Reading::example(device, 1, iiot::now_ms(), 21.5);
+        serde_json::to_vec(&r).expect("json")
+    };
+    let huge_key = "k".repeat(450_000);
+    let (r900, r902, r903, r904) = (
+        reading("device_900"),
+        reading("device_902"),
+        reading("device_903"),
+        reading("device_904"),
+    );
+    let not_utf8: &[u8] = &[0xff, 0xfe];
+    let records = [
+        BaseRecord::to("device-data")
+            .key(huge_key.as_bytes())
+            .payload(&r900[..]),
+        BaseRecord::to("device-data")
+            .key(&b"device_901"[..])
+            .payload(&r902[..]),
+        BaseRecord::to("device-data")
+            .key(not_utf8)
+            .payload(&b"{not json"[..]),
+        BaseRecord::to("device-data")
+            .key(&b"device_903"[..])
+            .payload(&r903[..])
+            .headers(OwnedHeaders::new().insert(Header {
+                key: "origin",
+                value: Some(not_utf8),
+            })),
+        BaseRecord::to("device-data")
+            .key(&b"device_904"[..])
+            .payload(&r904[..]),
+    ];
+    for record in records {
+        producer.send(record).expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+
+    process.wait_for("the records behind the poison processed", |r| {
+        r.metric("iot_messages_total", "status=\"success\"") >= 2.0
+    });
+    process.wait_for("both key mismatches dead-lettered", |r| {
+        r.metric("iot_dead_letters_total", "reason=\"key_mismatch\"") >= 2.0
+    });
+    assert_eq!(
+        process.metric("iot_dead_letters_total", "reason=\"malformed_json\""),
+        1.0
+    );
+    let letters = read_topic(&broker.brokers, "device-data-dlq", |seen| seen.len() >= 3);
+    let letters: Vec<Value> = letters
+        .iter()
+        .map(|l| serde_json::from_slice(l).expect("dead letter is JSON"))
+        .collect();
+    let huge = letters
+        .iter()
+        .find(|l| l["key_bytes"] == 450_000)
+        .expect("the huge key's dead letter was delivered");
+    assert_eq!(huge["reason"], "key_mismatch");
+    assert!(huge["key"].as_str().expect("key text").len() <= 256);
+    assert!(process.ready(), "the processor is still running");
+}
+
 #[test]
 fn two_processors_share_the_partitions_and_one_takes_over_after_sigkill() {
     let broker = TestBroker::start(&topics());

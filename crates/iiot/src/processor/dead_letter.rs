@@ -7,6 +7,14 @@ use serde::Serialize;
 /// Most bytes of the original payload kept in a dead letter, so one oversize message cannot make
 /// an oversize dead letter.
 pub const MAX_PAYLOAD_KEPT: usize = 4096;
+/// Most bytes of the original key kept, in the envelope and as the dead letter's own key: a
+/// producer's 450 KB key must not make a dead letter the broker refuses.
+pub const MAX_KEY_KEPT: usize = 256;
+
+/// The key a dead letter is published with: the original one, cut to [`MAX_KEY_KEPT`] bytes.
+pub fn dead_letter_key(key: &[u8]) -> &[u8] {
+    &key[..key.len().min(MAX_KEY_KEPT)]
+}
 
 /// A rejected message, as published on the dead-letter topic.
 #[derive(Debug, Serialize)]
@@ -21,8 +29,10 @@ pub struct DeadLetter<'a> {
     pub partition: i32,
     /// Its offset.
     pub offset: i64,
-    /// Its key, if UTF-8.
+    /// Its key (the first [`MAX_KEY_KEPT`] bytes), if UTF-8.
     pub key: Option<&'a str>,
+    /// Size of the original key in bytes.
+    pub key_bytes: usize,
     /// When it was rejected, Unix ms.
     pub received_at: i64,
     /// Size of the original payload in bytes.
@@ -53,21 +63,15 @@ pub struct Origin<'a> {
 /// Serializes the dead letter for `payload` rejected with `invalid`.
 pub fn encode(invalid: &Invalid, origin: Origin<'_>, payload: &[u8], now_ms: i64) -> Vec<u8> {
     let kept = &payload[..payload.len().min(MAX_PAYLOAD_KEPT)];
-    // A cut may split a UTF-8 character: keep the valid prefix rather than switch to hex.
-    let text = match std::str::from_utf8(kept) {
-        Ok(s) => Some(s),
-        Err(e) if e.error_len().is_none() && kept.len() < payload.len() => {
-            std::str::from_utf8(&kept[..e.valid_up_to()]).ok()
-        }
-        Err(_) => None,
-    };
+    let text = utf8_prefix(kept, payload.len());
     let letter = DeadLetter {
         reason: invalid.reason.as_str(),
         detail: &invalid.detail,
         source_topic: origin.topic,
         partition: origin.partition,
         offset: origin.offset,
-        key: std::str::from_utf8(origin.key).ok(),
+        key: utf8_prefix(dead_letter_key(origin.key), origin.key.len()),
+        key_bytes: origin.key.len(),
         received_at: now_ms,
         payload_bytes: payload.len(),
         payload_truncated: kept.len() < payload.len(),
@@ -79,6 +83,18 @@ pub fn encode(invalid: &Invalid, origin: Origin<'_>, payload: &[u8], now_ms: i64
     };
     // Serializing plain strings and numbers into a Vec cannot fail.
     serde_json::to_vec(&letter).unwrap_or_default()
+}
+
+/// `kept` (a prefix of something `whole` bytes long) as text. A cut may split a UTF-8
+/// character: the valid prefix is kept rather than none.
+fn utf8_prefix(kept: &[u8], whole: usize) -> Option<&str> {
+    match std::str::from_utf8(kept) {
+        Ok(s) => Some(s),
+        Err(e) if e.error_len().is_none() && kept.len() < whole => {
+            std::str::from_utf8(&kept[..e.valid_up_to()]).ok()
+        }
+        Err(_) => None,
+    }
 }
 
 #[cfg(test)]
@@ -120,5 +136,25 @@ mod tests {
         assert_eq!(v["payload_truncated"], true);
         assert_eq!(v["payload_bytes"], 30_000);
         assert!(v["payload"].as_str().expect("text kept").len() <= MAX_PAYLOAD_KEPT);
+    }
+
+    #[test]
+    fn a_huge_key_is_cut_in_the_envelope_and_as_the_letters_key() {
+        let key = "k".repeat(450_000);
+        let o = Origin {
+            key: key.as_bytes(),
+            ..origin()
+        };
+        let inv = Invalid::new(InvalidReason::KeyMismatch, "x");
+        let letter = encode(&inv, o, b"{}", 5);
+        assert!(
+            letter.len() < 2 * MAX_KEY_KEPT + 1024,
+            "{} bytes",
+            letter.len()
+        );
+        let v: serde_json::Value = serde_json::from_slice(&letter).expect("json");
+        assert_eq!(v["key"].as_str().expect("text").len(), MAX_KEY_KEPT);
+        assert_eq!(v["key_bytes"], 450_000);
+        assert_eq!(dead_letter_key(key.as_bytes()).len(), MAX_KEY_KEPT);
     }
 }

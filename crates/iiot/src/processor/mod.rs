@@ -200,20 +200,21 @@ impl Processor {
         now_ms: i64,
         alerts: &mut Vec<Alert>,
     ) -> Outcome {
-        match self.judge(partition, payload, Clocks::at(now_ms), alerts) {
+        match self.judge(partition, &[], payload, Clocks::at(now_ms), alerts) {
             Judged::Processed(_) => Outcome::Processed,
             Judged::Late(_) => Outcome::Late,
             Judged::Rejected(invalid) => Outcome::DeadLetter(invalid),
         }
     }
 
-    /// Judges one message: decodes and validates it (against `clocks.judged_at`), tracks its
-    /// device's `seq`, aggregates it and feeds it to the alert engine (on `clocks.received_at`).
-    /// Alerts raised or resolved are appended to `alerts`; the accepted reading is returned,
-    /// borrowing from `payload`.
+    /// Judges one message: decodes and validates it (against `clocks.judged_at`; a non-empty
+    /// `key` must be the payload's device id), tracks its device's `seq`, aggregates it and
+    /// feeds it to the alert engine (on `clocks.received_at`). Alerts raised or resolved are
+    /// appended to `alerts`; the accepted reading is returned, borrowing from `payload`.
     pub fn judge<'a>(
         &mut self,
         partition: Option<i32>,
+        key: &[u8],
         payload: &'a [u8],
         clocks: Clocks,
         alerts: &mut Vec<Alert>,
@@ -223,6 +224,9 @@ impl Processor {
             Ok(r) => r,
             Err(invalid) => return Judged::Rejected(self.reject(invalid)),
         };
+        if !key.is_empty() && key != reading.device_id.as_bytes() {
+            return Judged::Rejected(self.reject(key_mismatch(key, &reading.device_id)));
+        }
         let at_capacity = self.devices.len() >= self.config.max_devices;
         let dev = match self.devices.get_mut(&*reading.device_id) {
             Some(dev) => dev,
@@ -409,6 +413,21 @@ impl Processor {
         let _ = shared.add(&self.latency_us);
         self.latency_us.reset();
     }
+}
+
+/// Most bytes of a key quoted in a `key_mismatch` detail.
+const KEY_QUOTED: usize = 64;
+
+fn key_mismatch(key: &[u8], device_id: &str) -> Invalid {
+    let quoted = String::from_utf8_lossy(&key[..key.len().min(KEY_QUOTED)]);
+    let more = if key.len() > KEY_QUOTED { "…" } else { "" };
+    Invalid::new(
+        InvalidReason::KeyMismatch,
+        format!(
+            "key {quoted:?}{more} ({} bytes) is not the payload's device_id {device_id:?}",
+            key.len()
+        ),
+    )
 }
 
 /// Where a reading stands in its device's sequence.

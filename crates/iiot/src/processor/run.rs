@@ -245,7 +245,8 @@ fn judge_batch<'a>(
             judged_at: message.judged_at(now),
             received_at: now,
         };
-        match processor.judge(Some(message.partition), &message.payload, clocks, alerts) {
+        let (partition, key) = (Some(message.partition), &message.key[..]);
+        match processor.judge(partition, key, &message.payload, clocks, alerts) {
             Judged::Processed(reading) | Judged::Late(reading) => {
                 verdicts.accepted.push(Accepted { message, reading })
             }

@@ -5,12 +5,14 @@
 //!
 //! A failed delivery (the broker unreachable past the delivery timeout) is counted, logged and
 //! sent again with a growing pause: an outage stalls the processors instead of stopping them.
+//! An output the broker refuses for good (too large, invalid) is counted, logged at most once
+//! per [`REFUSED_LOG_EVERY`] and skipped: one bad record never stops or stalls a processor.
 //! Every wait — a full producer queue, a pending receipt, the pause — gives way to the role's
 //! stop token, so SIGTERM during an outage ends the role promptly without committing what was
 //! not delivered.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,6 +28,8 @@ use crate::processor::dead_letter::{self, Origin};
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// First pause after a failed delivery.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
+/// Refused outputs are logged at most this often (the rest are counted).
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// The topics the processors write to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +56,8 @@ pub struct TopicSink {
     topics: OutputTopics,
     /// `publish_errors` counts every failed attempt.
     stats: Arc<ProcessorStats>,
+    /// When a refused output was last logged (Unix ms; 0: never).
+    refused_logged_ms: AtomicI64,
 }
 
 impl TopicSink {
@@ -65,6 +71,28 @@ impl TopicSink {
             publisher,
             topics,
             stats,
+            refused_logged_ms: AtomicI64::new(0),
+        }
+    }
+
+    /// Counts and (rate-limited) logs an output the broker refused for good; it is skipped.
+    fn refused(&self, output: &Output, reason: &str) {
+        self.count_failure();
+        let now = crate::now_ms();
+        let last = self.refused_logged_ms.load(Ordering::Relaxed);
+        if now - last >= REFUSED_LOG_EVERY.as_millis() as i64
+            && self
+                .refused_logged_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                topic = %output.topic,
+                key_bytes = output.key.len(),
+                payload_bytes = output.payload.len(),
+                "output refused by the broker ({reason}); skipped (counted in \
+                 iot_publish_errors_total; logged at most every {REFUSED_LOG_EVERY:?})"
+            );
         }
     }
 
@@ -82,7 +110,7 @@ impl TopicSink {
             tracing::debug!(reason = %r.invalid.reason, detail = %r.invalid.detail, "dead letter");
             out.push(Output {
                 topic: self.topics.dead_letters.clone(),
-                key: m.key.clone(),
+                key: m.key.slice(..dead_letter::dead_letter_key(&m.key).len()),
                 payload: Bytes::from(letter),
             });
         }
@@ -105,18 +133,31 @@ impl TopicSink {
         self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Publishes one output, waiting (until `stop`) while the backend's queue is full.
-    async fn send(&self, output: &Output, stop: &CancellationToken) -> Result<Receipt, SinkError> {
+    /// Publishes one output, waiting (until `stop`) while the backend's queue is full. `None`:
+    /// refused for good, counted and skipped.
+    async fn send(
+        &self,
+        output: &Output,
+        stop: &CancellationToken,
+    ) -> Result<Option<Receipt>, SinkError> {
         let publish = self
             .publisher
             .publish(&output.topic, &output.key, output.payload.clone());
-        tokio::select! {
+        let published = tokio::select! {
             biased;
-            _ = stop.cancelled() => Err(SinkError::Stopped),
-            r = publish => r.map_err(|e| {
+            _ = stop.cancelled() => return Err(SinkError::Stopped),
+            r = publish => r,
+        };
+        match published {
+            Ok(receipt) => Ok(Some(receipt)),
+            Err(TransportError::Refused(reason)) => {
+                self.refused(output, &reason);
+                Ok(None)
+            }
+            Err(e) => {
                 self.count_failure();
-                SinkError::Transport(e)
-            }),
+                Err(SinkError::Transport(e))
+            }
         }
     }
 
@@ -137,6 +178,10 @@ impl TopicSink {
             };
             match delivered {
                 Ok(()) => return Ok(()),
+                Err(TransportError::Refused(reason)) => {
+                    self.refused(output, &reason);
+                    return Ok(());
+                }
                 Err(TransportError::Delivery(reason)) => {
                     self.count_failure();
                     tracing::warn!(
@@ -149,7 +194,10 @@ impl TopicSink {
                         _ = tokio::time::sleep(pause) => {}
                     }
                     pause = (pause * 2).min(RETRY_MAX);
-                    receipt = self.send(output, stop).await?;
+                    match self.send(output, stop).await? {
+                        Some(again) => receipt = again,
+                        None => return Ok(()),
+                    }
                 }
                 Err(e) => {
                     self.count_failure();
@@ -189,7 +237,9 @@ impl Sink for TopicSink {
             pending.push(self.send(output, stop).await?);
         }
         for (output, receipt) in outputs.iter().zip(pending) {
-            self.settle(output, receipt, stop).await?;
+            if let Some(receipt) = receipt {
+                self.settle(output, receipt, stop).await?;
+            }
         }
         Ok(())
     }
