@@ -19,7 +19,7 @@ pub use reading::{
     DeviceInfo, Location, Measurement, Parameter, Reading, SensorStatus, Sensors, SwitchReading,
     SwitchState,
 };
-pub use validate::{Invalid, InvalidReason, Limits, decode, device_id_is_valid};
+pub use validate::{Invalid, InvalidReason, Limits, decode, decode_text, device_id_is_valid};
 
 /// The device id of the `n`th simulated device, counting from 1: `device_001`, `device_002`, …
 /// (`device_%03d`; ids past 999 simply get more digits).

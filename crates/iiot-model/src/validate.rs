@@ -151,6 +151,16 @@ pub fn device_id_is_valid(id: &str) -> bool {
 /// future-timestamp check: the receiver's, or the message's broker timestamp capped at the
 /// receiver's (see `iiot_transport::Message::judged_at`). Never panics, whatever the bytes.
 pub fn decode<'a>(bytes: &'a [u8], now_ms: i64, limits: &Limits) -> Result<Reading<'a>, Invalid> {
+    decode_text(bytes, now_ms, limits).map(|(reading, _)| reading)
+}
+
+/// [`decode`], also returning the message as the text it was checked to be, so a caller that
+/// forwards it (the WebSocket hub embeds it in its frames) need not check its UTF-8 again.
+pub fn decode_text<'a>(
+    bytes: &'a [u8],
+    now_ms: i64,
+    limits: &Limits,
+) -> Result<(Reading<'a>, &'a str), Invalid> {
     if bytes.len() > limits.max_message_bytes {
         return Err(Invalid::new(
             InvalidReason::Oversize,
@@ -171,7 +181,7 @@ pub fn decode<'a>(bytes: &'a [u8], now_ms: i64, limits: &Limits) -> Result<Readi
     })?;
     let reading: Reading<'_> = serde_json::from_str(text).map_err(|e| classify(bytes, &e))?;
     check(&reading, now_ms, limits)?;
-    Ok(reading)
+    Ok((reading, text))
 }
 
 fn classify(bytes: &[u8], e: &serde_json::Error) -> Invalid {

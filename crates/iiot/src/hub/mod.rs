@@ -291,6 +291,12 @@ impl Hub {
         self.publish(Kind::DeviceData, device_id, event_ms, json);
     }
 
+    /// [`Hub::publish_reading_at`] for a reading already checked to be text (decoded upstream):
+    /// its UTF-8 is not checked again.
+    pub fn publish_reading_text(&self, device_id: &str, event_ms: i64, json: &str) {
+        self.publish_text(Kind::DeviceData, device_id, event_ms, json);
+    }
+
     /// Publishes an alert of `device_id` (its JSON, embedded as the `payload`). Never blocks.
     pub fn publish_alert(&self, device_id: &str, json: &[u8]) {
         self.publish(Kind::Alert, device_id, 0, json);
@@ -372,6 +378,10 @@ impl Hub {
             tracing::warn!(device_id, "hub: not publishing a message that is not UTF-8");
             return;
         };
+        self.publish_text(kind, device_id, event_ms, payload);
+    }
+
+    fn publish_text(&self, kind: Kind, device_id: &str, event_ms: i64, payload: &str) {
         let device: Arc<str> = Arc::from(device_id);
         let now_ms = self.elapsed_ms();
         // One lock around numbering, the ring and the fan-out: every client queue then holds

@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering;
 
 use hashbrown::HashMap;
 use hdrhistogram::Histogram;
-use iiot_model::{Alert, AlertStatus, Invalid, InvalidReason, Limits, Reading, decode};
+use iiot_model::{Alert, AlertStatus, Invalid, InvalidReason, Limits, Reading, decode_text};
 
 use crate::alerts::{AckError, AlertEngine, DeviceAlerts, RuleSet};
 use aggregate::Aggregates;
@@ -79,14 +79,14 @@ pub enum Outcome {
     DeadLetter(Invalid),
 }
 
-/// What became of one message, with the decoded reading when it was accepted (so the sinks
-/// need not decode it again).
+/// What became of one message, with the decoded reading and the message as checked text when
+/// it was accepted (so the sinks need neither decode it nor check its UTF-8 again).
 #[derive(Debug)]
 pub enum Judged<'a> {
     /// A valid reading, fed to the alert engine.
-    Processed(Reading<'a>),
+    Processed(Reading<'a>, &'a str),
     /// A valid reading older than one already processed for its device (see [`Outcome::Late`]).
-    Late(Reading<'a>),
+    Late(Reading<'a>, &'a str),
     /// Rejected: goes to the dead-letter topic with this reason.
     Rejected(Invalid),
 }
@@ -201,8 +201,8 @@ impl Processor {
         alerts: &mut Vec<Alert>,
     ) -> Outcome {
         match self.judge(partition, &[], payload, Clocks::at(now_ms), alerts) {
-            Judged::Processed(_) => Outcome::Processed,
-            Judged::Late(_) => Outcome::Late,
+            Judged::Processed(..) => Outcome::Processed,
+            Judged::Late(..) => Outcome::Late,
             Judged::Rejected(invalid) => Outcome::DeadLetter(invalid),
         }
     }
@@ -220,8 +220,8 @@ impl Processor {
         alerts: &mut Vec<Alert>,
     ) -> Judged<'a> {
         let now_ms = clocks.received_at;
-        let reading = match decode(payload, clocks.judged_at, &self.config.limits) {
-            Ok(r) => r,
+        let (reading, text) = match decode_text(payload, clocks.judged_at, &self.config.limits) {
+            Ok(decoded) => decoded,
             Err(invalid) => return Judged::Rejected(self.reject(invalid)),
         };
         if !key.is_empty() && key != reading.device_id.as_bytes() {
@@ -259,7 +259,7 @@ impl Processor {
         }
         match sequence(&mut self.local, dev, &reading) {
             Sequence::Next => {}
-            Sequence::Late => return Judged::Late(reading),
+            Sequence::Late => return Judged::Late(reading, text),
             Sequence::Duplicate(invalid) => return Judged::Rejected(self.reject(invalid)),
         }
         dev.aggregates.add(&reading);
@@ -271,7 +271,7 @@ impl Processor {
         self.latency_us.saturating_record(latency_us.max(1));
         self.local.processed += 1;
         self.track(before, alerts);
-        Judged::Processed(reading)
+        Judged::Processed(reading, text)
     }
 
     fn reject(&mut self, invalid: Invalid) -> Invalid {

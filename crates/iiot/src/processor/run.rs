@@ -247,8 +247,12 @@ fn judge_batch<'a>(
         };
         let (partition, key) = (Some(message.partition), &message.key[..]);
         match processor.judge(partition, key, &message.payload, clocks, alerts) {
-            Judged::Processed(reading) | Judged::Late(reading) => {
-                verdicts.accepted.push(Accepted { message, reading })
+            Judged::Processed(reading, text) | Judged::Late(reading, text) => {
+                verdicts.accepted.push(Accepted {
+                    message,
+                    reading,
+                    text,
+                })
             }
             Judged::Rejected(invalid) => verdicts.rejected.push(Rejected { message, invalid }),
         }

@@ -114,7 +114,7 @@ impl Live {
         for a in &verdicts.accepted {
             let r = &a.reading;
             self.hub
-                .publish_reading_at(&r.device_id, r.timestamp, &a.message.payload);
+                .publish_reading_text(&r.device_id, r.timestamp, a.text);
         }
         for change in &verdicts.alerts {
             self.hub

@@ -28,6 +28,8 @@ pub struct Accepted<'a> {
     pub message: &'a Message,
     /// The decoded reading, borrowing from the message.
     pub reading: Reading<'a>,
+    /// The message's payload as the text it was checked to be (what clients are sent).
+    pub text: &'a str,
 }
 
 /// A message the processor rejected, with the reason.

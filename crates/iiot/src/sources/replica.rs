@@ -8,7 +8,7 @@
 //! on a processor's state; the store bounds its own devices and ignores repeats). In one process
 //! on the bus there is no replica: the processors hand their verdicts to the live sink directly.
 
-use iiot_model::{Alert, Limits, decode};
+use iiot_model::{Alert, Limits, decode_text};
 use iiot_transport::{Message, Subscriber, TransportError};
 use tokio_util::sync::CancellationToken;
 
@@ -63,8 +63,12 @@ fn judge_readings<'a>(batch: &'a [Message], limits: &Limits) -> Verdicts<'a> {
     let now = now_ms();
     let mut verdicts = Verdicts::empty(now);
     for message in batch {
-        if let Ok(reading) = decode(&message.payload, message.judged_at(now), limits) {
-            verdicts.accepted.push(Accepted { message, reading });
+        if let Ok((reading, text)) = decode_text(&message.payload, message.judged_at(now), limits) {
+            verdicts.accepted.push(Accepted {
+                message,
+                reading,
+                text,
+            });
         }
     }
     verdicts
