@@ -36,15 +36,60 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 pub(crate) struct ConsumerEvents {
     pub(crate) events: ClientEvents,
     pub(crate) topic: Arc<str>,
-    /// Partitions taken from this member and not given back, until `take_revoked`.
-    pub(crate) revoked: Mutex<Vec<i32>>,
+    /// Partitions taken from this member and not given back, and the partitions it holds (or
+    /// held until a revocation not yet taken) and those newly given to it, until
+    /// `take_revoked` / `take_assigned`.
+    pub(crate) partitions: Mutex<Partitions>,
     /// Messages of the assigned partitions not yet read, from the last statistics.
     pub(crate) lag: Arc<AtomicU64>,
 }
 
+/// What a member knows about its partitions between two looks of the processor.
+#[derive(Debug, Default)]
+pub(crate) struct Partitions {
+    /// Taken away and not given back yet.
+    revoked: Vec<i32>,
+    /// Held: the processor has (or may build) state for their devices.
+    held: Vec<i32>,
+    /// Given and not held before.
+    gained: Vec<i32>,
+}
+
+impl Partitions {
+    fn revoke(&mut self, taken: Vec<i32>) {
+        for p in taken {
+            if !self.revoked.contains(&p) {
+                self.revoked.push(p);
+            }
+        }
+    }
+
+    /// An eager rebalance revokes everything and gives some back: what came back was owned by
+    /// nobody else in between, so its state is still good — neither revoked nor gained.
+    fn assign(&mut self, given: Vec<i32>) {
+        for p in given {
+            if let Some(i) = self.revoked.iter().position(|&r| r == p) {
+                self.revoked.swap_remove(i);
+            } else if !self.held.contains(&p) {
+                self.gained.push(p);
+            }
+            if !self.held.contains(&p) {
+                self.held.push(p);
+            }
+        }
+    }
+
+    fn take_revoked(&mut self) -> Vec<i32> {
+        let revoked = std::mem::take(&mut self.revoked);
+        self.held.retain(|p| !revoked.contains(p));
+        self.gained.retain(|p| !revoked.contains(p));
+        revoked
+    }
+}
+
 impl ConsumerEvents {
-    fn revoked(&self) -> std::sync::MutexGuard<'_, Vec<i32>> {
-        self.revoked.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn partitions(&self) -> std::sync::MutexGuard<'_, Partitions> {
+        self.partitions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn partitions_of(&self, tpl: &TopicPartitionList) -> Vec<i32> {
@@ -79,12 +124,7 @@ impl ConsumerContext for ConsumerEvents {
         if let Rebalance::Revoke(tpl) = rebalance {
             let taken = self.partitions_of(tpl);
             tracing::info!(topic = %self.topic, partitions = ?taken, "kafka: partitions revoked");
-            let mut revoked = self.revoked();
-            for p in taken {
-                if !revoked.contains(&p) {
-                    revoked.push(p);
-                }
-            }
+            self.partitions().revoke(taken);
         }
     }
 
@@ -93,9 +133,7 @@ impl ConsumerContext for ConsumerEvents {
             Rebalance::Assign(tpl) => {
                 let given = self.partitions_of(tpl);
                 tracing::info!(topic = %self.topic, partitions = ?given, "kafka: partitions assigned");
-                // An eager rebalance revokes everything and gives some back: what came back
-                // was owned by nobody else in between, so its state is still good.
-                self.revoked().retain(|p| !given.contains(p));
+                self.partitions().assign(given);
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => {
@@ -270,7 +308,14 @@ impl Subscriber for GroupSubscriber {
 
     fn take_revoked(&mut self) -> Vec<i32> {
         match &self.consumer {
-            Some(c) => std::mem::take(&mut *c.context().revoked()),
+            Some(c) => c.context().partitions().take_revoked(),
+            None => Vec::new(),
+        }
+    }
+
+    fn take_assigned(&mut self) -> Vec<i32> {
+        match &self.consumer {
+            Some(c) => std::mem::take(&mut c.context().partitions().gained),
             None => Vec::new(),
         }
     }
@@ -388,5 +433,31 @@ impl Subscriber for StandaloneSubscriber {
     fn commit(&mut self, _: &Message) -> Result<(), TransportError> {
         // Outside any group: nothing to commit, a restart reads from the end again.
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Partitions;
+
+    #[test]
+    fn partitions_given_back_are_neither_revoked_nor_gained_and_new_ones_are_gained() {
+        let mut p = Partitions::default();
+        p.assign(vec![0, 1, 2]);
+        assert_eq!(
+            std::mem::take(&mut p.gained),
+            vec![0, 1, 2],
+            "the first assignment"
+        );
+        // An eager rebalance: everything revoked, 0 and 1 back, 5 new.
+        p.revoke(vec![0, 1, 2]);
+        p.assign(vec![0, 1, 5]);
+        assert_eq!(p.take_revoked(), vec![2]);
+        assert_eq!(std::mem::take(&mut p.gained), vec![5]);
+        // A partition revoked (and taken) and given again later is gained again.
+        p.revoke(vec![5]);
+        assert_eq!(p.take_revoked(), vec![5]);
+        p.assign(vec![5]);
+        assert_eq!(std::mem::take(&mut p.gained), vec![5]);
     }
 }

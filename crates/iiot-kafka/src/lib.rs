@@ -191,7 +191,7 @@ impl KafkaTransport {
                 shared: self.inner.shared.clone(),
             },
             topic: Arc::from(topic),
-            revoked: Mutex::new(Vec::new()),
+            partitions: Mutex::default(),
             lag: self.inner.shared.register_consumer(),
         };
         EventConsumer::from_config_and_context(config, context)

@@ -181,6 +181,14 @@ pub trait Subscriber: Send {
         Vec::new()
     }
 
+    /// Partitions given to this member since the last call that it did not hold before (a
+    /// rebalance, the first assignment included): the processor restores the open alerts of
+    /// their devices before it judges their readings. Backends whose members keep fixed
+    /// partitions (the embedded bus) never report any.
+    fn take_assigned(&mut self) -> Vec<i32> {
+        Vec::new()
+    }
+
     /// Marks every message of `batch` as processed: commits the last message of each partition
     /// (which covers the earlier ones).
     fn commit_batch(&mut self, batch: &[Message]) -> Result<(), TransportError> {

@@ -1,7 +1,13 @@
-//! What processors starting on Kafka read back before they consume: the alerts that were open
-//! when the previous processors stopped. The alerts topic holds every status change; folding
-//! it by `alert_id` gives each alert's latest status, and the ones not resolved are handed to
-//! the processors ([`crate::processor::Processor::set_recovered`]).
+//! What a processor worker on Kafka reads back whenever it is given partitions (its first
+//! assignment, and every rebalance that moves partitions to it): the alerts that were open when
+//! their previous owner stopped or let them go. The alerts topic holds every status change;
+//! folding it by `alert_id` gives each alert's latest status, and the ones not resolved are
+//! handed to the worker ([`crate::processor::Processor::set_recovered`]), which puts them back
+//! when their device is first seen there.
+//!
+//! This reads the whole alerts topic on every assignment: fine for the alert volumes of a plant
+//! (alerts are rare next to readings); a compacted, co-partitioned alert-state topic that is
+//! read for exactly the assigned partitions is the step after this one.
 
 use std::time::Duration;
 

@@ -13,11 +13,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use iiot_kafka::testing::TestBroker;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
-use support::kafka::{client, partition_ends, read_topic, topics};
+use support::kafka::{client, committed_short_of, partition_ends, read_topic, topics};
 use support::role::{Role, free_port, log_field, simulate};
 
 #[test]
@@ -191,25 +189,9 @@ fn two_processors_share_the_partitions_and_one_takes_over_after_sigkill() {
     let ends = partition_ends(&broker.brokers, "device-data", 10);
     let produced: i64 = ends.values().sum();
     assert!(produced > 1000, "the simulator produced {produced}");
-    let consumer: BaseConsumer = client(&broker.brokers)
-        .set("group.id", "iot-consumer-group")
-        .create()
-        .expect("consumer");
-    let mut all = TopicPartitionList::new();
-    for p in 0..10 {
-        all.add_partition("device-data", p);
-    }
     let mut behind = Vec::new();
     second.wait_for("the survivor committed every partition to its end", |_| {
-        let Ok(committed) = consumer.committed_offsets(all.clone(), Duration::from_secs(10)) else {
-            return false;
-        };
-        behind = committed
-            .elements()
-            .iter()
-            .filter(|e| !matches!(e.offset(), Offset::Offset(o) if o >= ends[&e.partition()]))
-            .map(|e| (e.partition(), e.offset(), ends[&e.partition()]))
-            .collect();
+        behind = committed_short_of(&broker.brokers, "iot-consumer-group", "device-data", &ends);
         behind.is_empty()
     });
     let survivor = second.metric("iot_messages_total", "");

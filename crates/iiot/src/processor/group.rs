@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::run::{Command, ProcessorIo};
-use super::{DeviceState, Processor, ProcessorConfig, ProcessorStats, RecoveredAlerts};
+use super::run::{Command, ProcessorIo, Recovery};
+use super::{DeviceState, Processor, ProcessorConfig, ProcessorStats};
 use crate::alerts::{AckError, RuleSet};
 use crate::backend::Backend;
 use crate::config::Config;
@@ -33,18 +33,15 @@ pub struct GroupInputs {
     pub stats: Arc<ProcessorStats>,
     /// The command queue (made beforehand for the same reason).
     pub commands: (mpsc::Sender<Command>, mpsc::Receiver<Command>),
-    /// Alerts left open by earlier processors ([`crate::recovery`]).
-    pub recovered: RecoveredAlerts,
 }
 
 impl GroupInputs {
-    /// Fresh counters and command queue, nothing recovered, verdicts to `sinks`.
+    /// Fresh counters and command queue, verdicts to `sinks`.
     pub fn new(sinks: Vec<Arc<dyn Sink>>) -> GroupInputs {
         GroupInputs {
             sinks,
             stats: Arc::default(),
             commands: mpsc::channel(COMMAND_QUEUE),
-            recovered: RecoveredAlerts::new(),
         }
     }
 }
@@ -119,18 +116,24 @@ impl ProcessorGroup {
         let mut workers = Vec::new();
         let mut worker_commands = Vec::new();
         for subscriber in subscribers {
-            let mut processor = Processor::new(
+            // On a backend with history, each worker reads back the alerts left open by the
+            // earlier owners of the partitions it is given, on every assignment (the first one
+            // included): see `run::Worker::restore_gained`.
+            let processor = Processor::new(
                 ProcessorConfig::from_config(config),
                 rules.clone(),
                 inputs.stats.clone(),
             );
-            processor.set_recovered(inputs.recovered.clone());
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             worker_commands.push(tx);
             let io = ProcessorIo {
                 subscriber,
                 sinks: inputs.sinks.clone(),
                 transport: Some(backend.clone()),
+                recovery: backend.keeps_history().then(|| Recovery {
+                    backend: backend.clone(),
+                    topic: k.topic_alerts.clone(),
+                }),
             };
             let (rules_rx, done, stop) = (rules_rx.clone(), processor_done.clone(), stop.clone());
             // On the bus a worker ends when its input topic is ended and drained (see

@@ -31,6 +31,19 @@ pub struct ProcessorIo {
     /// Asked before offline checks: while it cannot reach its broker, silence says nothing
     /// about the devices (`None`: always checked).
     pub transport: Option<Arc<dyn Transport>>,
+    /// Where the open alerts of newly assigned partitions are read back from (`None`: never;
+    /// a backend without history has nothing to read).
+    pub recovery: Option<Recovery>,
+}
+
+/// Reads back, from the alerts topic, the alerts left open by the earlier owners of the
+/// partitions a worker is given ([`crate::recovery::open_alerts`]).
+#[derive(Clone)]
+pub struct Recovery {
+    /// The backend.
+    pub backend: Arc<dyn Transport>,
+    /// The alerts topic.
+    pub topic: String,
 }
 
 /// A request to the running processor from elsewhere in the process (the HTTP API).
@@ -58,12 +71,14 @@ pub async fn run(
         mut subscriber,
         sinks,
         transport,
+        recovery,
     } = io;
     let mut worker = Worker {
         processor: &mut processor,
         sinks: &sinks,
         stop: &stop,
         alerts: Vec::new(),
+        recovery,
     };
     let result = worker
         .consume(subscriber.as_mut(), transport.as_deref(), rules, commands)
@@ -84,6 +99,7 @@ struct Worker<'w> {
     stop: &'w CancellationToken,
     /// Alert changes of the event being handled.
     alerts: Vec<Alert>,
+    recovery: Option<Recovery>,
 }
 
 /// Whether the sinks took a batch, or the role stopped first.
@@ -158,6 +174,7 @@ impl Worker<'_> {
             // committed offset, so they are neither processed nor committed here.
             batch.retain(|m| !revoked.contains(&m.partition));
         }
+        self.restore_gained(subscriber).await?;
         let verdicts = judge_batch(self.processor, batch, &mut self.alerts);
         let delivery = deliver(self.sinks, &verdicts, self.stop).await?;
         drop(verdicts);
@@ -205,6 +222,7 @@ impl Worker<'_> {
         // A rebalance can take every partition away: then no message comes to report it, and
         // the devices now owned elsewhere must not be declared offline here.
         drop_revoked(self.processor, subscriber);
+        self.restore_gained(subscriber).await?;
         let reachable = match transport {
             Some(t) => t.is_ready().await,
             None => true,
@@ -217,6 +235,32 @@ impl Worker<'_> {
         // Merging the latency histogram scans all its buckets: once a second, not per batch.
         self.processor.flush_latency();
         Ok(delivery)
+    }
+
+    /// Partitions newly given to this worker: before any of their readings is judged, the
+    /// alerts their earlier owner left open are read back, and put back into the engine when
+    /// their device is first seen here — a takeover continues the same alert (same id) and
+    /// resolves it when the condition clears, instead of raising a second one and leaving the
+    /// first open without an owner.
+    async fn restore_gained(
+        &mut self,
+        subscriber: &mut dyn Subscriber,
+    ) -> Result<(), TransportError> {
+        let gained = subscriber.take_assigned();
+        let Some(recovery) = self.recovery.as_ref().filter(|_| !gained.is_empty()) else {
+            return Ok(());
+        };
+        tracing::info!(
+            ?gained,
+            "partitions assigned; reading back the alerts left open"
+        );
+        let recovered = tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => return Ok(()),
+            r = crate::recovery::open_alerts(&recovery.backend, &recovery.topic) => r?,
+        };
+        self.processor.set_recovered(recovered);
+        Ok(())
     }
 
     /// Hands the pending alert changes (no input) to the sinks.

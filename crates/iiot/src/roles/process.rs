@@ -1,6 +1,6 @@
-//! The processors of a role and what runs beside them: the alerts earlier processors left open
-//! ([`crate::recovery`]), acknowledgements relayed from `serve` instances
-//! ([`crate::ack_relay`]), alert-rule hot reload and the status line.
+//! The processors of a role and what runs beside them: acknowledgements relayed from `serve`
+//! instances ([`crate::ack_relay`]), alert-rule hot reload and the status line. (Each worker
+//! reads back the alerts left open on the partitions it is given: [`crate::recovery`].)
 //!
 //! [`main`] is `iiot process`: a member of the consumer group `KAFKA_GROUP_ID` whose verdicts
 //! go to the topics only. Several instances share the partitions; a rebalance moves devices
@@ -44,20 +44,18 @@ pub fn topic_sink(
     ))
 }
 
-/// Starts the processors on `backend` once its topics exist: reads back the alerts earlier
-/// processors left open, starts the workers with `inputs`, and relays acknowledgements, reloads
-/// rules from `sources` and logs status lines (with `simulator`'s counters) until stopped.
+/// Starts the processors on `backend` once its topics exist: starts the workers with `inputs`,
+/// and relays acknowledgements, reloads rules from `sources` and logs status lines (with
+/// `simulator`'s counters) until stopped.
 pub async fn start(
     config: &Config,
     backend: &Backend,
-    mut inputs: GroupInputs,
+    inputs: GroupInputs,
     sources: Sources,
     simulator: Option<Arc<SimStats>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Process> {
     let k = &config.kafka;
-    // Alerts the previous processors left open: kept, not raised a second time.
-    inputs.recovered = crate::recovery::open_alerts(backend, &k.topic_alerts).await?;
     let stats = inputs.stats.clone();
     let group = ProcessorGroup::start(config, backend.clone(), inputs).await?;
     let stop = shutdown.child_token();

@@ -73,3 +73,35 @@ pub fn partition_ends(brokers: &str, topic: &str, partitions: i32) -> HashMap<i3
     }
     ends
 }
+
+/// The partitions of `topic` whose offset committed by consumer group `group` is short of its
+/// end in `ends` (empty partitions aside): (partition, committed offset, end). Empty when the
+/// group is done with them.
+pub fn committed_short_of(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    ends: &HashMap<i32, i64>,
+) -> Vec<(i32, Offset, i64)> {
+    let consumer: BaseConsumer = client(brokers)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut all = TopicPartitionList::new();
+    for &p in ends.keys() {
+        all.add_partition(topic, p);
+    }
+    let Ok(committed) = consumer.committed_offsets(all, Duration::from_secs(10)) else {
+        return vec![(-1, Offset::Invalid, 0)];
+    };
+    committed
+        .elements()
+        .iter()
+        .filter(|e| {
+            let end = ends[&e.partition()];
+            // An empty partition has nothing to commit.
+            end > 0 && !matches!(e.offset(), Offset::Offset(o) if o >= end)
+        })
+        .map(|e| (e.partition(), e.offset(), ends[&e.partition()]))
+        .collect()
+}

@@ -162,6 +162,7 @@ pub fn spawn_processor(
         subscriber: input,
         sinks: vec![Arc::new(sink)],
         transport: None,
+        recovery: None,
     };
     let (rules_tx, rules_rx) = tokio::sync::watch::channel(Arc::new(config.rules.clone()));
     let (commands_tx, commands_rx) = mpsc::channel(1);

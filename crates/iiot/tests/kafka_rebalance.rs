@@ -1,0 +1,130 @@
+//! Alert state across a takeover, over a real Kafka-protocol broker (a private tansu): when a
+//! processor dies while its devices are mid-alert, the member that takes its partitions over
+//! continues the same alerts (same ids) and resolves them when the devices cool down — no
+//! second alert for one condition, no alert left open without an owner.
+//!
+//! Needs the `tansu` binary (`scripts/kafka-up.sh --install`).
+#![cfg(feature = "kafka")]
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::Duration;
+
+use iiot_kafka::testing::TestBroker;
+use iiot_model::{Alert, AlertStatus, Reading};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use support::kafka::{client, committed_short_of, partition_ends, read_topic, topics};
+use support::role::Role;
+
+const DEVICES: usize = 10;
+
+/// Publishes one reading per device at `temperature`, `seq` and event time `ts`.
+fn publish_all(producer: &BaseProducer, seq: u64, ts: i64, temperature: f64) {
+    for d in 0..DEVICES {
+        let id = format!("device_{:03}", 100 + d);
+        let body = serde_json::to_vec(&Reading::example(&id, seq, ts, temperature)).expect("json");
+        producer
+            .send(BaseRecord::to("device-data").key(&id).payload(&body))
+            .expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// The `temperature_high` changes on the alerts topic, by device, once `until` holds.
+fn temperature_alerts(
+    brokers: &str,
+    mut until: impl FnMut(&BTreeMap<String, Vec<Alert>>) -> bool,
+) -> BTreeMap<String, Vec<Alert>> {
+    let mut by_device = BTreeMap::new();
+    read_topic(brokers, "alerts", |seen| {
+        by_device = BTreeMap::new();
+        for bytes in seen {
+            let alert: Alert = serde_json::from_slice(bytes).expect("alert JSON");
+            if alert.alert_type == "temperature_high" {
+                by_device
+                    .entry(alert.device_id.clone())
+                    .or_insert_with(Vec::new)
+                    .push(alert);
+            }
+        }
+        until(&by_device)
+    });
+    by_device
+}
+
+#[test]
+fn a_takeover_continues_the_open_alerts_and_resolves_them() {
+    let broker = TestBroker::start(&topics());
+    // tansu evicts a dead member only after max.poll.interval.ms (shortened here); Apache Kafka
+    // after the session timeout.
+    let env = [
+        ("PROCESSOR_WORKERS", "1"),
+        (
+            "KAFKA_PROPERTIES",
+            "session.timeout.ms=6000;max.poll.interval.ms=15000",
+        ),
+    ];
+    // One after the other, so the group has both members (each with its partitions) before
+    // anything is published: the first takes every partition, the second's join splits them.
+    let mut first = Role::start(&["process"], &broker.brokers, &env);
+    first.wait_for_log(
+        "the first member's partitions",
+        "kafka: partitions assigned",
+    );
+    let mut second = Role::start(&["process"], &broker.brokers, &env);
+    second.wait_for_log(
+        "the second member's partitions",
+        "kafka: partitions assigned",
+    );
+    // One record per batch: tansu cannot serve a fetch that starts inside a batch, which the
+    // member taking over at a committed offset does.
+    let producer: BaseProducer = client(&broker.brokers)
+        .set("batch.num.messages", "1")
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+
+    // Ten devices over 80 °C; both members own some of them.
+    let t0 = iiot::now_ms() - 120_000;
+    publish_all(&producer, 1, t0, 85.0);
+    let raised = temperature_alerts(&broker.brokers, |by| by.len() == DEVICES);
+    assert!(raised.values().all(|a| a[0].status == AlertStatus::Active));
+    first.wait_for("both members own devices", |r| {
+        r.metric("iot_messages_total", "status=\"success\"") > 0.0
+            && second.metric("iot_messages_total", "status=\"success\"") > 0.0
+    });
+    // The hot readings are committed: the member that takes over starts after them, so only
+    // the read-back alerts can tell it the devices are mid-alert.
+    let ends = partition_ends(&broker.brokers, "device-data", 10);
+    first.wait_for("every hot reading committed", |_| {
+        committed_short_of(&broker.brokers, "iot-consumer-group", "device-data", &ends).is_empty()
+    });
+    let _ = Command::new("kill")
+        .args(["-KILL", &first.child.id().to_string()])
+        .status();
+    let _ = first.child.wait();
+
+    // They cool down; the survivor takes the dead member's partitions over and reads them.
+    publish_all(&producer, 2, t0 + 5_000, 20.0);
+    let resolved = |alerts: &Vec<Alert>| alerts.iter().any(|a| a.status == AlertStatus::Resolved);
+    let changes = temperature_alerts(&broker.brokers, |by| {
+        by.len() == DEVICES && by.values().all(resolved)
+    });
+    for (device, alerts) in &changes {
+        let ids: BTreeSet<&str> = alerts.iter().map(|a| a.alert_id.as_str()).collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "{device}: one alert id for one condition: {alerts:?}"
+        );
+        assert_eq!(
+            alerts.last().map(|a| a.status),
+            Some(AlertStatus::Resolved),
+            "{device}: resolved when it cooled down"
+        );
+    }
+    assert!(second.ready(), "the survivor is running");
+}
