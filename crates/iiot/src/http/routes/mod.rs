@@ -384,7 +384,10 @@ pub const ROUTES: &[RouteDoc] = &[
             ),
         ],
         replies: &[
-            json(200, "`{items: [alert…]}` (alerts as on the alerts topic)."),
+            json(
+                200,
+                "`{items: [alert…]}` (alerts as on the alerts topic; while silences exist each also carries `silenced`: a silence holds its notifications back now).",
+            ),
             BAD_PARAM,
         ],
     },
