@@ -62,6 +62,20 @@
 //! for = "30s"
 //! severity = "critical"
 //!
+//! [notify]                      # notifications (docs/alerting.md)
+//! dashboard_url = "http://localhost:8080"
+//! queue_capacity = 10000
+//!
+//! [[notify.channels]]
+//! name = "oncall"
+//! kind = "webhook"              # webhook (format = json | slack | teams) | email
+//! url = "http://localhost:9000/iiot"
+//! max_per_minute = 30
+//!
+//! [[notify.routes]]             # none = every change to every channel
+//! channels = ["oncall"]
+//! severity = ["high", "critical"]
+//!
 //! [log]
 //! format = "text"               # text | json
 //! level = "info"                # RUST_LOG syntax

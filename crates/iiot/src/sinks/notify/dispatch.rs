@@ -91,7 +91,8 @@ pub(super) struct Dispatcher {
     pub stats: Arc<NotifyStats>,
     /// Open alerts a silence held back, by id (their latest state).
     held: HashMap<String, Alert>,
-    warned_full: bool,
+    /// When a full channel queue was last logged (at most once per [`super::WARN_EVERY`]).
+    warned_full: Option<std::time::Instant>,
 }
 
 impl Dispatcher {
@@ -111,7 +112,7 @@ impl Dispatcher {
             dashboard,
             stats,
             held: HashMap::new(),
-            warned_full: false,
+            warned_full: None,
         }
     }
 
@@ -221,8 +222,11 @@ impl Dispatcher {
             Ok(()) => s.stats.enqueued(),
             Err(_) => {
                 s.stats.failed(Failure::QueueFull);
-                if !self.warned_full {
-                    self.warned_full = true;
+                let due = self
+                    .warned_full
+                    .is_none_or(|t| t.elapsed() >= super::WARN_EVERY);
+                if due {
+                    self.warned_full = Some(std::time::Instant::now());
                     tracing::warn!(channel = %s.stats.name, "channel queue full: notifications dropped (counted in iot_notifications_failed_total{{reason=\"queue_full\"}})");
                 }
             }
