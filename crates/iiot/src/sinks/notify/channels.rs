@@ -74,6 +74,28 @@ pub enum Outgoing {
     Change(Arc<Notice>),
     /// A summary of what the rate limit held back.
     Digest(Digest),
+    /// Every change of a digest interval, in order (`more`: those beyond what one message
+    /// carries, counted only).
+    Batch {
+        /// The changes.
+        notices: Vec<Arc<Notice>>,
+        /// Changes left out of the message.
+        more: u64,
+    },
+}
+
+impl Outgoing {
+    /// One line per change of a batch (and the count of those left out).
+    pub fn batch_lines(notices: &[Arc<Notice>], more: u64) -> Vec<String> {
+        let mut lines: Vec<String> = notices
+            .iter()
+            .map(|n| format!("{}: {} {}", title(n), n.alert.message, n.link))
+            .collect();
+        if more > 0 {
+            lines.push(format!("… and {more} more"));
+        }
+        lines
+    }
 }
 
 /// How a channel delivers.
@@ -244,6 +266,17 @@ pub fn webhook_body(format: WebhookFormat, out: &Outgoing) -> Vec<u8> {
             }
             v
         }
+        (WebhookFormat::Json, Outgoing::Batch { notices, more }) => {
+            let changes: Vec<Value> = notices
+                .iter()
+                .map(|n| {
+                    let one = Outgoing::Change(n.clone());
+                    serde_json::from_slice(&webhook_body(WebhookFormat::Json, &one))
+                        .unwrap_or(Value::Null)
+                })
+                .collect();
+            json!({"event": "batch", "changes": changes, "more": more})
+        }
         (WebhookFormat::Json, Outgoing::Digest(d)) => json!({
             "event": "digest", "held": d.held, "by_alert_type": d.by_alert_type,
             "by_building": d.by_building, "text": d.text(), "link": d.link,
@@ -269,6 +302,11 @@ fn slack(out: &Outgoing) -> Value {
     let (text, link) = match out {
         Outgoing::Change(n) => (format!("{}: {}", title(n), n.alert.message), &n.link),
         Outgoing::Digest(d) => (d.text(), &d.link),
+        Outgoing::Batch { notices, more } => {
+            let text = Outgoing::batch_lines(notices, *more).join("\n");
+            return json!({"text": text, "blocks": [
+                {"type": "section", "text": {"type": "mrkdwn", "text": text}}]});
+        }
     };
     json!({
         "text": format!("{text} <{link}|open>"),
@@ -295,7 +333,24 @@ fn teams(out: &Outgoing) -> Value {
             (title(n), facts, &n.link)
         }
         Outgoing::Digest(d) => (d.text(), json!([]), &d.link),
+        Outgoing::Batch { notices, more } => {
+            let lines: Vec<Value> = Outgoing::batch_lines(notices, *more)
+                .into_iter()
+                .map(|l| json!({"type": "TextBlock", "text": l, "wrap": true}))
+                .collect();
+            return adaptive_card(lines, json!([]));
+        }
     };
+    let body = vec![
+        json!({"type": "TextBlock", "text": heading, "weight": "Bolder", "size": "Medium", "wrap": true}),
+        json!({"type": "FactSet", "facts": facts}),
+    ];
+    let actions = json!([{"type": "Action.OpenUrl", "title": "Open in dashboard", "url": link}]);
+    adaptive_card(body, actions)
+}
+
+/// A Teams Workflows message carrying one Adaptive Card 1.4.
+fn adaptive_card(body: Vec<Value>, actions: Value) -> Value {
     json!({
         "type": "message",
         "attachments": [{
@@ -305,11 +360,8 @@ fn teams(out: &Outgoing) -> Value {
                 "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
                 "type": "AdaptiveCard",
                 "version": "1.4",
-                "body": [
-                    {"type": "TextBlock", "text": heading, "weight": "Bolder", "size": "Medium", "wrap": true},
-                    {"type": "FactSet", "facts": facts},
-                ],
-                "actions": [{"type": "Action.OpenUrl", "title": "Open in dashboard", "url": link}],
+                "body": body,
+                "actions": actions,
             },
         }],
     })

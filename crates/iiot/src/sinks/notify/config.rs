@@ -82,6 +82,9 @@ impl NotifySettings {
             if c.max_per_minute == Some(0) {
                 return Err((key("max_per_minute"), "must be at least 1".into()));
             }
+            if c.digest.is_some_and(|d| d < Duration::from_secs(1)) {
+                return Err((key("digest"), "must be a duration of at least 1s".into()));
+            }
         }
         for (i, r) in self.routes.iter().enumerate() {
             let key = |field: &str| format!("notify.routes[{i}].{field}");
@@ -233,6 +236,10 @@ pub struct ChannelSpec {
     /// digest when the minute ends. None = no limit.
     #[serde(default)]
     pub max_per_minute: Option<u32>,
+    /// Instead of one message per change, one message per this interval with every change
+    /// of the interval (e.g. `"15m"`; none = one per change).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub digest: Option<Duration>,
     /// E-mail: the SMTP server's host.
     #[serde(default)]
     pub smtp_host: Option<String>,
@@ -277,6 +284,7 @@ impl ChannelSpec {
             retry_backoff: default_backoff(),
             notify_on: default_notify_on(),
             max_per_minute: None,
+            digest: None,
             smtp_host: None,
             smtp_port: None,
             tls: SmtpTls::default(),
@@ -297,6 +305,7 @@ impl ChannelSpec {
             "secret": hide(&self.secret), "timeout": format_duration(self.timeout),
             "retries": self.retries, "retry_backoff": format_duration(self.retry_backoff),
             "notify_on": self.notify_on, "max_per_minute": self.max_per_minute,
+            "digest": self.digest.map(format_duration),
             "smtp_host": self.smtp_host, "smtp_port": self.smtp_port, "tls": self.tls,
             "username": self.username, "password": hide(&self.password), "from": self.from,
             "to": self.to, "subject": self.subject, "body": self.body,
@@ -355,6 +364,10 @@ pub struct RouteSpec {
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 fn default_timeout() -> Duration {

@@ -20,13 +20,59 @@ use super::stats::{ChannelStats, Failure, NotifyStats};
 pub const WINDOW_MS: i64 = 60_000;
 /// Most open alerts held back by silences at once; beyond it they are not told on expiry.
 pub const MAX_HELD: usize = 10_000;
+/// Most changes one digest-interval message lists; the rest are counted in it.
+pub const MAX_BATCH: usize = 500;
 
 /// One channel as the dispatcher sees it.
 pub(super) struct Slot {
     pub notify_on: Vec<Event>,
     pub limiter: Option<Limiter>,
+    pub batch: Option<Batch>,
     pub queue: mpsc::Sender<Outgoing>,
     pub stats: Arc<ChannelStats>,
+}
+
+/// A channel's digest interval: the changes collected since the first of them.
+#[derive(Debug)]
+pub(super) struct Batch {
+    every_ms: i64,
+    since: i64,
+    notices: Vec<Arc<Notice>>,
+    more: u64,
+}
+
+impl Batch {
+    pub(super) fn new(every: std::time::Duration) -> Batch {
+        Batch {
+            every_ms: every.as_millis() as i64,
+            since: 0,
+            notices: Vec::new(),
+            more: 0,
+        }
+    }
+
+    fn push(&mut self, notice: Arc<Notice>, now_ms: i64) {
+        if self.notices.is_empty() && self.more == 0 {
+            self.since = now_ms;
+        }
+        if self.notices.len() < MAX_BATCH {
+            self.notices.push(notice);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// The message of the interval, once it is over (or at once with `force`).
+    fn due(&mut self, now_ms: i64, force: bool) -> Option<Outgoing> {
+        let empty = self.notices.is_empty() && self.more == 0;
+        if empty || (!force && now_ms < self.since.saturating_add(self.every_ms)) {
+            return None;
+        }
+        Some(Outgoing::Batch {
+            notices: std::mem::take(&mut self.notices),
+            more: std::mem::take(&mut self.more),
+        })
+    }
 }
 
 /// A fixed-window rate limit with the digest of what it held back.
@@ -139,7 +185,7 @@ impl Dispatcher {
             }
         } else {
             self.held.remove(&alert.alert_id);
-            self.tell(alert, event, meta.as_ref(), &targets);
+            self.tell(alert, event, meta.as_ref(), &targets, now_ms);
         }
         self.count_held();
     }
@@ -163,14 +209,27 @@ impl Dispatcher {
                 // Nobody heard of it being raised: it is told as raised, in its current state.
                 let meta = self.meta(&alert.device_id);
                 let targets = self.targets(&alert, meta.as_ref(), Event::Raised);
-                self.tell(alert, Event::Raised, meta.as_ref(), &targets);
+                self.tell(alert, Event::Raised, meta.as_ref(), &targets, now_ms);
             }
         }
         self.count_held();
     }
 
-    /// At shutdown: what the rate limits still hold is told now.
+    fn flush_batches(&mut self, now_ms: i64, force: bool) {
+        for i in 0..self.slots.len() {
+            let due = self.slots[i]
+                .batch
+                .as_mut()
+                .and_then(|b| b.due(now_ms, force));
+            if let Some(out) = due {
+                self.send(i, out);
+            }
+        }
+    }
+
+    /// At shutdown: what the rate limits and digest intervals still hold is told now.
     pub(super) fn finish(&mut self) {
+        self.flush_batches(i64::MAX, true);
         let link = format!("{}/#/", self.dashboard);
         for i in 0..self.slots.len() {
             if let Some(mut digest) = self.slots[i].limiter.as_mut().and_then(Limiter::take) {
@@ -186,13 +245,25 @@ impl Dispatcher {
         t
     }
 
-    fn tell(&mut self, alert: Alert, event: Event, meta: Option<&DeviceMeta>, targets: &[usize]) {
+    fn tell(
+        &mut self,
+        alert: Alert,
+        event: Event,
+        meta: Option<&DeviceMeta>,
+        targets: &[usize],
+        now_ms: i64,
+    ) {
         if targets.is_empty() {
             return;
         }
         let link = device_link(&self.dashboard, &alert.device_id);
         let notice = Arc::new(Notice { alert, event, link });
         for &t in targets {
+            // A digest channel sends one message per interval: no rate limit needed.
+            if let Some(batch) = &mut self.slots[t].batch {
+                batch.push(notice.clone(), now_ms);
+                continue;
+            }
             let admitted = match &mut self.slots[t].limiter {
                 Some(limiter) => limiter.admit(&notice.alert, meta),
                 None => true,
@@ -206,6 +277,7 @@ impl Dispatcher {
     }
 
     fn roll(&mut self, now_ms: i64) {
+        self.flush_batches(now_ms, false);
         let link = format!("{}/#/", self.dashboard);
         for i in 0..self.slots.len() {
             let digest = self.slots[i].limiter.as_mut().and_then(|l| l.roll(now_ms));
@@ -277,6 +349,7 @@ mod tests {
         let slot = Slot {
             notify_on,
             limiter: max_per_minute.map(Limiter::new),
+            batch: None,
             queue,
             stats: stats.clone(),
         };
@@ -303,6 +376,7 @@ mod tests {
             .map(|o| match o {
                 Outgoing::Change(n) => format!("{} {}", n.event.as_str(), n.alert.device_id),
                 Outgoing::Digest(d) => format!("digest {}", d.held),
+                Outgoing::Batch { notices, more } => format!("batch {} +{more}", notices.len()),
             })
             .collect()
     }
@@ -320,7 +394,7 @@ mod tests {
         assert_eq!(events(&out), ["raised device_001", "resolved device_001"]);
         match &out[0] {
             Outgoing::Change(n) => assert_eq!(n.link, "http://dash/#/device/device_001"),
-            Outgoing::Digest(_) => unreachable!("a change"),
+            _ => unreachable!("a change"),
         }
     }
 
@@ -366,6 +440,32 @@ mod tests {
         f.now.store(T0 + 1000, Ordering::SeqCst);
         f.d.tick(T0 + 1000);
         assert_eq!(events(&drain(&mut f.rx)), ["raised device_001"]);
+    }
+
+    #[test]
+    fn a_digest_channel_sends_one_message_per_interval_with_every_change() {
+        let mut f = fixture(None, vec![Event::Raised, Event::Resolved]);
+        f.d.slots[0].batch = Some(Batch::new(std::time::Duration::from_secs(300)));
+        let a = alert("device_001", "temperature_high");
+        f.d.handle(a.clone(), T0);
+        f.d.handle(alert("device_002", "temperature_high"), T0 + 1);
+        f.d.handle(with(a, AlertStatus::Resolved), T0 + 2);
+        f.d.tick(T0 + 299_999);
+        assert!(drain(&mut f.rx).is_empty(), "not before the interval ends");
+        f.d.tick(T0 + 300_000);
+        assert_eq!(events(&drain(&mut f.rx)), ["batch 3 +0"]);
+        f.d.handle(alert("device_003", "temperature_high"), T0 + 400_000);
+        f.d.finish();
+        assert_eq!(
+            events(&drain(&mut f.rx)),
+            ["batch 1 +0"],
+            "told at shutdown"
+        );
+    }
+
+    fn with(mut a: Alert, status: AlertStatus) -> Alert {
+        a.status = status;
+        a
     }
 
     #[test]

@@ -7,7 +7,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::channels::{Notice, Outgoing, title};
-use super::config::{ChannelSpec, SmtpTls};
+use super::config::{ChannelSpec, Event, SmtpTls};
 use super::stats::Failure;
 
 /// A configured SMTP sender.
@@ -65,6 +65,7 @@ impl Mailer {
     pub async fn send(&self, out: &Outgoing) -> Result<(), (Failure, String)> {
         let (subject, body) = match out {
             Outgoing::Change(n) => (fill(&self.subject, n), fill(&self.body, n)),
+            Outgoing::Batch { notices, more } => batch_mail(notices, *more),
             Outgoing::Digest(d) => (
                 format!("{} more alert changes held back", d.held),
                 format!("{}\n\n{}\n", d.text(), d.link),
@@ -94,6 +95,20 @@ impl Mailer {
     }
 }
 
+/// The subject and body of a digest-interval message.
+fn batch_mail(notices: &[std::sync::Arc<Notice>], more: u64) -> (String, String) {
+    let count = |e: Event| notices.iter().filter(|n| n.event == e).count();
+    let subject = format!(
+        "{} alert changes ({} raised, {} resolved)",
+        notices.len() as u64 + more,
+        count(Event::Raised),
+        count(Event::Resolved)
+    );
+    let mut body = Outgoing::batch_lines(notices, more).join("\n");
+    body.push('\n');
+    (subject, body)
+}
+
 /// `template` with `{device_id}`, `{alert_type}`, `{severity}`, `{event}`, `{message}`,
 /// `{alert_id}`, `{link}`, `{current_value}` and `{title}` filled in.
 pub fn fill(template: &str, n: &Notice) -> String {
@@ -118,7 +133,6 @@ pub fn fill(template: &str, n: &Notice) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::notify::config::Event;
     use crate::test_support::alert;
 
     #[test]

@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use self::dispatch::{Dispatcher, Limiter, Slot};
+use self::dispatch::{Batch, Dispatcher, Limiter, Slot};
 use self::routing::{DeviceLookup, DeviceMeta, Routes};
 use self::silences::{Clock, Silences};
 use self::stats::{ChannelStats, NotifyStats};
@@ -140,6 +140,7 @@ impl Notifier {
             slots.push(Slot {
                 notify_on: spec.notify_on.clone(),
                 limiter: spec.max_per_minute.map(Limiter::new),
+                batch: spec.digest.map(Batch::new),
                 queue: worker.queue,
                 stats: stats.clone(),
             });
