@@ -238,12 +238,14 @@ pub fn config(toml: &str) -> Config {
     Config::load(&from_file(file)).expect("a valid config")
 }
 
-/// A notifier for `config` on `clock`, looking at it every 10 ms, without device metadata.
+/// A notifier for `config` on `clock`, looking at it every 10 ms, without device metadata,
+/// giving channels 2 s at stop.
 pub fn notifier(config: &Config, clock: Clock) -> (Notifier, Arc<NotifyShared>) {
     let shared = NotifyShared::new(config, clock);
     let options = NotifyOptions {
         lookup: None,
         tick: Duration::from_millis(10),
+        stop_grace: Duration::from_secs(2),
     };
     let n = Notifier::start(config, shared.clone(), options).expect("channels start");
     (n, shared)

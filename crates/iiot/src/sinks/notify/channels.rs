@@ -138,10 +138,20 @@ pub fn start(
     let (queue, mut rx) = mpsc::channel::<Outgoing>(CHANNEL_QUEUE);
     let (retries, backoff, name) = (spec.retries, spec.retry_backoff, spec.name.clone());
     let task = tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
+        // Until the queue is closed and drained, or `stop` (the grace at shutdown is over).
+        loop {
+            let out = tokio::select! {
+                out = rx.recv() => out,
+                _ = stop.cancelled() => None,
+            };
+            let Some(out) = out else { break };
             stats.dequeued();
             let attempt = || transport.deliver(&out);
             deliver_with_retries(attempt, retries, backoff, &stats, &name, &stop).await;
+        }
+        let left = rx.len();
+        if left > 0 {
+            tracing::warn!(channel = %name, left, "stopped with notifications undelivered");
         }
     });
     Ok(ChannelWorker { queue, task })
@@ -159,7 +169,11 @@ async fn deliver_with_retries<'a, F, Fut>(
     Fut: std::future::Future<Output = Result<(), (Failure, String)>> + 'a,
 {
     for n in 0..=retries {
-        let (failure, detail) = match attempt().await {
+        let result = tokio::select! {
+            result = attempt() => result,
+            _ = stop.cancelled() => Err((Failure::Other, "stopped during the attempt".into())),
+        };
+        let (failure, detail) = match result {
             Ok(()) => {
                 stats.sent();
                 return;

@@ -50,7 +50,7 @@ pub use dispatch::device_link;
 pub const WARN_EVERY: Duration = Duration::from_secs(10);
 /// How often the dispatcher looks at the clock (rate-limit windows, silences ending).
 pub const TICK: Duration = Duration::from_secs(1);
-/// How long [`Notifier::stop`] lets the channels deliver what is queued.
+/// How long [`Notifier::stop`] lets the channels deliver what is queued, by default.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// What the notifier shares with the HTTP API: the silences and the counters.
@@ -86,6 +86,8 @@ pub struct NotifyOptions {
     pub lookup: Option<DeviceLookup>,
     /// How often the dispatcher looks at the clock.
     pub tick: Duration,
+    /// How long [`Notifier::stop`] lets the channels deliver what is queued.
+    pub stop_grace: Duration,
 }
 
 impl NotifyOptions {
@@ -94,6 +96,7 @@ impl NotifyOptions {
         NotifyOptions {
             lookup: Some(lookup_in(live)),
             tick: TICK,
+            stop_grace: STOP_GRACE,
         }
     }
 }
@@ -117,9 +120,10 @@ pub struct Notifier {
     sink: Arc<NotifySink>,
     shared: Arc<NotifyShared>,
     drain: CancellationToken,
-    abort_retries: CancellationToken,
+    give_up: CancellationToken,
     dispatcher: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
+    stop_grace: Duration,
 }
 
 impl Notifier {
@@ -131,11 +135,11 @@ impl Notifier {
         options: NotifyOptions,
     ) -> Result<Notifier, String> {
         let specs = config.notify.effective_channels();
-        let abort_retries = CancellationToken::new();
+        let give_up = CancellationToken::new();
         let mut slots = Vec::new();
         let mut workers = Vec::new();
         for (spec, stats) in specs.iter().zip(&shared.stats.channels) {
-            let worker = channels::start(spec, stats.clone(), abort_retries.clone())?;
+            let worker = channels::start(spec, stats.clone(), give_up.clone())?;
             workers.push(worker.task);
             slots.push(Slot {
                 notify_on: spec.notify_on.clone(),
@@ -176,9 +180,10 @@ impl Notifier {
             sink,
             shared,
             drain,
-            abort_retries,
+            give_up,
             dispatcher,
             workers,
+            stop_grace: options.stop_grace,
         })
     }
 
@@ -192,17 +197,18 @@ impl Notifier {
         &self.shared.stats
     }
 
-    /// Tells what is queued (bounded by [`STOP_GRACE`]), then stops; what is left is logged.
+    /// Tells what is queued (bounded by the options' `stop_grace`), then stops; what is left
+    /// is logged.
     pub async fn stop(self) {
         self.drain.cancel();
         let _ = self.dispatcher.await;
-        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        let deadline = tokio::time::Instant::now() + self.stop_grace;
         for mut worker in self.workers {
             if tokio::time::timeout_at(deadline, &mut worker)
                 .await
                 .is_err()
             {
-                self.abort_retries.cancel();
+                self.give_up.cancel();
                 if tokio::time::timeout(Duration::from_secs(1), &mut worker)
                     .await
                     .is_err()
