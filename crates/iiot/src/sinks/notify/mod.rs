@@ -315,3 +315,34 @@ impl NotifySink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::AlertChange;
+    use crate::test_support::alert;
+
+    #[tokio::test]
+    async fn a_full_intake_drops_and_counts_instead_of_waiting() {
+        let stats = Arc::new(NotifyStats::default());
+        // Nobody reads the intake: the dispatcher is stuck, say.
+        let (tx, _rx) = mpsc::channel(16);
+        let sink = NotifySink {
+            tx,
+            stats: stats.clone(),
+            channels: 1,
+            last_warn_ms: AtomicI64::new(i64::MIN),
+        };
+        let verdicts = Verdicts {
+            alerts: (0..20)
+                .map(|i| AlertChange::new(alert(&format!("device_{i:03}"), "temperature_high")))
+                .collect(),
+            ..Verdicts::empty(crate::test_support::T0)
+        };
+        sink.take(&verdicts, &CancellationToken::new())
+            .await
+            .expect("never refuses");
+        let s = stats.snapshot();
+        assert_eq!((s.intake, s.dropped), (16, 4));
+    }
+}
