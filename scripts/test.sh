@@ -11,6 +11,12 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+# The notification tests receive e-mail with a real SMTP server: aiosmtpd, from PyPI.
+if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+  echo "aiosmtpd not found: installing it (one-off)"
+  python3 -m pip install --quiet aiosmtpd \
+    || python3 -m pip install --quiet --break-system-packages aiosmtpd
+fi
 # Build packages librdkafka needs (and tansu, the broker the Kafka tests start), before anything
 # compiles; installing tansu takes ~15 minutes the first time, then it is reused.
 bash scripts/kafka-up.sh --install

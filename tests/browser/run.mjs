@@ -184,6 +184,26 @@ try {
     noProblems(problems);
   });
 
+  await test('an open alert can be silenced from the panel; the silences page lists it and expires it', async () => {
+    await page.goto(`${base}/#/`);
+    await live(page);
+    const id = await until(() => page.evaluate(() => {
+      const row = document.querySelector('[data-test=alert-list] li:not([data-status="resolved"]) [data-test=silence]');
+      return row?.closest('li')?.dataset.alertId ?? null;
+    }), 60000, 'an open alert with a Silence button');
+    await page.click(`[data-test=alert-list] li[data-alert-id="${id}"] [data-test=silence]`);
+    await page.waitForSelector(`[data-test=alert-list] li[data-alert-id="${id}"] [data-test=silenced]`, { timeout: 10000 });
+    const { items } = await (await fetch(`${base}/api/silences`)).json();
+    assert(items.length >= 1 && items.some((s) => s.created_by === 'dashboard' && s.active), `silences: ${JSON.stringify(items)}`);
+    await page.goto(`${base}/#/silences`);
+    await page.waitForSelector('[data-test=silence-list] li[data-state="active"]', { timeout: 10000 });
+    await shot(page, 'silences');
+    const before = await page.$$eval('[data-test=silence-list] li', (rows) => rows.length);
+    await page.click('[data-test=silence-list] li [data-test=expire]');
+    await until(() => page.$$eval('[data-test=silence-list] li', (rows) => rows.length).then((n) => n === before - 1), 10000, 'the silence gone');
+    noProblems(problems);
+  });
+
   await test('the stream reconnects and resumes, and reloads when it cannot resume', async () => {
     await page.goto(`${base}/#/`);
     await live(page);

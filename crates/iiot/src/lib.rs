@@ -7,8 +7,9 @@
 //! - [`processor`]: validation → verdicts (accepted reading, or dead letter with its reason),
 //!   per-device `seq` tracking, aggregates, the [`alerts`] engine; the worker loop and the
 //!   consumer group of workers.
-//! - [`sinks`]: where verdicts go — the backend's topics (alerts, dead letters) and the live
-//!   store + WebSocket hub (later history on disk, notifiers).
+//! - [`sinks`]: where verdicts go — the backend's topics (alerts, dead letters), the live
+//!   store + WebSocket hub, and the notifier (webhooks, Slack, Teams, e-mail; routes, rate
+//!   limits, silences) (later history on disk).
 //! - [`roles`]: `run`, `process`, `serve`, `simulate` — each `start(config, backend, …)` with a
 //!   bounded `stop()`; `run` composes the others. The status line.
 //! - [`backend`]: the one backend seam — an [`iiot_transport::Transport`] (the embedded bus, or

@@ -26,3 +26,23 @@ pub(crate) fn decode_valid(json: &[u8], received_ms: i64) -> Reading<'static> {
         .expect("a valid reading")
         .into_owned()
 }
+
+/// An active `high` alert of `alert_type` about `device`, raised at [`T0`].
+pub(crate) fn alert(device: &str, alert_type: &str) -> iiot_model::Alert {
+    use iiot_model::{Alert, AlertStatus, Operator, Severity, Threshold};
+    Alert {
+        alert_id: format!("alert_{device}_{alert_type}"),
+        device_id: device.to_string(),
+        alert_type: alert_type.to_string(),
+        severity: Severity::High,
+        message: format!("{alert_type} on {device}"),
+        timestamp: T0,
+        status: AlertStatus::Active,
+        threshold: Threshold {
+            parameter: "temperature".into(),
+            operator: Operator::Above,
+            value: 80.0,
+        },
+        current_value: 85.2,
+    }
+}

@@ -163,6 +163,14 @@ pub(crate) static KEYS: &[Key] = &[
         thresholds.current_high = Float(f64::MIN, f64::MAX)),
     key!("ALERT_BATTERY_LOW", "alerts.battery_low", "20", NUMBER,
         thresholds.battery_low = Float(f64::MIN, f64::MAX)),
+    key!(optional "NOTIFY_WEBHOOK_URL", "notify.webhook_url", "", "an http:// or https:// URL: every alert change is POSTed there as JSON (a channel named webhook)",
+        notify.webhook_url = Opt(Text(is_http_url))),
+    key!(optional "NOTIFY_WEBHOOK_SECRET", "notify.webhook_secret", "", "the HMAC-SHA256 secret of NOTIFY_WEBHOOK_URL's X-IIoT-Signature header (never shown; or NOTIFY_WEBHOOK_SECRET_FILE)",
+        notify.webhook_secret = Opt(Text(|_| true))),
+    key!(optional "DASHBOARD_URL", "notify.dashboard_url", "", "the dashboard's address as people reach it, for links in notifications (empty = http://localhost:HTTP_PORT)",
+        notify.dashboard_url = Opt(Text(is_http_url))),
+    key!("NOTIFY_QUEUE_CAPACITY", "notify.queue_capacity", "10000", "an integer from 16 to 1000000 (alert changes waiting for the notifier; beyond it they are dropped and counted)",
+        notify.queue_capacity = int::<usize>(16, 1_000_000)),
     key!("LOG_FORMAT", "log.format", "text", "one of text, json",
         log.format = Format),
     key!(optional "RUST_LOG", "log.level", "info", "a tracing filter such as info or iiot=debug,warn",
@@ -203,6 +211,12 @@ fn is_broker_list(s: &str) -> bool {
 /// `name=value` pairs separated by `;` (see [`super::KafkaSettings::extra_properties`]).
 fn is_property_list(s: &str) -> bool {
     super::parse_properties(s).is_some()
+}
+
+fn is_http_url(s: &str) -> bool {
+    (s.starts_with("http://") || s.starts_with("https://"))
+        && reqwest::Url::parse(s).is_ok()
+        && !s.contains(char::is_whitespace)
 }
 
 fn is_url_path(s: &str) -> bool {
@@ -392,6 +406,7 @@ mod tests {
             "KAFKA_SASL_USERNAME",
             "KAFKA_SASL_PASSWORD",
             "KAFKA_SSL_KEY_PASSWORD",
+            "NOTIFY_WEBHOOK_SECRET",
             "RUST_LOG",
         ];
         let mut config = Config::default();

@@ -11,6 +11,8 @@ use super::{
     SimulatorSettings, Sources, WebSocketSettings,
 };
 use crate::alerts::rules::{RuleError, RuleSet, RuleSpec, Thresholds};
+use crate::sinks::notify::NotifySettings;
+use crate::sinks::notify::config::{ChannelSpec, RouteSpec};
 
 /// The environment name that points at the config file.
 const CONFIG_KEY: &str = "IIOT_CONFIG";
@@ -48,6 +50,10 @@ struct ConfigFile {
     specs: Vec<RuleSpec>,
     /// `[[alerts.rules]]` as written, to quote values in rule errors.
     raw_rules: Vec<toml::Table>,
+    /// `[[notify.channels]]`.
+    channels: Vec<ChannelSpec>,
+    /// `[[notify.routes]]`.
+    routes: Vec<RouteSpec>,
 }
 
 /// [`Config::load`].
@@ -148,6 +154,8 @@ fn read_file(path: &Path) -> Result<ConfigFile, ConfigError> {
         layer: Layer::empty(Origin::File(path.to_path_buf())),
         specs: Vec::new(),
         raw_rules: Vec::new(),
+        channels: Vec::new(),
+        routes: Vec::new(),
     };
     collect(&table, "", &mut file)?;
     Ok(file)
@@ -164,6 +172,10 @@ fn collect(table: &toml::Table, prefix: &str, file: &mut ConfigFile) -> Result<(
         };
         if path == "alerts.rules" {
             collect_rules(value, file)?;
+        } else if path == "notify.channels" {
+            file.channels = collect_tables(value, &path, file)?;
+        } else if path == "notify.routes" {
+            file.routes = collect_tables(value, &path, file)?;
         } else if let Some(key) = keys::by_toml(&path) {
             let text = scalar_text(value)
                 .ok_or_else(|| file_error(file, &path, value, "must be a number or a string"))?;
@@ -211,6 +223,28 @@ fn collect_rules(value: &toml::Value, file: &mut ConfigFile) -> Result<(), Confi
     Ok(())
 }
 
+/// A `[[path]]` array of tables, each deserialized as `T`; the error names the table and, when
+/// serde says, the field.
+fn collect_tables<T: serde::de::DeserializeOwned>(
+    value: &toml::Value,
+    path: &str,
+    file: &ConfigFile,
+) -> Result<Vec<T>, ConfigError> {
+    let toml::Value::Array(items) = value else {
+        let problem = format!("must be a list of [[{path}]] tables");
+        return Err(file_error(file, path, value, &problem));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            item.clone().try_into::<T>().map_err(|e| {
+                file_error(file, &format!("{path}[{i}]"), item, &one_line(e.message()))
+            })
+        })
+        .collect()
+}
+
 /// The field of a rule that does not deserialize (unknown, or of the wrong type), found by
 /// trying each field on its own: serde's message does not say which field it was.
 fn bad_rule_field(rule: &toml::Table) -> Option<(&str, &toml::Value, String)> {
@@ -239,6 +273,9 @@ fn children(prefix: &str) -> Vec<&'static str> {
         .collect();
     if prefix == "alerts" {
         names.push("rules");
+    }
+    if prefix == "notify" {
+        names.extend(["channels", "routes"]);
     }
     names.dedup();
     names
@@ -274,6 +311,11 @@ fn resolve(layers: &[&Layer], file: Option<&ConfigFile>) -> Result<Config, Confi
     let specs = file.map_or(&[][..], |f| &f.specs[..]);
     config.rules = RuleSet::build(&config.thresholds, specs).map_err(|e| rule_error(e, file))?;
     config.config_file = file.map(|f| f.path.clone());
+    if let Some(file) = file {
+        config.notify.channels = file.channels.clone();
+        config.notify.routes = file.routes.clone();
+    }
+    check_notify(&config, &layers, file)?;
     Ok(config)
 }
 
@@ -372,6 +414,37 @@ fn check_tls_verification(config: &Config, layers: &[&Layer]) -> Result<(), Conf
     let mut error = invalid(key, text, origin);
     error.allowed = problem;
     Err(error)
+}
+
+/// The channels and routes make sense together (names, URLs, addresses, TLS in this build).
+fn check_notify(
+    config: &Config,
+    layers: &[&Layer],
+    file: Option<&ConfigFile>,
+) -> Result<(), ConfigError> {
+    let Err((key, problem)) = config.notify.check() else {
+        return Ok(());
+    };
+    let from_file = file.map_or(0, |f| f.channels.len());
+    let index = key
+        .strip_prefix("notify.channels[")
+        .and_then(|rest| rest.split_once(']'))
+        .and_then(|(i, _)| i.parse::<usize>().ok());
+    // A channel past the file's own is NOTIFY_WEBHOOK_URL's.
+    if index.is_some_and(|i| i >= from_file)
+        && let Some(k) = keys::by_env("NOTIFY_WEBHOOK_URL")
+    {
+        let (text, origin) = pick(k, layers);
+        let mut error = invalid(k, text, origin);
+        error.allowed = problem;
+        return Err(error);
+    }
+    Err(ConfigError {
+        key,
+        value: String::new(),
+        origin: file.map_or(Origin::Default, |f| f.layer.origin.clone()),
+        allowed: problem,
+    })
 }
 
 fn invalid(key: &Key, text: &str, origin: Origin) -> ConfigError {
@@ -513,6 +586,7 @@ fn blank() -> Config {
         },
         thresholds: Thresholds::default(),
         rules: RuleSet { rules: Vec::new() },
+        notify: NotifySettings::default(),
         log: LogSettings {
             format: LogFormat::Text,
             level: String::new(),

@@ -62,6 +62,20 @@
 //! for = "30s"
 //! severity = "critical"
 //!
+//! [notify]                      # notifications (docs/alerting.md)
+//! dashboard_url = "http://localhost:8080"
+//! queue_capacity = 10000
+//!
+//! [[notify.channels]]
+//! name = "oncall"
+//! kind = "webhook"              # webhook (format = json | slack | teams) | email
+//! url = "http://localhost:9000/iiot"
+//! max_per_minute = 30
+//!
+//! [[notify.routes]]             # none = every change to every channel
+//! channels = ["oncall"]
+//! severity = ["high", "critical"]
+//!
 //! [log]
 //! format = "text"               # text | json
 //! level = "info"                # RUST_LOG syntax
@@ -88,6 +102,7 @@ use serde_json::Value as Json;
 
 use crate::alerts::rules::{RuleKind, RuleSet, Thresholds};
 use crate::duration::format_duration;
+use crate::sinks::notify::NotifySettings;
 
 pub use watch::watch_rules;
 
@@ -108,6 +123,8 @@ pub struct Config {
     pub thresholds: Thresholds,
     /// The alert rules: the defaults for `thresholds`, then `[[alerts.rules]]` from the file.
     pub rules: RuleSet,
+    /// Notifications: channels, routes, the one-line webhook.
+    pub notify: NotifySettings,
     /// Logging.
     pub log: LogSettings,
     /// The config file that was loaded, if any (watched for rule changes).
@@ -475,6 +492,16 @@ impl Config {
         }
         let rules = self.rules.rules.iter().map(rule_json).collect();
         insert_at(&mut root, "alerts.rules", Json::Array(rules));
+        let channels = self.notify.channels.iter().map(|c| c.redacted()).collect();
+        insert_at(&mut root, "notify.channels", Json::Array(channels));
+        let routes = self.notify.routes.iter().map(|r| {
+            let mut v = serde_json::to_value(&r.matchers).unwrap_or(Json::Null);
+            if let Json::Object(m) = &mut v {
+                m.insert("channels".into(), Json::from(r.channels.clone()));
+            }
+            v
+        });
+        insert_at(&mut root, "notify.routes", Json::Array(routes.collect()));
         Json::Object(root)
     }
 }

@@ -32,6 +32,9 @@ pub enum AppError {
     /// The alert was acknowledged before (409).
     #[error("alert already acknowledged")]
     AlreadyAcknowledged(String),
+    /// No silence has this id (404).
+    #[error("unknown silence")]
+    UnknownSilence(String),
     /// No route has this path (404).
     #[error("not found")]
     NotFound(String),
@@ -54,9 +57,10 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::BadParameter { .. } | AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AppError::UnknownDevice(_) | AppError::UnknownAlert(_) | AppError::NotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            AppError::UnknownDevice(_)
+            | AppError::UnknownAlert(_)
+            | AppError::UnknownSilence(_)
+            | AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::AlreadyAcknowledged(_) => StatusCode::CONFLICT,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -82,6 +86,9 @@ impl AppError {
             }
             AppError::UnknownAlert(id) | AppError::AlreadyAcknowledged(id) => {
                 add("alert_id", id);
+            }
+            AppError::UnknownSilence(id) => {
+                add("silence_id", id);
             }
             AppError::NotFound(path) => {
                 add("path", path);

@@ -21,6 +21,7 @@ use super::state::OpsState;
 use crate::hub::{LATENCY_BOUNDS_MS, LatencySnapshot};
 use crate::procstats::ProcessStats;
 use crate::simulator::SimSnapshot;
+use crate::sinks::notify::stats::{ChannelSnapshot, Failure, NotifySnapshot};
 use crate::store::{DeviceStatus, StatusCounts};
 
 mod names;
@@ -81,6 +82,8 @@ pub struct Snapshot {
     pub backend: BackendMetrics,
     /// The simulator's counters, when this process runs one.
     pub simulator: Option<SimSnapshot>,
+    /// The notifier's counters, when this process notifies.
+    pub notify: Option<NotifySnapshot>,
     /// This process's resource use.
     pub process: ProcessStats,
 }
@@ -157,6 +160,7 @@ impl Snapshot {
             }),
             backend: state.transport.metrics(),
             simulator: state.simulator.as_ref().map(|s| s.snapshot()),
+            notify: state.notify.as_ref().map(|n| n.stats.snapshot()),
             process: ProcessStats::current(),
         }
     }
@@ -246,6 +250,7 @@ impl Snapshot {
         e.single(&UPTIME, self.uptime_s);
         self.render_backend(e);
         self.render_simulator(e);
+        self.render_notify(e);
         self.render_process(e);
         out.0
     }
@@ -362,6 +367,34 @@ impl Snapshot {
         }
     }
 
+    /// The notifier's families: described always, sampled where a notifier runs, per channel.
+    fn render_notify(&self, e: &mut Exposition) {
+        let n = self.notify.as_ref();
+        let channels = n.map_or(&[][..], |n| &n.channels[..]);
+        let per_channel =
+            |e: &mut Exposition, m: &MetricDef, value: fn(&ChannelSnapshot) -> u64| {
+                e.family(m);
+                for c in channels {
+                    e.sample(m, "", &[("channel", &c.name)], value(c));
+                }
+            };
+        per_channel(e, &NOTIFY_SENT, |c| c.sent);
+        e.family(&NOTIFY_FAILED);
+        for c in channels {
+            for (reason, count) in Failure::ALL.iter().zip(c.failed) {
+                let labels = [("channel", c.name.as_str()), ("reason", reason.as_str())];
+                e.sample(&NOTIFY_FAILED, "", &labels, count);
+            }
+        }
+        per_channel(e, &NOTIFY_RETRIES, |c| c.retries);
+        per_channel(e, &NOTIFY_QUEUE, |c| c.queued);
+        per_channel(e, &NOTIFY_SILENCED, |c| c.silenced);
+        per_channel(e, &NOTIFY_RATE_LIMITED, |c| c.rate_limited);
+        e.optional(&NOTIFY_DROPPED, n.map(|n| n.dropped));
+        e.optional(&NOTIFY_INTAKE, n.map(|n| n.intake));
+        e.optional(&NOTIFY_HELD, n.map(|n| n.held_silenced));
+    }
+
     /// The `process_*` families, each sampled only where the platform reports it.
     fn render_process(&self, e: &mut Exposition) {
         let p = &self.process;
@@ -417,7 +450,7 @@ impl Exposition {
         if !labels.is_empty() {
             self.0.push('{');
             for (i, (k, v)) in labels.iter().enumerate() {
-                // Label values come from closed sets of plain words: nothing to escape.
+                // Label values are closed sets of plain words, or channel names (checked to be plain).
                 let _ = write!(self.0, "{}{k}=\"{v}\"", if i == 0 { "" } else { "," });
             }
             self.0.push('}');

@@ -13,6 +13,7 @@ use crate::processor::ProcessorStats;
 use crate::processor::run::Command;
 use crate::simulator::SimStats;
 use crate::sinks::live::Live;
+use crate::sinks::notify::NotifyShared;
 use crate::store::Store;
 
 /// The state behind [`super::ops_app`], and the part of [`AppState`] the operations endpoints
@@ -31,6 +32,8 @@ pub struct OpsState {
     pub simulator: Option<Arc<SimStats>>,
     /// The live store and hub, in a serve side (device counts, WebSocket counters).
     pub live: Option<Live>,
+    /// The notifier's silences and counters, when this process notifies (`iiot run`).
+    pub notify: Option<Arc<NotifyShared>>,
 }
 
 impl OpsState {
@@ -47,6 +50,7 @@ impl OpsState {
             started: Instant::now(),
             simulator: None,
             live: None,
+            notify: None,
         }
     }
 }

@@ -24,6 +24,8 @@ use crate::config::{Config, Sources};
 use crate::processor::ProcessorStats;
 use crate::processor::group::GroupInputs;
 use crate::simulator::{Pace, SimStats};
+use crate::sinks::notify::silences::system_clock;
+use crate::sinks::notify::{Notifier, NotifyOptions, NotifyShared};
 
 /// How long a Kafka run waits at shutdown for the processors to catch up with the simulator
 /// (and the serve side with the processors).
@@ -55,7 +57,8 @@ pub async fn run(
     let started = Instant::now();
     let backend = backend::from_config(&config)?;
     let sim_stats = Arc::new(SimStats::default());
-    let (serve, process) = compose(&config, &backend, sources, &sim_stats, &shutdown).await?;
+    let (serve, process, notifier) =
+        compose(&config, &backend, sources, &sim_stats, &shutdown).await?;
     tracing::info!(
         devices = config.simulator.device_count,
         backend = %backend.describe(),
@@ -96,6 +99,7 @@ pub async fn run(
         catch_up(&process.group, &serve, baseline, &sim_stats, &stats).await;
     }
     let processors = process.stop().await;
+    notifier.stop().await;
     let served = serve.stop().await;
     backend.close();
     let processors = processors?;
@@ -111,18 +115,22 @@ async fn compose(
     sources: Sources,
     sim_stats: &Arc<SimStats>,
     shutdown: &CancellationToken,
-) -> anyhow::Result<(serve::Serve, process::Process)> {
+) -> anyhow::Result<(serve::Serve, process::Process, Notifier)> {
     let mut inputs = GroupInputs::new(Vec::new());
+    let notify = NotifyShared::new(config, system_clock());
     let serve_inputs = ServeInputs {
         commands: Some(inputs.commands.0.clone()),
         stats: inputs.stats.clone(),
         simulator: Some(sim_stats.clone()),
+        notify: Some(notify.clone()),
     };
     let mut serve = serve::start(config, backend, serve_inputs).await?;
     if !backend::prepare_topics(backend, config, shutdown).await {
         serve.stop().await?;
         anyhow::bail!("stopped before the Kafka topics could be prepared (no broker answered)");
     }
+    let notifier = Notifier::start(config, notify, NotifyOptions::from_live(&serve.live))
+        .map_err(anyhow::Error::msg)?;
     inputs
         .sinks
         .push(topic_sink(config, backend, &inputs.stats));
@@ -130,13 +138,15 @@ async fn compose(
         // The processors here are all there are: they feed the live state directly.
         inputs.sinks.push(serve.live_sink());
     }
+    // On Kafka too, for now: each process notifies for the devices its processors own.
+    inputs.sinks.push(notifier.sink());
     let simulator = Some(sim_stats.clone());
     let process = process::start(config, backend, inputs, sources, simulator, shutdown).await?;
     serve.follow_rules(process.group.rules.subscribe());
     if backend.is_shared() {
         serve.follow_topics(config, backend).await?;
     }
-    Ok((serve, process))
+    Ok((serve, process, notifier))
 }
 
 /// The report of a finished run, logged.

@@ -30,6 +30,7 @@ use crate::processor::run::Command;
 use crate::simulator::SimStats;
 use crate::sinks::Sink;
 use crate::sinks::live::Live;
+use crate::sinks::notify::NotifyShared;
 use crate::store::{Store, StoreConfig};
 
 /// What a serve side shares with the rest of its process.
@@ -41,6 +42,8 @@ pub struct ServeInputs {
     pub stats: Arc<ProcessorStats>,
     /// The simulator's counters, when this process runs one.
     pub simulator: Option<Arc<SimStats>>,
+    /// The notifier's silences and counters, when this process notifies.
+    pub notify: Option<Arc<NotifyShared>>,
 }
 
 /// A running serve side.
@@ -81,6 +84,7 @@ pub async fn start(
     };
     let mut ops = OpsState::new(config, inputs.stats, backend.clone());
     ops.simulator = inputs.simulator;
+    ops.notify = inputs.notify;
     let server = listeners::start(config, AppState::new(ops, live.clone(), commands)).await?;
     // Not a child of `shutdown`: on a signal, `iiot run` lets the serve side catch up with its
     // processors before it stops it ([`Serve::stop`]).

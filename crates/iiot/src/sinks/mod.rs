@@ -6,13 +6,16 @@
 //!   is committed (at-least-once), failed deliveries sent again until they go through or the
 //!   role stops.
 //! - [`live`]: the live store and the WebSocket hub the serve side answers from.
+//! - [`notify`]: notifications to people (webhooks, Slack, Teams, e-mail), routed, rate-limited
+//!   and silenced; it only enqueues, a background task delivers.
 //!
 //! A role composes its sinks (`iiot run` on the bus: both; `iiot process`: topics only); adding
-//! a sink (history on disk, notifiers) is one module here and one line where the role is
+//! a sink (history on disk, say) is one module here and one line where the role is
 //! composed. Sinks see every verdict exactly once per delivery of the input; a redelivered
 //! input (after a crash) reaches them again, so each must tolerate seeing a reading twice.
 
 pub mod live;
+pub mod notify;
 pub mod topics;
 
 use async_trait::async_trait;

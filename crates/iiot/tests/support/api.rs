@@ -85,6 +85,32 @@ pub async fn call(app: &Router, method: Method, uri: &str) -> (StatusCode, Heade
     (parts.status, parts.headers, bytes)
 }
 
+/// `method uri` with `body` as JSON; the answer's status and JSON (`null` if empty).
+pub async fn send_json(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    body: &Value,
+) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("a JSON answer")
+    };
+    (status, value)
+}
+
 pub async fn get(app: &Router, uri: &str) -> (StatusCode, Value) {
     let (status, headers, body) = call(app, Method::GET, uri).await;
     assert_eq!(

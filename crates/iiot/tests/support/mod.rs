@@ -1,5 +1,5 @@
 //! What the integration tests share: reading builders, clients (HTTP over TCP, WebSocket,
-//! Kafka), the `iiot` binary as a child process, and — in [`wiring`] — every construction of
+//! Kafka), real receivers for notifications ([`notify`]: webhook, SMTP), the `iiot` binary as a child process, and — in [`wiring`] — every construction of
 //! the library's objects (`AppState`, the embedded pipeline, the bus, the store feeder, the
 //! server, the hub), so that a change to that wiring is made here once.
 //!
@@ -11,6 +11,7 @@ pub mod api;
 pub mod config;
 pub mod http;
 pub mod kafka;
+pub mod notify;
 pub mod readings;
 pub mod role;
 pub mod wiring;

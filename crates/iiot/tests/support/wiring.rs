@@ -68,6 +68,7 @@ pub struct StateParts {
     pub transport: Arc<dyn Transport>,
     pub hub: Option<Arc<Hub>>,
     pub simulator: Option<Arc<SimStats>>,
+    pub notify: Option<Arc<iiot::sinks::notify::NotifyShared>>,
 }
 
 impl StateParts {
@@ -80,6 +81,7 @@ impl StateParts {
             transport,
             hub: None,
             simulator: None,
+            notify: None,
         }
     }
 }
@@ -88,6 +90,7 @@ impl StateParts {
 pub fn app_state(parts: StateParts) -> AppState {
     let mut ops = OpsState::new(&parts.config, parts.stats, parts.transport);
     ops.simulator = parts.simulator;
+    ops.notify = parts.notify;
     let hub = parts.hub.unwrap_or_else(|| hub(&parts.config));
     let live = Live::sharing(parts.store, hub);
     AppState::new(ops, live, parts.commands)

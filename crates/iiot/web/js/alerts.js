@@ -1,7 +1,7 @@
 // The alert panel (overview and device detail): alerts from the HTTP API, kept current by the
 // stream, filterable by status, with acknowledge. One row per alert_id, showing its latest status.
 
-import { api } from './api.js';
+import { api, silenceFor } from './api.js';
 import { h, setText, throttle, clock, dateTime, ago, toast, SEVERITIES } from './util.js';
 
 const RANK = { active: 0, acknowledged: 1, resolved: 2 };
@@ -19,6 +19,7 @@ export class AlertPanel {
     this.alerts = new Map();
     this.filter = 'open';
     this.busy = new Set();
+    this.silenced = new Set(); // alert ids silenced from here (the list marks the others)
     /** alert_id → {node, key, when}: rows are reused while their alert does not change. */
     this.rows = new Map();
     this.none = h('li.empty');
@@ -134,10 +135,25 @@ export class AlertPanel {
     if (children.length !== rows.length || rows.some((node, i) => children[i] !== node)) this.list.replaceChildren(...rows);
   }
 
-  /** The row of `a`, reused when its status, time and busy state are unchanged. */
+  /** Silences notifications of `alert` for an hour (the alert is still recorded and shown). */
+  async silence(alert, button) {
+    button.disabled = true;
+    try {
+      await silenceFor(alert.device_id, alert.alert_type);
+      this.silenced.add(alert.alert_id);
+      toast(`Notifications of ${alert.alert_type} on ${alert.device_id} silenced for 1 h`);
+    } catch (e) {
+      toast(`Could not silence: ${e.message}`);
+      button.disabled = false;
+    }
+    this.render();
+  }
+
+  /** The row of `a`, reused when its status, time, busy and silenced state are unchanged. */
   row(a, now) {
     const busy = this.busy.has(a.alert_id);
-    const key = `${a.status}|${a.timestamp}|${busy}`;
+    const silenced = a.silenced === true || this.silenced.has(a.alert_id);
+    const key = `${a.status}|${a.timestamp}|${busy}|${silenced}`;
     const old = this.rows.get(a.alert_id);
     if (old && old.key === key) {
       setText(old.when, `${clock(a.timestamp)} · ${ago(a.timestamp, now)}`);
@@ -146,13 +162,18 @@ export class AlertPanel {
     const button = a.status === 'active'
       ? h('button.btn.primary', { type: 'button', 'data-test': 'ack', disabled: busy, onclick: (e) => this.ack(a, e.currentTarget) }, busy ? 'Acknowledging…' : 'Acknowledge')
       : null;
+    const mute = a.status === 'resolved'
+      ? null
+      : silenced
+        ? h('span.pill', { 'data-test': 'silenced', title: 'Notifications held back by a silence (#/silences)' }, 'silenced')
+        : h('button.btn', { type: 'button', 'data-test': 'silence', title: 'Hold notifications of this alert back for 1 h', onclick: (e) => this.silence(a, e.currentTarget) }, 'Silence 1 h');
     const when = h('time', { datetime: new Date(a.timestamp).toISOString(), title: dateTime(a.timestamp) }, `${clock(a.timestamp)} · ${ago(a.timestamp, now)}`);
     const node = h('li.alert-row', { dataset: { alertId: a.alert_id, status: a.status } },
       h(`span.pill.${a.severity}`, a.severity),
       h('div.what',
         h('div.title', this.deviceId ? a.alert_type : [h('a', { href: `#/device/${encodeURIComponent(a.device_id)}` }, a.device_id), ` · ${a.alert_type}`]),
         h('div.msg', a.message)),
-      h('div.side', when, h(`span.pill.${a.status}`, { 'data-test': 'status' }, a.status), button));
+      h('div.side', when, h(`span.pill.${a.status}`, { 'data-test': 'status' }, a.status), mute, button));
     this.rows.set(a.alert_id, { node, key, when });
     return node;
   }

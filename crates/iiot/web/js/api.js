@@ -30,4 +30,29 @@ export const api = {
   alerts: (filter = {}) => request(`/api/alerts${query(filter)}`),
   acknowledge: (alertId) =>
     request(`/api/alerts/${encodeURIComponent(alertId)}/ack`, { method: 'POST' }),
+  silences: () => request('/api/silences'),
+  createSilence: (silence) => request('/api/silences', {
+    method: 'POST',
+    headers: { accept: 'application/json', 'content-type': 'application/json' },
+    body: JSON.stringify(silence),
+  }),
+  deleteSilence: (id) => request(`/api/silences/${encodeURIComponent(id)}`, { method: 'DELETE' }),
 };
+
+/** A device-id glob matching exactly `id` (glob's special characters bracketed). */
+export function exactGlob(id) {
+  return id.replace(/[*?[\]]/g, (c) => `[${c}]`);
+}
+
+/** Silences notifications about `device` (and only `alertType`, if given) for `hours`. */
+export function silenceFor(device, alertType, hours = 1) {
+  const matchers = { device_id: exactGlob(device) };
+  if (alertType) matchers.alert_type = [alertType];
+  const what = alertType ? `${alertType} on ${device}` : device;
+  return api.createSilence({
+    matchers,
+    ends_at: Date.now() + hours * 3600e3,
+    comment: `silenced from the dashboard: ${what}`,
+    created_by: 'dashboard',
+  });
+}

@@ -2,7 +2,7 @@
 // state), its alerts, a time range of 1 min / 5 min / 1 h / 1 day, and CSV/JSON export. Short
 // ranges also follow the stream live; long ones are re-read from the API now and then.
 
-import { api } from './api.js';
+import { api, silenceFor } from './api.js';
 import { on, watch } from './stream.js';
 import { lineChart } from './charts.js';
 import { AlertPanel } from './alerts.js';
@@ -26,6 +26,22 @@ export function mount(root, params, id) {
     RANGES.map(([key, label]) => h('button', { type: 'button', dataset: { range: key }, onclick: () => setRange(key) }, label)));
   const csv = h('a.btn.primary', { 'data-test': 'export-csv', download: '' }, '⤓ Export CSV');
   const json = h('a.btn', { 'data-test': 'export-json', download: '' }, 'JSON');
+  const mute = h('button.btn', {
+    type: 'button',
+    'data-test': 'silence-device',
+    title: 'Hold back notifications of every alert of this device for 1 h',
+    onclick: async () => {
+      mute.disabled = true;
+      try {
+        await silenceFor(id, null);
+        toast(`Notifications of ${id} silenced for 1 h`);
+        mute.textContent = 'Silenced 1 h';
+      } catch (e) {
+        toast(`Could not silence: ${e.message}`);
+        mute.disabled = false;
+      }
+    },
+  }, 'Silence 1 h');
   const nows = {};
   const boxes = {};
   const panels = SENSORS.map((s) => {
@@ -40,7 +56,7 @@ export function mount(root, params, id) {
   root.append(
     h('div.page-head', h('a', { href: '#/devices' }, '← Devices'), title, statusPill, sub),
     h('section.card', { style: 'margin-bottom:16px' }, meta),
-    h('div.toolbar', seg, h('span.spacer'), csv, json),
+    h('div.toolbar', seg, h('span.spacer'), mute, csv, json),
     h('div.grid.charts', { style: 'margin-bottom:16px' },
       panels,
       h('section.card', h('div.sensor-head', h('h2', 'Switch')),

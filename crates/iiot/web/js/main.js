@@ -2,11 +2,13 @@
 //   #/                     overview
 //   #/devices?building=…   device list
 //   #/device/{id}?range=…  device detail
+//   #/silences             the notifier's silences
 // A page is a module whose mount(root, params, …) draws into root and returns its cleanup.
 
 import * as overview from './overview.js';
 import * as devices from './devices.js';
 import * as device from './device.js';
+import * as silences from './silences.js';
 import * as stream from './stream.js';
 
 const view = document.getElementById('view');
@@ -28,6 +30,9 @@ function route() {
   } else if (path.startsWith('/devices')) {
     page = devices;
     name = 'devices';
+  } else if (path.startsWith('/silences')) {
+    page = silences;
+    name = 'silences';
   }
   const key = `${name}:${arg || ''}`;
   // Pages keep their own query in the URL with replaceState; only a new page re-mounts.

@@ -253,6 +253,61 @@ pub const PROCESS_THREADS: MetricDef = def(
     "Number of OS threads in the process.",
 );
 
+/// Notifications delivered, by `channel` (a configured channel name).
+pub const NOTIFY_SENT: MetricDef = def(
+    "iot_notifications_sent_total",
+    MetricKind::Counter,
+    "Notifications delivered, by channel (digests of rate-limited changes included).",
+);
+/// Notifications given up on, by `channel` and `reason`.
+pub const NOTIFY_FAILED: MetricDef = def(
+    "iot_notifications_failed_total",
+    MetricKind::Counter,
+    "Notifications given up on after their retries (or not tried: queue_full), by channel and reason.",
+);
+/// Attempts after a failed one, by `channel`.
+pub const NOTIFY_RETRIES: MetricDef = def(
+    "iot_notification_retries_total",
+    MetricKind::Counter,
+    "Notification attempts after a failed one, by channel.",
+);
+/// Messages waiting for a channel, by `channel`.
+pub const NOTIFY_QUEUE: MetricDef = def(
+    "iot_notification_queue_depth",
+    MetricKind::Gauge,
+    "Notifications waiting in a channel's queue, by channel.",
+);
+/// Changes a silence kept from a channel, by `channel`.
+pub const NOTIFY_SILENCED: MetricDef = def(
+    "iot_notifications_silenced_total",
+    MetricKind::Counter,
+    "Alert changes not notified because a silence matched, by channel.",
+);
+/// Changes the rate limit held back (told in a digest), by `channel`.
+pub const NOTIFY_RATE_LIMITED: MetricDef = def(
+    "iot_notifications_rate_limited_total",
+    MetricKind::Counter,
+    "Alert changes held back by a channel's rate limit and told in a digest instead, by channel.",
+);
+/// Changes dropped before the notifier (its intake queue was full).
+pub const NOTIFY_DROPPED: MetricDef = def(
+    "iot_notifications_dropped_total",
+    MetricKind::Counter,
+    "Alert changes dropped because the notifier's intake queue was full.",
+);
+/// Changes waiting for the notifier's dispatcher.
+pub const NOTIFY_INTAKE: MetricDef = def(
+    "iot_notification_intake_depth",
+    MetricKind::Gauge,
+    "Alert changes waiting in the notifier's intake queue.",
+);
+/// Open alerts a silence holds back, told when it ends.
+pub const NOTIFY_HELD: MetricDef = def(
+    "iot_notifications_held_by_silence",
+    MetricKind::Gauge,
+    "Open alerts held back by a silence, to be notified when it ends if still open.",
+);
+
 /// Every metric family `/metrics` exposes, in the order rendered.
 pub const METRICS: &[MetricDef] = &[
     MESSAGES,
@@ -285,6 +340,15 @@ pub const METRICS: &[MetricDef] = &[
     KAFKA_CONNECTED,
     DEVICE_DATA_GENERATED,
     DEVICE_DATA_ERRORS,
+    NOTIFY_SENT,
+    NOTIFY_FAILED,
+    NOTIFY_RETRIES,
+    NOTIFY_QUEUE,
+    NOTIFY_SILENCED,
+    NOTIFY_RATE_LIMITED,
+    NOTIFY_DROPPED,
+    NOTIFY_INTAKE,
+    NOTIFY_HELD,
     PROCESS_RESIDENT_MEMORY,
     PROCESS_VIRTUAL_MEMORY,
     PROCESS_CPU,

@@ -55,6 +55,18 @@ fn snapshot() -> Snapshot {
             errors: 1,
             ..SimSnapshot::default()
         }),
+        notify: Some(NotifySnapshot {
+            channels: vec![ChannelSnapshot {
+                name: "ops".into(),
+                sent: 3,
+                failed: [0, 1, 0, 0, 0, 0, 0, 0],
+                retries: 2,
+                queued: 0,
+                silenced: 1,
+                rate_limited: 4,
+            }],
+            ..NotifySnapshot::default()
+        }),
         process: ProcessStats {
             resident_memory_bytes: Some(50 << 20),
             virtual_memory_bytes: Some(300 << 20),

@@ -50,7 +50,30 @@ pub(super) async fn list(
             .unwrap_or(AlertFilter::default().limit),
     };
     let items: Vec<Alert> = state.read_store().alerts(&filter);
-    Ok(Json(json!({ "items": items })))
+    let Some(notify) = state.ops.notify.as_ref().filter(|n| !n.silences.is_empty()) else {
+        return Ok(Json(json!({ "items": items })));
+    };
+    // Open alerts a silence matches now are marked (the alerts topic's format is unchanged).
+    let (lookup, now) = (
+        crate::sinks::notify::lookup_in(&state.live),
+        notify.silences.now_ms(),
+    );
+    let marked: Vec<Value> = items
+        .iter()
+        .map(|a| {
+            let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
+            let open = a.status != AlertStatus::Resolved;
+            let silenced = open
+                && notify
+                    .silences
+                    .silences(a, lookup(&a.device_id).as_ref(), now);
+            if let Value::Object(map) = &mut v {
+                map.insert("silenced".into(), Value::Bool(silenced));
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "items": marked })))
 }
 
 /// `POST /api/alerts/{alert_id}/ack`: asks the processor that owns the alert, which publishes

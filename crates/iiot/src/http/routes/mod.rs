@@ -8,11 +8,13 @@
 //! - [`devices`]: the device list, one device, history.
 //! - [`export`]: streamed CSV/JSON export of raw samples.
 //! - [`alerts`]: the alert list and acknowledgement.
+//! - [`silences`]: the notifier's silences.
 
 mod alerts;
 mod devices;
 mod export;
 mod ops;
+mod silences;
 
 use axum::routing::{MethodFilter, MethodRouter, on};
 
@@ -44,6 +46,12 @@ pub enum Endpoint {
     Alerts,
     /// `POST /api/alerts/{alert_id}/ack`.
     Acknowledge,
+    /// `GET /api/silences`.
+    Silences,
+    /// `POST /api/silences`.
+    CreateSilence,
+    /// `DELETE /api/silences/{id}`.
+    DeleteSilence,
     /// `GET /api/stats`.
     Stats,
     /// `GET /api/docs`.
@@ -64,6 +72,9 @@ impl Endpoint {
             Endpoint::Export => "exportSamples",
             Endpoint::Alerts => "listAlerts",
             Endpoint::Acknowledge => "acknowledgeAlert",
+            Endpoint::Silences => "listSilences",
+            Endpoint::CreateSilence => "createSilence",
+            Endpoint::DeleteSilence => "deleteSilence",
             Endpoint::Stats => "stats",
             Endpoint::Docs => "openapi",
         }
@@ -94,6 +105,9 @@ pub(super) fn method_router(route: &RouteDoc) -> MethodRouter<AppState> {
         Endpoint::Export => on(m, export::export),
         Endpoint::Alerts => on(m, alerts::list),
         Endpoint::Acknowledge => on(m, alerts::acknowledge),
+        Endpoint::Silences => on(m, silences::list),
+        Endpoint::CreateSilence => on(m, silences::create),
+        Endpoint::DeleteSilence => on(m, silences::delete),
         _ => ops_method_router(route),
     }
 }
@@ -121,6 +135,7 @@ fn verb_filter(verb: Verb) -> MethodFilter {
     match verb {
         Verb::Get => MethodFilter::GET,
         Verb::Post => MethodFilter::POST,
+        Verb::Delete => MethodFilter::DELETE,
     }
 }
 
@@ -369,7 +384,10 @@ pub const ROUTES: &[RouteDoc] = &[
             ),
         ],
         replies: &[
-            json(200, "`{items: [alert…]}` (alerts as on the alerts topic)."),
+            json(
+                200,
+                "`{items: [alert…]}` (alerts as on the alerts topic; while silences exist each also carries `silenced`: a silence holds its notifications back now).",
+            ),
             BAD_PARAM,
         ],
     },
@@ -390,6 +408,54 @@ pub const ROUTES: &[RouteDoc] = &[
             json(404, "No open alert has this id."),
             json(409, "Already acknowledged."),
             json(503, "The processor did not answer in time or is stopped."),
+        ],
+    },
+    RouteDoc {
+        verb: Verb::Get,
+        path: "/api/silences",
+        endpoint: Endpoint::Silences,
+        summary: "The notifier's silences, oldest first, each with `active` (in force now) and `expired`.",
+        params: &[],
+        replies: &[
+            json(200, "`{items: [silence…]}`."),
+            json(503, "This process sends no notifications."),
+        ],
+    },
+    RouteDoc {
+        verb: Verb::Post,
+        path: "/api/silences",
+        endpoint: Endpoint::CreateSilence,
+        summary: "Create a silence: JSON `{matchers: {severity, alert_type, building, floor, model, device_id}, starts_at, ends_at, schedule: {days, start, end, tz}, comment, created_by}` (times in Unix ms; `ends_at` or `schedule` required). Matching alerts are recorded and shown but not notified; those still open when it ends are notified then.",
+        params: &[],
+        replies: &[
+            json(201, "The silence, with its `id`."),
+            json(
+                400,
+                "The body is not a valid silence; `error` says which field.",
+            ),
+            json(503, "This process sends no notifications."),
+        ],
+    },
+    RouteDoc {
+        verb: Verb::Delete,
+        path: "/api/silences/{id}",
+        endpoint: Endpoint::DeleteSilence,
+        summary: "Delete (expire) a silence.",
+        params: &[Param {
+            name: "id",
+            location: In::Path,
+            required: true,
+            schema: Schema::Text,
+            description: "The silence id.",
+        }],
+        replies: &[
+            Reply {
+                status: 204,
+                description: "Deleted.",
+                media: &[],
+            },
+            json(404, "No silence has this id."),
+            json(503, "This process sends no notifications."),
         ],
     },
     RouteDoc {

@@ -1,0 +1,478 @@
+//! The dispatcher: decides, for each alert change, which channels hear of it and when —
+//! routes and `notify_on`, silences (an open alert held back is told when its silence ends),
+//! and each channel's rate limit (what is held back is told in a digest when the minute ends).
+//! It runs on one task and only ever `try_send`s to the channel queues, so it never waits on a
+//! channel.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use iiot_model::{Alert, AlertStatus};
+use tokio::sync::mpsc;
+
+use super::channels::{Digest, Notice, Outgoing};
+use super::config::Event;
+use super::routing::{DeviceLookup, DeviceMeta, Routes};
+use super::silences::Silences;
+use super::stats::{ChannelStats, Failure, NotifyStats};
+
+/// The rate limit's window.
+pub const WINDOW_MS: i64 = 60_000;
+/// Most open alerts held back by silences at once; beyond it they are not told on expiry.
+pub const MAX_HELD: usize = 10_000;
+/// Most changes one digest-interval message lists; the rest are counted in it.
+pub const MAX_BATCH: usize = 500;
+
+/// One channel as the dispatcher sees it.
+pub(super) struct Slot {
+    pub notify_on: Vec<Event>,
+    pub limiter: Option<Limiter>,
+    pub batch: Option<Batch>,
+    pub queue: mpsc::Sender<Outgoing>,
+    pub stats: Arc<ChannelStats>,
+}
+
+/// A channel's digest interval: the changes collected since the first of them.
+#[derive(Debug)]
+pub(super) struct Batch {
+    every_ms: i64,
+    since: i64,
+    notices: Vec<Arc<Notice>>,
+    more: u64,
+}
+
+impl Batch {
+    pub(super) fn new(every: std::time::Duration) -> Batch {
+        Batch {
+            every_ms: every.as_millis() as i64,
+            since: 0,
+            notices: Vec::new(),
+            more: 0,
+        }
+    }
+
+    fn push(&mut self, notice: Arc<Notice>, now_ms: i64) {
+        if self.notices.is_empty() && self.more == 0 {
+            self.since = now_ms;
+        }
+        if self.notices.len() < MAX_BATCH {
+            self.notices.push(notice);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// The message of the interval, once it is over (or at once with `force`).
+    fn due(&mut self, now_ms: i64, force: bool) -> Option<Outgoing> {
+        let empty = self.notices.is_empty() && self.more == 0;
+        if empty || (!force && now_ms < self.since.saturating_add(self.every_ms)) {
+            return None;
+        }
+        Some(Outgoing::Batch {
+            notices: std::mem::take(&mut self.notices),
+            more: std::mem::take(&mut self.more),
+        })
+    }
+}
+
+/// A fixed-window rate limit with the digest of what it held back.
+#[derive(Debug)]
+pub(super) struct Limiter {
+    max: u32,
+    window_start: i64,
+    count: u32,
+    held: Digest,
+}
+
+impl Limiter {
+    pub(super) fn new(max_per_minute: u32) -> Limiter {
+        Limiter {
+            max: max_per_minute,
+            window_start: i64::MIN,
+            count: 0,
+            held: Digest::default(),
+        }
+    }
+
+    /// Starts a new window if the current one is over, returning the digest of what the old one
+    /// held back, if anything.
+    fn roll(&mut self, now_ms: i64) -> Option<Digest> {
+        if now_ms < self.window_start.saturating_add(WINDOW_MS) {
+            return None;
+        }
+        self.window_start = now_ms;
+        self.count = 0;
+        let held = std::mem::take(&mut self.held);
+        (held.held > 0).then_some(held)
+    }
+
+    /// Whether one more may go out now; if not, it is added to the digest.
+    fn admit(&mut self, alert: &Alert, meta: Option<&DeviceMeta>) -> bool {
+        if self.count < self.max {
+            self.count += 1;
+            return true;
+        }
+        let d = &mut self.held;
+        d.held += 1;
+        *d.by_alert_type.entry(alert.alert_type.clone()).or_default() += 1;
+        let building = meta.map_or("unknown", |m| m.building.as_str());
+        *d.by_building.entry(building.to_string()).or_default() += 1;
+        false
+    }
+
+    /// The digest so far, whatever the window (at shutdown).
+    fn take(&mut self) -> Option<Digest> {
+        let held = std::mem::take(&mut self.held);
+        (held.held > 0).then_some(held)
+    }
+}
+
+/// The dispatcher's state.
+pub(super) struct Dispatcher {
+    pub slots: Vec<Slot>,
+    pub routes: Routes,
+    pub silences: Arc<Silences>,
+    pub lookup: Option<DeviceLookup>,
+    pub dashboard: String,
+    pub stats: Arc<NotifyStats>,
+    /// Open alerts a silence held back, by id (their latest state).
+    held: HashMap<String, Alert>,
+    /// When a full channel queue was last logged (at most once per [`super::WARN_EVERY`]).
+    warned_full: Option<std::time::Instant>,
+}
+
+impl Dispatcher {
+    pub(super) fn new(
+        slots: Vec<Slot>,
+        routes: Routes,
+        silences: Arc<Silences>,
+        lookup: Option<DeviceLookup>,
+        dashboard: String,
+        stats: Arc<NotifyStats>,
+    ) -> Dispatcher {
+        Dispatcher {
+            slots,
+            routes,
+            silences,
+            lookup,
+            dashboard,
+            stats,
+            held: HashMap::new(),
+            warned_full: None,
+        }
+    }
+
+    fn meta(&self, device_id: &str) -> Option<DeviceMeta> {
+        // Looking up costs a store read: only when something could use the answer.
+        let wanted = self.routes.needs_meta() || !self.silences.is_empty();
+        self.lookup.as_ref().filter(|_| wanted)?(device_id)
+    }
+
+    /// One alert change at `now_ms`.
+    pub(super) fn handle(&mut self, alert: Alert, now_ms: i64) {
+        self.roll(now_ms);
+        let event = Event::of(alert.status);
+        let meta = self.meta(&alert.device_id);
+        let targets = self.targets(&alert, meta.as_ref(), event);
+        if self.silences.silences(&alert, meta.as_ref(), now_ms) {
+            for &t in &targets {
+                self.slots[t].stats.silenced();
+            }
+            if alert.status == AlertStatus::Resolved {
+                self.held.remove(&alert.alert_id);
+            } else if self.held.len() < MAX_HELD || self.held.contains_key(&alert.alert_id) {
+                self.held.insert(alert.alert_id.clone(), alert);
+            }
+        } else {
+            self.held.remove(&alert.alert_id);
+            self.tell(alert, event, meta.as_ref(), &targets, now_ms);
+        }
+        self.count_held();
+    }
+
+    /// Time passes: digests of ended windows go out, and open alerts whose silence ended are
+    /// told now.
+    pub(super) fn tick(&mut self, now_ms: i64) {
+        self.roll(now_ms);
+        if self.held.is_empty() {
+            return;
+        }
+        let mut released = Vec::new();
+        for alert in self.held.values() {
+            let meta = self.meta(&alert.device_id);
+            if !self.silences.silences(alert, meta.as_ref(), now_ms) {
+                released.push(alert.alert_id.clone());
+            }
+        }
+        for id in released {
+            if let Some(alert) = self.held.remove(&id) {
+                // Nobody heard of it being raised: it is told as raised, in its current state.
+                let meta = self.meta(&alert.device_id);
+                let targets = self.targets(&alert, meta.as_ref(), Event::Raised);
+                self.tell(alert, Event::Raised, meta.as_ref(), &targets, now_ms);
+            }
+        }
+        self.count_held();
+    }
+
+    fn flush_batches(&mut self, now_ms: i64, force: bool) {
+        for i in 0..self.slots.len() {
+            let due = self.slots[i]
+                .batch
+                .as_mut()
+                .and_then(|b| b.due(now_ms, force));
+            if let Some(out) = due {
+                self.send(i, out);
+            }
+        }
+    }
+
+    /// At shutdown: what the rate limits and digest intervals still hold is told now.
+    pub(super) fn finish(&mut self) {
+        self.flush_batches(i64::MAX, true);
+        let link = format!("{}/#/", self.dashboard);
+        for i in 0..self.slots.len() {
+            if let Some(mut digest) = self.slots[i].limiter.as_mut().and_then(Limiter::take) {
+                digest.link = link.clone();
+                self.send(i, Outgoing::Digest(digest));
+            }
+        }
+    }
+
+    fn targets(&self, alert: &Alert, meta: Option<&DeviceMeta>, event: Event) -> Vec<usize> {
+        let mut t = self.routes.targets(alert, meta);
+        t.retain(|&i| self.slots[i].notify_on.contains(&event));
+        t
+    }
+
+    fn tell(
+        &mut self,
+        alert: Alert,
+        event: Event,
+        meta: Option<&DeviceMeta>,
+        targets: &[usize],
+        now_ms: i64,
+    ) {
+        if targets.is_empty() {
+            return;
+        }
+        let link = device_link(&self.dashboard, &alert.device_id);
+        let notice = Arc::new(Notice { alert, event, link });
+        for &t in targets {
+            // A digest channel sends one message per interval: no rate limit needed.
+            if let Some(batch) = &mut self.slots[t].batch {
+                batch.push(notice.clone(), now_ms);
+                continue;
+            }
+            let admitted = match &mut self.slots[t].limiter {
+                Some(limiter) => limiter.admit(&notice.alert, meta),
+                None => true,
+            };
+            if admitted {
+                self.send(t, Outgoing::Change(notice.clone()));
+            } else {
+                self.slots[t].stats.rate_limited();
+            }
+        }
+    }
+
+    fn roll(&mut self, now_ms: i64) {
+        self.flush_batches(now_ms, false);
+        let link = format!("{}/#/", self.dashboard);
+        for i in 0..self.slots.len() {
+            let digest = self.slots[i].limiter.as_mut().and_then(|l| l.roll(now_ms));
+            if let Some(mut digest) = digest {
+                digest.link = link.clone();
+                self.send(i, Outgoing::Digest(digest));
+            }
+        }
+    }
+
+    fn send(&mut self, slot: usize, out: Outgoing) {
+        let s = &self.slots[slot];
+        match s.queue.try_send(out) {
+            Ok(()) => s.stats.enqueued(),
+            Err(_) => {
+                s.stats.failed(Failure::QueueFull);
+                let due = self
+                    .warned_full
+                    .is_none_or(|t| t.elapsed() >= super::WARN_EVERY);
+                if due {
+                    self.warned_full = Some(std::time::Instant::now());
+                    tracing::warn!(channel = %s.stats.name, "channel queue full: notifications dropped (counted in iot_notifications_failed_total{{reason=\"queue_full\"}})");
+                }
+            }
+        }
+    }
+
+    fn count_held(&self) {
+        self.stats
+            .held_silenced
+            .store(self.held.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// `<dashboard>/#/device/<id>` (the dashboard's route for a device page).
+pub fn device_link(dashboard: &str, device_id: &str) -> String {
+    let mut id = String::with_capacity(device_id.len());
+    for b in device_id.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            id.push(b as char);
+        } else {
+            id.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("{dashboard}/#/device/{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use super::*;
+    use crate::sinks::notify::config::RouteSpec;
+    use crate::sinks::notify::silences::{Clock, SilenceSpec};
+    use crate::test_support::{T0, alert};
+
+    struct Fixture {
+        d: Dispatcher,
+        rx: mpsc::Receiver<Outgoing>,
+        now: Arc<AtomicI64>,
+    }
+
+    fn fixture(max_per_minute: Option<u32>, notify_on: Vec<Event>) -> Fixture {
+        let now = Arc::new(AtomicI64::new(T0));
+        let c = now.clone();
+        let clock: Clock = Arc::new(move || c.load(Ordering::SeqCst));
+        let (queue, rx) = mpsc::channel(100);
+        let stats = Arc::new(ChannelStats::new("ops"));
+        let slot = Slot {
+            notify_on,
+            limiter: max_per_minute.map(Limiter::new),
+            batch: None,
+            queue,
+            stats: stats.clone(),
+        };
+        let d = Dispatcher::new(
+            vec![slot],
+            Routes::new(&[] as &[RouteSpec], &["ops".into()]),
+            Arc::new(Silences::in_memory(clock)),
+            None,
+            "http://dash".into(),
+            Arc::new(NotifyStats {
+                channels: vec![stats],
+                ..NotifyStats::default()
+            }),
+        );
+        Fixture { d, rx, now }
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<Outgoing> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    fn events(out: &[Outgoing]) -> Vec<String> {
+        out.iter()
+            .map(|o| match o {
+                Outgoing::Change(n) => format!("{} {}", n.event.as_str(), n.alert.device_id),
+                Outgoing::Digest(d) => format!("digest {}", d.held),
+                Outgoing::Batch { notices, more } => format!("batch {} +{more}", notices.len()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn raise_and_resolve_by_default_acknowledge_only_when_asked() {
+        let mut f = fixture(None, vec![Event::Raised, Event::Resolved]);
+        let mut a = alert("device_001", "temperature_high");
+        f.d.handle(a.clone(), T0);
+        a.status = AlertStatus::Acknowledged;
+        f.d.handle(a.clone(), T0);
+        a.status = AlertStatus::Resolved;
+        f.d.handle(a, T0);
+        let out = drain(&mut f.rx);
+        assert_eq!(events(&out), ["raised device_001", "resolved device_001"]);
+        match &out[0] {
+            Outgoing::Change(n) => assert_eq!(n.link, "http://dash/#/device/device_001"),
+            _ => unreachable!("a change"),
+        }
+    }
+
+    #[test]
+    fn rate_limit_holds_back_and_sends_a_digest_when_the_window_ends() {
+        let mut f = fixture(Some(2), vec![Event::Raised]);
+        for i in 0..5 {
+            f.d.handle(alert(&format!("device_{i:03}"), "temperature_high"), T0 + i);
+        }
+        assert_eq!(
+            events(&drain(&mut f.rx)),
+            ["raised device_000", "raised device_001"]
+        );
+        f.d.tick(T0 + WINDOW_MS - 1);
+        assert!(
+            drain(&mut f.rx).is_empty(),
+            "nothing before the window ends"
+        );
+        f.d.tick(T0 + WINDOW_MS);
+        let out = drain(&mut f.rx);
+        assert_eq!(events(&out), ["digest 3"]);
+        if let Outgoing::Digest(d) = &out[0] {
+            assert!(d.text().starts_with("3 more alert changes"), "{}", d.text());
+            assert_eq!(d.by_alert_type["temperature_high"], 3);
+        }
+        assert_eq!(f.d.slots[0].stats.snapshot().rate_limited, 3);
+    }
+
+    #[test]
+    fn silenced_alert_is_told_when_the_silence_ends_if_still_open() {
+        let mut f = fixture(None, vec![Event::Raised, Event::Resolved]);
+        let spec: SilenceSpec =
+            serde_json::from_value(serde_json::json!({"ends_at": T0 + 1000})).expect("spec");
+        f.d.silences.create(spec).expect("valid");
+        let open = alert("device_001", "temperature_high");
+        let mut gone = alert("device_002", "temperature_high");
+        f.d.handle(open, T0 + 10);
+        f.d.handle(gone.clone(), T0 + 10);
+        gone.status = AlertStatus::Resolved;
+        f.d.handle(gone, T0 + 20);
+        assert!(drain(&mut f.rx).is_empty(), "silenced");
+        assert_eq!(f.d.slots[0].stats.snapshot().silenced, 3);
+        f.now.store(T0 + 1000, Ordering::SeqCst);
+        f.d.tick(T0 + 1000);
+        assert_eq!(events(&drain(&mut f.rx)), ["raised device_001"]);
+    }
+
+    #[test]
+    fn a_digest_channel_sends_one_message_per_interval_with_every_change() {
+        let mut f = fixture(None, vec![Event::Raised, Event::Resolved]);
+        f.d.slots[0].batch = Some(Batch::new(std::time::Duration::from_secs(300)));
+        let a = alert("device_001", "temperature_high");
+        f.d.handle(a.clone(), T0);
+        f.d.handle(alert("device_002", "temperature_high"), T0 + 1);
+        f.d.handle(with(a, AlertStatus::Resolved), T0 + 2);
+        f.d.tick(T0 + 299_999);
+        assert!(drain(&mut f.rx).is_empty(), "not before the interval ends");
+        f.d.tick(T0 + 300_000);
+        assert_eq!(events(&drain(&mut f.rx)), ["batch 3 +0"]);
+        f.d.handle(alert("device_003", "temperature_high"), T0 + 400_000);
+        f.d.finish();
+        assert_eq!(
+            events(&drain(&mut f.rx)),
+            ["batch 1 +0"],
+            "told at shutdown"
+        );
+    }
+
+    fn with(mut a: Alert, status: AlertStatus) -> Alert {
+        a.status = status;
+        a
+    }
+
+    #[test]
+    fn links_escape_the_device_id() {
+        assert_eq!(
+            device_link("http://d", "a b/c"),
+            "http://d/#/device/a%20b%2Fc"
+        );
+    }
+}

@@ -1,0 +1,348 @@
+//! The notifier: a sink of alert changes that tells people — webhooks (JSON, Slack, Teams) and
+//! e-mail — routed, rate-limited and silenced as configured (`[[notify.channels]]`,
+//! `[[notify.routes]]`, `/api/silences`).
+//!
+//! It must never slow the pipeline: [`Sink::take`] only `try_send`s each change into a bounded
+//! intake queue (full: dropped, counted, logged at most once per [`WARN_EVERY`]) and returns.
+//! Behind it one dispatcher task ([`dispatch`]) routes, silences and rate-limits, and one worker
+//! per channel ([`channels`]) delivers with retries; each has its own bounded queue, so a dead
+//! channel holds up only itself.
+//!
+//! Exactly one notification per change holds in one process (the processors hand each change
+//! to their sinks once). With several processes on Kafka each notifies for the devices its
+//! processors own, which is still one per change; a restart may repeat a change that was in
+//! flight (it is not recorded as delivered before the input is committed).
+//!
+//! - [`config`]: the settings and their validation. [`routing`]: matchers and routes.
+//! - [`silences`]: one-off and weekly silences, the injected [`silences::Clock`].
+//! - [`stats`]: the per-channel counters `/metrics` shows. [`email`]: the SMTP channel.
+
+pub mod channels;
+pub mod config;
+mod dispatch;
+pub mod email;
+pub mod routing;
+pub mod silences;
+pub mod stats;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use iiot_model::Alert;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use self::dispatch::{Batch, Dispatcher, Limiter, Slot};
+use self::routing::{DeviceLookup, DeviceMeta, Routes};
+use self::silences::{Clock, Silences};
+use self::stats::{ChannelStats, NotifyStats};
+use super::live::Live;
+use super::{Sink, SinkError, Verdicts};
+use crate::config::Config;
+
+pub use config::NotifySettings;
+pub use dispatch::device_link;
+
+/// A full intake is logged at most this often.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+/// How often the dispatcher looks at the clock (rate-limit windows, silences ending).
+pub const TICK: Duration = Duration::from_secs(1);
+/// How long [`Notifier::stop`] lets the channels deliver what is queued, by default.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// What the notifier shares with the HTTP API: the silences and the counters.
+pub struct NotifyShared {
+    /// The silences (`/api/silences`).
+    pub silences: Arc<Silences>,
+    /// The counters (`/metrics`).
+    pub stats: Arc<NotifyStats>,
+}
+
+impl NotifyShared {
+    /// Silences in memory on `clock`, and zeroed counters for every channel of `config`.
+    pub fn new(config: &Config, clock: Clock) -> Arc<NotifyShared> {
+        let channels = config
+            .notify
+            .effective_channels()
+            .iter()
+            .map(|c| Arc::new(ChannelStats::new(&c.name)))
+            .collect();
+        Arc::new(NotifyShared {
+            silences: Arc::new(Silences::in_memory(clock)),
+            stats: Arc::new(NotifyStats {
+                channels,
+                ..NotifyStats::default()
+            }),
+        })
+    }
+}
+
+/// How a notifier looks at the world (the defaults in production; tests move the clock).
+pub struct NotifyOptions {
+    /// Where device metadata (building, floor, model) comes from.
+    pub lookup: Option<DeviceLookup>,
+    /// How often the dispatcher looks at the clock.
+    pub tick: Duration,
+    /// How long [`Notifier::stop`] lets the channels deliver what is queued.
+    pub stop_grace: Duration,
+}
+
+impl NotifyOptions {
+    /// Metadata from `live`'s store, the clock looked at every [`TICK`].
+    pub fn from_live(live: &Live) -> NotifyOptions {
+        NotifyOptions {
+            lookup: Some(lookup_in(live)),
+            tick: TICK,
+            stop_grace: STOP_GRACE,
+        }
+    }
+}
+
+/// A device's metadata from the latest reading in `live`'s store.
+pub fn lookup_in(live: &Live) -> DeviceLookup {
+    let live = live.clone();
+    Arc::new(move |id: &str| {
+        let store = live.read();
+        let view = store.device(id, crate::now_ms())?;
+        Some(DeviceMeta {
+            building: view.latest.location.building.to_string(),
+            floor: view.latest.location.floor,
+            model: view.latest.device_info.model.to_string(),
+        })
+    })
+}
+
+/// A running notifier.
+pub struct Notifier {
+    sink: Arc<NotifySink>,
+    shared: Arc<NotifyShared>,
+    drain: CancellationToken,
+    give_up: CancellationToken,
+    dispatcher: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
+    stop_grace: Duration,
+}
+
+impl Notifier {
+    /// Starts the channel workers and the dispatcher for `config`'s channels (validated when
+    /// the config was loaded; an error here is a channel that cannot be built).
+    pub fn start(
+        config: &Config,
+        shared: Arc<NotifyShared>,
+        options: NotifyOptions,
+    ) -> Result<Notifier, String> {
+        let specs = config.notify.effective_channels();
+        let give_up = CancellationToken::new();
+        let mut slots = Vec::new();
+        let mut workers = Vec::new();
+        for (spec, stats) in specs.iter().zip(&shared.stats.channels) {
+            let worker = channels::start(spec, stats.clone(), give_up.clone())?;
+            workers.push(worker.task);
+            slots.push(Slot {
+                notify_on: spec.notify_on.clone(),
+                limiter: spec.max_per_minute.map(Limiter::new),
+                batch: spec.digest.map(Batch::new),
+                queue: worker.queue,
+                stats: stats.clone(),
+            });
+        }
+        let names: Vec<String> = specs.iter().map(|c| c.name.clone()).collect();
+        let dispatcher = Dispatcher::new(
+            slots,
+            Routes::new(&config.notify.routes, &names),
+            shared.silences.clone(),
+            options.lookup,
+            dashboard_url(config),
+            shared.stats.clone(),
+        );
+        let (tx, rx) = mpsc::channel(config.notify.queue_capacity);
+        let drain = CancellationToken::new();
+        let dispatcher = tokio::spawn(run(
+            dispatcher,
+            shared.clone(),
+            rx,
+            options.tick,
+            drain.clone(),
+        ));
+        let sink = Arc::new(NotifySink {
+            tx,
+            stats: shared.stats.clone(),
+            channels: names.len(),
+            last_warn_ms: AtomicI64::new(i64::MIN),
+        });
+        if !names.is_empty() {
+            tracing::info!(channels = ?names, "notifications on");
+        }
+        Ok(Notifier {
+            sink,
+            shared,
+            drain,
+            give_up,
+            dispatcher,
+            workers,
+            stop_grace: options.stop_grace,
+        })
+    }
+
+    /// The sink the processors hand their verdicts to.
+    pub fn sink(&self) -> Arc<dyn Sink> {
+        self.sink.clone()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &NotifyStats {
+        &self.shared.stats
+    }
+
+    /// Tells what is queued (bounded by the options' `stop_grace`), then stops; what is left
+    /// is logged.
+    pub async fn stop(self) {
+        self.drain.cancel();
+        let _ = self.dispatcher.await;
+        let deadline = tokio::time::Instant::now() + self.stop_grace;
+        for mut worker in self.workers {
+            if tokio::time::timeout_at(deadline, &mut worker)
+                .await
+                .is_err()
+            {
+                self.give_up.cancel();
+                if tokio::time::timeout(Duration::from_secs(1), &mut worker)
+                    .await
+                    .is_err()
+                {
+                    worker.abort();
+                    tracing::warn!("a notification channel was still delivering at shutdown");
+                }
+            }
+        }
+    }
+}
+
+/// The dispatcher loop: changes as they come, the clock every `tick`; on `drain`, what is
+/// queued, then the digests still held, then the channel queues close.
+async fn run(
+    mut d: Dispatcher,
+    shared: Arc<NotifyShared>,
+    mut rx: mpsc::Receiver<Alert>,
+    tick: Duration,
+    drain: CancellationToken,
+) {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The silences' clock (injected in tests) is the dispatcher's too.
+    let now = || shared.silences.now_ms();
+    loop {
+        tokio::select! {
+            change = rx.recv() => match change {
+                Some(alert) => {
+                    shared.stats.intake.fetch_sub(1, Ordering::Relaxed);
+                    d.handle(alert, now());
+                }
+                None => break,
+            },
+            _ = interval.tick() => d.tick(now()),
+            _ = drain.cancelled() => {
+                while let Ok(alert) = rx.try_recv() {
+                    shared.stats.intake.fetch_sub(1, Ordering::Relaxed);
+                    d.handle(alert, now());
+                }
+                break;
+            }
+        }
+    }
+    d.tick(now());
+    d.finish();
+}
+
+/// The dashboard's base address, without a trailing `/`.
+fn dashboard_url(config: &Config) -> String {
+    let base = config
+        .notify
+        .dashboard_url
+        .clone()
+        .unwrap_or_else(|| format!("http://localhost:{}", config.http_port));
+    base.trim_end_matches('/').to_string()
+}
+
+/// The sink half: enqueue and return.
+struct NotifySink {
+    tx: mpsc::Sender<Alert>,
+    stats: Arc<NotifyStats>,
+    channels: usize,
+    last_warn_ms: AtomicI64,
+}
+
+#[async_trait]
+impl Sink for NotifySink {
+    fn name(&self) -> &'static str {
+        "notify"
+    }
+
+    async fn take(&self, verdicts: &Verdicts<'_>, _: &CancellationToken) -> Result<(), SinkError> {
+        if self.channels == 0 {
+            return Ok(());
+        }
+        for change in &verdicts.alerts {
+            // Counted before the send so the dispatcher's decrement never goes first.
+            self.stats.intake.fetch_add(1, Ordering::Relaxed);
+            if self.tx.try_send(change.alert.clone()).is_err() {
+                self.stats.intake.fetch_sub(1, Ordering::Relaxed);
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                self.warn_full(verdicts.now_ms);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl NotifySink {
+    fn warn_full(&self, now_ms: i64) {
+        let last = self.last_warn_ms.load(Ordering::Relaxed);
+        let due = last == i64::MIN || now_ms - last >= WARN_EVERY.as_millis() as i64;
+        if due
+            && self
+                .last_warn_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                dropped = self.stats.dropped.load(Ordering::Relaxed),
+                "notifier queue full: alert changes not notified (iot_notifications_dropped_total)"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::AlertChange;
+    use crate::test_support::alert;
+
+    #[tokio::test]
+    async fn a_full_intake_drops_and_counts_instead_of_waiting() {
+        let stats = Arc::new(NotifyStats::default());
+        // Nobody reads the intake: the dispatcher is stuck, say.
+        let (tx, _rx) = mpsc::channel(16);
+        let sink = NotifySink {
+            tx,
+            stats: stats.clone(),
+            channels: 1,
+            last_warn_ms: AtomicI64::new(i64::MIN),
+        };
+        let verdicts = Verdicts {
+            alerts: (0..20)
+                .map(|i| AlertChange::new(alert(&format!("device_{i:03}"), "temperature_high")))
+                .collect(),
+            ..Verdicts::empty(crate::test_support::T0)
+        };
+        sink.take(&verdicts, &CancellationToken::new())
+            .await
+            .expect("never refuses");
+        let s = stats.snapshot();
+        assert_eq!((s.intake, s.dropped), (16, 4));
+    }
+}

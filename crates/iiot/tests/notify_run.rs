@@ -1,0 +1,85 @@
+//! End to end: `iiot run` with `NOTIFY_WEBHOOK_URL` and a seeded fleet that overheats tells a
+//! webhook receiver (started by the test) of every alert exactly once raised and at most once
+//! resolved — as many raised as the run reports.
+
+mod support;
+
+use std::collections::HashMap;
+use std::process::Stdio;
+
+use serde_json::Value;
+use support::notify::WebhookReceiver;
+use support::role::iiot_command;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iiot_run_notifies_each_alert_change_exactly_once() {
+    let receiver = WebhookReceiver::start(0).await;
+    let mut cmd = iiot_command("notify-run");
+    cmd.env_remove("KAFKA_BROKERS")
+        .env_remove("IIOT_CONFIG")
+        .env("HTTP_PORT", "0")
+        .env("WEBSOCKET_PORT", "0")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env("NOTIFY_WEBHOOK_URL", receiver.url())
+        .env("FAULT_RATE", "0.02")
+        .env("SIM_SEED", "11")
+        .args([
+            "run",
+            "--devices",
+            "20",
+            "--interval",
+            "50ms",
+            "--duration",
+            "8s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let out = tokio::process::Command::from(cmd)
+        .output()
+        .await
+        .expect("iiot runs");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let raised_reported = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "stopped")
+        .and_then(|v| v["alerts_raised"].as_u64())
+        .unwrap_or_else(|| panic!("a final report in {log}"));
+
+    // Every post was delivered before `iiot run` returned (the notifier drains at stop).
+    let mut seen: HashMap<(String, String), u32> = HashMap::new();
+    for r in receiver.received() {
+        let body = r.json();
+        let key = (
+            body["alert_id"].as_str().expect("alert_id").to_string(),
+            body["event"].as_str().expect("event").to_string(),
+        );
+        *seen.entry(key).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "told more than once: {twice:?}");
+    let raised: Vec<&String> = seen
+        .keys()
+        .filter(|(_, e)| e == "raised")
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(raised.len() as u64, raised_reported, "one raised per alert");
+    assert!(raised_reported > 0, "the fleet overheats: {log}");
+    let overheat_ended = receiver.received().iter().any(|r| {
+        let body = r.json();
+        body["alert_type"] == "temperature_high" && body["event"] == "resolved"
+    });
+    assert!(
+        overheat_ended,
+        "an overheat raised and resolved within the run"
+    );
+    for (id, event) in seen.keys() {
+        assert!(
+            event == "raised" || seen.contains_key(&(id.clone(), "raised".to_string())),
+            "{event} of {id} without its raise"
+        );
+        assert_ne!(event, "acknowledged", "not told by default");
+    }
+}
