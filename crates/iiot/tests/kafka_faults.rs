@@ -15,7 +15,9 @@ use std::time::Duration;
 use iiot_kafka::testing::TestBroker;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value;
-use support::kafka::{client, committed_short_of, partition_ends, read_topic, topics};
+use support::kafka::{
+    TAKEOVER_ENV, client, committed_short_of, partition_ends, read_topic, topics,
+};
 use support::role::{Role, free_port, log_field, simulate};
 
 #[test]
@@ -139,18 +141,8 @@ fn poison_records_are_dead_lettered_and_the_records_behind_them_processed() {
 #[test]
 fn two_processors_share_the_partitions_and_one_takes_over_after_sigkill() {
     let broker = TestBroker::start(&topics());
-    // tansu drops a member that died only after the rebalance timeout (max.poll.interval.ms,
-    // 5 min by default); Apache Kafka after the session timeout. Shorter here, so the survivor
-    // takes over within the test's patience.
-    let env = [
-        ("PROCESSOR_WORKERS", "1"),
-        (
-            "KAFKA_PROPERTIES",
-            "session.timeout.ms=6000;max.poll.interval.ms=15000",
-        ),
-    ];
-    let mut first = Role::start(&["process"], &broker.brokers, &env);
-    let mut second = Role::start(&["process"], &broker.brokers, &env);
+    let mut first = Role::start(&["process"], &broker.brokers, &TAKEOVER_ENV);
+    let mut second = Role::start(&["process"], &broker.brokers, &TAKEOVER_ENV);
     first.wait_for("first ready", Role::ready);
     second.wait_for("second ready", Role::ready);
     // tansu cannot serve a fetch that starts inside a record batch (it skips to the next

@@ -16,7 +16,9 @@ use std::time::Duration;
 use iiot_kafka::testing::TestBroker;
 use iiot_model::{Alert, AlertStatus, Reading};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use support::kafka::{client, committed_short_of, partition_ends, read_topic, topics};
+use support::kafka::{
+    TAKEOVER_ENV, client, committed_short_of, partition_ends, read_topic, topics,
+};
 use support::role::Role;
 
 const DEVICES: usize = 10;
@@ -58,15 +60,7 @@ fn temperature_alerts(
 #[test]
 fn a_takeover_continues_the_open_alerts_and_resolves_them() {
     let broker = TestBroker::start(&topics());
-    // tansu evicts a dead member only after max.poll.interval.ms (shortened here); Apache Kafka
-    // after the session timeout.
-    let env = [
-        ("PROCESSOR_WORKERS", "1"),
-        (
-            "KAFKA_PROPERTIES",
-            "session.timeout.ms=6000;max.poll.interval.ms=15000",
-        ),
-    ];
+    let env = TAKEOVER_ENV;
     // One after the other, so the group has both members (each with its partitions) before
     // anything is published: the first takes every partition, the second's join splits them.
     let mut first = Role::start(&["process"], &broker.brokers, &env);

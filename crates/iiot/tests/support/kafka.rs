@@ -19,6 +19,18 @@ pub fn topics() -> Vec<TopicSpec> {
     ]
 }
 
+/// The environment of a `process` role whose group must notice a SIGKILLed member within a
+/// test's patience: tansu drops a dead member only after the rebalance timeout
+/// (`max.poll.interval.ms`, 5 min by default), Apache Kafka after the session timeout; both are
+/// shorter here. One worker per process, so each process is one group member.
+pub const TAKEOVER_ENV: [(&str, &str); 2] = [
+    ("PROCESSOR_WORKERS", "1"),
+    (
+        "KAFKA_PROPERTIES",
+        "session.timeout.ms=6000;max.poll.interval.ms=15000",
+    ),
+];
+
 pub fn client(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
