@@ -298,8 +298,14 @@ async fn every_reader_of_all_partitions_sees_everything_published_after_it_subsc
     }
     publisher.flush().await.expect("flush");
 
-    let mut first = t.subscribe_all_from("alerts", iiot_kafka::Start::End).await.expect("subscribe_all");
-    let mut second = t.subscribe_all_from("alerts", iiot_kafka::Start::End).await.expect("subscribe_all");
+    let mut first = t
+        .subscribe_all_from("alerts", iiot_kafka::Start::End)
+        .await
+        .expect("subscribe_all");
+    let mut second = t
+        .subscribe_all_from("alerts", iiot_kafka::Start::End)
+        .await
+        .expect("subscribe_all");
     for i in 0..30 {
         publisher
             .publish(
