@@ -14,6 +14,8 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 # Build packages librdkafka needs (and tansu, the broker the Kafka tests start), before anything
 # compiles; installing tansu takes ~15 minutes the first time, then it is reused.
 bash scripts/kafka-up.sh --install
+# Mosquitto and its clients: the MQTT tests start their own brokers.
+bash scripts/mqtt-up.sh --install
 
 echo "== format"
 cargo fmt --all -- --check

@@ -57,11 +57,14 @@ pub enum InvalidReason {
     DuplicateSeq,
     /// A new device id arrived while the processor already tracks its maximum number of devices.
     DeviceLimit,
+    /// The device segment of the MQTT topic a reading arrived on names another device than
+    /// the reading's `device_id` (judged by the MQTT source, before the input topic).
+    TopicMismatch,
 }
 
 impl InvalidReason {
     /// Every reason, for pre-registering counters.
-    pub const ALL: [InvalidReason; 12] = [
+    pub const ALL: [InvalidReason; 13] = [
         InvalidReason::Oversize,
         InvalidReason::MalformedJson,
         InvalidReason::Schema,
@@ -74,6 +77,7 @@ impl InvalidReason {
         InvalidReason::Inconsistent,
         InvalidReason::DuplicateSeq,
         InvalidReason::DeviceLimit,
+        InvalidReason::TopicMismatch,
     ];
 
     /// The snake_case name used in dead letters, logs and metrics.
@@ -91,6 +95,7 @@ impl InvalidReason {
             InvalidReason::Inconsistent => "inconsistent",
             InvalidReason::DuplicateSeq => "duplicate_seq",
             InvalidReason::DeviceLimit => "device_limit",
+            InvalidReason::TopicMismatch => "topic_mismatch",
         }
     }
 

@@ -22,6 +22,13 @@
 //!
 //! [http]
 //! port = 8080
+//! ingest_max_body_bytes = 4194304  # POST /api/ingest
+//!
+//! [mqtt]                        # no url = no MQTT source
+//! url = "mqtt://localhost:1883"
+//! topics = "iiot/devices/+/telemetry"
+//! client_id = "iiot-plant-a"    # fixed: the broker keeps the session across restarts
+//! max_in_flight = 1000
 //!
 //! [websocket]
 //! port = 8081
@@ -31,6 +38,7 @@
 //! # allowed_origins = "http://localhost:8080"
 //!
 //! [simulator]
+//! enabled = "on"                # "off": only real devices (MQTT, HTTP ingest)
 //! device_count = 1000
 //! send_interval = "5s"
 //! data_variance = 0.1
@@ -98,6 +106,10 @@ pub struct Config {
     pub kafka: KafkaSettings,
     /// `HTTP_PORT`: port of the HTTP API (8080).
     pub http_port: u16,
+    /// `INGEST_MAX_BODY_BYTES`: largest body `POST /api/ingest` takes (4 MiB); larger is 413.
+    pub ingest_max_body_bytes: usize,
+    /// The MQTT source.
+    pub mqtt: MqttSettings,
     /// The WebSocket server.
     pub websocket: WebSocketSettings,
     /// The simulated device fleet.
@@ -261,6 +273,78 @@ pub(crate) fn parse_properties(text: &str) -> Option<Vec<(String, String)>> {
     Some(out)
 }
 
+/// The MQTT source: the broker real devices publish to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttSettings {
+    /// `MQTT_URL`: `mqtt://host[:port]`; `None` runs no MQTT source.
+    pub url: Option<String>,
+    /// `MQTT_TOPICS`: comma-separated topic filters subscribed at QoS 1
+    /// (`iiot/devices/+/telemetry`); the first `+` level is the device id.
+    pub topics: String,
+    /// `MQTT_CLIENT_ID`: fixed, so the broker keeps the session (and what was published while
+    /// `iiot` was away) across restarts; `None` = `iiot-<hostname>`.
+    pub client_id: Option<String>,
+    /// `MQTT_USERNAME`.
+    pub username: Option<String>,
+    /// `MQTT_PASSWORD` (or the file `MQTT_PASSWORD_FILE` names); shown as `***`.
+    pub password: Option<String>,
+    /// `MQTT_MAX_IN_FLIGHT`: messages received and not yet acknowledged before reading from the
+    /// broker pauses (1000).
+    pub max_in_flight: u16,
+}
+
+impl MqttSettings {
+    /// Host and port of `url` (port 1883 when not given).
+    pub fn address(&self) -> Option<(String, u16)> {
+        parse_mqtt_url(self.url.as_deref()?)
+    }
+
+    /// The topic filters of `topics`.
+    pub fn topic_filters(&self) -> Vec<String> {
+        self.topics
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect()
+    }
+
+    /// `client_id`, else `iiot-<hostname>` (`iiot` when the host name cannot be read).
+    pub fn client_id_or_default(&self) -> String {
+        if let Some(id) = &self.client_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .unwrap_or_default();
+        let host: String = host
+            .trim()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            .collect();
+        if host.is_empty() {
+            "iiot".to_string()
+        } else {
+            format!("iiot-{host}")
+        }
+    }
+}
+
+/// `mqtt://host[:port]` as host and port (1883 by default); `None` for anything else.
+pub(crate) fn parse_mqtt_url(url: &str) -> Option<(String, u16)> {
+    let rest = url.trim().strip_prefix("mqtt://")?;
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().ok()?),
+        None => (rest, 1883),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ok = !host.is_empty()
+        && port != 0
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b));
+    ok.then(|| (host.to_string(), port))
+}
+
 /// The WebSocket server.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebSocketSettings {
@@ -282,7 +366,10 @@ pub struct WebSocketSettings {
 /// The simulated device fleet.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimulatorSettings {
-    /// `DEVICE_COUNT` (1000).
+    /// `SIMULATOR`: whether `iiot run` runs the simulator (on); off, or `DEVICE_COUNT=0`,
+    /// monitors only real devices.
+    pub enabled: bool,
+    /// `DEVICE_COUNT` (1000); 0 = no simulator in `iiot run`.
     pub device_count: u32,
     /// `SEND_INTERVAL`: time between two readings of one device (5 s).
     pub send_interval: Duration,
@@ -331,6 +418,13 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+impl SimulatorSettings {
+    /// Whether `iiot run` runs the simulator: `SIMULATOR=on` and at least one device.
+    pub fn runs(&self) -> bool {
+        self.enabled && self.device_count > 0
+    }
 }
 
 impl LogFormat {

@@ -35,6 +35,12 @@ pub enum AppError {
     /// No route has this path (404).
     #[error("not found")]
     NotFound(String),
+    /// The request body is larger than allowed (413).
+    #[error("the body is larger than {limit} bytes (INGEST_MAX_BODY_BYTES)")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// A part the answer depends on is down or too slow (503).
     #[error("{0}")]
     Unavailable(&'static str),
@@ -58,6 +64,7 @@ impl AppError {
                 StatusCode::NOT_FOUND
             }
             AppError::AlreadyAcknowledged(_) => StatusCode::CONFLICT,
+            AppError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -85,6 +92,9 @@ impl AppError {
             }
             AppError::NotFound(path) => {
                 add("path", path);
+            }
+            AppError::TooLarge { limit } => {
+                body.insert("limit_bytes".into(), json!(limit));
             }
             AppError::BadRequest(_) | AppError::Unavailable(_) => {}
         }

@@ -9,6 +9,8 @@ use axum::extract::FromRef;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::http::routes::IngestStats;
+use crate::mqtt::MqttStats;
 use crate::processor::ProcessorStats;
 use crate::processor::run::Command;
 use crate::simulator::SimStats;
@@ -31,6 +33,10 @@ pub struct OpsState {
     pub simulator: Option<Arc<SimStats>>,
     /// The live store and hub, in a serve side (device counts, WebSocket counters).
     pub live: Option<Live>,
+    /// The MQTT source's connection, when this process runs one (`/ready` needs it up).
+    pub mqtt: Option<Arc<MqttStats>>,
+    /// What `POST /api/ingest` did.
+    pub ingest: Arc<IngestStats>,
 }
 
 impl OpsState {
@@ -47,6 +53,8 @@ impl OpsState {
             started: Instant::now(),
             simulator: None,
             live: None,
+            mqtt: None,
+            ingest: Arc::default(),
         }
     }
 }

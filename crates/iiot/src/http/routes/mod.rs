@@ -8,11 +8,15 @@
 //! - [`devices`]: the device list, one device, history.
 //! - [`export`]: streamed CSV/JSON export of raw samples.
 //! - [`alerts`]: the alert list and acknowledgement.
+//! - [`ingest`]: `POST /api/ingest`, readings from gateways onto the input topic.
 
 mod alerts;
 mod devices;
 mod export;
+mod ingest;
 mod ops;
+
+pub use ingest::IngestStats;
 
 use axum::routing::{MethodFilter, MethodRouter, on};
 
@@ -44,6 +48,8 @@ pub enum Endpoint {
     Alerts,
     /// `POST /api/alerts/{alert_id}/ack`.
     Acknowledge,
+    /// `POST /api/ingest`.
+    Ingest,
     /// `GET /api/stats`.
     Stats,
     /// `GET /api/docs`.
@@ -64,6 +70,7 @@ impl Endpoint {
             Endpoint::Export => "exportSamples",
             Endpoint::Alerts => "listAlerts",
             Endpoint::Acknowledge => "acknowledgeAlert",
+            Endpoint::Ingest => "ingestReadings",
             Endpoint::Stats => "stats",
             Endpoint::Docs => "openapi",
         }
@@ -94,6 +101,7 @@ pub(super) fn method_router(route: &RouteDoc) -> MethodRouter<AppState> {
         Endpoint::Export => on(m, export::export),
         Endpoint::Alerts => on(m, alerts::list),
         Endpoint::Acknowledge => on(m, alerts::acknowledge),
+        Endpoint::Ingest => on(m, ingest::ingest),
         _ => ops_method_router(route),
     }
 }
@@ -390,6 +398,25 @@ pub const ROUTES: &[RouteDoc] = &[
             json(404, "No open alert has this id."),
             json(409, "Already acknowledged."),
             json(503, "The processor did not answer in time or is stopped."),
+        ],
+    },
+    RouteDoc {
+        verb: Verb::Post,
+        path: "/api/ingest",
+        endpoint: Endpoint::Ingest,
+        summary: "Readings from a gateway: a JSON array of readings, or NDJSON (one per line). Each valid reading is published onto the input topic, keyed by its device id, and judged by the processors like any other; the answer comes once the transport holds them.",
+        params: &[],
+        replies: &[
+            json(
+                202,
+                "`{accepted: N, rejected: [{index, reason, detail}]}`: `index` counts array items, or non-blank NDJSON lines, from 0; `reason` is a dead-letter reason (`malformed_json`, `schema`, `out_of_range`, …). Rejected readings are not published.",
+            ),
+            json(400, "The body starts with `[` but is not a JSON array."),
+            json(413, "The body is larger than INGEST_MAX_BODY_BYTES."),
+            json(
+                503,
+                "The message transport did not take the readings; send them again.",
+            ),
         ],
     },
     RouteDoc {
