@@ -9,11 +9,14 @@ use serde_json::{Value, json};
 use support::readings::reading_bytes;
 use support::role::Role;
 
-fn run_without_simulator() -> Role {
-    let mut role = Role::embedded(
-        &["run"],
-        &[("SIMULATOR", "off"), ("INGEST_MAX_BODY_BYTES", "4096")],
-    );
+/// `iiot run` without its simulator: `SIMULATOR=off`, or `--devices 0` when `devices_flag`.
+fn run_without_simulator(devices_flag: bool) -> Role {
+    let limit = ("INGEST_MAX_BODY_BYTES", "4096");
+    let mut role = if devices_flag {
+        Role::embedded(&["run", "--devices", "0"], &[limit])
+    } else {
+        Role::embedded(&["run"], &[("SIMULATOR", "off"), limit])
+    };
     role.wait_for("/ready 200", Role::ready);
     role
 }
@@ -37,7 +40,7 @@ fn latest_seq(role: &Role, device: &str) -> Option<Value> {
 
 #[test]
 fn arrays_and_ndjson_are_accepted_and_bad_readings_reported_by_index() {
-    let mut role = run_without_simulator();
+    let mut role = run_without_simulator(false);
 
     let array = format!(
         "[{},{},{}]",
@@ -78,7 +81,7 @@ fn arrays_and_ndjson_are_accepted_and_bad_readings_reported_by_index() {
 
 #[test]
 fn oversize_and_broken_bodies_get_json_errors() {
-    let role = run_without_simulator();
+    let role = run_without_simulator(true);
     let big = format!("[{}]", vec![reading("gw_big", 1, 21.0); 12].join(","));
     assert!(big.len() > 4096);
     let (status, body) = post(&role, &big);
@@ -96,5 +99,7 @@ fn oversize_and_broken_bodies_get_json_errors() {
         (202, json!({"accepted": 0, "rejected": []}))
     );
     assert!(matches!(role.get("/api/devices/gw_big"), Some((404, _))));
+    let devices = role.json("/api/devices").expect("device list");
+    assert_eq!(devices["total"], 0, "--devices 0: no simulated devices");
     assert!(role.stop().success());
 }

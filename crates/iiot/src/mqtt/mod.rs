@@ -57,20 +57,29 @@ impl MqttStats {
     }
 }
 
-/// The client options for `settings` under `client_id`: persistent session (clean session off)
-/// so the broker keeps what is published for us while we are away, manual acknowledgements
-/// when `manual_acks`.
+/// How a connection uses its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Session {
+    /// A subscriber's: clean session off, so the broker keeps what is published for us while we
+    /// are away; messages acknowledged by hand once delivered.
+    Persistent,
+    /// A publisher's: a clean session, acknowledgements handled by the client.
+    Clean,
+}
+
+/// The client options for `settings` under `client_id`.
 pub fn client_options(
     settings: &MqttSettings,
     client_id: &str,
-    manual_acks: bool,
+    session: Session,
 ) -> Option<MqttOptions> {
+    let persistent = session == Session::Persistent;
     let (host, port) = settings.address()?;
     let mut options = MqttOptions::new(client_id, host, port);
     options
         .set_keep_alive(KEEP_ALIVE)
-        .set_clean_session(false)
-        .set_manual_acks(manual_acks)
+        .set_clean_session(!persistent)
+        .set_manual_acks(persistent)
         .set_inflight(settings.max_in_flight)
         .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
     if let Some(user) = &settings.username {

@@ -29,11 +29,15 @@ pub struct MqttPublisher {
 }
 
 impl MqttPublisher {
-    /// Connects (in the background, retrying) to the broker of `settings` as
-    /// `<client id>-sim`.
+    /// Connects (in the background, retrying) to the broker of `settings` with a clean session,
+    /// as `MQTT_CLIENT_ID` or else `iiot-sim-<pid>` (so simulators on one host do not take
+    /// each other's connection, nor that of an `iiot run` there).
     pub fn connect(settings: &MqttSettings) -> Option<MqttPublisher> {
-        let client_id = format!("{}-sim", settings.client_id_or_default());
-        let options = super::client_options(settings, &client_id, false)?;
+        let client_id = settings
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("iiot-sim-{}", std::process::id()));
+        let options = super::client_options(settings, &client_id, super::Session::Clean)?;
         let url = settings.url.clone().unwrap_or_default();
         let (client, eventloop) = AsyncClient::new(options, usize::from(settings.max_in_flight));
         let (acked_tx, acked) = watch::channel(0);

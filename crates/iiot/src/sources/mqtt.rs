@@ -60,7 +60,7 @@ impl MqttSource {
     ) -> Option<MqttSource> {
         let settings = &config.mqtt;
         let client_id = settings.client_id_or_default();
-        let options = mqtt::client_options(settings, &client_id, true)?;
+        let options = mqtt::client_options(settings, &client_id, mqtt::Session::Persistent)?;
         Some(MqttSource {
             url: settings.url.clone().unwrap_or_default(),
             options,
