@@ -80,21 +80,7 @@ pub async fn run(
         taken: stats.taken(),
         dead_letters: stats.dead_letters_total(),
     };
-    let mut inputs: Vec<Box<dyn Source>> = Vec::new();
-    if config.simulator.runs() {
-        let options = SimulateOptions {
-            pace: Pace::RealTime,
-            duration,
-            progress: false,
-        };
-        inputs.push(simulate::source(&config, options, sim_stats.clone()));
-    }
-    if let Some(mqtt) = &mqtt_stats {
-        inputs.extend(
-            MqttSource::from_config(&config, mqtt.clone(), stats.clone())
-                .map(|s| Box::new(s) as Box<dyn Source>),
-        );
-    }
+    let inputs = sources_for(&config, duration, &sim_stats, &mqtt_stats, &stats);
     let names: Vec<&str> = inputs.iter().map(|s| s.name()).collect();
     tracing::info!(
         sources = ?names,
@@ -104,22 +90,8 @@ pub async fn run(
     );
     let topic = &config.kafka.topic_device_data;
     let running = source::start(inputs, backend.publisher(), topic, shutdown.child_token());
-    // Fail fast: a processor that dies stops the sources (and `stop` below reports why); a
-    // timed run stops them when its time is up.
-    let (failed, stopping) = (process.failed(), running.stopping());
-    let stop_on_failure = tokio::spawn(async move {
-        let time_up = async {
-            match duration {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = failed.cancelled() => stopping.cancel(),
-            _ = time_up => stopping.cancel(),
-            _ = stopping.cancelled() => {}
-        }
-    });
+    // Fail fast: a processor that dies stops the sources (and `stop` below reports why).
+    let stop_on_failure = stop_sources_when(process.failed(), running.stopping(), duration);
     running.wait().await;
     stop_on_failure.abort();
     tracing::info!("sources stopped; draining the processors");
@@ -132,6 +104,52 @@ pub async fn run(
     let processors = processors?;
     served?;
     Ok(report(processors.stats(), &sim_stats, started))
+}
+
+/// The sources `config` asks for: the simulator (unless off or without devices), paced in
+/// real time for `duration`, and the MQTT source when `MQTT_URL` is set.
+fn sources_for(
+    config: &Config,
+    duration: Option<Duration>,
+    sim_stats: &Arc<SimStats>,
+    mqtt_stats: &Option<Arc<MqttStats>>,
+    processor_stats: &Arc<ProcessorStats>,
+) -> Vec<Box<dyn Source>> {
+    let mut inputs: Vec<Box<dyn Source>> = Vec::new();
+    if config.simulator.runs() {
+        let options = SimulateOptions {
+            pace: Pace::RealTime,
+            duration,
+            progress: false,
+        };
+        inputs.push(simulate::source(config, options, sim_stats.clone()));
+    }
+    if let Some(mqtt) = mqtt_stats {
+        let source = MqttSource::from_config(config, mqtt.clone(), processor_stats.clone());
+        inputs.extend(source.map(|s| Box::new(s) as Box<dyn Source>));
+    }
+    inputs
+}
+
+/// Cancels `stopping` (the sources' token) when the processors fail or `duration` is up.
+fn stop_sources_when(
+    failed: CancellationToken,
+    stopping: CancellationToken,
+    duration: Option<Duration>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let time_up = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = failed.cancelled() => stopping.cancel(),
+            _ = time_up => stopping.cancel(),
+            _ = stopping.cancelled() => {}
+        }
+    })
 }
 
 /// The serve side (its listeners first: `/ready` answers while the topics are prepared), the
