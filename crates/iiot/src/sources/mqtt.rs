@@ -15,6 +15,7 @@
 //! payload whose device id cannot be read goes on to the processor, which says why.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -34,6 +35,9 @@ use crate::config::Config;
 use crate::mqtt::{self, MqttStats, Reconnect, topics};
 use crate::processor::ProcessorStats;
 use crate::processor::dead_letter::{self, Origin};
+
+/// How soon acknowledgements the event loop could not take yet are offered again.
+const ACK_RETRY: Duration = Duration::from_millis(1);
 
 /// How long a stop waits for pending deliveries and the last acknowledgements.
 const STOP_DRAIN: Duration = Duration::from_secs(10);
@@ -192,15 +196,19 @@ type Delivery = std::pin::Pin<Box<dyn std::future::Future<Output = (Publish, boo
 impl Forwarder<'_> {
     async fn run(self, mut rx: mpsc::Receiver<Publish>, stop: CancellationToken) -> SourceReport {
         let mut pending: FuturesOrdered<Delivery> = FuturesOrdered::new();
+        let mut acks = VecDeque::new();
         let mut report = SourceReport::default();
         let limit = self.source.max_in_flight.max(1);
         loop {
+            self.send_acks(&mut acks);
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
                 Some(delivered) = pending.next(), if !pending.is_empty() => {
-                    self.acknowledge(delivered, &mut report).await;
+                    self.delivered(delivered, &mut acks, &mut report);
                 }
+                // The event loop takes one request per turn: try the queued ones again soon.
+                _ = tokio::time::sleep(ACK_RETRY), if !acks.is_empty() => {}
                 got = rx.recv(), if pending.len() < limit => match got {
                     Some(publish) => pending.push_back(self.forward(publish, &stop).await),
                     None => break,
@@ -214,7 +222,14 @@ impl Forwarder<'_> {
         }
         let drained = tokio::time::timeout(STOP_DRAIN, async {
             while let Some(delivered) = pending.next().await {
-                self.acknowledge(delivered, &mut report).await;
+                self.delivered(delivered, &mut acks, &mut report);
+            }
+            loop {
+                self.send_acks(&mut acks);
+                if acks.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(ACK_RETRY).await;
             }
         })
         .await;
@@ -315,18 +330,16 @@ impl Forwarder<'_> {
         Some(id.device_id.into_owned())
     }
 
-    /// Acknowledges a delivered message to the broker and counts it.
-    async fn acknowledge(
+    /// Counts a delivered message and queues its acknowledgement.
+    fn delivered(
         &self,
         (publish, dead_letter): (Publish, bool),
+        acks: &mut VecDeque<u16>,
         report: &mut SourceReport,
     ) {
         let stats = &self.source.stats;
         stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if self.client.ack(&publish).await.is_err() {
-            // The event loop is gone; the broker sends the message again next time.
-            return;
-        }
+        acks.push_back(publish.pkid);
         report.sent += 1;
         if dead_letter {
             stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
@@ -334,6 +347,22 @@ impl Forwarder<'_> {
                 .fetch_add(1, Ordering::Relaxed);
         } else {
             stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands the queued acknowledgements, in order, to the event loop, as many as its request
+    /// queue takes now. Never waits: the event loop takes requests only while it is polled,
+    /// and it is polled by a task that may itself be waiting for this one (a wait here could
+    /// deadlock both under load). What is left is tried again shortly.
+    fn send_acks(&self, acks: &mut VecDeque<u16>) {
+        while let Some(&pkid) = acks.front() {
+            // Only the packet id and QoS make the PUBACK.
+            let mut ack = Publish::new("", QoS::AtLeastOnce, Vec::<u8>::new());
+            ack.pkid = pkid;
+            if self.client.try_ack(&ack).is_err() {
+                return;
+            }
+            acks.pop_front();
         }
     }
 }
