@@ -101,3 +101,57 @@ fn a_broker_restart_mid_stream_is_survived() {
     assert!(log.contains("reconnected to the MQTT broker"), "{log}");
     assert!(role.stop().success());
 }
+
+/// Regression: acknowledgements once waited for the MQTT client's request queue, which its
+/// event loop drains one per turn while reading ten messages per turn; under a fast publisher
+/// the source deadlocked after a few thousand messages. A small in-flight limit makes the
+/// queues small, so the old code stalls within the first second.
+#[test]
+fn a_fast_publisher_does_not_stall_the_source() {
+    let broker = Broker::start();
+    let url = broker.url();
+    let mut role = Role::embedded(
+        &["run"],
+        &[
+            ("MQTT_URL", &url),
+            ("MQTT_CLIENT_ID", "iiot-test-fast"),
+            ("MQTT_MAX_IN_FLIGHT", "16"),
+            ("SIMULATOR", "off"),
+        ],
+    );
+    role.wait_for("subscribed to the MQTT broker (/ready 200)", Role::ready);
+    let mut sim = Role::embedded(
+        &[
+            "simulate",
+            "--output",
+            "mqtt",
+            "--mqtt-url",
+            &url,
+            "--devices",
+            "2000",
+            "--interval",
+            "20ms",
+            "--duration",
+            "3s",
+            "--seed",
+            "3",
+        ],
+        &[],
+    );
+    let deadline = std::time::Instant::now() + support::role::PATIENCE;
+    let status = loop {
+        if let Some(status) = sim.child.try_wait().expect("simulator status") {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", sim.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success(), "{}", sim.log_text());
+    let sent = support::role::log_field(&sim.log_text(), "simulator stopped", "sent")
+        .expect("sent count logged");
+    assert!(sent > 5_000, "a fast publisher: {sent}");
+    role.wait_for("every published reading processed", |r| {
+        processed(r) >= sent as f64
+    });
+    assert!(role.stop().success());
+}
