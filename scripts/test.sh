@@ -20,6 +20,8 @@ fi
 # Build packages librdkafka needs (and tansu, the broker the Kafka tests start), before anything
 # compiles; installing tansu takes ~15 minutes the first time, then it is reused.
 bash scripts/kafka-up.sh --install
+# Mosquitto and its clients: the MQTT tests start their own brokers.
+bash scripts/mqtt-up.sh --install
 
 echo "== format"
 cargo fmt --all -- --check

@@ -60,11 +60,14 @@ pub enum InvalidReason {
     /// The message's key (the partitioning key, which must be the device id) differs from the
     /// payload's `device_id`: its device's readings could be split across partitions.
     KeyMismatch,
+    /// The device segment of the MQTT topic a reading arrived on names another device than
+    /// the reading's `device_id` (judged by the MQTT source, before the input topic).
+    TopicMismatch,
 }
 
 impl InvalidReason {
     /// Every reason, for pre-registering counters.
-    pub const ALL: [InvalidReason; 13] = [
+    pub const ALL: [InvalidReason; 14] = [
         InvalidReason::Oversize,
         InvalidReason::MalformedJson,
         InvalidReason::Schema,
@@ -78,6 +81,7 @@ impl InvalidReason {
         InvalidReason::DuplicateSeq,
         InvalidReason::DeviceLimit,
         InvalidReason::KeyMismatch,
+        InvalidReason::TopicMismatch,
     ];
 
     /// The snake_case name used in dead letters, logs and metrics.
@@ -96,6 +100,7 @@ impl InvalidReason {
             InvalidReason::DuplicateSeq => "duplicate_seq",
             InvalidReason::DeviceLimit => "device_limit",
             InvalidReason::KeyMismatch => "key_mismatch",
+            InvalidReason::TopicMismatch => "topic_mismatch",
         }
     }
 

@@ -88,6 +88,9 @@ pub struct RunArgs {
     /// Kafka bootstrap servers [env: KAFKA_BROKERS]; unset = the embedded bus.
     #[arg(long, value_name = "HOST:PORT,…")]
     pub kafka_brokers: Option<String>,
+    /// MQTT broker real devices publish to, mqtt://host:port [env: MQTT_URL]; unset = none.
+    #[arg(long, value_name = "URL")]
+    pub mqtt_url: Option<String>,
 }
 
 /// Where `iiot simulate` sends readings.
@@ -99,6 +102,9 @@ pub enum Output {
     Kafka,
     /// The embedded bus, drained by a counting consumer: measures generator + bus.
     Bus,
+    /// An MQTT broker (--mqtt-url / MQTT_URL): each device publishes to
+    /// iiot/devices/<id>/telemetry at QoS 1.
+    Mqtt,
 }
 
 /// `iiot simulate`.
@@ -117,6 +123,9 @@ pub struct SimulateArgs {
     /// Kafka bootstrap servers [env: KAFKA_BROKERS] (implies --output kafka).
     #[arg(long, value_name = "HOST:PORT,…")]
     pub kafka_brokers: Option<String>,
+    /// MQTT broker for --output mqtt, mqtt://host:port [env: MQTT_URL] (implies --output mqtt).
+    #[arg(long, value_name = "URL")]
+    pub mqtt_url: Option<String>,
     /// Topic for readings [env: KAFKA_TOPIC_DEVICE_DATA] [default: device-data].
     #[arg(long, value_name = "NAME")]
     pub topic: Option<String>,

@@ -2,8 +2,8 @@
 //!
 //! # Layout
 //! The data path is sources → processors → sinks, and each role composes them:
-//! - [`sources`]: where readings come from — the [`simulator`] as a source, and the serve
-//!   side's replica of the topics (later MQTT, HTTP ingest).
+//! - [`sources`]: where readings come from — the [`simulator`] as a source, real devices over
+//!   MQTT, and the serve side's replica of the topics (HTTP ingest is a route of [`http`]).
 //! - [`processor`]: validation → verdicts (accepted reading, or dead letter with its reason),
 //!   per-device `seq` tracking, aggregates, the [`alerts`] engine; the worker loop and the
 //!   consumer group of workers.
@@ -28,6 +28,7 @@
 //! - [`http`]: the HTTP API (`app()`: devices, history, export, alerts, stats, `/metrics`,
 //!   `/api/docs`, health; `ops_app()` for roles without a store), answered from the store.
 //! - [`hub`]: the WebSocket hub (subscriptions, resume by epoch/offset, batching, limits).
+//! - [`mqtt`]: MQTT client options, topic filters, reconnects; the simulator's MQTT output.
 //! - [`listeners`]: binds `HTTP_PORT` (API + `/ws`) and `WEBSOCKET_PORT` (`WEBSOCKET_PATH`).
 //! - [`recovery`]: alerts left open by earlier processors, read back at start-up.
 //! - [`ack_relay`]: alert acknowledgements from a `serve` to the processors over the commands
@@ -49,6 +50,7 @@ pub mod http;
 pub mod hub;
 pub mod listeners;
 pub mod liveness;
+pub mod mqtt;
 pub mod processor;
 pub mod procstats;
 pub mod recovery;

@@ -135,12 +135,24 @@ fn check_capacity(config: &Config) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `iiot simulate` and `iiot bench` need devices to simulate (`iiot run` takes 0: no simulator).
+fn check_fleet(config: &Config) -> Result<(), Failure> {
+    if config.simulator.device_count == 0 {
+        return Err(Failure::Usage(
+            "invalid configuration: DEVICE_COUNT=0: must be at least 1 to simulate              (0 only turns the simulator of `iiot run` off)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 async fn run(args: cli::RunArgs) -> Result<(), Failure> {
     let mut flags = args.common.flags();
     flags.extend(args.fleet.flags());
     push(&mut flags, "HTTP_PORT", &args.http_port);
     push(&mut flags, "WEBSOCKET_PORT", &args.ws_port);
     push(&mut flags, "KAFKA_BROKERS", &args.kafka_brokers);
+    push(&mut flags, "MQTT_URL", &args.mqtt_url);
     let (config, sources) = load(args.common.config.clone(), flags)?;
     check_capacity(&config)?;
     let shutdown = shutdown_on_signals();
@@ -154,13 +166,23 @@ async fn simulate(args: cli::SimulateArgs) -> Result<(), Failure> {
     push(&mut flags, "KAFKA_BROKERS", &args.kafka_brokers);
     push(&mut flags, "KAFKA_TOPIC_DEVICE_DATA", &args.topic);
     push(&mut flags, "HTTP_PORT", &args.http_port);
+    push(&mut flags, "MQTT_URL", &args.mqtt_url);
     let (config, _) = load(args.common.config.clone(), flags)?;
+    check_fleet(&config)?;
     let output = match args.output {
         _ if args.kafka_brokers.is_some() => simulate::Output::Kafka,
+        _ if args.mqtt_url.is_some() => simulate::Output::Mqtt,
         Output::Kafka => simulate::Output::Kafka,
         Output::Stdout => simulate::Output::Stdout,
         Output::Bus => simulate::Output::Bus,
+        Output::Mqtt => simulate::Output::Mqtt,
     };
+    if output == simulate::Output::Mqtt && config.mqtt.url.is_none() {
+        return Err(Failure::Usage(
+            "iiot simulate --output mqtt needs a broker: --mqtt-url mqtt://host:port (or MQTT_URL)"
+                .into(),
+        ));
+    }
     let options = SimulateOptions {
         pace: Pace::RealTime,
         duration: args.duration,
@@ -207,6 +229,7 @@ async fn bench(args: cli::BenchArgs) -> Result<(), Failure> {
     // Status lines would interleave with the report; the bench reports at the end.
     flags.push(("STATUS_INTERVAL", "0".into()));
     let (config, _) = load(args.common.config.clone(), flags)?;
+    check_fleet(&config)?;
     check_capacity(&config)?;
     let options = iiot::bench::BenchOptions {
         duration: args.duration,

@@ -13,12 +13,12 @@ fn bad_values_stop_loading_with_one_line_naming_key_value_and_origin() {
         (
             "DEVICE_COUNT",
             "-5",
-            "invalid configuration: DEVICE_COUNT=-5 (from environment): must be an integer from 1 to 1000000",
+            "invalid configuration: DEVICE_COUNT=-5 (from environment): must be an integer from 0 to 1000000 (0: no simulator in `iiot run`)",
         ),
         (
             "DEVICE_COUNT",
             "abc",
-            "invalid configuration: DEVICE_COUNT=abc (from environment): must be an integer from 1 to 1000000",
+            "invalid configuration: DEVICE_COUNT=abc (from environment): must be an integer from 0 to 1000000 (0: no simulator in `iiot run`)",
         ),
         (
             "SEND_INTERVAL",
@@ -58,14 +58,14 @@ fn bad_values_stop_loading_with_one_line_naming_key_value_and_origin() {
 #[test]
 fn errors_name_the_layer_the_bad_value_came_from() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let dotenv = write(dir.path(), ".env", "DEVICE_COUNT=0\n");
+    let dotenv = write(dir.path(), ".env", "DEVICE_COUNT=-1\n");
     let sources = Sources {
         dotenv: Some(dotenv),
         ..Sources::default()
     };
     let e = Config::load(&sources).expect_err("bad .env value");
     assert_eq!(e.origin, Origin::DotEnv);
-    assert!(e.to_string().contains("DEVICE_COUNT=0 (from .env)"), "{e}");
+    assert!(e.to_string().contains("DEVICE_COUNT=-1 (from .env)"), "{e}");
 
     let sources = Sources {
         flags: vec![("DEVICE_COUNT", "many".into())],

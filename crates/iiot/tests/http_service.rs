@@ -288,6 +288,7 @@ async fn the_openapi_document_lists_every_served_route() {
         ("get", "/api/devices/{id}/export"),
         ("get", "/api/alerts"),
         ("post", "/api/alerts/{alert_id}/ack"),
+        ("post", "/api/ingest"),
         ("get", "/api/silences"),
         ("post", "/api/silences"),
         ("delete", "/api/silences/{id}"),

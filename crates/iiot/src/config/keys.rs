@@ -129,8 +129,24 @@ pub(crate) static KEYS: &[Key] = &[
         websocket.auth_token = Opt(Text(|t| !t.contains(char::is_whitespace)))),
     key!(optional "WEBSOCKET_ALLOWED_ORIGINS", "websocket.allowed_origins", "", "a comma-separated list of allowed Origin values; empty = any",
         websocket.allowed_origins = Opt(Text(|t| !t.contains(char::is_whitespace)))),
-    key!("DEVICE_COUNT", "simulator.device_count", "1000", "an integer from 1 to 1000000",
-        simulator.device_count = int::<u32>(1, 1_000_000)),
+    key!(optional "MQTT_URL", "mqtt.url", "", "an mqtt://host[:port] URL (empty = no MQTT; mqtts:// is not supported yet)",
+        mqtt.url = Opt(Text(is_mqtt_url))),
+    key!("MQTT_TOPICS", "mqtt.topics", "iiot/devices/+/telemetry", "a comma-separated list of MQTT topic filters ('+' and '#' only as whole levels, '#' last)",
+        mqtt.topics = Text(is_topic_filter_list)),
+    key!(optional "MQTT_CLIENT_ID", "mqtt.client_id", "", "a client id of 1 to 128 of a-z A-Z 0-9 . _ - (empty = iiot-<hostname>)",
+        mqtt.client_id = Opt(Text(is_client_id))),
+    key!(optional "MQTT_USERNAME", "mqtt.username", "", "an MQTT user name",
+        mqtt.username = Opt(Text(|_| true))),
+    key!(optional "MQTT_PASSWORD", "mqtt.password", "", "an MQTT password (never shown; or MQTT_PASSWORD_FILE)",
+        mqtt.password = Opt(Text(|_| true))),
+    key!("MQTT_MAX_IN_FLIGHT", "mqtt.max_in_flight", "1000", "an integer from 1 to 65535 (MQTT messages received but not yet acknowledged)",
+        mqtt.max_in_flight = int::<u16>(1, 65_535)),
+    key!("INGEST_MAX_BODY_BYTES", "http.ingest_max_body_bytes", "4194304", "an integer from 1024 to 1073741824 (largest POST /api/ingest body)",
+        ingest_max_body_bytes = int::<usize>(1024, 1 << 30)),
+    key!("SIMULATOR", "simulator.enabled", "on", "on or off (off: `iiot run` monitors only real devices)",
+        simulator.enabled = OnOff),
+    key!("DEVICE_COUNT", "simulator.device_count", "1000", "an integer from 0 to 1000000 (0: no simulator in `iiot run`)",
+        simulator.device_count = int::<u32>(0, 1_000_000)),
     key!("SEND_INTERVAL", "simulator.send_interval", "5s", "a duration from 1ms to 1h, like 100ms, 5s or 1m",
         simulator.send_interval = Dur(Duration::from_millis(1), Duration::from_secs(3600))),
     key!("DATA_VARIANCE", "simulator.data_variance", "0.1", "a number from 0 to 10",
@@ -219,6 +235,31 @@ fn is_http_url(s: &str) -> bool {
         && !s.contains(char::is_whitespace)
 }
 
+/// `mqtt://host` or `mqtt://host:port` (see [`super::MqttSettings::address`]).
+fn is_mqtt_url(s: &str) -> bool {
+    super::parse_mqtt_url(s).is_some()
+}
+
+/// MQTT topic filters: levels separated by `/`; `+` and `#` only as a whole level, `#` last.
+fn is_topic_filter_list(s: &str) -> bool {
+    s.split(',').all(|filter| {
+        let filter = filter.trim();
+        let levels: Vec<&str> = filter.split('/').collect();
+        !filter.is_empty()
+            && !filter.contains(char::is_whitespace)
+            && levels.iter().enumerate().all(|(i, level)| {
+                (!level.contains(['+', '#']) || *level == "+" || *level == "#")
+                    && (*level != "#" || i == levels.len() - 1)
+            })
+    })
+}
+
+fn is_client_id(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 fn is_url_path(s: &str) -> bool {
     s.starts_with('/') && !s.chars().any(|c| c.is_whitespace() || c == '?' || c == '#')
 }
@@ -237,6 +278,23 @@ impl Codec for Bool {
     }
     fn show(&self, value: &bool) -> Json {
         Json::from(*value)
+    }
+}
+
+/// `on` or `off` (also `true`/`false`, `1`/`0`, `yes`/`no`, any case), shown as `on`/`off`.
+struct OnOff;
+
+impl Codec for OnOff {
+    type Out = bool;
+    fn parse(&self, text: &str) -> Option<bool> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "on" => Some(true),
+            "off" => Some(false),
+            other => Bool.parse(other),
+        }
+    }
+    fn show(&self, value: &bool) -> Json {
+        Json::from(if *value { "on" } else { "off" })
     }
 }
 
@@ -407,6 +465,8 @@ mod tests {
             "KAFKA_SASL_PASSWORD",
             "KAFKA_SSL_KEY_PASSWORD",
             "NOTIFY_WEBHOOK_SECRET",
+            "MQTT_USERNAME",
+            "MQTT_PASSWORD",
             "RUST_LOG",
         ];
         let mut config = Config::default();
@@ -421,7 +481,8 @@ mod tests {
         let set = |c: &mut Config, env: &str, v: &str| (by_env(env).expect("known").set)(c, v);
         assert_eq!(set(&mut c, "DEVICE_COUNT", "1000000"), Some(()));
         assert_eq!(set(&mut c, "DEVICE_COUNT", "1000001"), None);
-        assert_eq!(set(&mut c, "DEVICE_COUNT", "0"), None);
+        assert_eq!(set(&mut c, "DEVICE_COUNT", "0"), Some(()));
+        assert_eq!(set(&mut c, "DEVICE_COUNT", "-1"), None);
         assert_eq!(set(&mut c, "HTTP_PORT", "65535"), Some(()));
         assert_eq!(set(&mut c, "HTTP_PORT", "65536"), None);
         assert_eq!(set(&mut c, "SEND_INTERVAL", "0"), None);
@@ -434,5 +495,33 @@ mod tests {
         assert_eq!(c.simulator.seed, Some(u64::MAX));
         assert_eq!(set(&mut c, "SIM_SEED", ""), Some(()));
         assert_eq!(c.simulator.seed, None);
+    }
+
+    #[test]
+    fn mqtt_settings_are_checked() {
+        let mut c = Config::default();
+        let set = |c: &mut Config, env: &str, v: &str| (by_env(env).expect("known").set)(c, v);
+        assert_eq!(set(&mut c, "MQTT_URL", "mqtt://broker:1884"), Some(()));
+        assert_eq!(c.mqtt.address(), Some(("broker".to_string(), 1884)));
+        assert_eq!(set(&mut c, "MQTT_URL", "mqtt://127.0.0.1"), Some(()));
+        assert_eq!(c.mqtt.address(), Some(("127.0.0.1".to_string(), 1883)));
+        for bad in [
+            "broker:1883",
+            "mqtts://b:8883",
+            "mqtt://",
+            "mqtt://b:x",
+            "mqtt://b:1/x",
+        ] {
+            assert_eq!(set(&mut c, "MQTT_URL", bad), None, "{bad}");
+        }
+        assert_eq!(set(&mut c, "MQTT_TOPICS", "a/+/b, plant/#"), Some(()));
+        assert_eq!(c.mqtt.topic_filters(), ["a/+/b", "plant/#"]);
+        for bad in ["a/b+/c", "a/#/c", "a,,b", "a b"] {
+            assert_eq!(set(&mut c, "MQTT_TOPICS", bad), None, "{bad}");
+        }
+        assert_eq!(set(&mut c, "SIMULATOR", "off"), Some(()));
+        assert!(!c.simulator.enabled);
+        assert_eq!(set(&mut c, "SIMULATOR", "ON"), Some(()));
+        assert!(c.simulator.enabled);
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::keys::{self, KEYS, Key};
 use super::{
-    Config, ConfigError, KafkaSettings, LogFormat, LogSettings, Origin, ProcessorSettings,
-    SimulatorSettings, Sources, WebSocketSettings,
+    Config, ConfigError, KafkaSettings, LogFormat, LogSettings, MqttSettings, Origin,
+    ProcessorSettings, SimulatorSettings, Sources, WebSocketSettings,
 };
 use crate::alerts::rules::{RuleError, RuleSet, RuleSpec, Thresholds};
 use crate::sinks::notify::NotifySettings;
@@ -560,6 +560,15 @@ fn blank() -> Config {
             replication_factor: 0,
         },
         http_port: 0,
+        ingest_max_body_bytes: 0,
+        mqtt: MqttSettings {
+            url: None,
+            topics: String::new(),
+            client_id: None,
+            username: None,
+            password: None,
+            max_in_flight: 0,
+        },
         websocket: WebSocketSettings {
             port: 0,
             path: String::new(),
@@ -569,6 +578,7 @@ fn blank() -> Config {
             allowed_origins: None,
         },
         simulator: SimulatorSettings {
+            enabled: false,
             device_count: 0,
             send_interval: Duration::ZERO,
             data_variance: 0.0,

@@ -22,6 +22,13 @@
 //!
 //! [http]
 //! port = 8080
+//! ingest_max_body_bytes = 4194304  # POST /api/ingest
+//!
+//! [mqtt]                        # no url = no MQTT source
+//! url = "mqtt://localhost:1883"
+//! topics = "iiot/devices/+/telemetry"
+//! client_id = "iiot-plant-a"    # fixed: the broker keeps the session across restarts
+//! max_in_flight = 1000
 //!
 //! [websocket]
 //! port = 8081
@@ -31,6 +38,7 @@
 //! # allowed_origins = "http://localhost:8080"
 //!
 //! [simulator]
+//! enabled = "on"                # "off": only real devices (MQTT, HTTP ingest)
 //! device_count = 1000
 //! send_interval = "5s"
 //! data_variance = 0.1
@@ -86,11 +94,12 @@
 //! [`watch_rules`]; other settings take effect on restart.
 //!
 //! Layout: [`keys`](self::keys()) is the key table (`keys.rs`), loading and layering live in
-//! `load.rs`, the file watcher in `watch.rs`. This module never reads or changes the process
+//! `load.rs`, the file watcher in `watch.rs`, the MQTT settings in `mqtt.rs`. This module never reads or changes the process
 //! environment except in [`Sources::from_process`], which only takes a snapshot.
 
 mod keys;
 mod load;
+mod mqtt;
 mod watch;
 
 use std::collections::HashMap;
@@ -104,6 +113,8 @@ use crate::alerts::rules::{RuleKind, RuleSet, Thresholds};
 use crate::duration::format_duration;
 use crate::sinks::notify::NotifySettings;
 
+pub use mqtt::MqttSettings;
+pub(crate) use mqtt::parse_mqtt_url;
 pub use watch::watch_rules;
 
 /// The effective configuration.
@@ -113,6 +124,10 @@ pub struct Config {
     pub kafka: KafkaSettings,
     /// `HTTP_PORT`: port of the HTTP API (8080).
     pub http_port: u16,
+    /// `INGEST_MAX_BODY_BYTES`: largest body `POST /api/ingest` takes (4 MiB); larger is 413.
+    pub ingest_max_body_bytes: usize,
+    /// The MQTT source.
+    pub mqtt: MqttSettings,
     /// The WebSocket server.
     pub websocket: WebSocketSettings,
     /// The simulated device fleet.
@@ -299,7 +314,10 @@ pub struct WebSocketSettings {
 /// The simulated device fleet.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimulatorSettings {
-    /// `DEVICE_COUNT` (1000).
+    /// `SIMULATOR`: whether `iiot run` runs the simulator (on); off, or `DEVICE_COUNT=0`,
+    /// monitors only real devices.
+    pub enabled: bool,
+    /// `DEVICE_COUNT` (1000); 0 = no simulator in `iiot run`.
     pub device_count: u32,
     /// `SEND_INTERVAL`: time between two readings of one device (5 s).
     pub send_interval: Duration,
@@ -348,6 +366,13 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+impl SimulatorSettings {
+    /// Whether `iiot run` runs the simulator: `SIMULATOR=on` and at least one device.
+    pub fn runs(&self) -> bool {
+        self.enabled && self.device_count > 0
+    }
 }
 
 impl LogFormat {

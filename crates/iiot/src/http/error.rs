@@ -38,6 +38,12 @@ pub enum AppError {
     /// No route has this path (404).
     #[error("not found")]
     NotFound(String),
+    /// The request body is larger than allowed (413).
+    #[error("the body is larger than {limit} bytes (INGEST_MAX_BODY_BYTES)")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// A part the answer depends on is down or too slow (503).
     #[error("{0}")]
     Unavailable(&'static str),
@@ -62,6 +68,7 @@ impl AppError {
             | AppError::UnknownSilence(_)
             | AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::AlreadyAcknowledged(_) => StatusCode::CONFLICT,
+            AppError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -92,6 +99,9 @@ impl AppError {
             }
             AppError::NotFound(path) => {
                 add("path", path);
+            }
+            AppError::TooLarge { limit } => {
+                body.insert("limit_bytes".into(), json!(limit));
             }
             AppError::BadRequest(_) | AppError::Unavailable(_) => {}
         }

@@ -84,8 +84,27 @@ pub struct Snapshot {
     pub simulator: Option<SimSnapshot>,
     /// The notifier's counters, when this process notifies.
     pub notify: Option<NotifySnapshot>,
+    /// The MQTT source's counters, when this process runs one.
+    pub mqtt: Option<MqttSnapshot>,
+    /// `POST /api/ingest`: readings accepted and rejected.
+    pub ingest: [u64; 2],
     /// This process's resource use.
     pub process: ProcessStats,
+}
+
+/// The MQTT source's counters, as `/metrics` shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MqttSnapshot {
+    /// Received from the broker.
+    pub received: u64,
+    /// Published onto the input topic and acknowledged.
+    pub forwarded: u64,
+    /// Received, not yet acknowledged.
+    pub in_flight: u64,
+    /// Connected now.
+    pub connected: bool,
+    /// Connections lost or refused.
+    pub connection_failures: u64,
 }
 
 /// The WebSocket hub's delivery counters, as `/metrics` shows them.
@@ -161,6 +180,14 @@ impl Snapshot {
             backend: state.transport.metrics(),
             simulator: state.simulator.as_ref().map(|s| s.snapshot()),
             notify: state.notify.as_ref().map(|n| n.stats.snapshot()),
+            mqtt: state.mqtt.as_ref().map(|m| MqttSnapshot {
+                received: load(&m.received),
+                forwarded: load(&m.forwarded),
+                in_flight: load(&m.in_flight),
+                connected: m.is_connected(),
+                connection_failures: load(&m.connection_failures),
+            }),
+            ingest: [load(&state.ingest.accepted), load(&state.ingest.rejected)],
             process: ProcessStats::current(),
         }
     }
@@ -251,6 +278,7 @@ impl Snapshot {
         self.render_backend(e);
         self.render_simulator(e);
         self.render_notify(e);
+        self.render_ingestion(e);
         self.render_process(e);
         out.0
     }
@@ -268,7 +296,8 @@ impl Snapshot {
             &MESSAGES,
             "",
             &[("status", "failed")],
-            self.dead_letters_total(),
+            // topic_mismatch is judged before the input topic: never consumed from it.
+            self.dead_letters_total() - self.dead_letters[InvalidReason::TopicMismatch.index()],
         );
         e.family(&DEAD_LETTERS);
         for (r, n) in InvalidReason::ALL.iter().zip(self.dead_letters) {
@@ -393,6 +422,36 @@ impl Snapshot {
         e.optional(&NOTIFY_DROPPED, n.map(|n| n.dropped));
         e.optional(&NOTIFY_INTAKE, n.map(|n| n.intake));
         e.optional(&NOTIFY_HELD, n.map(|n| n.held_silenced));
+    }
+
+    /// The MQTT source's families (samples only where it runs) and HTTP ingest's.
+    fn render_ingestion(&self, e: &mut Exposition) {
+        let families = [
+            &MQTT_RECEIVED,
+            &MQTT_FORWARDED,
+            &MQTT_IN_FLIGHT,
+            &MQTT_CONNECTED,
+            &MQTT_CONNECTION_FAILURES,
+        ];
+        let values = self.mqtt.map(|s| {
+            [
+                s.received,
+                s.forwarded,
+                s.in_flight,
+                u64::from(s.connected),
+                s.connection_failures,
+            ]
+        });
+        for (i, m) in families.into_iter().enumerate() {
+            e.family(m);
+            if let Some(values) = values {
+                e.sample(m, "", &[], values[i]);
+            }
+        }
+        e.family(&INGEST_READINGS);
+        for (status, n) in ["accepted", "rejected"].into_iter().zip(self.ingest) {
+            e.sample(&INGEST_READINGS, "", &[("status", status)], n);
+        }
     }
 
     /// The `process_*` families, each sampled only where the platform reports it.

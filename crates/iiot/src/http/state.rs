@@ -9,6 +9,8 @@ use axum::extract::FromRef;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::http::routes::IngestStats;
+use crate::mqtt::MqttStats;
 use crate::processor::ProcessorStats;
 use crate::processor::run::Command;
 use crate::simulator::SimStats;
@@ -34,6 +36,10 @@ pub struct OpsState {
     pub live: Option<Live>,
     /// The notifier's silences and counters, when this process notifies (`iiot run`).
     pub notify: Option<Arc<NotifyShared>>,
+    /// The MQTT source's connection, when this process runs one (`/ready` needs it up).
+    pub mqtt: Option<Arc<MqttStats>>,
+    /// What `POST /api/ingest` did.
+    pub ingest: Arc<IngestStats>,
 }
 
 impl OpsState {
@@ -51,6 +57,8 @@ impl OpsState {
             simulator: None,
             live: None,
             notify: None,
+            mqtt: None,
+            ingest: Arc::default(),
         }
     }
 }

@@ -64,11 +64,14 @@ pub fn new_latency_histogram() -> Histogram<u64> {
 
 impl ProcessorStats {
     /// Messages taken from the input so far, whatever became of them: processed, late or
-    /// dead-lettered.
+    /// dead-lettered. `topic_mismatch` dead letters are left out: the MQTT source rejects
+    /// them before the input topic (it counts them here so every dead letter is counted once,
+    /// by reason, in one place).
     pub fn taken(&self) -> u64 {
         self.processed.load(Ordering::Relaxed)
             + self.late.load(Ordering::Relaxed)
             + self.dead_letters_total()
+            - self.dead_letters_of(InvalidReason::TopicMismatch)
     }
 
     /// Total dead letters over all reasons.

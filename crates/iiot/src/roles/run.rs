@@ -1,13 +1,15 @@
-//! `iiot run`: every role in one process — the simulator (source), the processors, and the
-//! serve side — on the embedded bus, or on Kafka with `KAFKA_BROKERS`.
+//! `iiot run`: every role in one process — the sources (the simulator unless `SIMULATOR=off`
+//! or `DEVICE_COUNT=0`; real devices over MQTT with `MQTT_URL`), the processors, and the serve
+//! side (which also takes `POST /api/ingest`) — on the embedded bus, or on Kafka with
+//! `KAFKA_BROKERS`.
 //!
 //! On the bus the processors hand their verdicts straight to the live state (one decode, one
 //! verdict per reading) as well as to the topics; on Kafka, where other processors may share
 //! the group, the serve side follows the topics like any `iiot serve`.
 //!
 //! Start-up order: the HTTP server first (`/ready` answers 503 until a broker does), then the
-//! topics, the processors and the serve feed, and only then the simulator. Shutdown: stop the
-//! simulator, let the processors take what it sent (on the bus: drain the input; on Kafka:
+//! topics, the processors and the serve feed, and only then the sources. Shutdown: stop the
+//! sources, let the processors take what they sent (on the bus: drain the input; on Kafka:
 //! wait, bounded, for them and for the serve side to catch up), then stop the serve side.
 
 use std::sync::Arc;
@@ -21,11 +23,14 @@ use super::serve::{self, ServeInputs};
 use super::simulate::{self, SimulateOptions};
 use crate::backend::{self, Backend};
 use crate::config::{Config, Sources};
+use crate::mqtt::MqttStats;
 use crate::processor::ProcessorStats;
 use crate::processor::group::GroupInputs;
 use crate::simulator::{Pace, SimStats};
 use crate::sinks::notify::silences::system_clock;
 use crate::sinks::notify::{Notifier, NotifyOptions, NotifyShared};
+use crate::sources::mqtt::MqttSource;
+use crate::sources::{self as source, Source};
 
 /// How long a Kafka run waits at shutdown for the processors to catch up with the simulator
 /// (and the serve side with the processors).
@@ -57,44 +62,41 @@ pub async fn run(
     let started = Instant::now();
     let backend = backend::from_config(&config)?;
     let sim_stats = Arc::new(SimStats::default());
-    let (serve, process, notifier) =
-        compose(&config, &backend, sources, &sim_stats, &shutdown).await?;
-    tracing::info!(
-        devices = config.simulator.device_count,
-        backend = %backend.describe(),
-        "starting the pipeline (simulator → processors → serve)"
-    );
+    let mqtt_stats = config
+        .mqtt
+        .url
+        .as_ref()
+        .map(|_| Arc::new(MqttStats::default()));
+    let (serve, process, notifier) = compose(
+        &config,
+        &backend,
+        sources,
+        &sim_stats,
+        &mqtt_stats,
+        &shutdown,
+    )
+    .await?;
     // What the processors took before the simulator started (a backlog left in Kafka).
     let stats = process.group.stats.clone();
     let baseline = Baseline {
         taken: stats.taken(),
         dead_letters: stats.dead_letters_total(),
     };
-    let options = SimulateOptions {
-        pace: Pace::RealTime,
-        duration,
-        progress: false,
-    };
-    let simulator = simulate::start(
-        &config,
-        backend.publisher(),
-        options,
-        sim_stats.clone(),
-        &shutdown,
+    let inputs = sources_for(&config, duration, &sim_stats, &mqtt_stats, &stats);
+    let names: Vec<&str> = inputs.iter().map(|s| s.name()).collect();
+    tracing::info!(
+        sources = ?names,
+        devices = config.simulator.device_count,
+        backend = %backend.describe(),
+        "starting the pipeline (sources → processors → serve)"
     );
-    // Fail fast: a processor that dies stops the simulator (and `stop` below reports why).
-    let (failed, stopping) = (process.failed(), simulator.stopping());
-    let stop_on_failure = tokio::spawn(async move {
-        tokio::select! {
-            _ = failed.cancelled() => stopping.cancel(),
-            _ = stopping.cancelled() => {}
-        }
-    });
-    if let Err(e) = simulator.wait().await {
-        tracing::warn!(error = %e, "simulator stopped early");
-    }
+    let topic = &config.kafka.topic_device_data;
+    let running = source::start(inputs, backend.publisher(), topic, shutdown.child_token());
+    // Fail fast: a processor that dies stops the sources (and `stop` below reports why).
+    let stop_on_failure = stop_sources_when(process.failed(), running.stopping(), duration);
+    running.wait().await;
     stop_on_failure.abort();
-    tracing::info!("simulator stopped; draining the processors");
+    tracing::info!("sources stopped; draining the processors");
     if backend.is_shared() {
         catch_up(&process.group, &serve, baseline, &sim_stats, &stats).await;
     }
@@ -107,6 +109,52 @@ pub async fn run(
     Ok(report(processors.stats(), &sim_stats, started))
 }
 
+/// The sources `config` asks for: the simulator (unless off or without devices), paced in
+/// real time for `duration`, and the MQTT source when `MQTT_URL` is set.
+fn sources_for(
+    config: &Config,
+    duration: Option<Duration>,
+    sim_stats: &Arc<SimStats>,
+    mqtt_stats: &Option<Arc<MqttStats>>,
+    processor_stats: &Arc<ProcessorStats>,
+) -> Vec<Box<dyn Source>> {
+    let mut inputs: Vec<Box<dyn Source>> = Vec::new();
+    if config.simulator.runs() {
+        let options = SimulateOptions {
+            pace: Pace::RealTime,
+            duration,
+            progress: false,
+        };
+        inputs.push(simulate::source(config, options, sim_stats.clone()));
+    }
+    if let Some(mqtt) = mqtt_stats {
+        let source = MqttSource::from_config(config, mqtt.clone(), processor_stats.clone());
+        inputs.extend(source.map(|s| Box::new(s) as Box<dyn Source>));
+    }
+    inputs
+}
+
+/// Cancels `stopping` (the sources' token) when the processors fail or `duration` is up.
+fn stop_sources_when(
+    failed: CancellationToken,
+    stopping: CancellationToken,
+    duration: Option<Duration>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let time_up = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = failed.cancelled() => stopping.cancel(),
+            _ = time_up => stopping.cancel(),
+            _ = stopping.cancelled() => {}
+        }
+    })
+}
+
 /// The serve side (its listeners first: `/ready` answers while the topics are prepared), the
 /// topics, then the processors with their sinks, and the serve side's feed.
 async fn compose(
@@ -114,6 +162,7 @@ async fn compose(
     backend: &Backend,
     sources: Sources,
     sim_stats: &Arc<SimStats>,
+    mqtt_stats: &Option<Arc<MqttStats>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(serve::Serve, process::Process, Notifier)> {
     let mut inputs = GroupInputs::new(Vec::new());
@@ -121,7 +170,8 @@ async fn compose(
     let serve_inputs = ServeInputs {
         commands: Some(inputs.commands.0.clone()),
         stats: inputs.stats.clone(),
-        simulator: Some(sim_stats.clone()),
+        simulator: config.simulator.runs().then(|| sim_stats.clone()),
+        mqtt: mqtt_stats.clone(),
         notify: Some(notify.clone()),
     };
     let mut serve = serve::start(config, backend, serve_inputs).await?;

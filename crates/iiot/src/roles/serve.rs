@@ -44,6 +44,8 @@ pub struct ServeInputs {
     pub simulator: Option<Arc<SimStats>>,
     /// The notifier's silences and counters, when this process notifies.
     pub notify: Option<Arc<NotifyShared>>,
+    /// The MQTT source's connection, when this process runs one.
+    pub mqtt: Option<Arc<crate::mqtt::MqttStats>>,
 }
 
 /// A running serve side.
@@ -85,6 +87,7 @@ pub async fn start(
     let mut ops = OpsState::new(config, inputs.stats, backend.clone());
     ops.simulator = inputs.simulator;
     ops.notify = inputs.notify;
+    ops.mqtt = inputs.mqtt;
     let server = listeners::start(config, AppState::new(ops, live.clone(), commands)).await?;
     // Not a child of `shutdown`: on a signal, `iiot run` lets the serve side catch up with its
     // processors before it stops it ([`Serve::stop`]).

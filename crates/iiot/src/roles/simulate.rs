@@ -45,21 +45,7 @@ pub fn start(
     stats: Arc<SimStats>,
     shutdown: &CancellationToken,
 ) -> Simulate {
-    let sim = SimulatorConfig::from_config(config);
-    tracing::info!(
-        devices = sim.devices,
-        interval = %crate::duration::format_duration(sim.interval),
-        seed = sim.seed,
-        topic = %config.kafka.topic_device_data,
-        "simulating"
-    );
-    let source = Box::new(SimulatorSource {
-        config: sim,
-        pace: options.pace,
-        duration: options.duration,
-        progress: options.progress,
-        stats: stats.clone(),
-    });
+    let source = source(config, options, stats.clone());
     tracing::debug!(source = source.name(), "source starting");
     let stop = shutdown.child_token();
     let task = tokio::spawn(source.run(
@@ -68,6 +54,25 @@ pub fn start(
         stop.clone(),
     ));
     Simulate { stats, stop, task }
+}
+
+/// The fleet of `config` as a source, publishing at `options`, counting into `stats`.
+pub fn source(config: &Config, options: SimulateOptions, stats: Arc<SimStats>) -> Box<dyn Source> {
+    let sim = SimulatorConfig::from_config(config);
+    tracing::info!(
+        devices = sim.devices,
+        interval = %crate::duration::format_duration(sim.interval),
+        seed = sim.seed,
+        topic = %config.kafka.topic_device_data,
+        "simulating"
+    );
+    Box::new(SimulatorSource {
+        config: sim,
+        pace: options.pace,
+        duration: options.duration,
+        progress: options.progress,
+        stats,
+    })
 }
 
 impl Simulate {
@@ -97,6 +102,8 @@ pub enum Output {
     Kafka,
     /// The embedded bus, drained by a counting consumer.
     Bus,
+    /// An MQTT broker: each device on its own topic.
+    Mqtt,
 }
 
 /// `iiot simulate`: publishes until `options.duration` or `shutdown`, then waits (bounded by the
@@ -122,6 +129,7 @@ pub async fn main(
         }
         Output::Kafka => to_kafka(&config, options, stats, &shutdown).await?,
         Output::Bus => to_bus(&config, options, stats, &shutdown).await?,
+        Output::Mqtt => to_mqtt(&config, options, stats, &shutdown).await?,
     };
     match report {
         Ok(report) => Ok(report),
@@ -150,6 +158,32 @@ async fn to_kafka(
         .wait()
         .await;
     stop_server(server).await;
+    Ok(report)
+}
+
+async fn to_mqtt(
+    config: &Config,
+    options: SimulateOptions,
+    stats: Arc<SimStats>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Result<SourceReport, TransportError>> {
+    let Some(publisher) = crate::mqtt::publisher::MqttPublisher::connect(&config.mqtt) else {
+        anyhow::bail!("--output mqtt needs MQTT_URL (--mqtt-url mqtt://host:port)");
+    };
+    let publisher = Arc::new(publisher);
+    tracing::info!(broker = ?config.mqtt.url, "publishing to MQTT (iiot/devices/<id>/telemetry, QoS 1)");
+    let report = start(config, publisher.clone(), options, stats, shutdown)
+        .wait()
+        .await;
+    if let Some(publisher) = Arc::into_inner(publisher) {
+        let closed = tokio::time::timeout(super::STOP_LIMIT, publisher.close()).await;
+        if closed.is_err() {
+            tracing::warn!(
+                "the MQTT connection did not close within {:?}",
+                super::STOP_LIMIT
+            );
+        }
+    }
     Ok(report)
 }
 

@@ -69,6 +69,28 @@ pub fn request(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
     parse(&raw).map(|r| (r.status, r.body))
 }
 
+/// `method path` with `body` on 127.0.0.1:`port`, blocking; see [`request`].
+pub fn request_with_body(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body).ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    parse(&raw).map(|r| (r.status, r.body))
+}
+
 /// GET `path`, blocking; see [`request`].
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     request(port, "GET", path)

@@ -11,6 +11,7 @@ pub mod api;
 pub mod config;
 pub mod http;
 pub mod kafka;
+pub mod mqtt;
 pub mod notify;
 pub mod readings;
 pub mod role;

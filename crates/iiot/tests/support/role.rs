@@ -62,6 +62,13 @@ pub struct Role {
 impl Role {
     /// `iiot <args>` against `brokers`, on free ports, with only `env` besides.
     pub fn start(args: &[&str], brokers: &str, env: &[(&str, &str)]) -> Role {
+        let mut all = vec![("KAFKA_BROKERS", brokers)];
+        all.extend_from_slice(env);
+        Role::embedded(args, &all)
+    }
+
+    /// `iiot <args>` on the embedded bus (no Kafka), on free ports, with only `env` besides.
+    pub fn embedded(args: &[&str], env: &[(&str, &str)]) -> Role {
         let http_port = free_port();
         let log = std::env::temp_dir().join(format!(
             "iiot-kafka-test-{}-{}-{http_port}.log",
@@ -73,7 +80,6 @@ impl Role {
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("KAFKA_BROKERS", brokers)
             .env("HTTP_PORT", http_port.to_string())
             .env("WEBSOCKET_PORT", free_port().to_string())
             .env("STATUS_INTERVAL", "2s")
@@ -104,6 +110,11 @@ impl Role {
     /// POST `path` (an empty body): status and body; `None` while nothing answers.
     pub fn post(&self, path: &str) -> Option<(u16, String)> {
         request(self.http_port, "POST", path)
+    }
+
+    /// POST `body` to `path`: status and body; `None` while nothing answers.
+    pub fn post_body(&self, path: &str, body: &[u8]) -> Option<(u16, String)> {
+        super::http::request_with_body(self.http_port, "POST", path, body)
     }
 
     pub fn json(&self, path: &str) -> Option<Value> {

@@ -222,6 +222,42 @@ pub const DEVICE_DATA_ERRORS: MetricDef = def(
     MetricKind::Counter,
     "Simulated device messages the transport failed to take or deliver.",
 );
+/// MQTT messages received by the MQTT source.
+pub const MQTT_RECEIVED: MetricDef = def(
+    "iot_mqtt_messages_received_total",
+    MetricKind::Counter,
+    "Messages the MQTT source received from the broker (redeliveries included).",
+);
+/// MQTT messages published onto the input topic and acknowledged.
+pub const MQTT_FORWARDED: MetricDef = def(
+    "iot_mqtt_messages_forwarded_total",
+    MetricKind::Counter,
+    "MQTT messages published onto the input topic and then acknowledged to the broker (topic_mismatch dead letters not included).",
+);
+/// MQTT messages received and not yet acknowledged.
+pub const MQTT_IN_FLIGHT: MetricDef = def(
+    "iot_mqtt_messages_in_flight",
+    MetricKind::Gauge,
+    "MQTT messages received and not yet acknowledged (at most MQTT_MAX_IN_FLIGHT plus a small read-ahead).",
+);
+/// 1 while the MQTT source is connected.
+pub const MQTT_CONNECTED: MetricDef = def(
+    "iot_mqtt_broker_connected",
+    MetricKind::Gauge,
+    "1 while the MQTT source is connected to its broker, 0 otherwise.",
+);
+/// MQTT connections lost or refused.
+pub const MQTT_CONNECTION_FAILURES: MetricDef = def(
+    "iot_mqtt_connection_failures_total",
+    MetricKind::Counter,
+    "MQTT connections lost or refused (each followed by a reconnect with backoff).",
+);
+/// Readings `POST /api/ingest` took or refused.
+pub const INGEST_READINGS: MetricDef = def(
+    "iot_ingest_readings_total",
+    MetricKind::Counter,
+    "Readings sent to POST /api/ingest, by status (accepted: published onto the input topic; rejected: answered with their reason).",
+);
 /// Resident memory.
 pub const PROCESS_RESIDENT_MEMORY: MetricDef = def(
     "process_resident_memory_bytes",
@@ -349,6 +385,12 @@ pub const METRICS: &[MetricDef] = &[
     NOTIFY_DROPPED,
     NOTIFY_INTAKE,
     NOTIFY_HELD,
+    MQTT_RECEIVED,
+    MQTT_FORWARDED,
+    MQTT_IN_FLIGHT,
+    MQTT_CONNECTED,
+    MQTT_CONNECTION_FAILURES,
+    INGEST_READINGS,
     PROCESS_RESIDENT_MEMORY,
     PROCESS_VIRTUAL_MEMORY,
     PROCESS_CPU,

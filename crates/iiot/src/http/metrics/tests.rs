@@ -67,6 +67,14 @@ fn snapshot() -> Snapshot {
             }],
             ..NotifySnapshot::default()
         }),
+        mqtt: Some(MqttSnapshot {
+            received: 10,
+            forwarded: 8,
+            in_flight: 1,
+            connected: true,
+            connection_failures: 2,
+        }),
+        ingest: [5, 1],
         process: ProcessStats {
             resident_memory_bytes: Some(50 << 20),
             virtual_memory_bytes: Some(300 << 20),

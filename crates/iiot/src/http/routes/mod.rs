@@ -9,12 +9,16 @@
 //! - [`export`]: streamed CSV/JSON export of raw samples.
 //! - [`alerts`]: the alert list and acknowledgement.
 //! - [`silences`]: the notifier's silences.
+//! - [`ingest`]: `POST /api/ingest`, readings from gateways onto the input topic.
 
 mod alerts;
 mod devices;
 mod export;
+mod ingest;
 mod ops;
 mod silences;
+
+pub use ingest::IngestStats;
 
 use axum::routing::{MethodFilter, MethodRouter, on};
 
@@ -52,6 +56,8 @@ pub enum Endpoint {
     CreateSilence,
     /// `DELETE /api/silences/{id}`.
     DeleteSilence,
+    /// `POST /api/ingest`.
+    Ingest,
     /// `GET /api/stats`.
     Stats,
     /// `GET /api/docs`.
@@ -75,6 +81,7 @@ impl Endpoint {
             Endpoint::Silences => "listSilences",
             Endpoint::CreateSilence => "createSilence",
             Endpoint::DeleteSilence => "deleteSilence",
+            Endpoint::Ingest => "ingestReadings",
             Endpoint::Stats => "stats",
             Endpoint::Docs => "openapi",
         }
@@ -108,6 +115,7 @@ pub(super) fn method_router(route: &RouteDoc) -> MethodRouter<AppState> {
         Endpoint::Silences => on(m, silences::list),
         Endpoint::CreateSilence => on(m, silences::create),
         Endpoint::DeleteSilence => on(m, silences::delete),
+        Endpoint::Ingest => on(m, ingest::ingest),
         _ => ops_method_router(route),
     }
 }
@@ -408,6 +416,25 @@ pub const ROUTES: &[RouteDoc] = &[
             json(404, "No open alert has this id."),
             json(409, "Already acknowledged."),
             json(503, "The processor did not answer in time or is stopped."),
+        ],
+    },
+    RouteDoc {
+        verb: Verb::Post,
+        path: "/api/ingest",
+        endpoint: Endpoint::Ingest,
+        summary: "Readings from a gateway: a JSON array of readings, or NDJSON (one per line). Each valid reading is published onto the input topic, keyed by its device id, and judged by the processors like any other; the answer comes once the transport holds them.",
+        params: &[],
+        replies: &[
+            json(
+                202,
+                "`{accepted: N, rejected: [{index, reason, detail}]}`: `index` counts array items, or non-blank NDJSON lines, from 0; `reason` is a dead-letter reason (`malformed_json`, `schema`, `out_of_range`, …). Rejected readings are not published.",
+            ),
+            json(400, "The body starts with `[` but is not a JSON array."),
+            json(413, "The body is larger than INGEST_MAX_BODY_BYTES."),
+            json(
+                503,
+                "The message transport did not take the readings; send them again.",
+            ),
         ],
     },
     RouteDoc {

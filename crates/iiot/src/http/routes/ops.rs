@@ -22,19 +22,24 @@ pub(super) async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /ready`: 200 while the transport can move messages, 503 otherwise.
+/// `GET /ready`: 200 while the transport can move messages (and, with an MQTT source, the
+/// MQTT broker is connected), 503 otherwise.
 pub(super) async fn ready(State(state): State<OpsState>) -> impl IntoResponse {
     let ready = tokio::time::timeout(READY_TIMEOUT, state.transport.is_ready())
         .await
         .unwrap_or(false);
-    if ready {
-        (StatusCode::OK, Json(json!({"status": "ready"})))
+    let mqtt_down = state.mqtt.as_ref().is_some_and(|m| !m.is_connected());
+    let error = if !ready {
+        "the message transport is not reachable"
+    } else if mqtt_down {
+        "the MQTT broker is not reachable"
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready", "error": "the message transport is not reachable"})),
-        )
-    }
+        return (StatusCode::OK, Json(json!({"status": "ready"})));
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"status": "not_ready", "error": error})),
+    )
 }
 
 /// `GET /config`: the effective configuration, secrets redacted.

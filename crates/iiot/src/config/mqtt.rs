@@ -1,0 +1,73 @@
+//! The MQTT settings (`MQTT_*`) and the `mqtt://` URL they are read from.
+
+/// The MQTT source: the broker real devices publish to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttSettings {
+    /// `MQTT_URL`: `mqtt://host[:port]`; `None` runs no MQTT source.
+    pub url: Option<String>,
+    /// `MQTT_TOPICS`: comma-separated topic filters subscribed at QoS 1
+    /// (`iiot/devices/+/telemetry`); the first `+` level is the device id.
+    pub topics: String,
+    /// `MQTT_CLIENT_ID`: fixed, so the broker keeps the session (and what was published while
+    /// `iiot` was away) across restarts; `None` = `iiot-<hostname>`.
+    pub client_id: Option<String>,
+    /// `MQTT_USERNAME`.
+    pub username: Option<String>,
+    /// `MQTT_PASSWORD` (or the file `MQTT_PASSWORD_FILE` names); shown as `***`.
+    pub password: Option<String>,
+    /// `MQTT_MAX_IN_FLIGHT`: messages received and not yet acknowledged before reading from the
+    /// broker pauses (1000).
+    pub max_in_flight: u16,
+}
+
+impl MqttSettings {
+    /// Host and port of `url` (port 1883 when not given).
+    pub fn address(&self) -> Option<(String, u16)> {
+        parse_mqtt_url(self.url.as_deref()?)
+    }
+
+    /// The topic filters of `topics`.
+    pub fn topic_filters(&self) -> Vec<String> {
+        self.topics
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect()
+    }
+
+    /// `client_id`, else `iiot-<hostname>` (`iiot` when the host name cannot be read).
+    pub fn client_id_or_default(&self) -> String {
+        if let Some(id) = &self.client_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .unwrap_or_default();
+        let host: String = host
+            .trim()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            .collect();
+        if host.is_empty() {
+            "iiot".to_string()
+        } else {
+            format!("iiot-{host}")
+        }
+    }
+}
+
+/// `mqtt://host[:port]` as host and port (1883 by default); `None` for anything else.
+pub(crate) fn parse_mqtt_url(url: &str) -> Option<(String, u16)> {
+    let rest = url.trim().strip_prefix("mqtt://")?;
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().ok()?),
+        None => (rest, 1883),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ok = !host.is_empty()
+        && port != 0
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b));
+    ok.then(|| (host.to_string(), port))
+}

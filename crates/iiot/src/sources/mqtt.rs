@@ -1,0 +1,368 @@
+//! Real devices over MQTT as a [`Source`]: subscribes at QoS 1 to `MQTT_TOPICS` with a
+//! persistent session and publishes each message onto the input topic, keyed by the payload's
+//! `device_id`; the processors judge it from there like any other reading.
+//!
+//! Delivery: at least once. A message is acknowledged (PUBACK) only after its publication onto
+//! the input topic is delivered, in the order the messages arrived, so a crash or an outage
+//! means the broker sends it again (the processor dead-letters a repeat as `duplicate_seq`).
+//! With the session kept (clean session off, fixed client id) the broker also keeps what is
+//! published while `iiot` is away. At most `MQTT_MAX_IN_FLIGHT` messages are between the
+//! broker and their acknowledgement; beyond that the source stops reading.
+//!
+//! The one judgement made here: a topic whose device segment (the `+` level) names another
+//! device than the payload is dead-lettered `topic_mismatch` on the dead-letter topic, with the
+//! normal envelope (`partition` and `offset` are -1: it never reached the input topic). A
+//! payload whose device id cannot be read goes on to the processor, which says why.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt as _;
+use futures::stream::FuturesOrdered;
+use iiot_model::{Invalid, InvalidReason};
+use iiot_transport::{Publisher, TransportError};
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, Publish, QoS};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Source, SourceReport};
+use crate::config::Config;
+use crate::mqtt::{self, MqttStats, Reconnect, topics};
+use crate::processor::ProcessorStats;
+use crate::processor::dead_letter::{self, Origin};
+
+/// How soon acknowledgements the event loop could not take yet are offered again.
+const ACK_RETRY: Duration = Duration::from_millis(1);
+
+/// How long a stop waits for pending deliveries and the last acknowledgements.
+const STOP_DRAIN: Duration = Duration::from_secs(10);
+
+/// The MQTT source of a [`Config`] (`MQTT_URL` set).
+pub struct MqttSource {
+    url: String,
+    options: rumqttc::MqttOptions,
+    filters: Vec<String>,
+    max_in_flight: usize,
+    dlq_topic: String,
+    max_message_bytes: usize,
+    stats: Arc<MqttStats>,
+    processor_stats: Arc<ProcessorStats>,
+}
+
+impl MqttSource {
+    /// The source `config` asks for, if `MQTT_URL` is set. `processor_stats` counts its
+    /// `topic_mismatch` dead letters next to the processors' own.
+    pub fn from_config(
+        config: &Config,
+        stats: Arc<MqttStats>,
+        processor_stats: Arc<ProcessorStats>,
+    ) -> Option<MqttSource> {
+        let settings = &config.mqtt;
+        let client_id = settings.client_id_or_default();
+        let options = mqtt::client_options(settings, &client_id, mqtt::Session::Persistent)?;
+        Some(MqttSource {
+            url: settings.url.clone().unwrap_or_default(),
+            options,
+            filters: settings.topic_filters(),
+            max_in_flight: usize::from(settings.max_in_flight),
+            dlq_topic: config.kafka.topic_dlq.clone(),
+            max_message_bytes: config.processor.max_message_bytes,
+            stats,
+            processor_stats,
+        })
+    }
+}
+
+#[async_trait]
+impl Source for MqttSource {
+    fn name(&self) -> &'static str {
+        "mqtt"
+    }
+
+    async fn run(
+        self: Box<Self>,
+        out: Arc<dyn Publisher>,
+        topic: String,
+        stop: CancellationToken,
+    ) -> Result<SourceReport, TransportError> {
+        let this = *self;
+        tracing::info!(
+            broker = %this.url,
+            client_id = %this.options.client_id(),
+            topics = ?this.filters,
+            "MQTT source subscribing"
+        );
+        // Room for every acknowledgement the forwarder can owe, plus the subscriptions.
+        let (client, eventloop) =
+            AsyncClient::new(this.options.clone(), 2 * this.max_in_flight + 64);
+        let (tx, rx) = mpsc::channel(this.max_in_flight.clamp(1, 256));
+        let connection = tokio::spawn(drive(
+            eventloop,
+            client.clone(),
+            this.filters.clone(),
+            this.url.clone(),
+            tx,
+            this.stats.clone(),
+        ));
+        let forwarder = Forwarder {
+            out,
+            topic,
+            client: client.clone(),
+            source: &this,
+        };
+        let report = forwarder.run(rx, stop).await;
+        // The acknowledgements are queued before the disconnect: the event loop sends both.
+        let _ = client.disconnect().await;
+        if tokio::time::timeout(STOP_DRAIN, connection).await.is_err() {
+            tracing::warn!("MQTT connection did not close within {STOP_DRAIN:?}");
+        }
+        this.stats.connected.store(false, Ordering::Relaxed);
+        Ok(report)
+    }
+}
+
+/// Polls the connection: hands received messages to the forwarder (waiting while it is
+/// full: backpressure on the broker), reconnects with backoff, subscribes on every connect.
+/// Ends when the client disconnected or the forwarder is gone after a failure.
+async fn drive(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    filters: Vec<String>,
+    url: String,
+    tx: mpsc::Sender<Publish>,
+    stats: Arc<MqttStats>,
+) {
+    let mut reconnect = Reconnect::new("MQTT source");
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                reconnect.connected(&url, ack.session_present);
+                let subscriptions = filters
+                    .iter()
+                    .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                if let Err(e) = client.try_subscribe_many(subscriptions) {
+                    tracing::error!(error = %e, "MQTT subscribe could not be queued");
+                }
+            }
+            Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                stats.received.fetch_add(1, Ordering::Relaxed);
+                stats.in_flight.fetch_add(1, Ordering::Relaxed);
+                // A closed channel means the source is stopping: the message stays
+                // unacknowledged and the broker sends it again next time.
+                if tx.send(publish).await.is_err() {
+                    stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            // Ready once subscribed: from then on nothing published for us is missed.
+            Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                stats.connected.store(true, Ordering::Relaxed);
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+            Ok(_) => {}
+            Err(e) => {
+                stats.connected.store(false, Ordering::Relaxed);
+                stats.connection_failures.fetch_add(1, Ordering::Relaxed);
+                if tx.is_closed() {
+                    return;
+                }
+                let wait = reconnect.failed(&url, &e);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Publishes received messages onto the input topic and acknowledges each, in order, once
+/// delivered.
+struct Forwarder<'a> {
+    out: Arc<dyn Publisher>,
+    topic: String,
+    client: AsyncClient,
+    source: &'a MqttSource,
+}
+
+/// The wait for one message's delivery; yields the message to acknowledge and whether it was
+/// dead-lettered.
+type Delivery = std::pin::Pin<Box<dyn std::future::Future<Output = (Publish, bool)> + Send>>;
+
+impl Forwarder<'_> {
+    async fn run(self, mut rx: mpsc::Receiver<Publish>, stop: CancellationToken) -> SourceReport {
+        let mut pending: FuturesOrdered<Delivery> = FuturesOrdered::new();
+        let mut acks = VecDeque::new();
+        let mut report = SourceReport::default();
+        let limit = self.source.max_in_flight.max(1);
+        loop {
+            self.send_acks(&mut acks);
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                Some(delivered) = pending.next(), if !pending.is_empty() => {
+                    self.delivered(delivered, &mut acks, &mut report);
+                }
+                // The event loop takes one request per turn: try the queued ones again soon.
+                _ = tokio::time::sleep(ACK_RETRY), if !acks.is_empty() => {}
+                got = rx.recv(), if pending.len() < limit => match got {
+                    Some(publish) => pending.push_back(self.forward(publish, &stop).await),
+                    None => break,
+                },
+            }
+        }
+        // Stop reading; what was received and not forwarded is sent again by the broker.
+        rx.close();
+        while rx.try_recv().is_ok() {
+            self.source.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        let drained = tokio::time::timeout(STOP_DRAIN, async {
+            while let Some(delivered) = pending.next().await {
+                self.delivered(delivered, &mut acks, &mut report);
+            }
+            loop {
+                self.send_acks(&mut acks);
+                if acks.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(ACK_RETRY).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "MQTT source stopped with deliveries pending: the broker sends them again"
+            );
+        }
+        report
+    }
+
+    /// Publishes `publish` (onto the input topic, or as a dead letter) and returns the wait
+    /// for its delivery, which yields the message to acknowledge.
+    async fn forward(&self, publish: Publish, stop: &CancellationToken) -> Delivery {
+        let (topic, key, payload) = self.route(&publish);
+        let dead_letter = topic == self.source.dlq_topic;
+        let out = self.out.clone();
+        let stats = self.source.stats.clone();
+        let stop = stop.clone();
+        // The first publication happens here, in arrival order (per-device order on the
+        // input); only a failed delivery is sent again later.
+        let mut first = Some(out.publish(&topic, &key, payload.clone()).await);
+        Box::pin(async move {
+            let mut pause = Duration::from_millis(100);
+            loop {
+                let attempt = match first.take() {
+                    Some(published) => published,
+                    None => out.publish(&topic, &key, payload.clone()).await,
+                };
+                let delivered = match attempt {
+                    Ok(receipt) => receipt.delivered().await,
+                    Err(e) => Err(e),
+                };
+                match delivered {
+                    Ok(()) => return (publish, dead_letter),
+                    Err(e) => {
+                        stats.delivery_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "MQTT message not delivered; sending it again");
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            // Unacknowledged: the broker sends it again next time.
+                            _ = stop.cancelled() => std::future::pending::<()>().await,
+                        }
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        })
+    }
+
+    /// Where `publish` goes: `(topic, key, payload)`.
+    fn route(&self, publish: &Publish) -> (String, Vec<u8>, Bytes) {
+        let segment = topics::device_segment(&self.source.filters, &publish.topic);
+        let payload = publish.payload.clone();
+        let Some(device_id) = self.payload_device_id(&payload) else {
+            // Unreadable: the processor dead-letters it with the precise reason.
+            let key = segment.unwrap_or_default().as_bytes().to_vec();
+            return (self.topic.clone(), key, payload);
+        };
+        match segment {
+            Some(seg) if seg != device_id => {
+                let invalid = Invalid::new(
+                    InvalidReason::TopicMismatch,
+                    format!(
+                        "topic {} names device {seg:?}, the payload {device_id:?}",
+                        publish.topic
+                    ),
+                );
+                let origin = Origin {
+                    topic: &publish.topic,
+                    partition: -1,
+                    offset: -1,
+                    key: device_id.as_bytes(),
+                };
+                let letter = dead_letter::encode(&invalid, origin, &payload, crate::now_ms());
+                let key = device_id.as_bytes().to_vec();
+                (self.source.dlq_topic.clone(), key, Bytes::from(letter))
+            }
+            _ => (
+                self.topic.clone(),
+                device_id.as_bytes().to_vec(),
+                payload.clone(),
+            ),
+        }
+    }
+
+    /// The payload's `device_id`, if it is small enough to read and has one.
+    fn payload_device_id(&self, payload: &[u8]) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Id<'a> {
+            #[serde(borrow)]
+            device_id: Cow<'a, str>,
+        }
+        if payload.len() > self.source.max_message_bytes {
+            return None;
+        }
+        let id: Id<'_> = serde_json::from_slice(payload).ok()?;
+        Some(id.device_id.into_owned())
+    }
+
+    /// Counts a delivered message and queues its acknowledgement.
+    fn delivered(
+        &self,
+        (publish, dead_letter): (Publish, bool),
+        acks: &mut VecDeque<u16>,
+        report: &mut SourceReport,
+    ) {
+        let stats = &self.source.stats;
+        stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        acks.push_back(publish.pkid);
+        report.sent += 1;
+        if dead_letter {
+            stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            self.source.processor_stats.dead_letters[InvalidReason::TopicMismatch.index()]
+                .fetch_add(1, Ordering::Relaxed);
+        } else {
+            stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands the queued acknowledgements, in order, to the event loop, as many as its request
+    /// queue takes now. Never waits: the event loop takes requests only while it is polled,
+    /// and it is polled by a task that may itself be waiting for this one (a wait here could
+    /// deadlock both under load). What is left is tried again shortly.
+    fn send_acks(&self, acks: &mut VecDeque<u16>) {
+        while let Some(&pkid) = acks.front() {
+            // Only the packet id and QoS make the PUBACK.
+            let mut ack = Publish::new("", QoS::AtLeastOnce, Vec::<u8>::new());
+            ack.pkid = pkid;
+            if self.client.try_ack(&ack).is_err() {
+                return;
+            }
+            acks.pop_front();
+        }
+    }
+}
