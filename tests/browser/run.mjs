@@ -187,12 +187,23 @@ try {
   await test('an open alert can be silenced from the panel; the silences page lists it and expires it', async () => {
     await page.goto(`${base}/#/`);
     await live(page);
-    const id = await until(() => page.evaluate(() => {
-      const row = document.querySelector('[data-test=alert-list] li:not([data-status="resolved"]) [data-test=silence]');
-      return row?.closest('li')?.dataset.alertId ?? null;
-    }), 60000, 'an open alert with a Silence button');
-    await page.click(`[data-test=alert-list] li[data-alert-id="${id}"] [data-test=silence]`);
-    await page.waitForSelector(`[data-test=alert-list] li[data-alert-id="${id}"] [data-test=silenced]`, { timeout: 10000 });
+    // Alerts of this fast, faulty fleet can resolve within a second, and a resolved row shows
+    // no silence state: if the one silenced resolves before its row says so, try another.
+    let marked = false;
+    for (let attempt = 1; attempt <= 5 && !marked; attempt++) {
+      const id = await until(() => page.evaluate(() => {
+        const row = document.querySelector('[data-test=alert-list] li:not([data-status="resolved"]) [data-test=silence]');
+        return row?.closest('li')?.dataset.alertId ?? null;
+      }), 60000, 'an open alert with a Silence button');
+      await page.click(`[data-test=alert-list] li[data-alert-id="${id}"] [data-test=silence]`).catch(() => {});
+      const outcome = await until(() => page.evaluate((id) => {
+        const row = document.querySelector(`[data-test=alert-list] li[data-alert-id="${id}"]`);
+        if (!row || row.dataset.status === 'resolved') return 'resolved';
+        return row.querySelector('[data-test=silenced]') ? 'silenced' : null;
+      }, id), 10000, `alert ${id} marked silenced`);
+      marked = outcome === 'silenced';
+    }
+    assert(marked, 'an open alert is marked silenced after Silence 1 h');
     const { items } = await (await fetch(`${base}/api/silences`)).json();
     assert(items.length >= 1 && items.some((s) => s.created_by === 'dashboard' && s.active), `silences: ${JSON.stringify(items)}`);
     await page.goto(`${base}/#/silences`);

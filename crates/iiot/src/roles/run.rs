@@ -179,8 +179,15 @@ async fn compose(
         serve.stop().await?;
         anyhow::bail!("stopped before the Kafka topics could be prepared (no broker answered)");
     }
-    let notifier = Notifier::start(config, notify, NotifyOptions::from_live(&serve.live))
-        .map_err(anyhow::Error::msg)?;
+    // On a failure past this point, what was started is stopped again (listeners unbound,
+    // group left) before the error is returned.
+    let notifier = match Notifier::start(config, notify, NotifyOptions::from_live(&serve.live)) {
+        Ok(notifier) => notifier,
+        Err(e) => {
+            let _ = serve.stop().await;
+            return Err(anyhow::Error::msg(e));
+        }
+    };
     inputs
         .sinks
         .push(topic_sink(config, backend, &inputs.stats));
@@ -191,10 +198,25 @@ async fn compose(
     // On Kafka too, for now: each process notifies for the devices its processors own.
     inputs.sinks.push(notifier.sink());
     let simulator = Some(sim_stats.clone());
-    let process = process::start(config, backend, inputs, sources, simulator, shutdown).await?;
+    let process = match process::start(config, backend, inputs, sources, simulator, shutdown).await
+    {
+        Ok(process) => process,
+        Err(e) => {
+            notifier.stop().await;
+            let _ = serve.stop().await;
+            return Err(e);
+        }
+    };
     serve.follow_rules(process.group.rules.subscribe());
-    if backend.is_shared() {
-        serve.follow_topics(config, backend).await?;
+    let followed = match backend.is_shared() {
+        true => serve.follow_topics(config, backend).await,
+        false => Ok(()),
+    };
+    if let Err(e) = followed {
+        let _ = process.stop().await;
+        notifier.stop().await;
+        let _ = serve.stop().await;
+        return Err(e);
     }
     Ok((serve, process, notifier))
 }

@@ -117,9 +117,15 @@ impl Source for MqttSource {
         };
         let report = forwarder.run(rx, stop).await;
         // The acknowledgements are queued before the disconnect: the event loop sends both.
-        let _ = client.disconnect().await;
-        if tokio::time::timeout(STOP_DRAIN, connection).await.is_err() {
+        // The request queue only empties while connected: neither wait may hold up a stop.
+        let _ = tokio::time::timeout(STOP_DRAIN, client.disconnect()).await;
+        let mut connection = connection;
+        if tokio::time::timeout(STOP_DRAIN, &mut connection)
+            .await
+            .is_err()
+        {
             tracing::warn!("MQTT connection did not close within {STOP_DRAIN:?}");
+            connection.abort();
         }
         this.stats.connected.store(false, Ordering::Relaxed);
         Ok(report)
