@@ -57,6 +57,10 @@ fn temperature_alerts(
     by_device
 }
 
+// Eager rebalancing (librdkafka's default). With `partition.assignment.strategy=
+// cooperative-sticky` over tansu 0.6 the dead member's partitions were not all processed by the
+// survivor within the test's patience (an alert stayed active); not shown here until a broker
+// that does incremental rebalancing runs this.
 #[test]
 fn a_takeover_continues_the_open_alerts_and_resolves_them() {
     let broker = TestBroker::start(&topics());
