@@ -226,7 +226,7 @@ fn is_broker_list(s: &str) -> bool {
 
 /// `name=value` pairs separated by `;` (see [`super::KafkaSettings::extra_properties`]).
 fn is_property_list(s: &str) -> bool {
-    super::parse_properties(s).is_some()
+    super::kafka::parse_properties(s).is_some()
 }
 
 fn is_http_url(s: &str) -> bool {

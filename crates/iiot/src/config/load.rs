@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::file::{ConfigFile, read_file, scalar_text, whole_file};
 use super::keys::{self, KEYS, Key};
 use super::{
     Config, ConfigError, KafkaSettings, LogFormat, LogSettings, MqttSettings, Origin,
     ProcessorSettings, SimulatorSettings, Sources, WebSocketSettings,
 };
-use crate::alerts::rules::{RuleError, RuleSet, RuleSpec, Thresholds};
+use crate::alerts::rules::{RuleError, RuleSet, Thresholds};
 use crate::sinks::notify::NotifySettings;
-use crate::sinks::notify::config::{ChannelSpec, RouteSpec};
 
 /// The environment name that points at the config file.
 const CONFIG_KEY: &str = "IIOT_CONFIG";
@@ -20,13 +20,13 @@ const CONFIG_KEY: &str = "IIOT_CONFIG";
 const DEFAULT_FILE: &str = "iiot.toml";
 
 /// The values one layer gives, by environment name, as text.
-struct Layer {
-    origin: Origin,
-    values: HashMap<String, String>,
+pub(super) struct Layer {
+    pub(super) origin: Origin,
+    pub(super) values: HashMap<String, String>,
 }
 
 impl Layer {
-    fn empty(origin: Origin) -> Layer {
+    pub(super) fn empty(origin: Origin) -> Layer {
         Layer {
             origin,
             values: HashMap::new(),
@@ -34,26 +34,13 @@ impl Layer {
     }
 
     /// The text this layer gives `key`, if it sets it.
-    fn get(&self, key: &Key) -> Option<&str> {
+    pub(super) fn get(&self, key: &Key) -> Option<&str> {
         let value = self.values.get(key.env)?;
         if key.unset_if_empty && value.trim().is_empty() {
             return None;
         }
         Some(value)
     }
-}
-
-/// A parsed config file.
-struct ConfigFile {
-    path: PathBuf,
-    layer: Layer,
-    specs: Vec<RuleSpec>,
-    /// `[[alerts.rules]]` as written, to quote values in rule errors.
-    raw_rules: Vec<toml::Table>,
-    /// `[[notify.channels]]`.
-    channels: Vec<ChannelSpec>,
-    /// `[[notify.routes]]`.
-    routes: Vec<RouteSpec>,
 }
 
 /// [`Config::load`].
@@ -140,156 +127,6 @@ fn find_file(sources: &Sources, layers: [&Layer; 3]) -> Option<PathBuf> {
     named.or_else(|| {
         let default = Path::new(DEFAULT_FILE);
         default.is_file().then(|| default.to_path_buf())
-    })
-}
-
-fn read_file(path: &Path) -> Result<ConfigFile, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| whole_file(path, format!("cannot read the file: {e}")))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| whole_file(path, toml_error(&text, &e)))?;
-    let mut file = ConfigFile {
-        path: path.to_path_buf(),
-        layer: Layer::empty(Origin::File(path.to_path_buf())),
-        specs: Vec::new(),
-        raw_rules: Vec::new(),
-        channels: Vec::new(),
-        routes: Vec::new(),
-    };
-    collect(&table, "", &mut file)?;
-    Ok(file)
-}
-
-/// Walks the file's tables: known keys become layer values, `[[alerts.rules]]` become specs,
-/// anything else is an error naming the key.
-fn collect(table: &toml::Table, prefix: &str, file: &mut ConfigFile) -> Result<(), ConfigError> {
-    for (name, value) in table {
-        let path = if prefix.is_empty() {
-            name.clone()
-        } else {
-            format!("{prefix}.{name}")
-        };
-        if path == "alerts.rules" {
-            collect_rules(value, file)?;
-        } else if path == "notify.channels" {
-            file.channels = collect_tables(value, &path, file)?;
-        } else if path == "notify.routes" {
-            file.routes = collect_tables(value, &path, file)?;
-        } else if let Some(key) = keys::by_toml(&path) {
-            let text = scalar_text(value)
-                .ok_or_else(|| file_error(file, &path, value, "must be a number or a string"))?;
-            file.layer.values.insert(key.env.to_string(), text);
-        } else if let (toml::Value::Table(inner), false) = (value, children(&path).is_empty()) {
-            collect(inner, &path, file)?;
-        } else {
-            let place = if prefix.is_empty() {
-                "at the top level".to_string()
-            } else {
-                format!("in [{prefix}]")
-            };
-            let known = children(prefix).join(", ");
-            let problem = format!("is not a known key; known {place}: {known}");
-            return Err(file_error(file, &path, value, &problem));
-        }
-    }
-    Ok(())
-}
-
-fn collect_rules(value: &toml::Value, file: &mut ConfigFile) -> Result<(), ConfigError> {
-    let toml::Value::Array(items) = value else {
-        let problem = "must be a list of [[alerts.rules]] tables";
-        return Err(file_error(file, "alerts.rules", value, problem));
-    };
-    for (i, item) in items.iter().enumerate() {
-        let key = format!("alerts.rules[{i}]");
-        let toml::Value::Table(table) = item else {
-            return Err(file_error(file, &key, item, "must be a table"));
-        };
-        let spec = match item.clone().try_into::<RuleSpec>() {
-            Ok(spec) => spec,
-            Err(e) => {
-                return Err(match bad_rule_field(table) {
-                    Some((field, value, problem)) => {
-                        file_error(file, &format!("{key}.{field}"), value, &problem)
-                    }
-                    None => file_error(file, &key, item, &one_line(e.message())),
-                });
-            }
-        };
-        file.specs.push(spec);
-        file.raw_rules.push(table.clone());
-    }
-    Ok(())
-}
-
-/// A `[[path]]` array of tables, each deserialized as `T`; the error names the table and, when
-/// serde says, the field.
-fn collect_tables<T: serde::de::DeserializeOwned>(
-    value: &toml::Value,
-    path: &str,
-    file: &ConfigFile,
-) -> Result<Vec<T>, ConfigError> {
-    let toml::Value::Array(items) = value else {
-        let problem = format!("must be a list of [[{path}]] tables");
-        return Err(file_error(file, path, value, &problem));
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            item.clone().try_into::<T>().map_err(|e| {
-                file_error(file, &format!("{path}[{i}]"), item, &one_line(e.message()))
-            })
-        })
-        .collect()
-}
-
-/// The field of a rule that does not deserialize (unknown, or of the wrong type), found by
-/// trying each field on its own: serde's message does not say which field it was.
-fn bad_rule_field(rule: &toml::Table) -> Option<(&str, &toml::Value, String)> {
-    rule.iter().find_map(|(field, value)| {
-        let mut alone = toml::Table::new();
-        // `alert_type` is the one required field; a placeholder keeps it out of the way.
-        alone.insert("alert_type".into(), toml::Value::String("x".into()));
-        alone.insert(field.clone(), value.clone());
-        let e = toml::Value::Table(alone).try_into::<RuleSpec>().err()?;
-        Some((field.as_str(), value, one_line(e.message())))
-    })
-}
-
-/// The names directly below the dotted `prefix` in the key table ("" = the sections).
-fn children(prefix: &str) -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = KEYS
-        .iter()
-        .filter_map(|k| {
-            let rest = if prefix.is_empty() {
-                k.toml
-            } else {
-                k.toml.strip_prefix(prefix)?.strip_prefix('.')?
-            };
-            rest.split('.').next().filter(|s| !s.is_empty())
-        })
-        .collect();
-    if prefix == "alerts" {
-        names.push("rules");
-    }
-    if prefix == "notify" {
-        names.extend(["channels", "routes"]);
-    }
-    names.dedup();
-    names
-}
-
-/// A TOML scalar as the text a flag or environment variable would give.
-fn scalar_text(value: &toml::Value) -> Option<String> {
-    Some(match value {
-        toml::Value::String(s) => s.clone(),
-        toml::Value::Integer(i) => i.to_string(),
-        toml::Value::Float(x) => x.to_string(),
-        toml::Value::Boolean(b) => b.to_string(),
-        toml::Value::Datetime(d) => d.to_string(),
-        toml::Value::Array(_) | toml::Value::Table(_) => return None,
     })
 }
 
@@ -493,38 +330,7 @@ fn rule_error(e: RuleError, file: Option<&ConfigFile>) -> ConfigError {
     }
 }
 
-fn file_error(file: &ConfigFile, key: &str, value: &toml::Value, problem: &str) -> ConfigError {
-    ConfigError {
-        key: key.to_string(),
-        value: scalar_text(value).unwrap_or_else(|| one_line(&value.to_string())),
-        origin: file.layer.origin.clone(),
-        allowed: problem.to_string(),
-    }
-}
-
-/// The file at `path` cannot be read or parsed.
-fn whole_file(path: &Path, problem: String) -> ConfigError {
-    ConfigError {
-        key: path.display().to_string(),
-        value: String::new(),
-        origin: Origin::File(path.to_path_buf()),
-        allowed: one_line(&problem),
-    }
-}
-
-/// `TOML parse error at line 3, column 7: <message>`.
-fn toml_error(text: &str, e: &toml::de::Error) -> String {
-    let message = one_line(e.message());
-    let Some(span) = e.span() else {
-        return format!("TOML parse error: {message}");
-    };
-    let before = text.get(..span.start).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    format!("TOML parse error at line {line}, column {column}: {message}")
-}
-
-fn one_line(text: &str) -> String {
+pub(super) fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -606,117 +412,5 @@ fn blank() -> Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sources_with_file(text: &str) -> (tempfile::TempDir, Sources) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("iiot.toml");
-        std::fs::write(&path, text).expect("write");
-        let sources = Sources {
-            file: Some(path),
-            ..Sources::default()
-        };
-        (dir, sources)
-    }
-
-    #[test]
-    fn the_documented_example_file_loads() {
-        let doc = include_str!("mod.rs");
-        let example: String = doc
-            .lines()
-            .map(|line| {
-                line.strip_prefix("//!")
-                    .unwrap_or(line)
-                    .trim_start_matches(' ')
-            })
-            .skip_while(|line| *line != "```toml")
-            .skip(1)
-            .take_while(|line| *line != "```")
-            .map(|line| format!("{line}\n"))
-            .collect();
-        assert!(example.contains("[[alerts.rules]]"), "example found");
-        let (_dir, sources) = sources_with_file(&example);
-        let config = Config::load(&sources).expect("the module doc example is valid");
-        assert_eq!(config.simulator.seed, Some(42));
-        assert_eq!(config.kafka.brokers.as_deref(), Some("localhost:9092"));
-    }
-
-    #[test]
-    fn defaults_resolve() {
-        assert!(resolve(&[], None).is_ok());
-    }
-
-    #[test]
-    fn toml_syntax_errors_give_line_and_column_on_one_line() {
-        let (_dir, sources) = sources_with_file("[http]\nport = 80\nport = = 3\n");
-        let e = Config::load(&sources).expect_err("broken file");
-        assert!(e.allowed.starts_with("TOML parse error at line 3"), "{e}");
-        assert!(!e.to_string().contains('\n'), "{e}");
-        assert!(e.value.is_empty());
-    }
-
-    #[test]
-    fn unknown_sections_and_keys_list_what_is_known() {
-        let (_dir, sources) = sources_with_file("[simulatr]\ndevice_count = 3\n");
-        let e = Config::load(&sources).expect_err("unknown section");
-        assert_eq!(e.key, "simulatr");
-        assert!(e.allowed.contains("simulator"), "{e}");
-
-        let (_dir, sources) = sources_with_file("[alerts]\ntemprature_high = 3\n");
-        let e = Config::load(&sources).expect_err("unknown key");
-        assert_eq!(e.key, "alerts.temprature_high");
-        assert!(
-            e.allowed.contains("temperature_high") && e.allowed.contains("rules"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn tables_where_values_belong_are_rejected() {
-        let (_dir, sources) = sources_with_file("[http.port]\nx = 1\n");
-        let e = Config::load(&sources).expect_err("table as value");
-        assert_eq!(e.key, "http.port");
-        assert_eq!(e.allowed, "must be a number or a string");
-    }
-
-    #[test]
-    fn unknown_flag_names_are_rejected() {
-        let sources = Sources {
-            flags: vec![("DEVICE_COUNTS", "3".into())],
-            ..Sources::default()
-        };
-        let e = Config::load(&sources).expect_err("typo");
-        assert_eq!((e.key.as_str(), e.origin), ("DEVICE_COUNTS", Origin::Flag));
-    }
-
-    #[test]
-    fn temperature_low_must_stay_below_high() {
-        let sources = Sources {
-            env: HashMap::from([("ALERT_TEMPERATURE_LOW".into(), "85".into())]),
-            ..Sources::default()
-        };
-        let e = Config::load(&sources).expect_err("low above high");
-        assert_eq!(
-            (e.key.as_str(), e.value.as_str()),
-            ("ALERT_TEMPERATURE_LOW", "85")
-        );
-        assert!(e.allowed.contains("80"), "{e}");
-    }
-
-    #[test]
-    fn iiot_config_from_dotenv_selects_the_file() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let file = dir.path().join("custom.toml");
-        std::fs::write(&file, "[simulator]\ndevice_count = 7\n").expect("write");
-        let dotenv = dir.path().join(".env");
-        std::fs::write(&dotenv, format!("IIOT_CONFIG={}\n", file.display())).expect("write");
-        let sources = Sources {
-            dotenv: Some(dotenv),
-            ..Sources::default()
-        };
-        let config = Config::load(&sources).expect("valid");
-        assert_eq!(config.simulator.device_count, 7);
-        assert_eq!(config.config_file, Some(file));
-    }
-}
+#[path = "load_tests.rs"]
+mod tests;
