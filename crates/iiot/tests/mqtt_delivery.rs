@@ -5,25 +5,11 @@
 
 mod support;
 
-use support::mqtt::{Broker, topic};
+use support::mqtt::{Broker, processed, run_against, topic};
 use support::readings::reading_bytes;
 use support::role::Role;
 
 const DEVICES: [&str; 4] = ["line_1", "line_2", "line_3", "line_4"];
-
-fn run_against(broker: &Broker, client_id: &str) -> Role {
-    let url = broker.url();
-    let mut role = Role::embedded(
-        &["run"],
-        &[
-            ("MQTT_URL", &url),
-            ("MQTT_CLIENT_ID", client_id),
-            ("SIMULATOR", "off"),
-        ],
-    );
-    role.wait_for("subscribed to the MQTT broker (/ready 200)", Role::ready);
-    role
-}
 
 /// Readings `seqs` of every device, a second apart in event time from `t0`.
 fn readings(seqs: std::ops::RangeInclusive<u64>, t0: i64) -> Vec<(String, Vec<u8>)> {
@@ -35,10 +21,6 @@ fn readings(seqs: std::ops::RangeInclusive<u64>, t0: i64) -> Vec<(String, Vec<u8
         }
     }
     out
-}
-
-fn processed(role: &Role) -> f64 {
-    role.metric("iot_messages_total", "status=\"success\"")
 }
 
 /// Every device's latest reading has `seq`, none went missing in between, and exactly

@@ -6,28 +6,9 @@ mod support;
 
 use serde_json::Value;
 
-use support::mqtt::{Broker, topic};
+use support::mqtt::{Broker, processed, run_against, topic};
 use support::readings::reading_bytes;
 use support::role::Role;
-
-/// `iiot run` monitoring only the devices of `broker` (no simulator).
-fn run_against(broker: &Broker, client_id: &str) -> Role {
-    let url = broker.url();
-    let mut role = Role::embedded(
-        &["run"],
-        &[
-            ("MQTT_URL", &url),
-            ("MQTT_CLIENT_ID", client_id),
-            ("SIMULATOR", "off"),
-        ],
-    );
-    role.wait_for("subscribed to the MQTT broker (/ready 200)", Role::ready);
-    role
-}
-
-fn processed(role: &Role) -> f64 {
-    role.metric("iot_messages_total", "status=\"success\"")
-}
 
 fn now_ms() -> i64 {
     iiot::now_ms()

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::role::free_port;
+use super::role::{Role, free_port};
 
 /// How long the broker may take to listen, and a publisher to finish.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -155,4 +155,24 @@ impl Drop for Broker {
 /// The telemetry topic of `device`.
 pub fn topic(device: &str) -> String {
     format!("iiot/devices/{device}/telemetry")
+}
+
+/// `iiot run` monitoring only the devices of `broker` (no simulator), subscribed.
+pub fn run_against(broker: &Broker, client_id: &str) -> Role {
+    let url = broker.url();
+    let mut role = Role::embedded(
+        &["run"],
+        &[
+            ("MQTT_URL", &url),
+            ("MQTT_CLIENT_ID", client_id),
+            ("SIMULATOR", "off"),
+        ],
+    );
+    role.wait_for("subscribed to the MQTT broker (/ready 200)", Role::ready);
+    role
+}
+
+/// Readings the processors took as valid and in order.
+pub fn processed(role: &Role) -> f64 {
+    role.metric("iot_messages_total", "status=\"success\"")
 }
