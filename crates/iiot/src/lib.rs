@@ -47,6 +47,7 @@ pub mod bench;
 pub mod config;
 pub mod duration;
 pub mod http;
+pub mod history;
 pub mod hub;
 pub mod listeners;
 pub mod liveness;

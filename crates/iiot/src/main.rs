@@ -44,7 +44,14 @@ enum Failure {
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
-        Failure::Runtime(e)
+        // An unusable or locked DATA_DIR is found when history opens, but it is a setting.
+        let data_dir = e
+            .chain()
+            .find_map(|c| c.downcast_ref::<iiot::history::OpenError>());
+        match data_dir {
+            Some(open) => Failure::Usage(open.to_string()),
+            None => Failure::Runtime(e),
+        }
     }
 }
 

@@ -51,15 +51,7 @@ pub async fn open_alerts(
             }
         }
     }
-    let mut by_device = RecoveredAlerts::new();
-    for (alert, raised_at) in latest.into_values() {
-        if alert.status != AlertStatus::Resolved {
-            by_device
-                .entry(alert.device_id.clone())
-                .or_default()
-                .push((alert, raised_at));
-        }
-    }
+    let by_device = open_by_device(latest.into_values());
     let open: usize = by_device.values().map(Vec::len).sum();
     tracing::info!(
         read,
@@ -70,8 +62,23 @@ pub async fn open_alerts(
     Ok(by_device)
 }
 
+/// The alerts of `latest` (each with the time it was first raised) that are not resolved, by
+/// device.
+pub(crate) fn open_by_device(latest: impl IntoIterator<Item = (Alert, i64)>) -> RecoveredAlerts {
+    let mut by_device = RecoveredAlerts::new();
+    for (alert, raised_at) in latest {
+        if alert.status != AlertStatus::Resolved {
+            by_device
+                .entry(alert.device_id.clone())
+                .or_default()
+                .push((alert, raised_at));
+        }
+    }
+    by_device
+}
+
 /// Keeps, per alert id, the latest status change and the time the alert was first raised.
-fn fold(latest: &mut HashMap<String, (Alert, i64)>, alert: Alert) {
+pub(crate) fn fold(latest: &mut HashMap<String, (Alert, i64)>, alert: Alert) {
     match latest.get_mut(&alert.alert_id) {
         None => {
             let raised_at = alert.timestamp;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::file::{ConfigFile, read_file, scalar_text, whole_file};
 use super::keys::{self, KEYS, Key};
 use super::{
-    Config, ConfigError, KafkaSettings, LogFormat, LogSettings, MqttSettings, Origin,
+    Config, ConfigError, HistorySettings, KafkaSettings, LogFormat, LogSettings, MqttSettings, Origin,
     ProcessorSettings, SimulatorSettings, Sources, WebSocketSettings,
 };
 use crate::alerts::rules::{RuleError, RuleSet, Thresholds};
@@ -403,6 +403,16 @@ fn blank() -> Config {
         thresholds: Thresholds::default(),
         rules: RuleSet { rules: Vec::new() },
         notify: NotifySettings::default(),
+        history: HistorySettings {
+            enabled: false,
+            data_dir: PathBuf::new(),
+            flush_interval: Duration::ZERO,
+            segment_span: Duration::ZERO,
+            raw_retention: Duration::ZERO,
+            rollup_1m_retention: Duration::ZERO,
+            rollup_1h_retention: Duration::ZERO,
+            alert_retention: Duration::ZERO,
+        },
         log: LogSettings {
             format: LogFormat::Text,
             level: String::new(),

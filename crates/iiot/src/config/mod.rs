@@ -143,6 +143,8 @@ pub struct Config {
     pub rules: RuleSet,
     /// Notifications: channels, routes, the one-line webhook.
     pub notify: NotifySettings,
+    /// History on disk.
+    pub history: HistorySettings,
     /// Logging.
     pub log: LogSettings,
     /// The config file that was loaded, if any (watched for rule changes).
@@ -204,6 +206,27 @@ pub struct ProcessorSettings {
     pub workers: usize,
     /// `STATUS_INTERVAL`: period of the status log line; zero = off (10 s).
     pub status_interval: Duration,
+}
+
+/// History on disk (`DATA_DIR`): see [`crate::history`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistorySettings {
+    /// `HISTORY`: whether readings and alert changes are kept on disk (on).
+    pub enabled: bool,
+    /// `DATA_DIR`: where (`./data`); one running `iiot` per directory.
+    pub data_dir: PathBuf,
+    /// `HISTORY_FLUSH_INTERVAL`: writes reach the disk at least this often (1 s).
+    pub flush_interval: Duration,
+    /// `HISTORY_SEGMENT_SPAN`: arrival time one raw segment covers (5 min).
+    pub segment_span: Duration,
+    /// `HISTORY_RAW_RETENTION`: raw readings kept (7 d).
+    pub raw_retention: Duration,
+    /// `HISTORY_ROLLUP_1M_RETENTION`: one-minute rollups kept (90 d).
+    pub rollup_1m_retention: Duration,
+    /// `HISTORY_ROLLUP_1H_RETENTION`: one-hour rollups kept (2 y).
+    pub rollup_1h_retention: Duration,
+    /// `HISTORY_ALERT_RETENTION`: resolved alerts kept in the alert log (1 y).
+    pub alert_retention: Duration,
 }
 
 /// Logging.

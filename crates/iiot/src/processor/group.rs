@@ -33,6 +33,9 @@ pub struct GroupInputs {
     pub stats: Arc<ProcessorStats>,
     /// The command queue (made beforehand for the same reason).
     pub commands: (mpsc::Sender<Command>, mpsc::Receiver<Command>),
+    /// Alerts left open by an earlier run, by device (from history on disk), handed to every
+    /// worker: each puts back those of the devices it is given.
+    pub recovered: super::RecoveredAlerts,
 }
 
 impl GroupInputs {
@@ -42,6 +45,7 @@ impl GroupInputs {
             sinks,
             stats: Arc::default(),
             commands: mpsc::channel(COMMAND_QUEUE),
+            recovered: super::RecoveredAlerts::new(),
         }
     }
 }
@@ -119,11 +123,14 @@ impl ProcessorGroup {
             // On a backend with history, each worker reads back the alerts left open by the
             // earlier owners of the partitions it is given, on every assignment (the first one
             // included): see `run::Worker::restore_gained`.
-            let processor = Processor::new(
+            let mut processor = Processor::new(
                 ProcessorConfig::from_config(config),
                 rules.clone(),
                 inputs.stats.clone(),
             );
+            if !inputs.recovered.is_empty() {
+                processor.set_recovered(inputs.recovered.clone());
+            }
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             worker_commands.push(tx);
             let io = ProcessorIo {

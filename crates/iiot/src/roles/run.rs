@@ -175,6 +175,11 @@ async fn compose(
         notify: Some(notify.clone()),
     };
     let mut serve = serve::start(config, backend, serve_inputs).await?;
+    if !backend.keeps_history() {
+        // The bus forgets at exit: the alerts left open last time come from history on disk
+        // (on Kafka the processors read them back from the alerts topic).
+        inputs.recovered = serve.take_restored_alerts();
+    }
     if !backend::prepare_topics(backend, config, shutdown).await {
         serve.stop().await?;
         anyhow::bail!("stopped before the Kafka topics could be prepared (no broker answered)");

@@ -31,6 +31,8 @@ use crate::simulator::SimStats;
 use crate::sinks::Sink;
 use crate::sinks::live::Live;
 use crate::sinks::notify::NotifyShared;
+use crate::history::{History, HistoryConfig};
+use crate::processor::RecoveredAlerts;
 use crate::store::{Store, StoreConfig};
 
 /// What a serve side shares with the rest of its process.
@@ -58,6 +60,8 @@ pub struct Serve {
     feeder: Option<JoinHandle<Result<(), TransportError>>>,
     /// Cancelled when the feeder ends (its input closed or failed).
     feeder_done: CancellationToken,
+    /// The alerts history found open at start-up, by device, for this process's processors.
+    restored_alerts: RecoveredAlerts,
 }
 
 /// Starts the live state and binds the listeners (the API answers at once; `/ready` follows
@@ -67,10 +71,9 @@ pub async fn start(
     backend: &Backend,
     inputs: ServeInputs,
 ) -> anyhow::Result<Serve> {
-    let live = Live::new(
-        Store::new(StoreConfig::from_config(config)),
-        Hub::new(HubConfig::from_config(config)),
-    );
+    let mut store = Store::new(StoreConfig::from_config(config));
+    let (history, restored) = open_history(config, &mut store).await?;
+    let live = Live::new(store, Hub::new(HubConfig::from_config(config))).with_history(history);
     let commands = match inputs.commands {
         Some(commands) => commands,
         None => {
@@ -100,10 +103,43 @@ pub async fn start(
         upkeep,
         feeder: None,
         feeder_done: CancellationToken::new(),
+        restored_alerts: restored,
     })
 }
 
+/// Opens history (`HISTORY=on`) and seeds `store` with what it holds: the devices with their
+/// latest readings and the alert log's alerts. Returns it and the alerts still open, by device.
+async fn open_history(
+    config: &Config,
+    store: &mut Store,
+) -> anyhow::Result<(Option<Arc<History>>, RecoveredAlerts)> {
+    let Some(cfg) = HistoryConfig::from_config(config) else {
+        return Ok((None, RecoveredAlerts::new()));
+    };
+    // Recovery reads and may seal what the log held: blocking work.
+    let (history, restored) = tokio::task::spawn_blocking(move || History::open(cfg))
+        .await
+        .context("opening history")??;
+    for text in &restored.latest {
+        if let Ok(reading) = serde_json::from_str::<iiot_model::Reading<'_>>(text) {
+            // Received when it was sent, as far as liveness goes: a device silent since then
+            // is offline until it reports again.
+            store.record(&reading, reading.timestamp);
+        }
+    }
+    for alert in &restored.alerts {
+        store.record_alert(alert);
+    }
+    Ok((Some(Arc::new(history)), restored.open))
+}
+
 impl Serve {
+    /// The alerts history found open at start-up (taken once), for processors in the same
+    /// process on a backend without history of its own.
+    pub fn take_restored_alerts(&mut self) -> RecoveredAlerts {
+        std::mem::take(&mut self.restored_alerts)
+    }
+
     /// The live state as a sink, for processors in the same process.
     pub fn live_sink(&self) -> Arc<dyn Sink> {
         Arc::new(self.live.clone())
@@ -188,6 +224,10 @@ impl Serve {
         };
         self.server.stop().await;
         join_bounded("store upkeep", self.upkeep).await;
+        if let Some(history) = self.live.history.clone() {
+            // Flushes and seals what is pending: blocking I/O.
+            let _ = tokio::task::spawn_blocking(move || history.close()).await;
+        }
         match fed {
             Some(Err(e)) => Err(anyhow::Error::from(e).context("reading from the topics")),
             _ => Ok(()),

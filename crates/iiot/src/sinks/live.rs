@@ -18,7 +18,8 @@ use super::{Sink, SinkError, Verdicts};
 use crate::backend::Backend;
 use crate::hub::Hub;
 use crate::now_ms;
-use crate::store::Store;
+use crate::history::History;
+use crate::store::{Recorded, Store};
 
 /// How often old history is dropped.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
@@ -35,6 +36,8 @@ pub struct Live {
     pub store: SharedStore,
     /// The WebSocket hub.
     pub hub: Arc<Hub>,
+    /// History on disk, when kept: every new reading and alert change goes there too.
+    pub history: Option<Arc<History>>,
     applied: Arc<Applied>,
 }
 
@@ -56,8 +59,15 @@ impl Live {
         Live {
             store,
             hub,
+            history: None,
             applied: Arc::default(),
         }
+    }
+
+    /// The same, also keeping history in `history`.
+    pub fn with_history(mut self, history: Option<Arc<History>>) -> Live {
+        self.history = history;
+        self
     }
 
     /// Readings and alert changes applied since the start.
@@ -105,10 +115,18 @@ impl Live {
         {
             let mut store = self.write();
             for a in &verdicts.accepted {
-                store.record(&a.reading, verdicts.now_ms);
+                // Only what the store had not seen: a redelivery (at-least-once) is not kept
+                // twice, in memory or on disk.
+                let outcome = store.record_outcome(&a.reading, verdicts.now_ms);
+                if let (Recorded::New, Some(h)) = (outcome, &self.history) {
+                    h.append(&a.reading, a.text);
+                }
             }
             for change in &verdicts.alerts {
                 store.record_alert(&change.alert);
+                if let Some(h) = &self.history {
+                    h.append_alert(&change.json);
+                }
             }
         }
         for a in &verdicts.accepted {

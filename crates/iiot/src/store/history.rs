@@ -28,8 +28,8 @@ pub struct HistoryPoint {
 /// Bucket `k` is `[origin + k·width, origin + (k+1)·width)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Buckets {
-    origin: i64,
-    width: i64,
+    pub(crate) origin: i64,
+    pub(crate) width: i64,
 }
 
 impl Buckets {
@@ -68,22 +68,23 @@ impl Buckets {
 }
 
 /// Folds summaries, in time order, into one [`HistoryPoint`] per bucket.
-struct Downsampler {
+pub(crate) struct Downsampler {
     buckets: Buckets,
     out: Vec<HistoryPoint>,
     current: Option<(i64, Acc)>,
 }
 
+/// A summary of some samples.
 #[derive(Clone, Copy)]
-struct Acc {
-    min: f64,
-    max: f64,
-    sum: f64,
-    count: u64,
+pub(crate) struct Acc {
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+    pub(crate) sum: f64,
+    pub(crate) count: u64,
 }
 
 impl Downsampler {
-    fn new(buckets: Buckets) -> Downsampler {
+    pub(crate) fn new(buckets: Buckets) -> Downsampler {
         Downsampler {
             buckets,
             out: Vec::new(),
@@ -91,7 +92,8 @@ impl Downsampler {
         }
     }
 
-    fn push(&mut self, t: i64, add: Acc) {
+    /// Adds a summary starting at `t` (calls come in time order).
+    pub(crate) fn push(&mut self, t: i64, add: Acc) {
         let k = self.buckets.index(t);
         match &mut self.current {
             Some((ck, acc)) if *ck == k => {
@@ -119,7 +121,7 @@ impl Downsampler {
         }
     }
 
-    fn finish(mut self) -> Vec<HistoryPoint> {
+    pub(crate) fn finish(mut self) -> Vec<HistoryPoint> {
         self.flush();
         self.out
     }

@@ -67,6 +67,7 @@ use serde::Serialize;
 pub use alert_log::{AlertFilter, MAX_ALERTS_LISTED};
 use device::Device;
 pub use history::{HistoryPoint, MAX_POINTS};
+pub(crate) use history::{Acc, Buckets, Downsampler};
 pub use raw::RawSample;
 use raw::{RawInsert, RingSize, Slot};
 pub use view::{DeviceFilter, DeviceStatus, DeviceView, MAX_PER_PAGE, Page, StatusCounts};
@@ -123,6 +124,17 @@ pub enum StoreError {
     /// The time range or number of points is not acceptable.
     #[error("bad range: {0}")]
     BadRange(&'static str),
+}
+
+/// What [`Store::record_outcome`] made of a reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Not seen before (within raw retention): recorded.
+    New,
+    /// The same device and event time is held already: ignored.
+    Duplicate,
+    /// A new device beyond `max_devices`: refused.
+    Refused,
 }
 
 /// What the store refused or dropped to stay within its bounds (monotonic counts).
@@ -256,18 +268,24 @@ impl Store {
     /// (compared by event time, then seq); a redelivered reading is ignored. Returns false when
     /// the reading is of a new device and `max_devices` are already tracked.
     pub fn record(&mut self, reading: &Reading<'_>, received_ms: i64) -> bool {
+        self.record_outcome(reading, received_ms) != Recorded::Refused
+    }
+
+    /// [`Store::record`], saying whether the reading was new (what history on disk keeps), a
+    /// redelivery, or refused.
+    pub fn record_outcome(&mut self, reading: &Reading<'_>, received_ms: i64) -> Recorded {
         let (i, new) = match self.index.get(reading.device_id.as_ref()) {
             Some(&i) => (i as usize, false),
             None => match self.add_device(reading, received_ms) {
                 Some(i) => (i, true),
-                None => return false,
+                None => return Recorded::Refused,
             },
         };
         let default_interval = self.cfg.default_interval_ms;
         let dev = &mut self.devices[i];
         if !new && dev.is_latest(reading) {
             self.counters.duplicates += 1;
-            return true;
+            return Recorded::Duplicate;
         }
         dev.liveness.touch(received_ms);
         dev.advance_latest(reading, default_interval);
@@ -287,7 +305,7 @@ impl Store {
             match dev.raw.insert(t, Slot::encode(reading, &values), size) {
                 RawInsert::Duplicate => {
                     self.counters.duplicates += 1;
-                    return true;
+                    return Recorded::Duplicate;
                 }
                 RawInsert::Stored { evicted } => self.counters.raw_evicted += evicted as u64,
                 RawInsert::Skipped => self.counters.raw_too_old += 1,
@@ -301,7 +319,7 @@ impl Store {
         {
             self.counters.rollup_too_old += 1;
         }
-        true
+        Recorded::New
     }
 
     fn add_device(&mut self, reading: &Reading<'_>, received_ms: i64) -> Option<usize> {

@@ -23,7 +23,13 @@ pub fn work_dir(tag: &str) -> PathBuf {
 /// The `iiot` binary, to run in [`work_dir`]`(tag)`: no config file or `.env` there.
 pub fn iiot_command(tag: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_iiot"));
-    cmd.current_dir(work_dir(tag));
+    let dir = work_dir(tag);
+    // History of its own, so that roles started side by side never share (and lock) one
+    // directory; a test that restarts a role on the same history sets DATA_DIR itself.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    cmd.env("DATA_DIR", dir.join(format!("data-{n}-{}", nanos())));
+    cmd.current_dir(dir);
     cmd
 }
 

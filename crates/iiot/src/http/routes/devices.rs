@@ -159,8 +159,20 @@ pub(super) async fn history(
     let points = params
         .int_in("points", 1, MAX_POINTS)?
         .unwrap_or(DEFAULT_POINTS);
-    let (from, to) = window(&params, crate::now_ms())?;
-    let series = state.read_store().history(&id, sensor, from, to, points)?;
+    let now = crate::now_ms();
+    let (from, to) = window(&params, now)?;
+    let series = match state.live.history.clone() {
+        Some(history) => {
+            known_to_history(&state, &history, &id)?;
+            let device = id.clone();
+            tokio::task::spawn_blocking(move || {
+                history.history(&device, sensor, from, to, points, now)
+            })
+            .await
+            .map_err(|_| AppError::Unavailable("the history query failed"))??
+        }
+        None => state.read_store().history(&id, sensor, from, to, points)?,
+    };
     Ok(Json(json!({
         "device_id": id,
         "sensor": sensor.as_str(),
@@ -169,4 +181,17 @@ pub(super) async fn history(
         "to": to,
         "points": series,
     })))
+}
+
+/// Refuses a device that neither history nor the live store has heard of.
+pub(super) fn known_to_history(
+    state: &AppState,
+    history: &crate::history::History,
+    id: &str,
+) -> Result<(), AppError> {
+    if history.knows(id) || state.read_store().device(id, crate::now_ms()).is_some() {
+        Ok(())
+    } else {
+        Err(AppError::UnknownDevice(id.to_owned()))
+    }
 }

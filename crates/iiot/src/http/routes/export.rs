@@ -1,6 +1,7 @@
 //! `/api/devices/{id}/export`: raw samples streamed as CSV or as a JSON array.
 //!
-//! The body is produced while the client reads it, [`CHUNK`] samples at a time: each chunk is
+//! The body is produced while the client reads it, [`CHUNK`] samples at a time (from history on
+//! disk: an hour of event time at a time, read on a blocking thread): each chunk is
 //! copied out under the store's read lock, the lock is released, then the chunk is formatted
 //! and sent. Memory per export is one chunk, whatever the range, and the store's writer waits
 //! at most one copy.
@@ -16,11 +17,15 @@ use axum::response::{IntoResponse, Response};
 use super::super::error::AppError;
 use super::super::params::{Params, PathId};
 use super::super::state::AppState;
-use super::devices::window;
+use super::devices::{known_to_history, window};
+use crate::history::History;
 use crate::store::RawSample;
 
 /// Samples copied per lock acquisition.
 pub(crate) const CHUNK: usize = 1_000;
+
+/// Event time read from history per piece of the body: an hour (720 readings at 5 s).
+const DISK_WINDOW_MS: i64 = 3_600_000;
 
 /// The CSV header; the columns of every row, JSON keys included.
 pub(crate) const CSV_HEADER: &str =
@@ -52,7 +57,10 @@ pub(super) async fn export(
         .unwrap_or(Format::Csv);
     let (from, to) = window(&params, crate::now_ms())?;
     // Unknown device or bad range: answer with the error before any of the body is sent.
-    state.read_store().raw(&id, from, to).map(|_| ())?;
+    match &state.live.history {
+        Some(history) => known_to_history(&state, history, &id)?,
+        None => state.read_store().raw(&id, from, to).map(|_| ())?,
+    }
     let (content_type, ext) = match format {
         Format::Csv => ("text/csv; charset=utf-8", "csv"),
         Format::Json => ("application/json", "json"),
@@ -68,7 +76,15 @@ pub(super) async fn export(
         phase: Phase::Start,
         rows: 0,
     };
-    let body = Body::from_stream(futures::stream::iter(chunks));
+    // Each piece is made on a blocking thread: from history it is read from disk.
+    let pieces = futures::stream::unfold(Some(chunks), |chunks| async move {
+        let mut chunks = chunks?;
+        let (piece, chunks) = tokio::task::spawn_blocking(move || (chunks.next(), chunks))
+            .await
+            .ok()?;
+        Some((piece?, Some(chunks)))
+    });
+    let body = Body::from_stream(pieces);
     Ok((
         [
             (header::CONTENT_TYPE, content_type.to_owned()),
@@ -99,8 +115,34 @@ struct Chunks {
 }
 
 impl Chunks {
+    /// From history: the samples of the next [`DISK_WINDOW_MS`] of event time that holds any.
+    fn fetch_from(&mut self, history: &History) -> Vec<RawSample> {
+        while self.next_from <= self.to {
+            let end = self
+                .next_from
+                .saturating_add(DISK_WINDOW_MS - 1)
+                .min(self.to);
+            let samples = history
+                .raw(&self.id, self.next_from, end)
+                .unwrap_or_default();
+            if end == self.to {
+                self.phase = Phase::End;
+            } else {
+                self.next_from = end + 1;
+            }
+            if !samples.is_empty() || self.phase == Phase::End {
+                return samples;
+            }
+        }
+        self.phase = Phase::End;
+        Vec::new()
+    }
+
     /// Copies the next up to [`CHUNK`] samples; fewer means the range is exhausted.
     fn fetch(&mut self) -> Vec<RawSample> {
+        if let Some(history) = self.state.live.history.clone() {
+            return self.fetch_from(&history);
+        }
         let samples: Vec<RawSample> = {
             let store = self.state.read_store();
             match store.raw(&self.id, self.next_from, self.to) {

@@ -1,0 +1,187 @@
+//! What history holds in memory: the device dictionary, the readings since the last seal (by
+//! device, queryable), those not yet in the log, the alert changes not yet in the alert log,
+//! and the latest full reading of every device.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hashbrown::HashMap;
+use iiot_model::Reading;
+
+use super::row::Row;
+use super::{MAX_PENDING_ROWS, MAX_SEGMENT_ROWS};
+
+/// Readings being written into segments (still answered from memory until they are there).
+#[derive(Debug)]
+pub(crate) struct Sealing {
+    /// The seal number.
+    pub seal: u64,
+    /// By device index (ascending), the device's readings in arrival order.
+    pub rows: Vec<(u32, Vec<Row>)>,
+    /// The ids of the devices of `rows`, in the same order.
+    pub names: Vec<Box<str>>,
+}
+
+/// The in-memory side of history.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    names: Vec<Box<str>>,
+    index: HashMap<Box<str>, u32>,
+    /// By device index: readings since the last seal, in arrival order.
+    rows: Vec<Vec<Row>>,
+    count: usize,
+    /// The seal in progress (or failed and waiting to be tried again).
+    pub sealing: Option<Arc<Sealing>>,
+    /// Readings not yet in the log, in arrival order.
+    pub unlogged: Vec<(u32, Row)>,
+    /// Alert changes (JSON) not yet in the alert log.
+    pub alerts_unlogged: Vec<Vec<u8>>,
+    /// By device index: event time and text of the latest reading.
+    latest: Vec<Option<(i64, String)>>,
+    /// The seal the rows since the last one will get.
+    pub seal: u64,
+    /// When the first reading since the last seal arrived.
+    pub opened: Option<Instant>,
+}
+
+impl Pending {
+    /// Empty, the next seal numbered `seal`.
+    pub(crate) fn new(seal: u64) -> Pending {
+        Pending {
+            seal,
+            ..Pending::default()
+        }
+    }
+
+    /// The index of device `id`, added if new.
+    pub(crate) fn device(&mut self, id: &str) -> u32 {
+        if let Some(&i) = self.index.get(id) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(id.into());
+        self.index.insert(id.into(), i);
+        self.rows.push(Vec::new());
+        self.latest.push(None);
+        i
+    }
+
+    /// The id of device `i`.
+    pub(crate) fn name(&self, i: u32) -> &str {
+        &self.names[i as usize]
+    }
+
+    /// Whether device `id` is known.
+    pub(crate) fn knows(&self, id: &str) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// Readings waiting for a segment (since the last seal, and in a seal not yet done).
+    pub(crate) fn len(&self) -> usize {
+        self.count
+            + self
+                .sealing
+                .as_ref()
+                .map_or(0, |s| s.rows.iter().map(|(_, r)| r.len()).sum())
+    }
+
+    /// Keeps a reading; false if too many are waiting already (dropped).
+    pub(crate) fn append(&mut self, reading: &Reading<'_>, text: &str) -> bool {
+        if self.count >= MAX_PENDING_ROWS {
+            return false;
+        }
+        let i = self.device(&reading.device_id);
+        let row = Row::of(reading);
+        self.push(i, row);
+        self.unlogged.push((i, row));
+        let latest = &mut self.latest[i as usize];
+        match latest {
+            Some((t, kept)) if *t <= row.t => {
+                *t = row.t;
+                kept.clear();
+                kept.push_str(text);
+            }
+            Some(_) => {}
+            None => *latest = Some((row.t, text.to_owned())),
+        }
+        true
+    }
+
+    /// Adds a reading read back from the log (already logged).
+    pub(crate) fn push(&mut self, i: u32, row: Row) {
+        if self.opened.is_none() {
+            self.opened = Some(Instant::now());
+        }
+        self.rows[i as usize].push(row);
+        self.count += 1;
+    }
+
+    /// Sets the latest reading of a device read back from `latest.json`.
+    pub(crate) fn restore_latest(&mut self, id: &str, t: i64, text: String) {
+        let i = self.device(id);
+        self.latest[i as usize] = Some((t, text));
+    }
+
+    /// Keeps an alert change.
+    pub(crate) fn append_alert(&mut self, json: &[u8]) {
+        self.alerts_unlogged.push(json.to_vec());
+    }
+
+    /// Whether a seal is due: the span is up, or enough readings are waiting.
+    pub(crate) fn seal_due(&self, span: std::time::Duration) -> bool {
+        self.count >= MAX_SEGMENT_ROWS || self.opened.is_some_and(|o| o.elapsed() >= span)
+    }
+
+    /// Hands the readings since the last seal over to a new seal and starts the next one.
+    pub(crate) fn start_seal(&mut self) -> Option<Arc<Sealing>> {
+        if self.sealing.is_some() || self.count == 0 {
+            return None;
+        }
+        let (mut rows, mut names) = (Vec::new(), Vec::new());
+        for (i, r) in self.rows.iter_mut().enumerate() {
+            if !r.is_empty() {
+                rows.push((i as u32, std::mem::take(r)));
+                names.push(self.names[i].clone());
+            }
+        }
+        let sealing = Arc::new(Sealing {
+            seal: self.seal,
+            rows,
+            names,
+        });
+        self.seal += 1;
+        self.count = 0;
+        self.opened = None;
+        // What was not logged yet is in the seal now: the segment will hold it.
+        self.unlogged.clear();
+        self.sealing = Some(sealing.clone());
+        Some(sealing)
+    }
+
+    /// The readings of device `id` in memory with `from <= t <= to`, unordered.
+    pub(crate) fn rows_of(&self, id: &str, from: i64, to: i64) -> Vec<Row> {
+        let Some(&i) = self.index.get(id) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Row> = self.rows[i as usize]
+            .iter()
+            .filter(|r| (from..=to).contains(&r.t))
+            .copied()
+            .collect();
+        if let Some(s) = &self.sealing
+            && let Ok(k) = s.rows.binary_search_by_key(&i, |(d, _)| *d)
+        {
+            out.extend(s.rows[k].1.iter().filter(|r| (from..=to).contains(&r.t)));
+        }
+        out
+    }
+
+    /// The latest reading of every device, as JSON text.
+    pub(crate) fn latest_texts(&self) -> Vec<&str> {
+        self.latest
+            .iter()
+            .flatten()
+            .map(|(_, text)| text.as_str())
+            .collect()
+    }
+}
