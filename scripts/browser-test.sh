@@ -9,7 +9,8 @@
 # Installs what a fresh machine lacks (Debian's chromium, the pinned playwright-core from
 # tests/browser/package-lock.json), starts the server on free ports below 32768 with small
 # settings, runs the node script, and always stops the server. Screenshots, the server log and
-# the benchmark report go to target/browser/. IIOT_BIN=path skips the cargo build.
+# the benchmark report go to target/browser/. IIOT_BIN=path skips the cargo build; the binary
+# is looked for under CARGO_TARGET_DIR when that is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -46,14 +47,17 @@ if [[ "$have" != "$wanted" ]]; then
 fi
 
 echo "== browser: iiot binary"
+# Where cargo puts it: CARGO_TARGET_DIR when set (relative to the repository root), else target/.
+target=${CARGO_TARGET_DIR:-target}
+[[ $target == /* ]] || target=$root/$target
 if [[ -n "${IIOT_BIN:-}" ]]; then
   bin=$IIOT_BIN
 elif [[ $mode == bench ]]; then
   cargo build --locked --release --bin iiot
-  bin=$root/target/release/iiot
+  bin=$target/release/iiot
 else
   cargo build --locked --bin iiot
-  bin=$root/target/debug/iiot
+  bin=$target/debug/iiot
 fi
 
 out=$root/target/browser

@@ -164,6 +164,131 @@ try {
     noProblems(problems);
   });
 
+  await test('device detail: 7 days and 30 days ask the history API for a week and a month and draw', async () => {
+    await page.goto(`${base}/#/device/device_001`);
+    await page.waitForSelector('[data-test=meta] dd');
+    for (const [range, ms] of [['7d', 7 * 86400e3], ['30d', 30 * 86400e3]]) {
+      const asked = [];
+      const onRequest = (r) => { if (r.url().includes('/history')) asked.push(new URL(r.url()).searchParams); };
+      page.on('request', onRequest);
+      const answer = page.waitForResponse((r) => {
+        const q = new URL(r.url()).searchParams;
+        return r.url().includes('/history') && q.get('range') === range && q.get('sensor') === 'temperature';
+      });
+      await page.click(`[data-test=range] [data-range="${range}"]`);
+      const res = await answer;
+      await page.waitForSelector(`#view[data-range="${range}"]`);
+      page.off('request', onRequest);
+      const mine = asked.filter((q) => q.get('range') === range);
+      const sensors = mine.map((q) => q.get('sensor')).sort().join(',');
+      assert(sensors === 'current,humidity,pressure,temperature', `${range}: history asked for ${sensors}`);
+      assert(mine.every((q) => q.get('points') === '300' && !q.has('from') && !q.has('to')), `${range}: ${mine.map(String).join(' | ')}`);
+      assert(res.status() === 200, `${range}: ${res.status()}`);
+      const body = await res.json();
+      assert(body.to - body.from === ms, `${range}: window ${body.to - body.from} ms`);
+      assert(body.points.length > 0 && body.points.length <= 300, `${range}: ${body.points.length} points`);
+      assert(body.points.every((pt) => pt.t >= body.from && pt.t <= body.to), `${range}: a point outside the window`);
+      for (const sensor of ['temperature', 'humidity', 'pressure', 'current']) {
+        const n = await page.$eval(`[data-test=history-${sensor}]`, (n) => Number(n.dataset.points));
+        assert(n > 0, `${range}: no ${sensor} history points`);
+        const ink = await inked(page, `[data-test=history-${sensor}]`);
+        assert(ink > 0, `${range}: ${sensor} chart has ${n} points but draws nothing`);
+      }
+      const on = await page.$$eval('[data-test=range] button.on', (bs) => bs.map((b) => b.dataset.range));
+      assert(on.join() === range, `buttons on: ${on}`);
+      assert(page.url().endsWith(`?range=${range}`), `URL ${page.url()}`);
+      const href = await page.getAttribute('[data-test=export-csv]', 'href');
+      assert(href.includes(`range=${range}`), `export link ${href}`);
+      await shot(page, `device-${range}`);
+    }
+    // The time axis over days: dates where ticks are a day apart, the date under the first
+    // tick and each new day's when they are closer; plain hh:mm within a day.
+    const labels = await page.evaluate(async () => {
+      const { timeTicks } = await import('/web/js/charts.js');
+      const at = (d, hour = 0) => new Date(2026, 11, d, hour).getTime() / 1000;
+      const week = { scales: { x: { min: at(1), max: at(8) } } };
+      const hour = { scales: { x: { min: at(1, 10), max: at(1, 11) } } };
+      return {
+        days: timeTicks(week, [at(1), at(2), at(3), at(4)]),
+        halfDays: timeTicks(week, [at(1, 12), at(2), at(2, 12)]),
+        hour: timeTicks(hour, [at(1, 10), at(1, 10) + 600]),
+      };
+    });
+    const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+    assert(same(labels.days, ['1 Dec', '2 Dec', '3 Dec', '4 Dec']), `daily ticks: ${JSON.stringify(labels.days)}`);
+    assert(same(labels.halfDays, ['12:00\n1 Dec', '00:00\n2 Dec', '12:00']), `12-hour ticks: ${JSON.stringify(labels.halfDays)}`);
+    assert(same(labels.hour, ['10:00', '10:10']), `ticks within an hour: ${JSON.stringify(labels.hour)}`);
+    noProblems(problems);
+  });
+
+  await test('a custom from–to range asks for that window, survives a reload, and a reversed one asks nothing', async () => {
+    // Not UTC, so that reading the inputs as UTC instead of local time would show.
+    const ctx = await browser.newContext({ viewport: { width: 1366, height: 900 }, timezoneId: 'Asia/Shanghai' });
+    const { page: p, problems: pp } = await openPage(ctx);
+    const asked = [];
+    p.on('request', (r) => { if (r.url().includes('/history')) asked.push(new URL(r.url()).searchParams); });
+    const temperatureAnswer = () => p.waitForResponse((r) => r.url().includes('/history') && r.url().includes('sensor=temperature'));
+    await p.goto(`${base}/#/device/device_001?range=1h`);
+    await p.waitForSelector('#view[data-range="1h"]');
+    const MIN = 60e3;
+    const from = Math.floor((Date.now() - 10 * MIN) / MIN) * MIN;
+    const to = Math.floor((Date.now() + 2 * MIN) / MIN) * MIN;
+    const local = (ms) => new Date(ms + 8 * 3600e3).toISOString().slice(0, 16); // UTC+8, no DST
+    await p.fill('[data-test=custom-from]', local(from));
+    await p.fill('[data-test=custom-to]', local(to));
+    asked.length = 0;
+    let answer = temperatureAnswer();
+    await p.click('[data-test=custom-apply]');
+    let body = await (await answer).json();
+    await p.waitForSelector('#view[data-range="custom"]');
+    assert(body.from === from && body.to === to, `answer window ${body.from}–${body.to}, asked ${from}–${to}`);
+    const mine = asked.filter((q) => q.get('from') === String(from));
+    assert(mine.length === 4 && mine.every((q) => q.get('to') === String(to) && !q.has('range')), `requests: ${asked.map(String).join(' | ')}`);
+    for (const sensor of ['temperature', 'humidity', 'pressure', 'current']) {
+      const n = await p.$eval(`[data-test=history-${sensor}]`, (n) => Number(n.dataset.points));
+      assert(n > 0, `custom: no ${sensor} history points`);
+      const ink = await inked(p, `[data-test=history-${sensor}]`);
+      assert(ink > 3, `custom: ${sensor} chart has ${n} points but draws nothing (${ink} px)`);
+    }
+    assert(p.url().endsWith(`?from=${from}&to=${to}`), `URL ${p.url()}`);
+    const href = await p.getAttribute('[data-test=export-csv]', 'href');
+    assert(href.includes(`from=${from}`) && href.includes(`to=${to}`) && !href.includes('range='), `export link ${href}`);
+    assert(await p.$eval('[data-test=custom-error]', (n) => n.hidden), 'error shown for a valid range');
+    assert((await p.$$('[data-test=range] button.on')).length === 0, 'a preset is still marked');
+    await shot(p, 'device-custom');
+
+    // A reload (or a shared link) keeps the custom range.
+    answer = temperatureAnswer();
+    await p.reload();
+    body = await (await answer).json();
+    await p.waitForSelector('#view[data-range="custom"]');
+    assert(body.from === from && body.to === to, `after reload: ${body.from}–${body.to}`);
+    const inputs = await p.$$eval('[data-test=custom-range] input', (is) => is.map((i) => i.value));
+    assert(inputs[0] === local(from) && inputs[1] === local(to), `inputs after reload: ${inputs}`);
+
+    // From after To: a message, no request, and the range on screen stays.
+    asked.length = 0;
+    await p.fill('[data-test=custom-from]', local(to + 60 * MIN));
+    await p.click('[data-test=custom-apply]');
+    await p.waitForSelector('[data-test=custom-error]:not([hidden])', { timeout: 5000 });
+    const message = await p.textContent('[data-test=custom-error]');
+    assert(/before/i.test(message), `message: ${message}`);
+    assert(await p.isVisible('[data-test=custom-error]'), 'message not visible');
+    const invalid = await p.$$eval('[data-test=custom-range] input', (is) => is.map((i) => i.getAttribute('aria-invalid')));
+    assert(invalid.every((v) => v === 'true'), `aria-invalid: ${invalid}`);
+    await sleep(1500);
+    const stray = asked.filter((q) => q.get('from') !== String(from) || q.get('to') !== String(to));
+    assert(stray.length === 0, `requests for a reversed range: ${stray.map(String).join(' | ')}`);
+    assert(p.url().endsWith(`?from=${from}&to=${to}`), `URL changed to ${p.url()}`);
+    await shot(p, 'device-custom-reversed');
+    // Putting it right clears the message.
+    await p.fill('[data-test=custom-from]', local(from));
+    await p.click('[data-test=custom-apply]');
+    await p.waitForSelector('[data-test=custom-error][hidden]', { state: 'attached', timeout: 5000 });
+    noProblems(pp);
+    await ctx.close();
+  });
+
   await test('an injected fault raises an alert in the panel, and acknowledging it updates its status', async () => {
     await page.goto(`${base}/#/`);
     await live(page);

@@ -186,6 +186,22 @@ async fn history_is_downsampled_to_at_most_the_points_asked_and_summarises_right
         h["to"].as_i64().expect("to") - h["from"].as_i64().expect("from"),
         300_000
     );
+    // A week and a month: the window is that long whatever history there is (here minutes).
+    for (range, ms) in [("7d", 7 * 86_400_000), ("30d", 30 * 86_400_000)] {
+        let (status, h) = get(
+            &f.app,
+            &format!("/api/devices/device_001/history?range={range}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{range}: {h}");
+        assert_eq!(
+            h["to"].as_i64().expect("to") - h["from"].as_i64().expect("from"),
+            ms,
+            "{range}"
+        );
+        let points = h["points"].as_array().expect("points");
+        assert!(!points.is_empty() && points.len() <= 300, "{range}: {h}");
+    }
     for sensor in [
         "humidity",
         "pressure",
@@ -207,6 +223,14 @@ async fn history_is_downsampled_to_at_most_the_points_asked_and_summarises_right
     let base = "/api/devices/device_001/history";
     bad_param(&f.app, &format!("{base}?sensor=voltage"), "sensor").await;
     bad_param(&f.app, &format!("{base}?range=2h"), "range").await;
+    let (_, body) = get(&f.app, &format!("{base}?range=1w")).await;
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("message")
+            .contains("one of 1m, 5m, 1h, 1d, 7d, 30d"),
+        "{body}"
+    );
     bad_param(&f.app, &format!("{base}?points=0"), "points").await;
     bad_param(&f.app, &format!("{base}?points=10001"), "points").await;
     bad_param(&f.app, &format!("{base}?points=many"), "points").await;
@@ -290,6 +314,19 @@ async fn csv_export_streams_every_sample_and_parses_back() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(String::from_utf8_lossy(&body).lines().count(), 1 + 10);
+
+    // A week or a month covers every raw sample there is.
+    for range in ["7d", "30d"] {
+        let (status, _, body) = call(
+            &f.app,
+            Method::GET,
+            &format!("/api/devices/device_007/export?range={range}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{range}");
+        let lines = String::from_utf8_lossy(&body).lines().count();
+        assert_eq!(lines, 1 + n as usize, "{range}");
+    }
 
     bad_param(
         &f.app,

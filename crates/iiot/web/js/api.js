@@ -19,14 +19,17 @@ function query(params) {
   return s ? `?${s}` : '';
 }
 
+/** The time window of a history or export request: a range name ('1h') or {from, to} (Unix ms). */
+const windowOf = (range) => (range && typeof range === 'object' ? { from: range.from, to: range.to } : { range });
+
 export const api = {
   stats: () => request('/api/stats'),
   devices: (filter = {}) => request(`/api/devices${query(filter)}`),
   device: (id) => request(`/api/devices/${encodeURIComponent(id)}`),
   history: (id, sensor, range, points = 300) =>
-    request(`/api/devices/${encodeURIComponent(id)}/history${query({ sensor, range, points })}`),
+    request(`/api/devices/${encodeURIComponent(id)}/history${query({ sensor, ...windowOf(range), points })}`),
   exportUrl: (id, format, range) =>
-    `/api/devices/${encodeURIComponent(id)}/export${query({ format, range })}`,
+    `/api/devices/${encodeURIComponent(id)}/export${query({ format, ...windowOf(range) })}`,
   alerts: (filter = {}) => request(`/api/alerts${query(filter)}`),
   acknowledge: (alertId) =>
     request(`/api/alerts/${encodeURIComponent(alertId)}/ack`, { method: 'POST' }),

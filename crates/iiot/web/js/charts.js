@@ -8,17 +8,44 @@ import uPlot from '../vendor/uplot-1.6.32/uPlot.esm.js';
 export const PALETTE = ['#0f766e', '#2563eb', '#d97706', '#db2777', '#7c3aed', '#65a30d', '#0891b2', '#dc2626'];
 
 const pad = (n) => String(n).padStart(2, '0');
-/** 24-hour tick labels; seconds only when the ticks are less than a minute apart. */
-function timeTicks(u, ticks) {
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+const DAY = 86400;
+/** '2 Dec': a date no reader takes for another (unlike 2/12). */
+const dateLabel = (d) => `${d.getDate()} ${MONTHS[d.getMonth()]}`;
+const hhmm = (d) => `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+const dayOf = (d) => d.getFullYear() * 400 + d.getMonth() * 32 + d.getDate();
+/** True when the x axis of `u` spans about a day or more: its labels then carry dates. */
+const multiDay = (u) => u.scales.x.max - u.scales.x.min > DAY * 0.9;
+/**
+ * 24-hour tick labels (local time); seconds only when the ticks are less than a minute apart.
+ * Over a day or more, ticks a day or more apart are dates ('2 Dec'), and closer ticks are
+ * hh:mm with the date under the first one and under each that starts a new day.
+ */
+export function timeTicks(u, ticks) {
   const step = ticks.length > 1 ? ticks[1] - ticks[0] : 60;
-  const days = (u.scales.x.max - u.scales.x.min) > 86400 * 0.9;
+  const days = multiDay(u);
+  let prev = null;
   return ticks.map((t) => {
     const d = new Date(t * 1000);
-    const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+    const hm = hhmm(d);
     if (step < 60) return `${hm}:${pad(d.getSeconds())}`;
-    return days && d.getHours() === 0 && d.getMinutes() === 0 ? `${d.getDate()}/${d.getMonth() + 1}` : hm;
+    if (!days) return hm;
+    if (step >= DAY * 0.99) return dateLabel(d);
+    const day = dayOf(d);
+    const fresh = day !== prev;
+    prev = day;
+    return fresh ? `${hm}\n${dateLabel(d)}` : hm;
   });
 }
+/** Height of the time axis: room for a second line (the date) when a label has one. */
+const xSize = (u, values) => (values && values.some((v) => String(v).includes('\n')) ? 64 : 50);
+/** The cursor's time: with the date when the axis spans days. */
+const timeValue = (u, v) => {
+  if (v == null) return '–';
+  const d = new Date(v * 1000);
+  const time = d.toLocaleTimeString('en-GB');
+  return multiDay(u) ? `${dateLabel(d)} ${time}` : time;
+};
 /** Room for the longest y tick label. */
 const ySize = (u, values) => (values ? Math.max(3, ...values.map((v) => String(v).length)) * 7 + 22 : 40);
 
@@ -39,7 +66,7 @@ export function lineChart(box, { series, unit = '', decimals = 1, height = 220, 
   let xWindow = null;
 
   function opts(width) {
-    const s = [{ value: (u, v) => (v == null ? '–' : new Date(v * 1000).toLocaleTimeString('en-GB')) }];
+    const s = [{ value: timeValue }];
     for (const def of current) {
       s.push({
         label: def.label,
@@ -63,7 +90,7 @@ export function lineChart(box, { series, unit = '', decimals = 1, height = 220, 
       cursor: { drag: { x: false, y: false }, points: { size: 6 } },
       scales: { x: { time: true, range: (u, min, max) => (xWindow ? [xWindow.min, xWindow.max] : [min, max]) } },
       axes: [
-        { ...AXIS, space: 70, values: timeTicks },
+        { ...AXIS, space: 70, size: xSize, values: timeTicks },
         { ...AXIS, size: ySize, values: (u, ticks) => ticks.map((v) => `${+v.toFixed(decimals)}`) },
       ],
     };
@@ -123,7 +150,7 @@ export function barChart(box, { series, height = 160 }) {
     cursor: { drag: { x: false, y: false } },
     scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(4, max)] } },
     series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, fill: `${s.color}cc`, paths: bars, points: { show: false } }))],
-    axes: [{ ...AXIS, space: 70, values: timeTicks }, { ...AXIS, size: 40, values: (u, t) => t.map((v) => (Number.isInteger(v) ? v : '')) }],
+    axes: [{ ...AXIS, space: 70, size: xSize, values: timeTicks }, { ...AXIS, size: 40, values: (u, t) => t.map((v) => (Number.isInteger(v) ? v : '')) }],
   }, data, box);
   let last = [[], ...series.map(() => [])];
   let plot = make(Math.max(200, box.clientWidth), last);

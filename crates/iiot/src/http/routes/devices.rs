@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::super::error::AppError;
 use super::super::params::{Params, PathId};
 use super::super::state::AppState;
-use super::{RANGES, SENSORS};
+use super::{RANGE_NAMES, RANGES, SENSORS};
 use crate::store::{DeviceFilter, DeviceStatus, DeviceView, MAX_PER_PAGE, MAX_POINTS, Page};
 
 /// Points of a history answer when `points` is not given.
@@ -117,7 +117,7 @@ pub(super) fn window(params: &Params, now_ms: i64) -> Result<(i64, i64), AppErro
     let to = params.int("to", "Unix ms")?;
     let range = params.parse_with(
         "range",
-        || "one of 1m, 5m, 1h, 1d".into(),
+        || format!("one of {}", RANGE_NAMES.join(", ")),
         |v| {
             RANGES
                 .iter()

@@ -153,8 +153,11 @@ pub(crate) const RANGES: &[(&str, i64)] = &[
     ("5m", 300_000),
     ("1h", 3_600_000),
     ("1d", 86_400_000),
+    ("7d", 7 * 86_400_000),
+    ("30d", 30 * 86_400_000),
 ];
-const RANGE_NAMES: &[&str] = &["1m", "5m", "1h", "1d"];
+/// The names of [`RANGES`], for the OpenAPI enum and error messages.
+pub(crate) const RANGE_NAMES: &[&str] = &["1m", "5m", "1h", "1d", "7d", "30d"];
 /// The device statuses, for `status=`.
 const DEVICE_STATUSES: &[&str] = &["online", "offline", "fault"];
 /// The alert statuses, for `status=`.
@@ -533,6 +536,16 @@ mod tests {
                 .collect();
             assert_eq!(in_path, documented, "{}", r.path);
         }
+    }
+
+    #[test]
+    fn week_and_month_ranges_are_seven_and_thirty_days() {
+        let ms = |name| RANGES.iter().find(|(n, _)| *n == name).map(|(_, ms)| *ms);
+        assert_eq!(ms("1d"), Some(86_400_000));
+        assert_eq!(ms("7d"), Some(604_800_000));
+        assert_eq!(ms("30d"), Some(2_592_000_000));
+        // Longest last, so the list reads as a scale.
+        assert!(RANGES.windows(2).all(|w| w[0].1 < w[1].1));
     }
 
     #[test]
