@@ -477,6 +477,7 @@ mod tests {
     fn every_key_rejects_garbage_unless_free_text() {
         let free_text = [
             "IIOT_CONFIG",
+            "DATA_DIR",
             "KAFKA_SASL_USERNAME",
             "KAFKA_SASL_PASSWORD",
             "KAFKA_SSL_KEY_PASSWORD",

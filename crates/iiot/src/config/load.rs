@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::file::{ConfigFile, read_file, scalar_text, whole_file};
 use super::keys::{self, KEYS, Key};
 use super::{
-    Config, ConfigError, HistorySettings, KafkaSettings, LogFormat, LogSettings, MqttSettings, Origin,
-    ProcessorSettings, SimulatorSettings, Sources, WebSocketSettings,
+    Config, ConfigError, HistorySettings, KafkaSettings, LogFormat, LogSettings, MqttSettings,
+    Origin, ProcessorSettings, SimulatorSettings, Sources, WebSocketSettings,
 };
 use crate::alerts::rules::{RuleError, RuleSet, Thresholds};
 use crate::sinks::notify::NotifySettings;

@@ -280,7 +280,10 @@ mod tests {
     #[test]
     fn names_round_trip() {
         let s = seg(Tier::Minute, 1, (13, 24), -5, 1_700_000_000_000);
-        assert_eq!(s.file_name(), "1-0000000013-0000000024_-5_1700000000000.parquet");
+        assert_eq!(
+            s.file_name(),
+            "1-0000000013-0000000024_-5_1700000000000.parquet"
+        );
         assert_eq!(Segment::parse(Tier::Minute, &s.file_name(), 0), Some(s));
         assert_eq!(Segment::parse(Tier::Raw, "notes.txt", 0), None);
         assert_eq!(Segment::parse(Tier::Raw, "0-1-2_3_4_5.parquet", 0), None);
@@ -302,7 +305,10 @@ mod tests {
         std::fs::write(root.join("1h").join("x.parquet.tmp"), b"x").expect("write");
         let (catalog, cleanup) = Catalog::scan(root).expect("scan");
         assert_eq!((cleanup.unfinished, cleanup.merged), (1, 2));
-        let levels: Vec<_> = catalog.tiers[2].iter().map(|s| (s.level, s.seals)).collect();
+        let levels: Vec<_> = catalog.tiers[2]
+            .iter()
+            .map(|s| (s.level, s.seals))
+            .collect();
         assert_eq!(levels, vec![(1, (1, 2)), (0, (3, 3))]);
         assert_eq!(catalog.last_seal(), 3);
         assert_eq!(catalog.overlapping(Tier::Hour, 21, 25).len(), 1);

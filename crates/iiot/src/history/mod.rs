@@ -46,8 +46,8 @@ use std::time::Duration;
 
 use iiot_model::{Alert, Reading};
 
-pub use catalog::Tier;
 use catalog::Catalog;
+pub use catalog::Tier;
 use pending::Pending;
 
 use crate::processor::RecoveredAlerts;
@@ -343,11 +343,7 @@ impl History {
             *stopping = true;
             self.shared.wake.notify_all();
         }
-        let handle = self
-            .writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = handle {
             let _ = h.join();
         }

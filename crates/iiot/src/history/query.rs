@@ -109,7 +109,9 @@ impl History {
     fn buckets(&self, tier: Tier, id: &str, from: i64, to: i64) -> Vec<Bucket> {
         let shared = self.shared();
         let segments = shared.catalog().overlapping(tier, from, to);
-        let mut pending = shared.pending().rows_of(id, from, to.saturating_add(tier.width_ms()));
+        let mut pending = shared
+            .pending()
+            .rows_of(id, from, to.saturating_add(tier.width_ms()));
         pending.sort_by_key(|r| r.t);
         pending.dedup_by_key(|r| r.t);
         let mut out = rollup::roll(&pending, tier.width_ms());

@@ -92,7 +92,10 @@ mod tests {
         let rows = [row(0, 10), row(30_000, 30), row(60_000, 5), row(119_999, 7)];
         let b = roll(&rows, 60_000);
         assert_eq!(b.len(), 2);
-        assert_eq!((b[0].t, b[0].count, b[0].min[0], b[0].max[0], b[0].sum[0]), (0, 2, 10, 30, 40));
+        assert_eq!(
+            (b[0].t, b[0].count, b[0].min[0], b[0].max[0], b[0].sum[0]),
+            (0, 2, 10, 30, 40)
+        );
         assert_eq!((b[1].t, b[1].count, b[1].sum[0]), (60_000, 2, 12));
         // A late reading of the first minute, rolled up in a later segment.
         let mut all = vec![b[1], Bucket::of(&row(59_000, 1), 60_000), b[0]];

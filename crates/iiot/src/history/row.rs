@@ -133,7 +133,11 @@ impl Row {
 /// The value of parameter `i` stored as `code` (hundredths for the sensors): an exact integer
 /// over the scale, so a value sent with two decimals comes back as the same `f64`.
 pub(crate) fn decode(i: usize, code: i64) -> f64 {
-    if i < 4 { code as f64 / 100.0 } else { code as f64 }
+    if i < 4 {
+        code as f64 / 100.0
+    } else {
+        code as f64
+    }
 }
 
 /// Scale of parameter `i`'s codes (sums are kept in the same units).

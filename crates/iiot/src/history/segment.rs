@@ -83,9 +83,7 @@ fn err(e: ParquetError) -> io::Error {
 fn properties(int_columns: &[String]) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_1_0)
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).unwrap_or_default(),
-        ))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_dictionary_enabled(false)
         .set_column_dictionary_enabled(ColumnPath::from("device_id"), true)
@@ -182,9 +180,11 @@ pub(crate) fn write_rollups(path: &Path, devices: &[(&str, Vec<Bucket>)]) -> io:
         }
     }
     let ints: Vec<String> = std::iter::once("count".to_string())
-        .chain(NAMES.iter().flat_map(|n| {
-            ["min", "max", "sum"].map(|part| format!("{n}_{part}"))
-        }))
+        .chain(
+            NAMES
+                .iter()
+                .flat_map(|n| ["min", "max", "sum"].map(|part| format!("{n}_{part}"))),
+        )
         .collect();
     write_file(path, &rollup_schema(), &ints, &ids, |k, range| {
         let b = &buckets[range.clone()];
@@ -345,7 +345,12 @@ mod tests {
         let names: Vec<String> = (0..400).map(|d| format!("device_{d:04}")).collect();
         let devices: Vec<(&str, Vec<Row>)> = names
             .iter()
-            .map(|n| (n.as_str(), (0..60).map(|k| row(k * 5_000, 2_000 + k as i32)).collect()))
+            .map(|n| {
+                (
+                    n.as_str(),
+                    (0..60).map(|k| row(k * 5_000, 2_000 + k as i32)).collect(),
+                )
+            })
             .collect();
         write_raw(&path, &devices).expect("write");
         let got = read_raw(&path, "device_0137").expect("read");

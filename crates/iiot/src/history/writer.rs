@@ -198,7 +198,10 @@ fn decode_frame(pending: &mut Pending, frame: &[u8]) -> usize {
     let mut n = 0;
     while rest.len() >= 2 {
         let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
-        let Some(id) = rest.get(2..2 + len).and_then(|b| std::str::from_utf8(b).ok()) else {
+        let Some(id) = rest
+            .get(2..2 + len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+        else {
             break;
         };
         let Some(row) = rest.get(2 + len..).and_then(Row::read_from) else {
@@ -258,7 +261,9 @@ pub(crate) fn write_seal(root: &Path, catalog: &mut Catalog, sealing: &Sealing) 
             max_t,
             bytes: 0,
         };
-        written.push(place(root, seg, |tmp| segment::write_rollups(tmp, &buckets))?);
+        written.push(place(root, seg, |tmp| {
+            segment::write_rollups(tmp, &buckets)
+        })?);
     }
     let (min_t, max_t) = span(devices.iter().flat_map(|(_, r)| r.iter().map(|r| r.t)));
     let seg = Segment {
@@ -419,7 +424,11 @@ impl Writer {
             }
         }
         if !alerts.is_empty() {
-            match self.alerts.append(&alerts).and_then(|()| self.alerts.sync()) {
+            match self
+                .alerts
+                .append(&alerts)
+                .and_then(|()| self.alerts.sync())
+            {
                 Ok(()) => {
                     let n = alerts.len() as u64;
                     shared.stats.alerts_written.fetch_add(n, Ordering::Relaxed);

@@ -88,8 +88,57 @@ pub struct Snapshot {
     pub mqtt: Option<MqttSnapshot>,
     /// `POST /api/ingest`: readings accepted and rejected.
     pub ingest: [u64; 2],
+    /// History on disk, where it is kept.
+    pub history: Option<HistorySnapshot>,
     /// This process's resource use.
     pub process: ProcessStats,
+}
+
+/// History on disk, as `/metrics` shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistorySnapshot {
+    /// Readings written.
+    pub rows_written: u64,
+    /// Failed writes.
+    pub write_errors: u64,
+    /// Readings dropped (too many waiting).
+    pub dropped: u64,
+    /// Readings in memory not in a segment yet.
+    pub pending: u64,
+    /// Flushes, and their total time in seconds.
+    pub flushes: u64,
+    /// Total flush time, seconds.
+    pub flush_seconds: f64,
+    /// By tier: name, bytes, segments, oldest event time (Unix s).
+    pub tiers: Vec<(&'static str, u64, u64, Option<f64>)>,
+}
+
+impl HistorySnapshot {
+    /// Reads `history`'s counters and usage.
+    pub fn take(history: &crate::history::History) -> HistorySnapshot {
+        let s = history.stats();
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        HistorySnapshot {
+            rows_written: load(&s.rows_written),
+            write_errors: load(&s.write_errors),
+            dropped: load(&s.dropped),
+            pending: history.pending_rows() as u64,
+            flushes: load(&s.flushes),
+            flush_seconds: load(&s.flush_micros) as f64 / 1e6,
+            tiers: history
+                .usage()
+                .into_iter()
+                .map(|(t, bytes, n, oldest)| {
+                    (
+                        t.name(),
+                        bytes,
+                        n as u64,
+                        oldest.map(|ms| ms as f64 / 1000.0),
+                    )
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The MQTT source's counters, as `/metrics` shows them.
@@ -188,6 +237,11 @@ impl Snapshot {
                 connection_failures: load(&m.connection_failures),
             }),
             ingest: [load(&state.ingest.accepted), load(&state.ingest.rejected)],
+            history: state
+                .live
+                .as_ref()
+                .and_then(|l| l.history.as_deref())
+                .map(HistorySnapshot::take),
             process: ProcessStats::current(),
         }
     }
@@ -279,6 +333,7 @@ impl Snapshot {
         self.render_simulator(e);
         self.render_notify(e);
         self.render_ingestion(e);
+        self.render_history(e);
         self.render_process(e);
         out.0
     }
@@ -451,6 +506,35 @@ impl Snapshot {
         e.family(&INGEST_READINGS);
         for (status, n) in ["accepted", "rejected"].into_iter().zip(self.ingest) {
             e.sample(&INGEST_READINGS, "", &[("status", status)], n);
+        }
+    }
+
+    /// History's families: described always, sampled where history is kept.
+    fn render_history(&self, e: &mut Exposition) {
+        let h = self.history.as_ref();
+        e.optional(&HISTORY_ROWS_WRITTEN, h.map(|h| h.rows_written));
+        e.optional(&HISTORY_WRITE_ERRORS, h.map(|h| h.write_errors));
+        e.optional(&HISTORY_DROPPED, h.map(|h| h.dropped));
+        e.optional(&HISTORY_PENDING, h.map(|h| h.pending));
+        e.family(&HISTORY_FLUSH_DURATION);
+        if let Some(h) = h {
+            e.sample(&HISTORY_FLUSH_DURATION, "_sum", &[], h.flush_seconds);
+            e.sample(&HISTORY_FLUSH_DURATION, "_count", &[], h.flushes);
+        }
+        let tiers = h.map_or(&[][..], |h| &h.tiers[..]);
+        e.family(&HISTORY_BYTES);
+        for (tier, bytes, _, _) in tiers {
+            e.sample(&HISTORY_BYTES, "", &[("tier", tier)], bytes);
+        }
+        e.family(&HISTORY_SEGMENTS);
+        for (tier, _, n, _) in tiers {
+            e.sample(&HISTORY_SEGMENTS, "", &[("tier", tier)], n);
+        }
+        e.family(&HISTORY_OLDEST);
+        for (tier, _, _, oldest) in tiers {
+            if let Some(t) = oldest {
+                e.sample(&HISTORY_OLDEST, "", &[("tier", tier)], t);
+            }
         }
     }
 

@@ -21,18 +21,18 @@ use tokio_util::sync::CancellationToken;
 use super::join_bounded;
 use crate::backend::{self, Backend};
 use crate::config::Config;
+use crate::history::{History, HistoryConfig};
 use crate::http::{AppState, OpsState};
 use crate::hub::{Hub, HubConfig};
 use crate::listeners::{self, Server};
 use crate::processor::ProcessorStats;
+use crate::processor::RecoveredAlerts;
 use crate::processor::group::COMMAND_QUEUE;
 use crate::processor::run::Command;
 use crate::simulator::SimStats;
 use crate::sinks::Sink;
 use crate::sinks::live::Live;
 use crate::sinks::notify::NotifyShared;
-use crate::history::{History, HistoryConfig};
-use crate::processor::RecoveredAlerts;
 use crate::store::{Store, StoreConfig};
 
 /// What a serve side shares with the rest of its process.

@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Sink, SinkError, Verdicts};
 use crate::backend::Backend;
+use crate::history::History;
 use crate::hub::Hub;
 use crate::now_ms;
-use crate::history::History;
 use crate::store::{Recorded, Store};
 
 /// How often old history is dropped.

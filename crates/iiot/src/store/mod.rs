@@ -66,8 +66,8 @@ use serde::Serialize;
 
 pub use alert_log::{AlertFilter, MAX_ALERTS_LISTED};
 use device::Device;
-pub use history::{HistoryPoint, MAX_POINTS};
 pub(crate) use history::{Acc, Buckets, Downsampler};
+pub use history::{HistoryPoint, MAX_POINTS};
 pub use raw::RawSample;
 use raw::{RawInsert, RingSize, Slot};
 pub use view::{DeviceFilter, DeviceStatus, DeviceView, MAX_PER_PAGE, Page, StatusCounts};

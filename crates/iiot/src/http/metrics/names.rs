@@ -344,6 +344,55 @@ pub const NOTIFY_HELD: MetricDef = def(
     "Open alerts held back by a silence, to be notified when it ends if still open.",
 );
 
+/// Readings written to history on disk.
+pub const HISTORY_ROWS_WRITTEN: MetricDef = def(
+    "iot_history_rows_written_total",
+    MetricKind::Counter,
+    "Readings written to history on disk (its write-ahead log).",
+);
+/// Failed history writes.
+pub const HISTORY_WRITE_ERRORS: MetricDef = def(
+    "iot_history_write_errors_total",
+    MetricKind::Counter,
+    "Failed history writes (disk full, I/O errors); the readings wait in memory and are written when the disk takes them again.",
+);
+/// Readings history dropped.
+pub const HISTORY_DROPPED: MetricDef = def(
+    "iot_history_dropped_total",
+    MetricKind::Counter,
+    "Readings not kept in history because too many were waiting for the disk.",
+);
+/// Readings in memory not yet in a segment.
+pub const HISTORY_PENDING: MetricDef = def(
+    "iot_history_pending_rows",
+    MetricKind::Gauge,
+    "Readings held in memory that are not in a segment yet.",
+);
+/// Flushes of the write-ahead log.
+pub const HISTORY_FLUSH_DURATION: MetricDef = def(
+    "iot_history_flush_duration_seconds",
+    MetricKind::Summary,
+    "Time spent writing and syncing the write-ahead log and the alert log, per flush.",
+);
+/// Bytes on disk, by `tier`.
+pub const HISTORY_BYTES: MetricDef = def(
+    "iot_history_bytes",
+    MetricKind::Gauge,
+    "Bytes of history segments on disk, by tier (raw, 1m, 1h).",
+);
+/// Segment files, by `tier`.
+pub const HISTORY_SEGMENTS: MetricDef = def(
+    "iot_history_segments",
+    MetricKind::Gauge,
+    "History segment files, by tier.",
+);
+/// Oldest event time held, by `tier`.
+pub const HISTORY_OLDEST: MetricDef = def(
+    "iot_history_oldest_timestamp_seconds",
+    MetricKind::Gauge,
+    "Event time of the oldest reading or bucket held, by tier (Unix seconds).",
+);
+
 /// Every metric family `/metrics` exposes, in the order rendered.
 pub const METRICS: &[MetricDef] = &[
     MESSAGES,
@@ -391,6 +440,14 @@ pub const METRICS: &[MetricDef] = &[
     MQTT_CONNECTED,
     MQTT_CONNECTION_FAILURES,
     INGEST_READINGS,
+    HISTORY_ROWS_WRITTEN,
+    HISTORY_WRITE_ERRORS,
+    HISTORY_DROPPED,
+    HISTORY_PENDING,
+    HISTORY_FLUSH_DURATION,
+    HISTORY_BYTES,
+    HISTORY_SEGMENTS,
+    HISTORY_OLDEST,
     PROCESS_RESIDENT_MEMORY,
     PROCESS_VIRTUAL_MEMORY,
     PROCESS_CPU,

@@ -75,6 +75,17 @@ fn snapshot() -> Snapshot {
             connection_failures: 2,
         }),
         ingest: [5, 1],
+        history: Some(HistorySnapshot {
+            rows_written: 500,
+            write_errors: 1,
+            flushes: 4,
+            flush_seconds: 0.02,
+            tiers: vec![
+                ("raw", 4096, 2, Some(1_700_000_000.0)),
+                ("1m", 512, 1, None),
+            ],
+            ..HistorySnapshot::default()
+        }),
         process: ProcessStats {
             resident_memory_bytes: Some(50 << 20),
             virtual_memory_bytes: Some(300 << 20),

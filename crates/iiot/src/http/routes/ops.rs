@@ -34,6 +34,14 @@ pub(super) async fn ready(State(state): State<OpsState>) -> impl IntoResponse {
     } else if mqtt_down {
         "the MQTT broker is not reachable"
     } else {
+        // History that cannot write does not stop the live view: still ready, but degraded.
+        let history = state.live.as_ref().and_then(|l| l.history.as_ref());
+        if let Some(problem) = history.and_then(|h| h.problem()) {
+            return (
+                StatusCode::OK,
+                Json(json!({"status": "degraded", "error": format!("history: {problem}")})),
+            );
+        }
         return (StatusCode::OK, Json(json!({"status": "ready"})));
     };
     (
