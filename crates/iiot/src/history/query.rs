@@ -90,8 +90,13 @@ impl History {
     /// Raw rows of `id` in `[from, to]` from segments and memory, sorted, each time once.
     fn rows(&self, id: &str, from: i64, to: i64) -> Vec<Row> {
         let shared = self.shared();
-        let segments = shared.catalog().overlapping(Tier::Raw, from, to);
-        let mut rows = shared.pending().rows_of(id, from, to);
+        let (segments, mut rows) = {
+            // Under the catalog's lock: a seal that finishes meanwhile moves rows from memory
+            // into a segment in one step, so they are seen once.
+            let catalog = shared.catalog();
+            let segments = catalog.overlapping(Tier::Raw, from, to);
+            (segments, shared.pending().rows_of(id, from, to))
+        };
         for s in segments {
             match segment::read_raw(&s.path(&shared.root), id) {
                 Ok(r) => rows.extend(r.into_iter().filter(|r| (from..=to).contains(&r.t))),
@@ -107,22 +112,47 @@ impl History {
     /// Buckets of `tier` for `id` starting in `[from, to]`, merged, in time order. The readings
     /// not yet sealed are rolled up on the fly.
     fn buckets(&self, tier: Tier, id: &str, from: i64, to: i64) -> Vec<Bucket> {
+        // A merge that replaced a listed segment in the meantime: list again, once.
+        match self.try_buckets(tier, id, from, to) {
+            Ok(b) => b,
+            Err(_) => self
+                .try_buckets(tier, id, from, to)
+                .unwrap_or_else(|partial| partial),
+        }
+    }
+
+    /// [`History::buckets`]; `Err` with what was found when a listed segment was gone.
+    fn try_buckets(
+        &self,
+        tier: Tier,
+        id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Bucket>, Vec<Bucket>> {
         let shared = self.shared();
-        let segments = shared.catalog().overlapping(tier, from, to);
-        let mut pending = shared
-            .pending()
-            .rows_of(id, from, to.saturating_add(tier.width_ms()));
+        let mut gone = false;
+        let (segments, mut pending) = {
+            let catalog = shared.catalog();
+            let segments = catalog.overlapping(tier, from, to);
+            let rows = shared
+                .pending()
+                .rows_of(id, from, to.saturating_add(tier.width_ms()));
+            (segments, rows)
+        };
         pending.sort_by_key(|r| r.t);
         pending.dedup_by_key(|r| r.t);
         let mut out = rollup::roll(&pending, tier.width_ms());
         for s in segments {
             match segment::read_rollups(&s.path(&shared.root), Some(id)) {
                 Ok(b) => out.extend(b.into_iter().map(|(_, b)| b)),
-                Err(e) => tracing::debug!(error = %e, "history: segment skipped"),
+                Err(e) => {
+                    gone |= e.kind() == std::io::ErrorKind::NotFound;
+                    tracing::debug!(error = %e, "history: segment skipped");
+                }
             }
         }
         rollup::coalesce(&mut out);
         out.retain(|b| (from..=to).contains(&b.t));
-        out
+        if gone { Err(out) } else { Ok(out) }
     }
 }

@@ -117,7 +117,10 @@ pub(crate) fn recover(cfg: &HistoryConfig, root: &Path) -> io::Result<Recovered>
             replayed += decode_frame(&mut pending, frame);
         }
         if let Some(sealing) = pending.start_seal() {
-            write_seal(root, &mut catalog, &sealing)?;
+            forget_partial_seal(root, &mut catalog, sealing.seal);
+            for s in write_seal(root, &sealing)? {
+                catalog.add(s);
+            }
             pending.sealing = None;
         }
         std::fs::remove_file(path)?;
@@ -227,13 +230,18 @@ fn encode_frame(pending: &Pending, rows: &[(u32, Row)]) -> Vec<u8> {
     out
 }
 
-/// Writes the segments of one seal: both rollup tiers, then the raw segment (whose presence
-/// marks the seal done), then syncs the directories and adds them to `catalog`.
-pub(crate) fn write_seal(root: &Path, catalog: &mut Catalog, sealing: &Sealing) -> io::Result<()> {
-    for s in catalog.partial_seal(sealing.seal) {
+/// Deletes what an earlier, interrupted attempt at seal `seal` left behind.
+fn forget_partial_seal(root: &Path, catalog: &mut Catalog, seal: u64) {
+    for s in catalog.partial_seal(seal) {
         let _ = std::fs::remove_file(s.path(root));
         catalog.remove(&s);
     }
+}
+
+/// Writes the segments of one seal: both rollup tiers, then the raw segment (whose presence
+/// marks the seal done), then syncs the directories. Returns them, for the catalog (no lock is
+/// held while writing: queries go on).
+pub(crate) fn write_seal(root: &Path, sealing: &Sealing) -> io::Result<Vec<Segment>> {
     let mut devices: Vec<(&str, Vec<Row>)> = sealing
         .names
         .iter()
@@ -278,10 +286,7 @@ pub(crate) fn write_seal(root: &Path, catalog: &mut Catalog, sealing: &Sealing) 
     for tier in Tier::ALL {
         sync_dir(&root.join(tier.name()))?;
     }
-    for s in written {
-        catalog.add(s);
-    }
-    Ok(())
+    Ok(written)
 }
 
 fn span(times: impl Iterator<Item = i64>) -> (i64, i64) {
@@ -469,13 +474,18 @@ impl Writer {
         let Some(sealing) = sealing else {
             return;
         };
-        let result = {
-            let mut catalog = shared.catalog_mut();
-            write_seal(&shared.root, &mut catalog, &sealing)
-        };
-        match result {
-            Ok(()) => {
-                shared.pending().sealing = None;
+        forget_partial_seal(&shared.root, &mut shared.catalog_mut(), sealing.seal);
+        match write_seal(&shared.root, &sealing) {
+            Ok(written) => {
+                {
+                    // Segments in and the rows out of memory in one step for queries (they
+                    // hold the catalog while they copy the rows in memory).
+                    let mut catalog = shared.catalog_mut();
+                    for s in written {
+                        catalog.add(s);
+                    }
+                    shared.pending().sealing = None;
+                }
                 self.seal_failed = false;
                 shared.stats.seals.fetch_add(1, Ordering::Relaxed);
                 if self.wal.as_ref().is_some_and(|(n, _)| *n == sealing.seal) {
