@@ -166,7 +166,7 @@ async fn compose(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(serve::Serve, process::Process, Notifier)> {
     let mut inputs = GroupInputs::new(Vec::new());
-    let notify = NotifyShared::new(config, system_clock());
+    let notify = NotifyShared::persisted(config, system_clock()).map_err(anyhow::Error::msg)?;
     let serve_inputs = ServeInputs {
         commands: Some(inputs.commands.0.clone()),
         stats: inputs.stats.clone(),

@@ -62,6 +62,23 @@ pub struct NotifyShared {
 }
 
 impl NotifyShared {
+    /// As [`NotifyShared::new`], with the silences kept in `DATA_DIR/silences.json` when
+    /// history is on (read back now: silences survive a restart). For `iiot run`, the one role
+    /// that holds the data directory's lock.
+    pub fn persisted(config: &Config, clock: Clock) -> Result<Arc<NotifyShared>, String> {
+        let shared = NotifyShared::new(config, clock.clone());
+        if !config.history.enabled {
+            return Ok(shared);
+        }
+        let file = config.history.data_dir.join("silences.json");
+        let silences = Silences::persisted(clock, file)
+            .map_err(|e| format!("cannot read the silences: {e}"))?;
+        Ok(Arc::new(NotifyShared {
+            silences: Arc::new(silences),
+            stats: shared.stats.clone(),
+        }))
+    }
+
     /// Silences in memory on `clock`, and zeroed counters for every channel of `config`.
     pub fn new(config: &Config, clock: Clock) -> Arc<NotifyShared> {
         let channels = config
@@ -320,7 +337,41 @@ impl NotifySink {
 mod tests {
     use super::*;
     use crate::sinks::AlertChange;
+    use crate::sinks::notify::silences::SilenceSpec;
     use crate::test_support::alert;
+
+    #[test]
+    fn with_history_on_silences_outlive_the_process_and_without_it_they_do_not() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut config = Config::default();
+        config.history.data_dir = dir.path().to_owned();
+        let clock = silences::system_clock();
+        let spec: SilenceSpec = serde_json::from_value(serde_json::json!({
+            "ends_at": crate::now_ms() + 3_600_000, "comment": "maintenance", "created_by": "ops"
+        }))
+        .expect("spec");
+        let first = NotifyShared::persisted(&config, clock.clone()).expect("persisted");
+        let made = first.silences.create(spec.clone()).expect("created");
+        let again = NotifyShared::persisted(&config, clock.clone()).expect("read back");
+        let listed: Vec<String> = again
+            .silences
+            .list()
+            .into_iter()
+            .map(|v| v.silence.id)
+            .collect();
+        assert_eq!(listed, vec![made.id]);
+        std::fs::write(dir.path().join("silences.json"), b"{not json").expect("garble");
+        let err = NotifyShared::persisted(&config, clock.clone())
+            .err()
+            .expect("refused");
+        assert!(err.starts_with("cannot read the silences: "), "{err}");
+        config.history.enabled = false;
+        let off = NotifyShared::persisted(&config, clock).expect("in memory");
+        off.silences.create(spec).expect("created");
+        assert_eq!(off.silences.list().len(), 1);
+        let file = std::fs::read(dir.path().join("silences.json")).expect("file");
+        assert_eq!(file, b"{not json", "memory only: the file is not written");
+    }
 
     #[tokio::test]
     async fn a_full_intake_drops_and_counts_instead_of_waiting() {
