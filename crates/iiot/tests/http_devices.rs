@@ -235,6 +235,19 @@ async fn history_is_downsampled_to_at_most_the_points_asked_and_summarises_right
     bad_param(&f.app, &format!("{base}?points=10001"), "points").await;
     bad_param(&f.app, &format!("{base}?points=many"), "points").await;
     bad_param(&f.app, &format!("{base}?from=yesterday&to=1"), "from").await;
+    // Beyond what a timestamp can be (bucket arithmetic would wrap around).
+    bad_param(
+        &f.app,
+        &format!("{base}?from=-9223372036854775808&to=1"),
+        "from",
+    )
+    .await;
+    bad_param(
+        &f.app,
+        &format!("{base}?from=0&to=9223372036854775807"),
+        "to",
+    )
+    .await;
     for query in [
         format!("from={to}&to={from}"),
         format!("from={from}"),

@@ -112,3 +112,25 @@ fn iiot_config_from_dotenv_selects_the_file() {
     assert_eq!(config.simulator.device_count, 7);
     assert_eq!(config.config_file, Some(file));
 }
+
+#[test]
+fn a_refused_secret_is_never_echoed() {
+    let mut sources = Sources::default();
+    sources
+        .env
+        .insert("WEBSOCKET_AUTH_TOKEN".into(), "hunter2 with spaces".into());
+    let err = Config::load(&sources).expect_err("a token with spaces is refused");
+    let line = err.to_string();
+    assert!(line.contains("WEBSOCKET_AUTH_TOKEN=***"), "{line}");
+    assert!(!line.contains("hunter2"), "{line}");
+    let (_dir, sources) = sources_with_file("[websocket]\nauth_token = \"hunter2 again\"\n");
+    let line = Config::load(&sources).expect_err("refused").to_string();
+    assert!(!line.contains("hunter2"), "{line}");
+    let mut sources = Sources::default();
+    sources.env.insert(
+        "KAFKA_PROPERTIES".into(),
+        "sasl.password=hunter2;not a pair".into(),
+    );
+    let line = Config::load(&sources).expect_err("refused").to_string();
+    assert!(!line.contains("hunter2"), "{line}");
+}

@@ -317,10 +317,20 @@ impl fmt::Display for ConfigError {
         if whole_file && self.value.is_empty() {
             write!(f, "invalid configuration: {}: {}", self.key, self.allowed)
         } else {
+            // A secret is never shown, whatever its characters; librdkafka properties are
+            // shown with their secret values masked.
+            let upper = self.key.to_ascii_uppercase();
+            let value = if is_secret(&upper) {
+                "***".to_string()
+            } else if upper == PROPERTIES_KEY || upper == "KAFKA.PROPERTIES" {
+                redact_properties(&self.value)
+            } else {
+                self.value.clone()
+            };
             write!(
                 f,
                 "invalid configuration: {}={} (from {}): {}",
-                self.key, self.value, self.origin, self.allowed
+                self.key, value, self.origin, self.allowed
             )
         }
     }

@@ -110,11 +110,16 @@ pub(super) async fn one(
     ))
 }
 
+/// The latest time a request may name: 9999-12-31T23:59:59.999Z, Unix ms.
+pub(crate) const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
 /// The time window of a history or export request: `range` ending now, or `from`/`to` (Unix
 /// ms, both inclusive, given together), or the default range ending now.
 pub(super) fn window(params: &Params, now_ms: i64) -> Result<(i64, i64), AppError> {
-    let from = params.int("from", "Unix ms")?;
-    let to = params.int("to", "Unix ms")?;
+    // Unix ms from 1970 to the end of year 9999: nothing outside it can be stored, and
+    // bucket arithmetic on it cannot overflow.
+    let from = params.int_in("from", 0, MAX_TIME_MS)?;
+    let to = params.int_in("to", 0, MAX_TIME_MS)?;
     let range = params.parse_with(
         "range",
         || format!("one of {}", RANGE_NAMES.join(", ")),

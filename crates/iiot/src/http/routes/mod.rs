@@ -199,16 +199,16 @@ const RANGE: Param = query(
 const FROM: Param = query(
     "from",
     Schema::Integer {
-        min: i64::MIN,
-        max: i64::MAX,
+        min: 0,
+        max: devices::MAX_TIME_MS,
     },
     "Start, Unix ms (with `to`, instead of `range`).",
 );
 const TO: Param = query(
     "to",
     Schema::Integer {
-        min: i64::MIN,
-        max: i64::MAX,
+        min: 0,
+        max: devices::MAX_TIME_MS,
     },
     "End, Unix ms, inclusive (with `from`).",
 );
