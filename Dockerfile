@@ -27,13 +27,18 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl libssl3 zlib1g libzstd1 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 iiot \
- && useradd --system --uid 10001 --gid iiot --home-dir /nonexistent --shell /usr/sbin/nologin iiot
+ && useradd --system --uid 10001 --gid iiot --home-dir /nonexistent --shell /usr/sbin/nologin iiot \
+ && mkdir -p /var/lib/iiot && chown 10001:10001 /var/lib/iiot
 COPY --from=build /usr/local/bin/iiot /usr/local/bin/iiot
 # Config file (alert rules) and secrets are mounted here; the root filesystem can stay read-only.
 WORKDIR /etc/iiot
 USER 10001:10001
+# History on disk (docs/storage.md): mount a volume here; a fresh named volume takes the
+# directory's owner (uid 10001) from the image.
+VOLUME /var/lib/iiot
 ENV LOG_FORMAT=json \
     RUST_LOG=info \
+    DATA_DIR=/var/lib/iiot \
     HTTP_PORT=8080 \
     WEBSOCKET_PORT=8081
 EXPOSE 8080 8081
