@@ -18,6 +18,12 @@ pub fn format_duration(d: Duration) -> String {
     if d.is_zero() {
         return "0s".to_string();
     }
+    // Whole days as days: humantime would write 90d as "2months29days2h52m48s" (its months
+    // and years are 30.44 and 365.25 days).
+    let secs = d.as_secs();
+    if d.subsec_nanos() == 0 && secs % 86_400 == 0 {
+        return format!("{}d", secs / 86_400);
+    }
     humantime::format_duration(d).to_string().replace(' ', "")
 }
 
@@ -32,6 +38,17 @@ mod tests {
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn whole_days_format_as_days_and_read_back() {
+        for text in ["1d", "7d", "90d", "730d"] {
+            let d = parse_duration(text).expect("a duration");
+            assert_eq!(format_duration(d), text);
+        }
+        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
+        let two_years = parse_duration("2y").expect("years");
+        assert_eq!(parse_duration(&format_duration(two_years)), Ok(two_years));
     }
 
     #[test]
