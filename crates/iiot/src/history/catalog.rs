@@ -251,6 +251,11 @@ impl Catalog {
             .unwrap_or(0)
     }
 
+    /// The newest event time of any segment of `tier`.
+    pub(crate) fn newest(&self, tier: Tier) -> Option<i64> {
+        self.tiers[tier.index()].iter().map(|s| s.max_t).max()
+    }
+
     /// Bytes, segment count and oldest event time of `tier`.
     pub(crate) fn usage(&self, tier: Tier) -> (u64, usize, Option<i64>) {
         let list = &self.tiers[tier.index()];

@@ -76,6 +76,8 @@ pub(crate) fn recover(cfg: &HistoryConfig, root: &Path) -> io::Result<Recovered>
         tracing::warn!(path = %path.display(), "history: not a segment name; left alone");
     }
     let mut pending = Pending::new(0);
+    // Any device's readings up to the newest on disk may be there already (see `write_seal`).
+    pending.disk_floor = catalog.newest(Tier::Raw).unwrap_or(i64::MIN);
     let latest = root.join("latest.json");
     match std::fs::read(&latest) {
         Ok(bytes) => restore_latest(&mut pending, &bytes),
@@ -238,13 +240,20 @@ pub(crate) fn write_seal(root: &Path, catalog: &mut Catalog, sealing: &Sealing) 
         .names
         .iter()
         .zip(&sealing.rows)
-        .map(|(name, (_, rows))| {
+        .zip(&sealing.on_disk)
+        .map(|((name, (_, rows)), &on_disk)| {
             let mut rows = rows.clone();
             rows.sort_by_key(|r| r.t);
             rows.dedup_by_key(|r| r.t);
+            drop_already_on_disk(root, catalog, name, on_disk, &mut rows);
             (&**name, rows)
         })
+        .filter(|(_, rows)| !rows.is_empty())
         .collect();
+    if devices.is_empty() {
+        // Every reading was on disk already: nothing to write.
+        return Ok(());
+    }
     devices.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut written = Vec::new();
     for tier in [Tier::Minute, Tier::Hour] {
@@ -282,6 +291,32 @@ pub(crate) fn write_seal(root: &Path, catalog: &mut Catalog, sealing: &Sealing) 
         catalog.add(s);
     }
     Ok(())
+}
+
+/// Removes from `rows` (one device, sorted) those whose event time a raw segment already holds:
+/// a reading sent again after a restart, or a late one seen before, must not be counted twice
+/// in the rollups. Only rows at or before `on_disk` (the newest event time of the device that
+/// may be in a segment) are looked up, so readings arriving in order cost nothing.
+fn drop_already_on_disk(
+    root: &Path,
+    catalog: &Catalog,
+    device: &str,
+    on_disk: i64,
+    rows: &mut Vec<Row>,
+) {
+    let Some(first) = rows.first().map(|r| r.t).filter(|&t| t <= on_disk) else {
+        return;
+    };
+    let mut seen = hashbrown::HashSet::new();
+    for s in catalog.overlapping(Tier::Raw, first, on_disk) {
+        match segment::read_raw(&s.path(root), device) {
+            Ok(r) => seen.extend(r.into_iter().map(|r| r.t)),
+            Err(e) => tracing::debug!(error = %e, "history: segment skipped"),
+        }
+    }
+    if !seen.is_empty() {
+        rows.retain(|r| r.t > on_disk || !seen.contains(&r.t));
+    }
 }
 
 fn span(times: impl Iterator<Item = i64>) -> (i64, i64) {
