@@ -82,6 +82,13 @@ impl Pending {
         &self.names[i as usize]
     }
 
+    /// The newest event time of device `id` that may already be in a raw segment.
+    pub(crate) fn on_disk(&self, id: &str) -> i64 {
+        self.index
+            .get(id)
+            .map_or(self.disk_floor, |&i| self.on_disk[i as usize])
+    }
+
     /// Whether device `id` is known.
     pub(crate) fn knows(&self, id: &str) -> bool {
         self.index.contains_key(id)

@@ -7,6 +7,7 @@ use iiot_model::Parameter;
 use super::catalog::Tier;
 use super::rollup::{self, Bucket};
 use super::row::{Row, decode, scale};
+use super::writer::drop_already_on_disk;
 use super::{History, segment};
 use crate::store::{Acc, Buckets, Downsampler, HistoryPoint, RawSample, StoreError};
 
@@ -109,11 +110,16 @@ impl History {
     fn buckets(&self, tier: Tier, id: &str, from: i64, to: i64) -> Vec<Bucket> {
         let shared = self.shared();
         let segments = shared.catalog().overlapping(tier, from, to);
-        let mut pending = shared
-            .pending()
-            .rows_of(id, from, to.saturating_add(tier.width_ms()));
+        let (mut pending, on_disk) = {
+            let p = shared.pending();
+            let rows = p.rows_of(id, from, to.saturating_add(tier.width_ms()));
+            (rows, p.on_disk(id))
+        };
         pending.sort_by_key(|r| r.t);
         pending.dedup_by_key(|r| r.t);
+        // Readings in memory that a segment holds already (sent again after a restart, or in a
+        // seal that has just been written) are counted from the segment only.
+        drop_already_on_disk(&shared.root, &shared.catalog(), id, on_disk, &mut pending);
         let mut out = rollup::roll(&pending, tier.width_ms());
         for s in segments {
             match segment::read_rollups(&s.path(&shared.root), Some(id)) {

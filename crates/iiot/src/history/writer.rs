@@ -297,7 +297,7 @@ pub(crate) fn write_seal(root: &Path, catalog: &mut Catalog, sealing: &Sealing) 
 /// a reading sent again after a restart, or a late one seen before, must not be counted twice
 /// in the rollups. Only rows at or before `on_disk` (the newest event time of the device that
 /// may be in a segment) are looked up, so readings arriving in order cost nothing.
-fn drop_already_on_disk(
+pub(crate) fn drop_already_on_disk(
     root: &Path,
     catalog: &Catalog,
     device: &str,
