@@ -838,3 +838,55 @@ fn a_data_dir_in_use_or_not_a_directory_exits_2() {
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert_one_line_about_data_dir(&stderr);
 }
+
+#[test]
+fn history_answers_stay_whole_while_rollup_segments_are_merged() {
+    let dir = data_dir("merge");
+    // One-second seals: twelve of them are merged into one every few seconds.
+    let mut role = start(&dir, &[("HISTORY_SEGMENT_SPAN", "1s")]);
+    let first = iiot::now_ms();
+    let port = role.http_port;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let sent = std::sync::atomic::AtomicU64::new(0);
+    let path = format!(
+        "/api/devices/merge_1/history?sensor=temperature&from={}&to={}&points=1",
+        first - 60_000,
+        first + 600_000
+    );
+    let drops = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            // Counts only grow: nothing expires within the hour kept; a smaller count than
+            // the one before is a reading missed by an answer.
+            let (mut last, mut drops) = (0u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some((200, body)) = support::http::http_get(port, &path) {
+                    let answer: Value = serde_json::from_str(&body).expect("JSON");
+                    let n = history_count(&answer);
+                    if n < last {
+                        drops.push((last, n));
+                    }
+                    last = last.max(n);
+                }
+            }
+            drops
+        });
+        let mut seq = 0;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            seq += 1;
+            ingest(&role, &[reading("merge_1", seq, iiot::now_ms())]);
+            sent.store(seq, std::sync::atomic::Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.join().expect("reader")
+    });
+    assert!(drops.is_empty(), "answers that missed readings: {drops:?}");
+    let total = sent.load(std::sync::atomic::Ordering::Relaxed);
+    role.wait_for("every reading in the 1m rollups", |r| {
+        r.get(&path)
+            .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok())
+            .is_some_and(|a| history_count(&a) == total)
+    });
+    assert!(role.stop().success());
+}
