@@ -113,7 +113,7 @@ impl Segment {
         })
     }
 
-    fn overlaps(&self, from: i64, to: i64) -> bool {
+    pub(crate) fn overlaps(&self, from: i64, to: i64) -> bool {
         self.min_t <= to && self.max_t >= from
     }
 

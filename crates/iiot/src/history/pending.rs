@@ -182,20 +182,42 @@ impl Pending {
 
     /// The readings of device `id` in memory with `from <= t <= to`, unordered.
     pub(crate) fn rows_of(&self, id: &str, from: i64, to: i64) -> Vec<Row> {
+        let (mut out, sealing) = self.rows_split(id, from, to);
+        if let Some((_, rows)) = sealing {
+            out.extend(rows);
+        }
+        out
+    }
+
+    /// [`Pending::rows_of`] apart: those since the last seal, and those of the seal in
+    /// progress (with its number), if any.
+    pub(crate) fn rows_split(
+        &self,
+        id: &str,
+        from: i64,
+        to: i64,
+    ) -> (Vec<Row>, Option<(u64, Vec<Row>)>) {
         let Some(&i) = self.index.get(id) else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
-        let mut out: Vec<Row> = self.rows[i as usize]
+        let current: Vec<Row> = self.rows[i as usize]
             .iter()
             .filter(|r| (from..=to).contains(&r.t))
             .copied()
             .collect();
-        if let Some(s) = &self.sealing
-            && let Ok(k) = s.rows.binary_search_by_key(&i, |(d, _)| *d)
-        {
-            out.extend(s.rows[k].1.iter().filter(|r| (from..=to).contains(&r.t)));
-        }
-        out
+        let sealing = self.sealing.as_ref().map(|s| {
+            let rows = match s.rows.binary_search_by_key(&i, |(d, _)| *d) {
+                Ok(k) => s.rows[k]
+                    .1
+                    .iter()
+                    .filter(|r| (from..=to).contains(&r.t))
+                    .copied()
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            (s.seal, rows)
+        });
+        (current, sealing)
     }
 
     /// The latest reading of every device, as JSON text.

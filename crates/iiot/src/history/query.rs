@@ -7,8 +7,8 @@ use iiot_model::Parameter;
 use super::catalog::Tier;
 use super::rollup::{self, Bucket};
 use super::row::{Row, decode, scale};
-use super::writer::drop_already_on_disk;
-use super::{History, segment};
+use super::writer::drop_found_in;
+use super::{History, Shared, segment};
 use crate::store::{Acc, Buckets, Downsampler, HistoryPoint, RawSample, StoreError};
 
 impl History {
@@ -91,15 +91,16 @@ impl History {
     /// Raw rows of `id` in `[from, to]` from segments and memory, sorted, each time once.
     fn rows(&self, id: &str, from: i64, to: i64) -> Vec<Row> {
         let shared = self.shared();
-        let segments = shared.catalog().overlapping(Tier::Raw, from, to);
+        // Memory first, then the segments: a seal adds its segments before it lets go of the
+        // rows, so a reading is always in one or the other.
         let mut rows = shared.pending().rows_of(id, from, to);
-        for s in segments {
-            match segment::read_raw(&s.path(&shared.root), id) {
-                Ok(r) => rows.extend(r.into_iter().filter(|r| (from..=to).contains(&r.t))),
-                // Deleted by retention since it was listed, or unreadable: what it held is gone.
-                Err(e) => tracing::debug!(error = %e, "history: segment skipped"),
-            }
-        }
+        rows.extend(
+            read_segments(shared, Tier::Raw, from, to, |path| {
+                segment::read_raw(path, id)
+            })
+            .into_iter()
+            .filter(|r| (from..=to).contains(&r.t)),
+        );
         rows.sort_by_key(|r| r.t);
         rows.dedup_by_key(|r| r.t);
         rows
@@ -109,26 +110,97 @@ impl History {
     /// not yet sealed are rolled up on the fly.
     fn buckets(&self, tier: Tier, id: &str, from: i64, to: i64) -> Vec<Bucket> {
         let shared = self.shared();
-        let segments = shared.catalog().overlapping(tier, from, to);
-        let (mut pending, on_disk) = {
-            let p = shared.pending();
-            let rows = p.rows_of(id, from, to.saturating_add(tier.width_ms()));
-            (rows, p.on_disk(id))
-        };
-        pending.sort_by_key(|r| r.t);
-        pending.dedup_by_key(|r| r.t);
-        // Readings in memory that a segment holds already (sent again after a restart, or in a
-        // seal that has just been written) are counted from the segment only.
-        drop_already_on_disk(&shared.root, &shared.catalog(), id, on_disk, &mut pending);
-        let mut out = rollup::roll(&pending, tier.width_ms());
-        for s in segments {
-            match segment::read_rollups(&s.path(&shared.root), Some(id)) {
-                Ok(b) => out.extend(b.into_iter().map(|(_, b)| b)),
-                Err(e) => tracing::debug!(error = %e, "history: segment skipped"),
+        let to_ext = to.saturating_add(tier.width_ms());
+        let mut out = Vec::new();
+        for attempt in 1..=LIST_ATTEMPTS {
+            // Memory, then the segments, then memory's seal number again: when no seal started
+            // meanwhile, the rows since the last seal are in no segment, and the rows of the
+            // seal in progress are in the listed segments exactly when its raw segment is.
+            let (current, sealing, seal, on_disk) = {
+                let p = shared.pending();
+                let (current, sealing) = p.rows_split(id, from, to_ext);
+                (current, sealing, p.seal, p.on_disk(id))
+            };
+            let mut pending = current;
+            let (raw, listed) = {
+                let c = shared.catalog();
+                if let Some((n, rows)) = sealing
+                    && !c.has_raw_seal(n)
+                {
+                    pending.extend(rows);
+                }
+                pending.sort_by_key(|r| r.t);
+                pending.dedup_by_key(|r| r.t);
+                let first = pending.first().map_or(i64::MAX, |r| r.t);
+                let raw = if first <= on_disk {
+                    c.overlapping(Tier::Raw, first, on_disk)
+                } else {
+                    Vec::new()
+                };
+                (raw, c.overlapping(tier, from, to))
+            };
+            if shared.pending().seal != seal && attempt < LIST_ATTEMPTS {
+                continue;
+            }
+            // Readings in memory that a segment holds already (sent again after a restart)
+            // are counted from the segment only.
+            drop_found_in(&shared.root, &raw, id, on_disk, &mut pending);
+            out = rollup::roll(&pending, tier.width_ms());
+            let mut relist = false;
+            for s in listed {
+                match segment::read_rollups(&s.path(&shared.root), Some(id)) {
+                    Ok(b) => out.extend(b.into_iter().map(|(_, b)| b)),
+                    // Replaced by a merge since it was listed: list again.
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::NotFound && attempt < LIST_ATTEMPTS =>
+                    {
+                        relist = true;
+                        break;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "history: segment skipped"),
+                }
+            }
+            if !relist {
+                break;
             }
         }
         rollup::coalesce(&mut out);
         out.retain(|b| (from..=to).contains(&b.t));
         out
     }
+}
+
+/// How often a query lists segments again when one it listed has been deleted meanwhile.
+const LIST_ATTEMPTS: usize = 3;
+
+/// What `read` finds in every segment of `tier` overlapping `[from, to]`. A segment deleted
+/// since it was listed (replaced by a merge, or expired) makes the list be taken again, so
+/// that a merge's output answers for its inputs; a segment still unreadable is skipped.
+fn read_segments<T>(
+    shared: &Shared,
+    tier: Tier,
+    from: i64,
+    to: i64,
+    read: impl Fn(&std::path::Path) -> std::io::Result<Vec<T>>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for attempt in 1..=LIST_ATTEMPTS {
+        out.clear();
+        let mut relist = false;
+        for s in shared.catalog().overlapping(tier, from, to) {
+            match read(&s.path(&shared.root)) {
+                Ok(found) => out.extend(found),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < LIST_ATTEMPTS => {
+                    relist = true;
+                    break;
+                }
+                // Expired since it was listed, or unreadable: what it held is gone.
+                Err(e) => tracing::debug!(error = %e, "history: segment skipped"),
+            }
+        }
+        if !relist {
+            break;
+        }
+    }
+    out
 }

@@ -297,9 +297,24 @@ pub(crate) fn write_seal(root: &Path, catalog: &mut Catalog, sealing: &Sealing) 
 /// a reading sent again after a restart, or a late one seen before, must not be counted twice
 /// in the rollups. Only rows at or before `on_disk` (the newest event time of the device that
 /// may be in a segment) are looked up, so readings arriving in order cost nothing.
-pub(crate) fn drop_already_on_disk(
+fn drop_already_on_disk(
     root: &Path,
     catalog: &Catalog,
+    device: &str,
+    on_disk: i64,
+    rows: &mut Vec<Row>,
+) {
+    if let Some(first) = rows.first().map(|r| r.t).filter(|&t| t <= on_disk) {
+        let raw = catalog.overlapping(Tier::Raw, first, on_disk);
+        drop_found_in(root, &raw, device, on_disk, rows);
+    }
+}
+
+/// [`drop_already_on_disk`] with the raw segments to look in given (listed by the caller
+/// together with others, so that both lists are of one moment).
+pub(crate) fn drop_found_in(
+    root: &Path,
+    raw: &[Segment],
     device: &str,
     on_disk: i64,
     rows: &mut Vec<Row>,
@@ -308,7 +323,7 @@ pub(crate) fn drop_already_on_disk(
         return;
     };
     let mut seen = hashbrown::HashSet::new();
-    for s in catalog.overlapping(Tier::Raw, first, on_disk) {
+    for s in raw.iter().filter(|s| s.overlaps(first, on_disk)) {
         match segment::read_raw(&s.path(root), device) {
             Ok(r) => seen.extend(r.into_iter().map(|r| r.t)),
             Err(e) => tracing::debug!(error = %e, "history: segment skipped"),
