@@ -21,7 +21,7 @@ pub fn format_duration(d: Duration) -> String {
     // Whole days as days: humantime would write 90d as "2months29days2h52m48s" (its months
     // and years are 30.44 and 365.25 days).
     let secs = d.as_secs();
-    if d.subsec_nanos() == 0 && secs % 86_400 == 0 {
+    if d.subsec_nanos() == 0 && secs.is_multiple_of(86_400) {
         return format!("{}d", secs / 86_400);
     }
     humantime::format_duration(d).to_string().replace(' ', "")

@@ -113,7 +113,7 @@ impl Segment {
         })
     }
 
-    fn overlaps(&self, from: i64, to: i64) -> bool {
+    pub(crate) fn overlaps(&self, from: i64, to: i64) -> bool {
         self.min_t <= to && self.max_t >= from
     }
 
@@ -249,6 +249,11 @@ impl Catalog {
             .map(|s| s.seals.1)
             .max()
             .unwrap_or(0)
+    }
+
+    /// The newest event time of any segment of `tier`.
+    pub(crate) fn newest(&self, tier: Tier) -> Option<i64> {
+        self.tiers[tier.index()].iter().map(|s| s.max_t).max()
     }
 
     /// Bytes, segment count and oldest event time of `tier`.

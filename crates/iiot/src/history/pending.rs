@@ -20,6 +20,10 @@ pub(crate) struct Sealing {
     pub rows: Vec<(u32, Vec<Row>)>,
     /// The ids of the devices of `rows`, in the same order.
     pub names: Vec<Box<str>>,
+    /// By device, in the same order: the newest event time that may already be in a raw
+    /// segment. Rows at or before it may repeat a reading on disk (sent again after a restart,
+    /// or late) and are checked against the segments before they are rolled up.
+    pub on_disk: Vec<i64>,
 }
 
 /// The in-memory side of history.
@@ -42,6 +46,11 @@ pub(crate) struct Pending {
     pub seal: u64,
     /// When the first reading since the last seal arrived.
     pub opened: Option<Instant>,
+    /// By device index: the newest event time that may already be in a raw segment.
+    on_disk: Vec<i64>,
+    /// [`Pending::on_disk`] of a device added from now on: the newest event time of any raw
+    /// segment found at start-up (`i64::MIN` in an empty directory).
+    pub disk_floor: i64,
 }
 
 impl Pending {
@@ -49,6 +58,7 @@ impl Pending {
     pub(crate) fn new(seal: u64) -> Pending {
         Pending {
             seal,
+            disk_floor: i64::MIN,
             ..Pending::default()
         }
     }
@@ -63,12 +73,20 @@ impl Pending {
         self.index.insert(id.into(), i);
         self.rows.push(Vec::new());
         self.latest.push(None);
+        self.on_disk.push(self.disk_floor);
         i
     }
 
     /// The id of device `i`.
     pub(crate) fn name(&self, i: u32) -> &str {
         &self.names[i as usize]
+    }
+
+    /// The newest event time of device `id` that may already be in a raw segment.
+    pub(crate) fn on_disk(&self, id: &str) -> i64 {
+        self.index
+            .get(id)
+            .map_or(self.disk_floor, |&i| self.on_disk[i as usize])
     }
 
     /// Whether device `id` is known.
@@ -137,9 +155,12 @@ impl Pending {
         if self.sealing.is_some() || self.count == 0 {
             return None;
         }
-        let (mut rows, mut names) = (Vec::new(), Vec::new());
+        let (mut rows, mut names, mut on_disk) = (Vec::new(), Vec::new(), Vec::new());
         for (i, r) in self.rows.iter_mut().enumerate() {
             if !r.is_empty() {
+                on_disk.push(self.on_disk[i]);
+                let newest = r.iter().map(|row| row.t).max().unwrap_or(i64::MIN);
+                self.on_disk[i] = self.on_disk[i].max(newest);
                 rows.push((i as u32, std::mem::take(r)));
                 names.push(self.names[i].clone());
             }
@@ -148,6 +169,7 @@ impl Pending {
             seal: self.seal,
             rows,
             names,
+            on_disk,
         });
         self.seal += 1;
         self.count = 0;
@@ -160,20 +182,42 @@ impl Pending {
 
     /// The readings of device `id` in memory with `from <= t <= to`, unordered.
     pub(crate) fn rows_of(&self, id: &str, from: i64, to: i64) -> Vec<Row> {
+        let (mut out, sealing) = self.rows_split(id, from, to);
+        if let Some((_, rows)) = sealing {
+            out.extend(rows);
+        }
+        out
+    }
+
+    /// [`Pending::rows_of`] apart: those since the last seal, and those of the seal in
+    /// progress (with its number), if any.
+    pub(crate) fn rows_split(
+        &self,
+        id: &str,
+        from: i64,
+        to: i64,
+    ) -> (Vec<Row>, Option<(u64, Vec<Row>)>) {
         let Some(&i) = self.index.get(id) else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
-        let mut out: Vec<Row> = self.rows[i as usize]
+        let current: Vec<Row> = self.rows[i as usize]
             .iter()
             .filter(|r| (from..=to).contains(&r.t))
             .copied()
             .collect();
-        if let Some(s) = &self.sealing
-            && let Ok(k) = s.rows.binary_search_by_key(&i, |(d, _)| *d)
-        {
-            out.extend(s.rows[k].1.iter().filter(|r| (from..=to).contains(&r.t)));
-        }
-        out
+        let sealing = self.sealing.as_ref().map(|s| {
+            let rows = match s.rows.binary_search_by_key(&i, |(d, _)| *d) {
+                Ok(k) => s.rows[k]
+                    .1
+                    .iter()
+                    .filter(|r| (from..=to).contains(&r.t))
+                    .copied()
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            (s.seal, rows)
+        });
+        (current, sealing)
     }
 
     /// The latest reading of every device, as JSON text.

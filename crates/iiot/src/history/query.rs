@@ -7,7 +7,8 @@ use iiot_model::Parameter;
 use super::catalog::Tier;
 use super::rollup::{self, Bucket};
 use super::row::{Row, decode, scale};
-use super::{History, segment};
+use super::writer::drop_found_in;
+use super::{History, Shared, segment};
 use crate::store::{Acc, Buckets, Downsampler, HistoryPoint, RawSample, StoreError};
 
 impl History {
@@ -90,20 +91,16 @@ impl History {
     /// Raw rows of `id` in `[from, to]` from segments and memory, sorted, each time once.
     fn rows(&self, id: &str, from: i64, to: i64) -> Vec<Row> {
         let shared = self.shared();
-        let (segments, mut rows) = {
-            // Under the catalog's lock: a seal that finishes meanwhile moves rows from memory
-            // into a segment in one step, so they are seen once.
-            let catalog = shared.catalog();
-            let segments = catalog.overlapping(Tier::Raw, from, to);
-            (segments, shared.pending().rows_of(id, from, to))
-        };
-        for s in segments {
-            match segment::read_raw(&s.path(&shared.root), id) {
-                Ok(r) => rows.extend(r.into_iter().filter(|r| (from..=to).contains(&r.t))),
-                // Deleted by retention since it was listed, or unreadable: what it held is gone.
-                Err(e) => tracing::debug!(error = %e, "history: segment skipped"),
-            }
-        }
+        // Memory first, then the segments: a seal adds its segments before it lets go of the
+        // rows, so a reading is always in one or the other.
+        let mut rows = shared.pending().rows_of(id, from, to);
+        rows.extend(
+            read_segments(shared, Tier::Raw, from, to, |path| {
+                segment::read_raw(path, id)
+            })
+            .into_iter()
+            .filter(|r| (from..=to).contains(&r.t)),
+        );
         rows.sort_by_key(|r| r.t);
         rows.dedup_by_key(|r| r.t);
         rows
@@ -112,47 +109,98 @@ impl History {
     /// Buckets of `tier` for `id` starting in `[from, to]`, merged, in time order. The readings
     /// not yet sealed are rolled up on the fly.
     fn buckets(&self, tier: Tier, id: &str, from: i64, to: i64) -> Vec<Bucket> {
-        // A merge that replaced a listed segment in the meantime: list again, once.
-        match self.try_buckets(tier, id, from, to) {
-            Ok(b) => b,
-            Err(_) => self
-                .try_buckets(tier, id, from, to)
-                .unwrap_or_else(|partial| partial),
-        }
-    }
-
-    /// [`History::buckets`]; `Err` with what was found when a listed segment was gone.
-    fn try_buckets(
-        &self,
-        tier: Tier,
-        id: &str,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<Bucket>, Vec<Bucket>> {
         let shared = self.shared();
-        let mut gone = false;
-        let (segments, mut pending) = {
-            let catalog = shared.catalog();
-            let segments = catalog.overlapping(tier, from, to);
-            let rows = shared
-                .pending()
-                .rows_of(id, from, to.saturating_add(tier.width_ms()));
-            (segments, rows)
-        };
-        pending.sort_by_key(|r| r.t);
-        pending.dedup_by_key(|r| r.t);
-        let mut out = rollup::roll(&pending, tier.width_ms());
-        for s in segments {
-            match segment::read_rollups(&s.path(&shared.root), Some(id)) {
-                Ok(b) => out.extend(b.into_iter().map(|(_, b)| b)),
-                Err(e) => {
-                    gone |= e.kind() == std::io::ErrorKind::NotFound;
-                    tracing::debug!(error = %e, "history: segment skipped");
+        let to_ext = to.saturating_add(tier.width_ms());
+        let mut out = Vec::new();
+        for attempt in 1..=LIST_ATTEMPTS {
+            // Memory, then the segments, then memory's seal number again: when no seal started
+            // meanwhile, the rows since the last seal are in no segment, and the rows of the
+            // seal in progress are in the listed segments exactly when its raw segment is.
+            let (current, sealing, seal, on_disk) = {
+                let p = shared.pending();
+                let (current, sealing) = p.rows_split(id, from, to_ext);
+                (current, sealing, p.seal, p.on_disk(id))
+            };
+            let mut pending = current;
+            let (raw, listed) = {
+                let c = shared.catalog();
+                if let Some((n, rows)) = sealing
+                    && !c.has_raw_seal(n)
+                {
+                    pending.extend(rows);
                 }
+                pending.sort_by_key(|r| r.t);
+                pending.dedup_by_key(|r| r.t);
+                let first = pending.first().map_or(i64::MAX, |r| r.t);
+                let raw = if first <= on_disk {
+                    c.overlapping(Tier::Raw, first, on_disk)
+                } else {
+                    Vec::new()
+                };
+                (raw, c.overlapping(tier, from, to))
+            };
+            if shared.pending().seal != seal && attempt < LIST_ATTEMPTS {
+                continue;
+            }
+            // Readings in memory that a segment holds already (sent again after a restart)
+            // are counted from the segment only.
+            drop_found_in(&shared.root, &raw, id, on_disk, &mut pending);
+            out = rollup::roll(&pending, tier.width_ms());
+            let mut relist = false;
+            for s in listed {
+                match segment::read_rollups(&s.path(&shared.root), Some(id)) {
+                    Ok(b) => out.extend(b.into_iter().map(|(_, b)| b)),
+                    // Replaced by a merge since it was listed: list again.
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::NotFound && attempt < LIST_ATTEMPTS =>
+                    {
+                        relist = true;
+                        break;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "history: segment skipped"),
+                }
+            }
+            if !relist {
+                break;
             }
         }
         rollup::coalesce(&mut out);
         out.retain(|b| (from..=to).contains(&b.t));
-        if gone { Err(out) } else { Ok(out) }
+        out
     }
+}
+
+/// How often a query lists segments again when one it listed has been deleted meanwhile.
+const LIST_ATTEMPTS: usize = 3;
+
+/// What `read` finds in every segment of `tier` overlapping `[from, to]`. A segment deleted
+/// since it was listed (replaced by a merge, or expired) makes the list be taken again, so
+/// that a merge's output answers for its inputs; a segment still unreadable is skipped.
+fn read_segments<T>(
+    shared: &Shared,
+    tier: Tier,
+    from: i64,
+    to: i64,
+    read: impl Fn(&std::path::Path) -> std::io::Result<Vec<T>>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for attempt in 1..=LIST_ATTEMPTS {
+        out.clear();
+        let mut relist = false;
+        for s in shared.catalog().overlapping(tier, from, to) {
+            match read(&s.path(&shared.root)) {
+                Ok(found) => out.extend(found),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < LIST_ATTEMPTS => {
+                    relist = true;
+                    break;
+                }
+                // Expired since it was listed, or unreadable: what it held is gone.
+                Err(e) => tracing::debug!(error = %e, "history: segment skipped"),
+            }
+        }
+        if !relist {
+            break;
+        }
+    }
+    out
 }

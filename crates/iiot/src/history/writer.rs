@@ -76,6 +76,8 @@ pub(crate) fn recover(cfg: &HistoryConfig, root: &Path) -> io::Result<Recovered>
         tracing::warn!(path = %path.display(), "history: not a segment name; left alone");
     }
     let mut pending = Pending::new(0);
+    // Any device's readings up to the newest on disk may be there already (see `write_seal`).
+    pending.disk_floor = catalog.newest(Tier::Raw).unwrap_or(i64::MIN);
     let latest = root.join("latest.json");
     match std::fs::read(&latest) {
         Ok(bytes) => restore_latest(&mut pending, &bytes),
@@ -118,7 +120,8 @@ pub(crate) fn recover(cfg: &HistoryConfig, root: &Path) -> io::Result<Recovered>
         }
         if let Some(sealing) = pending.start_seal() {
             forget_partial_seal(root, &mut catalog, sealing.seal);
-            for s in write_seal(root, &sealing)? {
+            let raw = catalog.overlapping(Tier::Raw, i64::MIN, i64::MAX);
+            for s in write_seal(root, &sealing, &raw)? {
                 catalog.add(s);
             }
             pending.sealing = None;
@@ -241,18 +244,29 @@ fn forget_partial_seal(root: &Path, catalog: &mut Catalog, seal: u64) {
 /// Writes the segments of one seal: both rollup tiers, then the raw segment (whose presence
 /// marks the seal done), then syncs the directories. Returns them, for the catalog (no lock is
 /// held while writing: queries go on).
-pub(crate) fn write_seal(root: &Path, sealing: &Sealing) -> io::Result<Vec<Segment>> {
+pub(crate) fn write_seal(
+    root: &Path,
+    sealing: &Sealing,
+    raw: &[Segment],
+) -> io::Result<Vec<Segment>> {
     let mut devices: Vec<(&str, Vec<Row>)> = sealing
         .names
         .iter()
         .zip(&sealing.rows)
-        .map(|(name, (_, rows))| {
+        .zip(&sealing.on_disk)
+        .map(|((name, (_, rows)), &on_disk)| {
             let mut rows = rows.clone();
             rows.sort_by_key(|r| r.t);
             rows.dedup_by_key(|r| r.t);
+            drop_found_in(root, raw, name, on_disk, &mut rows);
             (&**name, rows)
         })
+        .filter(|(_, rows)| !rows.is_empty())
         .collect();
+    if devices.is_empty() {
+        // Every reading was on disk already: nothing to write.
+        return Ok(Vec::new());
+    }
     devices.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut written = Vec::new();
     for tier in [Tier::Minute, Tier::Hour] {
@@ -287,6 +301,33 @@ pub(crate) fn write_seal(root: &Path, sealing: &Sealing) -> io::Result<Vec<Segme
         sync_dir(&root.join(tier.name()))?;
     }
     Ok(written)
+}
+
+/// Removes from `rows` (one device, sorted) those whose event time a raw segment of `raw`
+/// already holds: a reading sent again after a restart, or a late one seen before, must not be
+/// counted twice in the rollups. Only rows at or before `on_disk` (the newest event time of
+/// the device that may be in a segment) are looked up, so readings arriving in order cost
+/// nothing.
+pub(crate) fn drop_found_in(
+    root: &Path,
+    raw: &[Segment],
+    device: &str,
+    on_disk: i64,
+    rows: &mut Vec<Row>,
+) {
+    let Some(first) = rows.first().map(|r| r.t).filter(|&t| t <= on_disk) else {
+        return;
+    };
+    let mut seen = hashbrown::HashSet::new();
+    for s in raw.iter().filter(|s| s.overlaps(first, on_disk)) {
+        match segment::read_raw(&s.path(root), device) {
+            Ok(r) => seen.extend(r.into_iter().map(|r| r.t)),
+            Err(e) => tracing::debug!(error = %e, "history: segment skipped"),
+        }
+    }
+    if !seen.is_empty() {
+        rows.retain(|r| r.t > on_disk || !seen.contains(&r.t));
+    }
 }
 
 fn span(times: impl Iterator<Item = i64>) -> (i64, i64) {
@@ -475,7 +516,8 @@ impl Writer {
             return;
         };
         forget_partial_seal(&shared.root, &mut shared.catalog_mut(), sealing.seal);
-        match write_seal(&shared.root, &sealing) {
+        let raw = shared.catalog().overlapping(Tier::Raw, i64::MIN, i64::MAX);
+        match write_seal(&shared.root, &sealing, &raw) {
             Ok(written) => {
                 {
                     // Segments in and the rows out of memory in one step for queries (they
