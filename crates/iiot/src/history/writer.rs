@@ -21,6 +21,8 @@ use super::{HistoryConfig, Restored, Shared};
 const UPKEEP: Duration = Duration::from_secs(5);
 /// A failing write is logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
+/// `latest.json` is written at least this often while readings arrive.
+const LATEST_EVERY: Duration = Duration::from_secs(30);
 /// Merges per tier per upkeep (each is bounded: at most 24 inputs).
 const MERGES_PER_UPKEEP: usize = 2;
 /// Log frame kind: a batch of readings.
@@ -42,6 +44,9 @@ pub(crate) struct Writer {
     last_warned: Option<Instant>,
     /// A seal failed and waits to be tried again.
     seal_failed: bool,
+    /// When `latest.json` was last written, and the readings written by then.
+    latest_written: Instant,
+    latest_rows: u64,
 }
 
 fn wal_path(root: &Path, seal: u64) -> PathBuf {
@@ -177,6 +182,8 @@ pub(crate) fn recover(cfg: &HistoryConfig, root: &Path) -> io::Result<Recovered>
             alerts,
             last_warned: None,
             seal_failed: false,
+            latest_written: Instant::now(),
+            latest_rows: 0,
         },
     })
 }
@@ -575,12 +582,23 @@ impl Writer {
                 }
             }
         }
+        // Besides every seal: so that after a crash the devices first seen since the last
+        // seal are listed too (at most this long before the crash is missing from it).
+        let rows = shared.stats.rows_written.load(Ordering::Relaxed);
+        if self.latest_written.elapsed() >= LATEST_EVERY
+            && rows != self.latest_rows
+            && let Err(e) = self.write_latest(shared)
+        {
+            self.failed(shared, "writing latest.json", &e);
+        }
         if let Err(e) = self.alerts.rotate(shared.cfg.alert_retention) {
             self.failed(shared, "rotating the alert log", &e);
         }
     }
 
-    fn write_latest(&self, shared: &Shared) -> io::Result<()> {
+    fn write_latest(&mut self, shared: &Shared) -> io::Result<()> {
+        self.latest_written = Instant::now();
+        self.latest_rows = shared.stats.rows_written.load(Ordering::Relaxed);
         let bytes = {
             let p = shared.pending();
             let texts = p.latest_texts();

@@ -67,10 +67,12 @@ impl NotifyShared {
     /// that holds the data directory's lock.
     pub fn persisted(config: &Config, clock: Clock) -> Result<Arc<NotifyShared>, String> {
         let shared = NotifyShared::new(config, clock.clone());
-        if !config.history.enabled {
+        let dir = &config.history.data_dir;
+        // Not a directory: opening history refuses it next, with the configuration error.
+        if !config.history.enabled || (dir.exists() && !dir.is_dir()) {
             return Ok(shared);
         }
-        let file = config.history.data_dir.join("silences.json");
+        let file = dir.join("silences.json");
         let silences = Silences::persisted(clock, file)
             .map_err(|e| format!("cannot read the silences: {e}"))?;
         Ok(Arc::new(NotifyShared {
