@@ -359,6 +359,27 @@ impl StandaloneSubscriber {
             consumer.assign(&tpl)?;
             return Ok(partitions.len());
         }
+        if let crate::Start::Since(ms) = start {
+            // The first offset stamped at or after `ms` in each partition; a partition with
+            // none (or a broker that cannot say) starts at its end.
+            for &p in &partitions {
+                tpl.add_partition_offset(topic, p, Offset::Offset(ms.max(0)))?;
+            }
+            let mut found = TopicPartitionList::with_capacity(partitions.len());
+            let looked_up = consumer.offsets_for_times(tpl, METADATA_TIMEOUT).ok();
+            for &p in &partitions {
+                let offset = looked_up
+                    .as_ref()
+                    .and_then(|r| r.find_partition(topic, p))
+                    .filter(|e| e.error().is_ok())
+                    .map(|e| e.offset())
+                    .filter(|o| matches!(o, Offset::Offset(_)))
+                    .unwrap_or(Offset::End);
+                found.add_partition_offset(topic, p, offset)?;
+            }
+            consumer.assign(&found)?;
+            return Ok(partitions.len());
+        }
         for &p in &partitions {
             tpl.add_partition_offset(topic, p, Offset::End)?;
         }
@@ -391,10 +412,11 @@ impl StandaloneSubscriber {
             Ok(n) => {
                 self.assigned = true;
                 let from = match self.start {
-                    crate::Start::Beginning => "beginning",
-                    crate::Start::End => "end",
+                    crate::Start::Beginning => "the beginning".to_string(),
+                    crate::Start::End => "the end".to_string(),
+                    crate::Start::Since(ms) => format!("records stamped since {ms} ms"),
                 };
-                tracing::info!(topic = %self.topic, partitions = n, "kafka: reading every partition from the {from}");
+                tracing::info!(topic = %self.topic, partitions = n, "kafka: reading every partition from {from}");
                 Ok(())
             }
             Err(e) => Err(TransportError::Broker(format!(

@@ -112,6 +112,9 @@ pub enum Start {
     Beginning,
     /// The end: only what is published from now on.
     End,
+    /// The first message stamped at or after this time (Unix ms; on Kafka, the record
+    /// timestamp), or the end if there is none. A backend without history: same as `End`.
+    Since(i64),
 }
 
 /// Resolves when a published message is durably accepted (for Kafka: acknowledged by the broker).

@@ -194,3 +194,66 @@ fn a_restarted_processor_keeps_the_alerts_already_open_instead_of_raising_them_a
         .expect("answers");
     assert_eq!(status, 200, "{body}");
 }
+
+/// Event times of `device`'s readings in `serve`'s export (history on disk), JSON.
+fn exported_times(serve: &Role, device: &str) -> Vec<i64> {
+    let now = iiot::now_ms();
+    let path = format!(
+        "/api/devices/{device}/export?format=json&from={}&to={now}",
+        now - 3_600_000
+    );
+    serve
+        .json(&path)
+        .and_then(|v| {
+            v.as_array().map(|rows| {
+                rows.iter()
+                    .filter_map(|r| r["timestamp"].as_i64())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_restarted_serve_keeps_in_history_what_was_published_while_it_was_down() {
+    let broker = TestBroker::start(&support::kafka::topics());
+    let data = support::role::fresh_data_dir("serve-resume");
+    let data = data.to_str().expect("utf-8 path");
+    let env = [("DATA_DIR", data), ("HISTORY_FLUSH_INTERVAL", "100ms")];
+    let mut serve = Role::start(&["serve"], &broker.brokers, &env);
+    serve.wait_for("serve subscribed", |r| {
+        r.log_text().contains("serving live data")
+    });
+    let before = simulate(&broker.brokers, "3", "200ms", "3s", "11", &[]);
+    serve.wait_for("readings in history", |r| {
+        exported_times(r, "device_001").len() >= 5
+    });
+    assert!(before.stop().success());
+    assert!(serve.stop().success());
+
+    // Published while no serve runs.
+    let down_from = iiot::now_ms();
+    let during = simulate(&broker.brokers, "3", "200ms", "3s", "12", &[]);
+    assert!(during.wait_exit().success());
+    let down_to = iiot::now_ms();
+
+    let mut serve = Role::start(&["serve"], &broker.brokers, &env);
+    serve.wait_for_log(
+        "serve to resume from history",
+        "following the readings from where history left off",
+    );
+    serve.wait_for("the readings of the outage in history", |r| {
+        let times = exported_times(r, "device_001");
+        times
+            .iter()
+            .filter(|t| (down_from..=down_to).contains(t))
+            .count()
+            >= 5
+    });
+    // Each event time once, though the minute before the stop was read again.
+    let times = exported_times(&serve, "device_001");
+    let mut unique = times.clone();
+    unique.dedup();
+    assert_eq!(times, unique, "sorted, each once");
+    assert!(serve.stop().success());
+}

@@ -148,6 +148,9 @@ pub struct Restored {
     pub replayed: usize,
     /// Bytes of torn or corrupt log tails skipped.
     pub skipped_bytes: u64,
+    /// The newest event time held (Unix ms), if any: where a serve side following Kafka picks
+    /// up again ([`crate::roles::serve::Serve::follow_topics`]).
+    pub newest_ms: Option<i64>,
 }
 
 /// Counters, for `/metrics`.

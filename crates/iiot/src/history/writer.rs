@@ -154,6 +154,7 @@ pub(crate) fn recover(cfg: &HistoryConfig, root: &Path) -> io::Result<Recovered>
         open,
         replayed,
         skipped_bytes: skipped,
+        newest_ms: catalog.newest(Tier::Raw),
     };
     let usage: Vec<String> = Tier::ALL
         .iter()

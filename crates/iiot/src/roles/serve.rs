@@ -62,6 +62,9 @@ pub struct Serve {
     feeder_done: CancellationToken,
     /// The alerts history found open at start-up, by device, for this process's processors.
     restored_alerts: RecoveredAlerts,
+    /// The newest event time history held at start-up: the topics are followed from a little
+    /// before it, so what was published while this process was down reaches history too.
+    resume_from: Option<i64>,
 }
 
 /// Starts the live state and binds the listeners (the API answers at once; `/ready` follows
@@ -72,7 +75,7 @@ pub async fn start(
     inputs: ServeInputs,
 ) -> anyhow::Result<Serve> {
     let mut store = Store::new(StoreConfig::from_config(config));
-    let (history, restored) = open_history(config, &mut store).await?;
+    let (history, restored, resume_from) = open_history(config, &mut store).await?;
     let live = Live::new(store, Hub::new(HubConfig::from_config(config))).with_history(history);
     let commands = match inputs.commands {
         Some(commands) => commands,
@@ -104,17 +107,24 @@ pub async fn start(
         feeder: None,
         feeder_done: CancellationToken::new(),
         restored_alerts: restored,
+        resume_from,
     })
 }
 
+/// How far before the newest reading history holds a serve side on Kafka starts reading
+/// again: records are stamped by their producer, whose clock may be a little behind the
+/// readings' event times. What is read twice is recognised and kept once.
+const RESUME_MARGIN_MS: i64 = 60_000;
+
 /// Opens history (`HISTORY=on`) and seeds `store` with what it holds: the devices with their
-/// latest readings and the alert log's alerts. Returns it and the alerts still open, by device.
+/// latest readings and the alert log's alerts. Returns it, the alerts still open (by device),
+/// and the newest event time it holds.
 async fn open_history(
     config: &Config,
     store: &mut Store,
-) -> anyhow::Result<(Option<Arc<History>>, RecoveredAlerts)> {
+) -> anyhow::Result<(Option<Arc<History>>, RecoveredAlerts, Option<i64>)> {
     let Some(cfg) = HistoryConfig::from_config(config) else {
-        return Ok((None, RecoveredAlerts::new()));
+        return Ok((None, RecoveredAlerts::new(), None));
     };
     // Recovery reads and may seal what the log held: blocking work.
     let (history, restored) = tokio::task::spawn_blocking(move || History::open(cfg))
@@ -130,7 +140,7 @@ async fn open_history(
     for alert in &restored.alerts {
         store.record_alert(alert);
     }
-    Ok((Some(Arc::new(history)), restored.open))
+    Ok((Some(Arc::new(history)), restored.open, restored.newest_ms))
 }
 
 impl Serve {
@@ -150,17 +160,29 @@ impl Serve {
         self.server.http_addr
     }
 
-    /// Feeds the live state from the topics (call once they exist): every reading from now on,
-    /// and every alert change the topic still holds, so open alerts raised before this start
-    /// are shown too.
+    /// Feeds the live state from the topics (call once they exist): every reading from now on
+    /// — or, with history on disk, from a minute before the newest reading it holds, so that
+    /// what was published while this process was down is kept too — and every alert change the
+    /// topic still holds, so open alerts raised before this start are shown too.
     pub async fn follow_topics(
         &mut self,
         config: &Config,
         backend: &Backend,
     ) -> anyhow::Result<()> {
         let k = &config.kafka;
+        let start = match self.resume_from {
+            Some(ms) => {
+                let since = ms.saturating_sub(RESUME_MARGIN_MS);
+                tracing::info!(
+                    since_ms = since,
+                    "following the readings from where history left off"
+                );
+                Start::Since(since)
+            }
+            None => Start::End,
+        };
         let readings = backend
-            .subscribe_all(&k.topic_device_data, Start::End)
+            .subscribe_all(&k.topic_device_data, start)
             .await
             .context("subscribing to the readings")?;
         let alerts = backend

@@ -23,14 +23,18 @@ pub fn work_dir(tag: &str) -> PathBuf {
 /// The `iiot` binary, to run in [`work_dir`]`(tag)`: no config file or `.env` there.
 pub fn iiot_command(tag: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_iiot"));
-    let dir = work_dir(tag);
-    // History of its own, so that roles started side by side never share (and lock) one
-    // directory; a test that restarts a role on the same history sets DATA_DIR itself.
+    cmd.env("DATA_DIR", fresh_data_dir(tag));
+    cmd.current_dir(work_dir(tag));
+    cmd
+}
+
+/// A data directory no other role uses, under [`work_dir`]`(tag)`: roles started side by side
+/// never share (and lock) one; a test that restarts a role on the same history sets DATA_DIR
+/// itself.
+pub fn fresh_data_dir(tag: &str) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    cmd.env("DATA_DIR", dir.join(format!("data-{n}-{}", nanos())));
-    cmd.current_dir(dir);
-    cmd
+    work_dir(tag).join(format!("data-{n}-{}", nanos()))
 }
 
 /// A port below the ephemeral range (32768–60999) that nothing listens on now.
@@ -86,6 +90,7 @@ impl Role {
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("DATA_DIR", fresh_data_dir("kafka-cwd"))
             .env("HTTP_PORT", http_port.to_string())
             .env("WEBSOCKET_PORT", free_port().to_string())
             .env("STATUS_INTERVAL", "2s")
@@ -169,6 +174,18 @@ impl Role {
             })
             .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
             .sum()
+    }
+
+    /// Waits (up to [`PATIENCE`]) for the role to exit by itself (`--duration`).
+    pub fn wait_exit(mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// SIGTERM, then waits for a clean exit.
