@@ -320,7 +320,8 @@ impl fmt::Display for ConfigError {
             // A secret is never shown, whatever its characters; librdkafka properties are
             // shown with their secret values masked.
             let upper = self.key.to_ascii_uppercase();
-            let value = if is_secret(&upper) {
+            // (`…_FILE` names where a secret is read from: a path, shown.)
+            let value = if is_secret(&upper) && !upper.ends_with("_FILE") {
                 "***".to_string()
             } else if upper == PROPERTIES_KEY || upper == "KAFKA.PROPERTIES" {
                 redact_properties(&self.value)
