@@ -1,12 +1,15 @@
 //! `iiot bench`: drives the pipeline (simulator → embedded bus or Kafka → processors → the topic
 //! sink and the live store and hub) and reports throughput and event → processed latency as
 //! JSON, with the machine, the backend and the command, over several runs with median and
-//! spread. `--no-store` leaves the live store and hub out (the figure before they were in).
+//! spread. `--no-store` leaves the live store and hub out (the figure before they were in);
+//! `--history` also keeps history on disk, in a temporary `DATA_DIR` of each run (off by
+//! default, so figures stay comparable with those taken before history existed).
 //!
 //! On Kafka (`--kafka-brokers`) every run gets topics and a consumer group of its own, so runs
 //! never read each other's readings; the processors join the group (a warm-up reading must come
 //! through) before the timed run starts.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -18,6 +21,7 @@ use iiot_model::Reading;
 
 use crate::backend;
 use crate::config::Config;
+use crate::history::{History, HistoryConfig};
 use crate::hub::{Hub, HubConfig};
 use crate::processor::group::{GroupInputs, ProcessorGroup};
 use crate::roles::process::topic_sink;
@@ -39,6 +43,9 @@ pub struct BenchOptions {
     pub command: String,
     /// Whether the processors feed the live store and hub (as `iiot run` does).
     pub store: bool,
+    /// Whether the live store also keeps history on disk (in a temporary `DATA_DIR`, removed
+    /// after each run; `HISTORY_*` settings from the configuration). Needs `store`.
+    pub history: bool,
 }
 
 /// The JSON report.
@@ -54,7 +61,8 @@ pub struct BenchReport {
     pub backend: String,
     /// `full_speed` or `real_time`.
     pub pace: &'static str,
-    /// What the processors' verdicts go to: `topics + live store + hub`, or `topics`.
+    /// What the processors' verdicts go to: `topics + live store + hub (+ history)`, or
+    /// `topics`.
     pub sinks: &'static str,
     /// Publishing time of each run, seconds.
     pub duration_s: f64,
@@ -97,6 +105,24 @@ pub struct RunResult {
     pub latency_p99_ms: f64,
     /// Maximum.
     pub latency_max_ms: f64,
+    /// With `--history`: readings history kept (written to its log by the end of the run),
+    /// dropped (too many waiting for the disk), and seals done; `close` seals the rest after
+    /// the timed run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryRun>,
+}
+
+/// What history did in one run.
+#[derive(Debug, Serialize)]
+pub struct HistoryRun {
+    /// Readings in the write-ahead log when the processors had drained.
+    pub logged: u64,
+    /// Readings dropped because too many waited for the disk.
+    pub dropped: u64,
+    /// Seals done during the run.
+    pub seals: u64,
+    /// Seconds `close` took after the run (sealing what was left).
+    pub close_s: f64,
 }
 
 /// Median and min/max of the runs.
@@ -175,7 +201,9 @@ pub async fn run(config: &Config, options: &BenchOptions) -> anyhow::Result<Benc
             Pace::FullSpeed => "full_speed",
             Pace::RealTime => "real_time",
         },
-        sinks: if options.store {
+        sinks: if options.store && options.history {
+            "topics + live store + hub + history"
+        } else if options.store {
             "topics + live store + hub"
         } else {
             "topics"
@@ -235,11 +263,17 @@ async fn one_run(config: &Config, options: &BenchOptions) -> anyhow::Result<RunR
     inputs
         .sinks
         .push(topic_sink(config, &backend, &inputs.stats));
+    let history = if options.store && options.history {
+        Some(open_history(config)?)
+    } else {
+        None
+    };
     if options.store {
         let live = Live::new(
             Store::new(StoreConfig::from_config(config)),
             Hub::new(HubConfig::from_config(config)),
-        );
+        )
+        .with_history(history.as_ref().map(|(h, _)| h.clone()));
         inputs.sinks.push(Arc::new(live));
     }
     let embedded = ProcessorGroup::start(config, backend.clone(), inputs).await?;
@@ -300,6 +334,25 @@ async fn one_run(config: &Config, options: &BenchOptions) -> anyhow::Result<RunR
         .load(Ordering::Relaxed)
         .saturating_sub(baseline);
     let (p50, p99, max) = stats.latency_ms();
+    let history = history.map(|(h, dir)| {
+        let s = h.stats();
+        let (logged, dropped, seals) = (
+            s.rows_written.load(Ordering::Relaxed),
+            s.dropped.load(Ordering::Relaxed),
+            s.seals.load(Ordering::Relaxed),
+        );
+        let closing = Instant::now();
+        h.close();
+        let close_s = closing.elapsed().as_secs_f64();
+        drop(h);
+        let _ = std::fs::remove_dir_all(&dir);
+        HistoryRun {
+            logged,
+            dropped,
+            seals,
+            close_s,
+        }
+    });
     Ok(RunResult {
         readings_per_sec: processed as f64 / elapsed.max(1e-9),
         sent: sim_stats.sent.load(Ordering::Relaxed),
@@ -309,5 +362,19 @@ async fn one_run(config: &Config, options: &BenchOptions) -> anyhow::Result<RunR
         latency_p50_ms: p50,
         latency_p99_ms: p99,
         latency_max_ms: max,
+        history,
     })
+}
+
+/// History in a fresh temporary directory, with the configuration's `HISTORY_*` settings.
+fn open_history(config: &Config) -> anyhow::Result<(Arc<History>, PathBuf)> {
+    let dir = std::env::temp_dir().join(format!(
+        "iiot-bench-history-{}-{}",
+        std::process::id(),
+        crate::now_ms()
+    ));
+    let mut cfg = HistoryConfig::from_config(config).unwrap_or_else(|| HistoryConfig::in_dir(&dir));
+    cfg.data_dir = dir.clone();
+    let (history, _) = History::open(cfg)?;
+    Ok((Arc::new(history), dir))
 }

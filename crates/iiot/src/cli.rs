@@ -200,6 +200,10 @@ pub struct BenchArgs {
     /// Leave the live store and WebSocket hub out: processors → topics only.
     #[arg(long)]
     pub no_store: bool,
+    /// Also keep history on disk (in a temporary DATA_DIR per run, removed after it) [default:
+    /// off, so figures compare with those taken before history].
+    #[arg(long, conflicts_with = "no_store")]
+    pub history: bool,
     /// Benchmark Kafka mode against these brokers (fresh topics per run) instead of the
     /// embedded bus [env: KAFKA_BROKERS].
     #[arg(long, value_name = "HOST:PORT,…")]

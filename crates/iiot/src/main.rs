@@ -248,6 +248,7 @@ async fn bench(args: cli::BenchArgs) -> Result<(), Failure> {
         },
         command: std::env::args().collect::<Vec<_>>().join(" "),
         store: !args.no_store,
+        history: args.history,
     };
     let report = iiot::bench::run(&config, &options).await?;
     let json = serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?;

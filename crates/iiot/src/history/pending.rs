@@ -77,9 +77,9 @@ impl Pending {
         i
     }
 
-    /// The id of device `i`.
-    pub(crate) fn name(&self, i: u32) -> &str {
-        &self.names[i as usize]
+    /// The ids of the devices from index `from` on (those added since a caller last looked).
+    pub(crate) fn names_from(&self, from: usize) -> &[Box<str>] {
+        self.names.get(from..).unwrap_or(&[])
     }
 
     /// The newest event time of device `id` that may already be in a raw segment.

@@ -47,6 +47,9 @@ pub(crate) struct Writer {
     /// When `latest.json` was last written, and the readings written by then.
     latest_written: Instant,
     latest_rows: u64,
+    /// The writer's copy of the device ids by index (they are only ever added), so a log
+    /// frame is encoded without holding the lock appenders wait on.
+    names: Vec<Box<str>>,
 }
 
 fn wal_path(root: &Path, seal: u64) -> PathBuf {
@@ -185,6 +188,7 @@ pub(crate) fn recover(cfg: &HistoryConfig, root: &Path) -> io::Result<Recovered>
             seal_failed: false,
             latest_written: Instant::now(),
             latest_rows: 0,
+            names: Vec::new(),
         },
     })
 }
@@ -229,11 +233,11 @@ fn decode_frame(pending: &mut Pending, frame: &[u8]) -> usize {
     n
 }
 
-fn encode_frame(pending: &Pending, rows: &[(u32, Row)]) -> Vec<u8> {
+fn encode_frame(names: &[Box<str>], rows: &[(u32, Row)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + rows.len() * (WAL_ROW_BYTES + 16));
     out.push(READINGS);
     for (i, row) in rows {
-        let id = pending.name(*i).as_bytes();
+        let id = names[*i as usize].as_bytes();
         out.extend_from_slice(&(id.len() as u16).to_le_bytes());
         out.extend_from_slice(id);
         row.write_to(&mut out);
@@ -450,13 +454,17 @@ pub(crate) fn run(shared: &Shared, mut w: Writer) {
 impl Writer {
     /// Logs and syncs what arrived since the last flush; false if a write failed.
     fn flush(&mut self, shared: &Shared) -> bool {
-        let (rows, alerts, seal, frame) = {
+        let (rows, alerts, seal) = {
             let mut p = shared.pending();
             let rows = std::mem::take(&mut p.unlogged);
             let alerts = std::mem::take(&mut p.alerts_unlogged);
-            let frame = (!rows.is_empty()).then(|| encode_frame(&p, &rows));
-            (rows, alerts, p.seal, frame)
+            self.names
+                .extend(p.names_from(self.names.len()).iter().cloned());
+            (rows, alerts, p.seal)
         };
+        // Encoded after the lock is released: appends (under the live store's lock) do not
+        // wait for it.
+        let frame = (!rows.is_empty()).then(|| encode_frame(&self.names, &rows));
         let mut ok = true;
         if let Some(frame) = frame {
             match self.log_readings(shared, seal, &frame) {
