@@ -7,8 +7,9 @@ use iiot_model::Parameter;
 use super::catalog::Tier;
 use super::rollup::{self, Bucket};
 use super::row::{Row, decode, scale};
+use super::segment::{self, Columns};
 use super::writer::drop_found_in;
-use super::{History, Shared, segment};
+use super::{History, Shared};
 use crate::store::{Acc, Buckets, Downsampler, HistoryPoint, RawSample, StoreError};
 
 impl History {
@@ -51,7 +52,7 @@ impl History {
             .unwrap_or(0);
         let mut d = Downsampler::new(buckets);
         if tier == Tier::Raw {
-            for row in self.rows(id, from, to) {
+            for row in self.rows(id, from, to, Columns::One(p)) {
                 let v = decode(p, i64::from(row.code(p)));
                 d.push(
                     row.t,
@@ -85,18 +86,23 @@ impl History {
         if from > to {
             return Err(StoreError::BadRange("from is after to"));
         }
-        Ok(self.rows(id, from, to).iter().map(Row::sample).collect())
+        Ok(self
+            .rows(id, from, to, Columns::All)
+            .iter()
+            .map(Row::sample)
+            .collect())
     }
 
-    /// Raw rows of `id` in `[from, to]` from segments and memory, sorted, each time once.
-    fn rows(&self, id: &str, from: i64, to: i64) -> Vec<Row> {
+    /// Raw rows of `id` in `[from, to]` from segments (`columns` decoded) and memory, sorted,
+    /// each time once.
+    fn rows(&self, id: &str, from: i64, to: i64, columns: Columns) -> Vec<Row> {
         let shared = self.shared();
         // Memory first, then the segments: a seal adds its segments before it lets go of the
         // rows, so a reading is always in one or the other.
         let mut rows = shared.pending().rows_of(id, from, to);
         rows.extend(
             read_segments(shared, Tier::Raw, from, to, |path| {
-                segment::read_raw(path, id)
+                segment::read_raw(path, id, columns)
             })
             .into_iter()
             .filter(|r| (from..=to).contains(&r.t)),

@@ -259,26 +259,53 @@ fn scan(
     Ok(())
 }
 
-/// The rows of `device` in the raw segment at `path`.
-pub(crate) fn read_raw(path: &Path, device: &str) -> io::Result<Vec<Row>> {
+/// Which columns of a raw segment a query decodes (the others are left at zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Columns {
+    /// Every column (export).
+    All,
+    /// The time and parameter `p` ([`iiot_model::Parameter::ALL`] order): a history query.
+    One(usize),
+    /// The time only: whether a reading is there.
+    Time,
+}
+
+/// The rows of `device` in the raw segment at `path`, with `columns` decoded: a query for one
+/// parameter reads three of the ten columns.
+pub(crate) fn read_raw(path: &Path, device: &str, columns: Columns) -> io::Result<Vec<Row>> {
     let mut out = Vec::new();
     scan(path, Some(device), |rg, n, ids| {
         let t = read_i64(rg, 1, n)?;
-        let mut ints = Vec::with_capacity(6);
-        for c in 2..=7 {
-            ints.push(read_i32(rg, c, n)?);
+        let wanted = |p: usize| match columns {
+            Columns::All => true,
+            Columns::One(q) => q == p,
+            Columns::Time => false,
+        };
+        let mut ints: Vec<Vec<i32>> = Vec::with_capacity(6);
+        for p in 0..6 {
+            ints.push(if wanted(p) {
+                read_i32(rg, 2 + p, n)?
+            } else {
+                Vec::new()
+            });
         }
-        let switch = read_bool(rg, 8, n)?;
-        let statuses = read_i32(rg, 9, n)?;
+        let all = columns == Columns::All;
+        let switch = if all {
+            read_bool(rg, 8, n)?
+        } else {
+            Vec::new()
+        };
+        let statuses = if all { read_i32(rg, 9, n)? } else { Vec::new() };
+        let at = |p: usize, k: usize| ints[p].get(k).copied().unwrap_or(0);
         for k in 0..n {
             if ids[k].data() == device.as_bytes() {
                 out.push(Row {
                     t: t[k],
-                    sensors: [ints[0][k], ints[1][k], ints[2][k], ints[3][k]],
-                    battery: ints[4][k],
-                    signal: ints[5][k],
-                    statuses: statuses[k] as u8,
-                    switch_on: switch[k],
+                    sensors: [at(0, k), at(1, k), at(2, k), at(3, k)],
+                    battery: at(4, k),
+                    signal: at(5, k),
+                    statuses: statuses.get(k).map_or(0, |&s| s as u8),
+                    switch_on: switch.get(k).copied().unwrap_or(false),
                 });
             }
         }
@@ -353,9 +380,22 @@ mod tests {
             })
             .collect();
         write_raw(&path, &devices).expect("write");
-        let got = read_raw(&path, "device_0137").expect("read");
+        let got = read_raw(&path, "device_0137", Columns::All).expect("read");
         assert_eq!(got, devices[137].1);
-        assert!(read_raw(&path, "device_9999").expect("read").is_empty());
+        assert!(
+            read_raw(&path, "device_9999", Columns::All)
+                .expect("read")
+                .is_empty()
+        );
+        // One parameter: its column and the time, the rest left at zero.
+        let one = read_raw(&path, "device_0137", Columns::One(0)).expect("read");
+        assert_eq!(one.len(), 60);
+        assert_eq!(
+            (one[3].t, one[3].sensors[0], one[3].sensors[1]),
+            (15_000, 2_003, 0)
+        );
+        let times = read_raw(&path, "device_0137", Columns::Time).expect("read");
+        assert!(times.iter().all(|r| r.sensors == [0; 4] && r.battery == 0));
         let bytes = std::fs::metadata(&path).expect("meta").len();
         assert!(bytes < 400 * 60 * 16, "{bytes} bytes for 24,000 rows");
     }

@@ -332,7 +332,7 @@ pub(crate) fn drop_found_in(
     };
     let mut seen = hashbrown::HashSet::new();
     for s in raw.iter().filter(|s| s.overlaps(first, on_disk)) {
-        match segment::read_raw(&s.path(root), device) {
+        match segment::read_raw(&s.path(root), device, segment::Columns::Time) {
             Ok(r) => seen.extend(r.into_iter().map(|r| r.t)),
             Err(e) => tracing::debug!(error = %e, "history: segment skipped"),
         }
