@@ -80,9 +80,11 @@ async fn half_open_requests_are_closed_within_the_header_timeout_and_others_are_
         }
         held.push(tcp);
     }
-    support::wait_until("the server to hold every connection", Duration::from_secs(10), || {
-        stats.open.load(Ordering::Relaxed) >= (HALF_OPEN + SILENT) as u64
-    })
+    support::wait_until(
+        "the server to hold every connection",
+        Duration::from_secs(10),
+        || stats.open.load(Ordering::Relaxed) >= (HALF_OPEN + SILENT) as u64,
+    )
     .await;
 
     // A well-behaved client meanwhile is answered at once.
@@ -107,9 +109,11 @@ async fn half_open_requests_are_closed_within_the_header_timeout_and_others_are_
         stats.header_timeouts.load(Ordering::Relaxed) >= (HALF_OPEN + SILENT) as u64,
         "header timeouts counted: {stats:?}"
     );
-    support::wait_until("the connections to be released", Duration::from_secs(5), || {
-        stats.open.load(Ordering::Relaxed) == 0
-    })
+    support::wait_until(
+        "the connections to be released",
+        Duration::from_secs(5),
+        || stats.open.load(Ordering::Relaxed) == 0,
+    )
     .await;
 
     let metrics = get_async(server.http_addr, "/metrics").await.body;
@@ -117,7 +121,11 @@ async fn half_open_requests_are_closed_within_the_header_timeout_and_others_are_
         .lines()
         .find(|l| l.starts_with(r#"iot_http_connections_timed_out_total{reason="header"}"#))
         .expect("the header timeouts are exported");
-    let n: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a number");
+    let n: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("a number");
     assert!(n >= (HALF_OPEN + SILENT) as f64, "{line}");
     server.stop().await;
 }
@@ -148,7 +156,11 @@ async fn connections_beyond_the_limit_get_503_while_the_open_ones_are_served() {
         .await
         .expect("write");
     let answer = read_until_closed(first, Duration::from_secs(5)).await;
-    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
 
     // Its slot is free again.
     support::wait_until("the slot to be released", Duration::from_secs(5), || {

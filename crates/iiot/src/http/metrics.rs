@@ -485,7 +485,12 @@ impl Snapshot {
         e.single(&HTTP_CONNECTIONS, h.open);
         e.single(&HTTP_REJECTED, h.rejected);
         e.family(&HTTP_TIMEOUTS);
-        e.sample(&HTTP_TIMEOUTS, "", &[("reason", "header")], h.header_timeouts);
+        e.sample(
+            &HTTP_TIMEOUTS,
+            "",
+            &[("reason", "header")],
+            h.header_timeouts,
+        );
         e.sample(&HTTP_TIMEOUTS, "", &[("reason", "idle")], h.idle_timeouts);
     }
 

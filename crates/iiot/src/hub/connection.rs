@@ -2,8 +2,8 @@
 //! applies client messages, and the clean-up. The writer is in [`super::writer`].
 
 use std::sync::Arc;
-use std::time::Duration;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, close_code};
 use futures::StreamExt;

@@ -353,7 +353,10 @@ impl Hub {
         let replay_len = lock(&self.stream).ring.len();
         let (queued_messages, subscribed_ids) = {
             let subscriptions = read(&self.subscriptions);
-            (subscriptions.queued_messages(), subscriptions.subscribed_ids())
+            (
+                subscriptions.queued_messages(),
+                subscriptions.subscribed_ids(),
+            )
         };
         let c = &self.counters;
         HubStats {

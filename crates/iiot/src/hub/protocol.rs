@@ -79,7 +79,9 @@ pub(crate) fn parse(text: &str) -> Result<ClientMessage, String> {
             offset,
         },
         Wire::Options { batch_ms, conflate } => {
-            if let Some(ms) = batch_ms.filter(|&ms| ms != 0 && !(MIN_BATCH_MS..=MAX_BATCH_MS).contains(&ms)) {
+            if let Some(ms) =
+                batch_ms.filter(|&ms| ms != 0 && !(MIN_BATCH_MS..=MAX_BATCH_MS).contains(&ms))
+            {
                 return Err(format!(
                     "batch_ms {ms} is out of range: 0 (off) or {MIN_BATCH_MS}..={MAX_BATCH_MS}"
                 ));

@@ -297,8 +297,12 @@ fn subscriptions_are_bounded_for_all_clients_together() {
     subs.subscribe(a.id, ids("a", 10)).expect("again");
     let err = subs.subscribe(b.id, ids("b", 6)).expect_err("over the cap");
     assert!(err.contains("all clients together"), "{err}");
-    assert!(!subs.matches(b.id, "b0"), "a refused subscribe adds nothing");
-    subs.subscribe(b.id, ids("b", 5)).expect("exactly at the cap");
+    assert!(
+        !subs.matches(b.id, "b0"),
+        "a refused subscribe adds nothing"
+    );
+    subs.subscribe(b.id, ids("b", 5))
+        .expect("exactly at the cap");
     assert_eq!(subs.subscribed_ids(), 15);
 
     subs.unsubscribe(a.id, &ids("a", 3));
