@@ -24,6 +24,7 @@ pub mod routes;
 pub mod state;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 
 pub use error::AppError;
@@ -41,8 +42,14 @@ pub fn app(state: AppState) -> Router {
     router
         .merge(dashboard::router())
         .fallback(not_found)
+        // Any body read through an extractor (`Bytes`, `Json`) stops at this; ingest reads its
+        // body itself, bounded by `INGEST_MAX_BODY_BYTES`.
+        .layer(DefaultBodyLimit::max(SMALL_BODY_BYTES))
         .with_state(state)
 }
+
+/// The most any request body but `POST /api/ingest`'s may hold.
+pub const SMALL_BODY_BYTES: usize = 64 * 1024;
 
 /// The operations routes only — `/health`, `/ready`, `/config`, `/metrics`, `/api/stats`,
 /// `/api/docs` — for the roles that keep no store (`process`, `simulate`).
