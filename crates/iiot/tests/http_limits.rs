@@ -208,3 +208,26 @@ async fn websocket_upgrades_work_on_both_ports_and_leave_the_http_timeouts_behin
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn stopping_does_not_wait_for_half_open_requests() {
+    let (server, stats) = serve(|c| c.http_header_timeout = Duration::from_secs(30)).await;
+    let mut half_open = open(&server).await;
+    half_open
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .expect("write");
+    support::wait_until("the connection to be held", Duration::from_secs(5), || {
+        stats.open.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    let stopping = Instant::now();
+    server.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        stopping.elapsed()
+    );
+    read_until_closed(&mut half_open, Duration::from_secs(1)).await;
+    assert_eq!(stats.open.load(Ordering::Relaxed), 0);
+}

@@ -62,6 +62,13 @@ pub struct ConnStats {
     pub idle_timeouts: AtomicU64,
 }
 
+/// How long open requests may take to finish once the listener stops; then their connections
+/// are dropped. Shorter than the wait of [`super::Server::stop`], so that it does not give up
+/// first. (hyper's graceful shutdown closes idle keep-alive connections at once, but waits for
+/// a connection that has not finished its first request — a half-open one — until the header
+/// timeout.)
+const DRAIN: Duration = Duration::from_secs(3);
+
 /// The answer to a connection beyond the limit, written without reading the request.
 const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
 retry-after: 1\r\nconnection: close\r\ncontent-length: 50\r\n\r\n\
@@ -147,13 +154,17 @@ async fn connection(
         .serve_connection(io, TowerToHyperService::new(router))
         .with_upgrades();
     tokio::pin!(conn);
-    let mut stopping = false;
+    let mut drained_by = None;
     let ended = loop {
         tokio::select! {
             result = conn.as_mut() => break result.err(),
-            () = stop.cancelled(), if !stopping => {
-                stopping = true;
+            () = stop.cancelled(), if drained_by.is_none() => {
+                drained_by = Some(Instant::now() + DRAIN);
                 conn.as_mut().graceful_shutdown();
+            }
+            () = sleep_until_some(drained_by) => {
+                tracing::debug!("dropping an HTTP connection still open {DRAIN:?} after stop");
+                break None;
             }
             () = activity.idle_for(limits.idle_timeout) => {
                 stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
@@ -172,6 +183,13 @@ async fn connection(
     }
     stats.open.fetch_sub(1, Ordering::Relaxed);
     drop(slot);
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// When a byte last moved on a connection, in ms since it opened.
