@@ -39,6 +39,17 @@ async fn serve(change: impl FnOnce(&mut Config)) -> (Server, Arc<ConnStats>) {
     (support::start_server(&config, state).await, stats)
 }
 
+/// This process's soft limit on open files (Linux; elsewhere assume the common 1024).
+fn open_files_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse().ok()
+        })
+        .unwrap_or(1024)
+}
+
 async fn open(server: &Server) -> TcpStream {
     TcpStream::connect(("127.0.0.1", server.http_addr.port()))
         .await
@@ -63,16 +74,18 @@ async fn read_until_closed(tcp: &mut TcpStream, within: Duration) -> Vec<u8> {
 
 #[tokio::test]
 async fn half_open_requests_are_closed_within_the_header_timeout_and_others_are_still_answered() {
-    const HALF_OPEN: usize = 300;
+    // The report: 900 half-open requests were all still open after 37 s. Each takes
+    // two descriptors in this process (client and server side).
     const SILENT: usize = 20;
+    let half_open = 880.min(open_files_limit().saturating_sub(200) / 2 - SILENT);
     let timeout = Duration::from_secs(1);
     let (server, stats) = serve(|c| c.http_header_timeout = timeout).await;
 
     let started = Instant::now();
     let mut held = Vec::new();
-    for i in 0..HALF_OPEN + SILENT {
+    for i in 0..half_open + SILENT {
         let mut tcp = open(&server).await;
-        if i < HALF_OPEN {
+        if i < half_open {
             // The head is never finished: no empty line.
             tcp.write_all(b"GET /api/devices HTTP/1.1\r\nHost: localhost\r\nX-Slow: 1\r\n")
                 .await
@@ -83,7 +96,7 @@ async fn half_open_requests_are_closed_within_the_header_timeout_and_others_are_
     support::wait_until(
         "the server to hold every connection",
         Duration::from_secs(10),
-        || stats.open.load(Ordering::Relaxed) >= (HALF_OPEN + SILENT) as u64,
+        || stats.open.load(Ordering::Relaxed) >= (half_open + SILENT) as u64,
     )
     .await;
 
@@ -106,7 +119,7 @@ async fn half_open_requests_are_closed_within_the_header_timeout_and_others_are_
         "all closed after {closed_after:?}"
     );
     assert!(
-        stats.header_timeouts.load(Ordering::Relaxed) >= (HALF_OPEN + SILENT) as u64,
+        stats.header_timeouts.load(Ordering::Relaxed) >= (half_open + SILENT) as u64,
         "header timeouts counted: {stats:?}"
     );
     support::wait_until(
@@ -126,7 +139,7 @@ async fn half_open_requests_are_closed_within_the_header_timeout_and_others_are_
         .next()
         .and_then(|v| v.parse().ok())
         .expect("a number");
-    assert!(n >= (HALF_OPEN + SILENT) as f64, "{line}");
+    assert!(n >= (half_open + SILENT) as f64, "{line}");
     server.stop().await;
 }
 
