@@ -32,8 +32,8 @@ pub use routes::ROUTES;
 pub use state::{AppState, OpsState};
 
 /// The API router: every row of [`ROUTES`], the [`dashboard`] at `/`, and a JSON 404 for any
-/// other path. Serve it with `axum::serve`, or merge more routes into it first (e.g. the
-/// WebSocket hub's `/ws`).
+/// other path. [`crate::listeners`] serves it (tests may use `axum::serve`), with more routes
+/// merged into it first (the WebSocket hub's `/ws`).
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
     for route in ROUTES {
