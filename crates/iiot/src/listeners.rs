@@ -2,7 +2,7 @@
 //! `HTTP_PORT`, and the hub alone on `WEBSOCKET_PORT` at `WEBSOCKET_PATH` (the design notes'
 //! `ws://localhost:8081/ws`). Both stop gracefully when asked; WebSocket clients are closed first
 //! so that graceful shutdown does not wait on them. Every port applies the connection limits of
-//! [`accept`] (`HTTP_MAX_CONNECTIONS`, `HTTP_HEADER_TIMEOUT`, `HTTP_IDLE_TIMEOUT`).
+//! [`ConnLimits`] (`HTTP_MAX_CONNECTIONS`, `HTTP_HEADER_TIMEOUT`, `HTTP_IDLE_TIMEOUT`).
 
 mod accept;
 
