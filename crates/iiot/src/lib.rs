@@ -29,7 +29,8 @@
 //!   `/api/docs`, health; `ops_app()` for roles without a store), answered from the store.
 //! - [`hub`]: the WebSocket hub (subscriptions, resume by epoch/offset, batching, limits).
 //! - [`mqtt`]: MQTT client options, topic filters, reconnects; the simulator's MQTT output.
-//! - [`listeners`]: binds `HTTP_PORT` (API + `/ws`) and `WEBSOCKET_PORT` (`WEBSOCKET_PATH`).
+//! - [`listeners`]: binds `HTTP_PORT` (API + `/ws`) and `WEBSOCKET_PORT` (`WEBSOCKET_PATH`), with
+//!   the connection limits (`HTTP_MAX_CONNECTIONS`, header and idle timeouts).
 //! - [`recovery`]: alerts left open by earlier processors, read back at start-up.
 //! - [`ack_relay`]: alert acknowledgements from a `serve` to the processors over the commands
 //!   topic.

@@ -1,14 +1,16 @@
 //! Binds the sockets of a role: the HTTP API (with the WebSocket hub also at `/ws`) on
 //! `HTTP_PORT`, and the hub alone on `WEBSOCKET_PORT` at `WEBSOCKET_PATH` (the design notes'
 //! `ws://localhost:8081/ws`). Both stop gracefully when asked; WebSocket clients are closed first
-//! so that graceful shutdown does not wait on them.
+//! so that graceful shutdown does not wait on them. Every port applies the connection limits of
+//! [`ConnLimits`] (`HTTP_MAX_CONNECTIONS`, `HTTP_HEADER_TIMEOUT`, `HTTP_IDLE_TIMEOUT`).
+
+mod accept;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::http::{AppState, OpsState, app};
 use crate::hub::Hub;
+
+pub use accept::{ConnLimits, ConnStats};
 
 /// How long open HTTP requests may take to finish at shutdown.
 const GRACE: Duration = Duration::from_secs(5);
@@ -41,22 +45,18 @@ pub async fn start(config: &Config, state: AppState) -> anyhow::Result<Server> {
         .await
         .with_context(|| format!("binding WEBSOCKET_PORT={}", config.websocket.port))?;
     let (http_addr, ws_addr) = (http.local_addr()?, ws.local_addr()?);
-    let api = app(state).merge(crate::hub::router(hub.clone(), "/ws"));
+    let api = app(state.clone()).merge(crate::hub::router(hub.clone(), "/ws"));
     let ws_only = crate::hub::router(hub.clone(), &config.websocket.path);
     let stop = CancellationToken::new();
-    let mut tasks = Vec::new();
-    for (listener, router) in [(http, api), (ws, ws_only)] {
-        let stop = stop.clone();
-        // Small frames must not wait for Nagle and delayed ACKs.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        tasks.push(tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        }));
-    }
+    let limits = ConnLimits::from_config(config);
+    let stats = state.ops.connections.clone();
+    let tasks = [(http, api), (ws, ws_only)]
+        .into_iter()
+        .map(|(listener, router)| {
+            let serving = accept::serve(listener, router, limits, stats.clone(), stop.clone());
+            tokio::spawn(serving)
+        })
+        .collect();
     tracing::info!(
         "serving the HTTP API on http://{http_addr}/ and WebSocket on ws://{ws_addr}{}",
         config.websocket.path
@@ -78,15 +78,10 @@ pub async fn start_ops(config: &Config, state: OpsState) -> anyhow::Result<Serve
         .with_context(|| format!("binding HTTP_PORT={}", config.http_port))?;
     let http_addr = http.local_addr()?;
     let stop = CancellationToken::new();
+    let limits = ConnLimits::from_config(config);
+    let stats = state.connections.clone();
     let router = crate::http::ops_app(state);
-    let task = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            axum::serve(http, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        }
-    });
+    let task = tokio::spawn(accept::serve(http, router, limits, stats, stop.clone()));
     tracing::info!("serving /health, /ready and /metrics on http://{http_addr}/");
     Ok(Server {
         http_addr,

@@ -112,6 +112,11 @@ async fn silences_are_created_listed_and_deleted_and_bad_input_is_refused() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"], "unknown silence");
     assert_eq!(get(&f.app, "/api/silences").await.1["items"], json!([]));
+    // A body larger than any silence is not read to its end.
+    let huge = json!({ "comment": "x".repeat(1 << 20), "ends_at": 1 });
+    let (status, body) = create(&f.app, huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["limit_bytes"], 65536);
     f.notifier.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! The WebSocket hub's limits over real TCP: frame size, message rate, connection count,
-//! token and origin checks, heartbeats and shutdown, and slow clients (dropped messages,
-//! disconnection) while the others get everything. Every wait has a generous timeout and
+//! token and origin checks, heartbeats and shutdown, slow clients (dropped messages,
+//! disconnection) while the others get everything, clients that answer no pings, and floods of
+//! made-up subscriptions. Every wait has a generous timeout and
 //! waits for a condition, never a fixed time.
 
 mod support;
@@ -228,4 +229,145 @@ async fn a_client_that_fell_behind_is_told_how_many_messages_it_missed() {
         "still connected and receiving"
     );
     assert_eq!(hub.stats().clients_disconnected_slow, 0);
+}
+
+/// Opens a WebSocket on `url` by hand and returns the raw socket: nothing will ever read from
+/// it again, so nothing answers the server's pings (a tungstenite client answers them as soon as
+/// it reads).
+async fn silent_client(url: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url
+        .strip_prefix("ws://")
+        .and_then(|rest| rest.split('/').next())
+        .expect("a ws:// URL");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.expect("upgrade");
+    // Read the 101 head only, one byte at a time, so that no frame is consumed.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.expect("upgrade answer");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tcp
+}
+
+/// Keeps reading `ws` (so its pings are answered) until `done` holds; fails if it closes.
+async fn read_until(ws: &mut support::ws::Ws, what: &str, mut done: impl FnMut() -> bool) {
+    use futures::StreamExt;
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        let next = tokio::time::timeout(Duration::from_millis(20), ws.next()).await;
+        if let Ok(next) = next {
+            let msg = next.expect("still open").expect("a good frame");
+            assert!(!matches!(msg, Message::Close(_)), "closed: {msg:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_answers_no_pings_is_closed_and_a_reading_one_stays() {
+    let interval = Duration::from_millis(200);
+    let (hub, url) = start_ws_hub_adjusted(|c| c.ping_interval = interval).await;
+    let (mut good, _) = connect(&url).await;
+    let silent = silent_client(&url).await;
+    let opened = Instant::now();
+
+    let h = hub.clone();
+    read_until(&mut good, "the silent client to be closed", move || {
+        h.stats().ping_timeouts == 1 && h.connections() == 1
+    })
+    .await;
+    assert!(
+        opened.elapsed() >= interval * 2,
+        "closed before two intervals: {:?}",
+        opened.elapsed()
+    );
+    // The reading client has been pinged many times meanwhile and is still served.
+    let start = Instant::now();
+    read_until(&mut good, "a few more intervals", || {
+        start.elapsed() > interval * 4
+    })
+    .await;
+    assert_eq!(hub.stats().ping_timeouts, 1);
+    send(&mut good, json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut good).await["type"], "pong");
+    drop(silent);
+}
+
+#[tokio::test]
+async fn a_flood_of_made_up_subscriptions_is_capped_and_real_clients_still_get_the_stream() {
+    let (hub, url) = start_ws_hub_adjusted(|c| {
+        c.max_subscribed_ids = 25_000;
+        c.client_msgs_per_sec = 0;
+    })
+    .await;
+    // Each flooder asks for 100,000 made-up ids, 4,000 per message (a frame is at most 64 KiB).
+    let mut flooders = Vec::new();
+    for f in 0..3 {
+        let (mut ws, _) = connect(&url).await;
+        for chunk in 0..25 {
+            let ids: Vec<String> = (0..4_000)
+                .map(|i| format!("f{f}_{}", chunk * 4_000 + i))
+                .collect();
+            send(&mut ws, json!({"type": "subscribe", "device_ids": ids})).await;
+        }
+        let replies = sync(&mut ws).await;
+        let errors: Vec<&str> = replies
+            .iter()
+            .filter(|r| r["type"] == "error")
+            .filter_map(|r| r["message"].as_str())
+            .collect();
+        // 8,000 ids each: the third message would pass the per-client cap of 10,000, so it
+        // and every later one is refused whole.
+        assert_eq!(errors.len(), 23, "flooder {f}: {:?}", errors.first());
+        assert!(errors[0].contains("at most 10000"), "{}", errors[0]);
+        flooders.push(ws);
+    }
+    // 300,000 ids asked for; what the server holds is bounded by the caps.
+    assert_eq!(hub.stats().subscribed_ids, 24_000);
+
+    // A fourth client finds the global cap reached: told so, the stream unharmed.
+    let (mut late, _) = connect(&url).await;
+    let ids: Vec<String> = (0..2_000).map(|i| format!("late_{i}")).collect();
+    send(&mut late, json!({"type": "subscribe", "device_ids": ids})).await;
+    let replies = sync(&mut late).await;
+    assert!(
+        replies.iter().any(|r| r["type"] == "error"
+            && r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("all clients together"))),
+        "{replies:?}"
+    );
+
+    // Well-behaved clients: one subscribed to a real device (room is left for one id), one to all.
+    let (mut one, _) = connect(&url).await;
+    support::ws::subscribe(&mut one, &["device_001"]).await;
+    let replies = sync(&mut one).await;
+    assert!(replies.iter().all(|r| r["type"] != "error"), "{replies:?}");
+    let mut all = connect_to_all(&url).await;
+    hub.publish_reading("device_001", &hub_reading("device_001", 1));
+    for ws in [&mut one, &mut all] {
+        let v = recv(ws).await;
+        assert_eq!(v["type"], "device_data", "{v}");
+        assert_eq!(v["payload"]["device_id"], "device_001");
+    }
+
+    // Leaving frees what they held.
+    drop(flooders);
+    let h = hub.clone();
+    wait_until("the flooders' ids to be released", WAIT, move || {
+        h.stats().subscribed_ids == 1
+    })
+    .await;
 }

@@ -366,6 +366,9 @@ fn blank() -> Config {
             replication_factor: 0,
         },
         http_port: 0,
+        http_header_timeout: Duration::ZERO,
+        http_idle_timeout: Duration::ZERO,
+        http_max_connections: 0,
         ingest_max_body_bytes: 0,
         mqtt: MqttSettings {
             url: None,
@@ -380,6 +383,8 @@ fn blank() -> Config {
             path: String::new(),
             max_connections: 0,
             replay_capacity: 0,
+            ping_interval: Duration::ZERO,
+            max_subscribed_ids: 0,
             auth_token: None,
             allowed_origins: None,
         },

@@ -23,6 +23,9 @@
 //! [http]
 //! port = 8080
 //! ingest_max_body_bytes = 4194304  # POST /api/ingest
+//! header_timeout = "10s"        # also the longest idle keep-alive
+//! idle_timeout = "30s"          # no byte either way for this long closes a connection
+//! max_connections = 1024        # per port
 //!
 //! [mqtt]                        # no url = no MQTT source
 //! url = "mqtt://localhost:1883"
@@ -34,6 +37,8 @@
 //! port = 8081
 //! path = "/ws"
 //! max_connections = 1000
+//! ping_interval = "20s"         # silent for two intervals: closed
+//! max_subscribed_ids = 100000   # all clients together
 //! # auth_token = "…"          # clients send ?token= or Authorization: Bearer
 //! # allowed_origins = "http://localhost:8080"
 //!
@@ -127,6 +132,16 @@ pub struct Config {
     pub kafka: KafkaSettings,
     /// `HTTP_PORT`: port of the HTTP API (8080).
     pub http_port: u16,
+    /// `HTTP_HEADER_TIMEOUT`: a request's headers must arrive within this, counted from when
+    /// the server waits for them, so it also ends idle keep-alive connections (10 s).
+    pub http_header_timeout: Duration,
+    /// `HTTP_IDLE_TIMEOUT`: a connection on which no byte moves either way for this long is
+    /// closed: stalled bodies, clients that stop reading an answer (30 s).
+    pub http_idle_timeout: Duration,
+    /// `HTTP_MAX_CONNECTIONS`: open HTTP connections per listening port; the next one gets a
+    /// 503 and is closed (1024). Upgraded WebSocket connections count under
+    /// `WEBSOCKET_MAX_CONNECTIONS` instead.
+    pub http_max_connections: u32,
     /// `INGEST_MAX_BODY_BYTES`: largest body `POST /api/ingest` takes (4 MiB); larger is 413.
     pub ingest_max_body_bytes: usize,
     /// The MQTT source.
@@ -163,6 +178,12 @@ pub struct WebSocketSettings {
     /// `WEBSOCKET_REPLAY_CAPACITY`: messages kept for clients that reconnect and resume
     /// (~0.5 KB each; 100000); 0 turns resume off.
     pub replay_capacity: usize,
+    /// `WEBSOCKET_PING_INTERVAL`: the server pings every client this often; one that sends
+    /// nothing (not even a pong) for two intervals is closed (20 s).
+    pub ping_interval: Duration,
+    /// `WEBSOCKET_MAX_SUBSCRIBED_IDS`: device ids held by the subscriptions of all clients
+    /// together; a `subscribe` beyond it gets an `error` (100000).
+    pub max_subscribed_ids: usize,
     /// `WEBSOCKET_AUTH_TOKEN`: when set, clients must present it; shown as `***`.
     pub auth_token: Option<String>,
     /// `WEBSOCKET_ALLOWED_ORIGINS`: comma-separated `Origin` allow-list; `None` = any.

@@ -39,10 +39,12 @@ pub enum AppError {
     #[error("not found")]
     NotFound(String),
     /// The request body is larger than allowed (413).
-    #[error("the body is larger than {limit} bytes (INGEST_MAX_BODY_BYTES)")]
+    #[error("the body is larger than {limit} bytes ({what})")]
     TooLarge {
         /// The limit, in bytes.
         limit: usize,
+        /// Which limit: its setting, or what it bounds.
+        what: &'static str,
     },
     /// A part the answer depends on is down or too slow (503).
     #[error("{0}")]
@@ -100,7 +102,7 @@ impl AppError {
             AppError::NotFound(path) => {
                 add("path", path);
             }
-            AppError::TooLarge { limit } => {
+            AppError::TooLarge { limit, .. } => {
                 body.insert("limit_bytes".into(), json!(limit));
             }
             AppError::BadRequest(_) | AppError::Unavailable(_) => {}

@@ -78,6 +78,8 @@ pub struct Snapshot {
     pub event_to_client: LatencySnapshot,
     /// The hub's delivery counters (zero without a hub).
     pub websocket: WebSocketCounters,
+    /// The listeners' connection counters.
+    pub http: HttpConnCounters,
     /// The transport's own counters (`kafka_*`).
     pub backend: BackendMetrics,
     /// The simulator's counters, when this process runs one.
@@ -171,6 +173,23 @@ pub struct WebSocketCounters {
     pub rejected_unauthorized: u64,
     /// Messages in client queues now.
     pub queued: u64,
+    /// Clients closed for answering no pings.
+    pub ping_timeouts: u64,
+    /// Device ids held by per-device subscriptions now.
+    pub subscribed_ids: u64,
+}
+
+/// What the listeners did with HTTP connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpConnCounters {
+    /// Open now.
+    pub open: u64,
+    /// Refused at the limit.
+    pub rejected: u64,
+    /// Closed: request head not in time.
+    pub header_timeouts: u64,
+    /// Closed: no byte for the idle timeout.
+    pub idle_timeouts: u64,
 }
 
 impl Snapshot {
@@ -224,8 +243,16 @@ impl Snapshot {
                     rejected_limit: h.rejected_connections,
                     rejected_unauthorized: h.rejected_unauthorized,
                     queued: h.queued_messages as u64,
+                    ping_timeouts: h.ping_timeouts,
+                    subscribed_ids: h.subscribed_ids as u64,
                 }
             }),
+            http: HttpConnCounters {
+                open: load(&state.connections.open),
+                rejected: load(&state.connections.rejected),
+                header_timeouts: load(&state.connections.header_timeouts),
+                idle_timeouts: load(&state.connections.idle_timeouts),
+            },
             backend: state.transport.metrics(),
             simulator: state.simulator.as_ref().map(|s| s.snapshot()),
             notify: state.notify.as_ref().map(|n| n.stats.snapshot()),
@@ -305,6 +332,14 @@ impl Snapshot {
                     "count": self.event_to_client.count,
                 },
                 "messages_dropped_total": self.websocket.messages_dropped,
+                "ping_timeouts_total": self.websocket.ping_timeouts,
+                "subscribed_ids": self.websocket.subscribed_ids,
+            },
+            "http": {
+                "connections": self.http.open,
+                "connections_rejected_total": self.http.rejected,
+                "header_timeouts_total": self.http.header_timeouts,
+                "idle_timeouts_total": self.http.idle_timeouts,
             },
             "transport": {
                 "connected": self.backend.connected,
@@ -327,6 +362,7 @@ impl Snapshot {
         self.render_devices_and_alerts(e);
         self.render_processing_duration(e);
         self.render_websocket(e);
+        self.render_http(e);
         e.single(&STORE_MEMORY, self.store_memory);
         e.single(&UPTIME, self.uptime_s);
         self.render_backend(e);
@@ -439,6 +475,23 @@ impl Snapshot {
             w.rejected_unauthorized,
         );
         e.single(&WEBSOCKET_QUEUED, w.queued);
+        e.single(&WEBSOCKET_PING_TIMEOUTS, w.ping_timeouts);
+        e.single(&WEBSOCKET_SUBSCRIBED_IDS, w.subscribed_ids);
+    }
+
+    /// The listeners' connection families.
+    fn render_http(&self, e: &mut Exposition) {
+        let h = &self.http;
+        e.single(&HTTP_CONNECTIONS, h.open);
+        e.single(&HTTP_REJECTED, h.rejected);
+        e.family(&HTTP_TIMEOUTS);
+        e.sample(
+            &HTTP_TIMEOUTS,
+            "",
+            &[("reason", "header")],
+            h.header_timeouts,
+        );
+        e.sample(&HTTP_TIMEOUTS, "", &[("reason", "idle")], h.idle_timeouts);
     }
 
     /// The simulator's families: always described, with samples only where a simulator runs.

@@ -24,6 +24,7 @@ pub mod routes;
 pub mod state;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 
 pub use error::AppError;
@@ -31,8 +32,8 @@ pub use routes::ROUTES;
 pub use state::{AppState, OpsState};
 
 /// The API router: every row of [`ROUTES`], the [`dashboard`] at `/`, and a JSON 404 for any
-/// other path. Serve it with `axum::serve`, or merge more routes into it first (e.g. the
-/// WebSocket hub's `/ws`).
+/// other path. [`crate::listeners`] serves it (tests may use `axum::serve`), with more routes
+/// merged into it first (the WebSocket hub's `/ws`).
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
     for route in ROUTES {
@@ -41,8 +42,14 @@ pub fn app(state: AppState) -> Router {
     router
         .merge(dashboard::router())
         .fallback(not_found)
+        // Any body read through an extractor (`Bytes`, `Json`) stops at this; ingest reads its
+        // body itself, bounded by `INGEST_MAX_BODY_BYTES`.
+        .layer(DefaultBodyLimit::max(SMALL_BODY_BYTES))
         .with_state(state)
 }
+
+/// The most any request body but `POST /api/ingest`'s may hold.
+pub const SMALL_BODY_BYTES: usize = 64 * 1024;
 
 /// The operations routes only — `/health`, `/ready`, `/config`, `/metrics`, `/api/stats`,
 /// `/api/docs` — for the roles that keep no store (`process`, `simulate`).

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::http::routes::IngestStats;
+use crate::listeners::ConnStats;
 use crate::mqtt::MqttStats;
 use crate::processor::ProcessorStats;
 use crate::processor::run::Command;
@@ -40,6 +41,8 @@ pub struct OpsState {
     pub mqtt: Option<Arc<MqttStats>>,
     /// What `POST /api/ingest` did.
     pub ingest: Arc<IngestStats>,
+    /// What the listeners did with HTTP connections (refused, timed out).
+    pub connections: Arc<ConnStats>,
 }
 
 impl OpsState {
@@ -59,6 +62,7 @@ impl OpsState {
             notify: None,
             mqtt: None,
             ingest: Arc::default(),
+            connections: Arc::default(),
         }
     }
 }

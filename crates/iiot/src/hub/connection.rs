@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, close_code};
 use futures::StreamExt;
@@ -25,6 +26,8 @@ pub(crate) struct Client {
     /// Cancelled to make the writer close the connection (shutdown or too slow).
     pub(crate) stop: CancellationToken,
     slow: AtomicBool,
+    /// Nothing arrived from the client for two ping intervals.
+    silent: AtomicBool,
     /// Misses not yet reported to the client with a `dropped` notice.
     unreported_drops: AtomicU64,
     drops: AtomicU64,
@@ -40,6 +43,7 @@ impl Client {
             queue,
             stop,
             slow: AtomicBool::new(false),
+            silent: AtomicBool::new(false),
             unreported_drops: AtomicU64::new(0),
             drops: AtomicU64::new(0),
             drops_in_a_row: AtomicU64::new(0),
@@ -77,6 +81,20 @@ impl Client {
     /// Marks the client too slow and stops it; true the first time only.
     pub(crate) fn mark_slow(&self) -> bool {
         let first = !self.slow.swap(true, Ordering::Relaxed);
+        if first {
+            self.stop.cancel();
+        }
+        first
+    }
+
+    /// Whether the client was closed for answering no pings.
+    pub(crate) fn is_silent(&self) -> bool {
+        self.silent.load(Ordering::Relaxed)
+    }
+
+    /// Marks the client silent and stops it; true the first time only.
+    fn mark_silent(&self) -> bool {
+        let first = !self.silent.swap(true, Ordering::Relaxed);
         if first {
             self.stop.cancel();
         }
@@ -168,11 +186,27 @@ async fn read_loop(
     // After asking the writer to close, keep reading (and ignoring) until the client's close
     // reply ends the stream: dropping unread data would make the close a TCP reset.
     let mut closing = false;
+    // The writer pings every interval; a live client answers (its WebSocket library does, as
+    // long as it reads). Two intervals without a frame of any kind: it is gone or not reading.
+    let deadline = hub.cfg.ping_interval.max(Duration::from_millis(10)) * 2;
+    let mut heard = Instant::now();
     loop {
         let next = tokio::select! {
             next = stream.next() => next,
             () = writer_done.cancelled() => return,
+            () = tokio::time::sleep_until(heard + deadline), if !client.is_silent() => {
+                if client.mark_silent() {
+                    hub.counters.ping_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        client = client.id,
+                        silent_ms = deadline.as_millis() as u64,
+                        "hub: closing a client that answers no pings"
+                    );
+                }
+                continue;
+            }
         };
+        heard = Instant::now();
         let msg = match next {
             None => return,
             Some(Ok(msg)) => msg,

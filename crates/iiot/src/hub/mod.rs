@@ -38,7 +38,9 @@
 //! ```
 //! `subscribe_all` replaces any per-device subscription, and `unsubscribe` by id does not narrow
 //! it (send `unsubscribe_all`). Ids must be 1–64 characters of `[A-Za-z0-9_.:-]`; a client may
-//! hold at most 100,000 ids.
+//! hold at most 10,000 ids, and all clients together `WEBSOCKET_MAX_SUBSCRIBED_IDS` (100,000):
+//! a `subscribe` beyond either gets an `error` and adds none of its ids. An id costs the same
+//! whether or not it names a device the server has seen, so these caps bound the memory.
 //!
 //! Server → client:
 //! ```text
@@ -67,7 +69,7 @@
 //! the HTTP API. Data delivered between the `subscribe` and the `resume` is replayed again with
 //! the same offset: send `resume` right after subscribing.
 //!
-//! **Batching.** `options` with `batch_ms` in 1..=1000 makes the server send at most one `batch`
+//! **Batching.** `options` with `batch_ms` in 10..=1000 makes the server send at most one `batch`
 //! frame per `batch_ms` (or sooner, when a batch reaches 1 MiB) holding the messages in offset
 //! order; the batch's `offset` is that of its last message. `batch_ms: 0` returns to one frame per
 //! message. With `conflate: true` a batch keeps only the newest `device_data` per device (alerts
@@ -78,7 +80,10 @@
 //! Origin allow-list the `Origin` header must be on it (else 403). Invalid JSON, an unknown
 //! `type` or a missing or ill-typed field gets an `error` reply. A frame larger than the limit
 //! (64 KiB) closes the connection with 1009, exceeding the message rate (20/s, bursts of 40)
-//! with 1008, a client that stays too slow with 1008, and server shutdown with 1001.
+//! with 1008, a client that stays too slow with 1008, and server shutdown with 1001. The server
+//! sends a WebSocket ping every `WEBSOCKET_PING_INTERVAL` (20 s); a client from which nothing
+//! arrives (no pong, no message) for two intervals is closed with 1008, so silent sockets
+//! cannot hold the connection slots.
 
 mod connection;
 mod latency;
@@ -121,6 +126,12 @@ pub struct HubConfig {
     pub replay_capacity: usize,
     /// How often each client gets a `heartbeat`.
     pub heartbeat: Duration,
+    /// How often the server sends each client a WebSocket ping; a client from which nothing
+    /// (not even a pong) arrives for two of these is closed with 1008.
+    pub ping_interval: Duration,
+    /// Device ids the subscriptions of all clients may hold together; a `subscribe` beyond it
+    /// gets an `error` (each client also holds at most 10,000).
+    pub max_subscribed_ids: usize,
     /// When set, an upgrade must carry this token (`?token=` or `Authorization: Bearer`).
     pub auth_token: Option<String>,
     /// Allowed `Origin` header values; empty allows any (and none). `*` allows any.
@@ -140,6 +151,8 @@ impl Default for HubConfig {
             client_msgs_per_sec: 20,
             replay_capacity: 100_000,
             heartbeat: Duration::from_secs(15),
+            ping_interval: Duration::from_secs(20),
+            max_subscribed_ids: 100_000,
             auth_token: None,
             allowed_origins: Vec::new(),
             slow_max_consecutive_drops: 1000,
@@ -160,6 +173,8 @@ pub struct HubStats {
     pub messages_dropped: u64,
     /// Clients disconnected for staying too slow.
     pub clients_disconnected_slow: u64,
+    /// Clients closed because nothing, not even a pong, arrived for two ping intervals.
+    pub ping_timeouts: u64,
     /// Upgrades refused with 503 (connection limit or shutting down).
     pub rejected_connections: u64,
     /// Upgrades refused with 401 or 403 (token or Origin).
@@ -170,6 +185,8 @@ pub struct HubStats {
     pub client_errors: u64,
     /// Messages waiting in client queues right now, all clients together.
     pub queued_messages: usize,
+    /// Device ids held by per-device subscriptions right now, all clients together.
+    pub subscribed_ids: usize,
     /// Messages held in the replay ring.
     pub replay_len: usize,
     /// The stream epoch.
@@ -218,6 +235,7 @@ struct Counters {
     sent: AtomicU64,
     dropped: AtomicU64,
     slow: AtomicU64,
+    ping_timeouts: AtomicU64,
     rejected: AtomicU64,
     unauthorized: AtomicU64,
     invalid: AtomicU64,
@@ -267,7 +285,7 @@ impl Hub {
                 ring: VecDeque::with_capacity(cfg.replay_capacity.min(4096)),
             }),
             offset: AtomicU64::new(0),
-            subscriptions: RwLock::new(Subscriptions::default()),
+            subscriptions: RwLock::new(Subscriptions::new(cfg.max_subscribed_ids)),
             permits,
             shutdown: CancellationToken::new(),
             next_client: AtomicU64::new(1),
@@ -333,18 +351,26 @@ impl Hub {
     /// The hub's counters.
     pub fn stats(&self) -> HubStats {
         let replay_len = lock(&self.stream).ring.len();
-        let queued_messages = read(&self.subscriptions).queued_messages();
+        let (queued_messages, subscribed_ids) = {
+            let subscriptions = read(&self.subscriptions);
+            (
+                subscriptions.queued_messages(),
+                subscriptions.subscribed_ids(),
+            )
+        };
         let c = &self.counters;
         HubStats {
             connections: self.connections(),
             messages_sent: c.sent.load(Ordering::Relaxed),
             messages_dropped: c.dropped.load(Ordering::Relaxed),
             clients_disconnected_slow: c.slow.load(Ordering::Relaxed),
+            ping_timeouts: c.ping_timeouts.load(Ordering::Relaxed),
             rejected_connections: c.rejected.load(Ordering::Relaxed),
             rejected_unauthorized: c.unauthorized.load(Ordering::Relaxed),
             invalid_payloads: c.invalid.load(Ordering::Relaxed),
             client_errors: c.client_errors.load(Ordering::Relaxed),
             queued_messages,
+            subscribed_ids,
             replay_len,
             epoch: self.epoch.clone(),
             offset: self.offset(),
@@ -505,6 +531,8 @@ impl HubConfig {
         HubConfig {
             max_connections: ws.max_connections as usize,
             replay_capacity: ws.replay_capacity,
+            ping_interval: ws.ping_interval,
+            max_subscribed_ids: ws.max_subscribed_ids,
             auth_token: ws.auth_token.clone(),
             allowed_origins: ws
                 .allowed_origins

@@ -12,6 +12,9 @@ use crate::store::DeviceStatus;
 pub(crate) const MAX_IDS_PER_MESSAGE: usize = 10_000;
 /// Largest `batch_ms` a client may ask for.
 pub(crate) const MAX_BATCH_MS: u64 = 1000;
+/// Smallest `batch_ms` other than 0 (off): a batch timer firing every millisecond per client
+/// would cost more than the frames it saves.
+pub(crate) const MIN_BATCH_MS: u64 = 10;
 
 /// A message from a client, checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,8 +79,12 @@ pub(crate) fn parse(text: &str) -> Result<ClientMessage, String> {
             offset,
         },
         Wire::Options { batch_ms, conflate } => {
-            if let Some(ms) = batch_ms.filter(|ms| *ms > MAX_BATCH_MS) {
-                return Err(format!("batch_ms {ms} is out of range 0..={MAX_BATCH_MS}"));
+            if let Some(ms) =
+                batch_ms.filter(|&ms| ms != 0 && !(MIN_BATCH_MS..=MAX_BATCH_MS).contains(&ms))
+            {
+                return Err(format!(
+                    "batch_ms {ms} is out of range: 0 (off) or {MIN_BATCH_MS}..={MAX_BATCH_MS}"
+                ));
             }
             ClientMessage::Options { batch_ms, conflate }
         }

@@ -1,5 +1,10 @@
 //! Who receives what: the subscription of every connected client, indexed by device so that
 //! publishing one message touches only the clients that want it.
+//!
+//! Every subscribed id costs memory (in the client's set and in the index) whether or not it
+//! names a device the server has seen: a client may subscribe before its devices first report.
+//! So ids are capped per client and for all clients together, and a `subscribe` that would
+//! pass either cap is refused whole.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -7,11 +12,14 @@ use std::sync::Arc;
 use super::connection::Client;
 
 /// Most device ids one client may be subscribed to (beyond that, `subscribe_all`).
-pub(crate) const MAX_SUBSCRIBED_IDS: usize = 100_000;
+pub(crate) const MAX_SUBSCRIBED_IDS: usize = 10_000;
 
 /// Every client's subscription, plus the reverse index the publisher reads.
-#[derive(Default)]
 pub(crate) struct Subscriptions {
+    /// Most ids held by all clients together.
+    max_total: usize,
+    /// Ids held now, all clients together (the sum of every `devices`).
+    total: usize,
     clients: HashMap<u64, Subscriber>,
     /// Clients subscribed to every device. Disjoint from `by_device`.
     all: HashMap<u64, Arc<Client>>,
@@ -26,6 +34,22 @@ struct Subscriber {
 }
 
 impl Subscriptions {
+    /// No clients; at most `max_total` ids held by all clients together.
+    pub(crate) fn new(max_total: usize) -> Self {
+        Subscriptions {
+            max_total,
+            total: 0,
+            clients: HashMap::new(),
+            all: HashMap::new(),
+            by_device: HashMap::new(),
+        }
+    }
+
+    /// Ids held by per-device subscriptions now, all clients together.
+    pub(crate) fn subscribed_ids(&self) -> usize {
+        self.total
+    }
+
     /// Adds a client that is subscribed to nothing.
     pub(crate) fn insert(&mut self, client: Arc<Client>) {
         self.clients.insert(
@@ -42,6 +66,7 @@ impl Subscriptions {
     pub(crate) fn remove(&mut self, id: u64) {
         if let Some(mut sub) = self.clients.remove(&id) {
             self.all.remove(&id);
+            self.total -= sub.devices.len();
             unindex(&mut self.by_device, id, sub.devices.drain());
         }
     }
@@ -64,6 +89,14 @@ impl Subscriptions {
                 "a client may subscribe to at most {MAX_SUBSCRIBED_IDS} device ids; use subscribe_all"
             ));
         }
+        if self.total + new.len() > self.max_total {
+            return Err(format!(
+                "the server holds as many subscribed device ids as it allows ({}, all clients together); \
+                 subscribe to fewer or use subscribe_all",
+                self.max_total
+            ));
+        }
+        self.total += new.len();
         for device in new {
             // Share one `Arc<str>` per device between the index and every subscriber.
             let key = match self.by_device.get_key_value(device) {
@@ -85,6 +118,7 @@ impl Subscriptions {
             return;
         };
         sub.all = true;
+        self.total -= sub.devices.len();
         unindex(&mut self.by_device, id, sub.devices.drain());
         self.all.insert(id, sub.client.clone());
     }
@@ -98,6 +132,7 @@ impl Subscriptions {
             .iter()
             .filter_map(|d| sub.devices.take(d.as_str()))
             .collect();
+        self.total -= removed.len();
         unindex(&mut self.by_device, id, removed.into_iter());
     }
 
@@ -108,6 +143,7 @@ impl Subscriptions {
         };
         sub.all = false;
         self.all.remove(&id);
+        self.total -= sub.devices.len();
         unindex(&mut self.by_device, id, sub.devices.drain());
     }
 

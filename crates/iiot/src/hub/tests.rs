@@ -74,6 +74,9 @@ fn client_messages_parse_and_bad_ones_are_explained() {
     assert!(err(r#"{"type":"subscribe","device_ids":["bad id"]}"#).contains("bad id"));
     assert!(err(r#"{"type":"resume","epoch":"e","offset":-1}"#).contains("invalid"));
     assert!(err(r#"{"type":"options","batch_ms":1001}"#).contains("out of range"));
+    assert!(err(r#"{"type":"options","batch_ms":1}"#).contains("out of range"));
+    assert!(protocol::parse(r#"{"type":"options","batch_ms":10}"#).is_ok());
+    assert!(protocol::parse(r#"{"type":"options","batch_ms":0}"#).is_ok());
     let many: Vec<String> = (0..=protocol::MAX_IDS_PER_MESSAGE)
         .map(|i| format!("d{i}"))
         .collect();
@@ -267,16 +270,49 @@ fn subscriptions_are_bounded_per_client() {
     let hub = Hub::new(HubConfig::default());
     let (client, _rx) = attach(&hub, 1);
     let mut subs = write(&hub.subscriptions);
-    for chunk in 0..10 {
-        let ids = (0..10_000).map(|i| format!("d{chunk}_{i}")).collect();
-        subs.subscribe(client.id, ids).expect("within the limit");
-    }
+    let ids = (0..10_000).map(|i| format!("d_{i}")).collect();
+    subs.subscribe(client.id, ids).expect("within the limit");
     let err = subs
         .subscribe(client.id, vec!["one_more".into()])
         .expect_err("over the limit");
     assert!(err.contains("subscribe_all"));
+    assert_eq!(subs.subscribed_ids(), 10_000);
     subs.remove(client.id);
-    assert!(!subs.matches(client.id, "d0_0"));
+    assert!(!subs.matches(client.id, "d_0"));
+    assert_eq!(subs.subscribed_ids(), 0);
+}
+
+#[test]
+fn subscriptions_are_bounded_for_all_clients_together() {
+    let hub = Hub::new(HubConfig {
+        max_subscribed_ids: 15,
+        ..HubConfig::default()
+    });
+    let (a, _rx_a) = attach(&hub, 1);
+    let (b, _rx_b) = attach(&hub, 2);
+    let ids = |prefix: &str, n: usize| (0..n).map(|i| format!("{prefix}{i}")).collect();
+    let mut subs = write(&hub.subscriptions);
+    subs.subscribe(a.id, ids("a", 10)).expect("within the cap");
+    // Ids already held by this client cost nothing more.
+    subs.subscribe(a.id, ids("a", 10)).expect("again");
+    let err = subs.subscribe(b.id, ids("b", 6)).expect_err("over the cap");
+    assert!(err.contains("all clients together"), "{err}");
+    assert!(
+        !subs.matches(b.id, "b0"),
+        "a refused subscribe adds nothing"
+    );
+    subs.subscribe(b.id, ids("b", 5))
+        .expect("exactly at the cap");
+    assert_eq!(subs.subscribed_ids(), 15);
+
+    subs.unsubscribe(a.id, &ids("a", 3));
+    assert_eq!(subs.subscribed_ids(), 12);
+    subs.subscribe_all(a.id);
+    assert_eq!(subs.subscribed_ids(), 5, "subscribe_all holds no ids");
+    subs.unsubscribe_all(b.id);
+    assert_eq!(subs.subscribed_ids(), 0);
+    drop(subs);
+    assert_eq!(hub.stats().subscribed_ids, 0);
 }
 
 #[test]

@@ -75,6 +75,9 @@ impl Writer {
         let period = self.hub.cfg.heartbeat.max(Duration::from_millis(10));
         let mut heartbeat = interval_at(Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let every = self.hub.cfg.ping_interval.max(Duration::from_millis(10));
+        let mut ping = interval_at(Instant::now() + every, every);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let heartbeat_ms = self.hub.cfg.heartbeat.as_millis();
         let welcome = format!(r#","heartbeat_ms":{heartbeat_ms}"#);
         let mut result = self.notice("welcome", &welcome).await;
@@ -90,6 +93,7 @@ impl Writer {
                 Some(frame) = data.recv() => self.data(frame).await,
                 () = tick(&mut self.flush_every) => self.flush().await,
                 _ = heartbeat.tick() => self.notice("heartbeat", "").await,
+                _ = ping.tick() => self.send(Message::Ping(Default::default())).await,
             };
         }
         if let Err(End::Close(code, reason)) = result {
@@ -241,6 +245,11 @@ impl Writer {
     fn stop_reason(&self) -> End {
         if self.hub.shutdown.is_cancelled() {
             End::Close(close_code::AWAY, "server shutting down".into())
+        } else if self.client.is_silent() {
+            End::Close(
+                close_code::POLICY,
+                "no answer to pings: client closed as idle".into(),
+            )
         } else if self.client.is_slow() {
             End::Close(
                 close_code::POLICY,

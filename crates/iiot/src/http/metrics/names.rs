@@ -162,6 +162,36 @@ pub const WEBSOCKET_QUEUED: MetricDef = def(
     MetricKind::Gauge,
     "Messages waiting in WebSocket client queues now, all clients together.",
 );
+/// WebSocket clients closed for answering no pings.
+pub const WEBSOCKET_PING_TIMEOUTS: MetricDef = def(
+    "iot_websocket_ping_timeouts_total",
+    MetricKind::Counter,
+    "WebSocket clients closed because nothing, not even a pong, arrived for two ping intervals.",
+);
+/// Device ids held by per-device WebSocket subscriptions.
+pub const WEBSOCKET_SUBSCRIBED_IDS: MetricDef = def(
+    "iot_websocket_subscribed_ids",
+    MetricKind::Gauge,
+    "Device ids held by per-device WebSocket subscriptions now, all clients together (capped by WEBSOCKET_MAX_SUBSCRIBED_IDS).",
+);
+/// HTTP connections open.
+pub const HTTP_CONNECTIONS: MetricDef = def(
+    "iot_http_connections",
+    MetricKind::Gauge,
+    "HTTP connections open now, every port together (upgraded WebSocket connections not included).",
+);
+/// HTTP connections refused at the limit.
+pub const HTTP_REJECTED: MetricDef = def(
+    "iot_http_connections_rejected_total",
+    MetricKind::Counter,
+    "HTTP connections answered 503 and closed at once because HTTP_MAX_CONNECTIONS were open.",
+);
+/// HTTP connections closed by a timeout, by `reason` (`header`, `idle`).
+pub const HTTP_TIMEOUTS: MetricDef = def(
+    "iot_http_connections_timed_out_total",
+    MetricKind::Counter,
+    "HTTP connections closed by the server, by reason (header: request head not in within HTTP_HEADER_TIMEOUT; idle: no byte for HTTP_IDLE_TIMEOUT).",
+);
 /// Messages the transport delivered (broker acknowledged; the embedded bus: enqueued).
 pub const KAFKA_MESSAGES_SENT: MetricDef = def(
     "kafka_messages_sent_total",
@@ -413,6 +443,11 @@ pub const METRICS: &[MetricDef] = &[
     WEBSOCKET_SLOW_DISCONNECTS,
     WEBSOCKET_REJECTED,
     WEBSOCKET_QUEUED,
+    WEBSOCKET_PING_TIMEOUTS,
+    WEBSOCKET_SUBSCRIBED_IDS,
+    HTTP_CONNECTIONS,
+    HTTP_REJECTED,
+    HTTP_TIMEOUTS,
     STORE_MEMORY,
     UPTIME,
     KAFKA_MESSAGES_SENT,

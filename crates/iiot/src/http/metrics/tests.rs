@@ -33,6 +33,10 @@ fn snapshot() -> Snapshot {
             rejected_unauthorized: 1,
             ..WebSocketCounters::default()
         },
+        http: HttpConnCounters {
+            rejected: 3,
+            ..HttpConnCounters::default()
+        },
         backend: BackendMetrics {
             messages_sent: 90,
             send_errors: 2,

@@ -47,7 +47,10 @@ pub(super) async fn ingest(
     let body = axum::body::to_bytes(body, limit).await.map_err(|e| {
         if is_too_large(&e) {
             stats.too_large.fetch_add(1, Ordering::Relaxed);
-            AppError::TooLarge { limit }
+            AppError::TooLarge {
+                limit,
+                what: "INGEST_MAX_BODY_BYTES",
+            }
         } else {
             AppError::BadRequest(format!("cannot read the body: {e}"))
         }

@@ -463,6 +463,7 @@ pub const ROUTES: &[RouteDoc] = &[
                 400,
                 "The body is not a valid silence; `error` says which field.",
             ),
+            json(413, "The body is larger than 64 KiB."),
             json(503, "This process sends no notifications."),
         ],
     },

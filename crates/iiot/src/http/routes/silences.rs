@@ -2,7 +2,7 @@
 //! notifier answers 503.
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
@@ -33,12 +33,16 @@ pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Value>, A
 /// `POST /api/silences` with a [`SilenceSpec`] as JSON.
 pub(super) async fn create(
     State(state): State<AppState>,
-    body: Bytes,
+    body: Body,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
     let shared = notify(&state)?;
-    if body.len() > MAX_BODY {
-        return Err(AppError::BadRequest(format!("body over {MAX_BODY} bytes")));
-    }
+    // Read no more than a silence can take, whatever the client sends.
+    let body = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| AppError::TooLarge {
+            limit: MAX_BODY,
+            what: "the largest silence",
+        })?;
     let spec: SilenceSpec = serde_json::from_slice(&body)
         .map_err(|e| AppError::BadRequest(format!("invalid silence: {e}")))?;
     let silence = shared
