@@ -366,7 +366,13 @@ impl StandaloneSubscriber {
                 tpl.add_partition_offset(topic, p, Offset::Offset(ms.max(0)))?;
             }
             let mut found = TopicPartitionList::with_capacity(partitions.len());
-            let looked_up = consumer.offsets_for_times(tpl, METADATA_TIMEOUT).ok();
+            let looked_up = match consumer.offsets_for_times(tpl, METADATA_TIMEOUT) {
+                Ok(found) => Some(found),
+                Err(e) => {
+                    tracing::warn!(topic, error = %e, "kafka: offsets by timestamp unknown; reading from the end");
+                    None
+                }
+            };
             for &p in &partitions {
                 let offset = looked_up
                     .as_ref()

@@ -6,7 +6,7 @@
 //! - `wal/{seal}.wal`: the write-ahead log of readings not yet in a segment, appended and
 //!   synced every `HISTORY_FLUSH_INTERVAL` ([`wal`]).
 //! - `raw/`, `1m/`, `1h/`: Parquet segments ([`segment`], named as [`catalog`] describes).
-//!   Every `HISTORY_SEGMENT_SPAN` (or a million readings) the readings since the last seal are
+//!   Every `HISTORY_SEGMENT_SPAN` (or [`MAX_SEGMENT_ROWS`] readings) the readings since the last seal are
 //!   sorted by device and time and written as one raw segment plus one segment per rollup
 //!   tier; then their log is deleted. Rollup segments are merged as they accumulate.
 //!   Retention deletes whole segments whose newest event is older than the tier's retention.
@@ -23,8 +23,10 @@
 //! # Failures
 //! A write that fails (disk full, I/O error) is counted, logged at most once a minute, and
 //! makes [`History::problem`] say so (`/ready` reports it); the readings stay in memory and
-//! are written when the disk takes them again. Past [`MAX_PENDING_ROWS`] waiting readings,
-//! further ones are dropped and counted, so memory stays bounded.
+//! are written when the disk takes them again. Past [`MAX_PENDING_ROWS`] waiting readings
+//! (a seal waiting to be tried again included; ~32 MB of rows, plus a 40-byte copy of each not
+//! yet in the log), further ones are dropped and counted, so memory stays bounded; alert
+//! changes likewise past 100,000.
 
 mod alert_log;
 mod catalog;
@@ -162,7 +164,7 @@ pub struct HistoryStats {
     pub alerts_written: AtomicU64,
     /// Failed writes (log, segments, merges, alert log).
     pub write_errors: AtomicU64,
-    /// Readings dropped because too many were waiting for the disk.
+    /// Readings (and alert changes) dropped because too many were waiting for the disk.
     pub dropped: AtomicU64,
     /// Flushes and their total duration (µs).
     pub flushes: AtomicU64,
@@ -291,7 +293,9 @@ impl History {
 
     /// Keeps an alert status change.
     pub fn append_alert(&self, json: &[u8]) {
-        self.shared.pending().append_alert(json);
+        if !self.shared.pending().append_alert(json) {
+            self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Whether a reading of device `id` was ever kept (and is still known).

@@ -11,6 +11,9 @@ use iiot_model::Reading;
 use super::row::Row;
 use super::{MAX_PENDING_ROWS, MAX_SEGMENT_ROWS};
 
+/// Alert changes waiting for the alert log beyond which new ones are dropped (and counted).
+pub(crate) const MAX_PENDING_ALERTS: usize = 100_000;
+
 /// Readings being written into segments (still answered from memory until they are there).
 #[derive(Debug)]
 pub(crate) struct Sealing {
@@ -46,6 +49,8 @@ pub(crate) struct Pending {
     pub seal: u64,
     /// When the first reading since the last seal arrived.
     pub opened: Option<Instant>,
+    /// Readings in `sealing`.
+    sealing_rows: usize,
     /// By device index: the newest event time that may already be in a raw segment.
     on_disk: Vec<i64>,
     /// [`Pending::on_disk`] of a device added from now on: the newest event time of any raw
@@ -96,16 +101,19 @@ impl Pending {
 
     /// Readings waiting for a segment (since the last seal, and in a seal not yet done).
     pub(crate) fn len(&self) -> usize {
-        self.count
-            + self
-                .sealing
-                .as_ref()
-                .map_or(0, |s| s.rows.iter().map(|(_, r)| r.len()).sum())
+        self.count + self.sealing_rows
     }
 
-    /// Keeps a reading; false if too many are waiting already (dropped).
+    /// The seal in progress is in its segments now (or was abandoned): forget it.
+    pub(crate) fn finish_seal(&mut self) {
+        self.sealing = None;
+        self.sealing_rows = 0;
+    }
+
+    /// Keeps a reading; false if too many are waiting already (dropped): the bound counts a
+    /// seal that failed and waits to be tried again too.
     pub(crate) fn append(&mut self, reading: &Reading<'_>, text: &str) -> bool {
-        if self.count >= MAX_PENDING_ROWS {
+        if self.len() >= MAX_PENDING_ROWS {
             return false;
         }
         let i = self.device(&reading.device_id);
@@ -140,9 +148,14 @@ impl Pending {
         self.latest[i as usize] = Some((t, text));
     }
 
-    /// Keeps an alert change.
-    pub(crate) fn append_alert(&mut self, json: &[u8]) {
+    /// Keeps an alert change; false if [`MAX_PENDING_ALERTS`] wait already (the alert log
+    /// has been failing for long).
+    pub(crate) fn append_alert(&mut self, json: &[u8]) -> bool {
+        if self.alerts_unlogged.len() >= MAX_PENDING_ALERTS {
+            return false;
+        }
         self.alerts_unlogged.push(json.to_vec());
+        true
     }
 
     /// Whether a seal is due: the span is up, or enough readings are waiting.
@@ -172,6 +185,7 @@ impl Pending {
             on_disk,
         });
         self.seal += 1;
+        self.sealing_rows = self.count;
         self.count = 0;
         self.opened = None;
         // What was not logged yet is in the seal now: the segment will hold it.

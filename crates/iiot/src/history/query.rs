@@ -80,6 +80,22 @@ impl History {
         Ok(d.finish())
     }
 
+    /// Event times outside which no raw reading can be held: the oldest raw segment (or raw
+    /// retention, whichever is older) to the newest (or a day ahead of `now_ms`, the furthest
+    /// an event time is accepted). Exports walk only this span.
+    pub fn raw_bounds(&self, now_ms: i64) -> (i64, i64) {
+        let shared = self.shared();
+        let (_, _, oldest) = shared.catalog().usage(Tier::Raw);
+        let newest = shared.catalog().newest(Tier::Raw);
+        let retention = now_ms.saturating_sub(shared.cfg.retention_ms(Tier::Raw));
+        (
+            oldest.map_or(retention, |o| o.min(retention)),
+            newest
+                .map_or(i64::MIN, |n| n)
+                .max(now_ms.saturating_add(86_400_000)),
+        )
+    }
+
     /// The raw readings of device `id` with `from <= t <= to`, oldest first, each event time
     /// once.
     pub fn raw(&self, id: &str, from: i64, to: i64) -> Result<Vec<RawSample>, StoreError> {
@@ -163,7 +179,7 @@ impl History {
                         relist = true;
                         break;
                     }
-                    Err(e) => tracing::debug!(error = %e, "history: segment skipped"),
+                    Err(e) => tracing::warn!(error = %e, "history: unreadable segment skipped"),
                 }
             }
             if !relist {
@@ -201,7 +217,7 @@ fn read_segments<T>(
                     break;
                 }
                 // Expired since it was listed, or unreadable: what it held is gone.
-                Err(e) => tracing::debug!(error = %e, "history: segment skipped"),
+                Err(e) => tracing::warn!(error = %e, "history: unreadable segment skipped"),
             }
         }
         if !relist {

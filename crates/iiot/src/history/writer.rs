@@ -44,6 +44,8 @@ pub(crate) struct Writer {
     last_warned: Option<Instant>,
     /// A seal failed and waits to be tried again.
     seal_failed: bool,
+    /// Something failed in this round of the loop.
+    round_failed: bool,
     /// When `latest.json` was last written, and the readings written by then.
     latest_written: Instant,
     latest_rows: u64,
@@ -109,6 +111,10 @@ pub(crate) fn recover(cfg: &HistoryConfig, root: &Path) -> io::Result<Recovered>
     logs.sort();
     let (mut replayed, mut skipped) = (0usize, 0u64);
     for (n, path) in &logs {
+        if pending.sealing.is_some() {
+            // A seal failed below: this log stays as it is and is read at the next start.
+            continue;
+        }
         if catalog.has_raw_seal(*n) {
             std::fs::remove_file(path)?;
             continue;
@@ -129,10 +135,24 @@ pub(crate) fn recover(cfg: &HistoryConfig, root: &Path) -> io::Result<Recovered>
         if let Some(sealing) = pending.start_seal() {
             forget_partial_seal(root, &mut catalog, sealing.seal);
             let raw = catalog.overlapping(Tier::Raw, i64::MIN, i64::MAX);
-            for s in write_seal(root, &sealing, &raw)? {
-                catalog.add(s);
+            match write_seal(root, &sealing, &raw) {
+                Ok(written) => {
+                    for s in written {
+                        catalog.add(s);
+                    }
+                    pending.finish_seal();
+                }
+                Err(e) => {
+                    // A full disk, say: start anyway (the live view does not need the disk);
+                    // the writer tries the seal again, its log stays until it succeeds.
+                    tracing::warn!(
+                        error = %e,
+                        seal = sealing.seal,
+                        "history: sealing the write-ahead log failed at start-up; it is tried again"
+                    );
+                    continue;
+                }
             }
-            pending.sealing = None;
         }
         std::fs::remove_file(path)?;
     }
@@ -186,6 +206,7 @@ pub(crate) fn recover(cfg: &HistoryConfig, root: &Path) -> io::Result<Recovered>
             alerts,
             last_warned: None,
             seal_failed: false,
+            round_failed: false,
             latest_written: Instant::now(),
             latest_rows: 0,
             names: Vec::new(),
@@ -261,6 +282,26 @@ pub(crate) fn write_seal(
     sealing: &Sealing,
     raw: &[Segment],
 ) -> io::Result<Vec<Segment>> {
+    let mut written = Vec::new();
+    match write_seal_into(root, sealing, raw, &mut written) {
+        Ok(()) => Ok(written),
+        Err(e) => {
+            // What was placed before the failure goes too: a retry (or the next start) writes
+            // the seal whole, and nothing half-sealed is left for a later scan to count.
+            for s in &written {
+                let _ = std::fs::remove_file(s.path(root));
+            }
+            Err(e)
+        }
+    }
+}
+
+fn write_seal_into(
+    root: &Path,
+    sealing: &Sealing,
+    raw: &[Segment],
+    written: &mut Vec<Segment>,
+) -> io::Result<()> {
     let mut devices: Vec<(&str, Vec<Row>)> = sealing
         .names
         .iter()
@@ -277,10 +318,9 @@ pub(crate) fn write_seal(
         .collect();
     if devices.is_empty() {
         // Every reading was on disk already: nothing to write.
-        return Ok(Vec::new());
+        return Ok(());
     }
     devices.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let mut written = Vec::new();
     for tier in [Tier::Minute, Tier::Hour] {
         let buckets: Vec<(&str, Vec<Bucket>)> = devices
             .iter()
@@ -312,7 +352,7 @@ pub(crate) fn write_seal(
     for tier in Tier::ALL {
         sync_dir(&root.join(tier.name()))?;
     }
-    Ok(written)
+    Ok(())
 }
 
 /// Removes from `rows` (one device, sorted) those whose event time a raw segment of `raw`
@@ -334,7 +374,10 @@ pub(crate) fn drop_found_in(
     for s in raw.iter().filter(|s| s.overlaps(first, on_disk)) {
         match segment::read_raw(&s.path(root), device, segment::Columns::Time) {
             Ok(r) => seen.extend(r.into_iter().map(|r| r.t)),
-            Err(e) => tracing::debug!(error = %e, "history: segment skipped"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(error = %e, path = %s.path(root).display(), "history: unreadable segment skipped")
+            }
         }
     }
     if !seen.is_empty() {
@@ -370,7 +413,18 @@ fn merge(root: &Path, catalog: &std::sync::RwLock<Catalog>, inputs: &[Segment]) 
     };
     let mut by_device: hashbrown::HashMap<String, Vec<Bucket>> = hashbrown::HashMap::new();
     for s in inputs {
-        for (device, bucket) in segment::read_rollups(&s.path(root), None)? {
+        let path = s.path(root);
+        let found = match segment::read_rollups(&path, None) {
+            Ok(found) => found,
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                // Unreadable (corrupt): set aside, or every later merge of the tier would stop
+                // on it. Its buckets are lost to queries; the file stays for inspection.
+                set_aside(root, catalog, s, &e);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        for (device, bucket) in found {
             by_device.entry(device).or_default().push(bucket);
         }
     }
@@ -394,13 +448,30 @@ fn merge(root: &Path, catalog: &std::sync::RwLock<Catalog>, inputs: &[Segment]) 
     };
     let seg = place(root, seg, |tmp| segment::write_rollups(tmp, &buckets))?;
     sync_dir(&root.join(first.tier.name()))?;
-    let mut c = catalog.write().unwrap_or_else(|e| e.into_inner());
-    c.add(seg);
+    {
+        // Output in, inputs out, in one step for queries; the files go afterwards (start-up
+        // deletes inputs a merged segment covers, should a delete fail).
+        let mut c = catalog.write().unwrap_or_else(|e| e.into_inner());
+        c.add(seg);
+        for s in inputs {
+            c.remove(s);
+        }
+    }
     for s in inputs {
-        c.remove(s);
-        std::fs::remove_file(s.path(root))?;
+        if let Err(e) = std::fs::remove_file(s.path(root)) {
+            tracing::warn!(error = %e, path = %s.path(root).display(), "history: a merged segment could not be deleted");
+        }
     }
     Ok(())
+}
+
+/// Takes an unreadable segment out of the catalog and renames it `….parquet.bad`.
+fn set_aside(root: &Path, catalog: &std::sync::RwLock<Catalog>, s: &Segment, e: &io::Error) {
+    let path = s.path(root);
+    let bad = path.with_extension("parquet.bad");
+    tracing::warn!(error = %e, path = %path.display(), "history: unreadable segment set aside as {}", bad.display());
+    catalog.write().unwrap_or_else(|e| e.into_inner()).remove(s);
+    let _ = std::fs::rename(&path, &bad);
 }
 
 /// Sleeps `interval` or until stopped; true when stopping.
@@ -439,9 +510,12 @@ pub(crate) fn run(shared: &Shared, mut w: Writer) {
             w.upkeep(shared);
             last_upkeep = Some(Instant::now());
         }
-        if flushed && !w.seal_failed {
+        // Cleared only by a round that wrote something and failed nowhere (an idle second
+        // says nothing about the disk).
+        if flushed && !w.round_failed && !w.seal_failed {
             w.recovered(shared);
         }
+        w.round_failed = false;
         if stopping {
             if let Err(e) = w.write_latest(shared) {
                 w.failed(shared, "writing latest.json", &e);
@@ -452,7 +526,8 @@ pub(crate) fn run(shared: &Shared, mut w: Writer) {
 }
 
 impl Writer {
-    /// Logs and syncs what arrived since the last flush; false if a write failed.
+    /// Logs and syncs what arrived since the last flush; true if it wrote something (a
+    /// failure is recorded by [`Writer::failed`]).
     fn flush(&mut self, shared: &Shared) -> bool {
         let (rows, alerts, seal) = {
             let mut p = shared.pending();
@@ -465,15 +540,15 @@ impl Writer {
         // Encoded after the lock is released: appends (under the live store's lock) do not
         // wait for it.
         let frame = (!rows.is_empty()).then(|| encode_frame(&self.names, &rows));
-        let mut ok = true;
+        let mut wrote = false;
         if let Some(frame) = frame {
             match self.log_readings(shared, seal, &frame) {
                 Ok(()) => {
+                    wrote = true;
                     let n = rows.len() as u64;
                     shared.stats.rows_written.fetch_add(n, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    ok = false;
                     self.failed(shared, "writing the write-ahead log", &e);
                     let mut p = shared.pending();
                     // Still waiting for this seal: try again with the next flush. (If the
@@ -492,11 +567,11 @@ impl Writer {
                 .and_then(|()| self.alerts.sync())
             {
                 Ok(()) => {
+                    wrote = true;
                     let n = alerts.len() as u64;
                     shared.stats.alerts_written.fetch_add(n, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    ok = false;
                     self.failed(shared, "writing the alert log", &e);
                     let mut p = shared.pending();
                     let newer = std::mem::replace(&mut p.alerts_unlogged, alerts);
@@ -504,7 +579,7 @@ impl Writer {
                 }
             }
         }
-        ok
+        wrote
     }
 
     fn log_readings(&mut self, shared: &Shared, seal: u64, frame: &[u8]) -> io::Result<()> {
@@ -542,7 +617,7 @@ impl Writer {
                     for s in written {
                         catalog.add(s);
                     }
-                    shared.pending().sealing = None;
+                    shared.pending().finish_seal();
                 }
                 self.seal_failed = false;
                 shared.stats.seals.fetch_add(1, Ordering::Relaxed);
@@ -626,6 +701,7 @@ impl Writer {
     }
 
     fn failed(&mut self, shared: &Shared, what: &str, e: &io::Error) {
+        self.round_failed = true;
         let errors = shared.stats.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
         *shared.problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{what}: {e}"));
         if self.last_warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {

@@ -112,8 +112,8 @@ pub async fn start(
 }
 
 /// How far before the newest reading history holds a serve side on Kafka starts reading
-/// again: records are stamped by their producer, whose clock may be a little behind the
-/// readings' event times. What is read twice is recognised and kept once.
+/// again, beyond `MAX_FUTURE_SKEW` (event times may run that far ahead of the records'
+/// timestamps): a minute more. What is read twice is recognised and kept once.
 const RESUME_MARGIN_MS: i64 = 60_000;
 
 /// Opens history (`HISTORY=on`) and seeds `store` with what it holds: the devices with their
@@ -172,7 +172,9 @@ impl Serve {
         let k = &config.kafka;
         let start = match self.resume_from {
             Some(ms) => {
-                let since = ms.saturating_sub(RESUME_MARGIN_MS);
+                let skew =
+                    i64::try_from(config.processor.max_future_skew.as_millis()).unwrap_or(i64::MAX);
+                let since = ms.saturating_sub(skew).saturating_sub(RESUME_MARGIN_MS);
                 tracing::info!(
                     since_ms = since,
                     "following the readings from where history left off"

@@ -390,7 +390,7 @@ pub const HISTORY_WRITE_ERRORS: MetricDef = def(
 pub const HISTORY_DROPPED: MetricDef = def(
     "iot_history_dropped_total",
     MetricKind::Counter,
-    "Readings not kept in history because too many were waiting for the disk.",
+    "Readings (and alert changes) not kept in history because too many were waiting for the disk.",
 );
 /// Readings in memory not yet in a segment.
 pub const HISTORY_PENDING: MetricDef = def(

@@ -57,10 +57,19 @@ pub(super) async fn export(
         .unwrap_or(Format::Csv);
     let (from, to) = window(&params, crate::now_ms())?;
     // Unknown device or bad range: answer with the error before any of the body is sent.
-    match &state.live.history {
-        Some(history) => known_to_history(&state, history, &id)?,
-        None => state.read_store().raw(&id, from, to).map(|_| ())?,
-    }
+    let (from, to) = match &state.live.history {
+        Some(history) => {
+            known_to_history(&state, history, &id)?;
+            // Only the span history can hold is walked (an hour at a time): `to` in year
+            // 9999 must not mean millions of empty hours.
+            let (lo, hi) = history.raw_bounds(crate::now_ms());
+            (from.max(lo), to.min(hi))
+        }
+        None => {
+            state.read_store().raw(&id, from, to).map(|_| ())?;
+            (from, to)
+        }
+    };
     let (content_type, ext) = match format {
         Format::Csv => ("text/csv; charset=utf-8", "csv"),
         Format::Json => ("application/json", "json"),
@@ -76,13 +85,15 @@ pub(super) async fn export(
         phase: Phase::Start,
         rows: 0,
     };
-    // Each piece is made on a blocking thread: from history it is read from disk.
+    // Each piece is made on a blocking thread: from history it is read from disk. Should that
+    // thread fail, the body ends with an error (the client sees a broken transfer, not a
+    // complete-looking file).
     let pieces = futures::stream::unfold(Some(chunks), |chunks| async move {
         let mut chunks = chunks?;
-        let (piece, chunks) = tokio::task::spawn_blocking(move || (chunks.next(), chunks))
-            .await
-            .ok()?;
-        Some((piece?, Some(chunks)))
+        match tokio::task::spawn_blocking(move || (chunks.next(), chunks)).await {
+            Ok((piece, chunks)) => Some((piece?.map_err(|never| match never {}), Some(chunks))),
+            Err(e) => Some((Err(std::io::Error::other(e)), None)),
+        }
     });
     let body = Body::from_stream(pieces);
     Ok((

@@ -37,12 +37,20 @@ pub(super) async fn create(
 ) -> Result<(StatusCode, Json<Value>), AppError> {
     let shared = notify(&state)?;
     // Read no more than a silence can take, whatever the client sends.
-    let body = axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| AppError::TooLarge {
-            limit: MAX_BODY,
-            what: "the largest silence",
-        })?;
+    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+        // Only a body over the limit is 413; one that broke off is the client's 400.
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return AppError::TooLarge {
+                    limit: MAX_BODY,
+                    what: "the largest silence",
+                };
+            }
+            source = err.source();
+        }
+        AppError::BadRequest(format!("could not read the body: {e}"))
+    })?;
     let spec: SilenceSpec = serde_json::from_slice(&body)
         .map_err(|e| AppError::BadRequest(format!("invalid silence: {e}")))?;
     let silence = shared

@@ -73,8 +73,20 @@ impl NotifyShared {
             return Ok(shared);
         }
         let file = dir.join("silences.json");
-        let silences = Silences::persisted(clock, file)
-            .map_err(|e| format!("cannot read the silences: {e}"))?;
+        let silences = match Silences::persisted(clock.clone(), file.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                // Torn or edited by hand: kept aside for a person to look at; the start goes
+                // on without them rather than not at all.
+                let aside = file.with_extension("json.bad");
+                std::fs::rename(&file, &aside).map_err(|r| {
+                    format!("cannot read the silences ({e}) nor set them aside: {r}")
+                })?;
+                tracing::warn!(error = %e, kept = %aside.display(), "silences unreadable: starting without them");
+                Silences::persisted(clock, file)
+                    .map_err(|e| format!("cannot read the silences: {e}"))?
+            }
+        };
         Ok(Arc::new(NotifyShared {
             silences: Arc::new(silences),
             stats: shared.stats.clone(),
@@ -343,7 +355,7 @@ mod tests {
     use crate::test_support::alert;
 
     #[test]
-    fn with_history_on_silences_outlive_the_process_and_without_it_they_do_not() {
+    fn with_history_on_silences_outlive_the_process_and_a_torn_file_is_set_aside() {
         let dir = tempfile::tempdir().expect("dir");
         let mut config = Config::default();
         config.history.data_dir = dir.path().to_owned();
@@ -363,16 +375,18 @@ mod tests {
             .collect();
         assert_eq!(listed, vec![made.id]);
         std::fs::write(dir.path().join("silences.json"), b"{not json").expect("garble");
-        let err = NotifyShared::persisted(&config, clock.clone())
-            .err()
-            .expect("refused");
-        assert!(err.starts_with("cannot read the silences: "), "{err}");
+        let fresh = NotifyShared::persisted(&config, clock.clone()).expect("starts anyway");
+        assert!(fresh.silences.list().is_empty());
+        let aside = std::fs::read(dir.path().join("silences.json.bad")).expect("set aside");
+        assert_eq!(aside, b"{not json");
         config.history.enabled = false;
         let off = NotifyShared::persisted(&config, clock).expect("in memory");
         off.silences.create(spec).expect("created");
         assert_eq!(off.silences.list().len(), 1);
-        let file = std::fs::read(dir.path().join("silences.json")).expect("file");
-        assert_eq!(file, b"{not json", "memory only: the file is not written");
+        assert!(
+            !dir.path().join("silences.json").exists(),
+            "memory only: no file written"
+        );
     }
 
     #[tokio::test]
