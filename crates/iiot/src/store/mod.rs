@@ -28,7 +28,8 @@
 //! | **total** | **≈ 20.7 KB** |
 //!
 //! so 10,000 devices take ≈ 207 MB and 1,000 ≈ 21 MB (with history on disk, the default, the
-//! store keeps one rollup bucket, not 24 h of them: ≈ 12.7 KB a device, ≈ 127 MB for 10,000) (`memory_estimate`, checked by a test
+//! store keeps 15 minutes of raw samples and one rollup bucket: ≈ 3.8 KB a device, ≈ 38 MB for
+//! 10,000) (`memory_estimate`, checked by a test
 //! that fills 1,000 devices; allocator rounding comes on top and is what the RSS benchmark
 //! measures). Where the bytes went:
 //! - A raw sample stores the time as a `u32` ms offset from a per-device base, the four sensors
@@ -536,16 +537,26 @@ impl Store {
     }
 }
 
+/// The live store's raw window when history is on disk (see [`StoreConfig::from_config`]).
+pub const HISTORY_ON_RAW_RETENTION: Duration = Duration::from_secs(15 * 60);
+
 impl StoreConfig {
     /// The store's bounds from `config`: as many devices as a processor tracks, rings sized for
     /// the configured send interval.
     pub fn from_config(config: &crate::config::Config) -> StoreConfig {
         let defaults = StoreConfig::default();
+        let history = config.history.enabled;
         StoreConfig {
-            // With history on disk, long ranges are answered from there: the store keeps one
-            // rollup bucket instead of 24 h of them (8 KB less per device). Its hour of raw
-            // samples stays: redeliveries within it are recognised and not kept twice.
-            rollup_retention: if config.history.enabled {
+            // With history on disk, ranges are answered from there: the store keeps the raw
+            // samples of the last 15 minutes (the window in which it recognises a redelivery;
+            // older ones are recognised against the raw segments when they are sealed) and one
+            // rollup bucket, instead of an hour and 24 h of them (~17 KB less per device).
+            raw_retention: if history {
+                HISTORY_ON_RAW_RETENTION
+            } else {
+                defaults.raw_retention
+            },
+            rollup_retention: if history {
                 defaults.rollup_bucket
             } else {
                 defaults.rollup_retention
