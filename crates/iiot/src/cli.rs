@@ -91,6 +91,9 @@ pub struct RunArgs {
     /// MQTT broker real devices publish to, mqtt://host:port [env: MQTT_URL]; unset = none.
     #[arg(long, value_name = "URL")]
     pub mqtt_url: Option<String>,
+    /// Where history is kept [env: DATA_DIR] [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
 }
 
 /// Where `iiot simulate` sends readings.
@@ -164,6 +167,9 @@ pub struct ServeArgs {
     /// WebSocket port [env: WEBSOCKET_PORT] [default: 8081].
     #[arg(long, value_name = "P", allow_hyphen_values = true)]
     pub ws_port: Option<String>,
+    /// Where history is kept [env: DATA_DIR] [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
 }
 
 /// `iiot bench`.

@@ -160,6 +160,7 @@ async fn run(args: cli::RunArgs) -> Result<(), Failure> {
     push(&mut flags, "WEBSOCKET_PORT", &args.ws_port);
     push(&mut flags, "KAFKA_BROKERS", &args.kafka_brokers);
     push(&mut flags, "MQTT_URL", &args.mqtt_url);
+    push(&mut flags, "DATA_DIR", &args.data_dir);
     let (config, sources) = load(args.common.config.clone(), flags)?;
     check_capacity(&config)?;
     let shutdown = shutdown_on_signals();
@@ -220,6 +221,7 @@ async fn serve(args: cli::ServeArgs) -> Result<(), Failure> {
     push(&mut flags, "KAFKA_BROKERS", &args.kafka_brokers);
     push(&mut flags, "HTTP_PORT", &args.http_port);
     push(&mut flags, "WEBSOCKET_PORT", &args.ws_port);
+    push(&mut flags, "DATA_DIR", &args.data_dir);
     let (config, _) = load(args.common.config.clone(), flags)?;
     iiot::roles::serve::main(config, shutdown_on_signals()).await?;
     Ok(())

@@ -44,6 +44,31 @@ fn bad_environment_value_is_one_line_and_exit_2() {
 }
 
 #[test]
+fn data_dir_flag_names_where_history_goes_and_a_file_there_is_exit_2() {
+    let file = work_dir("cli").join(format!("not-a-dir-{}", std::process::id()));
+    std::fs::write(&file, b"x").expect("file");
+    let expected = format!("DATA_DIR={}: not a directory", file.display());
+    let out = iiot()
+        .args(["run", "--data-dir"])
+        .arg(&file)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains(&expected), "{lines:?}");
+    // serve (Kafka) takes the flag too; its client may log about the absent broker.
+    let out = iiot()
+        .args(["serve", "--data-dir"])
+        .arg(&file)
+        .env("KAFKA_BROKERS", "127.0.0.1:1")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&expected));
+}
+
+#[test]
 fn bad_flags_are_exit_2() {
     let out = iiot()
         .args(["run", "--devices", "-5"])

@@ -233,10 +233,10 @@ impl History {
     /// the alert log and the devices back, and starts the writer.
     pub fn open(cfg: HistoryConfig) -> Result<(History, Restored), OpenError> {
         let root = cfg.data_dir.clone();
-        std::fs::create_dir_all(&root).map_err(|e| unusable(&root, e))?;
-        if !root.is_dir() {
+        if root.exists() && !root.is_dir() {
             return Err(unusable(&root, "not a directory"));
         }
+        std::fs::create_dir_all(&root).map_err(|e| unusable(&root, e))?;
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
