@@ -3,9 +3,10 @@
 //! statuses and the switch. 32 bytes in memory; `seq` and the device's metadata are not kept
 //! (the latest full reading of every device is, in `latest.json`).
 
-use iiot_model::{Reading, SensorStatus};
+use iiot_model::Reading;
 
 use crate::store::RawSample;
+use crate::store::codec::{status_bits, status_from_bits};
 
 /// A reading as history keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,25 +31,6 @@ pub(crate) const WAL_ROW_BYTES: usize = 8 + 4 * 4 + 4 + 4 + 1 + 1;
 fn hundredths(v: f64) -> i32 {
     // `as` saturates and maps NaN to 0; values were validated upstream.
     (v * 100.0).round() as i32
-}
-
-/// Two bits per status.
-pub(crate) fn status_bits(s: SensorStatus) -> u8 {
-    match s {
-        SensorStatus::Normal => 0,
-        SensorStatus::Warning => 1,
-        SensorStatus::Critical => 2,
-        SensorStatus::Fault => 3,
-    }
-}
-
-fn status_from_bits(bits: u8) -> SensorStatus {
-    match bits & 0b11 {
-        0 => SensorStatus::Normal,
-        1 => SensorStatus::Warning,
-        2 => SensorStatus::Critical,
-        _ => SensorStatus::Fault,
-    }
 }
 
 impl Row {
@@ -148,6 +130,7 @@ pub(crate) fn scale(i: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use iiot_model::SensorStatus;
 
     #[test]
     fn log_form_round_trips_and_values_come_back_exactly() {

@@ -51,7 +51,7 @@
 //! sending 4× too fast): `max_devices × (cap × 16 B + 8 KB)`.
 
 mod alert_log;
-mod codec;
+pub(crate) mod codec;
 mod device;
 mod history;
 mod raw;
