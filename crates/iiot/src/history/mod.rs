@@ -286,8 +286,28 @@ impl History {
 
     /// Keeps `reading` (new: the caller checked it is not a redelivery); `text` is its JSON.
     pub fn append(&self, reading: &Reading<'_>, text: &str) {
-        if !self.shared.pending().append(reading, text) {
-            self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        self.append_all([(reading, text)]);
+    }
+
+    /// Keeps a batch of new readings with their JSON, under one lock of what the writer shares.
+    pub fn append_all<'r, 'a: 'r>(
+        &self,
+        readings: impl IntoIterator<Item = (&'r Reading<'a>, &'r str)>,
+    ) {
+        let mut dropped = 0;
+        {
+            let mut pending = self.shared.pending();
+            for (reading, text) in readings {
+                if !pending.append(reading, text) {
+                    dropped += 1;
+                }
+            }
+        }
+        if dropped > 0 {
+            self.shared
+                .stats
+                .dropped
+                .fetch_add(dropped, Ordering::Relaxed);
         }
     }
 

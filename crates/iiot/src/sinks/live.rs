@@ -114,12 +114,28 @@ impl Live {
         }
         {
             let mut store = self.write();
-            for a in &verdicts.accepted {
-                // Only what the store had not seen: a redelivery (at-least-once) is not kept
-                // twice, in memory or on disk.
-                let outcome = store.record_outcome(&a.reading, verdicts.now_ms);
-                if let (Recorded::New, Some(h)) = (outcome, &self.history) {
-                    h.append(&a.reading, a.text);
+            // Only what the store had not seen: a redelivery (at-least-once) is not kept
+            // twice, in memory or on disk. History takes the batch under one lock.
+            match &self.history {
+                None => {
+                    for a in &verdicts.accepted {
+                        store.record(&a.reading, verdicts.now_ms);
+                    }
+                }
+                Some(h) => {
+                    let new: Vec<bool> = verdicts
+                        .accepted
+                        .iter()
+                        .map(|a| store.record_outcome(&a.reading, verdicts.now_ms) == Recorded::New)
+                        .collect();
+                    h.append_all(
+                        verdicts
+                            .accepted
+                            .iter()
+                            .zip(&new)
+                            .filter(|(_, new)| **new)
+                            .map(|(a, _)| (&a.reading, a.text)),
+                    );
                 }
             }
             for change in &verdicts.alerts {
