@@ -15,8 +15,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Access, Role};
 use crate::config::Config;
-use crate::http::{AppState, OpsState, app};
+use crate::http::{AppState, OpsState, app, guard};
 use crate::hub::Hub;
 
 pub use accept::{ConnLimits, ConnStats};
@@ -35,18 +36,25 @@ pub struct Server {
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
 }
 
-/// Binds both ports (0 = any free port) on all interfaces and starts serving.
-pub async fn start(config: &Config, state: AppState) -> anyhow::Result<Server> {
+/// Binds both ports (0 = any free port) on the address [`crate::auth::listen`] chooses and
+/// starts serving, every route behind the configured gate.
+pub async fn start(config: &Config, mut state: AppState) -> anyhow::Result<Server> {
     let hub = state.live.hub.clone();
-    let http = TcpListener::bind(("0.0.0.0", config.http_port))
+    let (gate, ip) = crate::auth::listen(config)?;
+    state.ops.gate = gate.clone();
+    let http = TcpListener::bind((ip, config.http_port))
         .await
-        .with_context(|| format!("binding HTTP_PORT={}", config.http_port))?;
-    let ws = TcpListener::bind(("0.0.0.0", config.websocket.port))
+        .with_context(|| format!("binding HTTP_PORT={} on {ip}", config.http_port))?;
+    let ws = TcpListener::bind((ip, config.websocket.port))
         .await
-        .with_context(|| format!("binding WEBSOCKET_PORT={}", config.websocket.port))?;
+        .with_context(|| format!("binding WEBSOCKET_PORT={} on {ip}", config.websocket.port))?;
     let (http_addr, ws_addr) = (http.local_addr()?, ws.local_addr()?);
-    let api = app(state.clone()).merge(crate::hub::router(hub.clone(), "/ws"));
-    let ws_only = crate::hub::router(hub.clone(), &config.websocket.path);
+    let stream = |path: &str| {
+        let hub_routes = crate::hub::router(hub.clone(), path);
+        guard::router(hub_routes, gate.clone(), Access::Role(Role::Viewer), true)
+    };
+    let api = app(state.clone()).merge(stream("/ws"));
+    let ws_only = stream(&config.websocket.path);
     let stop = CancellationToken::new();
     let limits = ConnLimits::from_config(config);
     let stats = state.ops.connections.clone();
@@ -72,10 +80,12 @@ pub async fn start(config: &Config, state: AppState) -> anyhow::Result<Server> {
 
 /// Binds `HTTP_PORT` and serves the operations routes only ([`crate::http::ops_app`]): the
 /// endpoint of the roles without a store or WebSocket hub (`process`, `simulate`).
-pub async fn start_ops(config: &Config, state: OpsState) -> anyhow::Result<Server> {
-    let http = TcpListener::bind(("0.0.0.0", config.http_port))
+pub async fn start_ops(config: &Config, mut state: OpsState) -> anyhow::Result<Server> {
+    let (gate, ip) = crate::auth::listen(config)?;
+    state.gate = gate;
+    let http = TcpListener::bind((ip, config.http_port))
         .await
-        .with_context(|| format!("binding HTTP_PORT={}", config.http_port))?;
+        .with_context(|| format!("binding HTTP_PORT={} on {ip}", config.http_port))?;
     let http_addr = http.local_addr()?;
     let stop = CancellationToken::new();
     let limits = ConnLimits::from_config(config);

@@ -170,6 +170,54 @@ type Stamp = (std::time::SystemTime, u64);
 /// How often the auth file is looked at for changes.
 const RELOAD_POLL: Duration = Duration::from_secs(1);
 
+/// Checks before anything starts what [`listen`] would refuse (an unusable auth file,
+/// anonymous access beyond loopback), so the refusal is the only line printed.
+pub fn preflight(config: &Config) -> Result<(), AuthError> {
+    let (_, bind) = choose(config)?;
+    Gate::from_config(config, bind).map(drop)
+}
+
+/// The auth file's users and tokens, and the address to bind.
+fn choose(config: &Config) -> Result<(AuthFile, IpAddr), AuthError> {
+    if config.tls.cert_file.is_some() != config.tls.key_file.is_some() {
+        return Err(AuthError(
+            "TLS_CERT_FILE and TLS_KEY_FILE: set both (HTTPS and WSS) or neither".into(),
+        ));
+    }
+    let path = auth_file(config);
+    let file = AuthFile::read(&path).map_err(|e| AuthError(format!("AUTH_FILE={e}")))?;
+    let bind = match config.listen_addr {
+        Some(ip) => ip,
+        None if file.is_empty() && config.auth.token.is_none() => {
+            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        None => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    };
+    Ok((file, bind))
+}
+
+/// What the listeners of a process need: the gate, and the address to bind — `LISTEN_ADDR`,
+/// else all interfaces when anyone can sign in and loopback only when nobody can. Watches the
+/// auth file from now on.
+pub fn listen(config: &Config) -> Result<(Arc<Gate>, IpAddr), AuthError> {
+    let (_, bind) = choose(config)?;
+    let gate = Arc::new(Gate::from_config(config, bind)?);
+    if !gate.has_accounts() {
+        if bind.is_loopback() {
+            tracing::info!(
+                "no users or tokens in {}: listening on {bind} only, open to anyone on this                  machine (add one with `iiot auth add-user` or `add-token` to sign in and                  listen beyond it)",
+                auth_file(config).display()
+            );
+        } else {
+            tracing::warn!(
+                "ALLOW_ANONYMOUS=true: serving anyone who can reach {bind}, without credentials"
+            );
+        }
+    }
+    gate.watch();
+    Ok((gate, bind))
+}
+
 /// The auth file `config` names.
 pub fn auth_file(config: &Config) -> PathBuf {
     config
@@ -415,6 +463,9 @@ impl Gate {
                     role,
                     via: Via::Token,
                 })),
+                // With no accounts there is nothing to check it against: it may be the
+                // WebSocket's own WEBSOCKET_AUTH_TOKEN, which the hub checks.
+                None if accounts.is_empty() => Ok(None),
                 None => Err(Denied::Unauthorized("invalid or revoked token".into())),
             };
         }
