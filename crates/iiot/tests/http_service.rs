@@ -294,6 +294,9 @@ async fn the_openapi_document_lists_every_served_route() {
         ("delete", "/api/silences/{id}"),
         ("get", "/api/stats"),
         ("get", "/api/docs"),
+        ("post", "/api/login"),
+        ("post", "/api/logout"),
+        ("get", "/api/session"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_owned(), p.to_owned()))

@@ -91,7 +91,15 @@ impl AuthFile {
     pub fn read(path: &Path) -> Result<AuthFile, FileError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(AuthFile::default()),
+            // Missing, or under a DATA_DIR that is a file (which history reports as such).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(AuthFile::default());
+            }
             Err(source) => {
                 return Err(FileError::Io {
                     path: path.into(),
