@@ -236,6 +236,9 @@ fn a_dashboard_session_acts_with_its_csrf_token_and_signs_its_acknowledgements()
     );
     let csrf = answer["csrf_token"].as_str().unwrap().to_string();
     let with_cookie = vec![format!("Cookie: {cookie}")];
+    let nobody = send(port, "GET", "/api/session", &[], b"").unwrap();
+    assert_eq!(nobody.status, 200);
+    assert!(nobody.body.contains(r#""sign_in":true"#), "{}", nobody.body);
     let me = send(port, "GET", "/api/session", &with_cookie, b"").unwrap();
     let me: Value = serde_json::from_str(&me.body).unwrap();
     assert_eq!(me["csrf_token"].as_str(), Some(csrf.as_str()));

@@ -102,8 +102,12 @@ impl Endpoint {
     /// Who may use it (see [`crate::auth`]). Exhaustive on purpose: a new route must say.
     pub fn access(self) -> Access {
         match self {
-            Endpoint::Health | Endpoint::Ready | Endpoint::Docs | Endpoint::Login => Access::Open,
-            Endpoint::Logout | Endpoint::Session => Access::SignedIn,
+            Endpoint::Health
+            | Endpoint::Ready
+            | Endpoint::Docs
+            | Endpoint::Login
+            | Endpoint::Session => Access::Open,
+            Endpoint::Logout => Access::SignedIn,
             Endpoint::Metrics
             | Endpoint::Stats
             | Endpoint::Devices
@@ -550,9 +554,12 @@ pub const ROUTES: &[RouteDoc] = &[
         verb: Verb::Get,
         path: "/api/session",
         endpoint: Endpoint::Session,
-        summary: "Who the request is: `{user, role, via, csrf_token?}` (`via`: anonymous, token or session).",
+        summary: "Who the request is: `{user, role, via, csrf_token?}` (`via`: anonymous, token or session); `{user: null, via: null, sign_in: true}` when it must sign in first.",
         params: &[],
-        replies: &[json(200, "The signed-in user, token or anonymous access.")],
+        replies: &[json(
+            200,
+            "The signed-in user, token, anonymous access, or that a sign-in is needed.",
+        )],
     },
     RouteDoc {
         verb: Verb::Get,

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -21,7 +21,7 @@ use super::super::error::AppError;
 use super::super::state::OpsState;
 use crate::auth::session::{COOKIE, cookie};
 use crate::auth::store::{hash_password, verify_password};
-use crate::auth::{Principal, Via};
+use crate::auth::{Access, Via};
 
 /// How long a login waits for a free hashing slot before answering 503.
 const LOGIN_WAIT: Duration = Duration::from_secs(5);
@@ -94,10 +94,15 @@ pub(super) async fn logout(State(ops): State<OpsState>, headers: HeaderMap) -> R
     response
 }
 
-/// `GET /api/session`.
-pub(super) async fn session(principal: Option<Extension<Principal>>) -> Json<serde_json::Value> {
-    let Some(Extension(p)) = principal else {
-        return Json(json!({ "user": null, "role": "admin", "via": "anonymous" }));
+/// `GET /api/session`: open, so that the page can ask whether to show its login form
+/// without a failed request.
+pub(super) async fn session(
+    State(ops): State<OpsState>,
+    method: Method,
+    headers: HeaderMap,
+) -> Json<serde_json::Value> {
+    let Ok(p) = ops.gate.check(Access::SignedIn, &method, &headers, None) else {
+        return Json(json!({ "user": null, "role": null, "via": null, "sign_in": true }));
     };
     let mut body = json!({ "user": p.name, "role": p.role.as_str() });
     body["via"] = json!(match &p.via {
