@@ -5,6 +5,8 @@
 //! [`ConnLimits`] (`HTTP_MAX_CONNECTIONS`, `HTTP_HEADER_TIMEOUT`, `HTTP_IDLE_TIMEOUT`).
 
 mod accept;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +51,7 @@ pub async fn start(config: &Config, mut state: AppState) -> anyhow::Result<Serve
         .await
         .with_context(|| format!("binding WEBSOCKET_PORT={} on {ip}", config.websocket.port))?;
     let (http_addr, ws_addr) = (http.local_addr()?, ws.local_addr()?);
+    let tls = load_tls(config)?;
     let stream = |path: &str| {
         let hub_routes = crate::hub::router(hub.clone(), path);
         guard::router(hub_routes, gate.clone(), Access::Role(Role::Viewer), true)
@@ -61,12 +64,25 @@ pub async fn start(config: &Config, mut state: AppState) -> anyhow::Result<Serve
     let tasks = [(http, api), (ws, ws_only)]
         .into_iter()
         .map(|(listener, router)| {
-            let serving = accept::serve(listener, router, limits, stats.clone(), stop.clone());
+            let serving = accept::serve(
+                listener,
+                router,
+                limits,
+                stats.clone(),
+                stop.clone(),
+                tls.clone(),
+            );
             tokio::spawn(serving)
         })
         .collect();
+    let (http_scheme, ws_scheme) = if tls.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
     tracing::info!(
-        "serving the HTTP API on http://{http_addr}/ and WebSocket on ws://{ws_addr}{}",
+        "serving the HTTP API on {http_scheme}://{http_addr}/ and WebSocket on \
+         {ws_scheme}://{ws_addr}{}",
         config.websocket.path
     );
     Ok(Server {
@@ -91,7 +107,15 @@ pub async fn start_ops(config: &Config, mut state: OpsState) -> anyhow::Result<S
     let limits = ConnLimits::from_config(config);
     let stats = state.connections.clone();
     let router = crate::http::ops_app(state);
-    let task = tokio::spawn(accept::serve(http, router, limits, stats, stop.clone()));
+    let tls = load_tls(config)?;
+    let task = tokio::spawn(accept::serve(
+        http,
+        router,
+        limits,
+        stats,
+        stop.clone(),
+        tls,
+    ));
     tracing::info!("serving /health, /ready and /metrics on http://{http_addr}/");
     Ok(Server {
         http_addr,
@@ -100,6 +124,42 @@ pub async fn start_ops(config: &Config, mut state: OpsState) -> anyhow::Result<S
         stop,
         tasks: vec![task],
     })
+}
+
+/// Whether `TLS_CERT_FILE` / `TLS_KEY_FILE` load (checked before anything starts).
+pub fn check_tls(config: &Config) -> Result<(), crate::auth::AuthError> {
+    let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) else {
+        return Ok(());
+    };
+    #[cfg(feature = "tls")]
+    return tls::Tls::check(cert, key).map_err(crate::auth::AuthError);
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = (cert, key);
+        Err(crate::auth::AuthError(
+            "TLS_CERT_FILE: this iiot was built without the `tls` feature".into(),
+        ))
+    }
+}
+
+/// The certificate of `TLS_CERT_FILE` / `TLS_KEY_FILE`, if set (a bad one is exit 2).
+fn load_tls(config: &Config) -> anyhow::Result<accept::TlsConfig> {
+    let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) else {
+        return Ok(None);
+    };
+    #[cfg(feature = "tls")]
+    {
+        let tls = tls::Tls::load(cert, key).map_err(crate::auth::AuthError)?;
+        Ok(Some(tls))
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = (cert, key);
+        Err(crate::auth::AuthError(
+            "TLS_CERT_FILE: this iiot was built without the `tls` feature".into(),
+        )
+        .into())
+    }
 }
 
 impl Server {

@@ -153,7 +153,8 @@ fn check_capacity(config: &Config) -> Result<(), Failure> {
 /// What the listeners would refuse (auth file, anonymous access beyond loopback), before
 /// anything starts.
 fn preflight(config: &Config) -> Result<(), Failure> {
-    iiot::auth::preflight(config).map_err(|e| Failure::Usage(e.to_string()))
+    iiot::auth::preflight(config).map_err(|e| Failure::Usage(e.to_string()))?;
+    iiot::listeners::check_tls(config).map_err(|e| Failure::Usage(e.to_string()))
 }
 
 /// `iiot simulate` and `iiot bench` need devices to simulate (`iiot run` takes 0: no simulator).

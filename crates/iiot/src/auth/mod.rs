@@ -205,7 +205,9 @@ pub fn listen(config: &Config) -> Result<(Arc<Gate>, IpAddr), AuthError> {
     if !gate.has_accounts() {
         if bind.is_loopback() {
             tracing::info!(
-                "no users or tokens in {}: listening on {bind} only, open to anyone on this                  machine (add one with `iiot auth add-user` or `add-token` to sign in and                  listen beyond it)",
+                "no users or tokens in {}: listening on {bind} only, open to anyone on this machine \
+                 (add one with `iiot auth add-user` or `add-token` to sign in and listen \
+                 beyond it)",
                 auth_file(config).display()
             );
         } else {
