@@ -4,6 +4,8 @@
 //! requests need the CSRF token, an acknowledgement records who made it, the auth file
 //! applies without a restart, and with nobody to sign in the server stays on loopback.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::io::Write as _;

@@ -2,6 +2,7 @@
 //! stream on both ports answer over TLS only, session cookies are `Secure`, and a replaced
 //! certificate is served to new connections without a restart.
 #![cfg(feature = "tls")]
+#![allow(clippy::unwrap_used)]
 
 mod support;
 

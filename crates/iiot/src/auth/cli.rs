@@ -169,15 +169,15 @@ mod tests {
 
     #[test]
     fn users_and_tokens_are_added_listed_and_removed() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("ok");
         let path = dir.path().join("sub/auth.toml");
         let add = Action::AddUser {
             name: "alice".into(),
             role: Role::Operator,
         };
-        let out = run(&path, &add, &mut &b"long enough\n"[..]).unwrap();
+        let out = run(&path, &add, &mut &b"long enough\n"[..]).expect("ok");
         assert!(out.stdout.is_empty());
-        let again = run(&path, &add, &mut &b"long enough\n"[..]).unwrap_err();
+        let again = run(&path, &add, &mut &b"long enough\n"[..]).expect_err("refused");
         assert!(again.0.contains("already"), "{again}");
         let short = Action::AddUser {
             name: "bob".into(),
@@ -188,21 +188,21 @@ mod tests {
             name: "grafana".into(),
             role: Role::Viewer,
         };
-        let out = run(&path, &token, &mut &b""[..]).unwrap();
+        let out = run(&path, &token, &mut &b""[..]).expect("ok");
         let printed = out.stdout.trim();
         assert!(
             printed.starts_with("iiot_") && printed.len() == 69,
             "{printed}"
         );
-        let file = AuthFile::read(&path).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
+        let file = AuthFile::read(&path).expect("ok");
+        let text = std::fs::read_to_string(&path).expect("ok");
         assert!(!text.contains(printed), "the token itself is never stored");
         assert!(!text.contains("long enough"));
         assert_eq!(
             Accounts::new(&file, &[]).token(printed),
             Some(("grafana", Role::Viewer))
         );
-        let listed = run(&path, &Action::List, &mut &b""[..]).unwrap().stdout;
+        let listed = run(&path, &Action::List, &mut &b""[..]).expect("ok").stdout;
         assert_eq!(
             listed,
             "NAME\tKIND\tROLE\nalice\tuser\toperator\ngrafana\ttoken\tviewer\n"
@@ -210,8 +210,8 @@ mod tests {
         let rm = Action::Remove {
             name: "grafana".into(),
         };
-        run(&path, &rm, &mut &b""[..]).unwrap();
+        run(&path, &rm, &mut &b""[..]).expect("ok");
         assert!(run(&path, &rm, &mut &b""[..]).is_err());
-        assert_eq!(AuthFile::read(&path).unwrap().tokens.len(), 0);
+        assert_eq!(AuthFile::read(&path).expect("ok").tokens.len(), 0);
     }
 }

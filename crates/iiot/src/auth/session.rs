@@ -127,7 +127,7 @@ mod tests {
     fn a_session_lives_until_it_expires_or_closes() {
         let s = Sessions::new(Duration::from_secs(60));
         let (id, session) = s.open("alice");
-        assert_eq!(s.get(&id).unwrap().csrf, session.csrf);
+        assert_eq!(s.get(&id).expect("ok").csrf, session.csrf);
         assert!(s.get("other").is_none());
         s.close(&id);
         assert!(s.get(&id).is_none());

@@ -327,9 +327,9 @@ mod tests {
 
     #[test]
     fn the_file_round_trips_and_refuses_duplicates_and_junk() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("ok");
         let path = dir.path().join("auth.toml");
-        assert!(AuthFile::read(&path).unwrap().is_empty());
+        assert!(AuthFile::read(&path).expect("ok").is_empty());
         let token = new_token();
         let file = AuthFile {
             users: vec![UserEntry {
@@ -343,8 +343,8 @@ mod tests {
                 sha256: sha256_hex(&token),
             }],
         };
-        file.write(&path).unwrap();
-        let back = AuthFile::read(&path).unwrap();
+        file.write(&path).expect("ok");
+        let back = AuthFile::read(&path).expect("ok");
         assert_eq!(back, file);
         let accounts = Accounts::new(&back, &[]);
         assert_eq!(accounts.token(&token), Some(("grafana", Role::Viewer)));
@@ -352,20 +352,20 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            let mode = std::fs::metadata(&path).expect("ok").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let mut twice = file.clone();
         twice.tokens[0].name = "alice".into();
-        twice.write(&path).unwrap();
-        let e = AuthFile::read(&path).unwrap_err().to_string();
+        twice.write(&path).expect("ok");
+        let e = AuthFile::read(&path).expect_err("refused").to_string();
         assert!(e.contains("used twice"), "{e}");
         std::fs::write(
             &path,
             "[[users]]\nname = \"bob\"\nrole = \"root\"\npassword = \"x\"\n",
         )
-        .unwrap();
-        let e = AuthFile::read(&path).unwrap_err().to_string();
+        .expect("ok");
+        let e = AuthFile::read(&path).expect_err("refused").to_string();
         assert!(e.contains("root") || e.contains("variant"), "{e}");
     }
 

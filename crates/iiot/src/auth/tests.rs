@@ -17,7 +17,7 @@ fn config_in(dir: &Path) -> Config {
 fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
     for (k, v) in pairs {
-        h.append(k.clone(), HeaderValue::from_str(v).unwrap());
+        h.append(k.clone(), HeaderValue::from_str(v).expect("ok"));
     }
     h
 }
@@ -44,8 +44,8 @@ fn gate_with_accounts(dir: &Path) -> (Gate, [String; 3]) {
             })
             .collect(),
     };
-    file.write(&dir.join("auth.toml")).unwrap();
-    (Gate::from_config(&config_in(dir), ANY).unwrap(), tokens)
+    file.write(&dir.join("auth.toml")).expect("ok");
+    (Gate::from_config(&config_in(dir), ANY).expect("ok"), tokens)
 }
 
 fn status(r: Result<Principal, Denied>) -> u16 {
@@ -58,13 +58,13 @@ fn status(r: Result<Principal, Denied>) -> u16 {
 
 #[test]
 fn nobody_to_sign_in_is_anonymous_on_loopback_only() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("ok");
     let config = config_in(dir.path());
-    let gate = Gate::from_config(&config, LOOPBACK).unwrap();
+    let gate = Gate::from_config(&config, LOOPBACK).expect("ok");
     let local = headers(&[(header::HOST, "127.0.0.1:8080")]);
     let p = gate
         .check(Access::Role(Role::Admin), &Method::POST, &local, None)
-        .unwrap();
+        .expect("ok");
     assert_eq!(p.via, Via::Anonymous);
     // A DNS name that resolves to 127.0.0.1 from a web page (rebinding) is refused.
     let rebound = headers(&[(header::HOST, "evil.example:8080")]);
@@ -72,7 +72,9 @@ fn nobody_to_sign_in_is_anonymous_on_loopback_only() {
         status(gate.check(Access::Role(Role::Viewer), &Method::GET, &rebound, None)),
         403
     );
-    let e = Gate::from_config(&config, ANY).unwrap_err().to_string();
+    let e = Gate::from_config(&config, ANY)
+        .expect_err("refused")
+        .to_string();
     assert!(
         e.starts_with("invalid configuration: LISTEN_ADDR=0.0.0.0"),
         "{e}"
@@ -80,7 +82,7 @@ fn nobody_to_sign_in_is_anonymous_on_loopback_only() {
     assert!(e.contains("ALLOW_ANONYMOUS=true"), "{e}");
     let mut open = config.clone();
     open.auth.allow_anonymous = true;
-    let gate = Gate::from_config(&open, ANY).unwrap();
+    let gate = Gate::from_config(&open, ANY).expect("ok");
     assert_eq!(
         status(gate.check(Access::Role(Role::Admin), &Method::GET, &rebound, None)),
         200
@@ -89,7 +91,7 @@ fn nobody_to_sign_in_is_anonymous_on_loopback_only() {
 
 #[test]
 fn each_role_reaches_what_it_may_and_no_more() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("ok");
     let (gate, tokens) = gate_with_accounts(dir.path());
     let needs = [Role::Viewer, Role::Operator, Role::Admin];
     for (held, token) in needs.iter().zip(&tokens) {
@@ -134,20 +136,20 @@ fn each_role_reaches_what_it_may_and_no_more() {
             &none,
             Some(&tokens[0]),
         )
-        .unwrap();
+        .expect("ok");
     assert_eq!(p.name.as_deref(), Some("viewer"));
 }
 
 #[test]
 fn sessions_need_their_csrf_token_to_change_anything() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("ok");
     let (gate, _) = gate_with_accounts(dir.path());
     let (id, session) = gate.sessions.open("olga");
     let cookie = format!("{}={id}", session::COOKIE);
     let h = headers(&[(header::COOKIE, &cookie)]);
     let p = gate
         .check(Access::Role(Role::Viewer), &Method::GET, &h, None)
-        .unwrap();
+        .expect("ok");
     assert_eq!(p.name.as_deref(), Some("olga"));
     assert_eq!(
         status(gate.check(Access::Role(Role::Operator), &Method::POST, &h, None)),
@@ -174,7 +176,7 @@ fn sessions_need_their_csrf_token_to_change_anything() {
 
 #[test]
 fn pages_of_other_sites_cannot_change_state() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("ok");
     let (gate, tokens) = gate_with_accounts(dir.path());
     let bearer = format!("Bearer {}", tokens[2]);
     let foreign = headers(&[
@@ -200,8 +202,8 @@ fn pages_of_other_sites_cannot_change_state() {
         200
     );
     // Anonymous mode on loopback too: a page elsewhere cannot acknowledge through the browser.
-    let empty = tempfile::tempdir().unwrap();
-    let anon = Gate::from_config(&config_in(empty.path()), LOOPBACK).unwrap();
+    let empty = tempfile::tempdir().expect("ok");
+    let anon = Gate::from_config(&config_in(empty.path()), LOOPBACK).expect("ok");
     let drive_by = headers(&[
         (header::HOST, "localhost:8080"),
         (header::ORIGIN, "https://evil.example"),
@@ -214,7 +216,7 @@ fn pages_of_other_sites_cannot_change_state() {
 
 #[test]
 fn a_changed_file_applies_without_a_restart_and_a_broken_one_keeps_the_last() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("ok");
     let (gate, tokens) = gate_with_accounts(dir.path());
     let h = headers(&[(header::AUTHORIZATION, &format!("Bearer {}", tokens[0]))]);
     assert_eq!(
@@ -222,15 +224,15 @@ fn a_changed_file_applies_without_a_restart_and_a_broken_one_keeps_the_last() {
         200
     );
     let path = dir.path().join("auth.toml");
-    let mut file = AuthFile::read(&path).unwrap();
+    let mut file = AuthFile::read(&path).expect("ok");
     file.remove("viewer");
-    file.write(&path).unwrap();
+    file.write(&path).expect("ok");
     gate.refresh();
     assert_eq!(
         status(gate.check(Access::Role(Role::Viewer), &Method::GET, &h, None)),
         401
     );
-    std::fs::write(&path, "not toml [").unwrap();
+    std::fs::write(&path, "not toml [").expect("ok");
     gate.refresh();
     let op = headers(&[(header::AUTHORIZATION, &format!("Bearer {}", tokens[1]))]);
     assert_eq!(

@@ -79,7 +79,7 @@ retry-after: 1\r\nconnection: close\r\ncontent-length: 50\r\n\r\n\
 pub(crate) type TlsConfig = Option<Arc<super::tls::Tls>>;
 /// Without the `tls` feature there is no HTTPS.
 #[cfg(not(feature = "tls"))]
-pub(crate) type TlsConfig = Option<std::convert::Infallible>;
+pub(crate) type TlsConfig = Option<Arc<std::convert::Infallible>>;
 
 /// Serves `router` on `listener` (over TLS when `tls` is set) until `stop`, then lets open
 /// requests finish: returns once every connection has ended (the caller bounds the wait).
@@ -166,7 +166,7 @@ async fn connection(
             }
         }
         #[cfg(not(feature = "tls"))]
-        Some(never) => match never {},
+        Some(never) => match *never {},
         None => serve_connection(tcp, router, limits, &stats, stop).await,
     }
     stats.open.fetch_sub(1, Ordering::Relaxed);
