@@ -156,7 +156,9 @@ fn children(prefix: &str) -> Vec<&'static str> {
     if prefix == "notify" {
         names.extend(["channels", "routes"]);
     }
-    names.dedup();
+    // Keys of one section need not be adjacent in the table: keep the first of each name.
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|name| seen.insert(*name));
     names
 }
 
