@@ -120,14 +120,19 @@ fn param(p: &Param) -> Value {
         }
         Schema::OneOf(words) => json!({"type": "string", "enum": words}),
     };
-    json!({
+    let mut out = json!({
         "name": p.name,
         "in": match p.location { In::Path => "path", In::Query => "query" },
         // OpenAPI requires path parameters to say so.
         "required": p.required || p.location == In::Path,
         "description": p.description,
         "schema": schema,
-    })
+    });
+    if p.location == In::Query {
+        // `?status=` counts as not given (`Params::get`), whatever the schema.
+        out["allowEmptyValue"] = json!(true);
+    }
+    out
 }
 
 fn reply(r: &Reply) -> Value {
@@ -165,6 +170,9 @@ pub fn document(routes: &[RouteDoc]) -> Value {
         });
         if !r.params.is_empty() {
             op["parameters"] = r.params.iter().map(param).collect();
+        }
+        if let Some(body) = super::routes::request_body(r.endpoint) {
+            op["requestBody"] = body;
         }
         let item = paths
             .entry(r.path.to_owned())

@@ -21,6 +21,7 @@ mod silences;
 pub use ingest::IngestStats;
 
 use axum::routing::{MethodFilter, MethodRouter, on};
+use serde_json::{Value, json};
 
 use super::openapi::{In, Param, Reply, RouteDoc, Schema, Verb, json};
 use super::state::{AppState, OpsState};
@@ -194,7 +195,8 @@ const DEVICE_ID: Param = Param {
 const RANGE: Param = query(
     "range",
     Schema::OneOf(RANGE_NAMES),
-    "Time range ending now (default 1h). Not together with from/to.",
+    "Length of the window (default 1h): it ends at `to` (default now), or starts at `from`. \
+     At most two of `from`, `to` and `range` (400 otherwise).",
 );
 const FROM: Param = query(
     "from",
@@ -202,7 +204,7 @@ const FROM: Param = query(
         min: 0,
         max: devices::MAX_TIME_MS,
     },
-    "Start, Unix ms (with `to`, instead of `range`).",
+    "Start, Unix ms, inclusive. Alone: from then until now. Not after `to` (400 otherwise).",
 );
 const TO: Param = query(
     "to",
@@ -210,11 +212,103 @@ const TO: Param = query(
         min: 0,
         max: devices::MAX_TIME_MS,
     },
-    "End, Unix ms, inclusive (with `from`).",
+    "End, Unix ms, inclusive. Alone: the `range` (default 1h) ending then.",
 );
 
 const BAD_PARAM: Reply = json(400, "A parameter has a value outside what it accepts.");
 const NO_DEVICE: Reply = json(404, "No reading of this device was ever recorded.");
+
+/// The request body `endpoint` takes, as an OpenAPI `requestBody`; `None` for none.
+pub(super) fn request_body(endpoint: Endpoint) -> Option<Value> {
+    use crate::sinks::notify::silences::{MAX_COMMENT_CHARS, MAX_CREATED_BY_CHARS};
+    let strings = json!({"type": "array", "items": {"type": "string"}});
+    let hh_mm = json!({"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"});
+    let days = [
+        "mon",
+        "tue",
+        "wed",
+        "thu",
+        "fri",
+        "sat",
+        "sun",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ];
+    Some(match endpoint {
+        Endpoint::CreateSilence => json!({
+            "required": true,
+            "description": "`ends_at` or `schedule` is required; `ends_at` must be after \
+                `starts_at` (default now) and, without a schedule, in the future; `tz` must be \
+                a known IANA time zone and `device_id` a well-formed glob (400 otherwise).",
+            "content": {"application/json": {"schema": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "matchers": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "description": "Which alerts it holds back; a list matches any of its \
+                            values, fields left out match everything.",
+                        "properties": {
+                            "severity": {"type": "array", "items": {"type": "string", "enum": SEVERITIES}},
+                            "alert_type": strings,
+                            "building": strings,
+                            "floor": {"type": "array", "items": {
+                                "type": "integer", "format": "int32",
+                                "minimum": i32::MIN, "maximum": i32::MAX,
+                            }},
+                            "model": strings,
+                            "device_id": {
+                                "type": "string", "nullable": true,
+                                "description": "A glob: `*`, `?`, `[…]`.",
+                            },
+                        },
+                    },
+                    "starts_at": {"type": "integer", "format": "int64", "nullable": true,
+                        "description": "Unix ms (default now)."},
+                    "ends_at": {"type": "integer", "format": "int64", "nullable": true,
+                        "description": "Unix ms."},
+                    "schedule": {
+                        "type": "object",
+                        "nullable": true,
+                        "additionalProperties": false,
+                        "required": ["days", "start", "end"],
+                        "description": "Every week on `days` from `start` to `end` local time \
+                            (an `end` at or before `start` runs into the next day).",
+                        "properties": {
+                            "days": {"type": "array", "minItems": 1, "items": {
+                                "type": "string", "enum": days,
+                                "description": "Upper case is accepted too.",
+                            }},
+                            "start": hh_mm,
+                            "end": hh_mm,
+                            "tz": {"type": "string", "description": "IANA time zone (default UTC)."},
+                        },
+                    },
+                    "comment": {"type": "string", "maxLength": MAX_COMMENT_CHARS},
+                    "created_by": {"type": "string", "maxLength": MAX_CREATED_BY_CHARS},
+                },
+            }}},
+        }),
+        Endpoint::Ingest => json!({
+            // An empty body is zero readings: 202 with nothing accepted.
+            "required": false,
+            "description": "A JSON array of readings (SPEC §2), or NDJSON: one reading per \
+                line. Any body is taken: each reading is judged on its own and the reply lists \
+                the rejected ones.",
+            "content": {
+                "application/json": {"schema": {}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+        }),
+        _ => return None,
+    })
+}
 
 /// Every route of the API. Paths are a contract (SPEC §5).
 pub const ROUTES: &[RouteDoc] = &[
