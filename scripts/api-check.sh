@@ -3,6 +3,7 @@
 # `iiot run` (embedded bus, anonymous: no auth file), started on free ports with its own data
 # directory in a temporary directory, then stopped. Run by scripts/test.sh; alone:
 #   scripts/api-check.sh            (builds the debug binary; IIOT_BIN=path skips that)
+#   scripts/api-check.sh --install  (only installs schemathesis, pinned below, if missing)
 # SCHEMATHESIS_EXAMPLES (default 40) bounds the examples per operation and phase,
 # SCHEMATHESIS_SEED (default 1) makes a run repeatable; the report goes to target/api-check/.
 # The hooks in scripts/api_check_hooks.py state the rules between fields that OpenAPI cannot.
@@ -16,6 +17,7 @@ if [ "$(schemathesis --version 2>/dev/null)" != "schemathesis, version $SCHEMATH
   python3 -m pip install --quiet "schemathesis==$SCHEMATHESIS_VERSION" \
     || python3 -m pip install --quiet --break-system-packages "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+[[ ${1:-} == --install ]] && exit 0
 
 if [[ -n ${IIOT_BIN:-} ]]; then
   bin=$IIOT_BIN
@@ -90,8 +92,13 @@ done
 sleep 2
 
 echo "== api: schemathesis $SCHEMATHESIS_VERSION against $base/api/docs"
+# One worker: with several, Python 3.11.7's ast.parse (called by Hypothesis from threads)
+# fails with "AST constructor recursion depth mismatch". Run from $out: schemathesis keeps
+# its cache in .schemathesis/ of the working directory.
 status=0
-PYTHONPATH="$root/scripts${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=api_check_hooks \
+cd "$out"
+IIOT_API_BASE=$base PYTHONPATH="$root/scripts${PYTHONPATH:+:$PYTHONPATH}" \
+  SCHEMATHESIS_HOOKS=api_check_hooks \
   schemathesis run "$base/api/docs" \
   --checks all \
   --max-examples "${SCHEMATHESIS_EXAMPLES:-40}" \
@@ -99,7 +106,7 @@ PYTHONPATH="$root/scripts${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=api_che
   --workers 1 \
   --no-color \
   --report junit --report-dir "$out" \
-  | tee "$out/schemathesis.txt" || status=$?
+  | tee "$out/schemathesis.txt" || status=${PIPESTATUS[0]}
 if ! kill -0 "$server_pid" 2>/dev/null; then
   echo "iiot stopped during the check; its log:" >&2
   cat "$out/server.log" >&2

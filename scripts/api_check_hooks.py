@@ -10,7 +10,10 @@ They also give the device-id path parameters a real device some of the time, so 
 export are exercised on data, not only on 404s.
 """
 
+import json
+import os
 import time
+import urllib.request
 
 import schemathesis
 
@@ -65,8 +68,34 @@ def filter_case(ctx, case):
     return True
 
 
+ACK_PATH = "/api/alerts/{alert_id}/ack"
+_alert_ids = {"at": 0.0, "ids": []}
+
+
+def _open_alert_ids():
+    """Ids of the server's open alerts (asked at most once a second), so acknowledgements
+    reach alerts that exist: 200 the first time, 409 after. IIOT_API_BASE names the server."""
+    base = os.environ.get("IIOT_API_BASE")
+    if not base:
+        return []
+    if time.monotonic() - _alert_ids["at"] > 1.0:
+        _alert_ids["at"] = time.monotonic()
+        try:
+            with urllib.request.urlopen(f"{base}/api/alerts?limit=50", timeout=2) as reply:
+                items = json.load(reply).get("items", [])
+            _alert_ids["ids"] = [a["alert_id"] for a in items if a.get("status") != "resolved"]
+        except (OSError, ValueError, KeyError):
+            _alert_ids["ids"] = []
+    return _alert_ids["ids"]
+
+
 @schemathesis.hook
 def map_case(ctx, case):
+    if _is_positive(case) and _path(ctx) == ACK_PATH and isinstance(case.path_parameters, dict):
+        value = case.path_parameters.get("alert_id")
+        ids = _open_alert_ids()
+        if ids and isinstance(value, str) and len(value) % 2 == 0:
+            case.path_parameters["alert_id"] = ids[len(value) % len(ids)]
     if _is_positive(case) and _path(ctx) in DEVICE_PATHS and isinstance(case.path_parameters, dict):
         value = case.path_parameters.get("id")
         # Half of the generated ids (decided by the id itself, so runs stay reproducible).
