@@ -233,6 +233,23 @@ fn recovered_open_alerts_are_kept_acknowledged_and_resolved_not_raised_again() {
     assert_eq!(p.stats().alerts_open.load(Ordering::Relaxed), 0);
 }
 
+#[test]
+fn a_reading_received_by_a_clock_far_in_the_future_is_processed_without_overflow() {
+    // Found by the libFuzzer target `reading_decode` (crash input: a received clock near
+    // 7.1e18 ms): the event → processed latency in µs overflowed a multiplication.
+    let mut p = processor(10);
+    let mut alerts = Vec::new();
+    let clocks = Clocks {
+        judged_at: T0,
+        received_at: i64::MAX,
+    };
+    let payload = reading("device_001", 1, T0, 25.0);
+    assert!(matches!(
+        p.judge(Some(0), b"", &payload, clocks, &mut alerts),
+        Judged::Processed(..)
+    ));
+}
+
 /// Properties of the whole judging path over generated message sequences (the libFuzzer
 /// target `fuzz/fuzz_targets/reading_decode.rs` runs the same entry point without bounds).
 mod judge_properties {
@@ -276,12 +293,14 @@ mod judge_properties {
         #[test]
         fn any_message_sequence_is_judged_without_panic_and_without_duplicate_alerts(
             messages in prop::collection::vec(message(), 1..40),
+            // The receiver's clock, usually right, sometimes anything.
+            received_off in prop_oneof![4 => Just(0i64), 1 => any::<i64>()],
         ) {
             let mut p = processor(2);
             let mut alerts = Vec::new();
             let mut open = HashSet::new();
             for (i, (key, payload, judged_off)) in messages.iter().enumerate() {
-                let received_at = T0 + i as i64 * 1000;
+                let received_at = (T0 + i as i64 * 1000).saturating_add(received_off);
                 let clocks = Clocks {
                     judged_at: received_at.saturating_add(*judged_off),
                     received_at,
@@ -293,7 +312,7 @@ mod judge_properties {
                     }
                     Judged::Rejected(invalid) => prop_assert!(!invalid.detail.is_empty()),
                 }
-                p.tick(received_at + 500, &mut alerts);
+                p.tick(received_at.saturating_add(500), &mut alerts);
                 for a in &alerts[before..] {
                     let slot = (a.device_id.clone(), a.alert_type.clone());
                     match a.status {
