@@ -135,14 +135,14 @@ fn param(p: &Param) -> Value {
     out
 }
 
-fn reply(r: &Reply) -> Value {
+fn reply(r: &Reply, schema: Option<Value>) -> Value {
     let mut out = Map::new();
     out.insert("description".into(), json!(r.description));
     if !r.media.is_empty() {
-        let schema = if r.status >= 400 {
+        let schema = if r.status >= 400 && schema.is_none() {
             json!({"$ref": "#/components/schemas/Error"})
         } else {
-            json!({})
+            schema.unwrap_or_else(|| json!({}))
         };
         let content: Map<String, Value> = r
             .media
@@ -161,7 +161,10 @@ pub fn document(routes: &[RouteDoc]) -> Value {
         let replies: Map<String, Value> = r
             .replies
             .iter()
-            .map(|x| (x.status.to_string(), reply(x)))
+            .map(|x| {
+                let schema = super::routes::reply_schema(r.endpoint, x.status);
+                (x.status.to_string(), reply(x, schema))
+            })
             .collect();
         let mut op = json!({
             "operationId": r.endpoint.name(),

@@ -310,6 +310,132 @@ pub(super) fn request_body(endpoint: Endpoint) -> Option<Value> {
     })
 }
 
+/// The schema of the body `endpoint` answers with status `status`, where the document states
+/// one (error bodies have theirs from the generator); `None` leaves it open.
+pub(super) fn reply_schema(endpoint: Endpoint, status: u16) -> Option<Value> {
+    let int = json!({"type": "integer", "format": "int64"});
+    let number = json!({"type": "number"});
+    let string = json!({"type": "string"});
+    let object = |required: &[&str], properties: Value| json!({"type": "object", "required": required, "properties": properties});
+    let measurement = object(
+        &["value", "unit", "status"],
+        json!({"value": number, "unit": string,
+               "status": {"type": "string", "enum": ["normal", "warning", "critical", "fault"]}}),
+    );
+    let device = object(
+        &[
+            "device_id",
+            "status",
+            "location",
+            "model",
+            "firmware",
+            "battery",
+            "signal_strength",
+            "last_seen",
+            "timestamp",
+            "seq",
+            "interval_ms",
+            "open_alerts",
+            "critical_alerts",
+            "sensors",
+        ],
+        json!({
+            "device_id": string,
+            "status": {"type": "string", "enum": DEVICE_STATUSES},
+            "location": object(&["building", "floor", "room"],
+                json!({"building": string, "floor": int, "room": string})),
+            "model": string, "firmware": string, "battery": int, "signal_strength": int,
+            "last_seen": int, "timestamp": int, "seq": int, "interval_ms": int,
+            "open_alerts": int, "critical_alerts": int,
+            "sensors": object(
+                &["temperature", "humidity", "pressure", "switch_status", "current"],
+                json!({"temperature": measurement, "humidity": measurement,
+                       "pressure": measurement, "current": measurement,
+                       "switch_status": object(&["value", "status"], json!({
+                           "value": {"type": "boolean"},
+                           "status": {"type": "string", "enum": ["on", "off"]}}))}),
+            ),
+            "latest": {"type": "object", "description": "The whole latest reading (SPEC §2)."},
+        }),
+    );
+    let alert = object(
+        &[
+            "alert_id",
+            "device_id",
+            "alert_type",
+            "severity",
+            "message",
+            "timestamp",
+            "status",
+            "threshold",
+            "current_value",
+        ],
+        json!({
+            "alert_id": string, "device_id": string, "alert_type": string,
+            "severity": {"type": "string", "enum": SEVERITIES},
+            "message": string, "timestamp": int,
+            "status": {"type": "string", "enum": ALERT_STATUSES},
+            "threshold": object(&["parameter", "operator", "value"], json!({
+                "parameter": string,
+                "operator": {"type": "string", "enum": [">", "<", ">="]},
+                "value": number})),
+            "current_value": number,
+            "silenced": {"type": "boolean"},
+        }),
+    );
+    let silence = object(
+        &[
+            "id",
+            "matchers",
+            "starts_at",
+            "comment",
+            "created_by",
+            "created_at",
+        ],
+        json!({"id": string, "matchers": {"type": "object"}, "starts_at": int,
+               "ends_at": {"type": "integer", "format": "int64", "nullable": true},
+               "schedule": {"type": "object"}, "comment": string, "created_by": string,
+               "created_at": int, "active": {"type": "boolean"}, "expired": {"type": "boolean"}}),
+    );
+    let items = |item: Value| {
+        object(
+            &["items"],
+            json!({"items": {"type": "array", "items": item}}),
+        )
+    };
+    Some(match (endpoint, status) {
+        (Endpoint::Health, 200) => object(&["status"], json!({"status": {"enum": ["ok"]}})),
+        (Endpoint::Ready, 200) => object(&["status"], json!({"status": string})),
+        (Endpoint::Devices, 200) => object(
+            &["items", "total", "page", "per_page"],
+            json!({"items": {"type": "array", "items": device}, "total": int, "page": int,
+                   "per_page": int}),
+        ),
+        (Endpoint::Device, 200) => device,
+        (Endpoint::History, 200) => object(
+            &["device_id", "sensor", "unit", "from", "to", "points"],
+            json!({"device_id": string, "sensor": {"type": "string", "enum": SENSORS},
+                   "unit": string, "from": int, "to": int,
+                   "points": {"type": "array", "items": object(
+                       &["t", "min", "max", "avg", "count"],
+                       json!({"t": int, "min": number, "max": number, "avg": number,
+                              "count": int}))}}),
+        ),
+        (Endpoint::Alerts, 200) => items(alert),
+        (Endpoint::Acknowledge, 200) => alert,
+        (Endpoint::Silences, 200) => items(silence),
+        (Endpoint::CreateSilence, 201) => silence,
+        (Endpoint::Ingest, 202) => object(
+            &["accepted", "rejected"],
+            json!({"accepted": int, "rejected": {"type": "array", "items": object(
+                &["index", "reason", "detail"],
+                json!({"index": int, "reason": string, "detail": string}))}}),
+        ),
+        (Endpoint::Config | Endpoint::Stats | Endpoint::Docs, 200) => json!({"type": "object"}),
+        _ => return None,
+    })
+}
+
 /// Every route of the API. Paths are a contract (SPEC §5).
 pub const ROUTES: &[RouteDoc] = &[
     RouteDoc {
@@ -630,6 +756,25 @@ mod tests {
                 .map(|p| p.name)
                 .collect();
             assert_eq!(in_path, documented, "{}", r.path);
+        }
+    }
+
+    #[test]
+    fn every_json_success_reply_has_a_schema_and_every_body_taking_route_a_request_body() {
+        // schemathesis checks replies against these schemas: a route without one is unchecked.
+        for r in ROUTES {
+            for reply in r.replies {
+                if reply.status < 400 && reply.media == ["application/json"] {
+                    assert!(
+                        reply_schema(r.endpoint, reply.status).is_some(),
+                        "{} {}",
+                        r.path,
+                        reply.status
+                    );
+                }
+            }
+            let takes_body = matches!(r.endpoint, Endpoint::CreateSilence | Endpoint::Ingest);
+            assert_eq!(request_body(r.endpoint).is_some(), takes_body, "{}", r.path);
         }
     }
 
