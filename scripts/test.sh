@@ -17,6 +17,8 @@ if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
   python3 -m pip install --quiet aiosmtpd \
     || python3 -m pip install --quiet --break-system-packages aiosmtpd
 fi
+# schemathesis (PyPI, pinned in the script) checks the API document against a running iiot.
+bash scripts/api-check.sh --install
 # Build packages librdkafka needs (and tansu, the broker the Kafka tests start), before anything
 # compiles; installing tansu takes ~15 minutes the first time, then it is reused.
 bash scripts/kafka-up.sh --install
@@ -37,4 +39,5 @@ cargo test --workspace --doc --locked
 # --no-fail-fast: one failure should not hide the others.
 cargo nextest run --workspace --locked --no-fail-fast
 bash scripts/ops-check.sh
+bash scripts/api-check.sh
 bash scripts/browser-test.sh

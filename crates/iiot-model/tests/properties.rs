@@ -64,6 +64,17 @@ prop_compose! {
     }
 }
 
+/// Any i64, with the extremes and their neighbourhoods (where arithmetic overflows) as likely
+/// as the rest.
+fn any_clock() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        any::<i64>(),
+        (0i64..1 << 42).prop_map(|d| i64::MIN + d),
+        (0i64..1 << 42).prop_map(|d| i64::MAX - d),
+        946_684_800_000i64..2 * NOW,
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -80,6 +91,23 @@ proptest! {
         let _ = decode(&bytes, NOW, &Limits::default());
         bytes.truncate(i);
         let _ = decode(&bytes, NOW, &Limits::default());
+    }
+
+    /// The judging clock can be a broker timestamp, so any i64; the limits come from config.
+    #[test]
+    fn any_clock_and_limits_never_panic(
+        r in valid_reading(),
+        now in any_clock(),
+        max_future_ms in any_clock(),
+        min_timestamp_ms in any_clock(),
+        max_message_bytes in 0usize..100_000,
+    ) {
+        let bytes = serde_json::to_vec(&r).expect("serializes");
+        let limits = Limits { max_message_bytes, max_future_ms, min_timestamp_ms };
+        match decode(&bytes, now, &limits) {
+            Ok(back) => prop_assert_eq!(back, r),
+            Err(invalid) => prop_assert!(!invalid.detail.is_empty()),
+        }
     }
 
     #[test]

@@ -156,7 +156,9 @@ fn children(prefix: &str) -> Vec<&'static str> {
     if prefix == "notify" {
         names.extend(["channels", "routes"]);
     }
-    names.dedup();
+    // Keys of one section need not be adjacent in the table: keep the first of each name.
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|name| seen.insert(*name));
     names
 }
 
@@ -180,9 +182,32 @@ pub(super) fn file_error(
 ) -> ConfigError {
     ConfigError {
         key: key.to_string(),
-        value: scalar_text(value).unwrap_or_else(|| one_line(&value.to_string())),
+        value: scalar_text(value).unwrap_or_else(|| one_line(&redacted(value).to_string())),
         origin: file.layer.origin.clone(),
         allowed: problem.to_string(),
+    }
+}
+
+/// `value` with every entry whose name looks secret shown as `***`, however deep: a table in
+/// the wrong place is shown whole in the error, and may hold a password (found by the
+/// property `any_layers_give_a_config_or_one_line_without_secrets`).
+fn redacted(value: &toml::Value) -> toml::Value {
+    match value {
+        toml::Value::Table(table) => toml::Value::Table(
+            table
+                .iter()
+                .map(|(name, v)| {
+                    let v = if super::is_secret(&name.to_ascii_uppercase()) {
+                        toml::Value::String("***".into())
+                    } else {
+                        redacted(v)
+                    };
+                    (name.clone(), v)
+                })
+                .collect(),
+        ),
+        toml::Value::Array(items) => toml::Value::Array(items.iter().map(redacted).collect()),
+        other => other.clone(),
     }
 }
 

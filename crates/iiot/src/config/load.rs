@@ -108,8 +108,19 @@ fn read_dotenv(path: Option<&Path>) -> Result<Layer, ConfigError> {
         }
         Err(e) => return Err(whole_file(path, e.to_string())),
     };
-    for line in lines {
-        let (name, value) = line.map_err(|e| whole_file(path, e.to_string()))?;
+    for (n, line) in lines.enumerate() {
+        let (name, value) = line.map_err(|e| match e {
+            // dotenvy's message quotes the line, and the line may hold a secret.
+            dotenvy::Error::LineParse(_, at) => whole_file(
+                path,
+                format!(
+                    "entry {} cannot be parsed (at character {at} of it; its text is not shown: \
+                     it may hold a secret)",
+                    n + 1
+                ),
+            ),
+            e => whole_file(path, e.to_string()),
+        })?;
         layer.values.insert(name, value);
     }
     Ok(layer)

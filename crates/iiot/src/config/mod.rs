@@ -110,7 +110,7 @@ mod mqtt;
 mod watch;
 
 use std::collections::HashMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -368,8 +368,8 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let whole_file =
             matches!(&self.origin, Origin::File(p) if p.display().to_string() == self.key);
-        if whole_file && self.value.is_empty() {
-            write!(f, "invalid configuration: {}: {}", self.key, self.allowed)
+        let line = if whole_file && self.value.is_empty() {
+            format!("invalid configuration: {}: {}", self.key, self.allowed)
         } else {
             // A secret is never shown, whatever its characters; librdkafka properties are
             // shown with their secret values masked.
@@ -382,12 +382,20 @@ impl fmt::Display for ConfigError {
             } else {
                 self.value.clone()
             };
-            write!(
-                f,
+            format!(
                 "invalid configuration: {}={} (from {}): {}",
                 self.key, value, self.origin, self.allowed
             )
+        };
+        // One line whatever the input held: a TOML string or key may carry `\n` escapes.
+        for c in line.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_debug())?;
+            } else {
+                f.write_char(c)?;
+            }
         }
+        Ok(())
     }
 }
 

@@ -124,24 +124,29 @@ fn param(p: &Param) -> Value {
         }
         Schema::OneOf(words) => json!({"type": "string", "enum": words}),
     };
-    json!({
+    let mut out = json!({
         "name": p.name,
         "in": match p.location { In::Path => "path", In::Query => "query" },
         // OpenAPI requires path parameters to say so.
         "required": p.required || p.location == In::Path,
         "description": p.description,
         "schema": schema,
-    })
+    });
+    if p.location == In::Query {
+        // `?status=` counts as not given (`Params::get`), whatever the schema.
+        out["allowEmptyValue"] = json!(true);
+    }
+    out
 }
 
-fn reply(r: &Reply) -> Value {
+fn reply(r: &Reply, schema: Option<Value>) -> Value {
     let mut out = Map::new();
     out.insert("description".into(), json!(r.description));
     if !r.media.is_empty() {
-        let schema = if r.status >= 400 {
+        let schema = if r.status >= 400 && schema.is_none() {
             json!({"$ref": "#/components/schemas/Error"})
         } else {
-            json!({})
+            schema.unwrap_or_else(|| json!({}))
         };
         let content: Map<String, Value> = r
             .media
@@ -160,14 +165,17 @@ pub fn document(routes: &[RouteDoc]) -> Value {
         let mut replies: Map<String, Value> = r
             .replies
             .iter()
-            .map(|x| (x.status.to_string(), reply(x)))
+            .map(|x| {
+                let schema = super::routes::reply_schema(r.endpoint, x.status);
+                (x.status.to_string(), reply(x, schema))
+            })
             .collect();
         let access = r.endpoint.access();
         if access != Access::Open {
-            replies.insert("401".into(), reply(&json(401, UNAUTHORIZED)));
+            replies.insert("401".into(), reply(&json(401, UNAUTHORIZED), None));
         }
         if matches!(access, Access::Role(_)) {
-            replies.insert("403".into(), reply(&json(403, FORBIDDEN)));
+            replies.insert("403".into(), reply(&json(403, FORBIDDEN), None));
         }
         let mut op = json!({
             "operationId": r.endpoint.name(),
@@ -183,6 +191,9 @@ pub fn document(routes: &[RouteDoc]) -> Value {
         }
         if !r.params.is_empty() {
             op["parameters"] = r.params.iter().map(param).collect();
+        }
+        if let Some(body) = super::routes::request_body(r.endpoint) {
+            op["requestBody"] = body;
         }
         let item = paths
             .entry(r.path.to_owned())

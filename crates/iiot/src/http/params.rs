@@ -66,18 +66,6 @@ impl Params {
         )
     }
 
-    /// `name` as an integer of at least `min` (and within `T`).
-    pub(crate) fn int_from<T>(&self, name: &'static str, min: T) -> Result<Option<T>, AppError>
-    where
-        T: FromStr + PartialOrd + Copy + std::fmt::Display,
-    {
-        self.parse_with(
-            name,
-            || format!("an integer of at least {min}"),
-            |v| v.parse::<T>().ok().filter(|n| *n >= min),
-        )
-    }
-
     /// `name` as any integer that fits `T`; `what` says what it means (e.g. `Unix ms`).
     pub(crate) fn int<T: FromStr>(
         &self,
@@ -128,8 +116,8 @@ mod tests {
             Err(AppError::bad("points", "0", "an integer from 1 to 10000"))
         );
         assert_eq!(
-            p.int_from("page", 1usize),
-            Err(AppError::bad("page", "x", "an integer of at least 1"))
+            p.int_in("page", 1usize, 9),
+            Err(AppError::bad("page", "x", "an integer from 1 to 9"))
         );
         assert_eq!(p.int::<i32>("floor", "a floor number"), Ok(Some(-2)));
         assert_eq!(p.get("q"), None, "empty means not given");

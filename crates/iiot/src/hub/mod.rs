@@ -110,6 +110,12 @@ use crate::store::DeviceStatus;
 use connection::Client;
 use subscriptions::Subscriptions;
 
+/// Checks one client text frame as a connection does: `Err` is the text of the `error` reply
+/// it would get. For the fuzz targets in `fuzz/`, which see only the public API.
+pub fn check_client_message(text: &str) -> Result<(), String> {
+    protocol::parse(text).map(|_| ())
+}
+
 /// Limits and behaviour of the WebSocket hub.
 #[derive(Debug, Clone)]
 pub struct HubConfig {

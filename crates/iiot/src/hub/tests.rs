@@ -322,3 +322,118 @@ fn publish_skips_payloads_that_are_not_utf8() {
     assert_eq!(hub.offset(), 0);
     assert_eq!(hub.stats().invalid_payloads, 1);
 }
+
+/// Properties of the client-message parser over generated frames (the libFuzzer target
+/// `fuzz/fuzz_targets/client_message.rs` runs the same entry point without bounds).
+mod parse_properties {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::protocol::{self, ClientMessage, MAX_BATCH_MS, MAX_IDS_PER_MESSAGE, MIN_BATCH_MS};
+
+    /// A JSON value of any shape, a few levels deep.
+    fn any_json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            "[a-z_0-9 .:-]{0,12}".prop_map(serde_json::Value::from),
+            ".{0,8}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                prop::collection::btree_map("[a-z_]{1,10}", inner, 0..5)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A frame that looks like a client message: a known or unknown `type`, the fields the
+    /// messages have, with values of any type, and extra fields.
+    fn message_like() -> impl Strategy<Value = String> {
+        let kind = prop_oneof![
+            Just("subscribe"),
+            Just("subscribe_all"),
+            Just("unsubscribe"),
+            Just("unsubscribe_all"),
+            Just("ping"),
+            Just("resume"),
+            Just("options"),
+            Just("dance"),
+        ];
+        let ids = prop_oneof![
+            prop::collection::vec("[A-Za-z0-9_.:-]{1,64}", 0..20).prop_map(|v| json!(v)),
+            prop::collection::vec(".{0,70}", 0..5).prop_map(|v| json!(v)),
+            any_json(),
+        ];
+        let number = prop_oneof![
+            (0u64..2000).prop_map(|n| json!(n)),
+            any::<i64>().prop_map(|n| json!(n)),
+            any_json()
+        ];
+        (
+            kind,
+            ids,
+            number.clone(),
+            number,
+            any_json(),
+            any_json(),
+            any::<u8>(),
+        )
+            .prop_map(|(kind, ids, n1, n2, epoch, extra, mask)| {
+                let mut m = serde_json::Map::new();
+                m.insert("type".into(), json!(kind));
+                let fields = [
+                    ("device_ids", ids),
+                    ("batch_ms", n1),
+                    ("offset", n2),
+                    ("epoch", epoch),
+                    ("conflate", extra.clone()),
+                    ("extra", extra),
+                ];
+                for (i, (name, value)) in fields.into_iter().enumerate() {
+                    if mask & (1 << i) != 0 {
+                        m.insert(name.into(), value);
+                    }
+                }
+                serde_json::Value::Object(m).to_string()
+            })
+    }
+
+    /// What a parsed message promises the connection that acts on it.
+    fn holds_its_bounds(message: &ClientMessage) -> bool {
+        match message {
+            ClientMessage::Subscribe(ids) | ClientMessage::Unsubscribe(ids) => {
+                ids.len() <= MAX_IDS_PER_MESSAGE
+                    && ids.iter().all(|id| iiot_model::device_id_is_valid(id))
+            }
+            ClientMessage::Options {
+                batch_ms: Some(ms), ..
+            } => *ms == 0 || (MIN_BATCH_MS..=MAX_BATCH_MS).contains(ms),
+            _ => true,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn any_text_gets_a_message_or_an_explained_error(text in ".{0,200}") {
+            match protocol::parse(&text) {
+                Ok(message) => prop_assert!(holds_its_bounds(&message), "{message:?}"),
+                Err(reply) => prop_assert!(!reply.is_empty()),
+            }
+        }
+
+        #[test]
+        fn message_like_frames_are_parsed_within_bounds_or_explained(text in message_like()) {
+            match protocol::parse(&text) {
+                Ok(message) => prop_assert!(holds_its_bounds(&message), "{text} -> {message:?}"),
+                Err(reply) => prop_assert!(!reply.is_empty()),
+            }
+        }
+    }
+}

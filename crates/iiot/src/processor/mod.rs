@@ -266,7 +266,13 @@ impl Processor {
         let before = alerts.len();
         self.engine
             .observe(&mut dev.alerts, &reading, now_ms, alerts);
-        let latency_us = (now_ms - reading.timestamp).max(0) as u64 * 1000;
+        // Saturating: the receiver's clock may be anything (found by the fuzz target
+        // `reading_decode`: a clock ~584,000 years past the event overflowed the product).
+        let latency_us = now_ms
+            .saturating_sub(reading.timestamp)
+            .max(0)
+            .unsigned_abs()
+            .saturating_mul(1000);
         // Saturates instead of failing for latencies beyond the histogram's hour.
         self.latency_us.saturating_record(latency_us.max(1));
         self.local.processed += 1;

@@ -232,3 +232,100 @@ fn recovered_open_alerts_are_kept_acknowledged_and_resolved_not_raised_again() {
     assert_eq!(alerts[0].status, AlertStatus::Resolved);
     assert_eq!(p.stats().alerts_open.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn a_reading_received_by_a_clock_far_in_the_future_is_processed_without_overflow() {
+    // Found by the libFuzzer target `reading_decode` (crash input: a received clock near
+    // 7.1e18 ms): the event → processed latency in µs overflowed a multiplication.
+    let mut p = processor(10);
+    let mut alerts = Vec::new();
+    let clocks = Clocks {
+        judged_at: T0,
+        received_at: i64::MAX,
+    };
+    let payload = reading("device_001", 1, T0, 25.0);
+    assert!(matches!(
+        p.judge(Some(0), b"", &payload, clocks, &mut alerts),
+        Judged::Processed(..)
+    ));
+}
+
+/// Properties of the whole judging path over generated message sequences (the libFuzzer
+/// target `fuzz/fuzz_targets/reading_decode.rs` runs the same entry point without bounds).
+mod judge_properties {
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One message: a reading of one of three devices, maybe corrupted, maybe keyed, judged by
+    /// a clock that may be far off (a broker timestamp).
+    fn message() -> impl Strategy<Value = (Vec<u8>, Vec<u8>, i64)> {
+        (
+            0u32..3,
+            0u64..8,
+            -600_000i64..600_000,
+            -100.0f64..300.0,
+            prop::option::of((any::<prop::sample::Index>(), any::<u8>())),
+            prop::option::of(0u32..4),
+            prop_oneof![Just(0i64), any::<i64>(), -1_000_000i64..1_000_000],
+        )
+            .prop_map(
+                |(device, seq, skew, temperature, corrupt, key, judged_off)| {
+                    let id = iiot_model::device_id(device + 1);
+                    let mut bytes = reading(&id, seq, T0 + skew, temperature);
+                    if let Some((at, byte)) = corrupt {
+                        let i = at.index(bytes.len());
+                        bytes[i] = byte;
+                    }
+                    let key = key
+                        .map(|k| iiot_model::device_id(k + 1))
+                        .unwrap_or_default();
+                    (key.into_bytes(), bytes, judged_off)
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn any_message_sequence_is_judged_without_panic_and_without_duplicate_alerts(
+            messages in prop::collection::vec(message(), 1..40),
+            // The receiver's clock, usually right, sometimes anything.
+            received_off in prop_oneof![4 => Just(0i64), 1 => any::<i64>()],
+        ) {
+            let mut p = processor(2);
+            let mut alerts = Vec::new();
+            let mut open = HashSet::new();
+            for (i, (key, payload, judged_off)) in messages.iter().enumerate() {
+                let received_at = (T0 + i as i64 * 1000).saturating_add(received_off);
+                let clocks = Clocks {
+                    judged_at: received_at.saturating_add(*judged_off),
+                    received_at,
+                };
+                let before = alerts.len();
+                match p.judge(Some(0), key, payload, clocks, &mut alerts) {
+                    Judged::Processed(r, _) | Judged::Late(r, _) => {
+                        prop_assert!(iiot_model::device_id_is_valid(&r.device_id));
+                    }
+                    Judged::Rejected(invalid) => prop_assert!(!invalid.detail.is_empty()),
+                }
+                p.tick(received_at.saturating_add(500), &mut alerts);
+                for a in &alerts[before..] {
+                    let slot = (a.device_id.clone(), a.alert_type.clone());
+                    match a.status {
+                        AlertStatus::Active => {
+                            prop_assert!(open.insert(slot), "a second open {}", a.alert_type);
+                        }
+                        AlertStatus::Resolved => {
+                            open.remove(&slot);
+                        }
+                        AlertStatus::Acknowledged => {}
+                    }
+                }
+            }
+        }
+    }
+}

@@ -78,7 +78,8 @@ pub(super) async fn list(
             DeviceStatus::parse,
         )?,
         q: params.get("q").map(str::to_owned),
-        page: params.int_from("page", 1)?.unwrap_or(1),
+        // Up to the largest int64, as the document says (a page beyond the last is empty).
+        page: params.int_in("page", 1, i64::MAX as usize)?.unwrap_or(1),
         per_page: params.int_in("per_page", 1, MAX_PER_PAGE)?.unwrap_or(100),
     };
     let page: Page<DeviceView> = state.read_store().devices(&filter, crate::now_ms());
@@ -113,8 +114,11 @@ pub(super) async fn one(
 /// The latest time a request may name: 9999-12-31T23:59:59.999Z, Unix ms.
 pub(crate) const MAX_TIME_MS: i64 = 253_402_300_799_999;
 
-/// The time window of a history or export request: `range` ending now, or `from`/`to` (Unix
-/// ms, both inclusive, given together), or the default range ending now.
+/// The time window of a history or export request, both ends inclusive, Unix ms: `from` and
+/// `to` as given, and an end not given derived from the other with `range` (default 1 h) —
+/// `to` missing: `from + range` if `range` is given, else now (or `from`, if that is later);
+/// `from` missing: `to − range`, `to` defaulting to now. All three together, or `from` after
+/// `to`, is a 400: OpenAPI cannot say so, the parameter descriptions do.
 pub(super) fn window(params: &Params, now_ms: i64) -> Result<(i64, i64), AppError> {
     // Unix ms from 1970 to the end of year 9999: nothing outside it can be stored, and
     // bucket arithmetic on it cannot overflow.
@@ -130,22 +134,29 @@ pub(super) fn window(params: &Params, now_ms: i64) -> Result<(i64, i64), AppErro
                 .map(|(_, ms)| *ms)
         },
     )?;
-    match (from, to, range) {
-        (None, None, range) => Ok((
-            now_ms.saturating_sub(range.unwrap_or(DEFAULT_RANGE_MS)),
-            now_ms,
-        )),
-        (Some(_), Some(_), Some(_)) => Err(AppError::BadRequest(
-            "give either `range` or `from` and `to`, not both".into(),
-        )),
-        (Some(from), Some(to), None) if from > to => Err(AppError::BadRequest(format!(
+    let (from, to) = match (from, to, range) {
+        (Some(_), Some(_), Some(_)) => {
+            return Err(AppError::BadRequest(
+                "give at most two of `from`, `to` and `range`".into(),
+            ));
+        }
+        (Some(from), Some(to), None) => (from, to),
+        (Some(from), None, Some(range)) => (from, from.saturating_add(range).min(MAX_TIME_MS)),
+        (Some(from), None, None) => (from, now_ms.max(from)),
+        (None, to, range) => {
+            let to = to.unwrap_or(now_ms);
+            (
+                to.saturating_sub(range.unwrap_or(DEFAULT_RANGE_MS)).max(0),
+                to,
+            )
+        }
+    };
+    if from > to {
+        return Err(AppError::BadRequest(format!(
             "`from` ({from}) is after `to` ({to})"
-        ))),
-        (Some(from), Some(to), None) => Ok((from, to)),
-        _ => Err(AppError::BadRequest(
-            "`from` and `to` must be given together".into(),
-        )),
+        )));
     }
+    Ok((from, to))
 }
 
 /// `GET /api/devices/{id}/history?sensor=&range=|from=&to=&points=`.

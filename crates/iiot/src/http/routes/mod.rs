@@ -11,16 +11,19 @@
 //! - [`silences`]: the notifier's silences.
 //! - [`ingest`]: `POST /api/ingest`, readings from gateways onto the input topic.
 //! - [`session`]: dashboard login, logout and "who am I".
+//! - [`schemas`]: the request and reply bodies the API document states.
 
 mod alerts;
 mod devices;
 mod export;
 mod ingest;
 mod ops;
+mod schemas;
 mod session;
 mod silences;
 
 pub use ingest::IngestStats;
+pub(super) use schemas::{reply_schema, request_body};
 
 use axum::routing::{MethodFilter, MethodRouter, on};
 
@@ -199,11 +202,11 @@ pub(crate) const RANGES: &[(&str, i64)] = &[
 /// The names of [`RANGES`], for the OpenAPI enum and error messages.
 pub(crate) const RANGE_NAMES: &[&str] = &["1m", "5m", "1h", "1d", "7d", "30d"];
 /// The device statuses, for `status=`.
-const DEVICE_STATUSES: &[&str] = &["online", "offline", "fault"];
+pub(crate) const DEVICE_STATUSES: &[&str] = &["online", "offline", "fault"];
 /// The alert statuses, for `status=`.
 pub(crate) const ALERT_STATUSES: &[&str] = &["active", "acknowledged", "resolved"];
 /// The alert severities, for `severity=`.
-const SEVERITIES: &[&str] = &["low", "medium", "high", "critical"];
+pub(crate) const SEVERITIES: &[&str] = &["low", "medium", "high", "critical"];
 /// The history parameters, for `sensor=`.
 pub(crate) const SENSORS: &[&str] = &[
     "temperature",
@@ -234,7 +237,8 @@ const DEVICE_ID: Param = Param {
 const RANGE: Param = query(
     "range",
     Schema::OneOf(RANGE_NAMES),
-    "Time range ending now (default 1h). Not together with from/to.",
+    "Length of the window (default 1h): it ends at `to` (default now), or starts at `from`. \
+     At most two of `from`, `to` and `range` (400 otherwise).",
 );
 const FROM: Param = query(
     "from",
@@ -242,7 +246,7 @@ const FROM: Param = query(
         min: 0,
         max: devices::MAX_TIME_MS,
     },
-    "Start, Unix ms (with `to`, instead of `range`).",
+    "Start, Unix ms, inclusive. Alone: from then until now. Not after `to` (400 otherwise).",
 );
 const TO: Param = query(
     "to",
@@ -250,7 +254,7 @@ const TO: Param = query(
         min: 0,
         max: devices::MAX_TIME_MS,
     },
-    "End, Unix ms, inclusive (with `from`).",
+    "End, Unix ms, inclusive. Alone: the `range` (default 1h) ending then.",
 );
 
 const BAD_PARAM: Reply = json(400, "A parameter has a value outside what it accepts.");
@@ -608,6 +612,28 @@ mod tests {
                 .map(|p| p.name)
                 .collect();
             assert_eq!(in_path, documented, "{}", r.path);
+        }
+    }
+
+    #[test]
+    fn every_json_success_reply_has_a_schema_and_every_body_taking_route_a_request_body() {
+        // schemathesis checks replies against these schemas: a route without one is unchecked.
+        for r in ROUTES {
+            for reply in r.replies {
+                if reply.status < 400 && reply.media == ["application/json"] {
+                    assert!(
+                        reply_schema(r.endpoint, reply.status).is_some(),
+                        "{} {}",
+                        r.path,
+                        reply.status
+                    );
+                }
+            }
+            let takes_body = matches!(
+                r.endpoint,
+                Endpoint::CreateSilence | Endpoint::Ingest | Endpoint::Login
+            );
+            assert_eq!(request_body(r.endpoint).is_some(), takes_body, "{}", r.path);
         }
     }
 

@@ -26,6 +26,10 @@ pub fn system_clock() -> Clock {
 
 /// Most silences kept (expired one-off silences are dropped first).
 pub const MAX_SILENCES: usize = 1000;
+/// Longest `comment` of a silence, in characters.
+pub const MAX_COMMENT_CHARS: usize = 1000;
+/// Longest `created_by` of a silence, in characters.
+pub const MAX_CREATED_BY_CHARS: usize = 200;
 
 /// A silence as created (`POST /api/silences`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -112,8 +116,14 @@ impl Window {
         if days.is_empty() {
             return Err("schedule.days: must name at least one day".into());
         }
+        // Exactly two digits each, as the API document's pattern says (`strptime` alone also
+        // takes `7:05`).
         let time = |field: &str, t: &str| {
-            Time::strptime("%H:%M", t).map_err(|_| format!("schedule.{field}: {t:?} is not HH:MM"))
+            let shaped = t.len() == 5 && t.as_bytes()[2] == b':';
+            shaped
+                .then(|| Time::strptime("%H:%M", t).ok())
+                .flatten()
+                .ok_or_else(|| format!("schedule.{field}: {t:?} is not HH:MM"))
         };
         let tz = TimeZone::get(&w.tz)
             .map_err(|_| format!("schedule.tz: {:?} is not a known time zone", w.tz))?;
@@ -250,8 +260,14 @@ impl Silences {
             (Some(end), None) if end <= now => return Err("ends_at: must be in the future".into()),
             _ => {}
         }
-        if spec.comment.len() > 1000 || spec.created_by.len() > 200 {
-            return Err("comment/created_by: too long (1000/200 bytes)".into());
+        // Characters, as JSON Schema's `maxLength` in the API document counts them.
+        if spec.comment.chars().count() > MAX_COMMENT_CHARS
+            || spec.created_by.chars().count() > MAX_CREATED_BY_CHARS
+        {
+            return Err(format!(
+                "comment/created_by: too long (at most {MAX_COMMENT_CHARS}/{MAX_CREATED_BY_CHARS} \
+                 characters)"
+            ));
         }
         let silence = Silence {
             id: format!("silence_{:016x}", rand::random::<u64>()),
