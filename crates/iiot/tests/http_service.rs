@@ -294,6 +294,10 @@ async fn the_openapi_document_lists_every_served_route() {
         ("delete", "/api/silences/{id}"),
         ("get", "/api/stats"),
         ("get", "/api/docs"),
+        ("get", "/api/rules"),
+        ("post", "/api/rules"),
+        ("put", "/api/rules/{id}"),
+        ("delete", "/api/rules/{id}"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_owned(), p.to_owned()))
@@ -317,7 +321,7 @@ async fn the_openapi_document_lists_every_served_route() {
         }
     });
     let f = fixture_commanding(tx);
-    for route in ROUTES {
+    for route in iiot::http::routes::all_routes() {
         let uri = route
             .path
             .replace("{id}", "device_001")

@@ -156,6 +156,9 @@ pub struct Config {
     pub thresholds: Thresholds,
     /// The alert rules: the defaults for `thresholds`, then `[[alerts.rules]]` from the file.
     pub rules: RuleSet,
+    /// The `[[alerts.rules]]` of the file as written (combined with `/api/rules` by the
+    /// [`crate::alerts::book::RuleBook`]).
+    pub rule_specs: Vec<crate::alerts::RuleSpec>,
     /// Notifications: channels, routes, the one-line webhook.
     pub notify: NotifySettings,
     /// History on disk.

@@ -36,7 +36,7 @@ pub use state::{AppState, OpsState};
 /// merged into it first (the WebSocket hub's `/ws`).
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
-    for route in ROUTES {
+    for route in routes::all_routes() {
         router = router.route(route.path, routes::method_router(route));
     }
     router

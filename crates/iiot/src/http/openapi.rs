@@ -14,6 +14,8 @@ pub enum Verb {
     Post,
     /// `DELETE`.
     Delete,
+    /// `PUT`.
+    Put,
 }
 
 impl Verb {
@@ -23,6 +25,7 @@ impl Verb {
             Verb::Get => "get",
             Verb::Post => "post",
             Verb::Delete => "delete",
+            Verb::Put => "put",
         }
     }
 }
@@ -150,7 +153,7 @@ fn reply(r: &Reply) -> Value {
 }
 
 /// The OpenAPI 3.0 document describing `routes`.
-pub fn document(routes: &[RouteDoc]) -> Value {
+pub fn document<'a>(routes: impl IntoIterator<Item = &'a RouteDoc>) -> Value {
     let mut paths = Map::new();
     for r in routes {
         let replies: Map<String, Value> = r

@@ -46,6 +46,8 @@ pub struct ServeInputs {
     pub simulator: Option<Arc<SimStats>>,
     /// The notifier's silences and counters, when this process notifies.
     pub notify: Option<Arc<NotifyShared>>,
+    /// The alert rules `/api/rules` changes, when this process's processors follow them.
+    pub rules: Option<Arc<crate::alerts::book::RuleBook>>,
     /// The MQTT source's connection, when this process runs one.
     pub mqtt: Option<Arc<crate::mqtt::MqttStats>>,
 }
@@ -93,6 +95,7 @@ pub async fn start(
     let mut ops = OpsState::new(config, inputs.stats, backend.clone());
     ops.simulator = inputs.simulator;
     ops.notify = inputs.notify;
+    ops.rules = inputs.rules;
     ops.mqtt = inputs.mqtt;
     let server = listeners::start(config, AppState::new(ops, live.clone(), commands)).await?;
     // Not a child of `shutdown`: on a signal, `iiot run` lets the serve side catch up with its

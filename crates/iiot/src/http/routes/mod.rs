@@ -10,12 +10,14 @@
 //! - [`alerts`]: the alert list and acknowledgement.
 //! - [`silences`]: the notifier's silences.
 //! - [`ingest`]: `POST /api/ingest`, readings from gateways onto the input topic.
+//! - [`rules`]: `/api/rules`, alert rules over the API (its rows are [`rules::RULE_ROUTES`]).
 
 mod alerts;
 mod devices;
 mod export;
 mod ingest;
 mod ops;
+mod rules;
 mod silences;
 
 pub use ingest::IngestStats;
@@ -62,6 +64,14 @@ pub enum Endpoint {
     Stats,
     /// `GET /api/docs`.
     Docs,
+    /// `GET /api/rules`.
+    Rules,
+    /// `POST /api/rules`.
+    CreateRule,
+    /// `PUT /api/rules/{id}`.
+    PutRule,
+    /// `DELETE /api/rules/{id}`.
+    DeleteRule,
 }
 
 impl Endpoint {
@@ -84,6 +94,10 @@ impl Endpoint {
             Endpoint::Ingest => "ingestReadings",
             Endpoint::Stats => "stats",
             Endpoint::Docs => "openapi",
+            Endpoint::Rules => "listRules",
+            Endpoint::CreateRule => "createRule",
+            Endpoint::PutRule => "putRule",
+            Endpoint::DeleteRule => "deleteRule",
         }
     }
 }
@@ -116,6 +130,10 @@ pub(super) fn method_router(route: &RouteDoc) -> MethodRouter<AppState> {
         Endpoint::CreateSilence => on(m, silences::create),
         Endpoint::DeleteSilence => on(m, silences::delete),
         Endpoint::Ingest => on(m, ingest::ingest),
+        Endpoint::Rules => on(m, rules::list),
+        Endpoint::CreateRule => on(m, rules::create),
+        Endpoint::PutRule => on(m, rules::put),
+        Endpoint::DeleteRule => on(m, rules::delete),
         _ => ops_method_router(route),
     }
 }
@@ -144,7 +162,13 @@ fn verb_filter(verb: Verb) -> MethodFilter {
         Verb::Get => MethodFilter::GET,
         Verb::Post => MethodFilter::POST,
         Verb::Delete => MethodFilter::DELETE,
+        Verb::Put => MethodFilter::PUT,
     }
+}
+
+/// Every route: [`ROUTES`], then the tables of the files that keep their own rows.
+pub fn all_routes() -> impl Iterator<Item = &'static RouteDoc> {
+    ROUTES.iter().chain(rules::RULE_ROUTES)
 }
 
 /// Range names and their length in ms, for `range=`.
