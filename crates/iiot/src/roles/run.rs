@@ -168,7 +168,12 @@ async fn compose(
 ) -> anyhow::Result<(serve::Serve, process::Process, Notifier)> {
     let mut inputs = GroupInputs::new(Vec::new());
     let notify = NotifyShared::persisted(config, system_clock()).map_err(anyhow::Error::msg)?;
-    let rules = Arc::new(RuleBook::persisted(config).map_err(anyhow::Error::msg)?);
+    // On Kafka other `iiot process` instances may share the group, and API rules do not reach
+    // them yet: there the rules come from the file only and `/api/rules` answers 503.
+    let rules = match backend.is_shared() {
+        false => Arc::new(RuleBook::persisted(config).map_err(anyhow::Error::msg)?),
+        true => Arc::new(RuleBook::new(config)),
+    };
     inputs.rules = Some(rules.clone());
     let serve_inputs = ServeInputs {
         commands: Some(inputs.commands.0.clone()),
@@ -176,7 +181,7 @@ async fn compose(
         simulator: config.simulator.runs().then(|| sim_stats.clone()),
         mqtt: mqtt_stats.clone(),
         notify: Some(notify.clone()),
-        rules: Some(rules),
+        rules: (!backend.is_shared()).then_some(rules),
     };
     let mut serve = serve::start(config, backend, serve_inputs).await?;
     if !backend.keeps_history() {
