@@ -8,6 +8,13 @@
 //! file's part. Every change is validated on the whole combination before it is kept: what is
 //! refused changes nothing.
 //!
+//! Where the API's rules are kept: in memory, in `DATA_DIR/rules.json` (one process: `iiot run`
+//! on the bus), or on Kafka in the compacted rules topic (`KAFKA_TOPIC_RULES`) as whole
+//! snapshots under one key. On Kafka every processor and serve follows that topic from its
+//! beginning ([`follow`]): a change made through any `serve` reaches every processor, and a
+//! processor started later reads the latest snapshot. Concurrent changes through two serves
+//! are applied in the topic's order (the later snapshot wins).
+//!
 //! It does not watch the file ([`crate::config::watch_rules`] calls [`RuleBook::file_changed`])
 //! and does not talk to the processors beyond the watch channel.
 
@@ -15,8 +22,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
+use iiot_transport::{Message, Publisher, Subscriber};
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::compose::rule_id;
 use super::rules::{RuleError, RuleSet, RuleSpec, Thresholds};
@@ -74,10 +84,24 @@ pub enum RuleBookError {
     /// [`MAX_API_RULES`] reached.
     #[error("at most {MAX_API_RULES} rules can be made over the API")]
     Full,
-    /// The rules could not be written to the data directory (nothing was changed).
+    /// The rules could not be written to the data directory or the rules topic (nothing was
+    /// changed).
     #[error("could not save the rules: {0}")]
-    Save(std::io::Error),
+    Save(String),
 }
+
+/// Where the API's rules are kept.
+enum Keep {
+    Memory,
+    File(PathBuf),
+    Topic {
+        publisher: Arc<dyn Publisher>,
+        topic: String,
+    },
+}
+
+/// The one key of the rules topic: compaction keeps its latest snapshot.
+const SNAPSHOT_KEY: &[u8] = b"api-rules";
 
 struct Parts {
     thresholds: Thresholds,
@@ -89,7 +113,9 @@ struct Parts {
 pub struct RuleBook {
     parts: Mutex<Parts>,
     tx: watch::Sender<Arc<RuleSet>>,
-    path: Option<PathBuf>,
+    keep: Keep,
+    /// One change at a time (a change waits for its save, outside the parts' lock).
+    writer: tokio::sync::Mutex<()>,
 }
 
 impl RuleBook {
@@ -102,7 +128,17 @@ impl RuleBook {
                 api: Vec::new(),
             }),
             tx: watch::channel(Arc::new(config.rules.clone())).0,
-            path: None,
+            keep: Keep::Memory,
+            writer: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// As [`RuleBook::new`], with the API's rules kept in the rules topic `topic` (Kafka) via
+    /// `publisher`; [`follow`] brings in what is there and what others change.
+    pub fn on_topic(config: &Config, publisher: Arc<dyn Publisher>, topic: String) -> RuleBook {
+        RuleBook {
+            keep: Keep::Topic { publisher, topic },
+            ..RuleBook::new(config)
         }
     }
 
@@ -129,7 +165,7 @@ impl RuleBook {
                 Vec::new()
             }
         };
-        book.path = Some(path);
+        book.keep = Keep::File(path);
         if !api.is_empty() {
             let count = api.len();
             book.lock().api = api;
@@ -174,7 +210,7 @@ impl RuleBook {
 
     /// Makes (or, with `replace`, changes) the API rule `spec`; `path_id` is the id of the URL
     /// for a change. Validated with everything else in force; saved, then published.
-    pub fn put(
+    pub async fn put(
         &self,
         path_id: Option<&str>,
         mut spec: RuleSpec,
@@ -190,22 +226,25 @@ impl RuleBook {
                 body: id,
             });
         }
-        let mut parts = self.lock();
-        if parts.file.iter().any(|s| rule_id(s) == id) {
-            return Err(RuleBookError::FromFile(id));
-        }
-        let mut api = parts.api.clone();
-        match api.iter().position(|s| rule_id(s) == id) {
-            Some(_) if !replace => return Err(RuleBookError::Exists(id)),
-            Some(p) => api[p] = spec.clone(),
-            None if api.len() >= MAX_API_RULES => return Err(RuleBookError::Full),
-            None => api.push(spec.clone()),
-        }
-        let rules = combine(&parts.thresholds, &api, &parts.file, Some(&id))
-            .map_err(RuleBookError::Invalid)?;
-        self.save(&api)?;
-        parts.api = api;
-        drop(parts);
+        let _one = self.writer.lock().await;
+        let (api, rules) = {
+            let parts = self.lock();
+            if parts.file.iter().any(|s| rule_id(s) == id) {
+                return Err(RuleBookError::FromFile(id));
+            }
+            let mut api = parts.api.clone();
+            match api.iter().position(|s| rule_id(s) == id) {
+                Some(_) if !replace => return Err(RuleBookError::Exists(id)),
+                Some(p) => api[p] = spec.clone(),
+                None if api.len() >= MAX_API_RULES => return Err(RuleBookError::Full),
+                None => api.push(spec.clone()),
+            }
+            let rules = combine(&parts.thresholds, &api, &parts.file, Some(&id))
+                .map_err(RuleBookError::Invalid)?;
+            (api, rules)
+        };
+        self.save(&api).await?;
+        self.lock().api = api;
         self.tx.send_replace(Arc::new(rules));
         Ok(RuleView {
             id,
@@ -215,25 +254,35 @@ impl RuleBook {
     }
 
     /// Removes the API rule `id` (a default or file rule it overrode applies again).
-    pub fn delete(&self, id: &str) -> Result<(), RuleBookError> {
-        let mut parts = self.lock();
-        if parts.file.iter().any(|s| rule_id(s) == id) {
-            return Err(RuleBookError::FromFile(id.to_string()));
-        }
-        let mut api = parts.api.clone();
-        let before = api.len();
-        api.retain(|s| rule_id(s) != id);
-        if api.len() == before {
-            return Err(RuleBookError::Unknown(id.to_string()));
-        }
-        // Removing can break a scoped API rule that inherited from the removed one.
-        let rules =
-            combine(&parts.thresholds, &api, &parts.file, None).map_err(RuleBookError::Invalid)?;
-        self.save(&api)?;
-        parts.api = api;
-        drop(parts);
+    pub async fn delete(&self, id: &str) -> Result<(), RuleBookError> {
+        let _one = self.writer.lock().await;
+        let (api, rules) = {
+            let parts = self.lock();
+            if parts.file.iter().any(|s| rule_id(s) == id) {
+                return Err(RuleBookError::FromFile(id.to_string()));
+            }
+            let mut api = parts.api.clone();
+            let before = api.len();
+            api.retain(|s| rule_id(s) != id);
+            if api.len() == before {
+                return Err(RuleBookError::Unknown(id.to_string()));
+            }
+            // Removing can break a scoped API rule that inherited from the removed one.
+            let rules = combine(&parts.thresholds, &api, &parts.file, None)
+                .map_err(RuleBookError::Invalid)?;
+            (api, rules)
+        };
+        self.save(&api).await?;
+        self.lock().api = api;
         self.tx.send_replace(Arc::new(rules));
         Ok(())
+    }
+
+    /// The API's rules as read from the rules topic (a snapshot): they replace the API's part.
+    /// Returns whether the rules in force changed.
+    pub fn set_api(&self, api: Vec<RuleSpec>) -> bool {
+        self.lock().api = api;
+        self.publish()
     }
 
     /// The config file was loaded again with these thresholds and rules: they replace the
@@ -283,15 +332,70 @@ impl RuleBook {
         self.parts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes `api` to `rules.json` (temporary file, fsync, rename, directory fsync).
-    fn save(&self, api: &[RuleSpec]) -> Result<(), RuleBookError> {
-        let Some(path) = &self.path else {
-            return Ok(());
+    /// Keeps `api`: in `rules.json` (temporary file, fsync, rename, directory fsync), or as a
+    /// snapshot on the rules topic, delivered before this returns.
+    async fn save(&self, api: &[RuleSpec]) -> Result<(), RuleBookError> {
+        let save = |e: String| RuleBookError::Save(e);
+        match &self.keep {
+            Keep::Memory => Ok(()),
+            Keep::File(path) => {
+                let bytes = serde_json::to_vec_pretty(api).map_err(|e| save(e.to_string()))?;
+                write_atomically(path, &bytes).map_err(|e| save(e.to_string()))
+            }
+            Keep::Topic { publisher, topic } => {
+                let bytes = serde_json::to_vec(api).map_err(|e| save(e.to_string()))?;
+                let receipt = publisher
+                    .publish(topic, SNAPSHOT_KEY, Bytes::from(bytes))
+                    .await
+                    .map_err(|e| save(e.to_string()))?;
+                receipt.delivered().await.map_err(|e| save(e.to_string()))
+            }
+        }
+    }
+}
+
+/// Applies every snapshot read from `subscriber` (the rules topic, from its beginning) to
+/// `book` until `stop`; unreadable messages are skipped, logged.
+pub async fn follow(
+    book: Arc<RuleBook>,
+    mut subscriber: Box<dyn Subscriber>,
+    stop: CancellationToken,
+) {
+    let mut batch: Vec<Message> = Vec::new();
+    loop {
+        batch.clear();
+        let received = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = subscriber.recv_batch(&mut batch, 64) => r,
         };
-        let bytes = serde_json::to_vec_pretty(api).map_err(std::io::Error::other);
-        bytes
-            .and_then(|b| write_atomically(path, &b))
-            .map_err(RuleBookError::Save)
+        match received {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the rules topic failed");
+                return;
+            }
+        }
+        // Only the newest snapshot of a batch matters.
+        let newest = batch.iter().rev().find_map(|m| {
+            match serde_json::from_slice::<Vec<RuleSpec>>(&m.payload) {
+                Ok(api) => Some(api),
+                Err(e) => {
+                    tracing::warn!(offset = m.offset, error = %e, "unreadable rules snapshot skipped");
+                    None
+                }
+            }
+        });
+        if let Some(api) = newest {
+            let count = api.len();
+            if book.set_api(api) {
+                tracing::info!(
+                    api_rules = count,
+                    "alert rules changed over the API applied"
+                );
+            }
+        }
+        let _ = subscriber.commit_batch(&batch);
     }
 }
 
@@ -356,21 +460,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn api_rules_are_read_back_and_a_refused_change_changes_nothing() {
+    #[tokio::test]
+    async fn api_rules_are_read_back_and_a_refused_change_changes_nothing() {
         let dir = tempfile::tempdir().expect("dir");
         let book = RuleBook::persisted(&config(dir.path())).expect("book");
         let mut rx = book.sender().subscribe();
-        book.put(None, scoped(60.0), false).expect("valid");
+        book.put(None, scoped(60.0), false).await.expect("valid");
         assert!(rx.has_changed().expect("open"), "published");
-        let refused = book.put(
-            Some("temperature_high@building=B"),
-            RuleSpec {
-                clear: Some(65.0),
-                ..scoped(60.0)
-            },
-            true,
-        );
+        let refused = book
+            .put(
+                Some("temperature_high@building=B"),
+                RuleSpec {
+                    clear: Some(65.0),
+                    ..scoped(60.0)
+                },
+                true,
+            )
+            .await;
         assert!(matches!(refused, Err(RuleBookError::Invalid(e)) if e.key == "rule.clear"));
 
         let again = RuleBook::persisted(&config(dir.path())).expect("book");
@@ -384,14 +490,14 @@ mod tests {
         assert_eq!(again.rules(), book.rules());
     }
 
-    #[test]
-    fn a_torn_rules_file_is_set_aside_and_the_start_goes_on() {
+    #[tokio::test]
+    async fn a_torn_rules_file_is_set_aside_and_the_start_goes_on() {
         let dir = tempfile::tempdir().expect("dir");
         std::fs::write(dir.path().join("rules.json"), b"[{\"alert_type\": \"temp").expect("torn");
         let book = RuleBook::persisted(&config(dir.path())).expect("starts");
         assert!(book.list().iter().all(|v| v.source == RuleSource::Default));
         assert!(dir.path().join("rules.json.bad").exists());
-        book.put(None, scoped(60.0), false).expect("valid");
+        book.put(None, scoped(60.0), false).await.expect("valid");
         assert!(
             read_specs(&dir.path().join("rules.json"))
                 .expect("whole")

@@ -345,6 +345,7 @@ fn blank() -> Config {
             topic_alerts: String::new(),
             topic_dlq: String::new(),
             topic_commands: String::new(),
+            topic_rules: String::new(),
             group_id: String::new(),
             security_protocol: None,
             sasl_mechanism: None,

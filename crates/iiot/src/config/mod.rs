@@ -18,6 +18,7 @@
 //! topic_alerts = "alerts"
 //! topic_dlq = "device-data-dlq"
 //! topic_commands = "alert-commands"
+//! topic_rules = "alert-rules"
 //! group_id = "iot-consumer-group"
 //!
 //! [http]

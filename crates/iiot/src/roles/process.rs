@@ -74,6 +74,20 @@ pub async fn start(
             stop.child_token(),
         )),
     )];
+    if backend.keeps_history() {
+        // On Kafka: the rules made over any serve's `/api/rules`, latest snapshot first.
+        let snapshots = backend
+            .subscribe_all(&k.topic_rules, Start::Beginning)
+            .await?;
+        tasks.push((
+            "rules topic",
+            tokio::spawn(crate::alerts::book::follow(
+                book.clone(),
+                snapshots,
+                stop.child_token(),
+            )),
+        ));
+    }
     if let Some(watcher) = crate::config::watch_rules(sources, book, stop.child_token()) {
         tasks.push(("rule watcher", watcher));
     }

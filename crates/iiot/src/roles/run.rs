@@ -168,11 +168,15 @@ async fn compose(
 ) -> anyhow::Result<(serve::Serve, process::Process, Notifier)> {
     let mut inputs = GroupInputs::new(Vec::new());
     let notify = NotifyShared::persisted(config, system_clock()).map_err(anyhow::Error::msg)?;
-    // On Kafka other `iiot process` instances may share the group, and API rules do not reach
-    // them yet: there the rules come from the file only and `/api/rules` answers 503.
+    // On Kafka other `iiot process` instances may share the group: API rules go through the
+    // rules topic, which the processors here follow too (`process::start`).
     let rules = match backend.is_shared() {
         false => Arc::new(RuleBook::persisted(config).map_err(anyhow::Error::msg)?),
-        true => Arc::new(RuleBook::new(config)),
+        true => Arc::new(RuleBook::on_topic(
+            config,
+            backend.publisher(),
+            config.kafka.topic_rules.clone(),
+        )),
     };
     inputs.rules = Some(rules.clone());
     let serve_inputs = ServeInputs {
@@ -181,7 +185,7 @@ async fn compose(
         simulator: config.simulator.runs().then(|| sim_stats.clone()),
         mqtt: mqtt_stats.clone(),
         notify: Some(notify.clone()),
-        rules: (!backend.is_shared()).then_some(rules),
+        rules: Some(rules),
     };
     let mut serve = serve::start(config, backend, serve_inputs).await?;
     if !backend.keeps_history() {

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::join_bounded;
+use crate::alerts::book::RuleBook;
 use crate::backend::{self, Backend};
 use crate::config::Config;
 use crate::history::{History, HistoryConfig};
@@ -271,10 +272,27 @@ impl Serve {
 /// `iiot serve`: the live state fed from Kafka, until `shutdown` (or the feed fails).
 pub async fn main(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let backend = backend::kafka_only(&config)?;
-    let mut serve = start(&config, &backend, ServeInputs::default()).await?;
+    // `/api/rules` here changes the rules of every processor, through the rules topic.
+    let topic = config.kafka.topic_rules.clone();
+    let book = Arc::new(RuleBook::on_topic(
+        &config,
+        backend.publisher(),
+        topic.clone(),
+    ));
+    let inputs = ServeInputs {
+        rules: Some(book.clone()),
+        ..ServeInputs::default()
+    };
+    let mut serve = start(&config, &backend, inputs).await?;
     if !backend::prepare_topics(&backend, &config, &shutdown).await {
         return serve.stop().await;
     }
+    let snapshots = backend.subscribe_all(&topic, Start::Beginning).await?;
+    tokio::spawn(crate::alerts::book::follow(
+        book,
+        snapshots,
+        shutdown.child_token(),
+    ));
     serve.follow_topics(&config, &backend).await?;
     tracing::info!(backend = %backend.describe(), "serving live data");
     let done = serve.feeder_done();

@@ -143,7 +143,10 @@ pub(super) async fn create(
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
     let book = book(&state)?;
-    let view = book.put(None, spec(body).await?, false).map_err(refused)?;
+    let view = book
+        .put(None, spec(body).await?, false)
+        .await
+        .map_err(refused)?;
     tracing::info!(id = %view.id, "alert rule made over the API");
     Ok((StatusCode::CREATED, Json(json!(view))))
 }
@@ -157,6 +160,7 @@ pub(super) async fn put(
     let book = book(&state)?;
     let view = book
         .put(Some(&id), spec(body).await?, true)
+        .await
         .map_err(refused)?;
     tracing::info!(id = %view.id, "alert rule changed over the API");
     Ok(Json(json!(view)))
@@ -167,7 +171,7 @@ pub(super) async fn delete(
     State(state): State<AppState>,
     PathId(id): PathId,
 ) -> Result<StatusCode, AppError> {
-    book(&state)?.delete(&id).map_err(refused)?;
+    book(&state)?.delete(&id).await.map_err(refused)?;
     tracing::info!(%id, "alert rule removed over the API");
     Ok(StatusCode::NO_CONTENT)
 }
