@@ -73,7 +73,7 @@ export function mount(root) {
       if (stopped) return;
       note.hidden = false;
       setText(note, e.status === 503
-        ? 'Rules are set in the config file here: this server\'s processors do not take rules over the API.'
+        ? 'This server keeps no alert rules (or cannot reach its rules topic right now).'
         : `Could not load rules: ${e.message}`);
     }
   }

@@ -1,8 +1,8 @@
 //! `/api/rules`: list, make, change and remove alert rules over the API ([`RULE_ROUTES`], the
 //! table's part for these routes). Changes are validated with every rule in force exactly like
 //! the config file's, kept in the data directory and applied to the running processors at once
-//! ([`crate::alerts::book`]). A process whose processors do not follow this API's rules answers
-//! 503.
+//! ([`crate::alerts::book`]; on Kafka through the rules topic, so every processor follows).
+//! A process without a rule book answers 503.
 //!
 //! Roles (for the authentication being built alongside): `GET` needs a viewer, `POST`, `PUT`
 //! and `DELETE` need an admin.
@@ -48,7 +48,10 @@ pub const RULE_ROUTES: &[RouteDoc] = &[
         params: &[],
         replies: &[
             reply(200, "`{items: [{id, source, rule}]}`."),
-            reply(503, "This process's processors do not follow API rules."),
+            reply(
+                503,
+                "This process keeps no alert rules, or the rules topic is unreachable (nothing changed).",
+            ),
         ],
     },
     RouteDoc {
@@ -67,7 +70,10 @@ pub const RULE_ROUTES: &[RouteDoc] = &[
                 409,
                 "The id exists already (use PUT) or the config file defines it.",
             ),
-            reply(503, "This process's processors do not follow API rules."),
+            reply(
+                503,
+                "This process keeps no alert rules, or the rules topic is unreachable (nothing changed).",
+            ),
         ],
     },
     RouteDoc {
@@ -83,7 +89,10 @@ pub const RULE_ROUTES: &[RouteDoc] = &[
                 "Invalid rule, or the body's alert_type and scope make another id.",
             ),
             reply(409, "The config file defines this rule (the file wins)."),
-            reply(503, "This process's processors do not follow API rules."),
+            reply(
+                503,
+                "This process keeps no alert rules, or the rules topic is unreachable (nothing changed).",
+            ),
         ],
     },
     RouteDoc {
@@ -96,15 +105,20 @@ pub const RULE_ROUTES: &[RouteDoc] = &[
             REMOVED,
             reply(404, "No rule with this id was made over the API."),
             reply(409, "The config file defines this rule."),
-            reply(503, "This process's processors do not follow API rules."),
+            reply(
+                503,
+                "This process keeps no alert rules, or the rules topic is unreachable (nothing changed).",
+            ),
         ],
     },
 ];
 
 fn book(state: &AppState) -> Result<&RuleBook, AppError> {
-    state.ops.rules.as_deref().ok_or(AppError::Unavailable(
-        "the processors of this process do not follow API rules (use iiot run)",
-    ))
+    state
+        .ops
+        .rules
+        .as_deref()
+        .ok_or(AppError::Unavailable("this process keeps no alert rules"))
 }
 
 /// The answer to a refused change.
