@@ -12,7 +12,6 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{Method, StatusCode, header};
 use iiot::config::Config;
-use iiot::http::ROUTES;
 use iiot::http::metrics::METRICS;
 use iiot::processor::run::Command;
 use iiot_model::{Alert, AlertStatus, InvalidReason};

@@ -464,7 +464,7 @@ mod tests {
     async fn api_rules_are_read_back_and_a_refused_change_changes_nothing() {
         let dir = tempfile::tempdir().expect("dir");
         let book = RuleBook::persisted(&config(dir.path())).expect("book");
-        let mut rx = book.sender().subscribe();
+        let rx = book.sender().subscribe();
         book.put(None, scoped(60.0), false).await.expect("valid");
         assert!(rx.has_changed().expect("open"), "published");
         let refused = book

@@ -307,7 +307,7 @@ mod tests {
     fn a_scoped_rule_must_measure_the_same_thing_and_is_validated_like_any() {
         let bad = |text: &str| {
             RuleSet::build(&Thresholds::default(), &specs(text))
-                .unwrap_err()
+                .expect_err("refused")
                 .key
         };
         assert_eq!(

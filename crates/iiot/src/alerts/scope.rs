@@ -198,7 +198,8 @@ mod tests {
 
     #[test]
     fn a_bad_glob_or_empty_name_names_the_field() {
-        let bad = |json| Scope::new(serde_json::from_value(json).expect("parses")).unwrap_err();
+        let bad =
+            |json| Scope::new(serde_json::from_value(json).expect("parses")).expect_err("refused");
         assert_eq!(bad(serde_json::json!({"device_id": "[a"})).0, "device_id");
         assert_eq!(bad(serde_json::json!({"building": ""})).0, "building");
     }
