@@ -2,7 +2,8 @@
 // with where it comes from, what it checks and its thresholds. Thresholds of default and API
 // rules can be changed here (a PUT, applied to the processors at once); the config file's rules
 // are shown read-only (the file wins). A form adds a threshold for a scope (building, floor,
-// model, device-id glob). The server validates; its reason is shown as it is.
+// model, device-id glob). The server validates; its reason is shown as it is. Changing rules
+// needs the admin role: the controls are hidden from viewers, an operator is told the 403.
 
 import { api } from './api.js';
 import { h, setText, toast } from './util.js';
@@ -51,7 +52,7 @@ export function mount(root) {
     h('div.page-head', h('h1', 'Rules'),
       h('span.sub', 'Thresholds apply to the running processors at once; the most specific scope wins; the config file wins over changes made here.')),
     h('section.card', error, note, h('div.table-scroll', table)),
-    h('section.card', h('div.card-head', h('h2', 'A threshold for some devices')), form));
+    h('section.card.needs-operator', h('div.card-head', h('h2', 'A threshold for some devices')), form));
 
   let stopped = false;
   function fail(message) {
@@ -130,8 +131,8 @@ export function mount(root) {
     const value = numberInput(r.value, 'value', !editable);
     const clear = numberInput(r.clear, 'clear', !editable);
     const actions = [];
-    if (editable) actions.push(h('button.btn', { type: 'button', 'data-test': 'save', onclick: () => save(view, value, clear) }, 'Save'));
-    if (view.source === 'api') actions.push(h('button.btn', { type: 'button', 'data-test': 'remove', onclick: () => remove(view) }, 'Remove'));
+    if (editable) actions.push(h('button.btn.needs-operator', { type: 'button', 'data-test': 'save', onclick: () => save(view, value, clear) }, 'Save'));
+    if (view.source === 'api') actions.push(h('button.btn.needs-operator', { type: 'button', 'data-test': 'remove', onclick: () => remove(view) }, 'Remove'));
     if (view.source === 'file') actions.push(h('span.hint', 'set in the config file'));
     return h('tr', { dataset: { ruleId: view.id, source: view.source } },
       h('td', h('strong', r.alert_type), r.enabled === false ? ' (off)' : ''),

@@ -62,7 +62,7 @@ function weeklyForm(done) {
   days.map((d) => h('label', d, d.value)),
   h('label', 'from', start), h('label', 'to', end), tz, building, alertType, device, comment,
   h('button.btn.primary', { type: 'submit', 'data-test': 'weekly-add' }, 'Add weekly window'));
-  return h('section.card', h('div.card-head', h('h2', 'A weekly maintenance window')), error, form);
+  return h('section.card.needs-operator', h('div.card-head', h('h2', 'A weekly maintenance window')), error, form);
 }
 
 export function mount(root) {
@@ -92,7 +92,7 @@ export function mount(root) {
 
   function row(s) {
     const state = s.expired ? 'expired' : s.active ? 'active' : 'pending';
-    const expire = h('button.btn', {
+    const expire = h('button.btn.needs-operator', {
       type: 'button',
       'data-test': 'expire',
       onclick: async (e) => {
