@@ -342,6 +342,73 @@ try {
     noProblems(problems);
   });
 
+  /** Forgets the 400s a test provoked on purpose (`path`), and the console lines about them. */
+  const forgetRefusals = (path) => {
+    const keep = (list, drop) => list.splice(0, list.length, ...list.filter((x) => !drop(x)));
+    keep(problems.failed, (f) => f.startsWith('400 ') && f.includes(path));
+    keep(problems.console, (c) => c.includes('status of 400'));
+  };
+
+  await test('the rules page lists the rules in force and edits a scoped threshold, showing refusals', async () => {
+    await page.goto(`${base}/#/rules`);
+    await page.waitForSelector('[data-test=rule-list] tr[data-rule-id="temperature_high"][data-source="default"]', { timeout: 10000 });
+    await page.selectOption('[data-test=new-type]', 'temperature_high');
+    await page.fill('[data-test=new-device_id]', 'device_00*');
+    await page.fill('[data-test=new-value]', '44');
+    await page.click('[data-test=add-rule]');
+    const id = 'temperature_high@device_id=device_00*';
+    const row = `[data-test=rule-list] tr[data-rule-id="${id}"]`;
+    await page.waitForSelector(`${row}[data-source="api"]`, { timeout: 10000 });
+    const inForce = async () => {
+      const { items } = await (await fetch(`${base}/api/rules`)).json();
+      return items.find((v) => v.id === id);
+    };
+    assert((await inForce())?.rule.value === 44, 'made with value 44');
+    await page.fill(`${row} [data-test=value]`, '43');
+    await page.click(`${row} [data-test=save]`);
+    await until(async () => (await inForce())?.rule.value === 43, 10000, 'value 43 in force');
+    await page.fill(`${row} [data-test=clear]`, '50');
+    await page.click(`${row} [data-test=save]`);
+    await until(() => page.textContent('[data-test=rule-error]').then((t) => t.includes('rule.clear')), 10000, 'the server\'s reason');
+    assert((await inForce())?.rule.clear === undefined, 'the refused change changed nothing');
+    await shot(page, 'rules');
+    await page.click(`${row} [data-test=remove]`);
+    await until(() => page.$(row).then((n) => !n), 10000, 'the removed rule gone');
+    assert(!(await inForce()), 'removed over the API');
+    forgetRefusals('/api/rules');
+    noProblems(problems);
+  });
+
+  await test('a weekly maintenance window is made from the silences page; a bad time zone is refused with the reason', async () => {
+    await page.goto(`${base}/#/silences`);
+    await page.waitForSelector('[data-test=weekly-form]', { timeout: 10000 });
+    await page.check('[data-test=day-sun]');
+    await page.fill('[data-test=weekly-start]', '02:00');
+    await page.fill('[data-test=weekly-end]', '04:00');
+    await page.fill('[data-test=weekly-building]', 'B栋');
+    await page.fill('[data-test=weekly-tz]', 'Mars/Olympus_Mons');
+    await page.click('[data-test=weekly-add]');
+    await until(() => page.textContent('[data-test=weekly-error]').then((t) => t.includes('schedule.tz')), 10000, 'the time zone refused');
+    await page.fill('[data-test=weekly-tz]', 'Europe/Berlin');
+    await page.click('[data-test=weekly-add]');
+    const silence = await until(async () => {
+      const { items } = await (await fetch(`${base}/api/silences`)).json();
+      return items.find((s) => s.schedule?.tz === 'Europe/Berlin');
+    }, 10000, 'the weekly silence over the API');
+    const w = silence.schedule;
+    assert(w.days.join() === 'sun' && w.start === '02:00' && w.end === '04:00', `schedule ${JSON.stringify(w)}`);
+    assert(silence.matchers.building?.[0] === 'B栋' && silence.ends_at == null, `silence ${JSON.stringify(silence)}`);
+    const item = `[data-test=silence-list] li[data-silence-id="${silence.id}"]`;
+    await page.waitForSelector(item, { timeout: 10000 });
+    const text = await page.textContent(item);
+    assert(text.includes('every sun 02:00–04:00 (Europe/Berlin)'), `listed as ${text}`);
+    await shot(page, 'silences-weekly');
+    await page.click(`${item} [data-test=expire]`);
+    await until(() => page.$(item).then((n) => !n), 10000, 'the weekly silence expired');
+    forgetRefusals('/api/silences');
+    noProblems(problems);
+  });
+
   await test('the stream reconnects and resumes, and reloads when it cannot resume', async () => {
     await page.goto(`${base}/#/`);
     await live(page);

@@ -119,11 +119,15 @@ impl KafkaTransport {
         let new: Vec<NewTopic<'_>> = topics
             .iter()
             .map(|t| {
-                NewTopic::new(
+                let topic = NewTopic::new(
                     &t.name,
                     t.partitions,
                     TopicReplication::Fixed(t.replication),
-                )
+                );
+                match t.compacted {
+                    true => topic.set("cleanup.policy", "compact"),
+                    false => topic,
+                }
             })
             .collect();
         let options = AdminOptions::new()

@@ -92,6 +92,9 @@ pub struct TopicSpec {
     pub partitions: i32,
     /// Replication factor (1 for a single broker).
     pub replication: i32,
+    /// Keep only the latest message per key (`cleanup.policy=compact` on Kafka): for topics
+    /// that hold state rather than events.
+    pub compacted: bool,
 }
 
 impl TopicSpec {
@@ -101,6 +104,7 @@ impl TopicSpec {
             name: name.into(),
             partitions,
             replication: 1,
+            compacted: false,
         }
     }
 }

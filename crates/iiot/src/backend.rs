@@ -121,12 +121,15 @@ pub fn topic_specs(config: &Config) -> Vec<TopicSpec> {
         (&k.topic_dlq, k.partitions_dlq),
         // Acknowledgements are rare and every processor reads all of them.
         (&k.topic_commands, 1),
+        // So are rule changes; the topic holds the latest snapshot (compacted).
+        (&k.topic_rules, 1),
     ]
     .into_iter()
     .map(|(name, partitions)| TopicSpec {
         name: name.clone(),
         partitions,
         replication: k.replication_factor,
+        compacted: *name == k.topic_rules,
     })
     .collect()
 }

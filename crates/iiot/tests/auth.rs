@@ -14,7 +14,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use iiot::auth::{Access, Role as AuthRole};
-use iiot::http::ROUTES;
 use serde_json::Value;
 use support::http::send;
 use support::role::{Role, fresh_data_dir, iiot_command};
@@ -102,7 +101,7 @@ fn every_route_answers_each_role_as_its_access_says() {
     let server = start(&dir, &[]);
     let port = server.http_port;
     let roles = [AuthRole::Viewer, AuthRole::Operator, AuthRole::Admin];
-    for route in ROUTES {
+    for route in iiot::http::routes::all_routes() {
         let method = format!("{:?}", route.verb).to_ascii_uppercase();
         let path = concrete(route.path);
         let access = route.endpoint.access();

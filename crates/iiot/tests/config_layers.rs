@@ -6,6 +6,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use iiot::alerts::book::RuleBook;
 use iiot::alerts::rules::RuleSet;
 use iiot::config::{Config, LogFormat, Sources, keys, watch_rules};
 use support::config::{config_file, env, from_file, temperature_high, write};
@@ -150,10 +151,10 @@ fn watch_rules_reloads_valid_changes_and_keeps_the_old_rules_otherwise() {
     runtime.block_on(async {
         let (dir, file) = config_file("[alerts]\ntemperature_high = 80\n");
         let sources = from_file(file.clone());
-        let initial = Config::load(&sources).expect("valid").rules;
-        let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(initial));
+        let book = Arc::new(RuleBook::new(&Config::load(&sources).expect("valid")));
+        let mut rx = book.sender().subscribe();
         let shutdown = CancellationToken::new();
-        let task = watch_rules(sources, tx, shutdown.clone()).expect("a file to watch");
+        let task = watch_rules(sources, book, shutdown.clone()).expect("a file to watch");
 
         write(dir.path(), "iiot.toml", "[alerts]\ntemperature_high = 70\n");
         tokio::time::timeout(Duration::from_secs(5), rx.changed())
@@ -199,9 +200,9 @@ fn watch_rules_has_nothing_to_watch_without_a_file() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let (tx, _rx) = tokio::sync::watch::channel(Arc::new(RuleSet::defaults(
-            &iiot::alerts::rules::Thresholds::default(),
-        )));
-        assert!(watch_rules(Sources::default(), tx, CancellationToken::new()).is_none());
+        let book = Arc::new(RuleBook::new(
+            &Config::load(&Sources::default()).expect("defaults"),
+        ));
+        assert!(watch_rules(Sources::default(), book, CancellationToken::new()).is_none());
     });
 }

@@ -12,7 +12,6 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{Method, StatusCode, header};
 use iiot::config::Config;
-use iiot::http::ROUTES;
 use iiot::http::metrics::METRICS;
 use iiot::processor::run::Command;
 use iiot_model::{Alert, AlertStatus, InvalidReason};
@@ -297,6 +296,10 @@ async fn the_openapi_document_lists_every_served_route() {
         ("post", "/api/login"),
         ("post", "/api/logout"),
         ("get", "/api/session"),
+        ("get", "/api/rules"),
+        ("post", "/api/rules"),
+        ("put", "/api/rules/{id}"),
+        ("delete", "/api/rules/{id}"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_owned(), p.to_owned()))
@@ -323,7 +326,7 @@ async fn the_openapi_document_lists_every_served_route() {
         }
     });
     let f = fixture_commanding(tx);
-    for route in ROUTES {
+    for route in iiot::http::routes::all_routes() {
         let uri = route
             .path
             .replace("{id}", "device_001")

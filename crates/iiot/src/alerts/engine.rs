@@ -10,9 +10,10 @@
 
 use std::sync::Arc;
 
-use iiot_model::{Alert, AlertStatus, Reading, Threshold};
+use iiot_model::{Alert, AlertStatus, Reading, Severity, Threshold};
 
 use super::rules::{AlertRule, RuleKind, RuleSet};
+use super::scope::DeviceContext;
 use crate::liveness::Liveness;
 pub use crate::liveness::MIN_OFFLINE_MS;
 use steps::Step;
@@ -38,6 +39,8 @@ pub struct DeviceAlerts {
     liveness: Liveness,
     /// One state per rule, in rule order.
     states: Vec<RuleState>,
+    /// Location and model of the latest reading, for scoped rules (offline checks included).
+    context: Option<Box<DeviceContext>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -58,6 +61,8 @@ struct Open {
     message: String,
     value: f64,
     threshold: Threshold,
+    /// The severity it was raised with (a scoped rule may set its own).
+    severity: Severity,
     /// When it was raised (event time, or receiver time for offline alerts).
     raised_at: i64,
     /// Who acknowledged it.
@@ -131,6 +136,7 @@ impl AlertEngine {
             message: alert.message.clone(),
             value: alert.current_value,
             threshold: alert.threshold.clone(),
+            severity: alert.severity,
             raised_at,
             acknowledged_by: alert.acknowledged_by.clone(),
         }));
@@ -151,9 +157,22 @@ impl AlertEngine {
         dev.liveness.touch(received_ms);
         dev.states
             .resize_with(self.rules.rules.len(), RuleState::default);
+        remember_context(&mut dev.context, reading);
+        let ctx = dev.context.as_deref();
         for (rule, state) in self.rules.rules.iter().zip(dev.states.iter_mut()) {
-            let step = steps::on_reading(&rule.kind, state, reading);
-            apply(&reading.device_id, rule, state, ts, step, out);
+            let (severity, step) = match rule.for_device(&reading.device_id, ctx) {
+                Some((severity, kind)) => (severity, steps::on_reading(kind, state, reading)),
+                None => (rule.severity, switched_off(state)),
+            };
+            apply(
+                &reading.device_id,
+                &rule.alert_type,
+                severity,
+                state,
+                ts,
+                step,
+                out,
+            );
         }
     }
 
@@ -171,8 +190,11 @@ impl AlertEngine {
         }
         dev.states
             .resize_with(self.rules.rules.len(), RuleState::default);
+        let ctx = dev.context.as_deref();
         for (rule, state) in self.rules.rules.iter().zip(dev.states.iter_mut()) {
-            let RuleKind::Offline { missed_intervals } = rule.kind else {
+            let Some((severity, &RuleKind::Offline { missed_intervals })) =
+                rule.for_device(device_id, ctx)
+            else {
                 continue;
             };
             let default_interval = self.default_interval_ms;
@@ -183,7 +205,15 @@ impl AlertEngine {
                 default_interval,
                 now_ms,
             );
-            apply(device_id, rule, state, now_ms, step, out);
+            apply(
+                device_id,
+                &rule.alert_type,
+                severity,
+                state,
+                now_ms,
+                step,
+                out,
+            );
         }
     }
 
@@ -207,7 +237,14 @@ impl AlertEngine {
             open.status = AlertStatus::Acknowledged;
             open.acknowledged_by = by.map(str::to_owned);
             let (message, value) = (open.message.clone(), open.value);
-            return Ok(build(device_id, rule, open, now_ms, value, message));
+            return Ok(build(
+                device_id,
+                &rule.alert_type,
+                open,
+                now_ms,
+                value,
+                message,
+            ));
         }
         Err(AckError::Unknown(alert_id.to_string()))
     }
@@ -245,7 +282,8 @@ impl AlertEngine {
                 let message = "rule removed from configuration".into();
                 apply(
                     device_id,
-                    rule,
+                    &rule.alert_type,
+                    rule.severity,
                     state,
                     now_ms,
                     Step::Resolve { value, message },
@@ -282,8 +320,9 @@ fn carried_over(old: &RuleSet, rule: &AlertRule, previous: &mut [Option<RuleStat
     }
 }
 
-/// Whether two rules measure the same thing the same way (so their partial state carries over).
-fn same_measure(a: &RuleKind, b: &RuleKind) -> bool {
+/// Whether two rules measure the same thing the same way (so their partial state carries over,
+/// and a scoped override may share its rule's state).
+pub(super) fn same_measure(a: &RuleKind, b: &RuleKind) -> bool {
     let parameter = |k: &RuleKind| match k {
         RuleKind::Threshold { parameter, .. }
         | RuleKind::RateOfChange { parameter, .. }
@@ -293,11 +332,44 @@ fn same_measure(a: &RuleKind, b: &RuleKind) -> bool {
     std::mem::discriminant(a) == std::mem::discriminant(b) && parameter(a) == parameter(b)
 }
 
-/// Carries out `step` of `rule` at `ts`: opens or resolves its alert and appends the change to
-/// `out`. The one place the lifecycle moves on readings, silences and rule removal.
+/// What a reading does to a rule that is off for its device (a scope switched it off): its
+/// open alert, if any, is resolved.
+fn switched_off(state: &RuleState) -> Step {
+    match &state.open {
+        Some(open) => Step::Resolve {
+            value: open.value,
+            message: "rule switched off for this device's scope".into(),
+        },
+        None => Step::Hold,
+    }
+}
+
+/// Keeps `ctx` equal to the location and model of `reading` (allocating only on a change).
+fn remember_context(ctx: &mut Option<Box<DeviceContext>>, reading: &Reading<'_>) {
+    let (building, floor, model) = (
+        &reading.location.building,
+        reading.location.floor,
+        &reading.device_info.model,
+    );
+    let same = ctx
+        .as_deref()
+        .is_some_and(|c| c.building == *building && c.floor == floor && c.model == *model);
+    if !same {
+        *ctx = Some(Box::new(DeviceContext {
+            building: building.to_string(),
+            floor,
+            model: model.to_string(),
+        }));
+    }
+}
+
+/// Carries out `step` of the rule `alert_type` (at `severity` for this device) at `ts`: opens
+/// or resolves its alert and appends the change to `out`. The one place the lifecycle moves on
+/// readings, silences and rule removal.
 fn apply(
     device_id: &str,
-    rule: &AlertRule,
+    alert_type: &str,
+    severity: Severity,
     state: &mut RuleState,
     ts: i64,
     step: Step,
@@ -311,15 +383,16 @@ fn apply(
             message,
         } => {
             let open = Open {
-                alert_id: alert_id(device_id, &rule.alert_type, ts),
+                alert_id: alert_id(device_id, alert_type, ts),
                 status: AlertStatus::Active,
                 message: message.clone(),
                 value,
                 threshold,
+                severity,
                 raised_at: ts,
                 acknowledged_by: None,
             };
-            out.push(build(device_id, rule, &open, ts, value, message));
+            out.push(build(device_id, alert_type, &open, ts, value, message));
             state.open = Some(Box::new(open));
         }
         Step::Resolve { value, message } => {
@@ -329,17 +402,18 @@ fn apply(
                 // device's: a device clock behind ours must not make an alert end before it
                 // began.
                 let ts = ts.max(open.raised_at);
-                out.push(build(device_id, rule, &open, ts, value, message));
+                out.push(build(device_id, alert_type, &open, ts, value, message));
             }
         }
     }
     state.pending_since = None;
 }
 
-/// The alert `open` of `rule` as published at `ts`: the only place an [`Alert`] is built.
+/// The alert `open` of the rule `alert_type` as published at `ts`: the only place an
+/// [`Alert`] is built.
 fn build(
     device_id: &str,
-    rule: &AlertRule,
+    alert_type: &str,
     open: &Open,
     ts: i64,
     value: f64,
@@ -348,8 +422,8 @@ fn build(
     Alert {
         alert_id: open.alert_id.clone(),
         device_id: device_id.to_string(),
-        alert_type: rule.alert_type.clone(),
-        severity: rule.severity,
+        alert_type: alert_type.to_string(),
+        severity: open.severity,
         message,
         timestamp: ts,
         status: open.status,

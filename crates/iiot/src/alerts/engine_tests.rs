@@ -30,6 +30,8 @@ fn temperature_high(hold: Duration) -> AlertRule {
             clear: 78.0,
             hold,
         },
+        scoped: Vec::new(),
+        everywhere: true,
     }
 }
 
@@ -150,6 +152,8 @@ fn rate_rule() -> AlertRule {
             clear: 8.0,
             window: Duration::from_secs(60),
         },
+        scoped: Vec::new(),
+        everywhere: true,
     }
 }
 
@@ -187,6 +191,8 @@ fn stuck_sensor_needs_identical_values_for_the_whole_span() {
             parameter: Parameter::Temperature,
             hold: Duration::from_secs(60),
         },
+        scoped: Vec::new(),
+        everywhere: true,
     });
     let mut dev = DeviceAlerts::default();
     // 12 identical readings span 55 s: not yet.
@@ -208,6 +214,8 @@ fn offline_after_three_intervals_of_silence_and_back_online() {
         kind: RuleKind::Offline {
             missed_intervals: 3.0,
         },
+        scoped: Vec::new(),
+        everywhere: true,
     });
     let mut dev = DeviceAlerts::default();
     let mut out = Vec::new();
@@ -354,6 +362,8 @@ fn offline_limit_has_a_floor_for_millisecond_intervals() {
                 kind: RuleKind::Offline {
                     missed_intervals: 3.0,
                 },
+                scoped: Vec::new(),
+                everywhere: true,
             }],
         }),
         1,
@@ -402,6 +412,8 @@ fn a_rule_that_changes_kind_keeps_its_open_alert_but_not_its_windows() {
             parameter: Parameter::Temperature,
             hold: Duration::from_secs(60),
         },
+        scoped: Vec::new(),
+        everywhere: true,
     };
     let old = engine.set_rules(Arc::new(RuleSet { rules: vec![stuck] }));
     let mut out = Vec::new();

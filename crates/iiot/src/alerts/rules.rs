@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use iiot_model::{Operator, Parameter, Severity};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+use super::scope::{DeviceContext, Scope, ScopeSpec};
 use crate::duration::parse_duration;
 
 /// The threshold values of the design notes' environment keys (`ALERT_TEMPERATURE_HIGH`, …).
@@ -49,34 +50,49 @@ impl Default for Thresholds {
 /// window = "1m"                     # rate_of_change: span the rate is measured over
 /// missed_intervals = 3.0            # offline: silence of this many send intervals
 /// severity = "high"                 # low | medium | high | critical
+/// scope = { building = "C", floor = 2 }   # optional: building floor model device_id (glob)
 /// ```
 /// A rule whose `alert_type` matches a default replaces it; `enabled = false` removes it.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+/// A rule with a `scope` overrides the rule of its `alert_type` for the devices in the scope
+/// only, taking what it does not give from that rule (see [`super::compose`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     /// Name of the condition, e.g. `temperature_high`.
     pub alert_type: String,
     /// `threshold`, `rate_of_change`, `stuck` or `offline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// The reading parameter the rule looks at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameter: Option<String>,
     /// `>` or `<` (threshold rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator: Option<String>,
     /// The limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
     /// The clear threshold (hysteresis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clear: Option<f64>,
     /// How long the condition must hold.
-    #[serde(rename = "for")]
+    #[serde(rename = "for", default, skip_serializing_if = "Option::is_none")]
     pub for_: Option<String>,
     /// Measurement window of rate rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<String>,
     /// Offline rules: intervals of silence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missed_intervals: Option<f64>,
     /// `low`, `medium`, `high`, `critical`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severity: Option<String>,
     /// `false` removes a default rule of the same `alert_type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// Devices the rule applies to; none (or empty): every device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ScopeSpec>,
 }
 
 /// Longest `for`/`window` a rule may have (keeps millisecond arithmetic far from overflow).
@@ -91,6 +107,38 @@ pub struct AlertRule {
     pub severity: Severity,
     /// What it checks.
     pub kind: RuleKind,
+    /// Overrides for the devices in a scope, the most specific first.
+    pub scoped: Vec<ScopedRule>,
+    /// Whether `severity` and `kind` apply to devices in none of the scopes; `false` for a rule
+    /// that was only ever given with a scope.
+    pub everywhere: bool,
+}
+
+/// What a rule is for the devices in one scope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScopedRule {
+    /// The devices.
+    pub scope: Scope,
+    /// Severity of the alerts it raises there.
+    pub severity: Severity,
+    /// What it checks there; `None`: the rule is off there (`enabled = false`).
+    pub kind: Option<RuleKind>,
+}
+
+impl AlertRule {
+    /// The severity and check for `device_id` (with `ctx`, its latest location and model):
+    /// those of the most specific scope it is in, else the rule's own; `None` when the rule is
+    /// off for it.
+    pub fn for_device(
+        &self,
+        device_id: &str,
+        ctx: Option<&DeviceContext>,
+    ) -> Option<(Severity, &RuleKind)> {
+        if let Some(s) = self.scoped.iter().find(|s| s.scope.matches(device_id, ctx)) {
+            return s.kind.as_ref().map(|k| (s.severity, k));
+        }
+        self.everywhere.then_some((self.severity, &self.kind))
+    }
 }
 
 /// What a rule checks.
@@ -177,6 +225,8 @@ fn threshold(
             clear: default_clear(operator, value),
             hold: Duration::ZERO,
         },
+        scoped: Vec::new(),
+        everywhere: true,
     }
 }
 
@@ -231,6 +281,8 @@ impl RuleSet {
                         clear: 8.0,
                         window: Duration::from_secs(60),
                     },
+                    scoped: Vec::new(),
+                    everywhere: true,
                 },
                 AlertRule {
                     alert_type: "sensor_stuck".into(),
@@ -239,6 +291,8 @@ impl RuleSet {
                         parameter: Temperature,
                         hold: Duration::from_secs(60),
                     },
+                    scoped: Vec::new(),
+                    everywhere: true,
                 },
                 AlertRule {
                     alert_type: "device_offline".into(),
@@ -246,34 +300,11 @@ impl RuleSet {
                     kind: RuleKind::Offline {
                         missed_intervals: 3.0,
                     },
+                    scoped: Vec::new(),
+                    everywhere: true,
                 },
             ],
         }
-    }
-
-    /// The defaults for `thresholds`, then `specs` applied in order: a spec replaces the rule of
-    /// the same `alert_type` (or removes it with `enabled = false`), or adds a new one.
-    pub fn build(thresholds: &Thresholds, specs: &[RuleSpec]) -> Result<RuleSet, RuleError> {
-        let mut set = RuleSet::defaults(thresholds);
-        for (i, spec) in specs.iter().enumerate() {
-            let key = |field: &str| format!("alerts.rules[{i}].{field}");
-            let pos = set
-                .rules
-                .iter()
-                .position(|r| r.alert_type == spec.alert_type);
-            if spec.enabled == Some(false) {
-                if let Some(p) = pos {
-                    set.rules.remove(p);
-                }
-                continue;
-            }
-            let rule = spec.check(&key)?;
-            match pos {
-                Some(p) => set.rules[p] = rule,
-                None => set.rules.push(rule),
-            }
-        }
-        Ok(set)
     }
 
     /// The rule named `alert_type`.
@@ -296,9 +327,9 @@ impl RuleSet {
 }
 
 /// Turns a field name into its full key: `clear` → `alerts.rules[2].clear`.
-type Key<'a> = &'a dyn Fn(&str) -> String;
+pub(super) type Key<'a> = &'a dyn Fn(&str) -> String;
 
-fn err(key: Key<'_>, field: &str, problem: String) -> RuleError {
+pub(super) fn err(key: Key<'_>, field: &str, problem: String) -> RuleError {
     RuleError {
         key: key(field),
         problem,
@@ -307,7 +338,7 @@ fn err(key: Key<'_>, field: &str, problem: String) -> RuleError {
 
 impl RuleSpec {
     /// The checked rule, or the first problem found, naming its key.
-    fn check(&self, key: Key<'_>) -> Result<AlertRule, RuleError> {
+    pub(super) fn check(&self, key: Key<'_>) -> Result<AlertRule, RuleError> {
         self.check_alert_type(key)?;
         let severity = self.severity(key)?;
         let value = finite(key, "value", self.value)?;
@@ -329,6 +360,8 @@ impl RuleSpec {
             alert_type: self.alert_type.clone(),
             severity,
             kind,
+            scoped: Vec::new(),
+            everywhere: true,
         })
     }
 

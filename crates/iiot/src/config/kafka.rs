@@ -17,6 +17,9 @@ pub struct KafkaSettings {
     /// `KAFKA_TOPIC_COMMANDS`: acknowledgements from `serve` instances to the processors
     /// (`alert-commands`, one partition).
     pub topic_commands: String,
+    /// `KAFKA_TOPIC_RULES`: the alert rules made over `/api/rules`, as whole snapshots
+    /// (`alert-rules`, one partition, compacted); every processor and serve follows it.
+    pub topic_rules: String,
     /// `KAFKA_GROUP_ID`: consumer group of the processor (`iot-consumer-group`).
     pub group_id: String,
     /// `KAFKA_SECURITY_PROTOCOL`: `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.

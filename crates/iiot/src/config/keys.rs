@@ -75,6 +75,8 @@ pub(crate) static KEYS: &[Key] = &[
         kafka.topic_dlq = Text(is_topic)),
     key!("KAFKA_TOPIC_COMMANDS", "kafka.topic_commands", "alert-commands", TOPIC,
         kafka.topic_commands = Text(is_topic)),
+    key!("KAFKA_TOPIC_RULES", "kafka.topic_rules", "alert-rules", TOPIC,
+        kafka.topic_rules = Text(is_topic)),
     key!("KAFKA_GROUP_ID", "kafka.group_id", "iot-consumer-group", "a non-empty consumer group id without spaces",
         kafka.group_id = Text(is_word)),
     key!(optional "KAFKA_SECURITY_PROTOCOL", "kafka.security_protocol", "", "one of plaintext, ssl, sasl_plaintext, sasl_ssl",

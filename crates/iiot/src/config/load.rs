@@ -159,6 +159,7 @@ fn resolve(layers: &[&Layer], file: Option<&ConfigFile>) -> Result<Config, Confi
     check_tls_verification(&config, &layers)?;
     let specs = file.map_or(&[][..], |f| &f.specs[..]);
     config.rules = RuleSet::build(&config.thresholds, specs).map_err(|e| rule_error(e, file))?;
+    config.rule_specs = specs.to_vec();
     config.config_file = file.map(|f| f.path.clone());
     if let Some(file) = file {
         config.notify.channels = file.channels.clone();
@@ -356,6 +357,7 @@ fn blank() -> Config {
             topic_alerts: String::new(),
             topic_dlq: String::new(),
             topic_commands: String::new(),
+            topic_rules: String::new(),
             group_id: String::new(),
             security_protocol: None,
             sasl_mechanism: None,
@@ -428,6 +430,7 @@ fn blank() -> Config {
         },
         thresholds: Thresholds::default(),
         rules: RuleSet { rules: Vec::new() },
+        rule_specs: Vec::new(),
         notify: NotifySettings::default(),
         history: HistorySettings {
             enabled: false,

@@ -18,6 +18,7 @@
 //! topic_alerts = "alerts"
 //! topic_dlq = "device-data-dlq"
 //! topic_commands = "alert-commands"
+//! topic_rules = "alert-rules"
 //! group_id = "iot-consumer-group"
 //!
 //! [http]
@@ -163,6 +164,9 @@ pub struct Config {
     pub thresholds: Thresholds,
     /// The alert rules: the defaults for `thresholds`, then `[[alerts.rules]]` from the file.
     pub rules: RuleSet,
+    /// The `[[alerts.rules]]` of the file as written (combined with `/api/rules` by the
+    /// [`crate::alerts::book::RuleBook`]).
+    pub rule_specs: Vec<crate::alerts::RuleSpec>,
     /// Notifications: channels, routes, the one-line webhook.
     pub notify: NotifySettings,
     /// History on disk.

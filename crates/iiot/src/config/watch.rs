@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{Config, Sources, load};
-use crate::alerts::rules::RuleSet;
+use crate::alerts::book::RuleBook;
 
 /// Quiet time after the last change before reloading: editors save in bursts
 /// (truncate, write, rename), and a half-written file must not be read.
@@ -24,8 +24,8 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 ///
 /// Watches the config file selected by `sources` (through its directory, so editors that
 /// replace the file are seen), waits ~300 ms after the last change, then re-runs
-/// [`Config::load`]. On success, if the rules differ from the ones in `tx`, sends the new
-/// [`RuleSet`] and logs `alert rules reloaded (N rules)`. On failure it logs a warning with the
+/// [`Config::load`]. On success it hands the file's rules to `book`, which publishes them (with
+/// the rules made over the API) if they changed, and logs `alert rules reloaded (N rules)`. On failure it logs a warning with the
 /// one-line [`ConfigError`](super::ConfigError) and keeps the old rules. Other settings take
 /// effect on restart only (a change to them is logged).
 ///
@@ -33,7 +33,7 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 /// the watch cannot be set up, which is logged). Must be called inside a Tokio runtime.
 pub fn watch_rules(
     sources: Sources,
-    tx: watch::Sender<Arc<RuleSet>>,
+    book: Arc<RuleBook>,
     shutdown: CancellationToken,
 ) -> Option<JoinHandle<()>> {
     let path = match load::config_path(&sources) {
@@ -73,7 +73,7 @@ pub fn watch_rules(
     let reloader = Reloader {
         last: Config::load(&sources).ok(),
         sources,
-        tx,
+        book,
     };
     Some(tokio::spawn(run(reloader, watcher, changed_rx, shutdown)))
 }
@@ -132,7 +132,7 @@ async fn run(
 
 struct Reloader {
     sources: Sources,
-    tx: watch::Sender<Arc<RuleSet>>,
+    book: Arc<RuleBook>,
     /// The last configuration that loaded, to tell which other settings changed.
     last: Option<Config>,
 }
@@ -146,15 +146,17 @@ impl Reloader {
                 return;
             }
         };
-        if **self.tx.borrow() != config.rules {
-            let count = config.rules.rules.len();
-            // `send_replace` stores the rules even while nobody is subscribed.
-            self.tx.send_replace(Arc::new(config.rules.clone()));
+        if self
+            .book
+            .file_changed(config.thresholds, config.rule_specs.clone())
+        {
+            let count = self.book.rules().rules.len();
             info!("alert rules reloaded ({count} rules)");
         }
         if let Some(last) = &self.last {
             let hot = Config {
                 rules: last.rules.clone(),
+                rule_specs: last.rule_specs.clone(),
                 thresholds: last.thresholds,
                 ..config.clone()
             };

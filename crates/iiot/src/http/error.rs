@@ -35,6 +35,12 @@ pub enum AppError {
     /// No silence has this id (404).
     #[error("unknown silence")]
     UnknownSilence(String),
+    /// No alert rule with this id was made over the API (404).
+    #[error("unknown rule")]
+    UnknownRule(String),
+    /// The request clashes with what exists (409); the message says with what.
+    #[error("{0}")]
+    Conflict(String),
     /// No route has this path (404).
     #[error("not found")]
     NotFound(String),
@@ -74,8 +80,9 @@ impl AppError {
             AppError::UnknownDevice(_)
             | AppError::UnknownAlert(_)
             | AppError::UnknownSilence(_)
+            | AppError::UnknownRule(_)
             | AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::AlreadyAcknowledged(_) => StatusCode::CONFLICT,
+            AppError::AlreadyAcknowledged(_) | AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -107,6 +114,9 @@ impl AppError {
             AppError::UnknownSilence(id) => {
                 add("silence_id", id);
             }
+            AppError::UnknownRule(id) => {
+                add("rule_id", id);
+            }
             AppError::NotFound(path) => {
                 add("path", path);
             }
@@ -114,6 +124,7 @@ impl AppError {
                 body.insert("limit_bytes".into(), json!(limit));
             }
             AppError::BadRequest(_)
+            | AppError::Conflict(_)
             | AppError::Unavailable(_)
             | AppError::Unauthorized(_)
             | AppError::Forbidden(_) => {}

@@ -39,7 +39,7 @@ pub use state::{AppState, OpsState};
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
     let gate = state.ops.gate.clone();
-    for route in ROUTES {
+    for route in routes::all_routes() {
         let handlers = routes::method_router(route);
         let access = route.endpoint.access();
         router = router.route(

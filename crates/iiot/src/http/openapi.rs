@@ -18,6 +18,8 @@ pub enum Verb {
     Post,
     /// `DELETE`.
     Delete,
+    /// `PUT`.
+    Put,
 }
 
 impl Verb {
@@ -27,6 +29,7 @@ impl Verb {
             Verb::Get => "get",
             Verb::Post => "post",
             Verb::Delete => "delete",
+            Verb::Put => "put",
         }
     }
 }
@@ -159,7 +162,7 @@ fn reply(r: &Reply, schema: Option<Value>) -> Value {
 }
 
 /// The OpenAPI 3.0 document describing `routes`.
-pub fn document(routes: &[RouteDoc]) -> Value {
+pub fn document<'a>(routes: impl IntoIterator<Item = &'a RouteDoc>) -> Value {
     let mut paths = Map::new();
     for r in routes {
         let mut replies: Map<String, Value> = r

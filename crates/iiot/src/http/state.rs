@@ -38,6 +38,8 @@ pub struct OpsState {
     pub live: Option<Live>,
     /// The notifier's silences and counters, when this process notifies (`iiot run`).
     pub notify: Option<Arc<NotifyShared>>,
+    /// The alert rules, where `/api/rules` can change them (`iiot run`).
+    pub rules: Option<Arc<crate::alerts::book::RuleBook>>,
     /// The MQTT source's connection, when this process runs one (`/ready` needs it up).
     pub mqtt: Option<Arc<MqttStats>>,
     /// What `POST /api/ingest` did.
@@ -64,6 +66,7 @@ impl OpsState {
             simulator: None,
             live: None,
             notify: None,
+            rules: None,
             mqtt: None,
             ingest: Arc::default(),
             connections: Arc::default(),

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::run::{Command, ProcessorIo, Recovery};
 use super::{DeviceState, Processor, ProcessorConfig, ProcessorStats};
+use crate::alerts::book::RuleBook;
 use crate::alerts::{AckError, RuleSet};
 use crate::backend::Backend;
 use crate::config::Config;
@@ -36,6 +37,8 @@ pub struct GroupInputs {
     /// Alerts left open by an earlier run, by device (from history on disk), handed to every
     /// worker: each puts back those of the devices it is given.
     pub recovered: super::RecoveredAlerts,
+    /// The rules to follow (the API's and the file's); `None`: the config's, in memory.
+    pub rules: Option<Arc<RuleBook>>,
 }
 
 impl GroupInputs {
@@ -46,6 +49,7 @@ impl GroupInputs {
             stats: Arc::default(),
             commands: mpsc::channel(COMMAND_QUEUE),
             recovered: super::RecoveredAlerts::new(),
+            rules: None,
         }
     }
 }
@@ -113,8 +117,12 @@ impl ProcessorGroup {
             .subscribe_group(&k.topic_device_data, &k.group_id, worker_count(config))
             .await
             .context("subscribing the processors")?;
-        let rules = Arc::new(config.rules.clone());
-        let (rules_tx, rules_rx) = watch::channel(rules.clone());
+        let rules_tx = match &inputs.rules {
+            Some(book) => book.sender(),
+            None => watch::channel(Arc::new(config.rules.clone())).0,
+        };
+        let rules_rx = rules_tx.subscribe();
+        let rules = rules_rx.borrow().clone();
         let (processor_done, stop) = (CancellationToken::new(), CancellationToken::new());
         let (commands_tx, commands_rx) = inputs.commands;
         let mut workers = Vec::new();

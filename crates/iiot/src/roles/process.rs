@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::status::{self, StatusInput};
 use super::{join_bounded, ops_endpoint};
+use crate::alerts::book::RuleBook;
 use crate::backend::{self, Backend};
 use crate::config::{Config, Sources};
 use crate::http::OpsState;
@@ -57,6 +58,11 @@ pub async fn start(
 ) -> anyhow::Result<Process> {
     let k = &config.kafka;
     let stats = inputs.stats.clone();
+    let mut inputs = inputs;
+    let book = inputs
+        .rules
+        .get_or_insert_with(|| Arc::new(RuleBook::new(config)))
+        .clone();
     let group = ProcessorGroup::start(config, backend.clone(), inputs).await?;
     let stop = shutdown.child_token();
     let requests = backend.subscribe_all(&k.topic_commands, Start::End).await?;
@@ -68,9 +74,21 @@ pub async fn start(
             stop.child_token(),
         )),
     )];
-    if let Some(watcher) =
-        crate::config::watch_rules(sources, group.rules.clone(), stop.child_token())
-    {
+    if backend.keeps_history() {
+        // On Kafka: the rules made over any serve's `/api/rules`, latest snapshot first.
+        let snapshots = backend
+            .subscribe_all(&k.topic_rules, Start::Beginning)
+            .await?;
+        tasks.push((
+            "rules topic",
+            tokio::spawn(crate::alerts::book::follow(
+                book.clone(),
+                snapshots,
+                stop.child_token(),
+            )),
+        ));
+    }
+    if let Some(watcher) = crate::config::watch_rules(sources, book, stop.child_token()) {
         tasks.push(("rule watcher", watcher));
     }
     let input = StatusInput {

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::process::{self, topic_sink};
 use super::serve::{self, ServeInputs};
 use super::simulate::{self, SimulateOptions};
+use crate::alerts::book::RuleBook;
 use crate::backend::{self, Backend};
 use crate::config::{Config, Sources};
 use crate::mqtt::MqttStats;
@@ -167,12 +168,24 @@ async fn compose(
 ) -> anyhow::Result<(serve::Serve, process::Process, Notifier)> {
     let mut inputs = GroupInputs::new(Vec::new());
     let notify = NotifyShared::persisted(config, system_clock()).map_err(anyhow::Error::msg)?;
+    // On Kafka other `iiot process` instances may share the group: API rules go through the
+    // rules topic, which the processors here follow too (`process::start`).
+    let rules = match backend.is_shared() {
+        false => Arc::new(RuleBook::persisted(config).map_err(anyhow::Error::msg)?),
+        true => Arc::new(RuleBook::on_topic(
+            config,
+            backend.publisher(),
+            config.kafka.topic_rules.clone(),
+        )),
+    };
+    inputs.rules = Some(rules.clone());
     let serve_inputs = ServeInputs {
         commands: Some(inputs.commands.0.clone()),
         stats: inputs.stats.clone(),
         simulator: config.simulator.runs().then(|| sim_stats.clone()),
         mqtt: mqtt_stats.clone(),
         notify: Some(notify.clone()),
+        rules: Some(rules),
     };
     let mut serve = serve::start(config, backend, serve_inputs).await?;
     if !backend.keeps_history() {

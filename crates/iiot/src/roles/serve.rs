@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::join_bounded;
+use crate::alerts::book::RuleBook;
 use crate::backend::{self, Backend};
 use crate::config::Config;
 use crate::history::{History, HistoryConfig};
@@ -46,6 +47,8 @@ pub struct ServeInputs {
     pub simulator: Option<Arc<SimStats>>,
     /// The notifier's silences and counters, when this process notifies.
     pub notify: Option<Arc<NotifyShared>>,
+    /// The alert rules `/api/rules` changes, when this process's processors follow them.
+    pub rules: Option<Arc<crate::alerts::book::RuleBook>>,
     /// The MQTT source's connection, when this process runs one.
     pub mqtt: Option<Arc<crate::mqtt::MqttStats>>,
 }
@@ -93,6 +96,7 @@ pub async fn start(
     let mut ops = OpsState::new(config, inputs.stats, backend.clone());
     ops.simulator = inputs.simulator;
     ops.notify = inputs.notify;
+    ops.rules = inputs.rules;
     ops.mqtt = inputs.mqtt;
     let server = listeners::start(config, AppState::new(ops, live.clone(), commands)).await?;
     // Not a child of `shutdown`: on a signal, `iiot run` lets the serve side catch up with its
@@ -268,10 +272,27 @@ impl Serve {
 /// `iiot serve`: the live state fed from Kafka, until `shutdown` (or the feed fails).
 pub async fn main(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let backend = backend::kafka_only(&config)?;
-    let mut serve = start(&config, &backend, ServeInputs::default()).await?;
+    // `/api/rules` here changes the rules of every processor, through the rules topic.
+    let topic = config.kafka.topic_rules.clone();
+    let book = Arc::new(RuleBook::on_topic(
+        &config,
+        backend.publisher(),
+        topic.clone(),
+    ));
+    let inputs = ServeInputs {
+        rules: Some(book.clone()),
+        ..ServeInputs::default()
+    };
+    let mut serve = start(&config, &backend, inputs).await?;
     if !backend::prepare_topics(&backend, &config, &shutdown).await {
         return serve.stop().await;
     }
+    let snapshots = backend.subscribe_all(&topic, Start::Beginning).await?;
+    tokio::spawn(crate::alerts::book::follow(
+        book,
+        snapshots,
+        shutdown.child_token(),
+    ));
     serve.follow_topics(&config, &backend).await?;
     tracing::info!(backend = %backend.describe(), "serving live data");
     let done = serve.feeder_done();

@@ -48,6 +48,18 @@ export const api = {
     body: JSON.stringify(silence),
   }),
   deleteSilence: (id) => request(`/api/silences/${encodeURIComponent(id)}`, { method: 'DELETE' }),
+  rules: () => request('/api/rules'),
+  createRule: (rule) => request('/api/rules', {
+    method: 'POST',
+    headers: { accept: 'application/json', 'content-type': 'application/json' },
+    body: JSON.stringify(rule),
+  }),
+  putRule: (id, rule) => request(`/api/rules/${encodeURIComponent(id)}`, {
+    method: 'PUT',
+    headers: { accept: 'application/json', 'content-type': 'application/json' },
+    body: JSON.stringify(rule),
+  }),
+  deleteRule: (id) => request(`/api/rules/${encodeURIComponent(id)}`, { method: 'DELETE' }),
 };
 
 /** A device-id glob matching exactly `id` (glob's special characters bracketed). */

@@ -3,12 +3,14 @@
 //   #/devices?building=…   device list
 //   #/device/{id}?range=…  device detail
 //   #/silences             the notifier's silences
+//   #/rules                the alert rules and their thresholds
 // A page is a module whose mount(root, params, …) draws into root and returns its cleanup.
 
 import * as overview from './overview.js';
 import * as devices from './devices.js';
 import * as device from './device.js';
 import * as silences from './silences.js';
+import * as rules from './rules.js';
 import * as stream from './stream.js';
 import { loadSession, loginForm, showUser } from './session.js';
 
@@ -34,6 +36,9 @@ function route() {
   } else if (path.startsWith('/silences')) {
     page = silences;
     name = 'silences';
+  } else if (path.startsWith('/rules')) {
+    page = rules;
+    name = 'rules';
   }
   const key = `${name}:${arg || ''}`;
   // Pages keep their own query in the URL with replaceState; only a new page re-mounts.

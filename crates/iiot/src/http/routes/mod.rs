@@ -10,6 +10,7 @@
 //! - [`alerts`]: the alert list and acknowledgement.
 //! - [`silences`]: the notifier's silences.
 //! - [`ingest`]: `POST /api/ingest`, readings from gateways onto the input topic.
+//! - [`rules`]: `/api/rules`, alert rules over the API (its rows are [`rules::RULE_ROUTES`]).
 //! - [`session`]: dashboard login, logout and "who am I".
 //! - [`schemas`]: the request and reply bodies the API document states.
 
@@ -18,6 +19,7 @@ mod devices;
 mod export;
 mod ingest;
 mod ops;
+mod rules;
 mod schemas;
 mod session;
 mod silences;
@@ -68,6 +70,14 @@ pub enum Endpoint {
     Stats,
     /// `GET /api/docs`.
     Docs,
+    /// `GET /api/rules`.
+    Rules,
+    /// `POST /api/rules`.
+    CreateRule,
+    /// `PUT /api/rules/{id}`.
+    PutRule,
+    /// `DELETE /api/rules/{id}`.
+    DeleteRule,
     /// `POST /api/login`.
     Login,
     /// `POST /api/logout`.
@@ -96,6 +106,10 @@ impl Endpoint {
             Endpoint::Ingest => "ingestReadings",
             Endpoint::Stats => "stats",
             Endpoint::Docs => "openapi",
+            Endpoint::Rules => "listRules",
+            Endpoint::CreateRule => "createRule",
+            Endpoint::PutRule => "putRule",
+            Endpoint::DeleteRule => "deleteRule",
             Endpoint::Login => "login",
             Endpoint::Logout => "logout",
             Endpoint::Session => "session",
@@ -124,6 +138,11 @@ impl Endpoint {
             | Endpoint::DeleteSilence
             | Endpoint::Ingest => Access::Role(Role::Operator),
             Endpoint::Config => Access::Role(Role::Admin),
+            // The rules of every processor: reading them is a viewer's, changing them an admin's.
+            Endpoint::Rules => Access::Role(Role::Viewer),
+            Endpoint::CreateRule | Endpoint::PutRule | Endpoint::DeleteRule => {
+                Access::Role(Role::Admin)
+            }
         }
     }
 }
@@ -156,6 +175,10 @@ pub(super) fn method_router(route: &RouteDoc) -> MethodRouter<AppState> {
         Endpoint::CreateSilence => on(m, silences::create),
         Endpoint::DeleteSilence => on(m, silences::delete),
         Endpoint::Ingest => on(m, ingest::ingest),
+        Endpoint::Rules => on(m, rules::list),
+        Endpoint::CreateRule => on(m, rules::create),
+        Endpoint::PutRule => on(m, rules::put),
+        Endpoint::DeleteRule => on(m, rules::delete),
         Endpoint::Login => on(m, session::login),
         Endpoint::Logout => on(m, session::logout),
         Endpoint::Session => on(m, session::session),
@@ -187,7 +210,13 @@ fn verb_filter(verb: Verb) -> MethodFilter {
         Verb::Get => MethodFilter::GET,
         Verb::Post => MethodFilter::POST,
         Verb::Delete => MethodFilter::DELETE,
+        Verb::Put => MethodFilter::PUT,
     }
+}
+
+/// Every route: [`ROUTES`], then the tables of the files that keep their own rows.
+pub fn all_routes() -> impl Iterator<Item = &'static RouteDoc> {
+    ROUTES.iter().chain(rules::RULE_ROUTES)
 }
 
 /// Range names and their length in ms, for `range=`.

@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use super::super::metrics::Snapshot;
 use super::super::openapi;
 use super::super::state::OpsState;
-use super::ROUTES;
 
 /// How long `/ready` waits for the transport's answer (a broker that hangs is not ready).
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -73,5 +72,5 @@ pub(super) async fn metrics(State(state): State<OpsState>) -> impl IntoResponse 
 
 /// `GET /api/docs`.
 pub(super) async fn docs() -> Json<Value> {
-    Json(openapi::document(ROUTES))
+    Json(openapi::document(super::all_routes()))
 }
