@@ -48,8 +48,11 @@ impl From<anyhow::Error> for Failure {
         let data_dir = e
             .chain()
             .find_map(|c| c.downcast_ref::<iiot::history::OpenError>());
-        match data_dir {
-            Some(open) => Failure::Usage(open.to_string()),
+        if let Some(open) = data_dir {
+            return Failure::Usage(open.to_string());
+        }
+        match e.downcast_ref::<iiot::roles::ingest::IngestError>() {
+            Some(usage) => Failure::Usage(usage.to_string()),
             None => Failure::Runtime(e),
         }
     }
@@ -62,6 +65,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Bench(args) => bench(args).await,
         Command::Process(args) => process(args).await,
         Command::Serve(args) => serve(args).await,
+        Command::Ingest(args) => ingest(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -224,6 +228,16 @@ async fn serve(args: cli::ServeArgs) -> Result<(), Failure> {
     push(&mut flags, "DATA_DIR", &args.data_dir);
     let (config, _) = load(args.common.config.clone(), flags)?;
     iiot::roles::serve::main(config, shutdown_on_signals()).await?;
+    Ok(())
+}
+
+async fn ingest(args: cli::IngestArgs) -> Result<(), Failure> {
+    let mut flags = args.common.flags();
+    push(&mut flags, "MQTT_URL", &args.mqtt_url);
+    push(&mut flags, "KAFKA_BROKERS", &args.kafka_brokers);
+    push(&mut flags, "HTTP_PORT", &args.http_port);
+    let (config, _) = load(args.common.config.clone(), flags)?;
+    iiot::roles::ingest::main(config, shutdown_on_signals()).await?;
     Ok(())
 }
 

@@ -10,7 +10,8 @@
 pub mod publisher;
 pub mod topics;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rumqttc::MqttOptions;
@@ -48,12 +49,39 @@ pub struct MqttStats {
     pub connection_failures: AtomicU64,
     /// Failed deliveries onto the input topic (each sent again).
     pub delivery_errors: AtomicU64,
+    /// When the oldest message received and not yet acknowledged was taken from the broker
+    /// (Unix ms; 0 when none is): the lag `/metrics` shows is its age.
+    pub oldest_unacked_ms: AtomicI64,
 }
 
 impl MqttStats {
     /// Whether the connection is up (`/ready`).
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
+    }
+}
+
+/// The arrival times of the messages between the broker and their acknowledgement, oldest
+/// first (acknowledgements go in arrival order), kept in [`MqttStats::oldest_unacked_ms`].
+/// Bounded by the in-flight limit of its owner.
+#[derive(Debug, Default)]
+pub struct Arrivals(VecDeque<i64>);
+
+impl Arrivals {
+    /// A message arrived now.
+    pub fn arrived(&mut self, stats: &MqttStats) {
+        let now = crate::now_ms();
+        if self.0.is_empty() {
+            stats.oldest_unacked_ms.store(now, Ordering::Relaxed);
+        }
+        self.0.push_back(now);
+    }
+
+    /// The oldest message was acknowledged (or given up: the broker sends it again).
+    pub fn done(&mut self, stats: &MqttStats) {
+        self.0.pop_front();
+        let oldest = self.0.front().copied().unwrap_or(0);
+        stats.oldest_unacked_ms.store(oldest, Ordering::Relaxed);
     }
 }
 

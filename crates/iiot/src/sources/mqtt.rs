@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Source, SourceReport};
 use crate::config::Config;
-use crate::mqtt::{self, MqttStats, Reconnect, topics};
+use crate::mqtt::{self, Arrivals, MqttStats, Reconnect, topics};
 use crate::processor::ProcessorStats;
 use crate::processor::dead_letter::{self, Origin};
 
@@ -204,6 +204,8 @@ impl Forwarder<'_> {
         let mut pending: FuturesOrdered<Delivery> = FuturesOrdered::new();
         let mut acks = VecDeque::new();
         let mut report = SourceReport::default();
+        let mut arrivals = Arrivals::default();
+        let stats = &self.source.stats;
         let limit = self.source.max_in_flight.max(1);
         loop {
             self.send_acks(&mut acks);
@@ -212,11 +214,15 @@ impl Forwarder<'_> {
                 _ = stop.cancelled() => break,
                 Some(delivered) = pending.next(), if !pending.is_empty() => {
                     self.delivered(delivered, &mut acks, &mut report);
+                    arrivals.done(stats);
                 }
                 // The event loop takes one request per turn: try the queued ones again soon.
                 _ = tokio::time::sleep(ACK_RETRY), if !acks.is_empty() => {}
                 got = rx.recv(), if pending.len() < limit => match got {
-                    Some(publish) => pending.push_back(self.forward(publish, &stop).await),
+                    Some(publish) => {
+                        arrivals.arrived(stats);
+                        pending.push_back(self.forward(publish, &stop).await);
+                    }
                     None => break,
                 },
             }
@@ -229,6 +235,7 @@ impl Forwarder<'_> {
         let drained = tokio::time::timeout(STOP_DRAIN, async {
             while let Some(delivered) = pending.next().await {
                 self.delivered(delivered, &mut acks, &mut report);
+                arrivals.done(stats);
             }
             loop {
                 self.send_acks(&mut acks);
@@ -239,6 +246,7 @@ impl Forwarder<'_> {
             }
         })
         .await;
+        stats.oldest_unacked_ms.store(0, Ordering::Relaxed);
         if drained.is_err() {
             tracing::warn!(
                 "MQTT source stopped with deliveries pending: the broker sends them again"
