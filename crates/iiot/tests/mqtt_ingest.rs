@@ -171,3 +171,45 @@ fn an_ingest_killed_mid_stream_loses_nothing_once_restarted() {
     });
     assert!(second.stop().success());
 }
+
+#[test]
+fn two_ingests_in_an_mqtt5_shared_subscription_split_the_load_and_lose_nothing() {
+    const LAST: u64 = 500;
+    let kafka = TestBroker::start(&topics());
+    let mqtt = Broker::start();
+    let shared = [("MQTT_PROTOCOL", "5"), ("MQTT_SHARED_GROUP", "iiot")];
+    let mut a = ingest(&kafka, &mqtt, "iiot-test-shared-a", &shared);
+    let mut b = ingest(&kafka, &mqtt, "iiot-test-shared-b", &shared);
+    assert!(
+        a.log_text()
+            .contains("$share/iiot/iiot/devices/+/telemetry")
+    );
+    mqtt.publish_all(&readings(1..=LAST));
+
+    let mut seen = HashMap::new();
+    let mut counted = 0;
+    read_records(&kafka.brokers, "device-data", |r| {
+        for (device, seqs) in seqs_by_device(&r[counted..]) {
+            seen.entry(device)
+                .or_insert_with(BTreeSet::new)
+                .extend(seqs);
+        }
+        counted = r.len();
+        complete(&seen, LAST)
+    });
+    assert!(complete(&seen, LAST), "{seen:?}");
+    let total = (DEVICES.len() as u64 * LAST) as f64;
+    let forwarded = |r: &Role| r.metric("iot_mqtt_messages_forwarded_total", "");
+    a.wait_for("both shares acknowledged", |a| {
+        forwarded(a) + forwarded(&b) >= total
+    });
+    let (from_a, from_b) = (forwarded(&a), forwarded(&b));
+    // A plain subscription would give each instance every message.
+    assert_eq!(from_a + from_b, total, "each message to one member");
+    assert!(
+        from_a > 0.0 && from_b > 0.0,
+        "both get a share: {from_a} / {from_b}"
+    );
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+}

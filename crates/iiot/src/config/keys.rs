@@ -151,6 +151,10 @@ pub(crate) static KEYS: &[Key] = &[
         mqtt.password = Opt(Text(|_| true))),
     key!("MQTT_MAX_IN_FLIGHT", "mqtt.max_in_flight", "1000", "an integer from 1 to 65535 (MQTT messages received but not yet acknowledged)",
         mqtt.max_in_flight = int::<u16>(1, 65_535)),
+    key!("MQTT_PROTOCOL", "mqtt.protocol", "3.1.1", "one of 3.1.1, 5 (the MQTT source's protocol version)",
+        mqtt.protocol = OneOf(&["3.1.1", "5"])),
+    key!(optional "MQTT_SHARED_GROUP", "mqtt.shared_group", "", "a shared subscription group name of a-z A-Z 0-9 . _ - (subscribes to $share/<group>/<filter>: instances in one group split the messages; empty = none)",
+        mqtt.shared_group = Opt(Text(is_client_id))),
     key!("INGEST_MAX_BODY_BYTES", "http.ingest_max_body_bytes", "4194304", "an integer from 1024 to 1073741824 (largest POST /api/ingest body)",
         ingest_max_body_bytes = int::<usize>(1024, 1 << 30)),
     key!("SIMULATOR", "simulator.enabled", "on", "on or off (off: `iiot run` monitors only real devices)",
@@ -546,6 +550,15 @@ mod tests {
         for bad in ["a/b+/c", "a/#/c", "a,,b", "a b"] {
             assert_eq!(set(&mut c, "MQTT_TOPICS", bad), None, "{bad}");
         }
+        assert_eq!(set(&mut c, "MQTT_PROTOCOL", "5"), Some(()));
+        assert!(c.mqtt.is_v5());
+        assert_eq!(set(&mut c, "MQTT_PROTOCOL", "4"), None);
+        assert_eq!(set(&mut c, "MQTT_SHARED_GROUP", "iiot"), Some(()));
+        assert_eq!(
+            c.mqtt.subscription_filters(),
+            ["$share/iiot/a/+/b", "$share/iiot/plant/#"]
+        );
+        assert_eq!(set(&mut c, "MQTT_SHARED_GROUP", "a/b"), None);
         assert_eq!(set(&mut c, "SIMULATOR", "off"), Some(()));
         assert!(!c.simulator.enabled);
         assert_eq!(set(&mut c, "SIMULATOR", "ON"), Some(()));

@@ -377,6 +377,8 @@ fn blank() -> Config {
             username: None,
             password: None,
             max_in_flight: 0,
+            protocol: String::new(),
+            shared_group: None,
         },
         websocket: WebSocketSettings {
             port: 0,

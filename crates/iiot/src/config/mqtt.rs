@@ -18,6 +18,12 @@ pub struct MqttSettings {
     /// `MQTT_MAX_IN_FLIGHT`: messages received and not yet acknowledged before reading from the
     /// broker pauses (1000).
     pub max_in_flight: u16,
+    /// `MQTT_PROTOCOL`: `3.1.1` or `5` (the MQTT source's protocol version).
+    pub protocol: String,
+    /// `MQTT_SHARED_GROUP`: subscribe as a member of this shared subscription group
+    /// (`$share/<group>/<filter>`), so that several instances split the messages; `None` = a
+    /// plain subscription (every instance gets every message).
+    pub shared_group: Option<String>,
 }
 
 impl MqttSettings {
@@ -33,6 +39,24 @@ impl MqttSettings {
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
             .collect()
+    }
+
+    /// Whether the source speaks MQTT 5.
+    pub fn is_v5(&self) -> bool {
+        self.protocol == "5"
+    }
+
+    /// The filters as subscribed: [`MqttSettings::topic_filters`], each under
+    /// `$share/<group>/` with a shared group.
+    pub fn subscription_filters(&self) -> Vec<String> {
+        let filters = self.topic_filters();
+        match &self.shared_group {
+            Some(group) => filters
+                .into_iter()
+                .map(|f| format!("$share/{group}/{f}"))
+                .collect(),
+            None => filters,
+        }
     }
 
     /// `client_id`, else `iiot-<hostname>` (`iiot` when the host name cannot be read).

@@ -2,11 +2,13 @@
 //! output ([`publisher`]): client options from the settings, topic filters, the connection's
 //! counters and its reconnect policy.
 //!
-//! MQTT 3.1.1 through `rumqttc` (no TLS features: no C toolchain). QoS 1 both ways.
+//! MQTT 3.1.1 and 5 through `rumqttc` (no TLS features: no C toolchain). QoS 1 both ways.
 //!
+//! - [`connection`]: a subscriber's connection in either protocol version.
 //! - [`topics`]: filter matching and the device segment of a topic.
 //! - [`publisher`]: a [`iiot_transport::Publisher`] onto `iiot/devices/<id>/telemetry`.
 
+pub mod connection;
 pub mod publisher;
 pub mod topics;
 
@@ -24,7 +26,7 @@ use crate::config::MqttSettings;
 pub const MAX_PACKET_BYTES: usize = 16 * 1024 * 1024;
 
 /// Keep-alive interval of our connections.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Longest pause between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
