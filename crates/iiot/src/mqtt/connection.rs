@@ -131,6 +131,9 @@ fn v5_options(settings: &MqttSettings, client_id: &str) -> Option<rumqttc::v5::M
     if let Some(user) = &settings.username {
         options.set_credentials(user, settings.password.clone().unwrap_or_default());
     }
+    if let Some(transport) = super::tls_transport(settings)? {
+        options.set_transport(transport);
+    }
     Some(options)
 }
 

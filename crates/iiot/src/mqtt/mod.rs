@@ -2,14 +2,18 @@
 //! output ([`publisher`]): client options from the settings, topic filters, the connection's
 //! counters and its reconnect policy.
 //!
-//! MQTT 3.1.1 and 5 through `rumqttc` (no TLS features: no C toolchain). QoS 1 both ways.
+//! MQTT 3.1.1 and 5 through `rumqttc`, `mqtts://` with rustls (the `tls` feature). QoS 1
+//! both ways.
 //!
 //! - [`connection`]: a subscriber's connection in either protocol version.
+//! - [`tls`]: the TLS client configuration of `mqtts://` (CA, client certificate and key).
 //! - [`topics`]: filter matching and the device segment of a topic.
 //! - [`publisher`]: a [`iiot_transport::Publisher`] onto `iiot/devices/<id>/telemetry`.
 
 pub mod connection;
 pub mod publisher;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod topics;
 
 use std::collections::VecDeque;
@@ -115,7 +119,26 @@ pub fn client_options(
     if let Some(user) = &settings.username {
         options.set_credentials(user, settings.password.clone().unwrap_or_default());
     }
+    if let Some(transport) = tls_transport(settings)? {
+        options.set_transport(transport);
+    }
     Some(options)
+}
+
+/// The TLS transport of an `mqtts://` URL (`Some(None)` for `mqtt://`); `None` when it cannot
+/// be built now (it could at start-up: a file changed since), which is logged.
+pub(crate) fn tls_transport(settings: &MqttSettings) -> Option<Option<rumqttc::Transport>> {
+    #[cfg(feature = "tls")]
+    return match tls::transport(settings) {
+        Ok(transport) => Some(transport),
+        Err(e) => {
+            tracing::error!("cannot connect to the MQTT broker over TLS: {e}");
+            None
+        }
+    };
+    // Without TLS the configuration refuses mqtts:// URLs.
+    #[cfg(not(feature = "tls"))]
+    return Some(None).filter(|_| !settings.is_tls());
 }
 
 /// Pauses between connection attempts, growing from 100 ms to [`MAX_BACKOFF`], and logs an
