@@ -132,6 +132,10 @@ pub struct SimulateArgs {
     /// MQTT broker for --output mqtt, mqtt://host:port [env: MQTT_URL] (implies --output mqtt).
     #[arg(long, value_name = "URL")]
     pub mqtt_url: Option<String>,
+    /// With --output mqtt: one MQTT connection per device (broker load tests; needs an
+    /// open-files limit above the device count).
+    #[arg(long)]
+    pub mqtt_connections_per_device: bool,
     /// Topic for readings [env: KAFKA_TOPIC_DEVICE_DATA] [default: device-data].
     #[arg(long, value_name = "NAME")]
     pub topic: Option<String>,

@@ -189,7 +189,26 @@ async fn simulate(args: cli::SimulateArgs) -> Result<(), Failure> {
         Output::Bus => simulate::Output::Bus,
         Output::Mqtt => simulate::Output::Mqtt,
     };
-    if output == simulate::Output::Mqtt && config.mqtt.url.is_none() {
+    let output = match output {
+        simulate::Output::Mqtt if args.mqtt_connections_per_device => {
+            simulate::Output::MqttPerDevice
+        }
+        other => other,
+    };
+    let to_mqtt = matches!(
+        output,
+        simulate::Output::Mqtt | simulate::Output::MqttPerDevice
+    );
+    if args.mqtt_connections_per_device && !to_mqtt {
+        return Err(Failure::Usage(
+            "iiot simulate --mqtt-connections-per-device needs --output mqtt".into(),
+        ));
+    }
+    if output == simulate::Output::MqttPerDevice {
+        iiot::mqtt::fleet::check_fd_limit(config.simulator.device_count)
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+    }
+    if to_mqtt && config.mqtt.url.is_none() {
         return Err(Failure::Usage(
             "iiot simulate --output mqtt needs a broker: --mqtt-url mqtt://host:port (or MQTT_URL)"
                 .into(),

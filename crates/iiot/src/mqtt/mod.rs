@@ -8,9 +8,11 @@
 //! - [`connection`]: a subscriber's connection in either protocol version.
 //! - [`tls`]: the TLS client configuration of `mqtts://` (CA, client certificate and key).
 //! - [`topics`]: filter matching and the device segment of a topic.
+//! - [`fleet`]: the simulator's devices, one MQTT connection each.
 //! - [`publisher`]: a [`iiot_transport::Publisher`] onto `iiot/devices/<id>/telemetry`.
 
 pub mod connection;
+pub mod fleet;
 pub mod publisher;
 #[cfg(feature = "tls")]
 pub mod tls;
