@@ -179,7 +179,7 @@ fn two_ingests_in_an_mqtt5_shared_subscription_split_the_load_and_lose_nothing()
     let mqtt = Broker::start();
     let shared = [("MQTT_PROTOCOL", "5"), ("MQTT_SHARED_GROUP", "iiot")];
     let mut a = ingest(&kafka, &mqtt, "iiot-test-shared-a", &shared);
-    let mut b = ingest(&kafka, &mqtt, "iiot-test-shared-b", &shared);
+    let b = ingest(&kafka, &mqtt, "iiot-test-shared-b", &shared);
     assert!(
         a.log_text()
             .contains("$share/iiot/iiot/devices/+/telemetry")
