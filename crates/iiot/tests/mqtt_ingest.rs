@@ -125,10 +125,22 @@ fn every_mqtt_message_ends_on_device_data_keyed_by_its_device() {
 
 #[test]
 fn an_ingest_killed_mid_stream_loses_nothing_once_restarted() {
+    killed_mid_stream_and_restarted("iiot-test-ingest-kill", &[]);
+}
+
+/// The same with MQTT 5: the session outlives the connection (clean start off, session expiry).
+#[test]
+fn an_mqtt5_ingest_killed_mid_stream_loses_nothing_once_restarted() {
+    killed_mid_stream_and_restarted("iiot-test-ingest-kill-5", &[("MQTT_PROTOCOL", "5")]);
+}
+
+/// Publishes 2,500 readings per device, SIGKILLs the ingest once 1,000 are forwarded, starts
+/// it again under the same client id, and checks `device-data` has every `seq` of every device.
+fn killed_mid_stream_and_restarted(client_id: &str, env: &[(&str, &str)]) {
     const LAST: u64 = 2_500;
     let kafka = TestBroker::start(&topics());
     let mqtt = std::sync::Arc::new(Broker::start());
-    let mut first = ingest(&kafka, &mqtt, "iiot-test-ingest-kill", &[]);
+    let mut first = ingest(&kafka, &mqtt, client_id, env);
     let publisher = {
         let mqtt = mqtt.clone();
         std::thread::spawn(move || mqtt.publish_all(&readings(1..=LAST)))
@@ -141,7 +153,7 @@ fn an_ingest_killed_mid_stream_loses_nothing_once_restarted() {
     first.child.wait().expect("killed");
 
     // The same session: the broker sends what the first never acknowledged, then the rest.
-    let mut second = ingest(&kafka, &mqtt, "iiot-test-ingest-kill", &[]);
+    let mut second = ingest(&kafka, &mqtt, client_id, env);
     publisher.join().expect("published");
     let mut seen = HashMap::new();
     let mut counted = 0;
