@@ -225,3 +225,16 @@ fn two_ingests_in_an_mqtt5_shared_subscription_split_the_load_and_lose_nothing()
     assert!(a.stop().success());
     assert!(b.stop().success());
 }
+
+#[test]
+fn an_ingest_without_an_mqtt_url_is_a_one_line_usage_error() {
+    let out = support::role::iiot_command("mqtt-ingest")
+        .args(["ingest", "--kafka-brokers", "127.0.0.1:1"])
+        .env_remove("MQTT_URL")
+        .output()
+        .expect("iiot ran");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("MQTT_URL is not set"), "{stderr}");
+}
