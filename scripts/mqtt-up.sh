@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A local MQTT broker for development and tests: Debian's Mosquitto.
 #
-#   scripts/mqtt-up.sh --install   install mosquitto and its clients (mosquitto_pub/_sub) if
-#                                  missing, then exit (the tests start their own brokers)
+#   scripts/mqtt-up.sh --install   install mosquitto and its clients (mosquitto_pub/_sub), and
+#                                  openssl (the mqtts:// tests make their certificates with it),
+#                                  if missing, then exit (the tests start their own brokers)
 #   scripts/mqtt-up.sh             install if needed, start mosquitto on
 #                                  127.0.0.1:${MQTT_PORT:-1883} with a persistent store
 #   scripts/mqtt-up.sh --stop      stop the broker this script started
@@ -20,6 +21,7 @@ install_packages() {
   local missing=()
   command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] || missing+=(mosquitto)
   command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   [[ ${#missing[@]} -eq 0 ]] && return 0
   command -v apt-get >/dev/null 2>&1 || {
     echo "mosquitto is missing and there is no apt-get: install ${missing[*]} yourself" >&2

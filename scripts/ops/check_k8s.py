@@ -31,7 +31,9 @@ def check(docs):
                    "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"]:
         if needed not in kinds:
             errors.append(f"no {needed} in the manifests")
-    deployments = {doc["metadata"]["name"]: doc for _, doc in docs if doc["kind"] == "Deployment"}
+    # A StatefulSet (the ingest role: stable client ids) is held to the same policy.
+    deployments = {doc["metadata"]["name"]: doc for _, doc in docs
+                   if doc["kind"] in ("Deployment", "StatefulSet")}
     roles = set()
     for name, d in deployments.items():
         pod = d["spec"]["template"]["spec"]

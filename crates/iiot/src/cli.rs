@@ -33,6 +33,9 @@ pub enum Command {
     /// Store, HTTP API, WebSocket hub and dashboard, fed from Kafka (every instance sees every
     /// reading).
     Serve(ServeArgs),
+    /// MQTT → Kafka bridge: subscribes to the MQTT broker (QoS 1) and publishes each message
+    /// onto device-data keyed by device id, acknowledging it to MQTT only once Kafka has it.
+    Ingest(IngestArgs),
     /// Reproducible throughput/latency run of simulator → bus → processors → live store and
     /// hub; prints JSON.
     Bench(BenchArgs),
@@ -190,6 +193,10 @@ pub struct SimulateArgs {
     /// MQTT broker for --output mqtt, mqtt://host:port [env: MQTT_URL] (implies --output mqtt).
     #[arg(long, value_name = "URL")]
     pub mqtt_url: Option<String>,
+    /// With --output mqtt: one MQTT connection per device (broker load tests; needs an
+    /// open-files limit above the device count).
+    #[arg(long)]
+    pub mqtt_connections_per_device: bool,
     /// Topic for readings [env: KAFKA_TOPIC_DEVICE_DATA] [default: device-data].
     #[arg(long, value_name = "NAME")]
     pub topic: Option<String>,
@@ -304,4 +311,20 @@ pub fn push(out: &mut Vec<(&'static str, String)>, key: &'static str, value: &Op
     if let Some(v) = value {
         out.push((key, v.clone()));
     }
+}
+
+/// `iiot ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// MQTT broker to read from, mqtt://host:port [env: MQTT_URL] (required).
+    #[arg(long, value_name = "URL")]
+    pub mqtt_url: Option<String>,
+    /// Kafka bootstrap servers [env: KAFKA_BROKERS] [default: 127.0.0.1:9092].
+    #[arg(long, value_name = "HOST:PORT,…")]
+    pub kafka_brokers: Option<String>,
+    /// HTTP port of /health, /ready, /metrics [env: HTTP_PORT] [default: 8080].
+    #[arg(long, value_name = "P", allow_hyphen_values = true)]
+    pub http_port: Option<String>,
 }

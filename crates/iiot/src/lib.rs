@@ -10,7 +10,7 @@
 //! - [`sinks`]: where verdicts go — the backend's topics (alerts, dead letters), the live
 //!   store + WebSocket hub, and the notifier (webhooks, Slack, Teams, e-mail; routes, rate
 //!   limits, silences) (later history on disk).
-//! - [`roles`]: `run`, `process`, `serve`, `simulate` — each `start(config, backend, …)` with a
+//! - [`roles`]: `run`, `process`, `serve`, `simulate`, `ingest` (MQTT → Kafka) — each `start(config, backend, …)` with a
 //!   bounded `stop()`; `run` composes the others. The status line.
 //! - [`backend`]: the one backend seam — an [`iiot_transport::Transport`] (the embedded bus, or
 //!   Kafka with the `kafka` feature) — and topic creation.
@@ -28,7 +28,8 @@
 //! - [`http`]: the HTTP API (`app()`: devices, history, export, alerts, stats, `/metrics`,
 //!   `/api/docs`, health; `ops_app()` for roles without a store), answered from the store.
 //! - [`hub`]: the WebSocket hub (subscriptions, resume by epoch/offset, batching, limits).
-//! - [`mqtt`]: MQTT client options, topic filters, reconnects; the simulator's MQTT output.
+//! - [`mqtt`]: MQTT client options (3.1.1 and 5, `mqtts://`), topic filters, reconnects, the
+//!   subscriber's connection; the simulator's MQTT output (one connection, or one per device).
 //! - [`listeners`]: binds `HTTP_PORT` (API + `/ws`) and `WEBSOCKET_PORT` (`WEBSOCKET_PATH`), with
 //!   the connection limits (`HTTP_MAX_CONNECTIONS`, header and idle timeouts).
 //! - [`recovery`]: alerts left open by earlier processors, read back at start-up.

@@ -51,6 +51,9 @@ impl From<anyhow::Error> for Failure {
         if let Some(open) = data_dir {
             return Failure::Usage(open.to_string());
         }
+        if let Some(usage) = e.downcast_ref::<iiot::roles::ingest::IngestError>() {
+            return Failure::Usage(usage.to_string());
+        }
         // So is an unusable auth file, or anonymous access beyond loopback.
         match e
             .chain()
@@ -69,6 +72,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Bench(args) => bench(args).await,
         Command::Process(args) => process(args).await,
         Command::Serve(args) => serve(args).await,
+        Command::Ingest(args) => ingest(args).await,
         Command::Auth(args) => auth(args),
     };
     match result {
@@ -202,7 +206,26 @@ async fn simulate(args: cli::SimulateArgs) -> Result<(), Failure> {
         Output::Bus => simulate::Output::Bus,
         Output::Mqtt => simulate::Output::Mqtt,
     };
-    if output == simulate::Output::Mqtt && config.mqtt.url.is_none() {
+    let output = match output {
+        simulate::Output::Mqtt if args.mqtt_connections_per_device => {
+            simulate::Output::MqttPerDevice
+        }
+        other => other,
+    };
+    let to_mqtt = matches!(
+        output,
+        simulate::Output::Mqtt | simulate::Output::MqttPerDevice
+    );
+    if args.mqtt_connections_per_device && !to_mqtt {
+        return Err(Failure::Usage(
+            "iiot simulate --mqtt-connections-per-device needs --output mqtt".into(),
+        ));
+    }
+    if output == simulate::Output::MqttPerDevice {
+        iiot::mqtt::fleet::check_fd_limit(config.simulator.device_count)
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+    }
+    if to_mqtt && config.mqtt.url.is_none() {
         return Err(Failure::Usage(
             "iiot simulate --output mqtt needs a broker: --mqtt-url mqtt://host:port (or MQTT_URL)"
                 .into(),
@@ -243,6 +266,16 @@ async fn serve(args: cli::ServeArgs) -> Result<(), Failure> {
     let (config, _) = load(args.common.config.clone(), flags)?;
     preflight(&config)?;
     iiot::roles::serve::main(config, shutdown_on_signals()).await?;
+    Ok(())
+}
+
+async fn ingest(args: cli::IngestArgs) -> Result<(), Failure> {
+    let mut flags = args.common.flags();
+    push(&mut flags, "MQTT_URL", &args.mqtt_url);
+    push(&mut flags, "KAFKA_BROKERS", &args.kafka_brokers);
+    push(&mut flags, "HTTP_PORT", &args.http_port);
+    let (config, _) = load(args.common.config.clone(), flags)?;
+    iiot::roles::ingest::main(config, shutdown_on_signals()).await?;
     Ok(())
 }
 

@@ -157,7 +157,7 @@ pub(crate) static KEYS: &[Key] = &[
         websocket.auth_token = Opt(Text(|t| !t.contains(char::is_whitespace)))),
     key!(optional "WEBSOCKET_ALLOWED_ORIGINS", "websocket.allowed_origins", "", "a comma-separated list of allowed Origin values; empty = any",
         websocket.allowed_origins = Opt(Text(|t| !t.contains(char::is_whitespace)))),
-    key!(optional "MQTT_URL", "mqtt.url", "", "an mqtt://host[:port] URL (empty = no MQTT; mqtts:// is not supported yet)",
+    key!(optional "MQTT_URL", "mqtt.url", "", "an mqtt://host[:port] or mqtts://host[:port] (TLS) URL (empty = no MQTT)",
         mqtt.url = Opt(Text(is_mqtt_url))),
     key!("MQTT_TOPICS", "mqtt.topics", "iiot/devices/+/telemetry", "a comma-separated list of MQTT topic filters ('+' and '#' only as whole levels, '#' last)",
         mqtt.topics = Text(is_topic_filter_list)),
@@ -169,6 +169,16 @@ pub(crate) static KEYS: &[Key] = &[
         mqtt.password = Opt(Text(|_| true))),
     key!("MQTT_MAX_IN_FLIGHT", "mqtt.max_in_flight", "1000", "an integer from 1 to 65535 (MQTT messages received but not yet acknowledged)",
         mqtt.max_in_flight = int::<u16>(1, 65_535)),
+    key!("MQTT_PROTOCOL", "mqtt.protocol", "3.1.1", "one of 3.1.1, 5 (the MQTT source's protocol version)",
+        mqtt.protocol = OneOf(&["3.1.1", "5"])),
+    key!(optional "MQTT_SHARED_GROUP", "mqtt.shared_group", "", "a shared subscription group name of a-z A-Z 0-9 . _ - (subscribes to $share/<group>/<filter>: instances in one group split the messages; empty = none)",
+        mqtt.shared_group = Opt(Text(is_client_id))),
+    key!(optional "MQTT_CA_LOCATION", "mqtt.ca_location", "", "a path to a PEM file of CA certificates for mqtts:// (empty = the system's)",
+        mqtt.ca_location = Opt(Text(is_word))),
+    key!(optional "MQTT_CERTIFICATE_LOCATION", "mqtt.certificate_location", "", "a path to the client's PEM certificate (mutual TLS)",
+        mqtt.certificate_location = Opt(Text(is_word))),
+    key!(optional "MQTT_KEY_LOCATION", "mqtt.key_location", "", "a path to the client's unencrypted PEM private key (mutual TLS)",
+        mqtt.key_location = Opt(Text(is_word))),
     key!("INGEST_MAX_BODY_BYTES", "http.ingest_max_body_bytes", "4194304", "an integer from 1024 to 1073741824 (largest POST /api/ingest body)",
         ingest_max_body_bytes = int::<usize>(1024, 1 << 30)),
     key!("SIMULATOR", "simulator.enabled", "on", "on or off (off: `iiot run` monitors only real devices)",
@@ -279,9 +289,11 @@ fn is_http_url(s: &str) -> bool {
         && !s.contains(char::is_whitespace)
 }
 
-/// `mqtt://host` or `mqtt://host:port` (see [`super::MqttSettings::address`]).
+/// `mqtt://host[:port]`, or `mqtts://host[:port]` with the `tls` feature (see
+/// [`super::MqttSettings::address`]).
 fn is_mqtt_url(s: &str) -> bool {
-    super::parse_mqtt_url(s).is_some()
+    (cfg!(feature = "tls") || !s.trim().starts_with("mqtts://"))
+        && super::parse_mqtt_url(s).is_some()
 }
 
 /// MQTT topic filters: levels separated by `/`; `+` and `#` only as a whole level, `#` last.
@@ -583,9 +595,14 @@ mod tests {
         assert_eq!(c.mqtt.address(), Some(("broker".to_string(), 1884)));
         assert_eq!(set(&mut c, "MQTT_URL", "mqtt://127.0.0.1"), Some(()));
         assert_eq!(c.mqtt.address(), Some(("127.0.0.1".to_string(), 1883)));
+        if cfg!(feature = "tls") {
+            assert_eq!(set(&mut c, "MQTT_URL", "mqtts://broker"), Some(()));
+            assert_eq!(c.mqtt.address(), Some(("broker".to_string(), 8883)));
+            assert!(c.mqtt.is_tls());
+        }
         for bad in [
             "broker:1883",
-            "mqtts://b:8883",
+            "mqtts://",
             "mqtt://",
             "mqtt://b:x",
             "mqtt://b:1/x",
@@ -597,6 +614,15 @@ mod tests {
         for bad in ["a/b+/c", "a/#/c", "a,,b", "a b"] {
             assert_eq!(set(&mut c, "MQTT_TOPICS", bad), None, "{bad}");
         }
+        assert_eq!(set(&mut c, "MQTT_PROTOCOL", "5"), Some(()));
+        assert!(c.mqtt.is_v5());
+        assert_eq!(set(&mut c, "MQTT_PROTOCOL", "4"), None);
+        assert_eq!(set(&mut c, "MQTT_SHARED_GROUP", "iiot"), Some(()));
+        assert_eq!(
+            c.mqtt.subscription_filters(),
+            ["$share/iiot/a/+/b", "$share/iiot/plant/#"]
+        );
+        assert_eq!(set(&mut c, "MQTT_SHARED_GROUP", "a/b"), None);
         assert_eq!(set(&mut c, "SIMULATOR", "off"), Some(()));
         assert!(!c.simulator.enabled);
         assert_eq!(set(&mut c, "SIMULATOR", "ON"), Some(()));

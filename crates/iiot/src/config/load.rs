@@ -157,6 +157,7 @@ fn resolve(layers: &[&Layer], file: Option<&ConfigFile>) -> Result<Config, Confi
     }
     check_temperature_band(&config, &layers)?;
     check_tls_verification(&config, &layers)?;
+    check_mqtt_tls(&config, &layers)?;
     let specs = file.map_or(&[][..], |f| &f.specs[..]);
     config.rules = RuleSet::build(&config.thresholds, specs).map_err(|e| rule_error(e, file))?;
     config.rule_specs = specs.to_vec();
@@ -264,6 +265,31 @@ fn check_tls_verification(config: &Config, layers: &[&Layer]) -> Result<(), Conf
     let mut error = invalid(key, text, origin);
     error.allowed = problem;
     Err(error)
+}
+
+/// An `mqtts://` source's CA, certificate and key files can be read and go together.
+#[cfg(feature = "tls")]
+fn check_mqtt_tls(config: &Config, layers: &[&Layer]) -> Result<(), ConfigError> {
+    let Err(e) = crate::mqtt::tls::client_config(&config.mqtt) else {
+        return Ok(());
+    };
+    let Some(key) = keys::by_env(e.key) else {
+        return Err(ConfigError {
+            key: e.key.into(),
+            value: e.path,
+            origin: Origin::Default,
+            allowed: e.reason,
+        });
+    };
+    let (text, origin) = pick(key, layers);
+    let mut error = invalid(key, text, origin);
+    error.allowed = e.reason;
+    Err(error)
+}
+
+#[cfg(not(feature = "tls"))]
+fn check_mqtt_tls(_: &Config, _: &[&Layer]) -> Result<(), ConfigError> {
+    Ok(())
 }
 
 /// The channels and routes make sense together (names, URLs, addresses, TLS in this build).
@@ -400,6 +426,11 @@ fn blank() -> Config {
             username: None,
             password: None,
             max_in_flight: 0,
+            protocol: String::new(),
+            shared_group: None,
+            ca_location: None,
+            certificate_location: None,
+            key_location: None,
         },
         websocket: WebSocketSettings {
             port: 0,

@@ -156,6 +156,10 @@ pub struct MqttSnapshot {
     pub connected: bool,
     /// Connections lost or refused.
     pub connection_failures: u64,
+    /// Dead-lettered by the source itself (`topic_mismatch`).
+    pub dead_lettered: u64,
+    /// Age of the oldest message not yet acknowledged, ms (0: none).
+    pub lag_ms: u64,
 }
 
 /// The WebSocket hub's delivery counters, as `/metrics` shows them.
@@ -274,6 +278,11 @@ impl Snapshot {
                 in_flight: load(&m.in_flight),
                 connected: m.is_connected(),
                 connection_failures: load(&m.connection_failures),
+                dead_lettered: load(&m.dead_lettered),
+                lag_ms: match m.oldest_unacked_ms.load(Ordering::Relaxed) {
+                    0 => 0,
+                    at => (crate::now_ms() - at).max(0) as u64,
+                },
             }),
             ingest: [load(&state.ingest.accepted), load(&state.ingest.rejected)],
             history: state
@@ -579,6 +588,17 @@ impl Snapshot {
                 e.sample(m, "", &[], values[i]);
             }
         }
+        e.family(&MQTT_REJECTED);
+        if let Some(s) = self.mqtt {
+            e.sample(
+                &MQTT_REJECTED,
+                "",
+                &[("reason", "topic_mismatch")],
+                s.dead_lettered,
+            );
+        }
+        let lag = self.mqtt.map(|s| s.lag_ms as f64 / 1000.0);
+        e.optional(&MQTT_LAG, lag);
         e.family(&INGEST_READINGS);
         for (status, n) in ["accepted", "rejected"].into_iter().zip(self.ingest) {
             e.sample(&INGEST_READINGS, "", &[("status", status)], n);

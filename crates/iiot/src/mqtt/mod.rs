@@ -2,15 +2,24 @@
 //! output ([`publisher`]): client options from the settings, topic filters, the connection's
 //! counters and its reconnect policy.
 //!
-//! MQTT 3.1.1 through `rumqttc` (no TLS features: no C toolchain). QoS 1 both ways.
+//! MQTT 3.1.1 and 5 through `rumqttc`, `mqtts://` with rustls (the `tls` feature). QoS 1
+//! both ways.
 //!
+//! - [`connection`]: a subscriber's connection in either protocol version.
+//! - [`tls`]: the TLS client configuration of `mqtts://` (CA, client certificate and key).
 //! - [`topics`]: filter matching and the device segment of a topic.
+//! - [`fleet`]: the simulator's devices, one MQTT connection each.
 //! - [`publisher`]: a [`iiot_transport::Publisher`] onto `iiot/devices/<id>/telemetry`.
 
+pub mod connection;
+pub mod fleet;
 pub mod publisher;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod topics;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rumqttc::MqttOptions;
@@ -23,7 +32,7 @@ use crate::config::MqttSettings;
 pub const MAX_PACKET_BYTES: usize = 16 * 1024 * 1024;
 
 /// Keep-alive interval of our connections.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Longest pause between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -48,12 +57,39 @@ pub struct MqttStats {
     pub connection_failures: AtomicU64,
     /// Failed deliveries onto the input topic (each sent again).
     pub delivery_errors: AtomicU64,
+    /// When the oldest message received and not yet acknowledged was taken from the broker
+    /// (Unix ms; 0 when none is): the lag `/metrics` shows is its age.
+    pub oldest_unacked_ms: AtomicI64,
 }
 
 impl MqttStats {
     /// Whether the connection is up (`/ready`).
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
+    }
+}
+
+/// The arrival times of the messages between the broker and their acknowledgement, oldest
+/// first (acknowledgements go in arrival order), kept in [`MqttStats::oldest_unacked_ms`].
+/// Bounded by the in-flight limit of its owner.
+#[derive(Debug, Default)]
+pub struct Arrivals(VecDeque<i64>);
+
+impl Arrivals {
+    /// A message arrived now.
+    pub fn arrived(&mut self, stats: &MqttStats) {
+        let now = crate::now_ms();
+        if self.0.is_empty() {
+            stats.oldest_unacked_ms.store(now, Ordering::Relaxed);
+        }
+        self.0.push_back(now);
+    }
+
+    /// The oldest message was acknowledged (or given up: the broker sends it again).
+    pub fn done(&mut self, stats: &MqttStats) {
+        self.0.pop_front();
+        let oldest = self.0.front().copied().unwrap_or(0);
+        stats.oldest_unacked_ms.store(oldest, Ordering::Relaxed);
     }
 }
 
@@ -85,7 +121,26 @@ pub fn client_options(
     if let Some(user) = &settings.username {
         options.set_credentials(user, settings.password.clone().unwrap_or_default());
     }
+    if let Some(transport) = tls_transport(settings)? {
+        options.set_transport(transport);
+    }
     Some(options)
+}
+
+/// The TLS transport of an `mqtts://` URL (`Some(None)` for `mqtt://`); `None` when it cannot
+/// be built now (it could at start-up: a file changed since), which is logged.
+pub(crate) fn tls_transport(settings: &MqttSettings) -> Option<Option<rumqttc::Transport>> {
+    #[cfg(feature = "tls")]
+    return match tls::transport(settings) {
+        Ok(transport) => Some(transport),
+        Err(e) => {
+            tracing::error!("cannot connect to the MQTT broker over TLS: {e}");
+            None
+        }
+    };
+    // Without TLS the configuration refuses mqtts:// URLs.
+    #[cfg(not(feature = "tls"))]
+    return Some(None).filter(|_| !settings.is_tls());
 }
 
 /// Pauses between connection attempts, growing from 100 ms to [`MAX_BACKOFF`], and logs an

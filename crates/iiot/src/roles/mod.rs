@@ -7,12 +7,14 @@
 //!   fed by the processors directly in one process, or from the topics ([`crate::sources::replica`]).
 //! - [`simulate`] (`iiot simulate`): the simulated fleet as a source.
 //! - [`run`] (`iiot run`): all three in one process, on the bus or on Kafka.
+//! - [`ingest`] (`iiot ingest`): the MQTT source over Kafka alone — MQTT → `device-data`.
 //! - [`status`]: the periodic status line.
 //!
 //! Each role has `start(config, backend or publisher, …) -> handle` and a bounded `stop()` (or
 //! `wait()`) on the handle; a `main` function per role adds what the command line needs around
 //! it (the HTTP endpoint, topic creation, waiting for a signal).
 
+pub mod ingest;
 pub mod process;
 pub mod run;
 pub mod serve;

@@ -104,6 +104,8 @@ pub enum Output {
     Bus,
     /// An MQTT broker: each device on its own topic.
     Mqtt,
+    /// An MQTT broker, each device over its own connection (broker load tests).
+    MqttPerDevice,
 }
 
 /// `iiot simulate`: publishes until `options.duration` or `shutdown`, then waits (bounded by the
@@ -130,6 +132,7 @@ pub async fn main(
         Output::Kafka => to_kafka(&config, options, stats, &shutdown).await?,
         Output::Bus => to_bus(&config, options, stats, &shutdown).await?,
         Output::Mqtt => to_mqtt(&config, options, stats, &shutdown).await?,
+        Output::MqttPerDevice => to_mqtt_fleet(&config, options, stats, &shutdown).await?,
     };
     match report {
         Ok(report) => Ok(report),
@@ -180,6 +183,35 @@ async fn to_mqtt(
         if closed.is_err() {
             tracing::warn!(
                 "the MQTT connection did not close within {:?}",
+                super::STOP_LIMIT
+            );
+        }
+    }
+    Ok(report)
+}
+
+async fn to_mqtt_fleet(
+    config: &Config,
+    options: SimulateOptions,
+    stats: Arc<SimStats>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Result<SourceReport, TransportError>> {
+    let devices = config.simulator.device_count;
+    crate::mqtt::fleet::check_fd_limit(devices)?;
+    let Some(fleet) = crate::mqtt::fleet::MqttFleet::new(&config.mqtt, devices) else {
+        anyhow::bail!("--output mqtt needs MQTT_URL (--mqtt-url mqtt://host:port)");
+    };
+    let fleet = Arc::new(fleet);
+    tracing::info!(broker = ?config.mqtt.url, devices, "publishing to MQTT, one connection per device");
+    let report = start(config, fleet.clone(), options, stats, shutdown)
+        .wait()
+        .await;
+    tracing::info!(connections = fleet.connections(), "MQTT fleet done");
+    if let Some(fleet) = Arc::into_inner(fleet) {
+        let closed = tokio::time::timeout(super::STOP_LIMIT, fleet.close()).await;
+        if closed.is_err() {
+            tracing::warn!(
+                "the MQTT connections did not close within {:?}",
                 super::STOP_LIMIT
             );
         }

@@ -26,13 +26,14 @@ use futures::StreamExt as _;
 use futures::stream::FuturesOrdered;
 use iiot_model::{Invalid, InvalidReason};
 use iiot_transport::{Publisher, TransportError};
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, Publish, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Source, SourceReport};
 use crate::config::Config;
-use crate::mqtt::{self, MqttStats, Reconnect, topics};
+use crate::config::MqttSettings;
+use crate::mqtt::connection::{self, Client, Message, Subscription};
+use crate::mqtt::{Arrivals, MqttStats, topics};
 use crate::processor::ProcessorStats;
 use crate::processor::dead_letter::{self, Origin};
 
@@ -45,7 +46,8 @@ const STOP_DRAIN: Duration = Duration::from_secs(10);
 /// The MQTT source of a [`Config`] (`MQTT_URL` set).
 pub struct MqttSource {
     url: String,
-    options: rumqttc::MqttOptions,
+    settings: MqttSettings,
+    client_id: String,
     filters: Vec<String>,
     max_in_flight: usize,
     dlq_topic: String,
@@ -63,11 +65,11 @@ impl MqttSource {
         processor_stats: Arc<ProcessorStats>,
     ) -> Option<MqttSource> {
         let settings = &config.mqtt;
-        let client_id = settings.client_id_or_default();
-        let options = mqtt::client_options(settings, &client_id, mqtt::Session::Persistent)?;
+        settings.address()?;
         Some(MqttSource {
             url: settings.url.clone().unwrap_or_default(),
-            options,
+            settings: settings.clone(),
+            client_id: settings.client_id_or_default(),
             filters: settings.topic_filters(),
             max_in_flight: usize::from(settings.max_in_flight),
             dlq_topic: config.kafka.topic_dlq.clone(),
@@ -93,22 +95,27 @@ impl Source for MqttSource {
         let this = *self;
         tracing::info!(
             broker = %this.url,
-            client_id = %this.options.client_id(),
-            topics = ?this.filters,
+            client_id = %this.client_id,
+            protocol = %this.settings.protocol,
+            topics = ?this.settings.subscription_filters(),
             "MQTT source subscribing"
         );
-        // Room for every acknowledgement the forwarder can owe, plus the subscriptions.
-        let (client, eventloop) =
-            AsyncClient::new(this.options.clone(), 2 * this.max_in_flight + 64);
         let (tx, rx) = mpsc::channel(this.max_in_flight.clamp(1, 256));
-        let connection = tokio::spawn(drive(
-            eventloop,
-            client.clone(),
-            this.filters.clone(),
-            this.url.clone(),
-            tx,
-            this.stats.clone(),
-        ));
+        let subscription = Subscription {
+            settings: &this.settings,
+            client_id: &this.client_id,
+            filters: this.settings.subscription_filters(),
+            // Room for every acknowledgement the forwarder can owe, plus the subscriptions.
+            capacity: 2 * this.max_in_flight + 64,
+        };
+        let Some((client, connection)) =
+            connection::subscribe(subscription, tx, this.stats.clone())
+        else {
+            return Err(TransportError::Broker(format!(
+                "not an MQTT URL: {}",
+                this.url
+            )));
+        };
         let forwarder = Forwarder {
             out,
             topic,
@@ -132,78 +139,26 @@ impl Source for MqttSource {
     }
 }
 
-/// Polls the connection: hands received messages to the forwarder (waiting while it is
-/// full: backpressure on the broker), reconnects with backoff, subscribes on every connect.
-/// Ends when the client disconnected or the forwarder is gone after a failure.
-async fn drive(
-    mut eventloop: EventLoop,
-    client: AsyncClient,
-    filters: Vec<String>,
-    url: String,
-    tx: mpsc::Sender<Publish>,
-    stats: Arc<MqttStats>,
-) {
-    let mut reconnect = Reconnect::new("MQTT source");
-    loop {
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
-                reconnect.connected(&url, ack.session_present);
-                let subscriptions = filters
-                    .iter()
-                    .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-                if let Err(e) = client.try_subscribe_many(subscriptions) {
-                    tracing::error!(error = %e, "MQTT subscribe could not be queued");
-                }
-            }
-            Ok(Event::Incoming(Incoming::Publish(publish))) => {
-                stats.received.fetch_add(1, Ordering::Relaxed);
-                stats.in_flight.fetch_add(1, Ordering::Relaxed);
-                // A closed channel means the source is stopping: the message stays
-                // unacknowledged and the broker sends it again next time.
-                if tx.send(publish).await.is_err() {
-                    stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-            // Ready once subscribed: from then on nothing published for us is missed.
-            Ok(Event::Incoming(Incoming::SubAck(_))) => {
-                stats.connected.store(true, Ordering::Relaxed);
-            }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
-            Ok(_) => {}
-            Err(e) => {
-                stats.connected.store(false, Ordering::Relaxed);
-                stats.connection_failures.fetch_add(1, Ordering::Relaxed);
-                if tx.is_closed() {
-                    return;
-                }
-                let wait = reconnect.failed(&url, &e);
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = tx.closed() => return,
-                }
-            }
-        }
-    }
-}
-
 /// Publishes received messages onto the input topic and acknowledges each, in order, once
 /// delivered.
 struct Forwarder<'a> {
     out: Arc<dyn Publisher>,
     topic: String,
-    client: AsyncClient,
+    client: Client,
     source: &'a MqttSource,
 }
 
 /// The wait for one message's delivery; yields the message to acknowledge and whether it was
 /// dead-lettered.
-type Delivery = std::pin::Pin<Box<dyn std::future::Future<Output = (Publish, bool)> + Send>>;
+type Delivery = std::pin::Pin<Box<dyn std::future::Future<Output = (Message, bool)> + Send>>;
 
 impl Forwarder<'_> {
-    async fn run(self, mut rx: mpsc::Receiver<Publish>, stop: CancellationToken) -> SourceReport {
+    async fn run(self, mut rx: mpsc::Receiver<Message>, stop: CancellationToken) -> SourceReport {
         let mut pending: FuturesOrdered<Delivery> = FuturesOrdered::new();
         let mut acks = VecDeque::new();
         let mut report = SourceReport::default();
+        let mut arrivals = Arrivals::default();
+        let stats = &self.source.stats;
         let limit = self.source.max_in_flight.max(1);
         loop {
             self.send_acks(&mut acks);
@@ -212,11 +167,15 @@ impl Forwarder<'_> {
                 _ = stop.cancelled() => break,
                 Some(delivered) = pending.next(), if !pending.is_empty() => {
                     self.delivered(delivered, &mut acks, &mut report);
+                    arrivals.done(stats);
                 }
                 // The event loop takes one request per turn: try the queued ones again soon.
                 _ = tokio::time::sleep(ACK_RETRY), if !acks.is_empty() => {}
                 got = rx.recv(), if pending.len() < limit => match got {
-                    Some(publish) => pending.push_back(self.forward(publish, &stop).await),
+                    Some(publish) => {
+                        arrivals.arrived(stats);
+                        pending.push_back(self.forward(publish, &stop).await);
+                    }
                     None => break,
                 },
             }
@@ -229,6 +188,7 @@ impl Forwarder<'_> {
         let drained = tokio::time::timeout(STOP_DRAIN, async {
             while let Some(delivered) = pending.next().await {
                 self.delivered(delivered, &mut acks, &mut report);
+                arrivals.done(stats);
             }
             loop {
                 self.send_acks(&mut acks);
@@ -239,6 +199,7 @@ impl Forwarder<'_> {
             }
         })
         .await;
+        stats.oldest_unacked_ms.store(0, Ordering::Relaxed);
         if drained.is_err() {
             tracing::warn!(
                 "MQTT source stopped with deliveries pending: the broker sends them again"
@@ -249,7 +210,7 @@ impl Forwarder<'_> {
 
     /// Publishes `publish` (onto the input topic, or as a dead letter) and returns the wait
     /// for its delivery, which yields the message to acknowledge.
-    async fn forward(&self, publish: Publish, stop: &CancellationToken) -> Delivery {
+    async fn forward(&self, publish: Message, stop: &CancellationToken) -> Delivery {
         let (topic, key, payload) = self.route(&publish);
         let dead_letter = topic == self.source.dlq_topic;
         let out = self.out.clone();
@@ -287,7 +248,7 @@ impl Forwarder<'_> {
     }
 
     /// Where `publish` goes: `(topic, key, payload)`.
-    fn route(&self, publish: &Publish) -> (String, Vec<u8>, Bytes) {
+    fn route(&self, publish: &Message) -> (String, Vec<u8>, Bytes) {
         let segment = topics::device_segment(&self.source.filters, &publish.topic);
         let payload = publish.payload.clone();
         let Some(device_id) = self.payload_device_id(&payload) else {
@@ -339,7 +300,7 @@ impl Forwarder<'_> {
     /// Counts a delivered message and queues its acknowledgement.
     fn delivered(
         &self,
-        (publish, dead_letter): (Publish, bool),
+        (publish, dead_letter): (Message, bool),
         acks: &mut VecDeque<u16>,
         report: &mut SourceReport,
     ) {
@@ -362,10 +323,7 @@ impl Forwarder<'_> {
     /// deadlock both under load). What is left is tried again shortly.
     fn send_acks(&self, acks: &mut VecDeque<u16>) {
         while let Some(&pkid) = acks.front() {
-            // Only the packet id and QoS make the PUBACK.
-            let mut ack = Publish::new("", QoS::AtLeastOnce, Vec::<u8>::new());
-            ack.pkid = pkid;
-            if self.client.try_ack(&ack).is_err() {
+            if !self.client.try_ack(pkid) {
                 return;
             }
             acks.pop_front();

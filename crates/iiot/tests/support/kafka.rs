@@ -117,3 +117,28 @@ pub fn committed_short_of(
         .map(|e| (e.partition(), e.offset(), ends[&e.partition()]))
         .collect()
 }
+
+/// Every record of `topic` as (key, payload), read from the start by a plain client, until
+/// `until` holds (or [`PATIENCE`] is up).
+pub fn read_records(
+    brokers: &str,
+    topic: &str,
+    mut until: impl FnMut(&[(Vec<u8>, Vec<u8>)]) -> bool,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let consumer: BaseConsumer = client(brokers)
+        .set("group.id", format!("test-reader-{}", nanos()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline && !until(&seen) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let key = m.key().unwrap_or_default().to_vec();
+            seen.push((key, m.payload().unwrap_or_default().to_vec()));
+        }
+    }
+    seen
+}

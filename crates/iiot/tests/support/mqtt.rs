@@ -18,6 +18,8 @@ pub struct Broker {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// What `mosquitto_pub` needs besides host and port (TLS files, credentials).
+    client_args: Vec<String>,
 }
 
 fn mosquitto() -> PathBuf {
@@ -31,12 +33,57 @@ fn mosquitto() -> PathBuf {
 impl Broker {
     /// A broker with persistence on (its store survives [`Broker::restart`]).
     pub fn start() -> Broker {
+        Broker::start_with(|_| "allow_anonymous true\n".to_string())
+    }
+
+    /// A broker whose only listener is TLS with `pki`'s server certificate, asking for a client
+    /// certificate signed by `pki`'s CA and the user `iiot` with password [`PASSWORD`].
+    pub fn start_tls(pki: &Pki) -> Broker {
+        let mut broker = Broker::start_with(|dir| {
+            let passwd = dir.join("passwd");
+            let status = Command::new("mosquitto_passwd")
+                .args(["-c", "-b"])
+                .arg(&passwd)
+                .args(["iiot", PASSWORD])
+                .status()
+                .expect("mosquitto_passwd (scripts/mqtt-up.sh --install)");
+            assert!(status.success());
+            format!(
+                "allow_anonymous false\npassword_file {}\ncafile {}\ncertfile {}\n\
+                 keyfile {}\nrequire_certificate true\n",
+                passwd.display(),
+                pki.path("ca.pem"),
+                pki.path("server.pem"),
+                pki.path("server.key"),
+            )
+        });
+        broker.client_args = [
+            "--cafile",
+            &pki.path("ca.pem"),
+            "--cert",
+            &pki.path("client.pem"),
+            "--key",
+            &pki.path("client.key"),
+            "-u",
+            "iiot",
+            "-P",
+            PASSWORD,
+        ]
+        .map(String::from)
+        .to_vec();
+        broker
+    }
+
+    /// A broker on a free port with persistence on and the `listener`-scoped lines `extra`
+    /// returns (given the broker's directory).
+    fn start_with(extra: impl FnOnce(&std::path::Path) -> String) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let config = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+            "per_listener_settings false\nlistener {port} 127.0.0.1\n{}persistence true\n\
              persistence_location {}/\nmax_queued_messages 100000\n\
              max_inflight_messages 100\nuser root\n",
+            extra(dir.path()),
             dir.path().display()
         );
         std::fs::write(dir.path().join("mosquitto.conf"), config).expect("config");
@@ -44,6 +91,7 @@ impl Broker {
             port,
             dir,
             child: None,
+            client_args: Vec::new(),
         };
         broker.launch();
         broker
@@ -115,6 +163,7 @@ impl Broker {
         for (topic, payloads) in by_topic {
             let mut child = Command::new("mosquitto_pub")
                 .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(&self.client_args)
                 .args(["-q", "1", "-t", topic, "-l"])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
@@ -149,6 +198,115 @@ impl Drop for Broker {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// The password of the TLS broker's user `iiot`.
+pub const PASSWORD: &str = "s3cret-mqtt-pw";
+
+/// Certificates made with the openssl CLI for one test: a CA (`ca.pem`), a server
+/// certificate for 127.0.0.1 and localhost (`server.pem`, `server.key`) and a client
+/// certificate (`client.pem`, `client.key`) signed by it, and an unrelated CA (`other-ca.pem`).
+pub struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    pub fn generate() -> Pki {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pki = Pki { dir };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for ca in ["ca", "other-ca"] {
+            pki.openssl(
+                &[
+                    &[
+                        "req",
+                        "-x509",
+                        "-days",
+                        "2",
+                        "-subj",
+                        &format!("/CN=iiot test {ca}"),
+                    ][..],
+                    &ec,
+                    &[
+                        "-keyout",
+                        &format!("{ca}.key"),
+                        "-out",
+                        &format!("{ca}.pem"),
+                    ],
+                    &["-addext", "basicConstraints=critical,CA:TRUE"],
+                    &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+                ]
+                .concat(),
+            );
+        }
+        std::fs::write(
+            pki.dir.path().join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext");
+        std::fs::write(
+            pki.dir.path().join("client.ext"),
+            "extendedKeyUsage=clientAuth\n",
+        )
+        .expect("ext");
+        for (name, cn) in [("server", "127.0.0.1"), ("client", "iiot-ingest")] {
+            pki.openssl(
+                &[
+                    &["req", "-subj", &format!("/CN={cn}")][..],
+                    &ec,
+                    &[
+                        "-keyout",
+                        &format!("{name}.key"),
+                        "-out",
+                        &format!("{name}.csr"),
+                    ],
+                ]
+                .concat(),
+            );
+            pki.openssl(&[
+                "x509",
+                "-req",
+                "-days",
+                "2",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-extfile",
+                &format!("{name}.ext"),
+            ]);
+        }
+        pki
+    }
+
+    /// The path of the file `name`.
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("openssl (scripts/mqtt-up.sh --install)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -294,6 +294,18 @@ pub const MQTT_CONNECTION_FAILURES: MetricDef = def(
     MetricKind::Counter,
     "MQTT connections lost or refused (each followed by a reconnect with backoff).",
 );
+/// MQTT messages the MQTT source dead-lettered itself, by reason.
+pub const MQTT_REJECTED: MetricDef = def(
+    "iot_mqtt_messages_rejected_total",
+    MetricKind::Counter,
+    "MQTT messages the MQTT source sent to the dead-letter topic instead of the input topic, by reason (acknowledged once the dead letter is delivered).",
+);
+/// Age of the oldest MQTT message not yet acknowledged.
+pub const MQTT_LAG: MetricDef = def(
+    "iot_mqtt_oldest_unacked_age_seconds",
+    MetricKind::Gauge,
+    "Age of the oldest MQTT message received and not yet acknowledged to the broker, seconds (0 when none is in flight).",
+);
 /// Readings `POST /api/ingest` took or refused.
 pub const INGEST_READINGS: MetricDef = def(
     "iot_ingest_readings_total",
@@ -488,6 +500,8 @@ pub const METRICS: &[MetricDef] = &[
     MQTT_IN_FLIGHT,
     MQTT_CONNECTED,
     MQTT_CONNECTION_FAILURES,
+    MQTT_REJECTED,
+    MQTT_LAG,
     INGEST_READINGS,
     HISTORY_ROWS_WRITTEN,
     HISTORY_WRITE_ERRORS,

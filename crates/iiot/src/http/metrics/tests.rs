@@ -77,6 +77,8 @@ fn snapshot() -> Snapshot {
             in_flight: 1,
             connected: true,
             connection_failures: 2,
+            dead_lettered: 1,
+            lag_ms: 1500,
         }),
         ingest: [5, 1],
         history: Some(HistorySnapshot {
