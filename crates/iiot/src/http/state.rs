@@ -43,6 +43,8 @@ pub struct OpsState {
     pub ingest: Arc<IngestStats>,
     /// What the listeners did with HTTP connections (refused, timed out).
     pub connections: Arc<ConnStats>,
+    /// History in PostgreSQL, when configured (`/ready` and `/metrics` report its writes).
+    pub history_db: Option<Arc<crate::history::database::HistoryDb>>,
 }
 
 impl OpsState {
@@ -63,6 +65,7 @@ impl OpsState {
             mqtt: None,
             ingest: Arc::default(),
             connections: Arc::default(),
+            history_db: None,
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::mqtt::MqttStats;
 use crate::processor::ProcessorStats;
 use crate::processor::group::GroupInputs;
 use crate::simulator::{Pace, SimStats};
+use crate::sinks::history_db::HistoryDbSink;
 use crate::sinks::notify::silences::system_clock;
 use crate::sinks::notify::{Notifier, NotifyOptions, NotifyShared};
 use crate::sources::mqtt::MqttSource;
@@ -167,7 +168,9 @@ async fn compose(
 ) -> anyhow::Result<(serve::Serve, process::Process, Notifier)> {
     let mut inputs = GroupInputs::new(Vec::new());
     let notify = NotifyShared::persisted(config, system_clock()).map_err(anyhow::Error::msg)?;
+    let history_db = super::open_history_db(config).await?;
     let serve_inputs = ServeInputs {
+        history_db: history_db.clone(),
         commands: Some(inputs.commands.0.clone()),
         stats: inputs.stats.clone(),
         simulator: config.simulator.runs().then(|| sim_stats.clone()),
@@ -199,6 +202,12 @@ async fn compose(
     if !backend.is_shared() {
         // The processors here are all there are: they feed the live state directly.
         inputs.sinks.push(serve.live_sink());
+    }
+    if let Some(db) = history_db {
+        // The processors write history before their input is committed (on Kafka each
+        // member for its own partitions); the serve side only reads it.
+        inputs.sinks.push(Arc::new(HistoryDbSink::new(db.clone())));
+        db.spawn_upkeep(shutdown.child_token());
     }
     // On Kafka too, for now: each process notifies for the devices its processors own.
     inputs.sinks.push(notifier.sink());
