@@ -49,7 +49,6 @@ CREATE TABLE iiot_rollup_1m (
 ) PARTITION BY RANGE (bucket);
 CREATE TABLE iiot_rollup_1m_default PARTITION OF iiot_rollup_1m DEFAULT;
 CREATE TABLE iiot_rollup_1h (LIKE iiot_rollup_1m INCLUDING ALL) PARTITION BY RANGE (bucket);
-ALTER TABLE iiot_rollup_1h ADD PRIMARY KEY (device_id, bucket);
 CREATE TABLE iiot_rollup_1h_default PARTITION OF iiot_rollup_1h DEFAULT;
 CREATE TABLE iiot_devices (
     device_id text PRIMARY KEY, first_ts bigint NOT NULL, last_ts bigint NOT NULL
