@@ -22,6 +22,8 @@ fi
 bash scripts/kafka-up.sh --install
 # Mosquitto and its clients: the MQTT tests start their own brokers.
 bash scripts/mqtt-up.sh --install
+# PostgreSQL 15 (Debian): the history database tests start their own private clusters.
+bash scripts/pg-up.sh --install
 
 echo "== format"
 cargo fmt --all -- --check

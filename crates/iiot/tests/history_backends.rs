@@ -122,7 +122,10 @@ fn answers_every_tier_and_knows_its_devices(b: Backend) {
         let max = points.iter().map(|p| p.max).fold(f64::MIN, f64::max);
         assert_eq!((min, max), (20.0, 21.19), "{label}");
         assert!(points.len() <= 300, "{label}");
-        assert!(points.windows(2).all(|w| w[0].t < w[1].t), "{label}: in time order");
+        assert!(
+            points.windows(2).all(|w| w[0].t < w[1].t),
+            "{label}: in time order"
+        );
     }
 }
 
@@ -147,13 +150,24 @@ fn bad_requests_are_refused_and_empty_ranges_are_empty(b: Backend) {
     let now = iiot::now_ms();
     write(&b.store, &series("e", 10, now));
     let bad_range = b.store.raw("e", now, now - 1);
-    assert!(matches!(bad_range, Err(HistoryError::Store(_))), "{bad_range:?}");
-    let bad_points = b.store.history("e", Parameter::Humidity, now - SEC, now, 0, now);
+    assert!(
+        matches!(bad_range, Err(HistoryError::Store(_))),
+        "{bad_range:?}"
+    );
+    let bad_points = b
+        .store
+        .history("e", Parameter::Humidity, now - SEC, now, 0, now);
     assert!(matches!(bad_points, Err(HistoryError::Store(_))));
-    let before = b.store.raw("e", now - 7_200 * SEC, now - 3_600 * SEC).unwrap();
+    let before = b
+        .store
+        .raw("e", now - 7_200 * SEC, now - 3_600 * SEC)
+        .unwrap();
     assert!(before.is_empty());
     let (lo, hi) = b.store.raw_bounds("e", now).unwrap();
-    assert!(lo <= now - 45 * SEC && hi >= now, "bounds {lo}..{hi} hold every reading");
+    assert!(
+        lo <= now - 45 * SEC && hi >= now,
+        "bounds {lo}..{hi} hold every reading"
+    );
 }
 
 fn both_backends_give_the_same_answers() {
@@ -163,9 +177,19 @@ fn both_backends_give_the_same_answers() {
     write(&a.store, &s);
     write(&b.store, &s);
     for (range, label) in RANGES {
-        for p in [Parameter::Temperature, Parameter::Pressure, Parameter::Battery] {
-            let x = a.store.history("same", p, now - range, now, 97, now).unwrap();
-            let y = b.store.history("same", p, now - range, now, 97, now).unwrap();
+        for p in [
+            Parameter::Temperature,
+            Parameter::Pressure,
+            Parameter::Battery,
+        ] {
+            let x = a
+                .store
+                .history("same", p, now - range, now, 97, now)
+                .unwrap();
+            let y = b
+                .store
+                .history("same", p, now - range, now, 97, now)
+                .unwrap();
             assert_eq!(x.len(), y.len(), "{label} {p:?}");
             for (x, y) in x.iter().zip(&y) {
                 assert_eq!((x.t, x.count, x.min, x.max), (y.t, y.count, y.min, y.max));
@@ -244,11 +268,17 @@ fn migrations_run_once_however_many_instances_start_at_once() {
     // Today's raw partition exists (made ahead), and readings land in it, not the default.
     let db = opened.into_iter().next().unwrap().unwrap();
     let now = iiot::now_ms();
-    let rows: Vec<DbRow> = series("p", 10, now).iter().map(|(r, _)| DbRow::of(r)).collect();
+    let rows: Vec<DbRow> = series("p", 10, now)
+        .iter()
+        .map(|(r, _)| DbRow::of(r))
+        .collect();
     assert_eq!(rt.block_on(db.insert(&rows)).unwrap(), 10);
     assert_eq!(pg.psql("SELECT count(*) FROM iiot_readings_default"), "0");
     assert_eq!(pg.psql("SELECT count(*) FROM ONLY iiot_readings"), "0");
-    assert_eq!(pg.psql("SELECT count(*) FROM iiot_readings_v WHERE temperature >= 20"), "10");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM iiot_readings_v WHERE temperature >= 20"),
+        "10"
+    );
 }
 
 #[test]
@@ -259,14 +289,15 @@ fn retention_drops_whole_partitions_and_old_rows_in_the_default_one() {
     cfg.retention[0] = std::time::Duration::from_secs(2 * 86_400);
     let db = rt.block_on(HistoryDb::open(cfg)).unwrap();
     let now = iiot::now_ms();
-    let rows: Vec<DbRow> = series("r", 10, now).iter().map(|(r, _)| DbRow::of(r)).collect();
+    let rows: Vec<DbRow> = series("r", 10, now)
+        .iter()
+        .map(|(r, _)| DbRow::of(r))
+        .collect();
     rt.block_on(db.insert(&rows)).unwrap();
     let partitions = |pg: &PgServer| {
-        pg.psql(
-            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'iiot_readings'::regclass",
-        )
-        .parse::<u32>()
-        .unwrap()
+        pg.psql("SELECT count(*) FROM pg_inherits WHERE inhparent = 'iiot_readings'::regclass")
+            .parse::<u32>()
+            .unwrap()
     };
     let before = partitions(&pg);
     // Ten days later: today's partition is past a two-day retention and goes whole.
@@ -287,7 +318,10 @@ fn a_database_that_goes_away_buffers_bounded_then_takes_the_rest() {
     };
     let now = iiot::now_ms();
     let rows = |device: &str, n: i64| -> Vec<DbRow> {
-        series(device, n, now).iter().map(|(r, _)| DbRow::of(r)).collect()
+        series(device, n, now)
+            .iter()
+            .map(|(r, _)| DbRow::of(r))
+            .collect()
     };
     b.rt.block_on(db.write(rows("up", 10)));
     assert!(db.problem().is_none());
@@ -311,7 +345,10 @@ fn a_database_that_goes_away_buffers_bounded_then_takes_the_rest() {
     assert_eq!(load(&db.stats().buffered), MAX_BUFFERED_ROWS as u64);
     assert_eq!(load(&db.stats().lost), 150);
     pg.start_again();
-    assert!(b.rt.block_on(db.retry()), "written once the database is back");
+    assert!(
+        b.rt.block_on(db.retry()),
+        "written once the database is back"
+    );
     assert!(db.problem().is_none());
     assert_eq!(load(&db.stats().buffered), 0);
     // 10 before, then the flood's last MAX_BUFFERED_ROWS (one event time: one raw row each

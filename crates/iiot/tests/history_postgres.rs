@@ -80,7 +80,9 @@ fn export(role: &Role, device: &str) -> String {
 }
 
 fn rows(pg: &PgServer) -> u64 {
-    pg.psql("SELECT count(*) FROM iiot_readings").parse().unwrap()
+    pg.psql("SELECT count(*) FROM iiot_readings")
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -119,7 +121,11 @@ fn every_instance_on_one_database_answers_the_same_history_one_started_later_too
         history(r, "pg_a").is_some_and(|h| count(&h) == 200)
     });
     assert_eq!(export(&later, "pg_a"), csv);
-    assert!(later.get("/api/devices/pg_never/history").is_some_and(|(s, _)| s == 404));
+    assert!(
+        later
+            .get("/api/devices/pg_never/history")
+            .is_some_and(|(s, _)| s == 404)
+    );
 
     // The writer starts over (no memory of what it processed) and is handed the same
     // readings again, as after a crash before its input was committed: nothing is added.
@@ -154,12 +160,16 @@ fn a_database_stopped_mid_run_stops_neither_processing_nor_alerting_and_then_cat
     });
     let (status, body) = writer.get("/ready").expect("/ready");
     assert_eq!(status, 200, "still ready: {body}");
-    assert!(body.contains("degraded") && body.contains("history"), "{body}");
+    assert!(
+        body.contains("degraded") && body.contains("history"),
+        "{body}"
+    );
     assert!(writer.metric("iot_history_db_write_errors_total", "") >= 1.0);
     pg.start_again();
     writer.wait_for("the outage's readings written", |_| rows(&pg) == 100);
     writer.wait_for("/ready without the reason", |r| {
-        r.get("/ready").is_some_and(|(_, b)| b.contains("\"ready\""))
+        r.get("/ready")
+            .is_some_and(|(_, b)| b.contains("\"ready\""))
     });
     assert_eq!(writer.metric("iot_history_db_lost_total", ""), 0.0);
     assert_eq!(writer.metric("iot_history_db_buffered_rows", ""), 0.0);

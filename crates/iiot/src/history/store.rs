@@ -35,7 +35,12 @@ pub enum HistoryStore {
 
 /// The tier that answers buckets of `width` ms starting at `from`: the coarsest whose buckets
 /// fit, and whose retention still covers `from` (else the next coarser one).
-pub(crate) fn tier_for(retention_ms: impl Fn(Tier) -> i64, width: i64, from: i64, now: i64) -> Tier {
+pub(crate) fn tier_for(
+    retention_ms: impl Fn(Tier) -> i64,
+    width: i64,
+    from: i64,
+    now: i64,
+) -> Tier {
     let fits = [Tier::Hour, Tier::Minute, Tier::Raw]
         .into_iter()
         .find(|t| t.width_ms() <= width)

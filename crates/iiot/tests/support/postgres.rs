@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 /// A running private cluster with a database `iiot`.
 pub struct PgServer {
     dir: tempfile::TempDir,
+    /// `fsync=off` (tests); benchmarks keep PostgreSQL's durable defaults.
+    fast: bool,
     bin: PathBuf,
     /// Its port.
     pub port: u16,
@@ -55,8 +57,17 @@ fn free_port() -> u16 {
 }
 
 impl PgServer {
-    /// Starts a fresh cluster and creates the database `iiot`.
+    /// Starts a fresh cluster (`fsync=off`: tests) and creates the database `iiot`.
     pub fn start() -> PgServer {
+        PgServer::start_with(true)
+    }
+
+    /// The same with PostgreSQL's durable defaults (benchmarks).
+    pub fn start_durable() -> PgServer {
+        PgServer::start_with(false)
+    }
+
+    fn start_with(fast: bool) -> PgServer {
         let bin = pg_bin();
         let dir = tempfile::Builder::new()
             .prefix("iiot-pg-")
@@ -74,25 +85,56 @@ impl PgServer {
         let data_s = data.to_str().expect("utf-8 path").to_owned();
         let out = as_owner(
             &bin.join("initdb"),
-            &["-D", &data_s, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+            &[
+                "-D",
+                &data_s,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
         );
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let server = PgServer {
             dir,
+            fast,
             bin,
             port: free_port(),
         };
         server.start_again();
         let out = as_owner(
             &server.bin.join("createdb"),
-            &["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "postgres", "iiot"],
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &server.port.to_string(),
+                "-U",
+                "postgres",
+                "iiot",
+            ],
         );
-        assert!(out.status.success(), "createdb: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "createdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         server
     }
 
     fn data(&self) -> String {
-        self.dir.path().join("data").to_str().expect("utf-8 path").to_owned()
+        self.dir
+            .path()
+            .join("data")
+            .to_str()
+            .expect("utf-8 path")
+            .to_owned()
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/iiot`.
@@ -103,14 +145,26 @@ impl PgServer {
     /// Starts the (stopped) cluster again on the same port.
     pub fn start_again(&self) {
         let log = self.dir.path().join("postgres.log");
-        let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=50",
+        let mut opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=50",
             self.port,
             self.dir.path().display()
         );
+        if self.fast {
+            opts.push_str(" -c fsync=off");
+        }
         let out = as_owner(
             &self.bin.join("pg_ctl"),
-            &["-D", &self.data(), "-l", log.to_str().expect("utf-8"), "-w", "-o", &opts, "start"],
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                log.to_str().expect("utf-8"),
+                "-w",
+                "-o",
+                &opts,
+                "start",
+            ],
         );
         assert!(
             out.status.success(),
@@ -133,11 +187,23 @@ impl PgServer {
         let out = as_owner(
             &self.bin.join("psql"),
             &[
-                "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "iiot",
-                "-tAqc", sql,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "iiot",
+                "-tAqc",
+                sql,
             ],
         );
-        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 }

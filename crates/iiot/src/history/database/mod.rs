@@ -98,7 +98,11 @@ impl DatabaseConfig {
         h.database_url.as_ref().map(|url| DatabaseConfig {
             url: url.clone(),
             password: h.database_password.clone(),
-            retention: [h.raw_retention, h.rollup_1m_retention, h.rollup_1h_retention],
+            retention: [
+                h.raw_retention,
+                h.rollup_1m_retention,
+                h.rollup_1h_retention,
+            ],
         })
     }
 
@@ -240,7 +244,10 @@ impl HistoryDb {
 
     /// What is wrong, while writes fail.
     pub fn problem(&self) -> Option<String> {
-        self.problem.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The settings.
@@ -258,9 +265,10 @@ impl HistoryDb {
             let n = write::insert(&c, chunk).await?;
             new += n;
             self.stats.rows_written.fetch_add(n, Ordering::Relaxed);
-            self.stats
-                .duplicates
-                .fetch_add(chunk.len() as u64 - n.min(chunk.len() as u64), Ordering::Relaxed);
+            self.stats.duplicates.fetch_add(
+                chunk.len() as u64 - n.min(chunk.len() as u64),
+                Ordering::Relaxed,
+            );
         }
         Ok(new)
     }

@@ -31,13 +31,17 @@ impl std::ops::Deref for Conn<'_> {
     type Target = Client;
     fn deref(&self) -> &Client {
         // Set at construction, taken only in `drop`.
-        self.client.as_ref().expect("connection present until dropped")
+        self.client
+            .as_ref()
+            .expect("connection present until dropped")
     }
 }
 
 impl std::ops::DerefMut for Conn<'_> {
     fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().expect("connection present until dropped")
+        self.client
+            .as_mut()
+            .expect("connection present until dropped")
     }
 }
 
@@ -46,7 +50,11 @@ impl Drop for Conn<'_> {
         if let Some(c) = self.client.take()
             && !c.is_closed()
         {
-            self.pool.idle.lock().unwrap_or_else(|e| e.into_inner()).push(c);
+            self.pool
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(c);
         }
     }
 }

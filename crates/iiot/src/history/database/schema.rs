@@ -129,7 +129,11 @@ async fn apply(client: &mut Client) -> Result<i32, DbError> {
             .await
             .map_err(DbError::from_pg)?;
             tx.commit().await.map_err(DbError::from_pg)?;
-            tracing::info!(version = v, description, "history database: migration applied");
+            tracing::info!(
+                version = v,
+                description,
+                "history database: migration applied"
+            );
         }
         version = v;
     }
@@ -204,7 +208,9 @@ pub(crate) async fn maintain(
                      FOR VALUES FROM ({start}) TO ({})",
                     start + span
                 );
-                tx.batch_execute("SAVEPOINT p").await.map_err(DbError::from_pg)?;
+                tx.batch_execute("SAVEPOINT p")
+                    .await
+                    .map_err(DbError::from_pg)?;
                 match tx.batch_execute(&sql).await {
                     Ok(()) => {
                         tx.batch_execute("RELEASE SAVEPOINT p")

@@ -35,7 +35,12 @@ impl DbRow {
 
 /// The rollup upsert of one tier (`table`, bucket `width` ms), from the CTE `ins`.
 fn rollup_cte(name: &str, table: &str, width: i64) -> String {
-    let cols = |p: &str| (0..6).map(|i| format!("{p}{i}")).collect::<Vec<_>>().join(", ");
+    let cols = |p: &str| {
+        (0..6)
+            .map(|i| format!("{p}{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let aggs = (0..6)
         .map(|i| format!("min(v{i}), "))
         .chain((0..6).map(|i| format!("max(v{i}), ")))
@@ -85,7 +90,10 @@ fn statement() -> &'static str {
 }
 
 /// Inserts `rows` (any number; the caller bounds batches); returns how many were new.
-pub(crate) async fn insert(client: &tokio_postgres::Client, rows: &[DbRow]) -> Result<u64, DbError> {
+pub(crate) async fn insert(
+    client: &tokio_postgres::Client,
+    rows: &[DbRow],
+) -> Result<u64, DbError> {
     if rows.is_empty() {
         return Ok(0);
     }

@@ -199,7 +199,11 @@ pub(super) fn known_live(state: &AppState, id: &str) -> bool {
 
 /// Refuses a device that neither history nor the live store (`known_live`) has heard of.
 /// Blocks (see [`HistoryStore`]).
-pub(super) fn check_known(history: &HistoryStore, known_live: bool, id: &str) -> Result<(), AppError> {
+pub(super) fn check_known(
+    history: &HistoryStore,
+    known_live: bool,
+    id: &str,
+) -> Result<(), AppError> {
     if known_live || history.knows(id).map_err(history_failed)? {
         Ok(())
     } else {
