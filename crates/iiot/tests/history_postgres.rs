@@ -198,3 +198,65 @@ fn a_bad_database_url_is_one_line_and_exit_code_2_without_the_password() {
     assert!(!err.contains("hunter2"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// On Kafka (a private tansu per test): two `iiot process` members write, two `iiot serve`
+/// read, one of them started after the readings were written; both answer the same history
+/// and export, and the database holds each (device, seq) once.
+#[cfg(feature = "kafka")]
+#[test]
+fn on_kafka_two_processors_write_each_reading_once_and_two_serves_agree() {
+    use iiot_kafka::testing::TestBroker;
+    use support::role::simulate;
+
+    let pg = PgServer::start();
+    let url = pg.url();
+    let broker = TestBroker::start(&[]);
+    let env = [("HISTORY_DATABASE_URL", url.as_str()), ("HISTORY", "off")];
+    let mut first = Role::start(&["serve"], &broker.brokers, &env);
+    first.wait_for("serve ready", Role::ready);
+    let mut members: Vec<Role> = (0..2)
+        .map(|_| Role::start(&["process"], &broker.brokers, &env))
+        .collect();
+    for m in &mut members {
+        m.wait_for("process ready", Role::ready);
+    }
+    let sim = simulate(&broker.brokers, "20", "250ms", "8s", "7", &[]);
+    let status = sim.wait_exit();
+    assert!(status.success(), "simulate: {status:?}");
+    first.wait_for("every device in the database", |_| {
+        pg.psql("SELECT count(*) FROM iiot_devices") == "20"
+    });
+    // Each (device, seq) once, whichever member wrote it.
+    let stable = |pg: &PgServer| pg.psql("SELECT count(*) FROM iiot_readings");
+    let mut last = String::new();
+    first.wait_for("the members to finish writing", |_| {
+        let now = stable(&pg);
+        let done = now == last;
+        last = now;
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        done
+    });
+    assert_eq!(
+        pg.psql("SELECT count(*) - count(DISTINCT (device_id, seq)) FROM iiot_readings"),
+        "0"
+    );
+    let written: f64 = members
+        .iter()
+        .map(|m| m.metric("iot_history_db_rows_written_total", ""))
+        .sum();
+    assert_eq!(written.to_string(), last, "members' counters add up to the rows");
+    let device = pg.psql("SELECT device_id FROM iiot_devices ORDER BY 1 LIMIT 1");
+    let mut second = Role::start(&["serve"], &broker.brokers, &env);
+    second.wait_for("second serve ready", Role::ready);
+    let total: u64 = pg
+        .psql(&format!("SELECT count(*) FROM iiot_readings WHERE device_id = '{device}'"))
+        .parse()
+        .unwrap();
+    assert!(total > 0);
+    for s in [&first, &second] {
+        let h = history(s, &device).expect("history");
+        assert_eq!(count(&h), total);
+    }
+    assert_eq!(export(&first, &device), export(&second, &device));
+    assert_eq!(export(&second, &device).lines().count() as u64, total + 1);
+}
