@@ -16,6 +16,8 @@
 
 #![allow(missing_docs, clippy::expect_used, clippy::unwrap_used)]
 
+// Shared with the tests; the bench uses only part of it.
+#[allow(dead_code)]
 #[path = "../tests/support/postgres.rs"]
 mod postgres;
 
@@ -119,7 +121,12 @@ fn query(days: i64, runs: u32) {
         let mut batch = batch;
         for k in 0..n {
             let t = now - (n - 1 - k) * INTERVAL_MS;
-            let r = Reading::example("device_000001", k as u64, t, 20.0 + (k % 1000) as f64 / 100.0);
+            let r = Reading::example(
+                "device_000001",
+                k as u64,
+                t,
+                20.0 + (k % 1000) as f64 / 100.0,
+            );
             batch.push(DbRow::of(&r));
             if batch.len() == BATCH_ROWS {
                 db.insert(&batch).await.unwrap();
@@ -144,7 +151,10 @@ fn query(days: i64, runs: u32) {
         ));
         let rows = pg.psql(&format!("SELECT count(*) FROM {table}"));
         let (size, rows): (f64, f64) = (size.parse().unwrap(), rows.parse().unwrap());
-        println!("{table}: {rows} rows, {:.0} bytes per {what} (table + index)", size / rows);
+        println!(
+            "{table}: {rows} rows, {:.0} bytes per {what} (table + index)",
+            size / rows
+        );
     }
     let store = {
         let _in = rt.enter();
@@ -162,24 +172,52 @@ fn query(days: i64, runs: u32) {
     };
     let ((m, lo, hi), points) = time(&|| {
         store
-            .history("device_000001", Parameter::Temperature, now - days * 86_400_000, now, 300, now)
+            .history(
+                "device_000001",
+                Parameter::Temperature,
+                now - days * 86_400_000,
+                now,
+                300,
+                now,
+            )
             .unwrap()
             .len()
     });
-    println!("history {days} d, 300 points: {points} points, median {m:.2} ms (min {lo:.2}, max {hi:.2}) over {runs} runs");
+    println!(
+        "history {days} d, 300 points: {points} points, median {m:.2} ms (min {lo:.2}, max {hi:.2}) over {runs} runs"
+    );
     let ((m, lo, hi), points) = time(&|| {
         store
-            .history("device_000001", Parameter::Temperature, now - 86_400_000, now, 300, now)
+            .history(
+                "device_000001",
+                Parameter::Temperature,
+                now - 86_400_000,
+                now,
+                300,
+                now,
+            )
             .unwrap()
             .len()
     });
-    println!("history 1 d, 300 points: {points} points, median {m:.2} ms (min {lo:.2}, max {hi:.2}) over {runs} runs");
-    let ((m, lo, hi), rows) = time(&|| store.raw("device_000001", now - 3_600_000, now).unwrap().len());
-    println!("raw 1 h: {rows} readings, median {m:.2} ms (min {lo:.2}, max {hi:.2}) over {runs} runs");
+    println!(
+        "history 1 d, 300 points: {points} points, median {m:.2} ms (min {lo:.2}, max {hi:.2}) over {runs} runs"
+    );
+    let ((m, lo, hi), rows) = time(&|| {
+        store
+            .raw("device_000001", now - 3_600_000, now)
+            .unwrap()
+            .len()
+    });
+    println!(
+        "raw 1 h: {rows} readings, median {m:.2} ms (min {lo:.2}, max {hi:.2}) over {runs} runs"
+    );
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let num = |i: usize, d: u32| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
     match args.first().map(String::as_str) {
         Some("query") => query(i64::from(num(1, 30)), num(2, 50)),

@@ -244,12 +244,18 @@ fn on_kafka_two_processors_write_each_reading_once_and_two_serves_agree() {
         .iter()
         .map(|m| m.metric("iot_history_db_rows_written_total", ""))
         .sum();
-    assert_eq!(written.to_string(), last, "members' counters add up to the rows");
+    assert_eq!(
+        written.to_string(),
+        last,
+        "members' counters add up to the rows"
+    );
     let device = pg.psql("SELECT device_id FROM iiot_devices ORDER BY 1 LIMIT 1");
     let mut second = Role::start(&["serve"], &broker.brokers, &env);
     second.wait_for("second serve ready", Role::ready);
     let total: u64 = pg
-        .psql(&format!("SELECT count(*) FROM iiot_readings WHERE device_id = '{device}'"))
+        .psql(&format!(
+            "SELECT count(*) FROM iiot_readings WHERE device_id = '{device}'"
+        ))
         .parse()
         .unwrap();
     assert!(total > 0);
