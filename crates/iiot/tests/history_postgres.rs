@@ -266,3 +266,39 @@ fn on_kafka_two_processors_write_each_reading_once_and_two_serves_agree() {
     assert_eq!(export(&first, &device), export(&second, &device));
     assert_eq!(export(&second, &device).lines().count() as u64, total + 1);
 }
+
+/// The Grafana history dashboard's SQL (monitoring/grafana/dashboards/iiot-history.json), with
+/// Grafana's macros filled in, runs against the schema the binary migrates and finds the
+/// readings an instance wrote.
+#[test]
+fn the_grafana_history_panels_query_the_real_schema() {
+    let pg = PgServer::start();
+    let writer = instance(&pg.url(), &[]);
+    ingest(&writer, &readings("graf", 1..121, Some(42.5)));
+    let mut writer = writer;
+    writer.wait_for("rows written", |_| rows(&pg) == 120);
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../monitoring/grafana/dashboards/iiot-history.json"
+    );
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let now_s = iiot::now_ms() / 1000;
+    let fill = |sql: &str| {
+        sql.replace("$device", "'graf'")
+            .replace("$__unixEpochFrom()", &(now_s - 86_400).to_string())
+            .replace("$__unixEpochTo()", &(now_s + 60).to_string())
+    };
+    let variable = dashboard["templating"]["list"][0]["query"]
+        .as_str()
+        .unwrap();
+    assert!(pg.psql(&fill(variable)).lines().any(|l| l == "graf"));
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(!panels.is_empty());
+    for panel in panels {
+        assert_eq!(panel["datasource"]["uid"], "iiot-history");
+        let sql = panel["targets"][0]["rawSql"].as_str().unwrap();
+        let out = pg.psql(&fill(sql));
+        assert!(!out.is_empty(), "{}: no rows", panel["title"]);
+        assert!(out.contains("42.5"), "{}: {out}", panel["title"]);
+    }
+}

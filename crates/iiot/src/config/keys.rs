@@ -498,6 +498,7 @@ mod tests {
             "NOTIFY_WEBHOOK_SECRET",
             "MQTT_USERNAME",
             "MQTT_PASSWORD",
+            "HISTORY_DATABASE_PASSWORD",
             "RUST_LOG",
         ];
         let mut config = Config::default();
