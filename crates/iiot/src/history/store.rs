@@ -96,8 +96,9 @@ impl HistoryStore {
             HistoryStore::Disk(h) => Ok(h.raw_bounds(now_ms)),
             HistoryStore::Database(db, rt) => {
                 let horizon = now_ms.saturating_sub(db.config().retention_ms(Tier::Raw));
-                Ok(match rt.block_on(db.bounds(id))? {
-                    Some((first, last)) => (first.max(horizon), last),
+                // Up to a day ahead of now: the furthest an event time is accepted.
+                Ok(match rt.block_on(db.first_seen(id))? {
+                    Some(first) => (first.max(horizon), now_ms.saturating_add(86_400_000)),
                     None => (0, -1),
                 })
             }

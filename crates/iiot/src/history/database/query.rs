@@ -83,17 +83,17 @@ impl HistoryDb {
         Ok(d.finish())
     }
 
-    /// First and last event time held of device `id`, if any.
-    pub async fn bounds(&self, id: &str) -> Result<Option<(i64, i64)>, DbError> {
+    /// The first event time held of device `id`, if any.
+    pub async fn first_seen(&self, id: &str) -> Result<Option<i64>, DbError> {
         let c = self.pool.get().await?;
         let row = c
             .query_opt(
-                "SELECT first_ts, last_ts FROM iiot_devices WHERE device_id = $1",
+                "SELECT first_ts FROM iiot_devices WHERE device_id = $1",
                 &[&id],
             )
             .await
             .map_err(DbError::from_pg)?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+        Ok(row.map(|r| r.get(0)))
     }
 
     /// The raw readings of `id` with `from <= t <= to`, oldest first, each event time once.

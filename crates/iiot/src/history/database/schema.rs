@@ -9,7 +9,8 @@
 //!   keys must hold the partition key; a redelivered reading has the same `ts` as the first.
 //! - `iiot_rollup_1m`, `iiot_rollup_1h`: min/max/sum/count per device and bucket, partitioned
 //!   by 30 days of bucket start.
-//! - `iiot_devices`: every device with its first and last event time.
+//! - `iiot_devices`: every device with its first event time (updated only when an older
+//!   reading arrives: one row write per device, not per reading).
 //! - `iiot_readings_v`: the readings in their units with a `timestamptz` (for Grafana).
 //!
 //! A reading outside every partition (older than retention, or far ahead) goes to the table's
@@ -51,7 +52,7 @@ CREATE TABLE iiot_rollup_1m_default PARTITION OF iiot_rollup_1m DEFAULT;
 CREATE TABLE iiot_rollup_1h (LIKE iiot_rollup_1m INCLUDING ALL) PARTITION BY RANGE (bucket);
 CREATE TABLE iiot_rollup_1h_default PARTITION OF iiot_rollup_1h DEFAULT;
 CREATE TABLE iiot_devices (
-    device_id text PRIMARY KEY, first_ts bigint NOT NULL, last_ts bigint NOT NULL
+    device_id text PRIMARY KEY, first_ts bigint NOT NULL
 );
 CREATE VIEW iiot_readings_v AS
 SELECT device_id, seq, to_timestamp(ts / 1000.0) AS time,

@@ -77,11 +77,10 @@ fn statement() -> &'static str {
                ON CONFLICT DO NOTHING \
                RETURNING device_id, ts, v0, v1, v2, v3, v4, v5), \
              {}, {}, \
-             dev AS (INSERT INTO iiot_devices AS d (device_id, first_ts, last_ts) \
-               SELECT device_id, min(ts), max(ts) FROM ins GROUP BY 1 \
-               ON CONFLICT (device_id) DO UPDATE SET \
-                 first_ts = least(d.first_ts, EXCLUDED.first_ts), \
-                 last_ts = greatest(d.last_ts, EXCLUDED.last_ts)) \
+             dev AS (INSERT INTO iiot_devices AS d (device_id, first_ts) \
+               SELECT device_id, min(ts) FROM ins GROUP BY 1 \
+               ON CONFLICT (device_id) DO UPDATE SET first_ts = EXCLUDED.first_ts \
+               WHERE d.first_ts > EXCLUDED.first_ts) \
              SELECT count(*) FROM ins",
             rollup_cte("m", "iiot_rollup_1m", 60_000),
             rollup_cte("h", "iiot_rollup_1h", 3_600_000),
