@@ -302,3 +302,31 @@ fn the_grafana_history_panels_query_the_real_schema() {
         assert!(out.contains("42.5"), "{}: {out}", panel["title"]);
     }
 }
+
+/// The database password, in the URL or in `HISTORY_DATABASE_PASSWORD_FILE`, is used and never
+/// shown: not by `/config`, not in the log.
+#[test]
+fn the_database_password_is_never_shown() {
+    let pg = PgServer::start();
+    // Trust authentication accepts any password: what is checked is where it appears.
+    let in_url = format!("postgres://postgres:url-s3cret@127.0.0.1:{}/iiot", pg.port);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "file-s3cret\n").unwrap();
+    let env = [("HISTORY_DATABASE_PASSWORD_FILE", file.to_str().unwrap())];
+    for (url, secret, env) in [
+        (in_url.as_str(), "url-s3cret", &[][..]),
+        (&pg.url(), "file-s3cret", &env[..]),
+    ] {
+        let mut role = instance(url, env);
+        ingest(&role, &readings("pw", 1..3, None));
+        role.wait_for("rows written", |_| rows(&pg) == 2);
+        let (status, config) = role.get("/config").expect("/config");
+        assert_eq!(status, 200);
+        assert!(!config.contains(secret), "{config}");
+        assert!(config.contains("\"database_url\":\"***\""), "{config}");
+        assert!(!role.log_text().contains(secret));
+        role.stop();
+        pg.psql("TRUNCATE iiot_readings, iiot_rollup_1m, iiot_rollup_1h, iiot_devices");
+    }
+}
