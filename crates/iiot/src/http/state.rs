@@ -8,6 +8,7 @@ use std::time::Instant;
 use axum::extract::FromRef;
 use tokio::sync::mpsc;
 
+use crate::auth::Gate;
 use crate::config::Config;
 use crate::http::routes::IngestStats;
 use crate::listeners::ConnStats;
@@ -45,6 +46,9 @@ pub struct OpsState {
     pub connections: Arc<ConnStats>,
     /// History in PostgreSQL, when configured (`/ready` and `/metrics` report its writes).
     pub history_db: Option<Arc<crate::history::database::HistoryDb>>,
+    /// Who may see and act ([`crate::listeners`] puts the configured one here; until then
+    /// everyone may, as for tests that serve the router alone).
+    pub gate: Arc<Gate>,
 }
 
 impl OpsState {
@@ -66,6 +70,7 @@ impl OpsState {
             ingest: Arc::default(),
             connections: Arc::default(),
             history_db: None,
+            gate: Arc::new(Gate::open_to_all()),
         }
     }
 }
