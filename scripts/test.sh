@@ -24,6 +24,8 @@ bash scripts/api-check.sh --install
 bash scripts/kafka-up.sh --install
 # Mosquitto and its clients: the MQTT tests start their own brokers.
 bash scripts/mqtt-up.sh --install
+# PostgreSQL 15 (Debian): the history database tests start their own private clusters.
+bash scripts/pg-up.sh --install
 
 echo "== format"
 cargo fmt --all -- --check

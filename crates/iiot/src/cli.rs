@@ -158,6 +158,10 @@ pub struct RunArgs {
     /// Where history is kept [env: DATA_DIR] [default: ./data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<String>,
+    /// PostgreSQL history shared by every instance, postgres://user@host:port/db
+    /// [env: HISTORY_DATABASE_URL]; unset = none.
+    #[arg(long, value_name = "URL")]
+    pub history_database_url: Option<String>,
 }
 
 /// Where `iiot simulate` sends readings.
@@ -219,6 +223,10 @@ pub struct RoleArgs {
     /// HTTP port of /health, /ready, /metrics [env: HTTP_PORT] [default: 8080].
     #[arg(long, value_name = "P", allow_hyphen_values = true)]
     pub http_port: Option<String>,
+    /// PostgreSQL history shared by every instance, postgres://user@host:port/db
+    /// [env: HISTORY_DATABASE_URL]; unset = none.
+    #[arg(long, value_name = "URL")]
+    pub history_database_url: Option<String>,
 }
 
 /// `iiot serve`.
@@ -238,6 +246,10 @@ pub struct ServeArgs {
     /// Where history is kept [env: DATA_DIR] [default: ./data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<String>,
+    /// PostgreSQL history shared by every instance, postgres://user@host:port/db
+    /// [env: HISTORY_DATABASE_URL]; unset = none.
+    #[arg(long, value_name = "URL")]
+    pub history_database_url: Option<String>,
 }
 
 /// `iiot bench`.

@@ -25,6 +25,9 @@
 //! - [`liveness`]: a device's send interval, silence and offline limit (shared by alerts, store).
 //! - [`store`]: the live store the server answers from (latest reading per device, compact raw
 //!   history, 5-minute rollups, device status, alert log), bounded by configuration.
+//! - [`history`]: history beyond memory — on disk (`DATA_DIR`), or in PostgreSQL
+//!   (`history::database`, `HISTORY_DATABASE_URL`) written by the processors' history sink;
+//!   [`history::HistoryStore`] is the seam the history and export routes answer from.
 //! - [`http`]: the HTTP API (`app()`: devices, history, export, alerts, stats, `/metrics`,
 //!   `/api/docs`, health; `ops_app()` for roles without a store), answered from the store.
 //! - [`hub`]: the WebSocket hub (subscriptions, resume by epoch/offset, batching, limits).

@@ -180,6 +180,11 @@ async fn run(args: cli::RunArgs) -> Result<(), Failure> {
     push(&mut flags, "KAFKA_BROKERS", &args.kafka_brokers);
     push(&mut flags, "MQTT_URL", &args.mqtt_url);
     push(&mut flags, "DATA_DIR", &args.data_dir);
+    push(
+        &mut flags,
+        "HISTORY_DATABASE_URL",
+        &args.history_database_url,
+    );
     let (config, sources) = load(args.common.config.clone(), flags)?;
     check_capacity(&config)?;
     preflight(&config)?;
@@ -251,6 +256,11 @@ async fn process(args: cli::RoleArgs) -> Result<(), Failure> {
     push(&mut flags, "KAFKA_BROKERS", &args.kafka_brokers);
     push(&mut flags, "KAFKA_GROUP_ID", &args.group_id);
     push(&mut flags, "HTTP_PORT", &args.http_port);
+    push(
+        &mut flags,
+        "HISTORY_DATABASE_URL",
+        &args.history_database_url,
+    );
     let (config, sources) = load(args.common.config.clone(), flags)?;
     preflight(&config)?;
     iiot::roles::process::main(config, sources, shutdown_on_signals()).await?;
@@ -263,6 +273,11 @@ async fn serve(args: cli::ServeArgs) -> Result<(), Failure> {
     push(&mut flags, "HTTP_PORT", &args.http_port);
     push(&mut flags, "WEBSOCKET_PORT", &args.ws_port);
     push(&mut flags, "DATA_DIR", &args.data_dir);
+    push(
+        &mut flags,
+        "HISTORY_DATABASE_URL",
+        &args.history_database_url,
+    );
     let (config, _) = load(args.common.config.clone(), flags)?;
     preflight(&config)?;
     iiot::roles::serve::main(config, shutdown_on_signals()).await?;

@@ -241,6 +241,10 @@ pub(crate) static KEYS: &[Key] = &[
         history.rollup_1h_retention = Dur(Duration::from_secs(1), Duration::from_secs(7305 * 86_400))),
     key!("HISTORY_ALERT_RETENTION", "history.alert_retention", "1y", "a duration from 1s to 20y (resolved alerts; open ones are always kept)",
         history.alert_retention = Dur(Duration::from_secs(1), Duration::from_secs(7305 * 86_400))),
+    key!(optional "HISTORY_DATABASE_URL", "history.database_url", "", "a postgres://user@host:port/database URL (never shown; or HISTORY_DATABASE_URL_FILE); history and export are then answered from PostgreSQL",
+        history.database_url = Opt(Text(crate::history::database::is_database_url))),
+    key!(optional "HISTORY_DATABASE_PASSWORD", "history.database_password", "", "the PostgreSQL password, when not in HISTORY_DATABASE_URL (never shown; or HISTORY_DATABASE_PASSWORD_FILE)",
+        history.database_password = Opt(Text(|_| true))),
     key!("LOG_FORMAT", "log.format", "text", "one of text, json",
         log.format = Format),
     key!(optional "RUST_LOG", "log.level", "info", "a tracing filter such as info or iiot=debug,warn",
@@ -557,6 +561,7 @@ mod tests {
             "NOTIFY_WEBHOOK_SECRET",
             "MQTT_USERNAME",
             "MQTT_PASSWORD",
+            "HISTORY_DATABASE_PASSWORD",
             "RUST_LOG",
         ];
         let mut config = Config::default();

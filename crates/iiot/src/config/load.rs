@@ -472,6 +472,8 @@ fn blank() -> Config {
             rollup_1m_retention: Duration::ZERO,
             rollup_1h_retention: Duration::ZERO,
             alert_retention: Duration::ZERO,
+            database_url: None,
+            database_password: None,
         },
         log: LogSettings {
             format: LogFormat::Text,

@@ -285,6 +285,10 @@ pub struct HistorySettings {
     pub rollup_1h_retention: Duration,
     /// `HISTORY_ALERT_RETENTION`: resolved alerts kept in the alert log (1 y).
     pub alert_retention: Duration,
+    /// `HISTORY_DATABASE_URL`: PostgreSQL history shared by every instance (none).
+    pub database_url: Option<String>,
+    /// `HISTORY_DATABASE_PASSWORD`: its password, when not in the URL (none; never shown).
+    pub database_password: Option<String>,
 }
 
 /// Logging.
@@ -536,7 +540,8 @@ fn is_secret_property(name: &str) -> bool {
 }
 
 pub(crate) fn is_secret(env_name: &str) -> bool {
-    ["PASSWORD", "SECRET", "TOKEN"]
+    // A database URL may hold the password.
+    ["PASSWORD", "SECRET", "TOKEN", "DATABASE_URL"]
         .iter()
         .any(|word| env_name.contains(word))
 }

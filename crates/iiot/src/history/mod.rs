@@ -30,11 +30,13 @@
 
 mod alert_log;
 mod catalog;
+pub mod database;
 mod pending;
 mod query;
 mod rollup;
 mod row;
 mod segment;
+pub mod store;
 #[cfg(test)]
 mod tests;
 mod wal;
@@ -51,6 +53,7 @@ use iiot_model::{Alert, Reading};
 use catalog::Catalog;
 pub use catalog::Tier;
 use pending::Pending;
+pub use store::{HistoryError, HistoryStore};
 
 use crate::processor::RecoveredAlerts;
 

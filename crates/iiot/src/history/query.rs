@@ -17,17 +17,7 @@ impl History {
     /// buckets fit, and whose retention still covers `from` (else the next coarser one).
     fn tier_for(&self, width: i64, from: i64, now_ms: i64) -> Tier {
         let cfg = &self.shared().cfg;
-        let fits = [Tier::Hour, Tier::Minute, Tier::Raw]
-            .into_iter()
-            .find(|t| t.width_ms() <= width)
-            .unwrap_or(Tier::Raw);
-        let order = [Tier::Raw, Tier::Minute, Tier::Hour];
-        let start = order.iter().position(|t| *t == fits).unwrap_or(0);
-        order[start..]
-            .iter()
-            .copied()
-            .find(|&t| from >= now_ms.saturating_sub(cfg.retention_ms(t)))
-            .unwrap_or(Tier::Hour)
+        super::store::tier_for(|t| cfg.retention_ms(t), width, from, now_ms)
     }
 
     /// `parameter` of device `id` over `[from, to]` (event time) as at most `points` buckets

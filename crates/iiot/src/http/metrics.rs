@@ -92,6 +92,8 @@ pub struct Snapshot {
     pub ingest: [u64; 2],
     /// History on disk, where it is kept.
     pub history: Option<HistorySnapshot>,
+    /// The PostgreSQL history's writes (rows written, duplicates, errors, lost, buffered).
+    pub history_db: Option<[u64; 5]>,
     /// This process's resource use.
     pub process: ProcessStats,
 }
@@ -290,6 +292,16 @@ impl Snapshot {
                 .as_ref()
                 .and_then(|l| l.history.as_deref())
                 .map(HistorySnapshot::take),
+            history_db: state.history_db.as_ref().map(|db| {
+                let s = db.stats();
+                [
+                    load(&s.rows_written),
+                    load(&s.duplicates),
+                    load(&s.write_errors),
+                    load(&s.lost),
+                    load(&s.buffered),
+                ]
+            }),
             process: ProcessStats::current(),
         }
     }
@@ -391,6 +403,7 @@ impl Snapshot {
         self.render_notify(e);
         self.render_ingestion(e);
         self.render_history(e);
+        self.render_history_db(e);
         self.render_process(e);
         out.0
     }
@@ -631,6 +644,21 @@ impl Snapshot {
             if let Some(t) = oldest {
                 e.sample(&HISTORY_OLDEST, "", &[("tier", tier)], t);
             }
+        }
+    }
+
+    /// The PostgreSQL history's families: described always, sampled where it is written.
+    fn render_history_db(&self, e: &mut Exposition) {
+        let h = self.history_db;
+        let defs = [
+            &HISTORY_DB_ROWS_WRITTEN,
+            &HISTORY_DB_DUPLICATES,
+            &HISTORY_DB_WRITE_ERRORS,
+            &HISTORY_DB_LOST,
+            &HISTORY_DB_BUFFERED,
+        ];
+        for (i, def) in defs.into_iter().enumerate() {
+            e.optional(def, h.map(|h| h[i]));
         }
     }
 

@@ -46,6 +46,8 @@ pub struct OpsState {
     pub ingest: Arc<IngestStats>,
     /// What the listeners did with HTTP connections (refused, timed out).
     pub connections: Arc<ConnStats>,
+    /// History in PostgreSQL, when configured (`/ready` and `/metrics` report its writes).
+    pub history_db: Option<Arc<crate::history::database::HistoryDb>>,
     /// Who may see and act ([`crate::listeners`] puts the configured one here; until then
     /// everyone may, as for tests that serve the router alone).
     pub gate: Arc<Gate>,
@@ -70,6 +72,7 @@ impl OpsState {
             mqtt: None,
             ingest: Arc::default(),
             connections: Arc::default(),
+            history_db: None,
             gate: Arc::new(Gate::open_to_all()),
         }
     }

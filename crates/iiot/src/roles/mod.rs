@@ -60,3 +60,17 @@ pub(crate) async fn ops_endpoint(
         }
     }
 }
+
+/// History in PostgreSQL when `HISTORY_DATABASE_URL` is set: connected, migrated, its
+/// partitions made (or, while unreachable, to be made on the first retry that reaches it).
+pub(crate) async fn open_history_db(
+    config: &crate::config::Config,
+) -> anyhow::Result<Option<std::sync::Arc<crate::history::database::HistoryDb>>> {
+    let Some(cfg) = crate::history::database::DatabaseConfig::from_config(config) else {
+        return Ok(None);
+    };
+    let db = crate::history::database::HistoryDb::open(cfg)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(Some(db))
+}

@@ -22,6 +22,7 @@ use crate::http::OpsState;
 use crate::processor::ProcessorStats;
 use crate::processor::group::{GroupInputs, ProcessorGroup, Processors, worker_count};
 use crate::simulator::SimStats;
+use crate::sinks::history_db::HistoryDbSink;
 use crate::sinks::topics::{OutputTopics, TopicSink};
 
 /// The running processors of a role.
@@ -135,7 +136,9 @@ pub async fn main(
 ) -> anyhow::Result<()> {
     let backend = backend::kafka_only(&config)?;
     let mut inputs = GroupInputs::new(Vec::new());
-    let ops = OpsState::new(&config, inputs.stats.clone(), backend.clone());
+    let history_db = super::open_history_db(&config).await?;
+    let mut ops = OpsState::new(&config, inputs.stats.clone(), backend.clone());
+    ops.history_db = history_db.clone();
     let server = ops_endpoint(&config, ops).await;
     if !backend::prepare_topics(&backend, &config, &shutdown).await {
         stop_server(server).await;
@@ -144,6 +147,11 @@ pub async fn main(
     inputs
         .sinks
         .push(topic_sink(&config, &backend, &inputs.stats));
+    let history_upkeep = history_db.map(|db| {
+        inputs.sinks.push(Arc::new(HistoryDbSink::new(db.clone())));
+        let stop = CancellationToken::new();
+        (db.spawn_upkeep(stop.clone()), stop)
+    });
     let process = start(&config, &backend, inputs, sources, None, &shutdown).await?;
     tracing::info!(
         group = %config.kafka.group_id,
@@ -158,6 +166,11 @@ pub async fn main(
         _ = failed.cancelled() => true,
     };
     let finished = process.stop().await;
+    if let Some((task, stop)) = history_upkeep {
+        // After the processors: what they buffered gets one last try.
+        stop.cancel();
+        join_bounded("history database upkeep", task).await;
+    }
     stop_server(server).await;
     let processors = finished?;
     if failed {

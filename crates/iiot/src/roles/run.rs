@@ -28,6 +28,7 @@ use crate::mqtt::MqttStats;
 use crate::processor::ProcessorStats;
 use crate::processor::group::GroupInputs;
 use crate::simulator::{Pace, SimStats};
+use crate::sinks::history_db::HistoryDbSink;
 use crate::sinks::notify::silences::system_clock;
 use crate::sinks::notify::{Notifier, NotifyOptions, NotifyShared};
 use crate::sources::mqtt::MqttSource;
@@ -179,7 +180,9 @@ async fn compose(
         )),
     };
     inputs.rules = Some(rules.clone());
+    let history_db = super::open_history_db(config).await?;
     let serve_inputs = ServeInputs {
+        history_db: history_db.clone(),
         commands: Some(inputs.commands.0.clone()),
         stats: inputs.stats.clone(),
         simulator: config.simulator.runs().then(|| sim_stats.clone()),
@@ -212,6 +215,12 @@ async fn compose(
     if !backend.is_shared() {
         // The processors here are all there are: they feed the live state directly.
         inputs.sinks.push(serve.live_sink());
+    }
+    if let Some(db) = history_db {
+        // The processors write history before their input is committed (on Kafka each
+        // member for its own partitions); the serve side only reads it.
+        inputs.sinks.push(Arc::new(HistoryDbSink::new(db.clone())));
+        db.spawn_upkeep(shutdown.child_token());
     }
     // On Kafka too, for now: each process notifies for the devices its processors own.
     inputs.sinks.push(notifier.sink());

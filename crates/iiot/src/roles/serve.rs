@@ -22,7 +22,8 @@ use super::join_bounded;
 use crate::alerts::book::RuleBook;
 use crate::backend::{self, Backend};
 use crate::config::Config;
-use crate::history::{History, HistoryConfig};
+use crate::history::database::HistoryDb;
+use crate::history::{History, HistoryConfig, HistoryStore};
 use crate::http::{AppState, OpsState};
 use crate::hub::{Hub, HubConfig};
 use crate::listeners::{self, Server};
@@ -51,6 +52,9 @@ pub struct ServeInputs {
     pub rules: Option<Arc<crate::alerts::book::RuleBook>>,
     /// The MQTT source's connection, when this process runs one.
     pub mqtt: Option<Arc<crate::mqtt::MqttStats>>,
+    /// History in PostgreSQL opened by the rest of the process (`iiot run`); else opened here
+    /// when `HISTORY_DATABASE_URL` is set.
+    pub history_db: Option<Arc<HistoryDb>>,
 }
 
 /// A running serve side.
@@ -79,7 +83,13 @@ pub async fn start(
 ) -> anyhow::Result<Serve> {
     let mut store = Store::new(StoreConfig::from_config(config));
     let (history, restored, resume_from) = open_history(config, &mut store).await?;
-    let live = Live::new(store, Hub::new(HubConfig::from_config(config))).with_history(history);
+    let history_db = match inputs.history_db {
+        Some(db) => Some(db),
+        None => super::open_history_db(config).await?,
+    };
+    let live = Live::new(store, Hub::new(HubConfig::from_config(config)))
+        .with_history(history)
+        .with_database(history_db.clone().map(HistoryStore::database));
     let commands = match inputs.commands {
         Some(commands) => commands,
         None => {
@@ -98,6 +108,7 @@ pub async fn start(
     ops.notify = inputs.notify;
     ops.rules = inputs.rules;
     ops.mqtt = inputs.mqtt;
+    ops.history_db = history_db;
     let server = listeners::start(config, AppState::new(ops, live.clone(), commands)).await?;
     // Not a child of `shutdown`: on a signal, `iiot run` lets the serve side catch up with its
     // processors before it stops it ([`Serve::stop`]).

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Sink, SinkError, Verdicts};
 use crate::backend::Backend;
-use crate::history::History;
+use crate::history::{History, HistoryStore};
 use crate::hub::Hub;
 use crate::now_ms;
 use crate::store::{Recorded, Store};
@@ -38,6 +38,9 @@ pub struct Live {
     pub hub: Arc<Hub>,
     /// History on disk, when kept: every new reading and alert change goes there too.
     pub history: Option<Arc<History>>,
+    /// History in PostgreSQL, when configured: history and export are answered from it
+    /// (the processors write it, not this sink).
+    pub database: Option<HistoryStore>,
     applied: Arc<Applied>,
 }
 
@@ -60,6 +63,7 @@ impl Live {
             store,
             hub,
             history: None,
+            database: None,
             applied: Arc::default(),
         }
     }
@@ -68,6 +72,20 @@ impl Live {
     pub fn with_history(mut self, history: Option<Arc<History>>) -> Live {
         self.history = history;
         self
+    }
+
+    /// The same, answering history and export from `database` (PostgreSQL).
+    pub fn with_database(mut self, database: Option<HistoryStore>) -> Live {
+        self.database = database;
+        self
+    }
+
+    /// Where history and export are answered from: the database when configured, else
+    /// history on disk; `None` when neither is kept (the live store answers).
+    pub fn history_store(&self) -> Option<HistoryStore> {
+        self.database
+            .clone()
+            .or_else(|| self.history.clone().map(HistoryStore::Disk))
     }
 
     /// Readings and alert changes applied since the start.

@@ -5,6 +5,8 @@
 //! - [`topics`]: alerts and dead letters onto the backend's topics, delivered before the input
 //!   is committed (at-least-once), failed deliveries sent again until they go through or the
 //!   role stops.
+//! - [`history_db`]: accepted readings into the PostgreSQL history (`HISTORY_DATABASE_URL`),
+//!   written before the input is committed; a database that is down does not hold it up.
 //! - [`live`]: the live store and the WebSocket hub the serve side answers from.
 //! - [`notify`]: notifications to people (webhooks, Slack, Teams, e-mail), routed, rate-limited
 //!   and silenced; it only enqueues, a background task delivers.
@@ -14,6 +16,7 @@
 //! composed. Sinks see every verdict exactly once per delivery of the input; a redelivered
 //! input (after a crash) reaches them again, so each must tolerate seeing a reading twice.
 
+pub mod history_db;
 pub mod live;
 pub mod notify;
 pub mod topics;

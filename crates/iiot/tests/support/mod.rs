@@ -13,6 +13,7 @@ pub mod http;
 pub mod kafka;
 pub mod mqtt;
 pub mod notify;
+pub mod postgres;
 pub mod readings;
 pub mod role;
 pub mod wiring;

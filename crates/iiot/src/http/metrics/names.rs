@@ -511,6 +511,11 @@ pub const METRICS: &[MetricDef] = &[
     HISTORY_BYTES,
     HISTORY_SEGMENTS,
     HISTORY_OLDEST,
+    HISTORY_DB_ROWS_WRITTEN,
+    HISTORY_DB_DUPLICATES,
+    HISTORY_DB_WRITE_ERRORS,
+    HISTORY_DB_LOST,
+    HISTORY_DB_BUFFERED,
     PROCESS_RESIDENT_MEMORY,
     PROCESS_VIRTUAL_MEMORY,
     PROCESS_CPU,
@@ -528,3 +533,34 @@ pub fn series_names(m: &MetricDef) -> Vec<String> {
     };
     suffixes.iter().map(|s| format!("{}{s}", m.name)).collect()
 }
+
+/// Readings inserted into the history database.
+pub const HISTORY_DB_ROWS_WRITTEN: MetricDef = def(
+    "iot_history_db_rows_written_total",
+    MetricKind::Counter,
+    "Readings inserted into the PostgreSQL history by this process (new ones only).",
+);
+/// Readings the history database held already.
+pub const HISTORY_DB_DUPLICATES: MetricDef = def(
+    "iot_history_db_duplicates_total",
+    MetricKind::Counter,
+    "Readings offered to the PostgreSQL history that it held already (redeliveries), not added again.",
+);
+/// Failed history database writes.
+pub const HISTORY_DB_WRITE_ERRORS: MetricDef = def(
+    "iot_history_db_write_errors_total",
+    MetricKind::Counter,
+    "Failed writes to the PostgreSQL history; the readings wait in a bounded buffer and are retried.",
+);
+/// Readings lost because the history database's buffer was full.
+pub const HISTORY_DB_LOST: MetricDef = def(
+    "iot_history_db_lost_total",
+    MetricKind::Counter,
+    "Readings not written to the PostgreSQL history because the buffer of readings waiting for it was full.",
+);
+/// Readings waiting for the history database.
+pub const HISTORY_DB_BUFFERED: MetricDef = def(
+    "iot_history_db_buffered_rows",
+    MetricKind::Gauge,
+    "Readings waiting in memory for the PostgreSQL history to take them again.",
+);

@@ -10,6 +10,7 @@ use super::super::error::AppError;
 use super::super::params::{Params, PathId};
 use super::super::state::AppState;
 use super::{RANGE_NAMES, RANGES, SENSORS};
+use crate::history::{HistoryError, HistoryStore};
 use crate::store::{DeviceFilter, DeviceStatus, DeviceView, MAX_PER_PAGE, MAX_POINTS, Page};
 
 /// Points of a history answer when `points` is not given.
@@ -177,12 +178,15 @@ pub(super) async fn history(
         .unwrap_or(DEFAULT_POINTS);
     let now = crate::now_ms();
     let (from, to) = window(&params, now)?;
-    let series = match state.live.history.clone() {
+    let series = match state.live.history_store() {
         Some(history) => {
-            known_to_history(&state, &history, &id)?;
+            let known = known_live(&state, &id);
             let device = id.clone();
             tokio::task::spawn_blocking(move || {
-                history.history(&device, sensor, from, to, points, now)
+                check_known(&history, known, &device)?;
+                history
+                    .history(&device, sensor, from, to, points, now)
+                    .map_err(history_failed)
             })
             .await
             .map_err(|_| AppError::Unavailable("the history query failed"))??
@@ -199,15 +203,32 @@ pub(super) async fn history(
     })))
 }
 
-/// Refuses a device that neither history nor the live store has heard of.
-pub(super) fn known_to_history(
-    state: &AppState,
-    history: &crate::history::History,
+/// Whether the live store has heard of device `id`.
+pub(super) fn known_live(state: &AppState, id: &str) -> bool {
+    state.read_store().device(id, crate::now_ms()).is_some()
+}
+
+/// Refuses a device that neither history nor the live store (`known_live`) has heard of.
+/// Blocks (see [`HistoryStore`]).
+pub(super) fn check_known(
+    history: &HistoryStore,
+    known_live: bool,
     id: &str,
 ) -> Result<(), AppError> {
-    if history.knows(id) || state.read_store().device(id, crate::now_ms()).is_some() {
+    if known_live || history.knows(id).map_err(history_failed)? {
         Ok(())
     } else {
         Err(AppError::UnknownDevice(id.to_owned()))
+    }
+}
+
+/// A history failure as the API answers it: a bad request, or 503 while the database fails.
+pub(super) fn history_failed(e: HistoryError) -> AppError {
+    match e {
+        HistoryError::Store(e) => e.into(),
+        HistoryError::Database(e) => {
+            tracing::warn!(error = %e, "history query failed");
+            AppError::Unavailable("the history database is unavailable")
+        }
     }
 }

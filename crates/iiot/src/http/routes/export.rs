@@ -17,8 +17,8 @@ use axum::response::{IntoResponse, Response};
 use super::super::error::AppError;
 use super::super::params::{Params, PathId};
 use super::super::state::AppState;
-use super::devices::{known_to_history, window};
-use crate::history::History;
+use super::devices::{check_known, history_failed, known_live, window};
+use crate::history::HistoryStore;
 use crate::store::RawSample;
 
 /// Samples copied per lock acquisition.
@@ -57,12 +57,20 @@ pub(super) async fn export(
         .unwrap_or(Format::Csv);
     let (from, to) = window(&params, crate::now_ms())?;
     // Unknown device or bad range: answer with the error before any of the body is sent.
-    let (from, to) = match &state.live.history {
+    let (from, to) = match state.live.history_store() {
         Some(history) => {
-            known_to_history(&state, history, &id)?;
+            let known = known_live(&state, &id);
+            let device = id.clone();
             // Only the span history can hold is walked (an hour at a time): `to` in year
             // 9999 must not mean millions of empty hours.
-            let (lo, hi) = history.raw_bounds(crate::now_ms());
+            let (lo, hi) = tokio::task::spawn_blocking(move || {
+                check_known(&history, known, &device)?;
+                history
+                    .raw_bounds(&device, crate::now_ms())
+                    .map_err(history_failed)
+            })
+            .await
+            .map_err(|_| AppError::Unavailable("the history query failed"))??;
             (from.max(lo), to.min(hi))
         }
         None => {
@@ -127,7 +135,7 @@ struct Chunks {
 
 impl Chunks {
     /// From history: the samples of the next [`DISK_WINDOW_MS`] of event time that holds any.
-    fn fetch_from(&mut self, history: &History) -> Vec<RawSample> {
+    fn fetch_from(&mut self, history: &HistoryStore) -> Vec<RawSample> {
         while self.next_from <= self.to {
             let end = self
                 .next_from
@@ -151,7 +159,7 @@ impl Chunks {
 
     /// Copies the next up to [`CHUNK`] samples; fewer means the range is exhausted.
     fn fetch(&mut self) -> Vec<RawSample> {
-        if let Some(history) = self.state.live.history.clone() {
+        if let Some(history) = self.state.live.history_store() {
             return self.fetch_from(&history);
         }
         let samples: Vec<RawSample> = {

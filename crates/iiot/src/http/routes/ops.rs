@@ -35,7 +35,12 @@ pub(super) async fn ready(State(state): State<OpsState>) -> impl IntoResponse {
     } else {
         // History that cannot write does not stop the live view: still ready, but degraded.
         let history = state.live.as_ref().and_then(|l| l.history.as_ref());
-        if let Some(problem) = history.and_then(|h| h.problem()) {
+        let problem = state
+            .history_db
+            .as_ref()
+            .and_then(|db| db.problem())
+            .or_else(|| history.and_then(|h| h.problem()));
+        if let Some(problem) = problem {
             return (
                 StatusCode::OK,
                 Json(json!({"status": "degraded", "error": format!("history: {problem}")})),

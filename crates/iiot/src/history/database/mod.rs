@@ -1,0 +1,387 @@
+//! History in PostgreSQL (`HISTORY_DATABASE_URL`), for deployments of more than one `serve`:
+//! the consumer group writes each reading once (the member that owns the partition, before it
+//! commits), every `serve` answers history and export from here, so all agree and a new one
+//! has the full history at start.
+//!
+//! - [`pool`]: a small bounded pool of `tokio-postgres` connections (no TLS).
+//! - [`schema`]: migrations shipped in the binary, run at start under an advisory lock; daily
+//!   raw partitions and 30-day rollup partitions created ahead; retention drops partitions.
+//! - [`write`]: one statement per batch, idempotent by (`device_id`, `ts`, `seq`), rollups
+//!   updated from the rows actually inserted.
+//! - [`query`]: the same answers as the embedded store.
+//!
+//! # Database down
+//! [`HistoryDb::write`] never waits long: a batch that cannot be written (or any batch while
+//! the database is known to be down) goes to a bounded buffer ([`MAX_BUFFERED_ROWS`]) that
+//! [`HistoryDb::spawn_upkeep`] retries every [`RETRY_EVERY`]; past the bound the oldest
+//! readings are counted as lost (`iot_history_db_lost_total`). [`HistoryDb::problem`] says
+//! what is wrong meanwhile (`/ready` answers 200 "degraded" with it). Buffered readings are
+//! lost with the process (their input was committed): the price of never stalling alerting.
+//!
+//! The TimescaleDB extension is detected and logged, not used: Debian 12 ships no package of
+//! it, so no hypertable code path could be tested here.
+
+mod pool;
+mod query;
+mod schema;
+mod write;
+
+use std::collections::VecDeque;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use write::DbRow;
+
+use super::Tier;
+use pool::Pool;
+
+/// Readings waiting for the database beyond which the oldest are dropped (counted as lost).
+pub const MAX_BUFFERED_ROWS: usize = 200_000;
+/// Readings per insert statement.
+pub const BATCH_ROWS: usize = 5_000;
+/// How often buffered readings are tried again (and partitions kept up, every hour).
+pub const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// How long one write may take before it is treated as failed (and buffered).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+const UPKEEP_EVERY: Duration = Duration::from_secs(3_600);
+/// Connections per process.
+const POOL_SIZE: usize = 4;
+
+/// A database failure, one line; never shows the password (nor the URL, which may hold it).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DbError {
+    /// Not reachable, refused, or too slow.
+    #[error("history database unavailable: {0}")]
+    Unavailable(String),
+    /// A statement failed.
+    #[error("history database: {0}")]
+    Query(String),
+}
+
+impl DbError {
+    pub(crate) fn from_pg(e: tokio_postgres::Error) -> DbError {
+        let closed = e.is_closed() || e.as_db_error().is_none();
+        // `Display` of a tokio-postgres error holds the server's message or the I/O error,
+        // never the connection parameters.
+        let text = match e.as_db_error() {
+            Some(db) => format!("{} ({})", db.message(), db.code().code()),
+            None => e.to_string(),
+        };
+        if closed {
+            DbError::Unavailable(text)
+        } else {
+            DbError::Query(text)
+        }
+    }
+}
+
+/// Where the database is and how long history is kept there.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// `HISTORY_DATABASE_URL`.
+    pub url: String,
+    /// `HISTORY_DATABASE_PASSWORD` (or its `_FILE`), when not in the URL.
+    pub password: Option<String>,
+    /// `HISTORY_RAW_RETENTION`, `HISTORY_ROLLUP_1M_RETENTION`, `HISTORY_ROLLUP_1H_RETENTION`.
+    pub retention: [Duration; 3],
+}
+
+impl DatabaseConfig {
+    /// The settings of `config`, or `None` without `HISTORY_DATABASE_URL`.
+    pub fn from_config(config: &crate::config::Config) -> Option<DatabaseConfig> {
+        let h = &config.history;
+        h.database_url.as_ref().map(|url| DatabaseConfig {
+            url: url.clone(),
+            password: h.database_password.clone(),
+            retention: [
+                h.raw_retention,
+                h.rollup_1m_retention,
+                h.rollup_1h_retention,
+            ],
+        })
+    }
+
+    /// `url` with the defaults' retention (tests).
+    pub fn at(url: &str) -> DatabaseConfig {
+        let day = 86_400;
+        DatabaseConfig {
+            url: url.to_owned(),
+            password: None,
+            retention: [7 * day, 90 * day, 730 * day].map(Duration::from_secs),
+        }
+    }
+
+    /// Retention of `tier`, ms.
+    pub(crate) fn retention_ms(&self, tier: Tier) -> i64 {
+        let d = match tier {
+            Tier::Raw => self.retention[0],
+            Tier::Minute => self.retention[1],
+            Tier::Hour => self.retention[2],
+        };
+        i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    fn pg_config(&self) -> Result<tokio_postgres::Config, DbError> {
+        let mut c = tokio_postgres::Config::from_str(&self.url)
+            .map_err(|_| DbError::Query("HISTORY_DATABASE_URL is not a postgres:// URL".into()))?;
+        if let Some(p) = &self.password {
+            c.password(p.as_bytes());
+        }
+        Ok(c)
+    }
+}
+
+/// Whether `url` is a `postgres://` (or `postgresql://`) URL the client accepts.
+pub fn is_database_url(url: &str) -> bool {
+    (url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        && tokio_postgres::Config::from_str(url).is_ok()
+}
+
+/// Counters, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct DbStats {
+    /// Readings inserted (new ones only).
+    pub rows_written: AtomicU64,
+    /// Readings offered that the database held already (redeliveries).
+    pub duplicates: AtomicU64,
+    /// Failed writes (each retried).
+    pub write_errors: AtomicU64,
+    /// Readings dropped because the buffer was full.
+    pub lost: AtomicU64,
+    /// Readings waiting in the buffer.
+    pub buffered: AtomicU64,
+}
+
+/// History in PostgreSQL. Cheap to share (`Arc`).
+pub struct HistoryDb {
+    cfg: DatabaseConfig,
+    pool: Pool,
+    stats: DbStats,
+    buffer: Mutex<VecDeque<DbRow>>,
+    /// Set while writes fail; cleared by the first write that succeeds.
+    problem: Mutex<Option<String>>,
+    down: AtomicBool,
+    /// Migrations applied and partitions made by this process.
+    prepared: AtomicBool,
+}
+
+impl std::fmt::Debug for HistoryDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoryDb").finish_non_exhaustive()
+    }
+}
+
+impl HistoryDb {
+    /// Connects, applies the migrations this database lacks and creates the partitions
+    /// ahead. A database that cannot be reached yet is not an error: writes are buffered and
+    /// the schema is prepared on the first retry that reaches it. Fails (one line) when the
+    /// database refuses (wrong password, missing database, a failed migration).
+    pub async fn open(cfg: DatabaseConfig) -> Result<Arc<HistoryDb>, DbError> {
+        let pool = Pool::new(cfg.pg_config()?, POOL_SIZE);
+        let db = Arc::new(HistoryDb {
+            cfg,
+            pool,
+            stats: DbStats::default(),
+            buffer: Mutex::new(VecDeque::new()),
+            problem: Mutex::new(None),
+            down: AtomicBool::new(false),
+            prepared: AtomicBool::new(false),
+        });
+        match db.prepare().await {
+            Ok(()) => {}
+            Err(DbError::Unavailable(why)) => {
+                tracing::warn!(error = %why, "history database not reachable at start; readings are buffered until it is");
+                db.failed(&format!("unavailable: {why}"));
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(db)
+    }
+
+    /// Migrations and partitions, once per process.
+    async fn prepare(&self) -> Result<(), DbError> {
+        if self.prepared.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        {
+            let mut c = self.pool.get().await?;
+            let version = schema::migrate(&mut c).await?;
+            let timescale = c
+                .query_opt(
+                    "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'",
+                    &[],
+                )
+                .await
+                .map_err(DbError::from_pg)?
+                .is_some();
+            tracing::info!(
+                schema_version = version,
+                timescaledb_available = timescale,
+                "history database ready (plain partitions; TimescaleDB is not used)"
+            );
+        }
+        self.upkeep(crate::now_ms()).await?;
+        self.prepared.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Creates partitions ahead and drops expired ones, now.
+    pub async fn upkeep(&self, now_ms: i64) -> Result<(usize, usize), DbError> {
+        let mut c = self.pool.get().await?;
+        let u = schema::maintain(&mut c, now_ms, |t| self.cfg.retention_ms(t)).await?;
+        Ok((u.created, u.dropped))
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &DbStats {
+        &self.stats
+    }
+
+    /// What is wrong, while writes fail.
+    pub fn problem(&self) -> Option<String> {
+        self.problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DatabaseConfig {
+        &self.cfg
+    }
+
+    /// Inserts `rows` now, in batches of [`BATCH_ROWS`]; returns how many were new. Errors
+    /// are returned, not buffered (see [`HistoryDb::write`]).
+    pub async fn insert(&self, rows: &[DbRow]) -> Result<u64, DbError> {
+        self.prepare().await?;
+        let c = self.pool.get().await?;
+        let mut new = 0;
+        for chunk in rows.chunks(BATCH_ROWS) {
+            let n = write::insert(&c, chunk).await?;
+            new += n;
+            self.stats.rows_written.fetch_add(n, Ordering::Relaxed);
+            self.stats.duplicates.fetch_add(
+                chunk.len() as u64 - n.min(chunk.len() as u64),
+                Ordering::Relaxed,
+            );
+        }
+        Ok(new)
+    }
+
+    /// Writes `rows` before returning when the database takes them within
+    /// [`WRITE_TIMEOUT`]; otherwise (or at once while the database is known to be down) keeps
+    /// them in the bounded buffer for [`HistoryDb::spawn_upkeep`] to retry. Never fails.
+    pub async fn write(&self, rows: Vec<DbRow>) {
+        if rows.is_empty() {
+            return;
+        }
+        if !self.down.load(Ordering::Relaxed) {
+            match tokio::time::timeout(WRITE_TIMEOUT, self.insert(&rows)).await {
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => self.failed(&e.to_string()),
+                Err(_) => self.failed("a write took longer than 5s"),
+            }
+        }
+        self.keep(rows);
+    }
+
+    fn failed(&self, why: &str) {
+        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %why, "history database: writes failing; buffering readings");
+        }
+        *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.to_owned());
+    }
+
+    fn keep(&self, rows: Vec<DbRow>) {
+        let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        buffer.extend(rows);
+        let over = buffer.len().saturating_sub(MAX_BUFFERED_ROWS);
+        if over > 0 {
+            buffer.drain(..over);
+            self.stats.lost.fetch_add(over as u64, Ordering::Relaxed);
+        }
+        self.stats
+            .buffered
+            .store(buffer.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Tries the buffered readings once: `true` when none are left.
+    pub async fn retry(&self) -> bool {
+        if let Err(e) = self.prepare().await {
+            self.failed(&e.to_string());
+            return false;
+        }
+        loop {
+            let batch: Vec<DbRow> = {
+                let mut b = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+                let n = b.len().min(BATCH_ROWS);
+                b.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                if self.down.swap(false, Ordering::Relaxed) {
+                    tracing::info!("history database: writes resumed");
+                }
+                *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.stats.buffered.store(0, Ordering::Relaxed);
+                return true;
+            }
+            match tokio::time::timeout(WRITE_TIMEOUT, self.insert(&batch)).await {
+                Ok(Ok(_)) => {
+                    let left = self.buffer.lock().unwrap_or_else(|e| e.into_inner()).len();
+                    self.stats.buffered.store(left as u64, Ordering::Relaxed);
+                }
+                failed => {
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "a write took longer than 5s".to_owned(),
+                    };
+                    self.failed(&why);
+                    // Back in front, oldest first; the bound still holds.
+                    let mut b = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+                    for r in batch.into_iter().rev() {
+                        b.push_front(r);
+                    }
+                    let over = b.len().saturating_sub(MAX_BUFFERED_ROWS);
+                    if over > 0 {
+                        b.drain(..over);
+                        self.stats.lost.fetch_add(over as u64, Ordering::Relaxed);
+                    }
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Until `stop`: retries buffered readings every [`RETRY_EVERY`] and keeps partitions up
+    /// every hour. At `stop`, one last try of what is buffered.
+    pub fn spawn_upkeep(self: &Arc<Self>, stop: CancellationToken) -> JoinHandle<()> {
+        let db = self.clone();
+        tokio::spawn(async move {
+            let mut retry = tokio::time::interval(RETRY_EVERY);
+            retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut upkeep = tokio::time::interval(UPKEEP_EVERY);
+            upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            upkeep.tick().await;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => {
+                        let _ = tokio::time::timeout(WRITE_TIMEOUT, db.retry()).await;
+                        return;
+                    }
+                    _ = retry.tick() => { db.retry().await; }
+                    _ = upkeep.tick() => {
+                        if let Err(e) = db.upkeep(crate::now_ms()).await {
+                            tracing::warn!(error = %e, "history database: partition upkeep failed");
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
