@@ -184,6 +184,35 @@ impl AlertEngine {
         }
     }
 
+    /// Raises the offline alerts of `dev` at `now_ms` (receiver clock) without waiting for a
+    /// silence: the device said it went offline (`cause`, e.g. a Sparkplug DDEATH). Its next
+    /// reading resolves them as it would after a silence.
+    pub fn declare_offline(
+        &self,
+        device_id: &str,
+        dev: &mut DeviceAlerts,
+        now_ms: i64,
+        cause: &str,
+        out: &mut Vec<Alert>,
+    ) {
+        dev.states
+            .resize_with(self.rules.rules.len(), RuleState::default);
+        for (rule, state) in self.rules.rules.iter().zip(dev.states.iter_mut()) {
+            let RuleKind::Offline { missed_intervals } = rule.kind else {
+                continue;
+            };
+            let step = steps::declared_offline(
+                state,
+                &dev.liveness,
+                missed_intervals,
+                self.default_interval_ms,
+                now_ms,
+                cause,
+            );
+            apply(device_id, rule, state, now_ms, step, out);
+        }
+    }
+
     /// Moves the open alert `alert_id` of `dev` to `acknowledged` and returns it to publish.
     pub fn acknowledge(
         &self,

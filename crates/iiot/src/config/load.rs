@@ -378,6 +378,12 @@ fn blank() -> Config {
             password: None,
             max_in_flight: 0,
         },
+        sparkplug: super::SparkplugSettings {
+            payload: String::new(),
+            device_id: String::new(),
+            metrics: String::new(),
+            max_devices: 0,
+        },
         websocket: WebSocketSettings {
             port: 0,
             path: String::new(),

@@ -107,6 +107,7 @@ mod kafka;
 mod keys;
 mod load;
 mod mqtt;
+mod sparkplug;
 mod watch;
 
 use std::collections::HashMap;
@@ -123,6 +124,7 @@ use crate::sinks::notify::NotifySettings;
 pub use kafka::{KafkaSettings, MANAGED_PROPERTIES};
 pub use mqtt::MqttSettings;
 pub(crate) use mqtt::parse_mqtt_url;
+pub use sparkplug::SparkplugSettings;
 pub use watch::watch_rules;
 
 /// The effective configuration.
@@ -146,6 +148,8 @@ pub struct Config {
     pub ingest_max_body_bytes: usize,
     /// The MQTT source.
     pub mqtt: MqttSettings,
+    /// `MQTT_PAYLOAD` and the Sparkplug B settings.
+    pub sparkplug: SparkplugSettings,
     /// The WebSocket server.
     pub websocket: WebSocketSettings,
     /// The simulated device fleet.

@@ -6,8 +6,10 @@
 //!
 //! - [`topics`]: filter matching and the device segment of a topic.
 //! - [`publisher`]: a [`iiot_transport::Publisher`] onto `iiot/devices/<id>/telemetry`.
+//! - [`sparkplug`]: Sparkplug B payloads decoded into readings (`MQTT_PAYLOAD=sparkplug`).
 
 pub mod publisher;
+pub mod sparkplug;
 pub mod topics;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -13,6 +13,11 @@
 //! device than the payload is dead-lettered `topic_mismatch` on the dead-letter topic, with the
 //! normal envelope (`partition` and `offset` are -1: it never reached the input topic). A
 //! payload whose device id cannot be read goes on to the processor, which says why.
+//!
+//! With `MQTT_PAYLOAD=sparkplug` each message is decoded by [`crate::mqtt::sparkplug`]
+//! instead: its readings and offline notices go onto the input topic, a dead letter onto the
+//! dead-letter topic, and a rebirth request back to the broker; the message is acknowledged
+//! once all of them are delivered.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -32,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Source, SourceReport};
 use crate::config::Config;
+use crate::mqtt::sparkplug::{Sparkplug, SparkplugConfig, route};
 use crate::mqtt::{self, MqttStats, Reconnect, topics};
 use crate::processor::ProcessorStats;
 use crate::processor::dead_letter::{self, Origin};
@@ -52,6 +58,8 @@ pub struct MqttSource {
     max_message_bytes: usize,
     stats: Arc<MqttStats>,
     processor_stats: Arc<ProcessorStats>,
+    /// `MQTT_PAYLOAD=sparkplug`: how to decode.
+    sparkplug: Option<SparkplugConfig>,
 }
 
 impl MqttSource {
@@ -68,12 +76,16 @@ impl MqttSource {
         Some(MqttSource {
             url: settings.url.clone().unwrap_or_default(),
             options,
-            filters: settings.topic_filters(),
+            filters: route::topic_filters(config),
             max_in_flight: usize::from(settings.max_in_flight),
             dlq_topic: config.kafka.topic_dlq.clone(),
             max_message_bytes: config.processor.max_message_bytes,
             stats,
             processor_stats,
+            sparkplug: config
+                .sparkplug
+                .enabled()
+                .then(|| SparkplugConfig::from_config(config)),
         })
     }
 }
@@ -114,6 +126,7 @@ impl Source for MqttSource {
             topic,
             client: client.clone(),
             source: &this,
+            sparkplug: this.sparkplug.clone().map(Sparkplug::new),
         };
         let report = forwarder.run(rx, stop).await;
         // The acknowledgements are queued before the disconnect: the event loop sends both.
@@ -193,14 +206,21 @@ struct Forwarder<'a> {
     topic: String,
     client: AsyncClient,
     source: &'a MqttSource,
+    /// The Sparkplug decoder and its state, with `MQTT_PAYLOAD=sparkplug`.
+    sparkplug: Option<Sparkplug>,
 }
 
-/// The wait for one message's delivery; yields the message to acknowledge and whether it was
-/// dead-lettered.
-type Delivery = std::pin::Pin<Box<dyn std::future::Future<Output = (Publish, bool)> + Send>>;
+/// The wait for one message's delivery; yields the message to acknowledge and why it was
+/// dead-lettered, if it was.
+type Delivery =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (Publish, Option<InvalidReason>)> + Send>>;
 
 impl Forwarder<'_> {
-    async fn run(self, mut rx: mpsc::Receiver<Publish>, stop: CancellationToken) -> SourceReport {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Publish>,
+        stop: CancellationToken,
+    ) -> SourceReport {
         let mut pending: FuturesOrdered<Delivery> = FuturesOrdered::new();
         let mut acks = VecDeque::new();
         let mut report = SourceReport::default();
@@ -249,9 +269,66 @@ impl Forwarder<'_> {
 
     /// Publishes `publish` (onto the input topic, or as a dead letter) and returns the wait
     /// for its delivery, which yields the message to acknowledge.
-    async fn forward(&self, publish: Publish, stop: &CancellationToken) -> Delivery {
-        let (topic, key, payload) = self.route(&publish);
-        let dead_letter = topic == self.source.dlq_topic;
+    async fn forward(&mut self, publish: Publish, stop: &CancellationToken) -> Delivery {
+        let (publications, dead_letter) = match self.sparkplug.is_some() {
+            true => self.route_sparkplug(&publish),
+            false => {
+                let (topic, key, payload) = self.route(&publish);
+                let dead_letter =
+                    (topic == self.source.dlq_topic).then_some(InvalidReason::TopicMismatch);
+                (vec![(topic, key, payload)], dead_letter)
+            }
+        };
+        let mut deliveries = Vec::with_capacity(publications.len());
+        for (topic, key, payload) in publications {
+            deliveries.push(self.deliver(topic, key, payload, stop).await);
+        }
+        Box::pin(async move {
+            futures::future::join_all(deliveries).await;
+            (publish, dead_letter)
+        })
+    }
+
+    /// Decodes a Sparkplug message: its publications, and its rebirth request sent at once.
+    fn route_sparkplug(
+        &mut self,
+        publish: &Publish,
+    ) -> (Vec<route::Publication>, Option<InvalidReason>) {
+        let now = crate::now_ms();
+        let Some(sparkplug) = self.sparkplug.as_mut() else {
+            return (Vec::new(), None);
+        };
+        let decoded = sparkplug.decode(&publish.topic, &publish.payload, now);
+        let stats = &self.source.processor_stats;
+        stats
+            .seq_gaps
+            .fetch_add(decoded.seq_gaps, Ordering::Relaxed);
+        if let Some(command) = &decoded.command {
+            let sent = self.client.try_publish(
+                command.topic.clone(),
+                QoS::AtMostOnce,
+                false,
+                command.payload.clone(),
+            );
+            match sent {
+                Ok(()) => tracing::info!(topic = %command.topic, "Sparkplug rebirth requested"),
+                Err(e) => {
+                    tracing::warn!(topic = %command.topic, error = %e, "Sparkplug rebirth request not sent")
+                }
+            }
+        }
+        let (input, dlq) = (&self.topic, &self.source.dlq_topic);
+        route::publications(decoded, input, dlq, &publish.topic, &publish.payload, now)
+    }
+
+    /// Publishes one message and returns the wait for its delivery (sent again until it is).
+    async fn deliver(
+        &self,
+        topic: String,
+        key: Vec<u8>,
+        payload: Bytes,
+        stop: &CancellationToken,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
         let out = self.out.clone();
         let stats = self.source.stats.clone();
         let stop = stop.clone();
@@ -270,7 +347,7 @@ impl Forwarder<'_> {
                     Err(e) => Err(e),
                 };
                 match delivered {
-                    Ok(()) => return (publish, dead_letter),
+                    Ok(()) => return,
                     Err(e) => {
                         stats.delivery_errors.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(error = %e, "MQTT message not delivered; sending it again");
@@ -339,7 +416,7 @@ impl Forwarder<'_> {
     /// Counts a delivered message and queues its acknowledgement.
     fn delivered(
         &self,
-        (publish, dead_letter): (Publish, bool),
+        (publish, dead_letter): (Publish, Option<InvalidReason>),
         acks: &mut VecDeque<u16>,
         report: &mut SourceReport,
     ) {
@@ -347,9 +424,9 @@ impl Forwarder<'_> {
         stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         acks.push_back(publish.pkid);
         report.sent += 1;
-        if dead_letter {
+        if let Some(reason) = dead_letter {
             stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-            self.source.processor_stats.dead_letters[InvalidReason::TopicMismatch.index()]
+            self.source.processor_stats.dead_letters[reason.index()]
                 .fetch_add(1, Ordering::Relaxed);
         } else {
             stats.forwarded.fetch_add(1, Ordering::Relaxed);
