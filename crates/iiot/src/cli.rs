@@ -91,6 +91,10 @@ pub struct RunArgs {
     /// MQTT broker real devices publish to, mqtt://host:port [env: MQTT_URL]; unset = none.
     #[arg(long, value_name = "URL")]
     pub mqtt_url: Option<String>,
+    /// What MQTT devices publish: json or sparkplug (Sparkplug B) [env: MQTT_PAYLOAD]
+    /// [default: json].
+    #[arg(long, value_name = "FORMAT")]
+    pub mqtt_payload: Option<String>,
     /// Where history is kept [env: DATA_DIR] [default: ./data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<String>,

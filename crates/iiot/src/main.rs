@@ -160,6 +160,7 @@ async fn run(args: cli::RunArgs) -> Result<(), Failure> {
     push(&mut flags, "WEBSOCKET_PORT", &args.ws_port);
     push(&mut flags, "KAFKA_BROKERS", &args.kafka_brokers);
     push(&mut flags, "MQTT_URL", &args.mqtt_url);
+    push(&mut flags, "MQTT_PAYLOAD", &args.mqtt_payload);
     push(&mut flags, "DATA_DIR", &args.data_dir);
     let (config, sources) = load(args.common.config.clone(), flags)?;
     check_capacity(&config)?;

@@ -422,7 +422,11 @@ impl Forwarder<'_> {
     ) {
         let stats = &self.source.stats;
         stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        acks.push_back(publish.pkid);
+        // A QoS 0 message (a publisher's choice, e.g. Sparkplug edge nodes) has no packet id
+        // and takes no acknowledgement: a PUBACK for it makes the broker drop the connection.
+        if publish.qos != QoS::AtMostOnce {
+            acks.push_back(publish.pkid);
+        }
         report.sent += 1;
         if let Some(reason) = dead_letter {
             stats.dead_lettered.fetch_add(1, Ordering::Relaxed);

@@ -14,6 +14,7 @@ pub mod kafka;
 pub mod mqtt;
 pub mod notify;
 pub mod readings;
+pub mod python;
 pub mod role;
 pub mod wiring;
 pub mod ws;

@@ -7,7 +7,7 @@
 //!   and their values; NDATA/DDATA update the values. After each, a node or device with at
 //!   least one metric mapped to a reading field ([`mapping`]) yields one SPEC §2 reading with
 //!   its last value of every field.
-//! - NDEATH (with the NBIRTH's `bdSeq`) and DDEATH yield an offline notice for the devices
+//! - NDEATH (unless its `bdSeq` is before the NBIRTH's: a stale will) and DDEATH yield an offline notice for the devices
 //!   they end ([`crate::processor::offline`]), and forget their births.
 //! - A DATA before its BIRTH, or with an alias BIRTH did not declare, is dead-lettered
 //!   (`sparkplug_before_birth`, `sparkplug_unknown_alias`) and a rebirth is requested: an NCMD
@@ -226,9 +226,11 @@ impl Sparkplug {
         let Some(node) = self.nodes.get_mut(t.group, t.node) else {
             return out;
         };
-        // A will from an earlier session (its bdSeq is not this birth's) ends nothing.
+        // A will from an earlier session (a bdSeq before this birth's) ends nothing. A later
+        // one is taken: some edge nodes (pysparkplug 0.6) count bdSeq up right after NBIRTH
+        // and send that in their clean NDEATH.
         if let (Some(born), Some(dying)) = (node.bd_seq, bd_seq(payload))
-            && born != dying
+            && (1..128).contains(&(born.wrapping_sub(dying) % 256))
         {
             return out;
         }

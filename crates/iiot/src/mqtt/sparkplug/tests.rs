@@ -218,7 +218,7 @@ fn deaths_send_offline_notices_and_a_stale_will_is_ignored() {
             .is_empty()
     );
     let ndeath = Payload {
-        metrics: vec![bd_seq(7)],
+        metrics: vec![bd_seq(8)],
         ..Payload::default()
     }
     .encode_to_vec();
