@@ -22,6 +22,13 @@ fi
 bash scripts/kafka-up.sh --install
 # Mosquitto and its clients: the MQTT tests start their own brokers.
 bash scripts/mqtt-up.sh --install
+# The MQTT tests' outside clients, from PyPI: a Sparkplug B edge node (pysparkplug, which
+# brings paho-mqtt) and paho-mqtt for JSON readings.
+if ! python3 -c 'import pysparkplug, paho.mqtt.client' >/dev/null 2>&1; then
+  echo "pysparkplug / paho-mqtt not found: installing them (one-off)"
+  python3 -m pip install --quiet pysparkplug paho-mqtt \
+    || python3 -m pip install --quiet --break-system-packages pysparkplug paho-mqtt
+fi
 
 echo "== format"
 cargo fmt --all -- --check
