@@ -32,6 +32,10 @@
 //! topics = "iiot/devices/+/telemetry"
 //! client_id = "iiot-plant-a"    # fixed: the broker keeps the session across restarts
 //! max_in_flight = 1000
+//! payload = "json"              # or "sparkplug"
+//!
+//! [sparkplug]                   # with mqtt.payload = "sparkplug"
+//! device_id = "{device}"
 //!
 //! [websocket]
 //! port = 8081
