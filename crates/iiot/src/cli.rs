@@ -133,6 +133,10 @@ pub struct SimulateArgs {
     /// MQTT broker for --output mqtt, mqtt://host:port [env: MQTT_URL] (implies --output mqtt).
     #[arg(long, value_name = "URL")]
     pub mqtt_url: Option<String>,
+    /// With --output mqtt: json (iiot/devices/<id>/telemetry) or sparkplug (one Sparkplug B
+    /// edge node, group iiot) [env: MQTT_PAYLOAD] [default: json].
+    #[arg(long, value_name = "FORMAT")]
+    pub mqtt_payload: Option<String>,
     /// Topic for readings [env: KAFKA_TOPIC_DEVICE_DATA] [default: device-data].
     #[arg(long, value_name = "NAME")]
     pub topic: Option<String>,

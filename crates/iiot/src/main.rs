@@ -176,6 +176,7 @@ async fn simulate(args: cli::SimulateArgs) -> Result<(), Failure> {
     push(&mut flags, "KAFKA_TOPIC_DEVICE_DATA", &args.topic);
     push(&mut flags, "HTTP_PORT", &args.http_port);
     push(&mut flags, "MQTT_URL", &args.mqtt_url);
+    push(&mut flags, "MQTT_PAYLOAD", &args.mqtt_payload);
     let (config, _) = load(args.common.config.clone(), flags)?;
     check_fleet(&config)?;
     let output = match args.output {

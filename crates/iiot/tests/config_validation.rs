@@ -369,7 +369,10 @@ fn sparkplug_settings_are_checked_and_its_topics_follow_the_payload() {
         ["spBv1.0/+/+/+", "spBv1.0/+/+/+/+"]
     );
     assert_eq!(
-        sparkplug(&[("MQTT_PAYLOAD", "sparkplug"), ("MQTT_TOPICS", "spBv1.0/plant/#")]),
+        sparkplug(&[
+            ("MQTT_PAYLOAD", "sparkplug"),
+            ("MQTT_TOPICS", "spBv1.0/plant/#")
+        ]),
         ["spBv1.0/plant/#"]
     );
     let config = Config::load(&from_env(&[

@@ -81,7 +81,10 @@ fn a_pysparkplug_edge_node_shows_its_devices_values_and_alerts_and_deaths_are_of
     });
     let offline = alert(&role, "plc1", "device_offline").expect("alert");
     assert!(
-        offline["message"].as_str().unwrap_or("").starts_with("DDEATH"),
+        offline["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("DDEATH"),
         "{offline}"
     );
     assert!(alert(&role, "plc2", "device_offline").is_none());
@@ -110,11 +113,74 @@ fn data_before_birth_is_dead_lettered_and_the_edge_node_is_asked_to_rebirth() {
     let mut role = run_sparkplug(&broker, "iiot-test-sparkplug-rebirth");
     assert_eq!(edge.send("data plc1 Sensors/Temperature 30"), "ok");
     role.wait_for("a sparkplug_before_birth dead letter", |r| {
-        r.metric("iot_dead_letters_total", "reason=\"sparkplug_before_birth\"") >= 1.0
+        r.metric(
+            "iot_dead_letters_total",
+            "reason=\"sparkplug_before_birth\"",
+        ) >= 1.0
     });
     let ncmd = edge.wait_for_command("Node Control/Rebirth");
     assert_eq!(ncmd, "ncmd Node Control/Rebirth=True");
-    assert!(device_ids(&role).is_empty(), "nothing made of a DATA before BIRTH");
+    assert!(
+        device_ids(&role).is_empty(),
+        "nothing made of a DATA before BIRTH"
+    );
     assert_eq!(edge.send("quit"), "bye");
+    assert!(role.stop().success());
+}
+
+#[test]
+fn the_simulator_is_a_sparkplug_edge_node_whose_ndeath_takes_its_devices_offline() {
+    let broker = Broker::start();
+    let mut role = run_sparkplug(&broker, "iiot-test-sparkplug-sim");
+    let url = broker.url();
+    let mut sim = Role::embedded(
+        &[
+            "simulate",
+            "--output",
+            "mqtt",
+            "--mqtt-url",
+            &url,
+            "--mqtt-payload",
+            "sparkplug",
+            "--devices",
+            "3",
+            "--interval",
+            "200ms",
+            "--duration",
+            "2s",
+            "--seed",
+            "7",
+        ],
+        &[("MQTT_CLIENT_ID", "iiot-test-sim-edge")],
+    );
+    role.wait_for("the three simulated devices", |r| device_ids(r).len() == 3);
+    let deadline = std::time::Instant::now() + support::role::PATIENCE;
+    let status = loop {
+        if let Some(status) = sim.child.try_wait().expect("simulator status") {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", sim.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success(), "{}", sim.log_text());
+    let sent = support::role::log_field(&sim.log_text(), "simulator stopped", "sent")
+        .expect("sent count logged");
+    role.wait_for("every simulated reading processed", |r| {
+        r.metric("iot_messages_total", "status=\"success\"") >= sent as f64
+    });
+    role.wait_for("the NDEATH takes all three offline", |r| {
+        device_ids(r).iter().all(|id| {
+            alert(r, id, "device_offline")
+                .is_some_and(|a| a["message"].as_str().unwrap_or("").starts_with("NDEATH"))
+        })
+    });
+    assert_eq!(
+        role.metric("iot_dead_letters_total", ""),
+        0.0,
+        "{}",
+        role.log_text()
+    );
+    // The node's seq ran 0, 1, 2, … over every BIRTH and DATA: nothing missing.
+    assert_eq!(role.metric("iot_sequence_gaps_total", ""), 0.0);
     assert!(role.stop().success());
 }

@@ -17,6 +17,7 @@
 //! - [`state`] bounds what is tracked: beyond `SPARKPLUG_MAX_DEVICES` nodes and devices, a new
 //!   one's messages are dead-lettered `sparkplug_limit`.
 
+pub mod edge;
 pub mod mapping;
 pub mod proto;
 mod reading;
