@@ -157,8 +157,8 @@ mod tests {
 
     #[test]
     fn names_map_by_their_ending_unless_configured() {
-        let m =
-            MetricMapping::parse("Inputs/Temp=temperature, Setpoint Temperature=ignore").unwrap();
+        let m = MetricMapping::parse("Inputs/Temp=temperature, Setpoint Temperature=ignore")
+            .expect("test input is valid");
         assert_eq!(m.field("Inputs/Temp"), Some(Field::Temperature));
         assert_eq!(m.field("Setpoint Temperature"), None);
         assert_eq!(
@@ -176,10 +176,10 @@ mod tests {
 
     #[test]
     fn the_device_id_template_takes_three_placeholders() {
-        let t = DeviceIdTemplate::parse("{node}:{device}").unwrap();
+        let t = DeviceIdTemplate::parse("{node}:{device}").expect("test input is valid");
         assert_eq!(t.render("plant", "edge1", Some("plc2")), "edge1:plc2");
         assert_eq!(t.render("plant", "edge1", None), "edge1:edge1");
-        let t = DeviceIdTemplate::parse("{device}").unwrap();
+        let t = DeviceIdTemplate::parse("{device}").expect("test input is valid");
         assert_eq!(t.render("g", "n", None), "n");
         assert!(DeviceIdTemplate::parse("{group}").is_none());
         assert!(DeviceIdTemplate::parse("{devices}").is_none());

@@ -168,7 +168,7 @@ mod tests {
     #[test]
     fn the_rebirth_request_round_trips() {
         let bytes = rebirth_request(1_700_000_000_000).encode_to_vec();
-        let back = Payload::decode(&bytes[..]).unwrap();
+        let back = Payload::decode(&bytes[..]).expect("test input is valid");
         assert_eq!(
             back.metrics[0].name.as_deref(),
             Some("Node Control/Rebirth")

@@ -236,7 +236,7 @@ mod tests {
     fn the_tracked_nodes_and_devices_are_capped() {
         let mut nodes = Nodes::new(2);
         assert!(nodes.get_or_add("g", "n1").is_some());
-        let (node, tracked, max) = nodes.node_and_room("g", "n1").unwrap();
+        let (node, tracked, max) = nodes.node_and_room("g", "n1").expect("test input is valid");
         assert!(Nodes::device_or_add(tracked, max, node, "d1").is_some());
         assert!(Nodes::device_or_add(tracked, max, node, "d2").is_none());
         assert!(nodes.get_or_add("g", "n2").is_none());

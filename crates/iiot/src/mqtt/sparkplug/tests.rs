@@ -5,8 +5,8 @@ const T0: i64 = 1_700_000_000_000;
 
 fn decoder() -> Sparkplug {
     Sparkplug::new(SparkplugConfig {
-        mapping: MetricMapping::parse("Motor/Amps=current").unwrap(),
-        device_id: DeviceIdTemplate::parse("{node}:{device}").unwrap(),
+        mapping: MetricMapping::parse("Motor/Amps=current").expect("test input is valid"),
+        device_id: DeviceIdTemplate::parse("{node}:{device}").expect("test input is valid"),
         max_tracked: 3,
     })
 }
@@ -44,9 +44,10 @@ fn readings(d: &Decoded) -> Vec<(String, serde_json::Value)> {
     d.outputs
         .iter()
         .filter_map(|o| match o {
-            Output::Reading { device_id, payload } => {
-                Some((device_id.clone(), serde_json::from_slice(payload).unwrap()))
-            }
+            Output::Reading { device_id, payload } => Some((
+                device_id.clone(),
+                serde_json::from_slice(payload).expect("test input is valid"),
+            )),
             _ => None,
         })
         .collect()
@@ -105,11 +106,11 @@ fn births_and_data_become_readings_of_the_mapped_fields() {
     assert_eq!(reading["location"]["building"], "plant");
     // Valid for the processor as it stands.
     iiot_model::decode(
-        &serde_json::to_vec(reading).unwrap(),
+        &serde_json::to_vec(reading).expect("test input is valid"),
         T0,
         &Default::default(),
     )
-    .unwrap();
+    .expect("test input is valid");
     assert_eq!(d.seq_gaps, 0);
     assert!(d.command.is_none());
 }
@@ -122,7 +123,7 @@ fn data_before_birth_is_dead_lettered_and_asks_for_a_rebirth_at_most_every_5s() 
     assert_eq!(reason(&d), Some(InvalidReason::SparkplugBeforeBirth));
     let command = d.command.expect("a rebirth request");
     assert_eq!(command.topic, "spBv1.0/plant/NCMD/edge1");
-    let sent = Payload::decode(&command.payload[..]).unwrap();
+    let sent = Payload::decode(&command.payload[..]).expect("test input is valid");
     assert_eq!(
         sent.metrics[0].name.as_deref(),
         Some("Node Control/Rebirth")
@@ -198,7 +199,7 @@ fn deaths_send_offline_notices_and_a_stale_will_is_ignored() {
         panic!("{ddeath:?}");
     };
     assert_eq!(device_id, "edge1:plc1");
-    let notice = OfflineNotice::parse(notice).unwrap();
+    let notice = OfflineNotice::parse(notice).expect("test input is valid");
     assert_eq!(notice.cause, "DDEATH");
     let d = s.decode(
         "spBv1.0/plant/DDATA/edge1/plc1",
