@@ -184,3 +184,50 @@ fn the_simulator_is_a_sparkplug_edge_node_whose_ndeath_takes_its_devices_offline
     assert_eq!(role.metric("iot_sequence_gaps_total", ""), 0.0);
     assert!(role.stop().success());
 }
+
+#[test]
+fn the_simulator_answers_a_rebirth_request_when_iiot_comes_after_its_births() {
+    let broker = Broker::start();
+    let url = broker.url();
+    // Born before iiot listens: its first DDATA cannot be placed.
+    let mut sim = Role::embedded(
+        &[
+            "simulate",
+            "--output",
+            "mqtt",
+            "--mqtt-url",
+            &url,
+            "--mqtt-payload",
+            "sparkplug",
+            "--devices",
+            "3",
+            "--interval",
+            "200ms",
+            "--duration",
+            "20s",
+            "--seed",
+            "7",
+        ],
+        &[("MQTT_CLIENT_ID", "iiot-test-sim-rebirth")],
+    );
+    sim.wait_for_log("the simulator connected", "connected to the MQTT broker");
+    let mut role = run_sparkplug(&broker, "iiot-test-sparkplug-sim-rebirth");
+    role.wait_for("the three devices, from the BIRTHs sent again", |r| {
+        device_ids(r).len() == 3
+    });
+    assert!(
+        role.metric(
+            "iot_dead_letters_total",
+            "reason=\"sparkplug_before_birth\""
+        ) >= 1.0,
+        "{}",
+        role.log_text()
+    );
+    assert!(
+        sim.log_text().contains("Sparkplug rebirth requested"),
+        "{}",
+        sim.log_text()
+    );
+    assert!(role.stop().success());
+    assert!(sim.stop().success());
+}

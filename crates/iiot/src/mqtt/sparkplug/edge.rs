@@ -7,11 +7,13 @@
 //! the connection, then DDATA by alias only. The NDEATH is the MQTT will (QoS 1), and is also
 //! published on a clean close (a clean disconnect suppresses the will). As the specification
 //! asks, BIRTH and DATA go at QoS 0: a message counts as delivered once the client took it.
+//! An NCMD `Node Control/Rebirth = true` (as `iiot run` sends for a DATA it cannot place) makes
+//! the next message go out after a new NBIRTH, and each device's next after its DBIRTH.
 //! A reading that is not JSON (the simulator's malformed faults) goes out as raw bytes on the
 //! device's DDATA topic, so the receiver's `sparkplug_malformed` path is exercised.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -58,6 +60,8 @@ pub struct SparkplugEdge {
     node: String,
     bd_seq: u64,
     connections: Arc<AtomicU64>,
+    /// Set by an NCMD rebirth request, taken by the next publication.
+    rebirth: Arc<AtomicBool>,
     session: Mutex<Session>,
     stats: Arc<MqttStats>,
     connection: JoinHandle<()>,
@@ -85,12 +89,25 @@ impl SparkplugEdge {
         let (client, eventloop) = AsyncClient::new(options, usize::from(settings.max_in_flight));
         let stats = Arc::new(MqttStats::default());
         let connections = Arc::new(AtomicU64::new(0));
-        let connection = tokio::spawn(drive(eventloop, url, connections.clone(), stats.clone()));
+        let rebirth = Arc::new(AtomicBool::new(false));
+        let commands = Commands {
+            client: client.clone(),
+            topic: format!("spBv1.0/{GROUP}/NCMD/{node}"),
+            rebirth: rebirth.clone(),
+        };
+        let connection = tokio::spawn(drive(
+            eventloop,
+            url,
+            connections.clone(),
+            commands,
+            stats.clone(),
+        ));
         Some(SparkplugEdge {
             client,
             node,
             bd_seq,
             connections,
+            rebirth,
             session: Mutex::new(Session::default()),
             stats,
             connection,
@@ -124,10 +141,35 @@ impl SparkplugEdge {
     }
 }
 
+/// Where the edge node hears its commands.
+struct Commands {
+    client: AsyncClient,
+    topic: String,
+    rebirth: Arc<AtomicBool>,
+}
+
+impl Commands {
+    /// Notes a rebirth request in `payload`, if it is one.
+    fn take(&self, payload: &[u8]) {
+        let Ok(command) = Payload::decode(payload) else {
+            return;
+        };
+        let asked = command.metrics.iter().any(|m| {
+            m.name.as_deref() == Some("Node Control/Rebirth")
+                && m.value == Some(Value::BooleanValue(true))
+        });
+        if asked {
+            tracing::info!(topic = %self.topic, "Sparkplug rebirth requested: BIRTH certificates go out again");
+            self.rebirth.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 async fn drive(
     mut eventloop: EventLoop,
     url: String,
     connections: Arc<AtomicU64>,
+    commands: Commands,
     stats: Arc<MqttStats>,
 ) {
     let mut reconnect = Reconnect::new("MQTT simulator output (Sparkplug B)");
@@ -137,6 +179,13 @@ async fn drive(
                 stats.connected.store(true, Ordering::Relaxed);
                 connections.fetch_add(1, Ordering::Relaxed);
                 reconnect.connected(&url, ack.session_present);
+                let topic = commands.topic.clone();
+                if let Err(e) = commands.client.try_subscribe(topic, QoS::AtLeastOnce) {
+                    tracing::warn!(error = %e, "Sparkplug NCMD subscription could not be queued");
+                }
+            }
+            Ok(Event::Incoming(Incoming::Publish(p))) if p.topic == commands.topic => {
+                commands.take(&p.payload);
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
             Ok(_) => {}
@@ -201,7 +250,7 @@ impl Publisher for SparkplugEdge {
         // One lock: seq numbers go out in the order they are given.
         let mut session = self.session.lock().await;
         let connection = self.connections.load(Ordering::Relaxed);
-        if session.born_on != Some(connection) {
+        if session.born_on != Some(connection) || self.rebirth.swap(false, Ordering::Relaxed) {
             let rebirth = Metric {
                 name: Some("Node Control/Rebirth".into()),
                 datatype: Some(datatype::BOOLEAN),
