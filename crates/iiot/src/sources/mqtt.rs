@@ -284,7 +284,10 @@ impl Forwarder<'_> {
             deliveries.push(self.deliver(topic, key, payload, stop).await);
         }
         Box::pin(async move {
-            futures::future::join_all(deliveries).await;
+            // All are published already: waiting in turn waits for the slowest.
+            for delivery in deliveries {
+                delivery.await;
+            }
             (publish, dead_letter)
         })
     }
@@ -328,14 +331,14 @@ impl Forwarder<'_> {
         key: Vec<u8>,
         payload: Bytes,
         stop: &CancellationToken,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let out = self.out.clone();
         let stats = self.source.stats.clone();
         let stop = stop.clone();
         // The first publication happens here, in arrival order (per-device order on the
         // input); only a failed delivery is sent again later.
         let mut first = Some(out.publish(&topic, &key, payload.clone()).await);
-        Box::pin(async move {
+        async move {
             let mut pause = Duration::from_millis(100);
             loop {
                 let attempt = match first.take() {
@@ -360,7 +363,7 @@ impl Forwarder<'_> {
                     }
                 }
             }
-        })
+        }
     }
 
     /// Where `publish` goes: `(topic, key, payload)`.
