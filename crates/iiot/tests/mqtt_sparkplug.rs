@@ -88,6 +88,11 @@ fn a_pysparkplug_edge_node_shows_its_devices_values_and_alerts_and_deaths_are_of
         "{offline}"
     );
     assert!(alert(&role, "plc2", "device_offline").is_none());
+    // The device list says so too, though plc1's last data is fresh.
+    let plc1 = role.json("/api/devices/plc1").expect("plc1");
+    assert_eq!(plc1["status"], "offline", "{plc1}");
+    let plc2 = role.json("/api/devices/plc2").expect("plc2");
+    assert_ne!(plc2["status"], "offline", "{plc2}");
 
     // A clean disconnect sends NDEATH: the node's remaining device goes offline too.
     assert_eq!(edge.send("quit"), "bye");
