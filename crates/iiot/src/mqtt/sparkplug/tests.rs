@@ -254,3 +254,29 @@ fn bad_topics_and_payloads_and_too_many_devices_are_dead_lettered() {
     );
     assert_eq!(s.tracked(), 3);
 }
+
+#[test]
+fn a_nodes_own_metrics_are_a_device_named_after_the_node() {
+    let mut s = decoder();
+    let nbirth = payload(
+        0,
+        vec![bd_seq(1), metric(Some("Boiler Pressure"), Some(3), 1000.0)],
+    );
+    let d = s.decode("spBv1.0/plant/NBIRTH/edge2", &nbirth, T0);
+    assert_eq!(readings(&d)[0].0, "edge2:edge2");
+    let d = s.decode(
+        "spBv1.0/plant/NDATA/edge2",
+        &payload(1, vec![metric(None, Some(3), 1001.5)]),
+        T0,
+    );
+    let r = readings(&d);
+    assert_eq!(r[0].1["sensors"]["pressure"]["value"], 1001.5);
+    assert_eq!(r[0].1["seq"], 2);
+    // A DATA that changes no mapped value makes no reading.
+    let d = s.decode(
+        "spBv1.0/plant/NDATA/edge2",
+        &payload(2, vec![metric(Some("Uptime"), None, 5.0)]),
+        T0,
+    );
+    assert!(d.outputs.is_empty(), "{d:?}");
+}
