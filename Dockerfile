@@ -40,7 +40,11 @@ ENV LOG_FORMAT=json \
     RUST_LOG=info \
     DATA_DIR=/var/lib/iiot \
     HTTP_PORT=8080 \
-    WEBSOCKET_PORT=8081
+    WEBSOCKET_PORT=8081 \
+    LISTEN_ADDR=0.0.0.0
+# Reached from outside the container, so credentials are required (docs/security.md): mount a
+# token as a secret and set AUTH_TOKEN_FILE, or an auth file (iiot auth …) under DATA_DIR; or
+# set ALLOW_ANONYMOUS=true for a trusted network.
 EXPOSE 8080 8081
 # Liveness only (/health): /ready also needs the broker, which is the orchestrator's business.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \

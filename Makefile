@@ -34,6 +34,7 @@ docker-build: ## Build the iiot image (Dockerfile)
 	docker build -t iiot:latest .
 
 docker-up: ## Kafka (KRaft), simulate, 2× process, serve, Prometheus, Grafana (docker-compose.yml)
+	@test -s secrets/iiot_token || { mkdir -p secrets && openssl rand -hex 32 > secrets/iiot_token && echo "made the API token secrets/iiot_token"; }
 	$(COMPOSE) up -d --build
 
 docker-down: ## Stop the compose stack (volumes are kept; add -v by hand to drop them)

@@ -94,6 +94,7 @@ fi
 workdir=$(mktemp -d)
 server_pid=
 stop_server() {
+  if [[ -n ${auth_pid:-} ]]; then kill -TERM "$auth_pid" 2>/dev/null || true; wait "$auth_pid" 2>/dev/null || true; fi
   if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
     kill -TERM "$server_pid" 2>/dev/null || true
     for _ in $(seq 1 100); do
@@ -116,6 +117,23 @@ echo "== browser: starting iiot ${args[*]} (HTTP $http_port, WebSocket $ws_port)
 ) >"$out/server-$mode.log" 2>&1 &
 server_pid=$!
 
+auth_pid=
+if [[ $mode == test ]]; then
+  # A second server with users, for the sign-in tests: olga (operator) and vera (viewer).
+  auth_http=$(free_port)
+  auth_ws=$(free_port)
+  authdir=$workdir/auth-data
+  printf 'olga operator pw\n' | "$bin" auth --data-dir "$authdir" add-user olga --role operator --password-stdin
+  printf 'vera viewer pw\n' | "$bin" auth --data-dir "$authdir" add-user vera --role viewer --password-stdin
+  (
+    cd "$workdir"
+    exec env HTTP_PORT="$auth_http" WEBSOCKET_PORT="$auth_ws" DATA_DIR="$authdir" \
+      LISTEN_ADDR=127.0.0.1 STATUS_INTERVAL=0 RUST_LOG=warn ALERT_TEMPERATURE_HIGH=45 \
+      "$bin" run --devices 20 --interval 500ms --seed 7 --fault-rate 0.02
+  ) >"$out/server-auth.log" 2>&1 &
+  auth_pid=$!
+fi
+
 base="http://127.0.0.1:$http_port"
 for i in $(seq 1 100); do
   if curl -fsS "$base/health" >/dev/null 2>&1; then break; fi
@@ -132,5 +150,10 @@ if [[ $mode == bench ]]; then
   node tests/browser/bench.mjs --base "$base" --out "$out" --seconds "${BENCH_SECONDS:-30}" \
     --command "scripts/browser-test.sh --bench (iiot ${args[*]}, release)"
 else
-  node tests/browser/run.mjs --base "$base" --out "$out"
+  for i in $(seq 1 100); do
+    if curl -fsS "http://127.0.0.1:$auth_http/health" >/dev/null 2>&1; then break; fi
+    if [[ $i == 100 ]]; then echo "the server with users did not answer:" >&2; cat "$out/server-auth.log" >&2; exit 1; fi
+    sleep 0.2
+  done
+  node tests/browser/run.mjs --base "$base" --auth-base "http://127.0.0.1:$auth_http" --out "$out"
 fi

@@ -13,6 +13,8 @@ const arg = (name, fallback) => {
   return i > 0 ? process.argv[i + 1] : fallback;
 };
 const base = arg('--base', 'http://127.0.0.1:8080');
+// A second server with users (olga: operator, vera: viewer) for the sign-in tests.
+const authBase = arg('--auth-base', null);
 const out = arg('--out', 'target/browser');
 await mkdir(out, { recursive: true });
 
@@ -384,6 +386,69 @@ try {
     noProblems(pp);
     await phone.close();
   });
+  if (authBase) {
+    await test('with users set up: a login page, a strict session cookie, an acknowledgement signed by the user, sign-out', async () => {
+      const ctx = await browser.newContext({ viewport: { width: 1366, height: 900 } });
+      const { page: p, problems: pp } = await openPage(ctx);
+      await p.goto(`${authBase}/`);
+      await p.waitForSelector('form[data-test=login]', { timeout: 15000 });
+      await shot(p, 'login');
+      await p.fill('input[name=username]', 'olga');
+      await p.fill('input[name=password]', 'wrong password');
+      await p.click('form[data-test=login] button[type=submit]');
+      await p.waitForSelector('[data-test=login-error]:not([hidden])', { timeout: 10000 });
+      // The refused login is a 401 the browser logs; it is the only one expected.
+      assert(pp.console.length === 1 && pp.console[0].includes('401'), `console: ${pp.console.join(' | ')}`);
+      pp.console.length = 0;
+      await p.fill('input[name=password]', 'olga operator pw');
+      await p.click('form[data-test=login] button[type=submit]');
+      await live(p);
+      const who = await p.textContent('[data-test=user]');
+      assert(who.includes('olga') && who.includes('operator'), `top bar shows ${who}`);
+      const cookie = (await ctx.cookies()).find((c) => c.name === 'iiot_session');
+      assert(cookie && cookie.httpOnly && cookie.sameSite === 'Strict', `cookie ${JSON.stringify(cookie)}`);
+      assert(!(await p.evaluate(() => document.cookie)).includes('iiot_session'), 'the page script can read the session cookie');
+      const id = await until(() => p.evaluate(() => {
+        const rows = [...document.querySelectorAll('[data-test=alert-list] li[data-status="active"]')];
+        return rows.find((r) => r.textContent.includes('temperature_high'))?.dataset.alertId ?? null;
+      }), 60000, 'an active temperature_high alert');
+      await p.click(`[data-test=alert-list] li[data-alert-id="${id}"] [data-test=ack]`);
+      await p.waitForSelector(`[data-test=alert-list] li[data-alert-id="${id}"][data-status="acknowledged"]`, { timeout: 10000 });
+      const listed = await (await p.request.get(`${authBase}/api/alerts?limit=1000`)).json();
+      const alert = listed.items.find((a) => a.alert_id === id);
+      assert(alert && alert.acknowledged_by === 'olga', `acknowledged_by ${alert?.acknowledged_by}`);
+      // Without the page's CSRF token the same cookie cannot act.
+      const forged = await p.request.post(`${authBase}/api/silences`, { data: { matchers: {}, ends_at: Date.now() + 60000 } });
+      assert(forged.status() === 403, `a POST without the CSRF token got ${forged.status()}`);
+      await shot(p, 'signed-in');
+      await p.click('[data-test=logout]');
+      await p.waitForSelector('form[data-test=login]', { timeout: 15000 });
+      const after = await p.request.get(`${authBase}/api/devices`);
+      assert(after.status() === 401, `after sign-out /api/devices answered ${after.status()}`);
+      // The 401s of the login page and the refused POST are expected; nothing else failed.
+      pp.failed = pp.failed.filter((f) => !/^40[13] /.test(f));
+      noProblems(pp);
+      await ctx.close();
+    });
+
+    await test('a viewer sees the data but no acknowledge or silence buttons', async () => {
+      const ctx = await browser.newContext({ viewport: { width: 1366, height: 900 } });
+      const { page: p, problems: pp } = await openPage(ctx);
+      await p.goto(`${authBase}/`);
+      await p.waitForSelector('form[data-test=login]', { timeout: 15000 });
+      await p.fill('input[name=username]', 'vera');
+      await p.fill('input[name=password]', 'vera viewer pw');
+      await p.click('form[data-test=login] button[type=submit]');
+      await live(p);
+      await until(() => p.evaluate(() => document.querySelectorAll('[data-test=alert-list] li').length > 0), 60000, 'an alert row');
+      const visible = await p.evaluate(() => [...document.querySelectorAll('[data-test=ack], [data-test=silence]')]
+        .filter((b) => b.offsetParent !== null).length);
+      assert(visible === 0, `${visible} action buttons visible to a viewer`);
+      await shot(p, 'viewer');
+      noProblems(pp);
+      await ctx.close();
+    });
+  }
 } finally {
   await browser.close();
 }

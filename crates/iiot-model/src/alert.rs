@@ -25,6 +25,10 @@ pub struct Alert {
     pub threshold: Threshold,
     /// The value that crossed it (for `resolved`, the value that cleared it).
     pub current_value: f64,
+    /// Who acknowledged it (a user or token name), once someone did; absent before, and
+    /// when the acknowledgement came without a signed-in user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_by: Option<String>,
 }
 
 /// The condition of an alert: `parameter operator value`.

@@ -39,6 +39,9 @@ pub enum Request {
         alert_id: String,
         /// When it was asked for (Unix ms).
         requested_at: i64,
+        /// Who asked (absent from older serves, and for anonymous requests).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
 }
 
@@ -51,7 +54,11 @@ pub async fn relay(
     topic: String,
 ) {
     while let Some(command) = commands.recv().await {
-        let Command::Acknowledge { alert_id, reply } = command;
+        let Command::Acknowledge {
+            alert_id,
+            by,
+            reply,
+        } = command;
         let known = read(&store).alert(&alert_id);
         match known.map(|a| a.status) {
             None | Some(AlertStatus::Resolved) => {
@@ -64,6 +71,7 @@ pub async fn relay(
                 let request = Request::Acknowledge {
                     alert_id: alert_id.clone(),
                     requested_at: crate::now_ms(),
+                    by,
                 };
                 // Serializing a plain enum of strings and numbers cannot fail.
                 let body = serde_json::to_vec(&request).unwrap_or_default();
@@ -136,7 +144,7 @@ pub async fn listen(
             }
         }
         for m in &batch {
-            let Ok(Request::Acknowledge { alert_id, .. }) = serde_json::from_slice(&m.payload)
+            let Ok(Request::Acknowledge { alert_id, by, .. }) = serde_json::from_slice(&m.payload)
             else {
                 tracing::warn!(
                     offset = m.offset,
@@ -147,6 +155,7 @@ pub async fn listen(
             let (reply, answer) = oneshot::channel();
             let command = Command::Acknowledge {
                 alert_id: alert_id.clone(),
+                by,
                 reply,
             };
             if commands.send(command).await.is_err() {
@@ -176,6 +185,7 @@ mod tests {
         let r = Request::Acknowledge {
             alert_id: "alert_1".into(),
             requested_at: 5,
+            by: None,
         };
         let json = serde_json::to_string(&r).expect("json");
         assert_eq!(
@@ -183,5 +193,13 @@ mod tests {
             r#"{"type":"acknowledge","alert_id":"alert_1","requested_at":5}"#
         );
         assert_eq!(serde_json::from_str::<Request>(&json).expect("back"), r);
+        let by = Request::Acknowledge {
+            alert_id: "alert_1".into(),
+            requested_at: 5,
+            by: Some("olga".into()),
+        };
+        let json = serde_json::to_string(&by).expect("json");
+        assert!(json.ends_with(r#""by":"olga"}"#), "{json}");
+        assert_eq!(serde_json::from_str::<Request>(&json).expect("back"), by);
     }
 }

@@ -36,6 +36,67 @@ pub enum Command {
     /// Reproducible throughput/latency run of simulator → bus → processors → live store and
     /// hub; prints JSON.
     Bench(BenchArgs),
+    /// Users and API tokens (the auth file): who may see and act. A running iiot applies
+    /// changes within a second.
+    Auth(AuthArgs),
+}
+
+/// `iiot auth`.
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Data directory whose auth.toml to manage [env: DATA_DIR] [default: ./data].
+    #[arg(long, value_name = "DIR", global = true)]
+    pub data_dir: Option<String>,
+    /// The auth file instead [env: AUTH_FILE] [default: DATA_DIR/auth.toml].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub auth_file: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: AuthAction,
+}
+
+/// The roles, least first.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    /// Reads the API, the stream, exports and metrics.
+    Viewer,
+    /// Also acknowledges alerts, manages silences, ingests readings.
+    Operator,
+    /// Also reads the configuration and changes rules.
+    Admin,
+}
+
+/// `iiot auth` actions.
+#[derive(Debug, Subcommand)]
+pub enum AuthAction {
+    /// Adds a user who signs in to the dashboard; the password is the first line of stdin.
+    AddUser {
+        /// Login name (A-Z a-z 0-9 . _ @ -).
+        name: String,
+        /// What the user may do.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Read the password from stdin (required: it never goes on a command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Adds an API token and prints it on stdout, once (only its digest is stored).
+    AddToken {
+        /// What it is for (A-Z a-z 0-9 . _ @ -).
+        name: String,
+        /// What its bearer may do.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+    /// Lists users and tokens with their roles.
+    List,
+    /// Removes a user or token; its sessions and requests are refused from then on.
+    Remove {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// Flags shared by every role.

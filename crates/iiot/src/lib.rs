@@ -43,6 +43,7 @@
 
 pub mod ack_relay;
 pub mod alerts;
+pub mod auth;
 pub mod backend;
 pub mod bench;
 pub mod config;

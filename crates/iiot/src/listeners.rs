@@ -5,6 +5,8 @@
 //! [`ConnLimits`] (`HTTP_MAX_CONNECTIONS`, `HTTP_HEADER_TIMEOUT`, `HTTP_IDLE_TIMEOUT`).
 
 mod accept;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,8 +17,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Access, Role};
 use crate::config::Config;
-use crate::http::{AppState, OpsState, app};
+use crate::http::{AppState, OpsState, app, guard};
 use crate::hub::Hub;
 
 pub use accept::{ConnLimits, ConnStats};
@@ -35,30 +38,51 @@ pub struct Server {
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
 }
 
-/// Binds both ports (0 = any free port) on all interfaces and starts serving.
-pub async fn start(config: &Config, state: AppState) -> anyhow::Result<Server> {
+/// Binds both ports (0 = any free port) on the address [`crate::auth::listen`] chooses and
+/// starts serving, every route behind the configured gate.
+pub async fn start(config: &Config, mut state: AppState) -> anyhow::Result<Server> {
     let hub = state.live.hub.clone();
-    let http = TcpListener::bind(("0.0.0.0", config.http_port))
+    let (gate, ip) = crate::auth::listen(config)?;
+    state.ops.gate = gate.clone();
+    let http = TcpListener::bind((ip, config.http_port))
         .await
-        .with_context(|| format!("binding HTTP_PORT={}", config.http_port))?;
-    let ws = TcpListener::bind(("0.0.0.0", config.websocket.port))
+        .with_context(|| format!("binding HTTP_PORT={} on {ip}", config.http_port))?;
+    let ws = TcpListener::bind((ip, config.websocket.port))
         .await
-        .with_context(|| format!("binding WEBSOCKET_PORT={}", config.websocket.port))?;
+        .with_context(|| format!("binding WEBSOCKET_PORT={} on {ip}", config.websocket.port))?;
     let (http_addr, ws_addr) = (http.local_addr()?, ws.local_addr()?);
-    let api = app(state.clone()).merge(crate::hub::router(hub.clone(), "/ws"));
-    let ws_only = crate::hub::router(hub.clone(), &config.websocket.path);
+    let tls = load_tls(config)?;
+    let stream = |path: &str| {
+        let hub_routes = crate::hub::router(hub.clone(), path);
+        guard::router(hub_routes, gate.clone(), Access::Role(Role::Viewer), true)
+    };
+    let api = app(state.clone()).merge(stream("/ws"));
+    let ws_only = stream(&config.websocket.path);
     let stop = CancellationToken::new();
     let limits = ConnLimits::from_config(config);
     let stats = state.ops.connections.clone();
     let tasks = [(http, api), (ws, ws_only)]
         .into_iter()
         .map(|(listener, router)| {
-            let serving = accept::serve(listener, router, limits, stats.clone(), stop.clone());
+            let serving = accept::serve(
+                listener,
+                router,
+                limits,
+                stats.clone(),
+                stop.clone(),
+                tls.clone(),
+            );
             tokio::spawn(serving)
         })
         .collect();
+    let (http_scheme, ws_scheme) = if tls.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
     tracing::info!(
-        "serving the HTTP API on http://{http_addr}/ and WebSocket on ws://{ws_addr}{}",
+        "serving the HTTP API on {http_scheme}://{http_addr}/ and WebSocket on \
+         {ws_scheme}://{ws_addr}{}",
         config.websocket.path
     );
     Ok(Server {
@@ -72,16 +96,26 @@ pub async fn start(config: &Config, state: AppState) -> anyhow::Result<Server> {
 
 /// Binds `HTTP_PORT` and serves the operations routes only ([`crate::http::ops_app`]): the
 /// endpoint of the roles without a store or WebSocket hub (`process`, `simulate`).
-pub async fn start_ops(config: &Config, state: OpsState) -> anyhow::Result<Server> {
-    let http = TcpListener::bind(("0.0.0.0", config.http_port))
+pub async fn start_ops(config: &Config, mut state: OpsState) -> anyhow::Result<Server> {
+    let (gate, ip) = crate::auth::listen(config)?;
+    state.gate = gate;
+    let http = TcpListener::bind((ip, config.http_port))
         .await
-        .with_context(|| format!("binding HTTP_PORT={}", config.http_port))?;
+        .with_context(|| format!("binding HTTP_PORT={} on {ip}", config.http_port))?;
     let http_addr = http.local_addr()?;
     let stop = CancellationToken::new();
     let limits = ConnLimits::from_config(config);
     let stats = state.connections.clone();
     let router = crate::http::ops_app(state);
-    let task = tokio::spawn(accept::serve(http, router, limits, stats, stop.clone()));
+    let tls = load_tls(config)?;
+    let task = tokio::spawn(accept::serve(
+        http,
+        router,
+        limits,
+        stats,
+        stop.clone(),
+        tls,
+    ));
     tracing::info!("serving /health, /ready and /metrics on http://{http_addr}/");
     Ok(Server {
         http_addr,
@@ -90,6 +124,42 @@ pub async fn start_ops(config: &Config, state: OpsState) -> anyhow::Result<Serve
         stop,
         tasks: vec![task],
     })
+}
+
+/// Whether `TLS_CERT_FILE` / `TLS_KEY_FILE` load (checked before anything starts).
+pub fn check_tls(config: &Config) -> Result<(), crate::auth::AuthError> {
+    let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) else {
+        return Ok(());
+    };
+    #[cfg(feature = "tls")]
+    return tls::Tls::check(cert, key).map_err(crate::auth::AuthError);
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = (cert, key);
+        Err(crate::auth::AuthError(
+            "TLS_CERT_FILE: this iiot was built without the `tls` feature".into(),
+        ))
+    }
+}
+
+/// The certificate of `TLS_CERT_FILE` / `TLS_KEY_FILE`, if set (a bad one is exit 2).
+fn load_tls(config: &Config) -> anyhow::Result<accept::TlsConfig> {
+    let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) else {
+        return Ok(None);
+    };
+    #[cfg(feature = "tls")]
+    {
+        let tls = tls::Tls::load(cert, key).map_err(crate::auth::AuthError)?;
+        Ok(Some(tls))
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = (cert, key);
+        Err(crate::auth::AuthError(
+            "TLS_CERT_FILE: this iiot was built without the `tls` feature".into(),
+        )
+        .into())
+    }
 }
 
 impl Server {

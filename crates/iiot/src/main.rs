@@ -48,8 +48,15 @@ impl From<anyhow::Error> for Failure {
         let data_dir = e
             .chain()
             .find_map(|c| c.downcast_ref::<iiot::history::OpenError>());
-        match data_dir {
-            Some(open) => Failure::Usage(open.to_string()),
+        if let Some(open) = data_dir {
+            return Failure::Usage(open.to_string());
+        }
+        // So is an unusable auth file, or anonymous access beyond loopback.
+        match e
+            .chain()
+            .find_map(|c| c.downcast_ref::<iiot::auth::AuthError>())
+        {
+            Some(auth) => Failure::Usage(auth.to_string()),
             None => Failure::Runtime(e),
         }
     }
@@ -62,6 +69,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Bench(args) => bench(args).await,
         Command::Process(args) => process(args).await,
         Command::Serve(args) => serve(args).await,
+        Command::Auth(args) => auth(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -142,6 +150,13 @@ fn check_capacity(config: &Config) -> Result<(), Failure> {
     Ok(())
 }
 
+/// What the listeners would refuse (auth file, anonymous access beyond loopback), before
+/// anything starts.
+fn preflight(config: &Config) -> Result<(), Failure> {
+    iiot::auth::preflight(config).map_err(|e| Failure::Usage(e.to_string()))?;
+    iiot::listeners::check_tls(config).map_err(|e| Failure::Usage(e.to_string()))
+}
+
 /// `iiot simulate` and `iiot bench` need devices to simulate (`iiot run` takes 0: no simulator).
 fn check_fleet(config: &Config) -> Result<(), Failure> {
     if config.simulator.device_count == 0 {
@@ -164,6 +179,7 @@ async fn run(args: cli::RunArgs) -> Result<(), Failure> {
     push(&mut flags, "DATA_DIR", &args.data_dir);
     let (config, sources) = load(args.common.config.clone(), flags)?;
     check_capacity(&config)?;
+    preflight(&config)?;
     let shutdown = shutdown_on_signals();
     iiot::roles::run::run(config, sources, args.duration, shutdown).await?;
     Ok(())
@@ -179,6 +195,7 @@ async fn simulate(args: cli::SimulateArgs) -> Result<(), Failure> {
     push(&mut flags, "MQTT_PAYLOAD", &args.mqtt_payload);
     let (config, _) = load(args.common.config.clone(), flags)?;
     check_fleet(&config)?;
+    preflight(&config)?;
     let output = match args.output {
         _ if args.kafka_brokers.is_some() => simulate::Output::Kafka,
         _ if args.mqtt_url.is_some() => simulate::Output::Mqtt,
@@ -214,6 +231,7 @@ async fn process(args: cli::RoleArgs) -> Result<(), Failure> {
     push(&mut flags, "KAFKA_GROUP_ID", &args.group_id);
     push(&mut flags, "HTTP_PORT", &args.http_port);
     let (config, sources) = load(args.common.config.clone(), flags)?;
+    preflight(&config)?;
     iiot::roles::process::main(config, sources, shutdown_on_signals()).await?;
     Ok(())
 }
@@ -225,7 +243,42 @@ async fn serve(args: cli::ServeArgs) -> Result<(), Failure> {
     push(&mut flags, "WEBSOCKET_PORT", &args.ws_port);
     push(&mut flags, "DATA_DIR", &args.data_dir);
     let (config, _) = load(args.common.config.clone(), flags)?;
+    preflight(&config)?;
     iiot::roles::serve::main(config, shutdown_on_signals()).await?;
+    Ok(())
+}
+
+fn auth(args: cli::AuthArgs) -> Result<(), Failure> {
+    use iiot::auth::Role;
+    use iiot::auth::cli::Action;
+    let mut flags = args.common.flags();
+    push(&mut flags, "DATA_DIR", &args.data_dir);
+    push(&mut flags, "AUTH_FILE", &args.auth_file);
+    let (config, _) = load(args.common.config.clone(), flags)?;
+    let role = |r: cli::RoleArg| match r {
+        cli::RoleArg::Viewer => Role::Viewer,
+        cli::RoleArg::Operator => Role::Operator,
+        cli::RoleArg::Admin => Role::Admin,
+    };
+    let action = match args.action {
+        cli::AuthAction::AddUser { name, role: r, .. } => Action::AddUser {
+            name,
+            role: role(r),
+        },
+        cli::AuthAction::AddToken { name, role: r } => Action::AddToken {
+            name,
+            role: role(r),
+        },
+        cli::AuthAction::List => Action::List,
+        cli::AuthAction::Remove { name } => Action::Remove { name },
+    };
+    let path = iiot::auth::auth_file(&config);
+    let outcome = iiot::auth::cli::run(&path, &action, &mut std::io::stdin().lock())
+        .map_err(|e| Failure::Usage(format!("iiot auth: {e}")))?;
+    print!("{}", outcome.stdout);
+    if !outcome.note.is_empty() {
+        eprintln!("{} ({})", outcome.note, path.display());
+    }
     Ok(())
 }
 

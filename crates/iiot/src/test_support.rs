@@ -44,5 +44,6 @@ pub(crate) fn alert(device: &str, alert_type: &str) -> iiot_model::Alert {
             value: 80.0,
         },
         current_value: 85.2,
+        acknowledged_by: None,
     }
 }

@@ -294,6 +294,9 @@ async fn the_openapi_document_lists_every_served_route() {
         ("delete", "/api/silences/{id}"),
         ("get", "/api/stats"),
         ("get", "/api/docs"),
+        ("post", "/api/login"),
+        ("post", "/api/logout"),
+        ("get", "/api/session"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_owned(), p.to_owned()))
@@ -312,7 +315,10 @@ async fn the_openapi_document_lists_every_served_route() {
     // Every documented route is served: none falls through to the 404 fallback or a 405.
     let (tx, mut rx) = mpsc::channel(8);
     let answer = tokio::spawn(async move {
-        while let Some(Command::Acknowledge { alert_id, reply }) = rx.recv().await {
+        while let Some(Command::Acknowledge {
+            alert_id, reply, ..
+        }) = rx.recv().await
+        {
             let _ = reply.send(Err(iiot::alerts::AckError::Unknown(alert_id)));
         }
     });

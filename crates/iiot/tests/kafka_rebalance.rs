@@ -126,3 +126,74 @@ fn a_takeover_continues_the_open_alerts_and_resolves_them() {
     }
     assert!(second.ready(), "the survivor is running");
 }
+
+/// The same without a death: a third member joins mid-alert (partitions move to it, and it
+/// reads their open alerts back) and later leaves with SIGTERM (they move back). Every device
+/// still has one alert id for its one condition, resolved when it cools down.
+#[test]
+fn a_member_joining_and_leaving_keeps_one_alert_per_condition() {
+    let broker = TestBroker::start(&topics());
+    let env = TAKEOVER_ENV;
+    let mut first = Role::start(&["process"], &broker.brokers, &env);
+    first.wait_for_log(
+        "the first member's partitions",
+        "kafka: partitions assigned",
+    );
+    let mut second = Role::start(&["process"], &broker.brokers, &env);
+    second.wait_for_log(
+        "the second member's partitions",
+        "kafka: partitions assigned",
+    );
+    // One record per batch: see the takeover test.
+    let producer: BaseProducer = client(&broker.brokers)
+        .set("batch.num.messages", "1")
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    let t0 = iiot::now_ms() - 120_000;
+    publish_all(&producer, 1, t0, 85.0);
+    let raised = temperature_alerts(&broker.brokers, |by| by.len() == DEVICES);
+    assert!(raised.values().all(|a| a[0].status == AlertStatus::Active));
+    let ends = partition_ends(&broker.brokers, "device-data", 10);
+    first.wait_for("every hot reading committed", |_| {
+        committed_short_of(&broker.brokers, "iot-consumer-group", "device-data", &ends).is_empty()
+    });
+
+    // A third member joins while the devices are still hot; the group rebalances.
+    let mut third = Role::start(&["process"], &broker.brokers, &env);
+    third.wait_for_log(
+        "the third member's partitions",
+        "kafka: partitions assigned",
+    );
+    publish_all(&producer, 2, t0 + 5_000, 86.0);
+    let ends = partition_ends(&broker.brokers, "device-data", 10);
+    third.wait_for("the second hot readings committed", |_| {
+        committed_short_of(&broker.brokers, "iot-consumer-group", "device-data", &ends).is_empty()
+    });
+    // …and leaves gracefully: it commits, leaves the group, its partitions move back.
+    assert!(third.stop().success(), "a graceful stop");
+    // Eager: the second member was assigned at its join, at the third's, and at its leave.
+    second.wait_for("the rebalance after the leave", |r| {
+        r.log_text().matches("kafka: partitions assigned").count() >= 3
+    });
+
+    publish_all(&producer, 3, t0 + 10_000, 20.0);
+    let resolved = |alerts: &Vec<Alert>| alerts.iter().any(|a| a.status == AlertStatus::Resolved);
+    let changes = temperature_alerts(&broker.brokers, |by| {
+        by.len() == DEVICES && by.values().all(resolved)
+    });
+    for (device, alerts) in &changes {
+        let ids: BTreeSet<&str> = alerts.iter().map(|a| a.alert_id.as_str()).collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "{device}: one alert id for one condition: {alerts:?}"
+        );
+        assert_eq!(
+            alerts.last().map(|a| a.status),
+            Some(AlertStatus::Resolved),
+            "{device}: resolved when it cooled down: {alerts:?}"
+        );
+    }
+    assert!(first.ready() && second.ready(), "both members still run");
+}

@@ -232,6 +232,7 @@ async fn reloaded_rules_and_acknowledgements_reach_the_running_processor() {
         .commands
         .send(Command::Acknowledge {
             alert_id: raised.alert_id.clone(),
+            by: Some("olga".into()),
             reply,
         })
         .await
@@ -248,6 +249,7 @@ async fn reloaded_rules_and_acknowledgements_reach_the_running_processor() {
         (published.alert_id, published.status),
         (raised.alert_id.clone(), AlertStatus::Acknowledged)
     );
+    assert_eq!(published.acknowledged_by.as_deref(), Some("olga"));
 
     // Unknown ids are refused, not published.
     let (reply, answer) = tokio::sync::oneshot::channel();
@@ -255,6 +257,7 @@ async fn reloaded_rules_and_acknowledgements_reach_the_running_processor() {
         .commands
         .send(Command::Acknowledge {
             alert_id: "alert_nope".into(),
+            by: None,
             reply,
         })
         .await

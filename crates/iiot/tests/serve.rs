@@ -58,6 +58,7 @@ async fn the_store_follows_readings_and_alerts_and_skips_invalid_ones() {
             value: 80.0,
         },
         current_value: 85.0,
+        acknowledged_by: None,
     };
     bus.publish(
         "alerts",

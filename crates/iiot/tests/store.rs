@@ -35,6 +35,7 @@ fn alert(id: &str, device: &str, severity: Severity, status: AlertStatus, t: i64
             value: 80.0,
         },
         current_value: 85.2,
+        acknowledged_by: None,
     }
 }
 

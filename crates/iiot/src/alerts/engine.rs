@@ -60,6 +60,8 @@ struct Open {
     threshold: Threshold,
     /// When it was raised (event time, or receiver time for offline alerts).
     raised_at: i64,
+    /// Who acknowledged it.
+    acknowledged_by: Option<String>,
 }
 
 impl DeviceAlerts {
@@ -130,6 +132,7 @@ impl AlertEngine {
             value: alert.current_value,
             threshold: alert.threshold.clone(),
             raised_at,
+            acknowledged_by: alert.acknowledged_by.clone(),
         }));
         true
     }
@@ -213,12 +216,14 @@ impl AlertEngine {
         }
     }
 
-    /// Moves the open alert `alert_id` of `dev` to `acknowledged` and returns it to publish.
+    /// Moves the open alert `alert_id` of `dev` to `acknowledged` (by `by`, when known) and
+    /// returns it to publish.
     pub fn acknowledge(
         &self,
         device_id: &str,
         dev: &mut DeviceAlerts,
         alert_id: &str,
+        by: Option<&str>,
         now_ms: i64,
     ) -> Result<Alert, AckError> {
         for (rule, state) in self.rules.rules.iter().zip(dev.states.iter_mut()) {
@@ -229,6 +234,7 @@ impl AlertEngine {
                 return Err(AckError::AlreadyAcknowledged(alert_id.to_string()));
             }
             open.status = AlertStatus::Acknowledged;
+            open.acknowledged_by = by.map(str::to_owned);
             let (message, value) = (open.message.clone(), open.value);
             return Ok(build(device_id, rule, open, now_ms, value, message));
         }
@@ -340,6 +346,7 @@ fn apply(
                 value,
                 threshold,
                 raised_at: ts,
+                acknowledged_by: None,
             };
             out.push(build(device_id, rule, &open, ts, value, message));
             state.open = Some(Box::new(open));
@@ -377,6 +384,7 @@ fn build(
         status: open.status,
         threshold: open.threshold.clone(),
         current_value: value,
+        acknowledged_by: open.acknowledged_by.clone(),
     }
 }
 

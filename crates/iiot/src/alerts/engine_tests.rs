@@ -252,13 +252,19 @@ fn acknowledge_then_resolve_keeps_the_id() {
     let mut dev = DeviceAlerts::default();
     let raised = feed(&engine, &mut dev, T0, &[90.0]).remove(0);
     let acked = engine
-        .acknowledge("device_001", &mut dev, &raised.alert_id, T0 + 1)
+        .acknowledge(
+            "device_001",
+            &mut dev,
+            &raised.alert_id,
+            Some("olga"),
+            T0 + 1,
+        )
         .expect("open alert");
     assert_eq!(acked.status, AlertStatus::Acknowledged);
     assert_eq!(acked.alert_id, raised.alert_id);
     assert_eq!(acked.timestamp, T0 + 1);
     assert_eq!(
-        engine.acknowledge("device_001", &mut dev, &raised.alert_id, T0 + 2),
+        engine.acknowledge("device_001", &mut dev, &raised.alert_id, None, T0 + 2),
         Err(AckError::AlreadyAcknowledged(raised.alert_id.clone()))
     );
     assert_eq!(
@@ -269,7 +275,7 @@ fn acknowledge_then_resolve_keeps_the_id() {
     assert_eq!(out[0].status, AlertStatus::Resolved);
     assert_eq!(out[0].alert_id, raised.alert_id);
     assert_eq!(
-        engine.acknowledge("device_001", &mut dev, &raised.alert_id, T0 + 3),
+        engine.acknowledge("device_001", &mut dev, &raised.alert_id, None, T0 + 3),
         Err(AckError::Unknown(raised.alert_id.clone()))
     );
     // A new episode is a new alert with a new id.

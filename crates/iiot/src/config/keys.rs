@@ -123,6 +123,22 @@ pub(crate) static KEYS: &[Key] = &[
         http_idle_timeout = Dur(Duration::from_millis(100), Duration::from_secs(600))),
     key!("HTTP_MAX_CONNECTIONS", "http.max_connections", "1024", "an integer from 1 to 1000000 (open HTTP connections per port; more get 503 and are closed)",
         http_max_connections = int::<u32>(1, 1_000_000)),
+    key!(optional "LISTEN_ADDR", "http.listen_addr", "", "an IP address to listen on, e.g. 0.0.0.0 or ::1 (empty = 0.0.0.0 when users or tokens exist, else 127.0.0.1)",
+        listen_addr = Opt(Ip)),
+    key!("ALLOW_ANONYMOUS", "auth.allow_anonymous", "false", "true or false (true: with no users or tokens, serve anyone who can reach the port, on any LISTEN_ADDR)",
+        auth.allow_anonymous = Bool),
+    key!(optional "AUTH_FILE", "auth.file", "", "a file path (empty = DATA_DIR/auth.toml; managed with `iiot auth`)",
+        auth.file = Opt(FilePath)),
+    key!(optional "AUTH_TOKEN", "auth.token", "", "an API token of 16 to 512 characters without whitespace (never shown; or AUTH_TOKEN_FILE, e.g. a container secret)",
+        auth.token = Opt(Text(|t| (16..=512).contains(&t.len()) && !t.contains(char::is_whitespace)))),
+    key!("AUTH_TOKEN_ROLE", "auth.token_role", "admin", "one of viewer, operator, admin (the role of AUTH_TOKEN)",
+        auth.token_role = RoleName),
+    key!("AUTH_SESSION_TTL", "auth.session_ttl", "12h", "a duration from 1m to 30d (a dashboard login lasts this long)",
+        auth.session_ttl = Dur(Duration::from_secs(60), Duration::from_secs(30 * 86_400))),
+    key!(optional "TLS_CERT_FILE", "tls.cert_file", "", "a PEM file with the certificate chain (with TLS_KEY_FILE: serve HTTPS and WSS; re-read when it changes)",
+        tls.cert_file = Opt(FilePath)),
+    key!(optional "TLS_KEY_FILE", "tls.key_file", "", "a PEM file with the private key of TLS_CERT_FILE",
+        tls.key_file = Opt(FilePath)),
     key!("WEBSOCKET_PORT", "websocket.port", "8081", PORT,
         websocket.port = int::<u16>(0, 65535)),
     key!("WEBSOCKET_PATH", "websocket.path", "/ws", "a URL path starting with '/', without spaces",
@@ -438,6 +454,36 @@ impl Codec for FilePath {
     }
 }
 
+/// An IP address.
+struct Ip;
+
+impl Codec for Ip {
+    type Out = std::net::IpAddr;
+    fn parse(&self, text: &str) -> Option<std::net::IpAddr> {
+        text.trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()
+    }
+    fn show(&self, value: &std::net::IpAddr) -> Json {
+        Json::from(value.to_string())
+    }
+}
+
+/// A role name.
+struct RoleName;
+
+impl Codec for RoleName {
+    type Out = crate::auth::Role;
+    fn parse(&self, text: &str) -> Option<crate::auth::Role> {
+        crate::auth::Role::parse(text.trim())
+    }
+    fn show(&self, value: &crate::auth::Role) -> Json {
+        Json::from(value.as_str())
+    }
+}
+
 /// An optional value: empty text is `None`.
 struct Opt<C>(C);
 
@@ -496,6 +542,9 @@ mod tests {
         let free_text = [
             "IIOT_CONFIG",
             "DATA_DIR",
+            "AUTH_FILE",
+            "TLS_CERT_FILE",
+            "TLS_KEY_FILE",
             "KAFKA_SASL_USERNAME",
             "KAFKA_SASL_PASSWORD",
             "KAFKA_SSL_KEY_PASSWORD",

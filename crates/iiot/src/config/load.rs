@@ -8,8 +8,9 @@ use std::time::Duration;
 use super::file::{ConfigFile, read_file, scalar_text, whole_file};
 use super::keys::{self, KEYS, Key};
 use super::{
-    Config, ConfigError, HistorySettings, KafkaSettings, LogFormat, LogSettings, MqttSettings,
-    Origin, ProcessorSettings, SimulatorSettings, Sources, WebSocketSettings,
+    AuthSettings, Config, ConfigError, HistorySettings, KafkaSettings, LogFormat, LogSettings,
+    MqttSettings, Origin, ProcessorSettings, SimulatorSettings, Sources, TlsSettings,
+    WebSocketSettings,
 };
 use crate::alerts::rules::{RuleError, RuleSet, Thresholds};
 use crate::sinks::notify::NotifySettings;
@@ -370,6 +371,15 @@ fn blank() -> Config {
         http_idle_timeout: Duration::ZERO,
         http_max_connections: 0,
         ingest_max_body_bytes: 0,
+        listen_addr: None,
+        auth: AuthSettings {
+            allow_anonymous: false,
+            file: None,
+            token: None,
+            token_role: crate::auth::Role::Admin,
+            session_ttl: Duration::ZERO,
+        },
+        tls: TlsSettings::default(),
         mqtt: MqttSettings {
             url: None,
             topics: String::new(),

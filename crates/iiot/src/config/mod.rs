@@ -148,6 +148,13 @@ pub struct Config {
     /// 503 and is closed (1024). Upgraded WebSocket connections count under
     /// `WEBSOCKET_MAX_CONNECTIONS` instead.
     pub http_max_connections: u32,
+    /// `LISTEN_ADDR`: where the listeners bind; `None` = 0.0.0.0 when anyone can sign in,
+    /// 127.0.0.1 otherwise (see [`Config::listen_addr`]).
+    pub listen_addr: Option<std::net::IpAddr>,
+    /// Users, tokens and sessions.
+    pub auth: AuthSettings,
+    /// HTTPS and WSS.
+    pub tls: TlsSettings,
     /// `INGEST_MAX_BODY_BYTES`: largest body `POST /api/ingest` takes (4 MiB); larger is 413.
     pub ingest_max_body_bytes: usize,
     /// The MQTT source.
@@ -172,6 +179,32 @@ pub struct Config {
     pub log: LogSettings,
     /// The config file that was loaded, if any (watched for rule changes).
     pub config_file: Option<PathBuf>,
+}
+
+/// Who may see and act: see [`crate::auth`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthSettings {
+    /// `ALLOW_ANONYMOUS`: with no users or tokens, serve anyone on any `LISTEN_ADDR` (false:
+    /// anonymous access only on loopback).
+    pub allow_anonymous: bool,
+    /// `AUTH_FILE`: the users and tokens; `None` = `DATA_DIR/auth.toml`.
+    pub file: Option<PathBuf>,
+    /// `AUTH_TOKEN` (or `AUTH_TOKEN_FILE`): one more API token, e.g. from a container secret;
+    /// shown as `***`.
+    pub token: Option<String>,
+    /// `AUTH_TOKEN_ROLE`: what `AUTH_TOKEN` may do (admin).
+    pub token_role: crate::auth::Role,
+    /// `AUTH_SESSION_TTL`: how long a dashboard login lasts (12 h).
+    pub session_ttl: Duration,
+}
+
+/// HTTPS and WSS on both ports, with rustls.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TlsSettings {
+    /// `TLS_CERT_FILE`: PEM certificate chain.
+    pub cert_file: Option<PathBuf>,
+    /// `TLS_KEY_FILE`: PEM private key.
+    pub key_file: Option<PathBuf>,
 }
 
 /// The WebSocket server.

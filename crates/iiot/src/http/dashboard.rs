@@ -111,6 +111,7 @@ pub static ASSETS: &[Asset] = &[
     asset!("js/devices.js", JS),
     asset!("js/device.js", JS),
     asset!("js/silences.js", JS),
+    asset!("js/session.js", JS),
     asset!("vendor/README.md", TEXT),
     asset!("vendor/uplot-1.6.32/uPlot.esm.js", JS),
     asset!("vendor/uplot-1.6.32/uPlot.min.css", CSS),

@@ -46,6 +46,12 @@ pub enum AppError {
         /// Which limit: its setting, or what it bounds.
         what: &'static str,
     },
+    /// No valid credentials: sign in or send a token (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Signed in, but not allowed: role too low, CSRF token missing, foreign page (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// A part the answer depends on is down or too slow (503).
     #[error("{0}")]
     Unavailable(&'static str),
@@ -72,6 +78,8 @@ impl AppError {
             AppError::AlreadyAcknowledged(_) => StatusCode::CONFLICT,
             AppError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -105,7 +113,10 @@ impl AppError {
             AppError::TooLarge { limit, .. } => {
                 body.insert("limit_bytes".into(), json!(limit));
             }
-            AppError::BadRequest(_) | AppError::Unavailable(_) => {}
+            AppError::BadRequest(_)
+            | AppError::Unavailable(_)
+            | AppError::Unauthorized(_)
+            | AppError::Forbidden(_) => {}
         }
         Value::Object(body)
     }

@@ -190,6 +190,14 @@ pub struct HttpConnCounters {
     pub header_timeouts: u64,
     /// Closed: no byte for the idle timeout.
     pub idle_timeouts: u64,
+    /// Refused by the auth gate: 401.
+    pub unauthorized: u64,
+    /// Refused by the auth gate: 403.
+    pub forbidden: u64,
+    /// Dashboard logins that succeeded.
+    pub logins: u64,
+    /// Dashboard logins refused.
+    pub login_failures: u64,
 }
 
 impl Snapshot {
@@ -252,6 +260,10 @@ impl Snapshot {
                 rejected: load(&state.connections.rejected),
                 header_timeouts: load(&state.connections.header_timeouts),
                 idle_timeouts: load(&state.connections.idle_timeouts),
+                unauthorized: load(&state.gate.stats.unauthorized),
+                forbidden: load(&state.gate.stats.forbidden),
+                logins: load(&state.gate.stats.logins),
+                login_failures: load(&state.gate.stats.login_failures),
             },
             backend: state.transport.metrics(),
             simulator: state.simulator.as_ref().map(|s| s.snapshot()),
@@ -498,6 +510,17 @@ impl Snapshot {
             h.header_timeouts,
         );
         e.sample(&HTTP_TIMEOUTS, "", &[("reason", "idle")], h.idle_timeouts);
+        e.family(&AUTH_REFUSED);
+        e.sample(
+            &AUTH_REFUSED,
+            "",
+            &[("reason", "unauthorized")],
+            h.unauthorized,
+        );
+        e.sample(&AUTH_REFUSED, "", &[("reason", "forbidden")], h.forbidden);
+        e.family(&AUTH_LOGINS);
+        e.sample(&AUTH_LOGINS, "", &[("result", "ok")], h.logins);
+        e.sample(&AUTH_LOGINS, "", &[("result", "refused")], h.login_failures);
     }
 
     /// The simulator's families: always described, with samples only where a simulator runs.

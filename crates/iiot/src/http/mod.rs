@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - this file: [`app`], which registers the rows of [`routes::ROUTES`].
+//! - [`guard`]: every route behind the [`crate::auth::Gate`], by the access its row needs.
 //! - [`state`]: [`AppState`] and [`OpsState`]. [`error`]: [`AppError`], every failure as JSON with its status.
 //! - `params`: query and path extractors that answer bad values with an [`AppError`].
 //! - [`routes`]: the route table and the handlers (ops, devices, export, alerts).
@@ -17,6 +18,7 @@
 
 pub mod dashboard;
 pub mod error;
+pub mod guard;
 pub mod metrics;
 pub mod openapi;
 mod params;
@@ -36,8 +38,14 @@ pub use state::{AppState, OpsState};
 /// merged into it first (the WebSocket hub's `/ws`).
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
+    let gate = state.ops.gate.clone();
     for route in ROUTES {
-        router = router.route(route.path, routes::method_router(route));
+        let handlers = routes::method_router(route);
+        let access = route.endpoint.access();
+        router = router.route(
+            route.path,
+            guard::method_router(handlers, gate.clone(), access),
+        );
     }
     router
         .merge(dashboard::router())
@@ -55,8 +63,14 @@ pub const SMALL_BODY_BYTES: usize = 64 * 1024;
 /// `/api/docs` — for the roles that keep no store (`process`, `simulate`).
 pub fn ops_app(state: OpsState) -> Router {
     let mut router = Router::new();
+    let gate = state.gate.clone();
     for route in ROUTES.iter().filter(|r| routes::is_ops(r.endpoint)) {
-        router = router.route(route.path, routes::ops_method_router(route));
+        let handlers = routes::ops_method_router(route);
+        let access = route.endpoint.access();
+        router = router.route(
+            route.path,
+            guard::method_router(handlers, gate.clone(), access),
+        );
     }
     router.fallback(not_found).with_state(state)
 }

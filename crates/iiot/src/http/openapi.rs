@@ -4,6 +4,10 @@
 use serde_json::{Map, Value, json};
 
 use super::routes::Endpoint;
+use crate::auth::Access;
+
+const UNAUTHORIZED: &str = "No valid credentials (when users or tokens are set up): sign in, or send `Authorization: Bearer <token>`.";
+const FORBIDDEN: &str = "The role is too low, the session's CSRF token is missing, or the request comes from another site's page.";
 
 /// HTTP method of a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -153,16 +157,30 @@ fn reply(r: &Reply) -> Value {
 pub fn document(routes: &[RouteDoc]) -> Value {
     let mut paths = Map::new();
     for r in routes {
-        let replies: Map<String, Value> = r
+        let mut replies: Map<String, Value> = r
             .replies
             .iter()
             .map(|x| (x.status.to_string(), reply(x)))
             .collect();
+        let access = r.endpoint.access();
+        if access != Access::Open {
+            replies.insert("401".into(), reply(&json(401, UNAUTHORIZED)));
+        }
+        if matches!(access, Access::Role(_)) {
+            replies.insert("403".into(), reply(&json(403, FORBIDDEN)));
+        }
         let mut op = json!({
             "operationId": r.endpoint.name(),
             "summary": r.summary,
             "responses": replies,
         });
+        match access {
+            Access::Open => op["security"] = json!([]),
+            Access::SignedIn => {}
+            Access::Role(role) => {
+                op["description"] = json!(format!("Needs the `{}` role.", role.as_str()));
+            }
+        }
         if !r.params.is_empty() {
             op["parameters"] = r.params.iter().map(param).collect();
         }
@@ -181,7 +199,22 @@ pub fn document(routes: &[RouteDoc]) -> Value {
                 about. The WebSocket protocol (`/ws`) is described in docs/api.md.",
         },
         "paths": paths,
+        "security": [{"bearer": []}, {"session": []}, {}],
         "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API token from `iiot auth add-token NAME --role ROLE`.",
+                },
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "iiot_session",
+                    "description": "The dashboard's session from `POST /api/login`; \
+                        state-changing requests also send its CSRF token in `X-CSRF-Token`.",
+                },
+            },
             "schemas": {
                 "Error": {
                     "type": "object",

@@ -8,6 +8,7 @@ use std::time::Instant;
 use axum::extract::FromRef;
 use tokio::sync::mpsc;
 
+use crate::auth::Gate;
 use crate::config::Config;
 use crate::http::routes::IngestStats;
 use crate::listeners::ConnStats;
@@ -43,6 +44,9 @@ pub struct OpsState {
     pub ingest: Arc<IngestStats>,
     /// What the listeners did with HTTP connections (refused, timed out).
     pub connections: Arc<ConnStats>,
+    /// Who may see and act ([`crate::listeners`] puts the configured one here; until then
+    /// everyone may, as for tests that serve the router alone).
+    pub gate: Arc<Gate>,
 }
 
 impl OpsState {
@@ -63,6 +67,7 @@ impl OpsState {
             mqtt: None,
             ingest: Arc::default(),
             connections: Arc::default(),
+            gate: Arc::new(Gate::open_to_all()),
         }
     }
 }

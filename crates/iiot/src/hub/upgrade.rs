@@ -85,14 +85,17 @@ fn check_access(hub: &Hub, headers: &HeaderMap, query_token: Option<&str>) -> Op
             return Some(response);
         }
     }
+    // A page may open the stream from the host it was served by (any port), or from an
+    // allowed origin; programs send no Origin. With a list, a browser must be on it.
     let allowed = &hub.cfg.allowed_origins;
-    if !allowed.is_empty() {
-        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-        let ok = origin.is_some_and(|origin| {
-            allowed
-                .iter()
-                .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
-        });
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or(""));
+    let ok = match origin {
+        Some(origin) => crate::auth::origin_allowed(origin, headers, allowed),
+        None => allowed.is_empty(),
+    };
+    {
         if !ok {
             return Some(error(
                 StatusCode::FORBIDDEN,

@@ -74,14 +74,22 @@ const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: applicat
 retry-after: 1\r\nconnection: close\r\ncontent-length: 50\r\n\r\n\
 {\"error\":\"too many HTTP connections; retry later\"}";
 
-/// Serves `router` on `listener` until `stop`, then lets open requests finish: returns once
-/// every connection has ended (the caller bounds the wait).
+/// The certificate connections are wrapped in, when serving HTTPS.
+#[cfg(feature = "tls")]
+pub(crate) type TlsConfig = Option<Arc<super::tls::Tls>>;
+/// Without the `tls` feature there is no HTTPS.
+#[cfg(not(feature = "tls"))]
+pub(crate) type TlsConfig = Option<Arc<std::convert::Infallible>>;
+
+/// Serves `router` on `listener` (over TLS when `tls` is set) until `stop`, then lets open
+/// requests finish: returns once every connection has ended (the caller bounds the wait).
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnLimits,
     stats: Arc<ConnStats>,
     stop: CancellationToken,
+    tls: TlsConfig,
 ) -> io::Result<()> {
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let slots = Arc::new(Semaphore::new(max));
@@ -111,6 +119,7 @@ pub(crate) async fn serve(
             stats.clone(),
             stop.clone(),
             slot,
+            tls.clone(),
         ));
     }
     drop(listener);
@@ -139,8 +148,41 @@ async fn connection(
     stats: Arc<ConnStats>,
     stop: CancellationToken,
     slot: OwnedSemaphorePermit,
+    tls: TlsConfig,
 ) {
     stats.open.fetch_add(1, Ordering::Relaxed);
+    match tls {
+        #[cfg(feature = "tls")]
+        Some(tls) => {
+            // The handshake counts as the first request head: it gets the same deadline.
+            let accepting = tls.acceptor().accept(tcp);
+            match tokio::time::timeout(limits.header_timeout, accepting).await {
+                Ok(Ok(stream)) => serve_connection(stream, router, limits, &stats, stop).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => {
+                    stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("closing a connection whose TLS handshake did not finish");
+                }
+            }
+        }
+        #[cfg(not(feature = "tls"))]
+        Some(never) => match *never {},
+        None => serve_connection(tcp, router, limits, &stats, stop).await,
+    }
+    stats.open.fetch_sub(1, Ordering::Relaxed);
+    drop(slot);
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    router: Router,
+    limits: ConnLimits,
+    stats: &ConnStats,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let tcp = stream;
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Tracked {
         inner: tcp,
@@ -181,8 +223,6 @@ async fn connection(
             tracing::trace!(error = %e, "HTTP connection ended with an error");
         }
     }
-    stats.open.fetch_sub(1, Ordering::Relaxed);
-    drop(slot);
 }
 
 async fn sleep_until_some(deadline: Option<Instant>) {
@@ -225,12 +265,12 @@ impl Activity {
 }
 
 /// A socket that notes every byte read or written in its [`Activity`].
-struct Tracked {
-    inner: TcpStream,
+struct Tracked<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Tracked {
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -245,7 +285,7 @@ impl AsyncRead for Tracked {
     }
 }
 
-impl AsyncWrite for Tracked {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

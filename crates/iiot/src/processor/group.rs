@@ -220,13 +220,19 @@ async fn route_commands(
     mut commands: mpsc::Receiver<Command>,
     workers: Vec<mpsc::Sender<Command>>,
 ) {
-    while let Some(Command::Acknowledge { alert_id, reply }) = commands.recv().await {
+    while let Some(Command::Acknowledge {
+        alert_id,
+        by,
+        reply,
+    }) = commands.recv().await
+    {
         let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
         let mut pending = Vec::with_capacity(workers.len());
         for worker in &workers {
             let (tx, rx) = oneshot::channel();
             let ask = Command::Acknowledge {
                 alert_id: alert_id.clone(),
+                by: by.clone(),
                 reply: tx,
             };
             // A worker that has stopped, or cannot take the question in time, cannot be

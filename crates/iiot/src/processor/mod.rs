@@ -339,7 +339,12 @@ impl Processor {
     }
 
     /// Acknowledges an open alert; returns the alert to publish.
-    pub fn acknowledge(&mut self, alert_id: &str, now_ms: i64) -> Result<Alert, AckError> {
+    pub fn acknowledge(
+        &mut self,
+        alert_id: &str,
+        by: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Alert, AckError> {
         let device = self
             .open
             .get(alert_id)
@@ -350,7 +355,7 @@ impl Processor {
             .ok_or_else(|| AckError::Unknown(alert_id.to_string()))?;
         let alert = self
             .engine
-            .acknowledge(device, &mut dev.alerts, alert_id, now_ms)?;
+            .acknowledge(device, &mut dev.alerts, alert_id, by, now_ms)?;
         self.stats.alert(alert.status);
         Ok(alert)
     }

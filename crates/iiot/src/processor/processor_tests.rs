@@ -100,9 +100,9 @@ fn alerts_are_tracked_acknowledged_and_resolved() {
     assert_eq!(alerts.len(), 1);
     let id = alerts[0].alert_id.clone();
     assert_eq!(p.open_alert_ids().collect::<Vec<_>>(), [id.as_str()]);
-    let acked = p.acknowledge(&id, T0 + 1).expect("open");
+    let acked = p.acknowledge(&id, Some("olga"), T0 + 1).expect("open");
     assert_eq!(acked.status, AlertStatus::Acknowledged);
-    assert!(p.acknowledge("alert_nope", T0).is_err());
+    assert!(p.acknowledge("alert_nope", None, T0).is_err());
     alerts.clear();
     p.handle(
         &reading("device_001", 2, T0 + 5000, 20.0),
@@ -257,7 +257,7 @@ fn recovered_open_alerts_are_kept_acknowledged_and_resolved_not_raised_again() {
     );
     assert_eq!(p.stats().alerts_open.load(Ordering::Relaxed), 1);
     let acked = p
-        .acknowledge(&old.alert_id, T0 + 6000)
+        .acknowledge(&old.alert_id, None, T0 + 6000)
         .expect("restored alert is owned");
     assert_eq!(acked.status, AlertStatus::Acknowledged);
     // Cooled down: the old alert resolves under its own id.

@@ -53,6 +53,8 @@ pub enum Command {
     Acknowledge {
         /// The alert.
         alert_id: String,
+        /// Who asks (a user or token name), recorded on the alert.
+        by: Option<String>,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<Alert, AckError>>,
     },
@@ -198,8 +200,22 @@ impl Worker<'_> {
 
     /// Answers a command once its alert change is delivered.
     async fn command(&mut self, command: Command) -> Result<Delivery, TransportError> {
-        let Command::Acknowledge { alert_id, reply } = command;
-        let result = self.processor.acknowledge(&alert_id, now_ms());
+        let Command::Acknowledge {
+            alert_id,
+            by,
+            reply,
+        } = command;
+        let result = self
+            .processor
+            .acknowledge(&alert_id, by.as_deref(), now_ms());
+        if let Ok(alert) = &result {
+            tracing::info!(
+                %alert_id,
+                device_id = %alert.device_id,
+                by = %by.as_deref().unwrap_or("anonymous"),
+                "alert acknowledged"
+            );
+        }
         let mut delivery = Delivery::Done;
         if let Ok(alert) = &result {
             self.alerts.push(alert.clone());

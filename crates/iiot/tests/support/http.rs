@@ -109,3 +109,35 @@ pub async fn get_async(addr: std::net::SocketAddr, path: &str) -> Response {
     stream.read_to_end(&mut raw).await.expect("response");
     parse(&raw).expect("head and body")
 }
+
+/// `method path` on 127.0.0.1:`port` with extra header lines (`"Name: value"`) and `body`,
+/// blocking: the whole answer (head included, for `Set-Cookie`); `None` while nothing answers.
+pub fn send(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[String],
+    body: &[u8],
+) -> Option<Response> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
+    {
+        head.push_str("Host: localhost\r\n");
+    }
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body).ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    parse(&raw)
+}

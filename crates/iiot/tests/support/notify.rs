@@ -278,6 +278,7 @@ pub fn alert(device: &str) -> Alert {
             value: 80.0,
         },
         current_value: 85.2,
+        acknowledged_by: None,
     }
 }
 

@@ -160,13 +160,13 @@ export class AlertPanel {
       return old.node;
     }
     const button = a.status === 'active'
-      ? h('button.btn.primary', { type: 'button', 'data-test': 'ack', disabled: busy, onclick: (e) => this.ack(a, e.currentTarget) }, busy ? 'Acknowledging…' : 'Acknowledge')
+      ? h('button.btn.primary.needs-operator', { type: 'button', 'data-test': 'ack', disabled: busy, onclick: (e) => this.ack(a, e.currentTarget) }, busy ? 'Acknowledging…' : 'Acknowledge')
       : null;
     const mute = a.status === 'resolved'
       ? null
       : silenced
         ? h('span.pill', { 'data-test': 'silenced', title: 'Notifications held back by a silence (#/silences)' }, 'silenced')
-        : h('button.btn', { type: 'button', 'data-test': 'silence', title: 'Hold notifications of this alert back for 1 h', onclick: (e) => this.silence(a, e.currentTarget) }, 'Silence 1 h');
+        : h('button.btn.needs-operator', { type: 'button', 'data-test': 'silence', title: 'Hold notifications of this alert back for 1 h', onclick: (e) => this.silence(a, e.currentTarget) }, 'Silence 1 h');
     const when = h('time', { datetime: new Date(a.timestamp).toISOString(), title: dateTime(a.timestamp) }, `${clock(a.timestamp)} · ${ago(a.timestamp, now)}`);
     const node = h('li.alert-row', { dataset: { alertId: a.alert_id, status: a.status } },
       h(`span.pill.${a.severity}`, a.severity),

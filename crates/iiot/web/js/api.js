@@ -1,7 +1,15 @@
 // The HTTP API (docs/api.md), as small async functions. Errors carry the server's message.
+// State-changing requests carry the session's CSRF token; a 401 (the session ended) reloads
+// into the login page.
 
-async function request(path, init) {
-  const res = await fetch(path, { headers: { accept: 'application/json' }, ...init });
+import { csrfHeaders } from './session.js';
+
+async function request(path, init = {}) {
+  const method = init.method || 'GET';
+  const headers = { accept: 'application/json', ...(init.headers || {}) };
+  if (method !== 'GET') Object.assign(headers, csrfHeaders());
+  const res = await fetch(path, { ...init, headers });
+  if (res.status === 401) setTimeout(() => location.reload(), 1500);
   let body = null;
   try { body = await res.json(); } catch { /* empty or not JSON */ }
   if (!res.ok) {

@@ -62,7 +62,7 @@ export function mount(root, params, id) {
   customError);
   const csv = h('a.btn.primary', { 'data-test': 'export-csv', download: '' }, '⤓ Export CSV');
   const json = h('a.btn', { 'data-test': 'export-json', download: '' }, 'JSON');
-  const mute = h('button.btn', {
+  const mute = h('button.btn.needs-operator', {
     type: 'button',
     'data-test': 'silence-device',
     title: 'Hold back notifications of every alert of this device for 1 h',

@@ -10,6 +10,7 @@ import * as devices from './devices.js';
 import * as device from './device.js';
 import * as silences from './silences.js';
 import * as stream from './stream.js';
+import { loadSession, loginForm, showUser } from './session.js';
 
 const view = document.getElementById('view');
 let unmount = null;
@@ -49,6 +50,12 @@ function route() {
   window.scrollTo(0, 0);
 }
 
+// Signed in (or anonymous where nobody is set up) before anything asks the API.
+if (!(await loadSession())) {
+  await loginForm(view);
+  view.replaceChildren();
+}
+showUser(document.getElementById('who'));
 stream.startStream({ batchMs: 100 });
 window.addEventListener('hashchange', route);
 route();

@@ -45,7 +45,7 @@ export function mount(root) {
 
   function row(s) {
     const state = s.expired ? 'expired' : s.active ? 'active' : 'pending';
-    const expire = h('button.btn', {
+    const expire = h('button.btn.needs-operator', {
       type: 'button',
       'data-test': 'expire',
       onclick: async (e) => {

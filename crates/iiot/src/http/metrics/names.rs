@@ -192,6 +192,18 @@ pub const HTTP_TIMEOUTS: MetricDef = def(
     MetricKind::Counter,
     "HTTP connections closed by the server, by reason (header: request head not in within HTTP_HEADER_TIMEOUT; idle: no byte for HTTP_IDLE_TIMEOUT).",
 );
+/// Requests the auth gate refused, by `reason` (`unauthorized`: 401, `forbidden`: 403).
+pub const AUTH_REFUSED: MetricDef = def(
+    "iot_auth_refused_total",
+    MetricKind::Counter,
+    "Requests and WebSocket upgrades refused by the auth gate, by reason (unauthorized: 401, no valid credentials; forbidden: 403, role too low, CSRF token missing, foreign page or host).",
+);
+/// Dashboard logins, by `result` (`ok`, `refused`).
+pub const AUTH_LOGINS: MetricDef = def(
+    "iot_auth_logins_total",
+    MetricKind::Counter,
+    "Dashboard logins, by result (ok; refused: unknown user or wrong password).",
+);
 /// Messages the transport delivered (broker acknowledged; the embedded bus: enqueued).
 pub const KAFKA_MESSAGES_SENT: MetricDef = def(
     "kafka_messages_sent_total",
@@ -448,6 +460,8 @@ pub const METRICS: &[MetricDef] = &[
     HTTP_CONNECTIONS,
     HTTP_REJECTED,
     HTTP_TIMEOUTS,
+    AUTH_REFUSED,
+    AUTH_LOGINS,
     STORE_MEMORY,
     UPTIME,
     KAFKA_MESSAGES_SENT,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use iiot_model::{Alert, AlertStatus, Severity};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -12,6 +12,7 @@ use super::super::error::AppError;
 use super::super::params::{Params, PathId};
 use super::super::state::AppState;
 use crate::alerts::AckError;
+use crate::auth::Principal;
 use crate::processor::run::Command;
 use crate::store::{AlertFilter, MAX_ALERTS_LISTED};
 
@@ -81,10 +82,16 @@ pub(super) async fn list(
 /// already shows it (the store ignores the same version arriving again from the topic).
 pub(super) async fn acknowledge(
     State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
     PathId(alert_id): PathId,
 ) -> Result<Json<Alert>, AppError> {
     let (reply, answer) = oneshot::channel();
-    let command = Command::Acknowledge { alert_id, reply };
+    let by = principal.and_then(|Extension(p)| p.name);
+    let command = Command::Acknowledge {
+        alert_id,
+        by,
+        reply,
+    };
     let asked = async {
         state
             .commands

@@ -10,12 +10,14 @@
 //! - [`alerts`]: the alert list and acknowledgement.
 //! - [`silences`]: the notifier's silences.
 //! - [`ingest`]: `POST /api/ingest`, readings from gateways onto the input topic.
+//! - [`session`]: dashboard login, logout and "who am I".
 
 mod alerts;
 mod devices;
 mod export;
 mod ingest;
 mod ops;
+mod session;
 mod silences;
 
 pub use ingest::IngestStats;
@@ -24,6 +26,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::openapi::{In, Param, Reply, RouteDoc, Schema, Verb, json};
 use super::state::{AppState, OpsState};
+use crate::auth::{Access, Role};
 use crate::store::MAX_PER_PAGE;
 use axum::extract::FromRef;
 
@@ -62,6 +65,12 @@ pub enum Endpoint {
     Stats,
     /// `GET /api/docs`.
     Docs,
+    /// `POST /api/login`.
+    Login,
+    /// `POST /api/logout`.
+    Logout,
+    /// `GET /api/session`.
+    Session,
 }
 
 impl Endpoint {
@@ -84,6 +93,34 @@ impl Endpoint {
             Endpoint::Ingest => "ingestReadings",
             Endpoint::Stats => "stats",
             Endpoint::Docs => "openapi",
+            Endpoint::Login => "login",
+            Endpoint::Logout => "logout",
+            Endpoint::Session => "session",
+        }
+    }
+
+    /// Who may use it (see [`crate::auth`]). Exhaustive on purpose: a new route must say.
+    pub fn access(self) -> Access {
+        match self {
+            Endpoint::Health
+            | Endpoint::Ready
+            | Endpoint::Docs
+            | Endpoint::Login
+            | Endpoint::Session => Access::Open,
+            Endpoint::Logout => Access::SignedIn,
+            Endpoint::Metrics
+            | Endpoint::Stats
+            | Endpoint::Devices
+            | Endpoint::Device
+            | Endpoint::History
+            | Endpoint::Export
+            | Endpoint::Alerts
+            | Endpoint::Silences => Access::Role(Role::Viewer),
+            Endpoint::Acknowledge
+            | Endpoint::CreateSilence
+            | Endpoint::DeleteSilence
+            | Endpoint::Ingest => Access::Role(Role::Operator),
+            Endpoint::Config => Access::Role(Role::Admin),
         }
     }
 }
@@ -116,6 +153,9 @@ pub(super) fn method_router(route: &RouteDoc) -> MethodRouter<AppState> {
         Endpoint::CreateSilence => on(m, silences::create),
         Endpoint::DeleteSilence => on(m, silences::delete),
         Endpoint::Ingest => on(m, ingest::ingest),
+        Endpoint::Login => on(m, session::login),
+        Endpoint::Logout => on(m, session::logout),
+        Endpoint::Session => on(m, session::session),
         _ => ops_method_router(route),
     }
 }
@@ -488,6 +528,38 @@ pub const ROUTES: &[RouteDoc] = &[
             json(404, "No silence has this id."),
             json(503, "This process sends no notifications."),
         ],
+    },
+    RouteDoc {
+        verb: Verb::Post,
+        path: "/api/login",
+        endpoint: Endpoint::Login,
+        summary: "Signs a user in: a JSON body `{username, password}`; sets the session cookie and answers `{user, role, csrf_token, expires_in_s}`. State-changing requests of the session must send the CSRF token in `X-CSRF-Token`.",
+        params: &[],
+        replies: &[
+            json(200, "Signed in."),
+            json(400, "The body is not `{username, password}`."),
+            json(401, "Wrong user name or password."),
+            json(503, "Too many logins at once."),
+        ],
+    },
+    RouteDoc {
+        verb: Verb::Post,
+        path: "/api/logout",
+        endpoint: Endpoint::Logout,
+        summary: "Ends the session and clears its cookie.",
+        params: &[],
+        replies: &[json(200, "`{\"signed_out\": true}`.")],
+    },
+    RouteDoc {
+        verb: Verb::Get,
+        path: "/api/session",
+        endpoint: Endpoint::Session,
+        summary: "Who the request is: `{user, role, via, csrf_token?}` (`via`: anonymous, token or session); `{user: null, via: null, sign_in: true}` when it must sign in first.",
+        params: &[],
+        replies: &[json(
+            200,
+            "The signed-in user, token, anonymous access, or that a sign-in is needed.",
+        )],
     },
     RouteDoc {
         verb: Verb::Get,
