@@ -26,6 +26,13 @@ bash scripts/kafka-up.sh --install
 bash scripts/mqtt-up.sh --install
 # PostgreSQL 15 (Debian): the history database tests start their own private clusters.
 bash scripts/pg-up.sh --install
+# The MQTT tests' outside clients, from PyPI: a Sparkplug B edge node (pysparkplug, which
+# brings paho-mqtt) and paho-mqtt for JSON readings.
+if ! python3 -c 'import pysparkplug, paho.mqtt.client' >/dev/null 2>&1; then
+  echo "pysparkplug / paho-mqtt not found: installing them (one-off)"
+  python3 -m pip install --quiet pysparkplug paho-mqtt \
+    || python3 -m pip install --quiet --break-system-packages pysparkplug paho-mqtt
+fi
 
 echo "== format"
 cargo fmt --all -- --check

@@ -63,11 +63,20 @@ pub enum InvalidReason {
     /// The device segment of the MQTT topic a reading arrived on names another device than
     /// the reading's `device_id` (judged by the MQTT source, before the input topic).
     TopicMismatch,
+    /// A Sparkplug B payload or topic that cannot be read (not protobuf, not a Sparkplug
+    /// topic, a metric without name or alias).
+    SparkplugMalformed,
+    /// A Sparkplug B DATA (or DEATH) from an edge node or device whose BIRTH was not seen.
+    SparkplugBeforeBirth,
+    /// A Sparkplug B DATA with a metric alias its BIRTH did not declare.
+    SparkplugUnknownAlias,
+    /// A Sparkplug B BIRTH of a new node or device while the most are tracked already.
+    SparkplugLimit,
 }
 
 impl InvalidReason {
     /// Every reason, for pre-registering counters.
-    pub const ALL: [InvalidReason; 14] = [
+    pub const ALL: [InvalidReason; 18] = [
         InvalidReason::Oversize,
         InvalidReason::MalformedJson,
         InvalidReason::Schema,
@@ -82,6 +91,10 @@ impl InvalidReason {
         InvalidReason::DeviceLimit,
         InvalidReason::KeyMismatch,
         InvalidReason::TopicMismatch,
+        InvalidReason::SparkplugMalformed,
+        InvalidReason::SparkplugBeforeBirth,
+        InvalidReason::SparkplugUnknownAlias,
+        InvalidReason::SparkplugLimit,
     ];
 
     /// The snake_case name used in dead letters, logs and metrics.
@@ -101,7 +114,24 @@ impl InvalidReason {
             InvalidReason::DeviceLimit => "device_limit",
             InvalidReason::KeyMismatch => "key_mismatch",
             InvalidReason::TopicMismatch => "topic_mismatch",
+            InvalidReason::SparkplugMalformed => "sparkplug_malformed",
+            InvalidReason::SparkplugBeforeBirth => "sparkplug_before_birth",
+            InvalidReason::SparkplugUnknownAlias => "sparkplug_unknown_alias",
+            InvalidReason::SparkplugLimit => "sparkplug_limit",
         }
+    }
+
+    /// Whether the MQTT source judges this reason itself, before the input topic (so the
+    /// message is never consumed from it).
+    pub fn judged_at_source(self) -> bool {
+        matches!(
+            self,
+            InvalidReason::TopicMismatch
+                | InvalidReason::SparkplugMalformed
+                | InvalidReason::SparkplugBeforeBirth
+                | InvalidReason::SparkplugUnknownAlias
+                | InvalidReason::SparkplugLimit
+        )
     }
 
     /// Position in [`InvalidReason::ALL`], for counter arrays.

@@ -155,6 +155,10 @@ pub struct RunArgs {
     /// MQTT broker real devices publish to, mqtt://host:port [env: MQTT_URL]; unset = none.
     #[arg(long, value_name = "URL")]
     pub mqtt_url: Option<String>,
+    /// What MQTT devices publish: json or sparkplug (Sparkplug B) [env: MQTT_PAYLOAD]
+    /// [default: json].
+    #[arg(long, value_name = "FORMAT")]
+    pub mqtt_payload: Option<String>,
     /// Where history is kept [env: DATA_DIR] [default: ./data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<String>,
@@ -201,6 +205,10 @@ pub struct SimulateArgs {
     /// open-files limit above the device count).
     #[arg(long)]
     pub mqtt_connections_per_device: bool,
+    /// With --output mqtt: json (iiot/devices/<id>/telemetry) or sparkplug (one Sparkplug B
+    /// edge node, group iiot) [env: MQTT_PAYLOAD] [default: json].
+    #[arg(long, value_name = "FORMAT")]
+    pub mqtt_payload: Option<String>,
     /// Topic for readings [env: KAFKA_TOPIC_DEVICE_DATA] [default: device-data].
     #[arg(long, value_name = "NAME")]
     pub topic: Option<String>,

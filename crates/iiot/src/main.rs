@@ -179,6 +179,7 @@ async fn run(args: cli::RunArgs) -> Result<(), Failure> {
     push(&mut flags, "WEBSOCKET_PORT", &args.ws_port);
     push(&mut flags, "KAFKA_BROKERS", &args.kafka_brokers);
     push(&mut flags, "MQTT_URL", &args.mqtt_url);
+    push(&mut flags, "MQTT_PAYLOAD", &args.mqtt_payload);
     push(&mut flags, "DATA_DIR", &args.data_dir);
     push(
         &mut flags,
@@ -200,6 +201,7 @@ async fn simulate(args: cli::SimulateArgs) -> Result<(), Failure> {
     push(&mut flags, "KAFKA_TOPIC_DEVICE_DATA", &args.topic);
     push(&mut flags, "HTTP_PORT", &args.http_port);
     push(&mut flags, "MQTT_URL", &args.mqtt_url);
+    push(&mut flags, "MQTT_PAYLOAD", &args.mqtt_payload);
     let (config, _) = load(args.common.config.clone(), flags)?;
     check_fleet(&config)?;
     preflight(&config)?;

@@ -345,3 +345,42 @@ fn secret_kafka_properties_never_show_in_config_or_errors() {
     assert!(e.contains("KAFKA_PROPERTIES=sasl.password=***;***"), "{e}");
     assert!(!e.contains("hunter2"), "{e}");
 }
+
+#[test]
+fn sparkplug_settings_are_checked_and_its_topics_follow_the_payload() {
+    for (key, value) in [
+        ("MQTT_PAYLOAD", "protobuf"),
+        ("SPARKPLUG_DEVICE_ID", "{group}"),
+        ("SPARKPLUG_DEVICE_ID", "{plant}:{device}"),
+        ("SPARKPLUG_METRICS", "Inputs/Volts=voltage"),
+        ("SPARKPLUG_MAX_DEVICES", "0"),
+    ] {
+        let e = Config::load(&from_env(&[(key, value)])).expect_err(key);
+        assert_eq!((e.key.as_str(), e.value.as_str()), (key, value));
+        assert!(e.to_string().contains("must be"), "{e}");
+    }
+    let sparkplug = |env: &[(&str, &str)]| {
+        let config = Config::load(&from_env(env)).expect("valid");
+        iiot::mqtt::sparkplug::route::topic_filters(&config)
+    };
+    assert_eq!(sparkplug(&[]), ["iiot/devices/+/telemetry"]);
+    assert_eq!(
+        sparkplug(&[("MQTT_PAYLOAD", "sparkplug")]),
+        ["spBv1.0/+/+/+", "spBv1.0/+/+/+/+"]
+    );
+    assert_eq!(
+        sparkplug(&[
+            ("MQTT_PAYLOAD", "sparkplug"),
+            ("MQTT_TOPICS", "spBv1.0/plant/#")
+        ]),
+        ["spBv1.0/plant/#"]
+    );
+    let config = Config::load(&from_env(&[
+        ("MQTT_PAYLOAD", "sparkplug"),
+        ("SPARKPLUG_DEVICE_ID", "{node}:{device}"),
+        ("SPARKPLUG_METRICS", "Inputs/Temp=temperature"),
+    ]))
+    .expect("valid");
+    assert!(config.sparkplug.enabled());
+    assert_eq!(config.sparkplug.device_id, "{node}:{device}");
+}

@@ -161,3 +161,32 @@ fn the_simulator_publishes_as_mqtt_devices() {
     });
     assert!(role.stop().success());
 }
+
+#[test]
+fn readings_published_with_paho_mqtt_reach_the_api() {
+    let broker = Broker::start();
+    let mut role = run_against(&broker, "iiot-test-paho");
+    let t = now_ms();
+    let messages: Vec<(String, Vec<u8>)> = (1..=4u64)
+        .map(|seq| {
+            let temperature = if seq == 4 { 90.0 } else { 22.0 };
+            let payload = reading_bytes("paho_gw_1", seq, t + seq as i64 * 100, temperature);
+            (topic("paho_gw_1"), payload.to_vec())
+        })
+        .collect();
+    support::python::paho_publish(broker.port, &messages);
+    role.wait_for("four readings processed", |r| processed(r) >= 4.0);
+    let one = role.json("/api/devices/paho_gw_1").expect("paho_gw_1");
+    assert_eq!(one["latest"]["seq"], 4);
+    assert_eq!(one["latest"]["sensors"]["temperature"]["value"], 90.0);
+    role.wait_for("temperature_high of paho_gw_1", |r| {
+        r.json("/api/alerts").is_some_and(|a| {
+            a["items"].as_array().is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|i| i["alert_type"] == "temperature_high" && i["device_id"] == "paho_gw_1")
+            })
+        })
+    });
+    assert!(role.stop().success());
+}

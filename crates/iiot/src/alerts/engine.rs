@@ -217,6 +217,47 @@ impl AlertEngine {
         }
     }
 
+    /// Raises the offline alerts of `dev` at `now_ms` (receiver clock) without waiting for a
+    /// silence: the device said it went offline (`cause`, e.g. a Sparkplug DDEATH). Its next
+    /// reading resolves them as it would after a silence.
+    pub fn declare_offline(
+        &self,
+        device_id: &str,
+        dev: &mut DeviceAlerts,
+        now_ms: i64,
+        cause: &str,
+        out: &mut Vec<Alert>,
+    ) {
+        dev.states
+            .resize_with(self.rules.rules.len(), RuleState::default);
+        let ctx = dev.context.as_deref();
+        for (rule, state) in self.rules.rules.iter().zip(dev.states.iter_mut()) {
+            // The device's scope decides whether (and how severely) it is watched for silence.
+            let Some((severity, &RuleKind::Offline { missed_intervals })) =
+                rule.for_device(device_id, ctx)
+            else {
+                continue;
+            };
+            let step = steps::declared_offline(
+                state,
+                &dev.liveness,
+                missed_intervals,
+                self.default_interval_ms,
+                now_ms,
+                cause,
+            );
+            apply(
+                device_id,
+                &rule.alert_type,
+                severity,
+                state,
+                now_ms,
+                step,
+                out,
+            );
+        }
+    }
+
     /// Moves the open alert `alert_id` of `dev` to `acknowledged` (by `by`, when known) and
     /// returns it to publish.
     pub fn acknowledge(

@@ -235,6 +235,31 @@ pub(super) fn offline(
     }
 }
 
+/// The device said it went offline (`cause`): raise now, whatever the silence so far.
+pub(super) fn declared_offline(
+    state: &RuleState,
+    liveness: &Liveness,
+    missed_intervals: f64,
+    default_interval_ms: i64,
+    now_ms: i64,
+    cause: &str,
+) -> Step {
+    if state.open.is_some() {
+        return Step::Hold;
+    }
+    let silence = liveness.silence_ms(now_ms).unwrap_or(0);
+    let limit = liveness.offline_limit_ms(missed_intervals, default_interval_ms);
+    Step::Raise {
+        value: round2(silence as f64 / 1000.0),
+        threshold: Threshold {
+            parameter: "silence_seconds".into(),
+            operator: Operator::Above,
+            value: round2(limit / 1000.0),
+        },
+        message: format!("{cause}: the device reported itself offline"),
+    }
+}
+
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }

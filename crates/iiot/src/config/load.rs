@@ -432,6 +432,12 @@ fn blank() -> Config {
             certificate_location: None,
             key_location: None,
         },
+        sparkplug: super::SparkplugSettings {
+            payload: String::new(),
+            device_id: String::new(),
+            metrics: String::new(),
+            max_devices: 0,
+        },
         websocket: WebSocketSettings {
             port: 0,
             path: String::new(),

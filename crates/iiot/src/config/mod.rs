@@ -33,6 +33,10 @@
 //! topics = "iiot/devices/+/telemetry"
 //! client_id = "iiot-plant-a"    # fixed: the broker keeps the session across restarts
 //! max_in_flight = 1000
+//! payload = "json"              # or "sparkplug"
+//!
+//! [sparkplug]                   # with mqtt.payload = "sparkplug"
+//! device_id = "{device}"
 //!
 //! [websocket]
 //! port = 8081
@@ -108,6 +112,7 @@ mod kafka;
 mod keys;
 mod load;
 mod mqtt;
+mod sparkplug;
 mod watch;
 
 use std::collections::HashMap;
@@ -124,6 +129,7 @@ use crate::sinks::notify::NotifySettings;
 pub use kafka::{KafkaSettings, MANAGED_PROPERTIES};
 pub use mqtt::MqttSettings;
 pub(crate) use mqtt::parse_mqtt_url;
+pub use sparkplug::SparkplugSettings;
 pub use watch::watch_rules;
 
 /// The effective configuration.
@@ -154,6 +160,8 @@ pub struct Config {
     pub ingest_max_body_bytes: usize,
     /// The MQTT source.
     pub mqtt: MqttSettings,
+    /// `MQTT_PAYLOAD` and the Sparkplug B settings.
+    pub sparkplug: SparkplugSettings,
     /// The WebSocket server.
     pub websocket: WebSocketSettings,
     /// The simulated device fleet.

@@ -64,7 +64,11 @@ impl MqttSettings {
     /// The filters as subscribed: [`MqttSettings::topic_filters`], each under
     /// `$share/<group>/` with a shared group.
     pub fn subscription_filters(&self) -> Vec<String> {
-        let filters = self.topic_filters();
+        self.shared(self.topic_filters())
+    }
+
+    /// `filters` as subscribed: under `$share/<group>/` with `MQTT_SHARED_GROUP`.
+    pub fn shared(&self, filters: Vec<String>) -> Vec<String> {
         match &self.shared_group {
             Some(group) => filters
                 .into_iter()

@@ -421,8 +421,14 @@ impl Snapshot {
             &MESSAGES,
             "",
             &[("status", "failed")],
-            // topic_mismatch is judged before the input topic: never consumed from it.
-            self.dead_letters_total() - self.dead_letters[InvalidReason::TopicMismatch.index()],
+            // topic_mismatch and the sparkplug_* reasons are judged before the input topic:
+            // never consumed from it.
+            self.dead_letters_total()
+                - InvalidReason::ALL
+                    .iter()
+                    .filter(|r| r.judged_at_source())
+                    .map(|r| self.dead_letters[r.index()])
+                    .sum::<u64>(),
         );
         e.family(&DEAD_LETTERS);
         for (r, n) in InvalidReason::ALL.iter().zip(self.dead_letters) {

@@ -30,6 +30,8 @@ pub struct Message {
     pub payload: Bytes,
     /// Its packet id: what the acknowledgement names.
     pub pkid: u16,
+    /// Whether it was sent at QoS 1 or 2 and takes a PUBACK (QoS 0 takes none).
+    pub needs_ack: bool,
 }
 
 /// The request side of a subscriber's connection.
@@ -63,6 +65,24 @@ impl Client {
                 ack.pkid = pkid;
                 client.try_ack(&ack).is_ok()
             }
+        }
+    }
+
+    /// Queues a QoS 0 publication (e.g. a Sparkplug rebirth request) if the request queue has
+    /// room now; never waits.
+    pub fn try_publish_at_most_once(&self, topic: &str, payload: Vec<u8>) -> Result<(), String> {
+        match self {
+            Client::V4(client) => client
+                .try_publish(topic, rumqttc::QoS::AtMostOnce, false, payload)
+                .map_err(|e| e.to_string()),
+            Client::V5(client) => client
+                .try_publish(
+                    topic,
+                    rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+                    false,
+                    payload,
+                )
+                .map_err(|e| e.to_string()),
         }
     }
 
@@ -190,6 +210,7 @@ async fn drive_v4(
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
                 let message = Message {
+                    needs_ack: p.qos != rumqttc::QoS::AtMostOnce,
                     topic: p.topic,
                     payload: p.payload,
                     pkid: p.pkid,
@@ -236,6 +257,7 @@ async fn drive_v5(
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
                 let message = Message {
+                    needs_ack: p.qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce,
                     topic: String::from_utf8_lossy(&p.topic).into_owned(),
                     payload: p.payload,
                     pkid: p.pkid,

@@ -10,10 +10,12 @@
 //! - [`topics`]: filter matching and the device segment of a topic.
 //! - [`fleet`]: the simulator's devices, one MQTT connection each.
 //! - [`publisher`]: a [`iiot_transport::Publisher`] onto `iiot/devices/<id>/telemetry`.
+//! - [`sparkplug`]: Sparkplug B payloads decoded into readings (`MQTT_PAYLOAD=sparkplug`).
 
 pub mod connection;
 pub mod fleet;
 pub mod publisher;
+pub mod sparkplug;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod topics;

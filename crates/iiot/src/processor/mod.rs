@@ -14,6 +14,7 @@
 pub mod aggregate;
 pub mod dead_letter;
 pub mod group;
+pub mod offline;
 pub mod run;
 pub mod seq;
 pub mod stats;
@@ -77,6 +78,8 @@ pub enum Outcome {
     Late,
     /// Rejected: goes to the dead-letter topic with this reason.
     DeadLetter(Invalid),
+    /// An offline notice (see [`Judged::Offline`]).
+    Offline,
 }
 
 /// What became of one message, with the decoded reading and the message as checked text when
@@ -89,6 +92,9 @@ pub enum Judged<'a> {
     Late(Reading<'a>, &'a str),
     /// Rejected: goes to the dead-letter topic with this reason.
     Rejected(Invalid),
+    /// An [`offline::OfflineNotice`]: the device's offline alert was raised (if it is known
+    /// here and had none open). Nothing for the sinks.
+    Offline,
 }
 
 /// The two clocks a message is judged by, Unix ms.
@@ -204,6 +210,7 @@ impl Processor {
             Judged::Processed(..) => Outcome::Processed,
             Judged::Late(..) => Outcome::Late,
             Judged::Rejected(invalid) => Outcome::DeadLetter(invalid),
+            Judged::Offline => Outcome::Offline,
         }
     }
 
@@ -220,6 +227,10 @@ impl Processor {
         alerts: &mut Vec<Alert>,
     ) -> Judged<'a> {
         let now_ms = clocks.received_at;
+        if let Some(notice) = offline::OfflineNotice::parse(payload) {
+            self.went_offline(&notice, now_ms, alerts);
+            return Judged::Offline;
+        }
         let (reading, text) = match decode_text(payload, clocks.judged_at, &self.config.limits) {
             Ok(decoded) => decoded,
             Err(invalid) => return Judged::Rejected(self.reject(invalid)),
@@ -278,6 +289,27 @@ impl Processor {
         self.local.processed += 1;
         self.track(before, alerts);
         Judged::Processed(reading, text)
+    }
+
+    /// Raises the offline alert of the device `notice` names, at `now_ms`.
+    fn went_offline(
+        &mut self,
+        notice: &offline::OfflineNotice,
+        now_ms: i64,
+        alerts: &mut Vec<Alert>,
+    ) {
+        let Some(dev) = self.devices.get_mut(notice.device_id.as_str()) else {
+            return;
+        };
+        let before = alerts.len();
+        self.engine.declare_offline(
+            &notice.device_id,
+            &mut dev.alerts,
+            now_ms,
+            &notice.cause,
+            alerts,
+        );
+        self.track(before, alerts);
     }
 
     fn reject(&mut self, invalid: Invalid) -> Invalid {

@@ -149,6 +149,45 @@ fn offline_devices_are_found_by_tick_and_aggregates_fill() {
 }
 
 #[test]
+fn an_offline_notice_raises_the_offline_alert_at_once_and_a_reading_resolves_it() {
+    let mut p = processor(10);
+    let mut alerts = Vec::new();
+    let notice = |id: &str| {
+        offline::OfflineNotice {
+            device_id: id.into(),
+            timestamp: T0 + 1,
+            cause: "DDEATH".into(),
+        }
+        .encode()
+    };
+    // Unknown devices have nothing to go offline.
+    assert_eq!(
+        p.handle(&notice("device_009"), T0, &mut alerts),
+        Outcome::Offline
+    );
+    assert!(alerts.is_empty());
+    p.handle(&reading("device_001", 1, T0, 20.0), T0, &mut alerts);
+    assert_eq!(
+        p.handle(&notice("device_001"), T0 + 10, &mut alerts),
+        Outcome::Offline
+    );
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].alert_type, "device_offline");
+    assert_eq!(alerts[0].status, AlertStatus::Active);
+    assert!(alerts[0].message.starts_with("DDEATH"));
+    // Once: a second notice and the next tick raise nothing more.
+    p.handle(&notice("device_001"), T0 + 20, &mut alerts);
+    p.tick(T0 + 1_000_000, &mut alerts);
+    assert_eq!(alerts.len(), 1);
+    p.handle(
+        &reading("device_001", 2, T0 + 5_000, 20.0),
+        T0 + 5_000,
+        &mut alerts,
+    );
+    assert_eq!(alerts.last().map(|a| a.status), Some(AlertStatus::Resolved));
+}
+
+#[test]
 fn a_rebalance_drops_the_devices_of_revoked_partitions_and_their_open_alerts() {
     let mut p = processor(10);
     let mut alerts = Vec::new();
@@ -311,6 +350,7 @@ mod judge_properties {
                         prop_assert!(iiot_model::device_id_is_valid(&r.device_id));
                     }
                     Judged::Rejected(invalid) => prop_assert!(!invalid.detail.is_empty()),
+                    Judged::Offline => {}
                 }
                 p.tick(received_at.saturating_add(500), &mut alerts);
                 for a in &alerts[before..] {

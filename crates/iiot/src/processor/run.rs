@@ -315,6 +315,8 @@ fn judge_batch<'a>(
                 })
             }
             Judged::Rejected(invalid) => verdicts.rejected.push(Rejected { message, invalid }),
+            // Its alert is in `alerts`; nothing else goes on.
+            Judged::Offline => {}
         }
     }
     verdicts.alerts = alerts.drain(..).map(AlertChange::new).collect();

@@ -64,14 +64,18 @@ pub fn new_latency_histogram() -> Histogram<u64> {
 
 impl ProcessorStats {
     /// Messages taken from the input so far, whatever became of them: processed, late or
-    /// dead-lettered. `topic_mismatch` dead letters are left out: the MQTT source rejects
+    /// dead-lettered. `topic_mismatch` and `sparkplug_*` dead letters are left out: the MQTT source rejects
     /// them before the input topic (it counts them here so every dead letter is counted once,
     /// by reason, in one place).
     pub fn taken(&self) -> u64 {
         self.processed.load(Ordering::Relaxed)
             + self.late.load(Ordering::Relaxed)
             + self.dead_letters_total()
-            - self.dead_letters_of(InvalidReason::TopicMismatch)
+            - InvalidReason::ALL
+                .iter()
+                .filter(|r| r.judged_at_source())
+                .map(|r| self.dead_letters_of(*r))
+                .sum::<u64>()
     }
 
     /// Total dead letters over all reasons.

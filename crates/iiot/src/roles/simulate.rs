@@ -170,6 +170,9 @@ async fn to_mqtt(
     stats: Arc<SimStats>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Result<SourceReport, TransportError>> {
+    if config.sparkplug.enabled() {
+        return to_sparkplug(config, options, stats, shutdown).await;
+    }
     let Some(publisher) = crate::mqtt::publisher::MqttPublisher::connect(&config.mqtt) else {
         anyhow::bail!("--output mqtt needs MQTT_URL (--mqtt-url mqtt://host:port)");
     };
@@ -215,6 +218,35 @@ async fn to_mqtt_fleet(
                 super::STOP_LIMIT
             );
         }
+    }
+    Ok(report)
+}
+
+/// `--output mqtt --mqtt-payload sparkplug`: the fleet as one Sparkplug B edge node.
+async fn to_sparkplug(
+    config: &Config,
+    options: SimulateOptions,
+    stats: Arc<SimStats>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Result<SourceReport, TransportError>> {
+    use crate::mqtt::sparkplug::edge::{GROUP, SparkplugEdge};
+    let Some(edge) = SparkplugEdge::connect(&config.mqtt) else {
+        anyhow::bail!("--output mqtt needs MQTT_URL (--mqtt-url mqtt://host:port)");
+    };
+    let edge = Arc::new(edge);
+    tracing::info!(broker = ?config.mqtt.url, "publishing to MQTT as a Sparkplug B edge node (spBv1.0/{GROUP}/…)");
+    let report = start(config, edge.clone(), options, stats, shutdown)
+        .wait()
+        .await;
+    if let Some(edge) = Arc::into_inner(edge)
+        && tokio::time::timeout(super::STOP_LIMIT, edge.close())
+            .await
+            .is_err()
+    {
+        tracing::warn!(
+            "the MQTT connection did not close within {:?}",
+            super::STOP_LIMIT
+        );
     }
     Ok(report)
 }

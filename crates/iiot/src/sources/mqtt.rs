@@ -13,6 +13,11 @@
 //! device than the payload is dead-lettered `topic_mismatch` on the dead-letter topic, with the
 //! normal envelope (`partition` and `offset` are -1: it never reached the input topic). A
 //! payload whose device id cannot be read goes on to the processor, which says why.
+//!
+//! With `MQTT_PAYLOAD=sparkplug` each message is decoded by [`crate::mqtt::sparkplug`]
+//! instead: its readings and offline notices go onto the input topic, a dead letter onto the
+//! dead-letter topic, and a rebirth request back to the broker; the message is acknowledged
+//! once all of them are delivered.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -33,6 +38,7 @@ use super::{Source, SourceReport};
 use crate::config::Config;
 use crate::config::MqttSettings;
 use crate::mqtt::connection::{self, Client, Message, Subscription};
+use crate::mqtt::sparkplug::{Sparkplug, SparkplugConfig, route};
 use crate::mqtt::{Arrivals, MqttStats, topics};
 use crate::processor::ProcessorStats;
 use crate::processor::dead_letter::{self, Origin};
@@ -54,6 +60,8 @@ pub struct MqttSource {
     max_message_bytes: usize,
     stats: Arc<MqttStats>,
     processor_stats: Arc<ProcessorStats>,
+    /// `MQTT_PAYLOAD=sparkplug`: how to decode.
+    sparkplug: Option<SparkplugConfig>,
 }
 
 impl MqttSource {
@@ -70,12 +78,16 @@ impl MqttSource {
             url: settings.url.clone().unwrap_or_default(),
             settings: settings.clone(),
             client_id: settings.client_id_or_default(),
-            filters: settings.topic_filters(),
+            filters: route::topic_filters(config),
             max_in_flight: usize::from(settings.max_in_flight),
             dlq_topic: config.kafka.topic_dlq.clone(),
             max_message_bytes: config.processor.max_message_bytes,
             stats,
             processor_stats,
+            sparkplug: config
+                .sparkplug
+                .enabled()
+                .then(|| SparkplugConfig::from_config(config)),
         })
     }
 }
@@ -97,14 +109,14 @@ impl Source for MqttSource {
             broker = %this.url,
             client_id = %this.client_id,
             protocol = %this.settings.protocol,
-            topics = ?this.settings.subscription_filters(),
+            topics = ?this.settings.shared(this.filters.clone()),
             "MQTT source subscribing"
         );
         let (tx, rx) = mpsc::channel(this.max_in_flight.clamp(1, 256));
         let subscription = Subscription {
             settings: &this.settings,
             client_id: &this.client_id,
-            filters: this.settings.subscription_filters(),
+            filters: this.settings.shared(this.filters.clone()),
             // Room for every acknowledgement the forwarder can owe, plus the subscriptions.
             capacity: 2 * this.max_in_flight + 64,
         };
@@ -121,6 +133,7 @@ impl Source for MqttSource {
             topic,
             client: client.clone(),
             source: &this,
+            sparkplug: this.sparkplug.clone().map(Sparkplug::new),
         };
         let report = forwarder.run(rx, stop).await;
         // The acknowledgements are queued before the disconnect: the event loop sends both.
@@ -146,14 +159,21 @@ struct Forwarder<'a> {
     topic: String,
     client: Client,
     source: &'a MqttSource,
+    /// The Sparkplug decoder and its state, with `MQTT_PAYLOAD=sparkplug`.
+    sparkplug: Option<Sparkplug>,
 }
 
-/// The wait for one message's delivery; yields the message to acknowledge and whether it was
-/// dead-lettered.
-type Delivery = std::pin::Pin<Box<dyn std::future::Future<Output = (Message, bool)> + Send>>;
+/// The wait for one message's delivery; yields the message to acknowledge and why it was
+/// dead-lettered, if it was.
+type Delivery =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (Message, Option<InvalidReason>)> + Send>>;
 
 impl Forwarder<'_> {
-    async fn run(self, mut rx: mpsc::Receiver<Message>, stop: CancellationToken) -> SourceReport {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Message>,
+        stop: CancellationToken,
+    ) -> SourceReport {
         let mut pending: FuturesOrdered<Delivery> = FuturesOrdered::new();
         let mut acks = VecDeque::new();
         let mut report = SourceReport::default();
@@ -210,16 +230,73 @@ impl Forwarder<'_> {
 
     /// Publishes `publish` (onto the input topic, or as a dead letter) and returns the wait
     /// for its delivery, which yields the message to acknowledge.
-    async fn forward(&self, publish: Message, stop: &CancellationToken) -> Delivery {
-        let (topic, key, payload) = self.route(&publish);
-        let dead_letter = topic == self.source.dlq_topic;
+    async fn forward(&mut self, publish: Message, stop: &CancellationToken) -> Delivery {
+        let (publications, dead_letter) = match self.sparkplug.is_some() {
+            true => self.route_sparkplug(&publish),
+            false => {
+                let (topic, key, payload) = self.route(&publish);
+                let dead_letter =
+                    (topic == self.source.dlq_topic).then_some(InvalidReason::TopicMismatch);
+                (vec![(topic, key, payload)], dead_letter)
+            }
+        };
+        let mut deliveries = Vec::with_capacity(publications.len());
+        for (topic, key, payload) in publications {
+            deliveries.push(self.deliver(topic, key, payload, stop).await);
+        }
+        Box::pin(async move {
+            // All are published already: waiting in turn waits for the slowest.
+            for delivery in deliveries {
+                delivery.await;
+            }
+            (publish, dead_letter)
+        })
+    }
+
+    /// Decodes a Sparkplug message: its publications, and its rebirth request sent at once.
+    fn route_sparkplug(
+        &mut self,
+        publish: &Message,
+    ) -> (Vec<route::Publication>, Option<InvalidReason>) {
+        let now = crate::now_ms();
+        let Some(sparkplug) = self.sparkplug.as_mut() else {
+            return (Vec::new(), None);
+        };
+        let decoded = sparkplug.decode(&publish.topic, &publish.payload, now);
+        let stats = &self.source.processor_stats;
+        stats
+            .seq_gaps
+            .fetch_add(decoded.seq_gaps, Ordering::Relaxed);
+        if let Some(command) = &decoded.command {
+            let sent = self
+                .client
+                .try_publish_at_most_once(&command.topic, command.payload.clone());
+            match sent {
+                Ok(()) => tracing::info!(topic = %command.topic, "Sparkplug rebirth requested"),
+                Err(e) => {
+                    tracing::warn!(topic = %command.topic, error = %e, "Sparkplug rebirth request not sent")
+                }
+            }
+        }
+        let (input, dlq) = (&self.topic, &self.source.dlq_topic);
+        route::publications(decoded, input, dlq, &publish.topic, &publish.payload, now)
+    }
+
+    /// Publishes one message and returns the wait for its delivery (sent again until it is).
+    async fn deliver(
+        &self,
+        topic: String,
+        key: Vec<u8>,
+        payload: Bytes,
+        stop: &CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let out = self.out.clone();
         let stats = self.source.stats.clone();
         let stop = stop.clone();
         // The first publication happens here, in arrival order (per-device order on the
         // input); only a failed delivery is sent again later.
         let mut first = Some(out.publish(&topic, &key, payload.clone()).await);
-        Box::pin(async move {
+        async move {
             let mut pause = Duration::from_millis(100);
             loop {
                 let attempt = match first.take() {
@@ -231,7 +308,7 @@ impl Forwarder<'_> {
                     Err(e) => Err(e),
                 };
                 match delivered {
-                    Ok(()) => return (publish, dead_letter),
+                    Ok(()) => return,
                     Err(e) => {
                         stats.delivery_errors.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(error = %e, "MQTT message not delivered; sending it again");
@@ -244,7 +321,7 @@ impl Forwarder<'_> {
                     }
                 }
             }
-        })
+        }
     }
 
     /// Where `publish` goes: `(topic, key, payload)`.
@@ -300,17 +377,21 @@ impl Forwarder<'_> {
     /// Counts a delivered message and queues its acknowledgement.
     fn delivered(
         &self,
-        (publish, dead_letter): (Message, bool),
+        (publish, dead_letter): (Message, Option<InvalidReason>),
         acks: &mut VecDeque<u16>,
         report: &mut SourceReport,
     ) {
         let stats = &self.source.stats;
         stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        acks.push_back(publish.pkid);
+        // A QoS 0 message (a publisher's choice, e.g. Sparkplug edge nodes) has no packet id
+        // and takes no acknowledgement: a PUBACK for it makes the broker drop the connection.
+        if publish.needs_ack {
+            acks.push_back(publish.pkid);
+        }
         report.sent += 1;
-        if dead_letter {
+        if let Some(reason) = dead_letter {
             stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-            self.source.processor_stats.dead_letters[InvalidReason::TopicMismatch.index()]
+            self.source.processor_stats.dead_letters[reason.index()]
                 .fetch_add(1, Ordering::Relaxed);
         } else {
             stats.forwarded.fetch_add(1, Ordering::Relaxed);

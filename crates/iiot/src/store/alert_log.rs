@@ -48,6 +48,9 @@ impl AlertFilter {
 pub(crate) struct OpenCounts {
     pub(crate) open: u32,
     pub(crate) critical: u32,
+    /// Open offline alerts (their limit is on `silence_seconds`): raised by silence, or at
+    /// once by a device that said it went offline (a Sparkplug DEATH).
+    pub(crate) offline: u32,
 }
 
 /// What [`AlertLog::record`] did with an alert.
@@ -135,13 +138,16 @@ impl AlertLog {
 
     fn count(&mut self, a: &Alert, opened: bool) {
         let critical = u32::from(a.severity == Severity::Critical);
+        let offline = u32::from(a.threshold.parameter == "silence_seconds");
         if opened {
             let c = self.by_device.entry_ref(a.device_id.as_str()).or_default();
             c.open += 1;
             c.critical += critical;
+            c.offline += offline;
         } else if let Some(c) = self.by_device.get_mut(a.device_id.as_str()) {
             c.open = c.open.saturating_sub(1);
             c.critical = c.critical.saturating_sub(critical);
+            c.offline = c.offline.saturating_sub(offline);
             if c.open == 0 {
                 self.by_device.remove(a.device_id.as_str());
             }

@@ -61,17 +61,20 @@ impl Device {
     }
 
     /// Status at `now_ms`: offline after `missed_intervals` send intervals of silence (as the
-    /// offline alert). Offline wins over fault (see [`DeviceStatus`]).
+    /// offline alert), or while an offline alert is open (`offline_open`: also raised at once
+    /// when the device said it went offline). Offline wins over fault (see [`DeviceStatus`]).
     pub(crate) fn status(
         &self,
         now_ms: i64,
         missed_intervals: f64,
         default_interval_ms: i64,
         critical_open: bool,
+        offline_open: bool,
     ) -> DeviceStatus {
-        if self
-            .liveness
-            .is_silent(now_ms, missed_intervals, default_interval_ms)
+        if offline_open
+            || self
+                .liveness
+                .is_silent(now_ms, missed_intervals, default_interval_ms)
         {
             DeviceStatus::Offline
         } else if critical_open || self.latest.has_sensor_fault() {

@@ -389,12 +389,13 @@ impl Store {
 
     fn status(&self, i: usize, now_ms: i64) -> DeviceStatus {
         let dev = &self.devices[i];
-        let critical = self.alerts.open_counts(&dev.latest.device_id).critical > 0;
+        let open = self.alerts.open_counts(&dev.latest.device_id);
         dev.status(
             now_ms,
             self.cfg.offline_missed_intervals,
             self.cfg.default_interval_ms,
-            critical,
+            open.critical > 0,
+            open.offline > 0,
         )
     }
 

@@ -162,3 +162,33 @@ fn status_turns_offline_at_the_instant_the_offline_alert_fires() {
         "silence when both turned offline"
     );
 }
+
+#[test]
+fn an_offline_alert_raised_at_once_makes_the_device_offline_until_it_resolves() {
+    const T0: i64 = 1_700_000_000_000;
+    let engine = AlertEngine::new(Arc::new(RuleSet::defaults(&Thresholds::default())), 5_000);
+    let mut store = Store::new(StoreConfig::default());
+    let mut dev = DeviceAlerts::default();
+    let mut out = Vec::new();
+    let r = reading("device_001", 1, T0, 25.0);
+    engine.observe(&mut dev, &r, T0, &mut out);
+    store.record(&r, T0);
+    let status = |store: &Store| store.device("device_001", T0 + 100).map(|d| d.status);
+    assert_eq!(status(&store), Some(DeviceStatus::Online));
+    engine.declare_offline("device_001", &mut dev, T0 + 50, "DDEATH", &mut out);
+    for a in out.drain(..) {
+        store.record_alert(&a);
+    }
+    assert_eq!(
+        status(&store),
+        Some(DeviceStatus::Offline),
+        "fresh data, but it said so"
+    );
+    let r = reading("device_001", 2, T0 + 80, 25.0);
+    engine.observe(&mut dev, &r, T0 + 80, &mut out);
+    store.record(&r, T0 + 80);
+    for a in out.drain(..) {
+        store.record_alert(&a);
+    }
+    assert_eq!(status(&store), Some(DeviceStatus::Online));
+}

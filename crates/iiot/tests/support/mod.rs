@@ -14,6 +14,7 @@ pub mod kafka;
 pub mod mqtt;
 pub mod notify;
 pub mod postgres;
+pub mod python;
 pub mod readings;
 pub mod role;
 pub mod wiring;
