@@ -51,6 +51,7 @@ pub async fn start(config: &Config, mut state: AppState) -> anyhow::Result<Serve
         .await
         .with_context(|| format!("binding WEBSOCKET_PORT={} on {ip}", config.websocket.port))?;
     let (http_addr, ws_addr) = (http.local_addr()?, ws.local_addr()?);
+    gate.set_http_port(http_addr.port());
     let tls = load_tls(config)?;
     let stream = |path: &str| {
         let hub_routes = crate::hub::router(hub.clone(), path);

@@ -446,3 +446,50 @@ fn secrets_stay_out_of_errors_and_the_token_is_printed_alone() {
     );
     assert!(!server.log_text().contains("a-long-enough-secret-token"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_stream_ends_when_its_token_is_revoked() {
+    use futures::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = fresh_data_dir("auth-ws-revoke");
+    let token = add_token(&dir, "dashboard-wall", "viewer");
+    let keep = add_token(&dir, "keeper", "viewer");
+    let data_dir = dir.to_string_lossy().into_owned();
+    let server = tokio::task::spawn_blocking(move || {
+        let dir = std::path::PathBuf::from(data_dir);
+        start(&dir, &[("WEBSOCKET_PING_INTERVAL", "1s")])
+    })
+    .await
+    .unwrap();
+    let url = format!("ws://127.0.0.1:{}/ws", server.http_port);
+    let (mut revoked, _) = support::ws::connect(&format!("{url}?token={token}")).await;
+    let (mut kept, _) = support::ws::connect(&format!("{url}?token={keep}")).await;
+    let (code, _, stderr) = auth_cli(&dir, &["remove", "dashboard-wall"], "");
+    assert_eq!(code, 0, "{stderr}");
+    // The revoked one is closed with 1008 within a few ping intervals…
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(msg) = revoked.next().await {
+            if let Ok(Message::Close(frame)) = msg {
+                return frame.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("the revoked stream is closed");
+    assert_eq!(closed, Some(1008));
+    // …the other one still streams.
+    let watched = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(msg) = kept.next().await {
+            match msg {
+                Ok(Message::Close(frame)) => return Some(frame),
+                Err(e) => panic!("the kept stream failed: {e}"),
+                Ok(_) => {}
+            }
+        }
+        None
+    })
+    .await;
+    assert!(watched.is_err(), "the kept stream ended: {watched:?}");
+    drop(server);
+}

@@ -96,12 +96,17 @@ pub struct Principal {
 pub enum Via {
     /// It did not: nobody can sign in and anonymous access is allowed.
     Anonymous,
-    /// An API token.
-    Token,
+    /// An API token (its SHA-256, to look it up again).
+    Token {
+        /// The token's digest.
+        digest: String,
+    },
     /// A dashboard session, with its CSRF token.
     Session {
         /// What state-changing requests must send in `X-CSRF-Token`.
         csrf: String,
+        /// The session's key (the SHA-256 of its cookie value), to look it up again.
+        key: String,
     },
 }
 
@@ -146,9 +151,12 @@ pub struct Gate {
     pub sessions: Sessions,
     anonymous: Anonymous,
     allowed_origins: Vec<String>,
+    /// The port the HTTP API is served on (pages come from it), once bound.
+    http_port: std::sync::atomic::AtomicU16,
     secure_cookie: bool,
-    /// Logins verify argon2 hashes, which is slow on purpose: at most this many at once.
-    pub login_slots: tokio::sync::Semaphore,
+    /// Logins verify argon2 hashes, which is slow on purpose: at most this many at once (the
+    /// permit travels with the blocking hash, so a client that hangs up frees no slot early).
+    pub login_slots: Arc<tokio::sync::Semaphore>,
     /// What was refused.
     pub stats: AuthStats,
 }
@@ -300,8 +308,9 @@ impl Gate {
             sessions: Sessions::new(ttl),
             anonymous,
             allowed_origins,
+            http_port: std::sync::atomic::AtomicU16::new(0),
             secure_cookie,
-            login_slots: tokio::sync::Semaphore::new(2),
+            login_slots: Arc::new(tokio::sync::Semaphore::new(2)),
             stats: AuthStats::default(),
         }
     }
@@ -314,6 +323,33 @@ impl Gate {
     /// Whether anonymous requests are let in now.
     pub fn anonymous_allowed(&self) -> bool {
         self.anonymous != Anonymous::Never && !self.has_accounts()
+    }
+
+    /// Records the port the HTTP API was bound to: a page served from it may use the
+    /// WebSocket port too.
+    pub fn set_http_port(&self, port: u16) {
+        self.http_port.store(port, Ordering::Relaxed);
+    }
+
+    /// Whether the credentials `principal` came with still hold: the token is still in the
+    /// auth file, the session still open and its user unchanged, or (anonymous) nobody can
+    /// sign in yet. Open WebSocket connections ask this periodically.
+    pub fn still_valid(&self, principal: &Principal) -> bool {
+        let accounts = self.accounts();
+        match &principal.via {
+            Via::Anonymous => self.anonymous != Anonymous::Never && accounts.is_empty(),
+            Via::Token { digest } => accounts.token_digest(digest).is_some(),
+            Via::Session { key, .. } => self
+                .sessions
+                .get_by_key(key)
+                .is_some_and(|s| session_holds(&accounts, &s)),
+        }
+    }
+
+    /// The check a WebSocket upgrade adds (a GET, so [`Gate::check`] does not look at its
+    /// `Origin`): a page must come from this server's own origin or an allowed one.
+    pub fn check_upgrade_origin(&self, headers: &HeaderMap) -> Result<(), Denied> {
+        self.check_origin(headers)
     }
 
     /// Whether session cookies are marked `Secure` (served over TLS).
@@ -424,7 +460,7 @@ impl Gate {
                 principal.role.as_str()
             )));
         }
-        if let Via::Session { csrf } = &principal.via
+        if let Via::Session { csrf, .. } = &principal.via
             && changes_state
         {
             let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
@@ -463,7 +499,9 @@ impl Gate {
                 Some((name, role)) => Ok(Some(Principal {
                     name: Some(name.to_string()),
                     role,
-                    via: Via::Token,
+                    via: Via::Token {
+                        digest: store::sha256_hex(token),
+                    },
                 })),
                 // With no accounts there is nothing to check it against: it may be the
                 // WebSocket's own WEBSOCKET_AUTH_TOKEN, which the hub checks.
@@ -476,17 +514,29 @@ impl Gate {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .find_map(|h| session::cookie(h, session::COOKIE));
-        let Some(session) = cookie.and_then(|id| self.sessions.get(id)) else {
+        let Some(id) = cookie else {
             return Ok(None);
         };
-        // The role is today's, not the one at login; a removed user is signed out.
+        let key = store::sha256_hex(id);
+        let Some(session) = self.sessions.get_by_key(&key) else {
+            return Ok(None);
+        };
+        // The role is today's, not the one at login; a removed user (or one removed and added
+        // again with a new password) is signed out.
+        if !session_holds(accounts, &session) {
+            self.sessions.close_key(&key);
+            return Ok(None);
+        }
         let Some((_, role)) = accounts.user(&session.user) else {
             return Ok(None);
         };
         Ok(Some(Principal {
             name: Some(session.user),
             role,
-            via: Via::Session { csrf: session.csrf },
+            via: Via::Session {
+                csrf: session.csrf,
+                key,
+            },
         }))
     }
 
@@ -497,7 +547,8 @@ impl Gate {
             return Ok(());
         };
         let origin = origin.to_str().unwrap_or("");
-        if origin_allowed(origin, headers, &self.allowed_origins) {
+        let http_port = self.http_port.load(Ordering::Relaxed);
+        if origin_allowed(origin, headers, &self.allowed_origins, http_port) {
             Ok(())
         } else {
             Err(Denied::Forbidden(format!(
@@ -508,23 +559,56 @@ impl Gate {
 }
 
 /// Whether a page at `origin` may use this server: `allowed` lists it (or `*`), or, with no
-/// list, it is on the host the request names (any port: the WebSocket port differs).
-pub fn origin_allowed(origin: &str, headers: &HeaderMap, allowed: &[String]) -> bool {
+/// list, it is this server's own origin — the host and port the request is sent to, or the
+/// same host on `http_port` (a dashboard page opening the WebSocket port). A page of another
+/// port of the same host is another site's page.
+pub fn origin_allowed(
+    origin: &str,
+    headers: &HeaderMap,
+    allowed: &[String],
+    http_port: u16,
+) -> bool {
     if !allowed.is_empty() {
         return allowed
             .iter()
             .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin));
     }
-    let origin_host = origin
-        .split_once("://")
-        .map(|(_, rest)| host_only(rest))
-        .unwrap_or("");
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(host_only)
-        .unwrap_or("");
-    !origin_host.is_empty() && origin_host.eq_ignore_ascii_case(host)
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let default = if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    };
+    let (origin_host, origin_port) = host_and_port(authority, default);
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let (host, port) = host_and_port(host, default);
+    !origin_host.is_empty()
+        && origin_host.eq_ignore_ascii_case(host)
+        && (origin_port == port || (http_port != 0 && origin_port == Some(http_port)))
+}
+
+/// `host[:port]` → (`host`, port; `default` when none is given; `None` when unreadable).
+fn host_and_port(authority: &str, default: u16) -> (&str, Option<u16>) {
+    let authority = authority.split('/').next().unwrap_or("");
+    let host = host_only(authority);
+    let rest = &authority[host.len()..];
+    let port = match rest.strip_prefix(':') {
+        Some(p) => p.parse().ok(),
+        None if rest.is_empty() => Some(default),
+        None => None,
+    };
+    (host, port)
+}
+
+/// Whether `session` still belongs to its user as they are now (same password hash).
+fn session_holds(accounts: &Accounts, session: &session::Session) -> bool {
+    accounts
+        .user(&session.user)
+        .is_some_and(|(hash, _)| store::sha256_hex(hash) == session.password)
 }
 
 /// `host[:port]` → `host` (an IPv6 literal keeps its brackets).

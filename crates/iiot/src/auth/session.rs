@@ -14,6 +14,10 @@ use super::store::{random_hex, sha256_hex};
 /// Sessions kept at once; a login beyond it ends the session closest to expiry.
 pub const MAX_SESSIONS: usize = 10_000;
 
+/// Sessions one user may hold; a login beyond it ends that user's oldest (so one account
+/// cannot push everyone else out).
+pub const MAX_SESSIONS_PER_USER: usize = 20;
+
 /// The cookie's name.
 pub const COOKIE: &str = "iiot_session";
 
@@ -24,6 +28,9 @@ pub struct Session {
     pub user: String,
     /// Sent back in `X-CSRF-Token` on every state-changing request.
     pub csrf: String,
+    /// SHA-256 of the user's password hash at login: a new password (a user removed and
+    /// added again) ends the session.
+    pub password: String,
     /// When it ends.
     pub expires: Instant,
 }
@@ -49,15 +56,27 @@ impl Sessions {
         self.ttl
     }
 
-    /// Opens a session for `user`: its id (for the cookie) and the session.
-    pub fn open(&self, user: &str) -> (String, Session) {
+    /// Opens a session for `user`, whose password hash has the SHA-256 `password`: its id
+    /// (for the cookie) and the session.
+    pub fn open(&self, user: &str, password: &str) -> (String, Session) {
         let id = random_hex();
         let session = Session {
             user: user.to_string(),
             csrf: random_hex(),
+            password: password.to_string(),
             expires: Instant::now() + self.ttl,
         };
         let mut map = self.lock();
+        let mine: Vec<(String, Instant)> = map
+            .iter()
+            .filter(|(_, s)| s.user == user)
+            .map(|(k, s)| (k.clone(), s.expires))
+            .collect();
+        if mine.len() >= MAX_SESSIONS_PER_USER
+            && let Some((oldest, _)) = mine.iter().min_by_key(|(_, e)| *e)
+        {
+            map.remove(oldest);
+        }
         if map.len() >= MAX_SESSIONS {
             let now = Instant::now();
             map.retain(|_, s| s.expires > now);
@@ -77,7 +96,12 @@ impl Sessions {
 
     /// The live session with cookie value `id`.
     pub fn get(&self, id: &str) -> Option<Session> {
-        let key = sha256_hex(id);
+        self.get_by_key(&sha256_hex(id))
+    }
+
+    /// The live session whose key (the SHA-256 of its cookie value) is `key`.
+    pub fn get_by_key(&self, key: &str) -> Option<Session> {
+        let key = key.to_string();
         let mut map = self.lock();
         match map.get(&key) {
             Some(s) if s.expires > Instant::now() => Some(s.clone()),
@@ -91,7 +115,12 @@ impl Sessions {
 
     /// Ends the session with cookie value `id`.
     pub fn close(&self, id: &str) {
-        self.lock().remove(&sha256_hex(id));
+        self.close_key(&sha256_hex(id));
+    }
+
+    /// Ends the session whose key is `key`.
+    pub fn close_key(&self, key: &str) {
+        self.lock().remove(key);
     }
 
     /// Open sessions (expired ones not yet swept included).
@@ -126,25 +155,33 @@ mod tests {
     #[test]
     fn a_session_lives_until_it_expires_or_closes() {
         let s = Sessions::new(Duration::from_secs(60));
-        let (id, session) = s.open("alice");
+        let (id, session) = s.open("alice", "pw");
         assert_eq!(s.get(&id).expect("ok").csrf, session.csrf);
         assert!(s.get("other").is_none());
         s.close(&id);
         assert!(s.get(&id).is_none());
         let short = Sessions::new(Duration::ZERO);
-        let (id, _) = short.open("bob");
+        let (id, _) = short.open("bob", "pw");
         assert!(short.get(&id).is_none());
     }
 
     #[test]
     fn sessions_are_bounded() {
         let s = Sessions::new(Duration::from_secs(60));
-        let (first, _) = s.open("u");
-        for _ in 0..MAX_SESSIONS {
-            s.open("u");
+        let (first, _) = s.open("u", "pw");
+        for i in 0..MAX_SESSIONS {
+            s.open(&format!("u{i}"), "pw");
         }
         assert_eq!(s.len(), MAX_SESSIONS);
         assert!(s.get(&first).is_none(), "the oldest made room");
+        // One user cannot hold more than its share.
+        let one = Sessions::new(Duration::from_secs(60));
+        let (oldest, _) = one.open("v", "pw");
+        for _ in 1..=MAX_SESSIONS_PER_USER {
+            one.open("v", "pw");
+        }
+        assert_eq!(one.len(), MAX_SESSIONS_PER_USER);
+        assert!(one.get(&oldest).is_none(), "the user's oldest made room");
     }
 
     #[test]

@@ -306,6 +306,11 @@ impl Accounts {
             .map(|(n, r)| (n.as_str(), *r))
     }
 
+    /// The name and role of the token whose SHA-256 is `digest`.
+    pub fn token_digest(&self, digest: &str) -> Option<(&str, Role)> {
+        self.tokens.get(digest).map(|(n, r)| (n.as_str(), *r))
+    }
+
     /// The password hash and role of user `name`.
     pub fn user(&self, name: &str) -> Option<(&str, Role)> {
         self.users.get(name).map(|(h, r)| (h.as_str(), *r))

@@ -144,7 +144,8 @@ fn each_role_reaches_what_it_may_and_no_more() {
 fn sessions_need_their_csrf_token_to_change_anything() {
     let dir = tempfile::tempdir().expect("ok");
     let (gate, _) = gate_with_accounts(dir.path());
-    let (id, session) = gate.sessions.open("olga");
+    let hash = gate.accounts().user("olga").expect("olga").0.to_string();
+    let (id, session) = gate.sessions.open("olga", &sha256_hex(&hash));
     let cookie = format!("{}={id}", session::COOKIE);
     let h = headers(&[(header::COOKIE, &cookie)]);
     let p = gate
@@ -166,6 +167,21 @@ fn sessions_need_their_csrf_token_to_change_anything() {
     assert_eq!(
         status(gate.check(Access::Role(Role::Admin), &Method::POST, &with, None)),
         403
+    );
+    // The same name added again with another password: the old session is over.
+    let path = dir.path().join("auth.toml");
+    let mut file = AuthFile::read(&path).expect("ok");
+    file.remove("olga");
+    file.users.push(UserEntry {
+        name: "olga".into(),
+        role: Role::Operator,
+        password: hash_password("a new password"),
+    });
+    file.write(&path).expect("ok");
+    gate.refresh();
+    assert_eq!(
+        status(gate.check(Access::Role(Role::Viewer), &Method::GET, &h, None)),
+        401
     );
     gate.sessions.close(&id);
     assert_eq!(
@@ -232,8 +248,14 @@ fn a_changed_file_applies_without_a_restart_and_a_broken_one_keeps_the_last() {
         status(gate.check(Access::Role(Role::Viewer), &Method::GET, &h, None)),
         401
     );
+    assert_eq!(gate.stats.reloads.load(Ordering::Relaxed), 1);
     std::fs::write(&path, "not toml [").expect("ok");
     gate.refresh();
+    assert_eq!(
+        gate.stats.reloads.load(Ordering::Relaxed),
+        1,
+        "a broken file is not taken"
+    );
     let op = headers(&[(header::AUTHORIZATION, &format!("Bearer {}", tokens[1]))]);
     assert_eq!(
         status(gate.check(Access::Role(Role::Viewer), &Method::GET, &op, None)),
@@ -242,23 +264,35 @@ fn a_changed_file_applies_without_a_restart_and_a_broken_one_keeps_the_last() {
 }
 
 #[test]
-fn origins_compare_by_host() {
+fn origins_are_this_server_or_listed() {
     let h = headers(&[(header::HOST, "[::1]:8081")]);
-    assert!(origin_allowed("http://[::1]:8080", &h, &[]));
+    // A page of the HTTP port opening the WebSocket port: the same host, on HTTP_PORT.
+    assert!(origin_allowed("http://[::1]:8080", &h, &[], 8080));
     let h = headers(&[(header::HOST, "localhost:8081")]);
-    assert!(origin_allowed("http://localhost:8080", &h, &[]));
-    assert!(!origin_allowed("http://localhost.evil:8080", &h, &[]));
-    assert!(!origin_allowed("null", &h, &[]));
+    assert!(origin_allowed("http://localhost:8080", &h, &[], 8080));
+    assert!(origin_allowed("http://localhost:8081", &h, &[], 8080));
+    // Another port of the same host is another site (a dev server, another local app).
+    assert!(!origin_allowed("http://localhost:3000", &h, &[], 8080));
+    assert!(!origin_allowed("http://localhost.evil:8080", &h, &[], 8080));
+    assert!(!origin_allowed("null", &h, &[], 8080));
+    // Default ports: no port in Host and Origin is the same port.
+    let h = headers(&[(header::HOST, "plant.example")]);
+    assert!(origin_allowed("https://plant.example", &h, &[], 8080));
+    assert!(!origin_allowed("https://plant.example:8443", &h, &[], 8080));
+    let h = headers(&[(header::HOST, "localhost:8081")]);
     assert!(origin_allowed(
         "https://a.example",
         &h,
-        &["https://a.example/".into()]
+        &["https://a.example/".into()],
+        8080
     ));
     assert!(!origin_allowed(
         "http://localhost:8080",
         &h,
-        &["https://a.example".into()]
+        &["https://a.example".into()],
+        8080
     ));
 }
 
 use axum::http::HeaderName;
+use std::sync::atomic::Ordering;

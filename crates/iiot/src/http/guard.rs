@@ -25,9 +25,14 @@ where
 {
     routes.route_layer(middleware::from_fn(move |request: Request, next: Next| {
         let gate = gate.clone();
-        async move { guard(&gate, access, query_token, request, next).await }
+        async move { guard(gate, access, query_token, request, next).await }
     }))
 }
+
+/// Asks whether the credentials a WebSocket connection was opened with still hold (a
+/// revoked token, a closed session, a removed user: no); the hub closes it when they do not.
+#[derive(Clone)]
+pub struct StillValid(pub Arc<dyn Fn() -> bool + Send + Sync>);
 
 /// One route's handlers behind `gate`, needing `access`.
 pub fn method_router<S>(routes: MethodRouter<S>, gate: Arc<Gate>, access: Access) -> MethodRouter<S>
@@ -36,31 +41,40 @@ where
 {
     routes.route_layer(middleware::from_fn(move |request: Request, next: Next| {
         let gate = gate.clone();
-        async move { guard(&gate, access, false, request, next).await }
+        async move { guard(gate, access, false, request, next).await }
     }))
 }
 
 async fn guard(
-    gate: &Gate,
+    gate: Arc<Gate>,
     access: Access,
-    query_token: bool,
+    upgrade: bool,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let token = query_token
+    let token = upgrade
         .then(|| request.uri().query().and_then(token_param))
         .flatten();
-    match gate.check(
+    if upgrade && let Err(denied) = gate.check_upgrade_origin(request.headers()) {
+        return refuse(&gate, denied);
+    }
+    let checked = gate.check(
         access,
         request.method(),
         request.headers(),
         token.as_deref(),
-    ) {
+    );
+    match checked {
         Ok(principal) => {
+            if upgrade {
+                let (gate, who) = (gate.clone(), principal.clone());
+                let check = StillValid(Arc::new(move || gate.still_valid(&who)));
+                request.extensions_mut().insert(check);
+            }
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
-        Err(denied) => refuse(gate, denied),
+        Err(denied) => refuse(&gate, denied),
     }
 }
 

@@ -128,7 +128,12 @@ pub(crate) enum Control {
 }
 
 /// Registers the client, runs its reader and writer until the connection ends, cleans up.
-pub(crate) async fn serve(hub: Arc<Hub>, socket: WebSocket, permit: OwnedSemaphorePermit) {
+pub(crate) async fn serve(
+    hub: Arc<Hub>,
+    socket: WebSocket,
+    permit: OwnedSemaphorePermit,
+    still_valid: Option<crate::http::guard::StillValid>,
+) {
     let (queue, data_rx) = mpsc::channel(hub.cfg.client_queue.max(1));
     let client = Arc::new(Client::new(
         hub.client_id(),
@@ -144,7 +149,9 @@ pub(crate) async fn serve(hub: Arc<Hub>, socket: WebSocket, permit: OwnedSemapho
     let writer_done = CancellationToken::new();
     let (sink, stream) = socket.split();
     let writer = Writer::new(hub.clone(), client.clone(), sink);
+    let revalidate = revalidate(&hub, still_valid, ctl_tx.clone(), &writer_done);
     tokio::join!(
+        revalidate,
         async {
             read_loop(&hub, &client, stream, ctl_tx, &writer_done).await;
             reader_done.cancel();
@@ -166,6 +173,38 @@ pub(crate) async fn serve(hub: Arc<Hub>, socket: WebSocket, permit: OwnedSemapho
         dropped = client.drops.load(Ordering::Relaxed),
         "hub: client disconnected"
     );
+}
+
+/// Closes the connection (1008) once the credentials it was opened with no longer hold:
+/// asked every ping interval (at most every 5 s), until the writer has finished.
+async fn revalidate(
+    hub: &Hub,
+    still_valid: Option<crate::http::guard::StillValid>,
+    ctl: mpsc::Sender<Control>,
+    writer_done: &CancellationToken,
+) {
+    let Some(still_valid) = still_valid else {
+        return;
+    };
+    let every = hub
+        .cfg
+        .ping_interval
+        .clamp(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = writer_done.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        if !(still_valid.0)() {
+            tracing::info!("hub: closing a client whose credentials were revoked or expired");
+            let reason = "credentials revoked or expired: sign in again".to_string();
+            tokio::select! {
+                _ = ctl.send(Control::Close(close_code::POLICY, reason)) => {}
+                () = writer_done.cancelled() => {}
+            }
+            return;
+        }
+    }
 }
 
 /// Reads client frames until the client goes away or the writer has finished.

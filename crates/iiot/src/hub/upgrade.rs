@@ -28,6 +28,7 @@ struct ConnectQuery {
 
 async fn upgrade(
     State(hub): State<Arc<Hub>>,
+    still_valid: Option<axum::extract::Extension<crate::http::guard::StillValid>>,
     headers: HeaderMap,
     query: Result<Query<ConnectQuery>, QueryRejection>,
     ws: WebSocketUpgrade,
@@ -62,7 +63,7 @@ async fn upgrade(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(8 * 1024)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "hub: WebSocket upgrade failed"))
-        .on_upgrade(move |socket| connection::serve(hub, socket, permit))
+        .on_upgrade(move |socket| connection::serve(hub, socket, permit, still_valid.map(|e| e.0)))
 }
 
 /// The 401 or 403 response, if the request may not connect.
@@ -85,14 +86,17 @@ fn check_access(hub: &Hub, headers: &HeaderMap, query_token: Option<&str>) -> Op
             return Some(response);
         }
     }
-    // A page may open the stream from the host it was served by (any port), or from an
-    // allowed origin; programs send no Origin. With a list, a browser must be on it.
+    // With an allow-list a browser must be on it (programs send no Origin). Without one, the
+    // gate in front of this route ([`crate::http::guard`]) lets only this server's own pages
+    // through.
     let allowed = &hub.cfg.allowed_origins;
     let origin = headers
         .get(header::ORIGIN)
         .map(|v| v.to_str().unwrap_or(""));
     let ok = match origin {
-        Some(origin) => crate::auth::origin_allowed(origin, headers, allowed),
+        Some(origin) => {
+            allowed.is_empty() || crate::auth::origin_allowed(origin, headers, allowed, 0)
+        }
         None => allowed.is_empty(),
     };
     {

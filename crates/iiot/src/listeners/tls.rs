@@ -69,12 +69,14 @@ impl Tls {
                 return;
             }
         }
+        // Read and parse first: new connections never wait behind the file I/O.
+        let loaded = acceptor(&self.cert, &self.key);
         let mut current = self
             .current
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         current.1 = now;
-        match acceptor(&self.cert, &self.key) {
+        match loaded {
             Ok(a) => {
                 current.0 = a;
                 tracing::info!("TLS: {} read again", self.cert.display());

@@ -660,7 +660,11 @@ mod tests {
             }
             let takes_body = matches!(
                 r.endpoint,
-                Endpoint::CreateSilence | Endpoint::Ingest | Endpoint::Login
+                Endpoint::CreateSilence
+                    | Endpoint::Ingest
+                    | Endpoint::Login
+                    | Endpoint::CreateRule
+                    | Endpoint::PutRule
             );
             assert_eq!(request_body(r.endpoint).is_some(), takes_body, "{}", r.path);
         }

@@ -94,6 +94,32 @@ pub(crate) fn request_body(endpoint: Endpoint) -> Option<Value> {
                 "application/x-ndjson": {"schema": {"type": "string"}},
             },
         }),
+        Endpoint::CreateRule | Endpoint::PutRule => json!({
+            "required": true,
+            "description": "One alert rule, as in `[[alerts.rules]]` of the config file \
+                (docs/alerting.md). It is validated together with every rule in force, as the \
+                file's are: a kind, parameter or threshold that does not fit is a 400 naming \
+                the field.",
+            "content": {"application/json": {"schema": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["alert_type"],
+                "properties": {
+                    "alert_type": {"type": "string"},
+                    "kind": {"type": "string", "enum": ["threshold", "rate_of_change", "stuck", "offline"]},
+                    "parameter": {"type": "string"},
+                    "operator": {"type": "string", "enum": [">", "<"]},
+                    "value": {"type": "number"},
+                    "clear": {"type": "number"},
+                    "for": {"type": "string"},
+                    "window": {"type": "string"},
+                    "missed_intervals": {"type": "number"},
+                    "severity": {"type": "string", "enum": SEVERITIES},
+                    "enabled": {"type": "boolean"},
+                    "scope": {"type": "object"},
+                },
+            }}},
+        }),
         Endpoint::Login => json!({
             "required": true,
             "content": {"application/json": {"schema": {

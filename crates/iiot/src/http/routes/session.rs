@@ -20,7 +20,7 @@ use serde_json::json;
 use super::super::error::AppError;
 use super::super::state::OpsState;
 use crate::auth::session::{COOKIE, cookie};
-use crate::auth::store::{hash_password, verify_password};
+use crate::auth::store::{check_name, hash_password, sha256_hex, verify_password};
 use crate::auth::{Access, Via};
 
 /// How long a login waits for a free hashing slot before answering 503.
@@ -39,26 +39,33 @@ pub(super) async fn login(State(ops): State<OpsState>, body: Bytes) -> Result<Re
         AppError::BadRequest("the body must be JSON: {\"username\": …, \"password\": …}".into())
     })?;
     let gate = ops.gate.clone();
-    let _slot = tokio::time::timeout(LOGIN_WAIT, gate.login_slots.acquire())
+    let slot = tokio::time::timeout(LOGIN_WAIT, gate.login_slots.clone().acquire_owned())
         .await
         .map_err(|_| AppError::Unavailable("too many logins at once; try again"))?
         .map_err(|_| AppError::Unavailable("the server is shutting down"))?;
     let accounts = gate.accounts();
     let user = accounts.user(&username).map(|(h, r)| (h.to_string(), r));
-    // An unknown user costs the same hash as a known one, so timing tells nothing.
-    let hash = user
-        .as_ref()
-        .map_or_else(|| dummy_hash().to_string(), |(h, _)| h.clone());
-    let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
-        .await
-        .unwrap_or(false);
-    let Some((_, role)) = user.filter(|_| ok) else {
+    let hash = user.as_ref().map(|(h, _)| h.clone());
+    // The slot goes with the hash: a client that hangs up does not free it early. An unknown
+    // user costs the same hash as a known one, so timing tells nothing.
+    let ok = tokio::task::spawn_blocking(move || {
+        let ok = verify_password(hash.as_deref().unwrap_or_else(|| dummy_hash()), &password);
+        drop(slot);
+        ok
+    })
+    .await
+    .unwrap_or(false);
+    let Some((hash, role)) = user.filter(|_| ok) else {
         gate.stats.login_failures.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(user = %username.escape_debug(), "auth: login refused");
+        // What was typed as a name may be a password: named only if it could be a name.
+        match check_name(&username) {
+            Ok(()) => tracing::info!(user = %username, "auth: login refused"),
+            Err(_) => tracing::info!(chars = username.chars().count(), "auth: login refused"),
+        }
         return Err(AppError::Unauthorized("wrong user name or password".into()));
     };
     gate.stats.logins.fetch_add(1, Ordering::Relaxed);
-    let (id, session) = gate.sessions.open(&username);
+    let (id, session) = gate.sessions.open(&username, &sha256_hex(&hash));
     let ttl = gate.sessions.ttl().as_secs();
     tracing::info!(user = %username, role = role.as_str(), "auth: signed in");
     let secure = if gate.secure_cookie() { "; Secure" } else { "" };
@@ -107,10 +114,10 @@ pub(super) async fn session(
     let mut body = json!({ "user": p.name, "role": p.role.as_str() });
     body["via"] = json!(match &p.via {
         Via::Anonymous => "anonymous",
-        Via::Token => "token",
+        Via::Token { .. } => "token",
         Via::Session { .. } => "session",
     });
-    if let Via::Session { csrf } = &p.via {
+    if let Via::Session { csrf, .. } = &p.via {
         body["csrf_token"] = json!(csrf);
     }
     Json(body)
