@@ -30,6 +30,8 @@
 //!   [`history::HistoryStore`] is the seam the history and export routes answer from.
 //! - [`http`]: the HTTP API (`app()`: devices, history, export, alerts, stats, `/metrics`,
 //!   `/api/docs`, health; `ops_app()` for roles without a store), answered from the store.
+//! - [`auth`]: who may see and act — roles, the auth file (users, API tokens), sessions, the
+//!   gate every route and the WebSocket pass ([`http::guard`]); `iiot auth …`.
 //! - [`hub`]: the WebSocket hub (subscriptions, resume by epoch/offset, batching, limits).
 //! - [`mqtt`]: MQTT client options (3.1.1 and 5, `mqtts://`), topic filters, reconnects, the
 //!   subscriber's connection; the simulator's MQTT output (one connection, or one per device).

@@ -143,7 +143,22 @@ async fn spec(body: Body) -> Result<RuleSpec, AppError> {
             limit: MAX_BODY,
             what: "the largest rule",
         })?;
-    serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("invalid rule: {e}")))
+    let spec: RuleSpec = serde_json::from_slice(&body)
+        .map_err(|e| AppError::BadRequest(format!("invalid rule: {e}")))?;
+    // The alert type names alerts, metrics labels and the rule's id: a word.
+    let word = |t: &str| {
+        (1..=64).contains(&t.len())
+            && t.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    if !word(&spec.alert_type) {
+        return Err(AppError::bad(
+            "alert_type",
+            &spec.alert_type,
+            "1 to 64 of a-z 0-9 _",
+        ));
+    }
+    Ok(spec)
 }
 
 /// `GET /api/rules`.
