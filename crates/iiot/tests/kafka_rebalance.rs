@@ -57,6 +57,69 @@ fn temperature_alerts(
     by_device
 }
 
+/// Two members of the group, each with its partitions, and ten devices over 80 °C with an
+/// active alert each (both members own some of them).
+struct MidAlert {
+    first: Role,
+    second: Role,
+    producer: BaseProducer,
+    /// Event time of the hot readings.
+    t0: i64,
+}
+
+fn two_members_mid_alert(brokers: &str, env: &[(&str, &str)]) -> MidAlert {
+    // One after the other, so the group has both members (each with its partitions) before
+    // anything is published: the first takes every partition, the second's join splits them.
+    let mut first = Role::start(&["process"], brokers, env);
+    first.wait_for_log(
+        "the first member's partitions",
+        "kafka: partitions assigned",
+    );
+    let mut second = Role::start(&["process"], brokers, env);
+    second.wait_for_log(
+        "the second member's partitions",
+        "kafka: partitions assigned",
+    );
+    // One record per batch: tansu cannot serve a fetch that starts inside a batch, which the
+    // member taking over at a committed offset does.
+    let producer: BaseProducer = client(brokers)
+        .set("batch.num.messages", "1")
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    let t0 = iiot::now_ms() - 120_000;
+    publish_all(&producer, 1, t0, 85.0);
+    let raised = temperature_alerts(brokers, |by| by.len() == DEVICES);
+    assert!(raised.values().all(|a| a[0].status == AlertStatus::Active));
+    MidAlert {
+        first,
+        second,
+        producer,
+        t0,
+    }
+}
+
+/// Waits until every device's alert is resolved; each device had one alert id throughout.
+fn one_alert_each_resolved(brokers: &str) {
+    let resolved = |alerts: &Vec<Alert>| alerts.iter().any(|a| a.status == AlertStatus::Resolved);
+    let changes = temperature_alerts(brokers, |by| {
+        by.len() == DEVICES && by.values().all(resolved)
+    });
+    for (device, alerts) in &changes {
+        let ids: BTreeSet<&str> = alerts.iter().map(|a| a.alert_id.as_str()).collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "{device}: one alert id for one condition: {alerts:?}"
+        );
+        assert_eq!(
+            alerts.last().map(|a| a.status),
+            Some(AlertStatus::Resolved),
+            "{device}: resolved when it cooled down: {alerts:?}"
+        );
+    }
+}
+
 // Eager rebalancing (librdkafka's default). With `partition.assignment.strategy=
 // cooperative-sticky` over tansu 0.6 the dead member's partitions were not all processed by the
 // survivor within the test's patience (an alert stayed active); not shown here until a broker
@@ -65,31 +128,12 @@ fn temperature_alerts(
 fn a_takeover_continues_the_open_alerts_and_resolves_them() {
     let broker = TestBroker::start(&topics());
     let env = TAKEOVER_ENV;
-    // One after the other, so the group has both members (each with its partitions) before
-    // anything is published: the first takes every partition, the second's join splits them.
-    let mut first = Role::start(&["process"], &broker.brokers, &env);
-    first.wait_for_log(
-        "the first member's partitions",
-        "kafka: partitions assigned",
-    );
-    let mut second = Role::start(&["process"], &broker.brokers, &env);
-    second.wait_for_log(
-        "the second member's partitions",
-        "kafka: partitions assigned",
-    );
-    // One record per batch: tansu cannot serve a fetch that starts inside a batch, which the
-    // member taking over at a committed offset does.
-    let producer: BaseProducer = client(&broker.brokers)
-        .set("batch.num.messages", "1")
-        .set("linger.ms", "0")
-        .create()
-        .expect("producer");
-
-    // Ten devices over 80 °C; both members own some of them.
-    let t0 = iiot::now_ms() - 120_000;
-    publish_all(&producer, 1, t0, 85.0);
-    let raised = temperature_alerts(&broker.brokers, |by| by.len() == DEVICES);
-    assert!(raised.values().all(|a| a[0].status == AlertStatus::Active));
+    let MidAlert {
+        mut first,
+        second,
+        producer,
+        t0,
+    } = two_members_mid_alert(&broker.brokers, &env);
     first.wait_for("both members own devices", |r| {
         r.metric("iot_messages_total", "status=\"success\"") > 0.0
             && second.metric("iot_messages_total", "status=\"success\"") > 0.0
@@ -107,23 +151,7 @@ fn a_takeover_continues_the_open_alerts_and_resolves_them() {
 
     // They cool down; the survivor takes the dead member's partitions over and reads them.
     publish_all(&producer, 2, t0 + 5_000, 20.0);
-    let resolved = |alerts: &Vec<Alert>| alerts.iter().any(|a| a.status == AlertStatus::Resolved);
-    let changes = temperature_alerts(&broker.brokers, |by| {
-        by.len() == DEVICES && by.values().all(resolved)
-    });
-    for (device, alerts) in &changes {
-        let ids: BTreeSet<&str> = alerts.iter().map(|a| a.alert_id.as_str()).collect();
-        assert_eq!(
-            ids.len(),
-            1,
-            "{device}: one alert id for one condition: {alerts:?}"
-        );
-        assert_eq!(
-            alerts.last().map(|a| a.status),
-            Some(AlertStatus::Resolved),
-            "{device}: resolved when it cooled down"
-        );
-    }
+    one_alert_each_resolved(&broker.brokers);
     assert!(second.ready(), "the survivor is running");
 }
 
@@ -134,26 +162,12 @@ fn a_takeover_continues_the_open_alerts_and_resolves_them() {
 fn a_member_joining_and_leaving_keeps_one_alert_per_condition() {
     let broker = TestBroker::start(&topics());
     let env = TAKEOVER_ENV;
-    let mut first = Role::start(&["process"], &broker.brokers, &env);
-    first.wait_for_log(
-        "the first member's partitions",
-        "kafka: partitions assigned",
-    );
-    let mut second = Role::start(&["process"], &broker.brokers, &env);
-    second.wait_for_log(
-        "the second member's partitions",
-        "kafka: partitions assigned",
-    );
-    // One record per batch: see the takeover test.
-    let producer: BaseProducer = client(&broker.brokers)
-        .set("batch.num.messages", "1")
-        .set("linger.ms", "0")
-        .create()
-        .expect("producer");
-    let t0 = iiot::now_ms() - 120_000;
-    publish_all(&producer, 1, t0, 85.0);
-    let raised = temperature_alerts(&broker.brokers, |by| by.len() == DEVICES);
-    assert!(raised.values().all(|a| a[0].status == AlertStatus::Active));
+    let MidAlert {
+        mut first,
+        mut second,
+        producer,
+        t0,
+    } = two_members_mid_alert(&broker.brokers, &env);
     let ends = partition_ends(&broker.brokers, "device-data", 10);
     first.wait_for("every hot reading committed", |_| {
         committed_short_of(&broker.brokers, "iot-consumer-group", "device-data", &ends).is_empty()
@@ -178,22 +192,6 @@ fn a_member_joining_and_leaving_keeps_one_alert_per_condition() {
     });
 
     publish_all(&producer, 3, t0 + 10_000, 20.0);
-    let resolved = |alerts: &Vec<Alert>| alerts.iter().any(|a| a.status == AlertStatus::Resolved);
-    let changes = temperature_alerts(&broker.brokers, |by| {
-        by.len() == DEVICES && by.values().all(resolved)
-    });
-    for (device, alerts) in &changes {
-        let ids: BTreeSet<&str> = alerts.iter().map(|a| a.alert_id.as_str()).collect();
-        assert_eq!(
-            ids.len(),
-            1,
-            "{device}: one alert id for one condition: {alerts:?}"
-        );
-        assert_eq!(
-            alerts.last().map(|a| a.status),
-            Some(AlertStatus::Resolved),
-            "{device}: resolved when it cooled down: {alerts:?}"
-        );
-    }
+    one_alert_each_resolved(&broker.brokers);
     assert!(first.ready() && second.ready(), "both members still run");
 }
