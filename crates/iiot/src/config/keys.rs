@@ -155,7 +155,7 @@ pub(crate) static KEYS: &[Key] = &[
         websocket.max_subscribed_ids = int::<usize>(0, 10_000_000)),
     key!(optional "WEBSOCKET_AUTH_TOKEN", "websocket.auth_token", "", "a token clients must send (?token= or Authorization: Bearer); empty = none (never shown)",
         websocket.auth_token = Opt(Text(|t| !t.contains(char::is_whitespace)))),
-    key!(optional "WEBSOCKET_ALLOWED_ORIGINS", "websocket.allowed_origins", "", "a comma-separated list of allowed Origin values; empty = any",
+    key!(optional "WEBSOCKET_ALLOWED_ORIGINS", "websocket.allowed_origins", "", "a comma-separated list of the Origin values of pages allowed to use the WebSocket and the API's state-changing requests; empty = this server's own pages only",
         websocket.allowed_origins = Opt(Text(|t| !t.contains(char::is_whitespace)))),
     key!(optional "MQTT_URL", "mqtt.url", "", "an mqtt://host[:port] or mqtts://host[:port] (TLS) URL (empty = no MQTT)",
         mqtt.url = Opt(Text(is_mqtt_url))),

@@ -231,7 +231,8 @@ pub struct WebSocketSettings {
     pub max_subscribed_ids: usize,
     /// `WEBSOCKET_AUTH_TOKEN`: when set, clients must present it; shown as `***`.
     pub auth_token: Option<String>,
-    /// `WEBSOCKET_ALLOWED_ORIGINS`: comma-separated `Origin` allow-list; `None` = any.
+    /// `WEBSOCKET_ALLOWED_ORIGINS`: comma-separated `Origin` allow-list; `None` = this server's
+    /// own pages only (see [`crate::auth::origin_allowed`]).
     pub allowed_origins: Option<String>,
 }
 
