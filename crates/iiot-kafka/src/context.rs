@@ -210,6 +210,8 @@ impl ClientEvents {
 #[derive(Debug, Clone)]
 pub(crate) struct PlainContext(pub(crate) ClientEvents);
 
+impl rdkafka::consumer::ConsumerContext for PlainContext {}
+
 impl ClientContext for PlainContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         self.0.log(level, fac, message);

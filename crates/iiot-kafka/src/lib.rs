@@ -8,6 +8,7 @@
 //! - `context`: counters shared by every client ([`iiot_transport::BackendMetrics`]), the
 //!   readiness flag, rate-limited logging of broker trouble.
 //! - `producer`: the idempotent producer; delivery reports resolve receipts and count.
+//! - `readback`: chosen partitions read from their beginning to their end (state topics).
 //! - `consumer`: consumer-group members (offsets stored on commit, committed in the
 //!   background; revoked partitions) and the all-partition reader of `serve`.
 //! - `testing` (feature `testing`): `TestBroker`, a private tansu broker for tests.
@@ -22,10 +23,13 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use iiot_transport::{BackendMetrics, Publisher, Subscriber, Transport, TransportError};
+use bytes::Bytes;
+use iiot_transport::{
+    BackendMetrics, Message, Publisher, Receipt, Subscriber, Transport, TransportError,
+};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::FromClientConfigAndContext;
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{Producer, ThreadedProducer};
 
@@ -33,6 +37,7 @@ pub mod config;
 mod consumer;
 mod context;
 mod producer;
+mod readback;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -258,6 +263,45 @@ impl Transport for KafkaTransport {
         start: Start,
     ) -> Result<Box<dyn Subscriber>, TransportError> {
         self.subscribe_all_from(topic, start).await
+    }
+
+    async fn publish_to(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        payload: Bytes,
+    ) -> Result<Receipt, TransportError> {
+        self.inner
+            .publisher
+            .publish_record(topic, Some(partition), key, payload)
+            .await
+    }
+
+    async fn read_partitions(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        limit: Duration,
+    ) -> Result<Vec<Message>, TransportError> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let consumer: BaseConsumer<PlainContext> = BaseConsumer::from_config_and_context(
+            &config::standalone_consumer_config(&self.inner.settings),
+            PlainContext(ClientEvents {
+                client: "consumer",
+                shared: self.inner.shared.clone(),
+            }),
+        )
+        .map_err(|e| TransportError::Broker(format!("creating a Kafka consumer: {e}")))?;
+        let topic = topic.to_string();
+        let partitions = partitions.to_vec();
+        tokio::task::spawn_blocking(move || {
+            readback::read_to_end(&consumer, &topic, &partitions, limit)
+        })
+        .await
+        .map_err(|e| TransportError::Broker(format!("reading partitions back: {e}")))?
     }
 
     fn keeps_history(&self) -> bool {

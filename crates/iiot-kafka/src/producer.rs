@@ -129,6 +129,36 @@ impl Publisher for KafkaPublisher {
         key: &[u8],
         payload: Bytes,
     ) -> Result<Receipt, TransportError> {
+        self.publish_record(topic, None, key, payload).await
+    }
+
+    async fn flush(&self) -> Result<(), TransportError> {
+        let counters = &self.shared.producer;
+        let _waiting = Waiting::new(counters);
+        loop {
+            let notified = counters.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if counters.in_flight.load(Ordering::Relaxed) <= 0 {
+                return Ok(());
+            }
+            // A zero-timeout flush does not block; it tells librdkafka to send what lingers now.
+            let _ = self.producer.flush(Duration::ZERO);
+            let _ = tokio::time::timeout(RETRY_AFTER, notified).await;
+        }
+    }
+}
+
+impl KafkaPublisher {
+    /// Enqueues one record, to `partition` if given (else the partitioner's choice by key),
+    /// waiting while librdkafka's queue is full.
+    pub(crate) async fn publish_record(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        payload: Bytes,
+    ) -> Result<Receipt, TransportError> {
         let counters = &self.shared.producer;
         let (done, receipt) = oneshot::channel();
         let mut delivery = Box::new(Delivery {
@@ -143,9 +173,12 @@ impl Publisher for KafkaPublisher {
             notified.as_mut().enable();
             // Counted before the send: the delivery report may come before `send` returns.
             counters.in_flight.fetch_add(1, Ordering::Relaxed);
-            let record = BaseRecord::with_opaque_to(topic, delivery)
+            let mut record = BaseRecord::with_opaque_to(topic, delivery)
                 .key(key)
                 .payload(&payload[..]);
+            if let Some(p) = partition {
+                record = record.partition(p);
+            }
             match self.producer.send(record) {
                 Ok(()) => break,
                 Err((e, record)) => {
@@ -169,21 +202,5 @@ impl Publisher for KafkaPublisher {
         Ok(Receipt::Pending(Box::pin(async move {
             receipt.await.unwrap_or(Err(TransportError::Closed))
         })))
-    }
-
-    async fn flush(&self) -> Result<(), TransportError> {
-        let counters = &self.shared.producer;
-        let _waiting = Waiting::new(counters);
-        loop {
-            let notified = counters.progress.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if counters.in_flight.load(Ordering::Relaxed) <= 0 {
-                return Ok(());
-            }
-            // A zero-timeout flush does not block; it tells librdkafka to send what lingers now.
-            let _ = self.producer.flush(Duration::ZERO);
-            let _ = tokio::time::timeout(RETRY_AFTER, notified).await;
-        }
     }
 }

@@ -438,3 +438,58 @@ async fn invalid_settings_are_refused_and_a_missing_broker_is_not_an_error() {
         .expect_err("no broker: topic creation fails after its timeout");
     assert!(matches!(err, iiot_transport::TransportError::Broker(_)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_topic_is_written_by_partition_and_read_back_for_exactly_the_partitions_asked() {
+    let broker = TestBroker::start(&[TopicSpec::new("state", 4)]);
+    let t = transport(&broker.brokers);
+    // Keys that the partitioner would spread anywhere go where they are told.
+    for i in 0..40u32 {
+        let partition = (i % 4) as i32;
+        let receipt = t
+            .publish_to(
+                "state",
+                partition,
+                format!("device_{i:03}").as_bytes(),
+                Bytes::from(format!("{partition}:{i}")),
+            )
+            .await
+            .expect("publish_to");
+        receipt.delivered().await.expect("delivered");
+    }
+    let got = t
+        .read_partitions("state", &[1, 3], Duration::from_secs(60))
+        .await
+        .expect("read back");
+    let payloads: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
+    let mut want: Vec<String> = (0..40u32)
+        .filter(|i| i % 4 == 1 || i % 4 == 3)
+        .map(|i| format!("{}:{i}", i % 4))
+        .collect();
+    let mut sorted = payloads.clone();
+    sorted.sort();
+    want.sort();
+    assert_eq!(
+        sorted, want,
+        "everything of partitions 1 and 3, nothing else"
+    );
+    for p in [1, 3] {
+        let offsets: Vec<i64> = got
+            .iter()
+            .filter(|m| m.partition == p)
+            .map(|m| m.offset)
+            .collect();
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "in order: {offsets:?}"
+        );
+    }
+    let none = t
+        .read_partitions("state", &[], Duration::from_secs(5))
+        .await
+        .expect("nothing asked");
+    assert!(none.is_empty());
+}

@@ -53,3 +53,9 @@ async fn receive_is_cancel_safe() {
     let (_broker, t) = kafka("t-cancel", |_| {});
     conformance::receive_is_cancel_safe(&t, "t-cancel").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_to_lands_in_the_partition_asked() {
+    let (_broker, t) = kafka("t-partition", |_| {});
+    conformance::publish_to_lands_in_the_partition_asked(&t, "t-partition").await;
+}

@@ -201,6 +201,24 @@ impl Publisher for Bus {
         }
         let topic = self.topic(topic);
         let partition = partition_for(key, topic.partitions.len() as u32);
+        self.publish_in(&topic, partition, key, payload).await
+    }
+
+    async fn flush(&self) -> Result<(), TransportError> {
+        Ok(())
+    }
+}
+
+impl Bus {
+    /// Appends to partition `partition` (within range) of `topic` and hands the message to
+    /// the member of each group that holds that partition.
+    async fn publish_in(
+        &self,
+        topic: &Arc<Topic>,
+        partition: i32,
+        key: &[u8],
+        payload: Bytes,
+    ) -> Result<Receipt, TransportError> {
         let mut next = topic.partitions[partition as usize].lock().await;
         // Checked under the partition lock, so a publish racing `close`/`subscribe` either sees
         // the new state or completes before it.
@@ -255,16 +273,32 @@ impl Publisher for Bus {
         }
         Ok(Receipt::Delivered)
     }
-
-    async fn flush(&self) -> Result<(), TransportError> {
-        Ok(())
-    }
 }
 
 #[async_trait]
 impl Transport for Bus {
     fn publisher(&self) -> Arc<dyn Publisher> {
         Arc::new(self.clone())
+    }
+
+    async fn publish_to(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        payload: Bytes,
+    ) -> Result<Receipt, TransportError> {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(TransportError::Closed);
+        }
+        let topic = self.topic(topic);
+        if partition < 0 || partition as usize >= topic.partitions.len() {
+            return Err(TransportError::Refused(format!(
+                "topic {} has no partition {partition}",
+                topic.name
+            )));
+        }
+        self.publish_in(&topic, partition, key, payload).await
     }
 
     async fn subscribe(

@@ -214,6 +214,35 @@ pub async fn payloads_are_preserved(t: &dyn Transport, topic: &str) {
     assert!(got.iter().all(|m| &m.key[..] == key));
 }
 
+/// `publish_to` puts each message in the partition asked, whatever its key; a partition the
+/// topic (of 4 partitions) does not have is refused, at once or on delivery.
+pub async fn publish_to_lands_in_the_partition_asked(t: &dyn Transport, topic: &str) {
+    let mut sub = t
+        .subscribe(topic, "conformance-partition")
+        .await
+        .expect("subscribe");
+    for i in 0..20i32 {
+        let receipt = t
+            .publish_to(topic, i % 4, b"one-key", Bytes::from(i.to_string()))
+            .await
+            .expect("publish_to");
+        receipt.delivered().await.expect("delivered");
+    }
+    let got = receive(sub.as_mut(), 20).await;
+    for m in &got {
+        let i: i32 = std::str::from_utf8(&m.payload)
+            .expect("utf-8")
+            .parse()
+            .expect("number");
+        assert_eq!(m.partition, i % 4, "message {i}");
+    }
+    let refused = match t.publish_to(topic, 4, b"k", Bytes::new()).await {
+        Ok(receipt) => receipt.delivered().await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "partition 4 of a 4-partition topic");
+}
+
 /// Dropping a pending `recv_batch` (as `select!` does when a timer wins) loses nothing.
 pub async fn receive_is_cancel_safe(t: &dyn Transport, topic: &str) {
     let mut sub = t

@@ -250,6 +250,31 @@ pub trait Transport: Send + Sync {
         start: Start,
     ) -> Result<Box<dyn Subscriber>, TransportError>;
 
+    /// Publishes to partition `partition` of `topic`, whatever the key would choose: a state
+    /// topic kept beside another (co-partitioned: the state of what was read from partition
+    /// `p` goes to its partition `p`, however the other topic's producers partition). A
+    /// partition the topic does not have is [`TransportError::Refused`].
+    async fn publish_to(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        payload: Bytes,
+    ) -> Result<Receipt, TransportError>;
+
+    /// Everything partitions `partitions` of `topic` hold, from their beginning to their end
+    /// as of this call (each partition's messages in order), outside any consumer group; at
+    /// most `limit` is spent on it, and what was read by then is returned. A backend that
+    /// keeps no history ([`Transport::keeps_history`] false) has nothing to read back.
+    async fn read_partitions(
+        &self,
+        _topic: &str,
+        _partitions: &[i32],
+        _limit: std::time::Duration,
+    ) -> Result<Vec<Message>, TransportError> {
+        Ok(Vec::new())
+    }
+
     /// Whether the backend keeps messages after delivery, so that [`Start::Beginning`] and a
     /// group's committed offsets mean something (Kafka) — or forgets them (the bus).
     fn keeps_history(&self) -> bool {

@@ -191,3 +191,8 @@ async fn group_members_split_partitions_and_keep_keys_together() {
     }
     assert_eq!(total, 3000, "each message to exactly one member");
 }
+
+#[tokio::test]
+async fn publish_to_lands_in_the_partition_asked() {
+    conformance::publish_to_lands_in_the_partition_asked(&bus(1024), "t-partition").await;
+}
