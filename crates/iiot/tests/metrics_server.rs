@@ -74,6 +74,16 @@ impl Transport for Reporting {
         self.bus.subscribe_all(topic, start).await
     }
 
+    async fn publish_to(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        payload: bytes::Bytes,
+    ) -> Result<iiot_transport::Receipt, TransportError> {
+        self.bus.publish_to(topic, partition, key, payload).await
+    }
+
     async fn is_ready(&self) -> bool {
         true
     }
