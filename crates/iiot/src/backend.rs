@@ -121,15 +121,18 @@ pub fn topic_specs(config: &Config) -> Vec<TopicSpec> {
         (&k.topic_dlq, k.partitions_dlq),
         // Acknowledgements are rare and every processor reads all of them.
         (&k.topic_commands, 1),
-        // So are rule changes; the topic holds the latest snapshot (compacted).
+        // So are rule changes; the topic holds the latest snapshot (compacted). Silences too.
         (&k.topic_rules, 1),
+        (&k.topic_silences, 1),
+        // Delivery records, co-partitioned with the alerts they record.
+        (&k.topic_notify_log, k.partitions_alerts),
     ]
     .into_iter()
     .map(|(name, partitions)| TopicSpec {
         name: name.clone(),
         partitions,
         replication: k.replication_factor,
-        compacted: *name == k.topic_rules,
+        compacted: *name == k.topic_rules || *name == k.topic_silences,
     })
     .collect()
 }

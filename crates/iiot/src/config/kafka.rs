@@ -20,8 +20,18 @@ pub struct KafkaSettings {
     /// `KAFKA_TOPIC_RULES`: the alert rules made over `/api/rules`, as whole snapshots
     /// (`alert-rules`, one partition, compacted); every processor and serve follows it.
     pub topic_rules: String,
+    /// `KAFKA_TOPIC_SILENCES`: the silences, as whole snapshots (`alert-silences`, one
+    /// partition, compacted); every serve follows it.
+    pub topic_silences: String,
+    /// `KAFKA_TOPIC_NOTIFY_LOG`: which notifications were delivered (`notify-log`, as many
+    /// partitions as the alerts topic: the record of a change read from alerts partition `p`
+    /// is in its partition `p`).
+    pub topic_notify_log: String,
     /// `KAFKA_GROUP_ID`: consumer group of the processor (`iot-consumer-group`).
     pub group_id: String,
+    /// `KAFKA_GROUP_NOTIFY`: consumer group of the notifiers on the alerts topic
+    /// (`iiot-notify`).
+    pub group_notify: String,
     /// `KAFKA_SECURITY_PROTOCOL`: `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
     pub security_protocol: Option<String>,
     /// `KAFKA_SASL_MECHANISM`: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.

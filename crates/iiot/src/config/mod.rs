@@ -19,7 +19,10 @@
 //! topic_dlq = "device-data-dlq"
 //! topic_commands = "alert-commands"
 //! topic_rules = "alert-rules"
+//! topic_silences = "alert-silences"
+//! topic_notify_log = "notify-log"
 //! group_id = "iot-consumer-group"
+//! group_notify = "iiot-notify"
 //!
 //! [http]
 //! port = 8080

@@ -578,6 +578,8 @@ impl Snapshot {
         per_channel(e, &NOTIFY_QUEUE, |c| c.queued);
         per_channel(e, &NOTIFY_SILENCED, |c| c.silenced);
         per_channel(e, &NOTIFY_RATE_LIMITED, |c| c.rate_limited);
+        per_channel(e, &NOTIFY_OVERFLOWED, |c| c.overflowed);
+        e.optional(&NOTIFY_REPEATS, n.map(|n| n.repeats));
         e.optional(&NOTIFY_DROPPED, n.map(|n| n.dropped));
         e.optional(&NOTIFY_INTAKE, n.map(|n| n.intake));
         e.optional(&NOTIFY_HELD, n.map(|n| n.held_silenced));

@@ -29,8 +29,9 @@ use crate::processor::ProcessorStats;
 use crate::processor::group::GroupInputs;
 use crate::simulator::{Pace, SimStats};
 use crate::sinks::history_db::HistoryDbSink;
+use crate::sinks::notify::group::Notifications;
 use crate::sinks::notify::silences::system_clock;
-use crate::sinks::notify::{Notifier, NotifyOptions, NotifyShared};
+use crate::sinks::notify::{NotifyOptions, NotifyShared};
 use crate::sources::mqtt::MqttSource;
 use crate::sources::{self as source, Source};
 
@@ -166,7 +167,7 @@ async fn compose(
     sim_stats: &Arc<SimStats>,
     mqtt_stats: &Option<Arc<MqttStats>>,
     shutdown: &CancellationToken,
-) -> anyhow::Result<(serve::Serve, process::Process, Notifier)> {
+) -> anyhow::Result<(serve::Serve, process::Process, Notifications)> {
     let mut inputs = GroupInputs::new(Vec::new());
     let notify = NotifyShared::persisted(config, system_clock()).map_err(anyhow::Error::msg)?;
     // On Kafka other `iiot process` instances may share the group: API rules go through the
@@ -202,7 +203,8 @@ async fn compose(
     }
     // On a failure past this point, what was started is stopped again (listeners unbound,
     // group left) before the error is returned.
-    let notifier = match Notifier::start(config, notify, NotifyOptions::from_live(&serve.live)) {
+    let options = NotifyOptions::from_live(&serve.live);
+    let notifier = match Notifications::start(config, backend, notify, options).await {
         Ok(notifier) => notifier,
         Err(e) => {
             let _ = serve.stop().await;
@@ -222,8 +224,8 @@ async fn compose(
         inputs.sinks.push(Arc::new(HistoryDbSink::new(db.clone())));
         db.spawn_upkeep(shutdown.child_token());
     }
-    // On Kafka too, for now: each process notifies for the devices its processors own.
-    inputs.sinks.push(notifier.sink());
+    // On Kafka the notify group reads the alerts topic instead, whoever processed them.
+    inputs.sinks.extend(notifier.sink());
     let simulator = Some(sim_stats.clone());
     let process = match process::start(config, backend, inputs, sources, simulator, shutdown).await
     {

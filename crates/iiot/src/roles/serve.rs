@@ -34,7 +34,9 @@ use crate::processor::run::Command;
 use crate::simulator::SimStats;
 use crate::sinks::Sink;
 use crate::sinks::live::Live;
-use crate::sinks::notify::NotifyShared;
+use crate::sinks::notify::group::Notifications;
+use crate::sinks::notify::silences::system_clock;
+use crate::sinks::notify::{NotifyOptions, NotifyShared};
 use crate::store::{Store, StoreConfig};
 
 /// What a serve side shares with the rest of its process.
@@ -290,14 +292,31 @@ pub async fn main(config: Config, shutdown: CancellationToken) -> anyhow::Result
         backend.publisher(),
         topic.clone(),
     ));
+    // With channels configured this serve notifies too, as a member of the notify group.
+    let notifying = !config.notify.effective_channels().is_empty();
+    let notify = notifying.then(|| NotifyShared::new(&config, system_clock()));
     let inputs = ServeInputs {
         rules: Some(book.clone()),
+        notify: notify.clone(),
         ..ServeInputs::default()
     };
     let mut serve = start(&config, &backend, inputs).await?;
     if !backend::prepare_topics(&backend, &config, &shutdown).await {
         return serve.stop().await;
     }
+    let notifications = match notify {
+        None => None,
+        Some(shared) => {
+            let options = NotifyOptions::from_live(&serve.live);
+            match Notifications::start(&config, &backend, shared, options).await {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    let _ = serve.stop().await;
+                    return Err(anyhow::Error::msg(e));
+                }
+            }
+        }
+    };
     let snapshots = backend.subscribe_all(&topic, Start::Beginning).await?;
     tokio::spawn(crate::alerts::book::follow(
         book,
@@ -310,6 +329,9 @@ pub async fn main(config: Config, shutdown: CancellationToken) -> anyhow::Result
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = done.cancelled() => {}
+    }
+    if let Some(n) = notifications {
+        n.stop().await;
     }
     serve.stop().await
 }

@@ -379,6 +379,18 @@ pub const NOTIFY_RATE_LIMITED: MetricDef = def(
     MetricKind::Counter,
     "Alert changes held back by a channel's rate limit and told in a digest instead, by channel.",
 );
+/// Messages a full channel queue could not take (told in one digest once it had room).
+pub const NOTIFY_OVERFLOWED: MetricDef = def(
+    "iot_notifications_overflowed_total",
+    MetricKind::Counter,
+    "Notifications a channel's full queue could not take, told in one digest once it had room, by channel.",
+);
+/// Notifications not told again: the change was read again and told already.
+pub const NOTIFY_REPEATS: MetricDef = def(
+    "iot_notifications_repeats_skipped_total",
+    MetricKind::Counter,
+    "Notifications not sent again because that alert change was told already (read again after a restart, a takeover or a repeat).",
+);
 /// Changes dropped before the notifier (its intake queue was full).
 pub const NOTIFY_DROPPED: MetricDef = def(
     "iot_notifications_dropped_total",
@@ -492,6 +504,8 @@ pub const METRICS: &[MetricDef] = &[
     NOTIFY_QUEUE,
     NOTIFY_SILENCED,
     NOTIFY_RATE_LIMITED,
+    NOTIFY_OVERFLOWED,
+    NOTIFY_REPEATS,
     NOTIFY_DROPPED,
     NOTIFY_INTAKE,
     NOTIFY_HELD,

@@ -68,6 +68,7 @@ fn snapshot() -> Snapshot {
                 queued: 0,
                 silenced: 1,
                 rate_limited: 4,
+                overflowed: 2,
             }],
             ..NotifySnapshot::default()
         }),

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{ChannelKind, ChannelSpec, Event, WebhookFormat};
 use super::email::Mailer;
+use super::ledger::Tickets;
 use super::stats::{ChannelStats, Failure};
 
 /// Messages waiting for one channel; beyond it new ones are dropped (`queue_full`).
@@ -50,6 +51,28 @@ pub struct Digest {
 }
 
 impl Digest {
+    /// Counts one more change of `alert` held back.
+    pub fn count(&mut self, alert: &Alert, meta: Option<&super::routing::DeviceMeta>) {
+        self.held += 1;
+        *self
+            .by_alert_type
+            .entry(alert.alert_type.clone())
+            .or_default() += 1;
+        let building = meta.map_or("unknown", |m| m.building.as_str());
+        *self.by_building.entry(building.to_string()).or_default() += 1;
+    }
+
+    /// Adds what `other` counted.
+    pub fn merge(&mut self, other: Digest) {
+        self.held += other.held;
+        for (k, n) in other.by_alert_type {
+            *self.by_alert_type.entry(k).or_default() += n;
+        }
+        for (k, n) in other.by_building {
+            *self.by_building.entry(k).or_default() += n;
+        }
+    }
+
     /// One line: `12 more alerts (building A: 8, building B: 4; temperature_high: 12)`.
     pub fn text(&self) -> String {
         let list = |m: &BTreeMap<String, u64>, prefix: &str| {
@@ -65,6 +88,17 @@ impl Digest {
             list(&self.by_alert_type, "")
         )
     }
+}
+
+/// A message in a channel's queue, with the holds on the input it tells (on Kafka; see
+/// [`super::ledger`]): settled once it is delivered or given up for good, abandoned if the
+/// worker stops first.
+#[derive(Debug)]
+pub struct Queued {
+    /// What to send.
+    pub out: Outgoing,
+    /// The holds it carries.
+    pub tickets: Tickets,
 }
 
 /// What a channel worker sends.
@@ -112,7 +146,7 @@ enum Transport {
 /// A channel's delivery worker and its queue.
 pub struct ChannelWorker {
     /// Its queue.
-    pub queue: mpsc::Sender<Outgoing>,
+    pub queue: mpsc::Sender<Queued>,
     /// The task (ends when the queue is closed and drained, or on stop).
     pub task: JoinHandle<()>,
 }
@@ -135,7 +169,7 @@ pub fn start(
         },
         ChannelKind::Email => Transport::Email(Box::new(Mailer::new(spec)?)),
     };
-    let (queue, mut rx) = mpsc::channel::<Outgoing>(CHANNEL_QUEUE);
+    let (queue, mut rx) = mpsc::channel::<Queued>(CHANNEL_QUEUE);
     let (retries, backoff, name) = (spec.retries, spec.retry_backoff, spec.name.clone());
     let task = tokio::spawn(async move {
         // Until the queue is closed and drained, or `stop` (the grace at shutdown is over).
@@ -144,12 +178,23 @@ pub fn start(
                 out = rx.recv() => out,
                 _ = stop.cancelled() => None,
             };
-            let Some(out) = out else { break };
+            let Some(Queued { out, tickets }) = out else {
+                break;
+            };
             stats.dequeued();
             let attempt = || transport.deliver(&out);
-            deliver_with_retries(attempt, retries, backoff, &stats, &name, &stop).await;
+            if deliver_with_retries(attempt, retries, backoff, &stats, &name, &stop).await {
+                drop(tickets);
+            } else {
+                tickets.abandon();
+            }
         }
-        let left = rx.len();
+        rx.close();
+        let mut left = 0usize;
+        while let Ok(queued) = rx.try_recv() {
+            left += 1;
+            queued.tickets.abandon();
+        }
         if left > 0 {
             tracing::warn!(channel = %name, left, "stopped with notifications undelivered");
         }
@@ -157,6 +202,8 @@ pub fn start(
     Ok(ChannelWorker { queue, task })
 }
 
+/// Delivers with `retries` more attempts; true when that is settled (delivered, or given up
+/// for good and counted), false when `stop` cut it short.
 async fn deliver_with_retries<'a, F, Fut>(
     attempt: F,
     retries: u32,
@@ -164,7 +211,8 @@ async fn deliver_with_retries<'a, F, Fut>(
     stats: &ChannelStats,
     name: &str,
     stop: &CancellationToken,
-) where
+) -> bool
+where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<(), (Failure, String)>> + 'a,
 {
@@ -176,15 +224,19 @@ async fn deliver_with_retries<'a, F, Fut>(
         let (failure, detail) = match result {
             Ok(()) => {
                 stats.sent();
-                return;
+                return true;
             }
             Err(e) => e,
         };
-        let last = n == retries || !failure.retriable() || stop.is_cancelled();
-        if last {
+        if stop.is_cancelled() {
+            stats.failed(failure);
+            tracing::warn!(channel = name, reason = failure.as_str(), attempts = n + 1, %detail, "notification not delivered: stopping");
+            return false;
+        }
+        if n == retries || !failure.retriable() {
             stats.failed(failure);
             tracing::warn!(channel = name, reason = failure.as_str(), attempts = n + 1, %detail, "notification not delivered");
-            return;
+            return true;
         }
         stats.retried();
         tracing::debug!(channel = name, reason = failure.as_str(), %detail, "notification failed; retrying");
@@ -193,6 +245,8 @@ async fn deliver_with_retries<'a, F, Fut>(
             _ = stop.cancelled() => {}
         }
     }
+    // The last attempt returns above.
+    true
 }
 
 /// `base · 2^attempt`, capped, times a random factor in [0.5, 1] so that channels failing

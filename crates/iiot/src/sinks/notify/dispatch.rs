@@ -10,11 +10,12 @@ use std::sync::Arc;
 use iiot_model::{Alert, AlertStatus};
 use tokio::sync::mpsc;
 
-use super::channels::{Digest, Notice, Outgoing};
+use super::channels::{Digest, Notice, Outgoing, Queued};
 use super::config::Event;
+use super::ledger::{Ticket, Tickets};
 use super::routing::{DeviceLookup, DeviceMeta, Routes};
 use super::silences::Silences;
-use super::stats::{ChannelStats, Failure, NotifyStats};
+use super::stats::{ChannelStats, NotifyStats};
 
 /// The rate limit's window.
 pub const WINDOW_MS: i64 = 60_000;
@@ -28,8 +29,35 @@ pub(super) struct Slot {
     pub notify_on: Vec<Event>,
     pub limiter: Option<Limiter>,
     pub batch: Option<Batch>,
-    pub queue: mpsc::Sender<Outgoing>,
+    pub queue: mpsc::Sender<Queued>,
     pub stats: Arc<ChannelStats>,
+    /// What did not fit in the queue (a storm), told in one digest once there is room.
+    pub overflow: Overflow,
+}
+
+/// The changes a full channel queue could not take, told as one digest when it has room
+/// again rather than lost.
+#[derive(Debug, Default)]
+pub(super) struct Overflow {
+    digest: Digest,
+    tickets: Tickets,
+}
+
+impl Overflow {
+    fn add(&mut self, out: Outgoing, tickets: Tickets, meta: Option<&DeviceMeta>) {
+        let d = &mut self.digest;
+        match out {
+            Outgoing::Change(n) => d.count(&n.alert, meta),
+            Outgoing::Batch { notices, more } => {
+                for n in &notices {
+                    d.count(&n.alert, None);
+                }
+                d.held += more;
+            }
+            Outgoing::Digest(other) => d.merge(other),
+        }
+        self.tickets.extend(tickets);
+    }
 }
 
 /// A channel's digest interval: the changes collected since the first of them.
@@ -39,6 +67,7 @@ pub(super) struct Batch {
     since: i64,
     notices: Vec<Arc<Notice>>,
     more: u64,
+    tickets: Tickets,
 }
 
 impl Batch {
@@ -48,13 +77,15 @@ impl Batch {
             since: 0,
             notices: Vec::new(),
             more: 0,
+            tickets: Tickets::default(),
         }
     }
 
-    fn push(&mut self, notice: Arc<Notice>, now_ms: i64) {
+    fn push(&mut self, notice: Arc<Notice>, tickets: Tickets, now_ms: i64) {
         if self.notices.is_empty() && self.more == 0 {
             self.since = now_ms;
         }
+        self.tickets.extend(tickets);
         if self.notices.len() < MAX_BATCH {
             self.notices.push(notice);
         } else {
@@ -63,15 +94,16 @@ impl Batch {
     }
 
     /// The message of the interval, once it is over (or at once with `force`).
-    fn due(&mut self, now_ms: i64, force: bool) -> Option<Outgoing> {
+    fn due(&mut self, now_ms: i64, force: bool) -> Option<(Outgoing, Tickets)> {
         let empty = self.notices.is_empty() && self.more == 0;
         if empty || (!force && now_ms < self.since.saturating_add(self.every_ms)) {
             return None;
         }
-        Some(Outgoing::Batch {
+        let out = Outgoing::Batch {
             notices: std::mem::take(&mut self.notices),
             more: std::mem::take(&mut self.more),
-        })
+        };
+        Some((out, std::mem::take(&mut self.tickets)))
     }
 }
 
@@ -82,6 +114,7 @@ pub(super) struct Limiter {
     window_start: i64,
     count: u32,
     held: Digest,
+    tickets: Tickets,
 }
 
 impl Limiter {
@@ -91,19 +124,19 @@ impl Limiter {
             window_start: i64::MIN,
             count: 0,
             held: Digest::default(),
+            tickets: Tickets::default(),
         }
     }
 
     /// Starts a new window if the current one is over, returning the digest of what the old one
     /// held back, if anything.
-    fn roll(&mut self, now_ms: i64) -> Option<Digest> {
+    fn roll(&mut self, now_ms: i64) -> Option<(Digest, Tickets)> {
         if now_ms < self.window_start.saturating_add(WINDOW_MS) {
             return None;
         }
         self.window_start = now_ms;
         self.count = 0;
-        let held = std::mem::take(&mut self.held);
-        (held.held > 0).then_some(held)
+        self.take()
     }
 
     /// Whether one more may go out now; if not, it is added to the digest.
@@ -112,18 +145,15 @@ impl Limiter {
             self.count += 1;
             return true;
         }
-        let d = &mut self.held;
-        d.held += 1;
-        *d.by_alert_type.entry(alert.alert_type.clone()).or_default() += 1;
-        let building = meta.map_or("unknown", |m| m.building.as_str());
-        *d.by_building.entry(building.to_string()).or_default() += 1;
+        self.held.count(alert, meta);
         false
     }
 
     /// The digest so far, whatever the window (at shutdown).
-    fn take(&mut self) -> Option<Digest> {
+    fn take(&mut self) -> Option<(Digest, Tickets)> {
         let held = std::mem::take(&mut self.held);
-        (held.held > 0).then_some(held)
+        let tickets = std::mem::take(&mut self.tickets);
+        (held.held > 0).then_some((held, tickets))
     }
 }
 
@@ -135,8 +165,9 @@ pub(super) struct Dispatcher {
     pub lookup: Option<DeviceLookup>,
     pub dashboard: String,
     pub stats: Arc<NotifyStats>,
-    /// Open alerts a silence held back, by id (their latest state).
-    held: HashMap<String, Alert>,
+    /// Open alerts a silence held back, by id (their latest state, and the hold on the
+    /// message they were read from, on Kafka).
+    held: HashMap<String, (Alert, Option<Ticket>)>,
     /// When a full channel queue was last logged (at most once per [`super::WARN_EVERY`]).
     warned_full: Option<std::time::Instant>,
 }
@@ -168,8 +199,9 @@ impl Dispatcher {
         self.lookup.as_ref().filter(|_| wanted)?(device_id)
     }
 
-    /// One alert change at `now_ms`.
-    pub(super) fn handle(&mut self, alert: Alert, now_ms: i64) {
+    /// One alert change at `now_ms`; `guard` is the hold on the message it was read from
+    /// (the Kafka notify group: each channel's notification of it is told once, and recorded).
+    pub(super) fn handle(&mut self, alert: Alert, now_ms: i64, guard: Option<Ticket>) {
         self.roll(now_ms);
         let event = Event::of(alert.status);
         let meta = self.meta(&alert.device_id);
@@ -181,11 +213,19 @@ impl Dispatcher {
             if alert.status == AlertStatus::Resolved {
                 self.held.remove(&alert.alert_id);
             } else if self.held.len() < MAX_HELD || self.held.contains_key(&alert.alert_id) {
-                self.held.insert(alert.alert_id.clone(), alert);
+                let hold = guard.as_ref().map(Ticket::hold);
+                self.held.insert(alert.alert_id.clone(), (alert, hold));
             }
         } else {
             self.held.remove(&alert.alert_id);
-            self.tell(alert, event, meta.as_ref(), &targets, now_ms);
+            self.tell(
+                alert,
+                event,
+                meta.as_ref(),
+                &targets,
+                now_ms,
+                guard.as_ref(),
+            );
         }
         self.count_held();
     }
@@ -198,18 +238,25 @@ impl Dispatcher {
             return;
         }
         let mut released = Vec::new();
-        for alert in self.held.values() {
+        for (alert, _) in self.held.values() {
             let meta = self.meta(&alert.device_id);
             if !self.silences.silences(alert, meta.as_ref(), now_ms) {
                 released.push(alert.alert_id.clone());
             }
         }
         for id in released {
-            if let Some(alert) = self.held.remove(&id) {
+            if let Some((alert, hold)) = self.held.remove(&id) {
                 // Nobody heard of it being raised: it is told as raised, in its current state.
                 let meta = self.meta(&alert.device_id);
                 let targets = self.targets(&alert, meta.as_ref(), Event::Raised);
-                self.tell(alert, Event::Raised, meta.as_ref(), &targets, now_ms);
+                self.tell(
+                    alert,
+                    Event::Raised,
+                    meta.as_ref(),
+                    &targets,
+                    now_ms,
+                    hold.as_ref(),
+                );
             }
         }
         self.count_held();
@@ -221,20 +268,32 @@ impl Dispatcher {
                 .batch
                 .as_mut()
                 .and_then(|b| b.due(now_ms, force));
-            if let Some(out) = due {
-                self.send(i, out);
+            if let Some((out, tickets)) = due {
+                self.send(i, out, tickets, None);
             }
         }
     }
 
-    /// At shutdown: what the rate limits and digest intervals still hold is told now.
+    /// At shutdown: what the rate limits and digest intervals still hold is told now; the
+    /// alerts silences still hold back were not told (on Kafka, their messages stay
+    /// uncommitted for the next reader).
     pub(super) fn finish(&mut self) {
         self.flush_batches(i64::MAX, true);
         let link = format!("{}/#/", self.dashboard);
         for i in 0..self.slots.len() {
-            if let Some(mut digest) = self.slots[i].limiter.as_mut().and_then(Limiter::take) {
+            if let Some((mut digest, tickets)) =
+                self.slots[i].limiter.as_mut().and_then(Limiter::take)
+            {
                 digest.link = link.clone();
-                self.send(i, Outgoing::Digest(digest));
+                self.send(i, Outgoing::Digest(digest), tickets, None);
+            }
+            self.release_overflow(i);
+            let left = std::mem::take(&mut self.slots[i].overflow);
+            left.tickets.abandon();
+        }
+        for (_, (_, hold)) in self.held.drain() {
+            if let Some(hold) = hold {
+                hold.abandon();
             }
         }
     }
@@ -252,6 +311,7 @@ impl Dispatcher {
         meta: Option<&DeviceMeta>,
         targets: &[usize],
         now_ms: i64,
+        guard: Option<&Ticket>,
     ) {
         if targets.is_empty() {
             return;
@@ -259,9 +319,24 @@ impl Dispatcher {
         let link = device_link(&self.dashboard, &alert.device_id);
         let notice = Arc::new(Notice { alert, event, link });
         for &t in targets {
+            let tickets = match guard {
+                None => Tickets::default(),
+                Some(g) => {
+                    let name = &self.slots[t].stats.name;
+                    match g.for_channel(&notice.alert.alert_id, event.as_str(), name) {
+                        Some(ticket) => Tickets(vec![ticket]),
+                        None => {
+                            // Told already: a change read again (a restart, a takeover, or a
+                            // processor that published it twice).
+                            self.stats.note_repeat();
+                            continue;
+                        }
+                    }
+                }
+            };
             // A digest channel sends one message per interval: no rate limit needed.
             if let Some(batch) = &mut self.slots[t].batch {
-                batch.push(notice.clone(), now_ms);
+                batch.push(notice.clone(), tickets, now_ms);
                 continue;
             }
             let admitted = match &mut self.slots[t].limiter {
@@ -269,8 +344,11 @@ impl Dispatcher {
                 None => true,
             };
             if admitted {
-                self.send(t, Outgoing::Change(notice.clone()));
+                self.send(t, Outgoing::Change(notice.clone()), tickets, meta);
             } else {
+                if let Some(limiter) = &mut self.slots[t].limiter {
+                    limiter.tickets.extend(tickets);
+                }
                 self.slots[t].stats.rate_limited();
             }
         }
@@ -280,28 +358,64 @@ impl Dispatcher {
         self.flush_batches(now_ms, false);
         let link = format!("{}/#/", self.dashboard);
         for i in 0..self.slots.len() {
+            self.release_overflow(i);
             let digest = self.slots[i].limiter.as_mut().and_then(|l| l.roll(now_ms));
-            if let Some(mut digest) = digest {
+            if let Some((mut digest, tickets)) = digest {
                 digest.link = link.clone();
-                self.send(i, Outgoing::Digest(digest));
+                self.send(i, Outgoing::Digest(digest), tickets, None);
             }
         }
     }
 
-    fn send(&mut self, slot: usize, out: Outgoing) {
-        let s = &self.slots[slot];
-        match s.queue.try_send(out) {
-            Ok(()) => s.stats.enqueued(),
-            Err(_) => {
-                s.stats.failed(Failure::QueueFull);
-                let due = self
-                    .warned_full
-                    .is_none_or(|t| t.elapsed() >= super::WARN_EVERY);
-                if due {
-                    self.warned_full = Some(std::time::Instant::now());
-                    tracing::warn!(channel = %s.stats.name, "channel queue full: notifications dropped (counted in iot_notifications_failed_total{{reason=\"queue_full\"}})");
+    /// What a full queue could not take goes out as one digest once the queue has room.
+    fn release_overflow(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        if s.overflow.digest.held == 0 {
+            return;
+        }
+        let Ok(permit) = s.queue.try_reserve() else {
+            return;
+        };
+        let Overflow {
+            mut digest,
+            tickets,
+        } = std::mem::take(&mut s.overflow);
+        digest.link = format!("{}/#/", self.dashboard);
+        permit.send(Queued {
+            out: Outgoing::Digest(digest),
+            tickets,
+        });
+        s.stats.enqueued();
+    }
+
+    /// Queues `out` for channel `slot`; a full queue (a storm the channel cannot keep up
+    /// with) keeps it for the overflow digest instead.
+    fn send(&mut self, slot: usize, out: Outgoing, tickets: Tickets, meta: Option<&DeviceMeta>) {
+        let s = &mut self.slots[slot];
+        // Whatever overflowed goes first, so the channel tells things in order.
+        let queued = Queued { out, tickets };
+        let refused = if s.overflow.digest.held > 0 {
+            Some(queued)
+        } else {
+            match s.queue.try_send(queued) {
+                Ok(()) => {
+                    s.stats.enqueued();
+                    None
                 }
+                Err(e) => Some(e.into_inner()),
             }
+        };
+        let Some(Queued { out, tickets }) = refused else {
+            return;
+        };
+        s.stats.overflowed();
+        s.overflow.add(out, tickets, meta);
+        let due = self
+            .warned_full
+            .is_none_or(|t| t.elapsed() >= super::WARN_EVERY);
+        if due {
+            self.warned_full = Some(std::time::Instant::now());
+            tracing::warn!(channel = %s.stats.name, "channel queue full: what does not fit is told in one digest when there is room (iot_notifications_overflowed_total)");
         }
     }
 
@@ -336,7 +450,7 @@ mod tests {
 
     struct Fixture {
         d: Dispatcher,
-        rx: mpsc::Receiver<Outgoing>,
+        rx: mpsc::Receiver<Queued>,
         now: Arc<AtomicI64>,
     }
 
@@ -352,6 +466,7 @@ mod tests {
             batch: None,
             queue,
             stats: stats.clone(),
+            overflow: Overflow::default(),
         };
         let d = Dispatcher::new(
             vec![slot],
@@ -367,8 +482,8 @@ mod tests {
         Fixture { d, rx, now }
     }
 
-    fn drain(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<Outgoing> {
-        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    fn drain(rx: &mut mpsc::Receiver<Queued>) -> Vec<Outgoing> {
+        std::iter::from_fn(|| rx.try_recv().ok().map(|q| q.out)).collect()
     }
 
     fn events(out: &[Outgoing]) -> Vec<String> {
@@ -385,11 +500,11 @@ mod tests {
     fn raise_and_resolve_by_default_acknowledge_only_when_asked() {
         let mut f = fixture(None, vec![Event::Raised, Event::Resolved]);
         let mut a = alert("device_001", "temperature_high");
-        f.d.handle(a.clone(), T0);
+        f.d.handle(a.clone(), T0, None);
         a.status = AlertStatus::Acknowledged;
-        f.d.handle(a.clone(), T0);
+        f.d.handle(a.clone(), T0, None);
         a.status = AlertStatus::Resolved;
-        f.d.handle(a, T0);
+        f.d.handle(a, T0, None);
         let out = drain(&mut f.rx);
         assert_eq!(events(&out), ["raised device_001", "resolved device_001"]);
         match &out[0] {
@@ -402,7 +517,11 @@ mod tests {
     fn rate_limit_holds_back_and_sends_a_digest_when_the_window_ends() {
         let mut f = fixture(Some(2), vec![Event::Raised]);
         for i in 0..5 {
-            f.d.handle(alert(&format!("device_{i:03}"), "temperature_high"), T0 + i);
+            f.d.handle(
+                alert(&format!("device_{i:03}"), "temperature_high"),
+                T0 + i,
+                None,
+            );
         }
         assert_eq!(
             events(&drain(&mut f.rx)),
@@ -431,10 +550,10 @@ mod tests {
         f.d.silences.create(spec).expect("valid");
         let open = alert("device_001", "temperature_high");
         let mut gone = alert("device_002", "temperature_high");
-        f.d.handle(open, T0 + 10);
-        f.d.handle(gone.clone(), T0 + 10);
+        f.d.handle(open, T0 + 10, None);
+        f.d.handle(gone.clone(), T0 + 10, None);
         gone.status = AlertStatus::Resolved;
-        f.d.handle(gone, T0 + 20);
+        f.d.handle(gone, T0 + 20, None);
         assert!(drain(&mut f.rx).is_empty(), "silenced");
         assert_eq!(f.d.slots[0].stats.snapshot().silenced, 3);
         f.now.store(T0 + 1000, Ordering::SeqCst);
@@ -447,14 +566,14 @@ mod tests {
         let mut f = fixture(None, vec![Event::Raised, Event::Resolved]);
         f.d.slots[0].batch = Some(Batch::new(std::time::Duration::from_secs(300)));
         let a = alert("device_001", "temperature_high");
-        f.d.handle(a.clone(), T0);
-        f.d.handle(alert("device_002", "temperature_high"), T0 + 1);
-        f.d.handle(with(a, AlertStatus::Resolved), T0 + 2);
+        f.d.handle(a.clone(), T0, None);
+        f.d.handle(alert("device_002", "temperature_high"), T0 + 1, None);
+        f.d.handle(with(a, AlertStatus::Resolved), T0 + 2, None);
         f.d.tick(T0 + 299_999);
         assert!(drain(&mut f.rx).is_empty(), "not before the interval ends");
         f.d.tick(T0 + 300_000);
         assert_eq!(events(&drain(&mut f.rx)), ["batch 3 +0"]);
-        f.d.handle(alert("device_003", "temperature_high"), T0 + 400_000);
+        f.d.handle(alert("device_003", "temperature_high"), T0 + 400_000, None);
         f.d.finish();
         assert_eq!(
             events(&drain(&mut f.rx)),

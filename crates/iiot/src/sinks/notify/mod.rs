@@ -21,6 +21,8 @@ pub mod channels;
 pub mod config;
 mod dispatch;
 pub mod email;
+pub mod group;
+pub mod ledger;
 pub mod routing;
 pub mod silences;
 pub mod stats;
@@ -35,7 +37,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use self::dispatch::{Batch, Dispatcher, Limiter, Slot};
+use self::dispatch::{Batch, Dispatcher, Limiter, Overflow, Slot};
+use self::ledger::Ticket;
 use self::routing::{DeviceLookup, DeviceMeta, Routes};
 use self::silences::{Clock, Silences};
 use self::stats::{ChannelStats, NotifyStats};
@@ -178,6 +181,7 @@ impl Notifier {
                 batch: spec.digest.map(Batch::new),
                 queue: worker.queue,
                 stats: stats.clone(),
+                overflow: Overflow::default(),
             });
         }
         let names: Vec<String> = specs.iter().map(|c| c.name.clone()).collect();
@@ -223,6 +227,19 @@ impl Notifier {
         self.sink.clone()
     }
 
+    /// Whether any channel is configured (without one there is nothing to tell).
+    pub fn has_channels(&self) -> bool {
+        self.sink.channels > 0
+    }
+
+    /// The intake, for a reader of the alerts topic ([`group`]).
+    pub fn intake(&self) -> NotifyIntake {
+        NotifyIntake {
+            tx: self.sink.tx.clone(),
+            stats: self.shared.stats.clone(),
+        }
+    }
+
     /// The counters.
     pub fn stats(&self) -> &NotifyStats {
         &self.shared.stats
@@ -257,7 +274,7 @@ impl Notifier {
 async fn run(
     mut d: Dispatcher,
     shared: Arc<NotifyShared>,
-    mut rx: mpsc::Receiver<Alert>,
+    mut rx: mpsc::Receiver<Change>,
     tick: Duration,
     drain: CancellationToken,
 ) {
@@ -268,17 +285,17 @@ async fn run(
     loop {
         tokio::select! {
             change = rx.recv() => match change {
-                Some(alert) => {
+                Some(change) => {
                     shared.stats.intake.fetch_sub(1, Ordering::Relaxed);
-                    d.handle(alert, now());
+                    d.handle(change.alert, now(), change.guard);
                 }
                 None => break,
             },
             _ = interval.tick() => d.tick(now()),
             _ = drain.cancelled() => {
-                while let Ok(alert) = rx.try_recv() {
+                while let Ok(change) = rx.try_recv() {
                     shared.stats.intake.fetch_sub(1, Ordering::Relaxed);
-                    d.handle(alert, now());
+                    d.handle(change.alert, now(), change.guard);
                 }
                 break;
             }
@@ -298,9 +315,41 @@ fn dashboard_url(config: &Config) -> String {
     base.trim_end_matches('/').to_string()
 }
 
+/// The notifier's intake for a reader of the alerts topic ([`group`]): unlike the sink, it
+/// waits while the intake is full (a topic reader can wait; the pipeline must not).
+#[derive(Clone)]
+pub struct NotifyIntake {
+    tx: mpsc::Sender<Change>,
+    stats: Arc<NotifyStats>,
+}
+
+impl NotifyIntake {
+    /// Tells the change `alert`, holding `guard` until each of its notifications is settled.
+    /// False once the notifier is stopping.
+    pub async fn tell(&self, alert: Alert, guard: Ticket) -> bool {
+        self.stats.intake.fetch_add(1, Ordering::Relaxed);
+        let change = Change {
+            alert,
+            guard: Some(guard),
+        };
+        if self.tx.send(change).await.is_err() {
+            self.stats.intake.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+/// One alert change for the dispatcher, with the hold on its input message when it was read
+/// from the alerts topic.
+struct Change {
+    alert: Alert,
+    guard: Option<Ticket>,
+}
+
 /// The sink half: enqueue and return.
 struct NotifySink {
-    tx: mpsc::Sender<Alert>,
+    tx: mpsc::Sender<Change>,
     stats: Arc<NotifyStats>,
     channels: usize,
     last_warn_ms: AtomicI64,
@@ -319,7 +368,11 @@ impl Sink for NotifySink {
         for change in &verdicts.alerts {
             // Counted before the send so the dispatcher's decrement never goes first.
             self.stats.intake.fetch_add(1, Ordering::Relaxed);
-            if self.tx.try_send(change.alert.clone()).is_err() {
+            let change = Change {
+                alert: change.alert.clone(),
+                guard: None,
+            };
+            if self.tx.try_send(change).is_err() {
                 self.stats.intake.fetch_sub(1, Ordering::Relaxed);
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 self.warn_full(verdicts.now_ms);

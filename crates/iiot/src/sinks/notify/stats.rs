@@ -75,6 +75,7 @@ pub struct ChannelStats {
     queued: AtomicI64,
     silenced: AtomicU64,
     rate_limited: AtomicU64,
+    overflowed: AtomicU64,
 }
 
 /// A channel's counters at one moment.
@@ -94,6 +95,8 @@ pub struct ChannelSnapshot {
     pub silenced: u64,
     /// Changes held back by the rate limit (told in a digest instead).
     pub rate_limited: u64,
+    /// Messages its full queue could not take (told in one digest once it had room).
+    pub overflowed: u64,
 }
 
 impl ChannelStats {
@@ -126,6 +129,9 @@ impl ChannelStats {
     pub(crate) fn rate_limited(&self) {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
+    pub(crate) fn overflowed(&self) {
+        self.overflowed.fetch_add(1, Ordering::Relaxed);
+    }
 
     /// The counters now.
     pub fn snapshot(&self) -> ChannelSnapshot {
@@ -138,6 +144,7 @@ impl ChannelStats {
             queued: self.queued.load(Ordering::Relaxed).max(0) as u64,
             silenced: load(&self.silenced),
             rate_limited: load(&self.rate_limited),
+            overflowed: load(&self.overflowed),
         }
     }
 }
@@ -153,6 +160,9 @@ pub struct NotifyStats {
     pub intake: AtomicI64,
     /// Open alerts held back by a silence, to be told when it ends.
     pub held_silenced: AtomicU64,
+    /// Notifications not told again because they were told already (an alert change read
+    /// again from the alerts topic: a restart, a takeover, a repeat by a processor).
+    pub repeats: AtomicU64,
 }
 
 /// The notifier's counters at one moment.
@@ -166,6 +176,8 @@ pub struct NotifySnapshot {
     pub intake: u64,
     /// Held back by silences.
     pub held_silenced: u64,
+    /// Told already, not told again.
+    pub repeats: u64,
 }
 
 impl NotifyStats {
@@ -176,7 +188,12 @@ impl NotifyStats {
             dropped: self.dropped.load(Ordering::Relaxed),
             intake: self.intake.load(Ordering::Relaxed).max(0) as u64,
             held_silenced: self.held_silenced.load(Ordering::Relaxed),
+            repeats: self.repeats.load(Ordering::Relaxed),
         }
+    }
+
+    pub(crate) fn note_repeat(&self) {
+        self.repeats.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Channel `name`'s counters.

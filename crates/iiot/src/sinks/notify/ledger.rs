@@ -1,0 +1,330 @@
+//! Delivery records for the notifier of a Kafka deployment ([`super::group`]): which
+//! notifications of which alert changes are done, so that a change read again — after a
+//! restart, a takeover, or because a processor published it twice — is told once.
+//!
+//! A change read from the alerts topic travels through the notifier with a [`Ticket`]: a
+//! *guard* while the dispatcher looks at it, then one ticket per channel it is told to (in
+//! the channel's queue, in a digest, or held by a silence until it ends). Dropping a ticket
+//! settles it: a channel ticket is then recorded (its key `alert_id|event|channel` goes to the
+//! delivery log before the input offset may be committed), a guard just lets go. A ticket
+//! dropped because the notifier stopped before it was told is *abandoned* instead: its offset
+//! is never committed, and whoever reads the partition next tells it.
+//!
+//! The input offset of a change is committed once every ticket of it is settled (and
+//! recorded), in offset order per partition ([`Pending`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+/// Most delivery keys remembered per member; beyond it the oldest partition's are dropped
+/// (a repeat from that far back is then told again).
+pub const MAX_KEYS: usize = 200_000;
+
+/// What a settled ticket tells the member.
+#[derive(Debug)]
+pub enum Settled {
+    /// Write `key` to partition `partition` of the delivery log, then let go of `pending`.
+    Record {
+        /// `alert_id|event|channel`.
+        key: String,
+        /// The alerts partition the change was read from.
+        partition: i32,
+        /// The change's offset.
+        pending: Arc<Pending>,
+    },
+    /// Nothing to write: one hold on `pending` less.
+    Release(Arc<Pending>),
+}
+
+/// One input message of the alerts topic while some of its notifications are not settled.
+#[derive(Debug)]
+pub struct Pending {
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    holds: AtomicUsize,
+    abandoned: AtomicBool,
+}
+
+impl Pending {
+    /// A message with one hold (its guard's).
+    pub fn new(partition: i32, offset: i64) -> Arc<Pending> {
+        Arc::new(Pending {
+            partition,
+            offset,
+            holds: AtomicUsize::new(1),
+            abandoned: AtomicBool::new(false),
+        })
+    }
+
+    /// Lets go of one hold; true when none is left.
+    pub fn release(&self) -> bool {
+        self.holds.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    /// Whether it can be committed: nothing holds it and nothing of it was abandoned.
+    pub fn settled(&self) -> bool {
+        self.holds.load(Ordering::Acquire) == 0 && !self.abandoned.load(Ordering::Acquire)
+    }
+
+    /// Whether some notification of it was given up at shutdown.
+    pub fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Acquire)
+    }
+}
+
+/// The delivery keys known per partition, and where settled tickets are sent.
+pub struct Ledger {
+    keys: Mutex<HashMap<i32, HashSet<String>>>,
+    settled: mpsc::UnboundedSender<Settled>,
+}
+
+impl Ledger {
+    /// A ledger sending settled tickets to `settled`.
+    pub fn new(settled: mpsc::UnboundedSender<Settled>) -> Arc<Ledger> {
+        Arc::new(Ledger {
+            keys: Mutex::new(HashMap::new()),
+            settled,
+        })
+    }
+
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<i32, HashSet<String>>> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds what the delivery log holds for `partition` (read back on assignment).
+    pub fn load(&self, partition: i32, keys: impl IntoIterator<Item = String>) {
+        let mut all = self.keys();
+        all.entry(partition).or_default().extend(keys);
+        let total: usize = all.values().map(HashSet::len).sum();
+        if total > MAX_KEYS {
+            // Bounded: the largest other partition's keys go first.
+            if let Some(&p) = all
+                .iter()
+                .filter(|(p, _)| **p != partition)
+                .max_by_key(|(_, k)| k.len())
+                .map(|(p, _)| p)
+            {
+                all.remove(&p);
+            }
+        }
+    }
+
+    /// Forgets `partition` (revoked: another member records it now).
+    pub fn forget(&self, partition: i32) {
+        self.keys().remove(&partition);
+    }
+
+    /// How many keys are remembered.
+    pub fn len(&self) -> usize {
+        self.keys().values().map(HashSet::len).sum()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Claims `key` of `partition`: false if it was told (or is being told) already.
+    fn claim(&self, partition: i32, key: &str) -> bool {
+        let mut all = self.keys();
+        let keys = all.entry(partition).or_default();
+        if keys.contains(key) {
+            return false;
+        }
+        keys.insert(key.to_string());
+        true
+    }
+}
+
+/// A hold on one input message's commit; see the module documentation.
+pub struct Ticket {
+    ledger: Arc<Ledger>,
+    pending: Arc<Pending>,
+    /// Empty for a guard.
+    key: String,
+    abandoned: bool,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Ticket({}@{}:{})",
+            self.key, self.pending.partition, self.pending.offset
+        )
+    }
+}
+
+impl Ticket {
+    /// The guard of a message just read (holds `pending`'s first hold).
+    pub fn guard(ledger: Arc<Ledger>, pending: Arc<Pending>) -> Ticket {
+        Ticket {
+            ledger,
+            pending,
+            key: String::new(),
+            abandoned: false,
+        }
+    }
+
+    /// The ticket of telling `channel` of `event` of `alert_id`, or `None` if that was told
+    /// already (a change read again).
+    pub fn for_channel(&self, alert_id: &str, event: &str, channel: &str) -> Option<Ticket> {
+        let key = format!("{alert_id}|{event}|{channel}");
+        if !self.ledger.claim(self.pending.partition, &key) {
+            return None;
+        }
+        self.pending.holds.fetch_add(1, Ordering::AcqRel);
+        Some(Ticket {
+            ledger: self.ledger.clone(),
+            pending: self.pending.clone(),
+            key,
+            abandoned: false,
+        })
+    }
+
+    /// Another hold on the same message, recording nothing (a change a silence holds back).
+    pub fn hold(&self) -> Ticket {
+        self.pending.holds.fetch_add(1, Ordering::AcqRel);
+        Ticket {
+            ledger: self.ledger.clone(),
+            pending: self.pending.clone(),
+            key: String::new(),
+            abandoned: false,
+        }
+    }
+
+    /// Gives it up: it was not told (the notifier stopped first).
+    pub fn abandon(mut self) {
+        self.abandoned = true;
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.abandoned {
+            self.pending.abandoned.store(true, Ordering::Release);
+            // The key is free again for whoever tells it next in this process.
+            if let Some(keys) = self.ledger.keys().get_mut(&self.pending.partition) {
+                keys.remove(&self.key);
+            }
+        }
+        let settled = if self.key.is_empty() || self.abandoned {
+            Settled::Release(self.pending.clone())
+        } else {
+            Settled::Record {
+                key: std::mem::take(&mut self.key),
+                partition: self.pending.partition,
+                pending: self.pending.clone(),
+            }
+        };
+        // The member is gone (shutting down): nothing is committed any more anyway.
+        let _ = self.ledger.settled.send(settled);
+    }
+}
+
+/// The tickets one queued message carries (none outside the Kafka notify group).
+#[derive(Debug, Default)]
+pub struct Tickets(pub Vec<Ticket>);
+
+impl Tickets {
+    /// Gives every ticket up (see [`Ticket::abandon`]).
+    pub fn abandon(self) {
+        for t in self.0 {
+            t.abandon();
+        }
+    }
+
+    /// Adds `more`.
+    pub fn extend(&mut self, more: Tickets) {
+        self.0.extend(more.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(rx: &mut mpsc::UnboundedReceiver<Settled>) -> Vec<Settled> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    #[test]
+    fn a_message_settles_once_every_ticket_is_dropped_and_a_key_is_told_once() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let ledger = Ledger::new(tx);
+        let pending = Pending::new(2, 40);
+        let guard = Ticket::guard(ledger.clone(), pending.clone());
+        let webhook = guard.for_channel("a1", "raised", "ops").expect("first");
+        assert!(
+            guard.for_channel("a1", "raised", "ops").is_none(),
+            "the same key twice"
+        );
+        let mail = guard
+            .for_channel("a1", "raised", "mail")
+            .expect("other channel");
+        drop(guard);
+        drop(webhook);
+        assert!(!pending.settled(), "mail still holds it");
+        let got = drain(&mut rx);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            matches!(&got[1], Settled::Record { key, partition: 2, .. } if key == "a1|raised|ops")
+        );
+        // The member lets go of each record once it is written.
+        for s in got {
+            match s {
+                Settled::Record { pending, .. } | Settled::Release(pending) => {
+                    pending.release();
+                }
+            }
+        }
+        drop(mail);
+        for s in drain(&mut rx) {
+            if let Settled::Record { pending, .. } = s {
+                assert!(pending.release(), "the last hold");
+            }
+        }
+        assert!(pending.settled());
+    }
+
+    #[test]
+    fn an_abandoned_ticket_keeps_the_message_uncommitted_and_its_key_free() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let ledger = Ledger::new(tx);
+        let pending = Pending::new(0, 7);
+        let guard = Ticket::guard(ledger.clone(), pending.clone());
+        let t = guard.for_channel("a1", "resolved", "ops").expect("first");
+        t.abandon();
+        drop(guard);
+        for s in drain(&mut rx) {
+            assert!(matches!(s, Settled::Release(_)), "nothing recorded: {s:?}");
+            if let Settled::Release(p) = s {
+                p.release();
+            }
+        }
+        assert!(pending.abandoned() && !pending.settled());
+        let again = Ticket::guard(ledger.clone(), Pending::new(0, 8));
+        assert!(again.for_channel("a1", "resolved", "ops").is_some());
+    }
+
+    #[test]
+    fn keys_read_back_are_told_already_and_a_revoked_partition_is_forgotten() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let ledger = Ledger::new(tx);
+        ledger.load(1, ["a1|raised|ops".to_string()]);
+        let guard = Ticket::guard(ledger.clone(), Pending::new(1, 3));
+        assert!(guard.for_channel("a1", "raised", "ops").is_none());
+        let other = Ticket::guard(ledger.clone(), Pending::new(0, 3));
+        assert!(
+            other.for_channel("a1", "raised", "ops").is_some(),
+            "per partition"
+        );
+        ledger.forget(1);
+        assert_eq!(ledger.len(), 1);
+    }
+}
