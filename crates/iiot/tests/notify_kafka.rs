@@ -245,3 +245,76 @@ async fn a_notifier_killed_tells_nothing_twice_and_its_successor_tells_what_it_h
     .await
     .expect("the test's blocking part");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_made_through_one_serve_holds_for_every_notifier_and_its_end_tells_the_held() {
+    let receiver = Arc::new(WebhookReceiver::start(0).await);
+    let r = receiver.clone();
+    tokio::task::spawn_blocking(move || {
+        let receiver = r;
+        let broker = TestBroker::start(&topics());
+        let brokers = broker.brokers.as_str();
+        let env = serve_env(&receiver.url());
+        // Two notifiers in the group: either may own the silenced devices' alerts.
+        let first = start_serve(brokers, &env);
+        let second = start_serve(brokers, &env);
+        let mut process = Role::start(&["process"], brokers, &TAKEOVER_ENV);
+        process.wait_for_log("the processor's partitions", "kafka: partitions assigned");
+
+        let spec = serde_json::json!({
+            "matchers": {"device_id": "device_20[0-4]"},
+            "ends_at": iiot::now_ms() + 600_000,
+            "comment": "maintenance", "created_by": "test"
+        });
+        let (status, body) = first
+            .post_body("/api/silences", spec.to_string().as_bytes())
+            .expect("answered");
+        assert_eq!(status, 201, "{body}");
+        let id = serde_json::from_str::<serde_json::Value>(&body).expect("json")["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let listed = |role: &Role| {
+            role.json("/api/silences")
+                .and_then(|v| v["items"].as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .any(|s| s["id"] == id.as_str())
+        };
+        process.wait_for("the other serve has the silence", |_| listed(&second));
+
+        let producer = producer(brokers);
+        publish_all(&producer, 1, iiot::now_ms() - 60_000, 85.0);
+        let raised = alert_changes(brokers, |by| by.len() == DEVICES);
+        let device_of: HashMap<String, String> = raised
+            .iter()
+            .map(|(id, a)| (id.clone(), a[0].device_id.clone()))
+            .collect();
+        let (held, open): (BTreeSet<String>, BTreeSet<String>) = device_of
+            .keys()
+            .cloned()
+            .partition(|id| device_of[id].as_str() < "device_205");
+        assert_eq!((held.len(), open.len()), (5, 5));
+        wait_told(&receiver, &open, "raised");
+        std::thread::sleep(Duration::from_secs(2));
+        let seen = told(&receiver);
+        let leaked: Vec<&String> = held
+            .iter()
+            .filter(|id| seen.contains_key(&((*id).clone(), "raised".to_string())))
+            .collect();
+        assert!(leaked.is_empty(), "silenced but told: {leaked:?}");
+
+        // Ended through the other serve: every notifier lets go of what it held back.
+        let (status, _) =
+            support::http::request(second.http_port, "DELETE", &format!("/api/silences/{id}"))
+                .expect("answered");
+        assert!(status == 204 || status == 200, "deleted: {status}");
+        process.wait_for("the first serve has dropped the silence", |_| {
+            !listed(&first)
+        });
+        wait_told(&receiver, &held, "raised");
+        assert_told_once(&receiver);
+    })
+    .await
+    .expect("the test's blocking part");
+}

@@ -169,7 +169,13 @@ async fn compose(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(serve::Serve, process::Process, Notifications)> {
     let mut inputs = GroupInputs::new(Vec::new());
-    let notify = NotifyShared::persisted(config, system_clock()).map_err(anyhow::Error::msg)?;
+    // On Kafka the silences are shared with every other instance through their topic.
+    let notify = match backend.is_shared() {
+        false => NotifyShared::persisted(config, system_clock()).map_err(anyhow::Error::msg)?,
+        true => {
+            NotifyShared::on_topic(config, system_clock(), backend, shutdown.child_token()).await?
+        }
+    };
     // On Kafka other `iiot process` instances may share the group: API rules go through the
     // rules topic, which the processors here follow too (`process::start`).
     let rules = match backend.is_shared() {

@@ -294,7 +294,13 @@ pub async fn main(config: Config, shutdown: CancellationToken) -> anyhow::Result
     ));
     // With channels configured this serve notifies too, as a member of the notify group.
     let notifying = !config.notify.effective_channels().is_empty();
-    let notify = notifying.then(|| NotifyShared::new(&config, system_clock()));
+    let notify = match notifying {
+        false => None,
+        true => Some(
+            NotifyShared::on_topic(&config, system_clock(), &backend, shutdown.child_token())
+                .await?,
+        ),
+    };
     let inputs = ServeInputs {
         rules: Some(book.clone()),
         notify: notify.clone(),

@@ -96,6 +96,85 @@ impl NotifyShared {
         }))
     }
 
+    /// As [`NotifyShared::new`], with the silences kept on the silences topic
+    /// (`KAFKA_TOPIC_SILENCES`) of `backend`: every instance publishes its changes there and
+    /// follows the topic from its beginning until `stop`, so a silence made through any
+    /// `serve` holds for every notifier. Each silence is a record under its id (compacted:
+    /// the latest is kept; an empty record deletes), so changes through two instances at once
+    /// do not overwrite each other.
+    pub async fn on_topic(
+        config: &Config,
+        clock: Clock,
+        backend: &crate::backend::Backend,
+        stop: CancellationToken,
+    ) -> Result<Arc<NotifyShared>, iiot_transport::TransportError> {
+        let base = NotifyShared::new(config, clock.clone());
+        let (silences, mut changes) = Silences::on_topic(clock);
+        let silences = Arc::new(silences);
+        let topic = config.kafka.topic_silences.clone();
+        let mut subscriber = backend
+            .subscribe_all(&topic, iiot_transport::Start::Beginning)
+            .await?;
+        let publisher = backend.publisher();
+        let (t, done) = (topic.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let change = tokio::select! {
+                    c = changes.recv() => c,
+                    _ = done.cancelled() => None,
+                };
+                let Some((id, silence)) = change else { break };
+                let payload = silence
+                    .map(|s| serde_json::to_vec(&s).unwrap_or_default())
+                    .unwrap_or_default();
+                let sent = match publisher.publish(&t, id.as_bytes(), payload.into()).await {
+                    Ok(receipt) => receipt.delivered().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = sent {
+                    tracing::warn!(id, error = %e, "a silence change could not be published");
+                }
+            }
+        });
+        let follower = silences.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            loop {
+                batch.clear();
+                let received = tokio::select! {
+                    r = subscriber.recv_batch(&mut batch, 64) => r,
+                    _ = stop.cancelled() => return,
+                };
+                match received {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(%topic, error = %e, "reading the silences topic failed");
+                        return;
+                    }
+                }
+                for m in &batch {
+                    let id = String::from_utf8_lossy(&m.key);
+                    let silence = match m.payload.is_empty() {
+                        true => None,
+                        false => match serde_json::from_slice(&m.payload) {
+                            Ok(s) => Some(s),
+                            Err(e) => {
+                                tracing::warn!(%id, error = %e, "unreadable silence skipped");
+                                continue;
+                            }
+                        },
+                    };
+                    follower.apply(&id, silence);
+                }
+            }
+        });
+        Ok(Arc::new(NotifyShared {
+            silences,
+            stats: base.stats.clone(),
+        }))
+    }
+
     /// Silences in memory on `clock`, and zeroed counters for every channel of `config`.
     pub fn new(config: &Config, clock: Clock) -> Arc<NotifyShared> {
         let channels = config

@@ -200,7 +200,16 @@ pub struct Silences {
     entries: RwLock<Vec<Entry>>,
     clock: Clock,
     file: Option<PathBuf>,
+    /// On Kafka: each change, for the silences topic (`None` value: deleted).
+    changes: Option<tokio::sync::mpsc::Sender<SilenceChange>>,
 }
+
+/// One change for the silences topic: the silence by id, or `None` when it was deleted.
+pub type SilenceChange = (String, Option<Silence>);
+
+/// Changes waiting to be published; beyond it one is logged and dropped (other instances do
+/// not hear of it).
+pub const CHANGE_QUEUE: usize = 1024;
 
 /// A silence as the API shows it: stored fields plus whether it is in force now.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -221,6 +230,45 @@ impl Silences {
             entries: RwLock::default(),
             clock,
             file: None,
+            changes: None,
+        }
+    }
+
+    /// Silences in memory whose every change is also sent on the returned queue, for the
+    /// silences topic ([`super::NotifyShared::on_topic`]); changes from the topic come back through
+    /// [`Silences::apply`].
+    pub fn on_topic(clock: Clock) -> (Silences, tokio::sync::mpsc::Receiver<SilenceChange>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(CHANGE_QUEUE);
+        let silences = Silences {
+            changes: Some(tx),
+            ..Silences::in_memory(clock)
+        };
+        (silences, rx)
+    }
+
+    /// A change read from the silences topic (made here or by another instance): the
+    /// silence `id` is now `silence`, or gone. An invalid one is logged and left out.
+    pub fn apply(&self, id: &str, silence: Option<Silence>) {
+        let entry = match silence.map(Entry::new).transpose() {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!(id, error = %e, "an invalid silence on the silences topic was left out");
+                return;
+            }
+        };
+        let mut entries = self.write();
+        entries.retain(|e| e.silence.id != id);
+        if let Some(entry) = entry {
+            if entries.len() < MAX_SILENCES {
+                entries.push(entry);
+            }
+        }
+    }
+
+    fn publish(&self, change: SilenceChange) {
+        let Some(tx) = &self.changes else { return };
+        if tx.try_send(change).is_err() {
+            tracing::warn!("silence change not published: too many waiting");
         }
     }
 
@@ -240,6 +288,7 @@ impl Silences {
             entries: RwLock::new(entries),
             clock,
             file: Some(file),
+            changes: None,
         })
     }
 
@@ -280,15 +329,25 @@ impl Silences {
             created_at: now,
         };
         let entry = Entry::new(silence.clone())?;
-        {
+        let gone: Vec<String> = {
             let mut entries = self.write();
+            let gone = entries
+                .iter()
+                .filter(|e| e.expired(now))
+                .map(|e| e.silence.id.clone())
+                .collect();
             entries.retain(|e| !e.expired(now));
             if entries.len() >= MAX_SILENCES {
                 return Err(format!("at most {MAX_SILENCES} silences can be kept"));
             }
             entries.push(entry);
-        }
+            gone
+        };
         self.save();
+        for id in gone {
+            self.publish((id, None));
+        }
+        self.publish((silence.id.clone(), Some(silence.clone())));
         Ok(silence)
     }
 
@@ -302,6 +361,7 @@ impl Silences {
         };
         if removed {
             self.save();
+            self.publish((id.to_string(), None));
         }
         removed
     }
