@@ -258,10 +258,8 @@ impl Silences {
         };
         let mut entries = self.write();
         entries.retain(|e| e.silence.id != id);
-        if let Some(entry) = entry {
-            if entries.len() < MAX_SILENCES {
-                entries.push(entry);
-            }
+        if let Some(entry) = entry.filter(|_| entries.len() < MAX_SILENCES) {
+            entries.push(entry);
         }
     }
 
