@@ -588,6 +588,66 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_is_told_as_one_digest_once_it_has_room_not_dropped() {
+        let mut f = fixture(None, vec![Event::Raised]);
+        let (queue, mut rx) = mpsc::channel(2);
+        f.d.slots[0].queue = queue;
+        for i in 0..5 {
+            f.d.handle(
+                alert(&format!("device_{i:03}"), "temperature_high"),
+                T0,
+                None,
+            );
+        }
+        assert_eq!(
+            events(&drain(&mut rx)),
+            ["raised device_000", "raised device_001"]
+        );
+        assert_eq!(f.d.slots[0].stats.snapshot().overflowed, 3);
+        // Room again: what overflowed goes first, as one digest, then the new change.
+        f.d.handle(alert("device_009", "temperature_high"), T0 + 1, None);
+        let out = drain(&mut rx);
+        assert_eq!(events(&out), ["digest 3", "raised device_009"]);
+        assert_eq!(f.d.slots[0].stats.snapshot().failed, [0; 8], "nothing lost");
+    }
+
+    #[test]
+    fn a_change_read_again_is_told_once_and_its_input_settles_when_delivered() {
+        use crate::sinks::notify::ledger::{Ledger, Pending, Settled, Ticket};
+        let mut f = fixture(None, vec![Event::Raised, Event::Resolved]);
+        let (tx, mut settled) = mpsc::unbounded_channel();
+        let ledger = Ledger::new(tx);
+        let a = alert("device_001", "temperature_high");
+        let first = Pending::new(0, 10);
+        f.d.handle(
+            a.clone(),
+            T0,
+            Some(Ticket::guard(ledger.clone(), first.clone())),
+        );
+        // The same change again (a processor published it twice), at a later offset.
+        let again = Pending::new(0, 11);
+        f.d.handle(a, T0, Some(Ticket::guard(ledger.clone(), again.clone())));
+        let queued: Vec<Queued> = std::iter::from_fn(|| f.rx.try_recv().ok()).collect();
+        assert_eq!(queued.len(), 1, "told once");
+        assert_eq!(f.d.stats.snapshot().repeats, 1);
+        let release = |settled: &mut mpsc::UnboundedReceiver<Settled>| {
+            while let Ok(s) = settled.try_recv() {
+                match s {
+                    Settled::Record { pending, .. } | Settled::Release(pending) => {
+                        pending.release();
+                    }
+                }
+            }
+        };
+        release(&mut settled);
+        assert!(again.settled(), "the repeat holds nothing");
+        assert!(!first.settled(), "the first waits for its delivery");
+        drop(queued);
+        release(&mut settled);
+        assert!(first.settled());
+    }
+
+    #[test]
     fn links_escape_the_device_id() {
         assert_eq!(
             device_link("http://d", "a b/c"),
