@@ -5,7 +5,7 @@ phase, PUT /api/rules lowers temperature_high to 0.5 °C, so every device raises
 one send interval; later the rule is removed and every alert resolves. Prints, as JSON, the
 pipeline throughput (processed readings/s from /metrics, sampled every second) before, during
 and after the storm, the alerts raised, and what each channel received and what the notifier
-counted (sent, rate-limited, dropped, failed).
+counted (sent, rate-limited, overflowed into a digest, dropped, failed).
 
   python3 scripts/bench/notify-storm.py --bin target/release/iiot [--devices 10000]
       [--interval 250ms] [--calm 20] [--storm 30] [--after 20]
@@ -195,7 +195,7 @@ max_per_minute = 30
         "notifier": {
             k: {c: total(final, f"iot_notifications_{k}_total", f'channel="{c}"')
                 for c in ("oncall", "limited")}
-            for k in ("sent", "rate_limited", "failed")
+            for k in ("sent", "rate_limited", "overflowed", "failed")
         },
         "dropped_at_intake": total(final, "iot_notifications_dropped_total"),
         "failed_reasons": {k: v for k, v in final.items()
