@@ -8,8 +8,9 @@
 //!   per-device `seq` tracking, aggregates, the [`alerts`] engine; the worker loop and the
 //!   consumer group of workers.
 //! - [`sinks`]: where verdicts go — the backend's topics (alerts, dead letters), the live
-//!   store + WebSocket hub, and the notifier (webhooks, Slack, Teams, e-mail; routes, rate
-//!   limits, silences) (later history on disk).
+//!   store + WebSocket hub, history in PostgreSQL, and the notifier (webhooks, Slack, Teams,
+//!   e-mail; routes, rate limits, silences; on Kafka a consumer group on the alerts topic that
+//!   records each delivery, `sinks::notify::group`).
 //! - [`roles`]: `run`, `process`, `serve`, `simulate`, `ingest` (MQTT → Kafka) — each `start(config, backend, …)` with a
 //!   bounded `stop()`; `run` composes the others. The status line.
 //! - [`backend`]: the one backend seam — an [`iiot_transport::Transport`] (the embedded bus, or

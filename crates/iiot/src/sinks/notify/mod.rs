@@ -9,9 +9,11 @@
 //! channel holds up only itself.
 //!
 //! Exactly one notification per change holds in one process (the processors hand each change
-//! to their sinks once). With several processes on Kafka each notifies for the devices its
-//! processors own, which is still one per change; a restart may repeat a change that was in
-//! flight (it is not recorded as delivered before the input is committed).
+//! to their sinks once). On Kafka the notifier is not a sink: [`group`] reads the alerts topic
+//! as a member of the notify group and hands each change over with a ticket ([`ledger`]), so a
+//! notification is recorded as delivered before the change is committed, and a change read
+//! again is not told twice. A channel queue that is full (a storm) keeps what does not fit for
+//! one digest, told once there is room.
 //!
 //! - [`config`]: the settings and their validation. [`routing`]: matchers and routes.
 //! - [`silences`]: one-off and weekly silences, the injected [`silences::Clock`].
