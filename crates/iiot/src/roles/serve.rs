@@ -329,15 +329,18 @@ pub async fn main(config: Config, shutdown: CancellationToken) -> anyhow::Result
         snapshots,
         shutdown.child_token(),
     ));
-    serve.follow_topics(&config, &backend).await?;
-    tracing::info!(backend = %backend.describe(), "serving live data");
-    let done = serve.feeder_done();
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = done.cancelled() => {}
+    let followed = serve.follow_topics(&config, &backend).await;
+    if followed.is_ok() {
+        tracing::info!(backend = %backend.describe(), "serving live data");
+        let done = serve.feeder_done();
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = done.cancelled() => {}
+        }
     }
     if let Some(n) = notifications {
         n.stop().await;
     }
-    serve.stop().await
+    let stopped = serve.stop().await;
+    followed.and(stopped)
 }

@@ -42,6 +42,9 @@ const READ_BACK_LIMIT: Duration = Duration::from_secs(60);
 const RECORD_RETRY: Duration = Duration::from_secs(1);
 /// How long a stopping member waits for its last records.
 const FINISH_WAIT: Duration = Duration::from_secs(10);
+/// Most messages of one partition waiting to be committed; beyond it the oldest is committed
+/// whatever still holds it (see [`Pending::force`]).
+pub const MAX_OPEN: usize = 100_000;
 /// Broker trouble is logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(30);
 
@@ -229,10 +232,20 @@ impl Member {
     async fn tell(&mut self, batch: Vec<Message>) -> bool {
         for m in batch {
             let pending = Pending::new(m.partition, m.offset);
-            self.open
-                .entry(m.partition)
-                .or_default()
-                .insert(m.offset, (pending.clone(), m.clone()));
+            let open = self.open.entry(m.partition).or_default();
+            open.insert(m.offset, (pending.clone(), m.clone()));
+            let oldest = (open.len() > MAX_OPEN)
+                .then(|| open.first_key_value().map(|(_, (p, _))| p.clone()))
+                .flatten();
+            if let Some(oldest) = oldest {
+                // A silence holding an alert for hours, with the changes behind it waiting.
+                oldest.force();
+                self.warn(&format!(
+                    "{MAX_OPEN} alert changes of partition {} wait behind one still held back: committing it anyway (what holds it does not survive a restart)",
+                    m.partition
+                ));
+                self.commit_settled(m.partition);
+            }
             let guard = Ticket::guard(self.ledger.clone(), pending.clone());
             match serde_json::from_slice::<Alert>(&m.payload) {
                 Ok(alert) => {

@@ -13,15 +13,16 @@
 //! The input offset of a change is committed once every ticket of it is settled (and
 //! recorded), in offset order per partition ([`Pending`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-/// Most delivery keys remembered per member; beyond it the oldest partition's are dropped
-/// (a repeat from that far back is then told again).
-pub const MAX_KEYS: usize = 200_000;
+/// Most delivery keys remembered per partition; beyond it the oldest are forgotten (a change
+/// read again from that far back would be told again: repeats come from takeovers, minutes
+/// apart, not from 100,000 notifications back).
+pub const MAX_KEYS: usize = 100_000;
 
 /// What a settled ticket tells the member.
 #[derive(Debug)]
@@ -48,6 +49,8 @@ pub struct Pending {
     pub offset: i64,
     holds: AtomicUsize,
     abandoned: AtomicBool,
+    /// Committed whatever holds it (too many messages were waiting behind it).
+    forced: AtomicBool,
 }
 
 impl Pending {
@@ -58,6 +61,7 @@ impl Pending {
             offset,
             holds: AtomicUsize::new(1),
             abandoned: AtomicBool::new(false),
+            forced: AtomicBool::new(false),
         })
     }
 
@@ -66,9 +70,18 @@ impl Pending {
         self.holds.fetch_sub(1, Ordering::AcqRel) == 1
     }
 
-    /// Whether it can be committed: nothing holds it and nothing of it was abandoned.
+    /// Whether it can be committed: nothing holds it and nothing of it was abandoned (or it is
+    /// [`Pending::force`]d).
     pub fn settled(&self) -> bool {
-        self.holds.load(Ordering::Acquire) == 0 && !self.abandoned.load(Ordering::Acquire)
+        self.forced.load(Ordering::Acquire)
+            || (self.holds.load(Ordering::Acquire) == 0 && !self.abandoned.load(Ordering::Acquire))
+    }
+
+    /// Lets it be committed while something still holds it (a silence holding an alert back
+    /// for hours while the messages behind it pile up): what still holds it then does not
+    /// survive a restart.
+    pub fn force(&self) {
+        self.forced.store(true, Ordering::Release);
     }
 
     /// Whether some notification of it was given up at shutdown.
@@ -79,8 +92,38 @@ impl Pending {
 
 /// The delivery keys known per partition, and where settled tickets are sent.
 pub struct Ledger {
-    keys: Mutex<HashMap<i32, HashSet<String>>>,
+    keys: Mutex<HashMap<i32, Keys>>,
     settled: mpsc::UnboundedSender<Settled>,
+}
+
+/// One partition's keys, the oldest forgotten first beyond [`MAX_KEYS`].
+#[derive(Default)]
+struct Keys {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Keys {
+    /// Adds `key`; false if it was there.
+    fn insert(&mut self, key: String) -> bool {
+        if self.set.contains(&key) {
+            return false;
+        }
+        self.set.insert(key.clone());
+        self.order.push_back(key);
+        while self.order.len() > MAX_KEYS {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    fn remove(&mut self, key: &str) {
+        if self.set.remove(key) {
+            self.order.retain(|k| k != key);
+        }
+    }
 }
 
 impl Ledger {
@@ -92,25 +135,17 @@ impl Ledger {
         })
     }
 
-    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<i32, HashSet<String>>> {
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Keys>> {
         self.keys.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds what the delivery log holds for `partition` (read back on assignment).
+    /// Adds what the delivery log holds for `partition` (read back on assignment, oldest
+    /// first).
     pub fn load(&self, partition: i32, keys: impl IntoIterator<Item = String>) {
         let mut all = self.keys();
-        all.entry(partition).or_default().extend(keys);
-        let total: usize = all.values().map(HashSet::len).sum();
-        if total > MAX_KEYS {
-            // Bounded: the largest other partition's keys go first.
-            if let Some(&p) = all
-                .iter()
-                .filter(|(p, _)| **p != partition)
-                .max_by_key(|(_, k)| k.len())
-                .map(|(p, _)| p)
-            {
-                all.remove(&p);
-            }
+        let known = all.entry(partition).or_default();
+        for key in keys {
+            known.insert(key);
         }
     }
 
@@ -121,7 +156,7 @@ impl Ledger {
 
     /// How many keys are remembered.
     pub fn len(&self) -> usize {
-        self.keys().values().map(HashSet::len).sum()
+        self.keys().values().map(|k| k.set.len()).sum()
     }
 
     /// Whether nothing is remembered.
@@ -131,13 +166,10 @@ impl Ledger {
 
     /// Claims `key` of `partition`: false if it was told (or is being told) already.
     fn claim(&self, partition: i32, key: &str) -> bool {
-        let mut all = self.keys();
-        let keys = all.entry(partition).or_default();
-        if keys.contains(key) {
-            return false;
-        }
-        keys.insert(key.to_string());
-        true
+        self.keys()
+            .entry(partition)
+            .or_default()
+            .insert(key.to_string())
     }
 }
 
@@ -310,6 +342,28 @@ mod tests {
         assert!(pending.abandoned() && !pending.settled());
         let again = Ticket::guard(ledger.clone(), Pending::new(0, 8));
         assert!(again.for_channel("a1", "resolved", "ops").is_some());
+    }
+
+    #[test]
+    fn the_oldest_keys_are_forgotten_beyond_the_bound_and_a_forced_message_commits() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let ledger = Ledger::new(tx);
+        ledger.load(0, (0..MAX_KEYS + 10).map(|i| format!("a{i}|raised|ops")));
+        assert_eq!(ledger.len(), MAX_KEYS);
+        let guard = Ticket::guard(ledger.clone(), Pending::new(0, 1));
+        assert!(guard.for_channel("a0", "raised", "ops").is_some(), "forgotten");
+        assert!(
+            guard
+                .for_channel(&format!("a{}", MAX_KEYS + 9), "raised", "ops")
+                .is_none(),
+            "the newest are kept"
+        );
+        let pending = Pending::new(0, 2);
+        let held = Ticket::guard(ledger.clone(), pending.clone());
+        assert!(!pending.settled());
+        pending.force();
+        assert!(pending.settled(), "forced, though still held");
+        drop(held);
     }
 
     #[test]
