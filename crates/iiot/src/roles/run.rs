@@ -209,7 +209,13 @@ async fn compose(
     }
     // On a failure past this point, what was started is stopped again (listeners unbound,
     // group left) before the error is returned.
-    let options = NotifyOptions::from_live(&serve.live);
+    let mut options = NotifyOptions::from_live(&serve.live);
+    // In one process with history on, the outbox in the data directory: a restart (even by
+    // SIGKILL) neither loses nor repeats a notification. On Kafka the topics do that.
+    let dir = &config.history.data_dir;
+    if !backend.is_shared() && config.history.enabled && dir.is_dir() {
+        options.outbox = Some(dir.clone());
+    }
     let notifier = match Notifications::start(config, backend, notify, options).await {
         Ok(notifier) => notifier,
         Err(e) => {

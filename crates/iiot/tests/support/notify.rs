@@ -96,6 +96,11 @@ impl WebhookReceiver {
         self.inbox.received.lock().expect("inbox").clone()
     }
 
+    /// From now on every request is answered 500 (the receiver breaks).
+    pub fn break_down(&self) {
+        self.inbox.fail_first.store(usize::MAX, Ordering::SeqCst);
+    }
+
     /// From now on every request is answered 200 (the receiver is fixed).
     pub fn heal(&self) {
         self.inbox.fail_first.store(0, Ordering::SeqCst);
@@ -251,6 +256,7 @@ pub fn notifier(config: &Config, clock: Clock) -> (Notifier, Arc<NotifyShared>) 
         lookup: None,
         tick: Duration::from_millis(10),
         stop_grace: Duration::from_secs(2),
+        outbox: None,
     };
     let n = Notifier::start(config, shared.clone(), options).expect("channels start");
     (n, shared)

@@ -351,7 +351,10 @@ mod tests {
         ledger.load(0, (0..MAX_KEYS + 10).map(|i| format!("a{i}|raised|ops")));
         assert_eq!(ledger.len(), MAX_KEYS);
         let guard = Ticket::guard(ledger.clone(), Pending::new(0, 1));
-        assert!(guard.for_channel("a0", "raised", "ops").is_some(), "forgotten");
+        assert!(
+            guard.for_channel("a0", "raised", "ops").is_some(),
+            "forgotten"
+        );
         assert!(
             guard
                 .for_channel(&format!("a{}", MAX_KEYS + 9), "raised", "ops")

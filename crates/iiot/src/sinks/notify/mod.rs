@@ -25,6 +25,7 @@ mod dispatch;
 pub mod email;
 pub mod group;
 pub mod ledger;
+pub mod outbox;
 pub mod routing;
 pub mod silences;
 pub mod stats;
@@ -203,6 +204,9 @@ pub struct NotifyOptions {
     pub tick: Duration,
     /// How long [`Notifier::stop`] lets the channels deliver what is queued.
     pub stop_grace: Duration,
+    /// Where the outbox is kept ([`outbox`]: a data directory), so that a restart neither
+    /// loses nor repeats a notification; `None`: in memory only.
+    pub outbox: Option<std::path::PathBuf>,
 }
 
 impl NotifyOptions {
@@ -212,6 +216,7 @@ impl NotifyOptions {
             lookup: Some(lookup_in(live)),
             tick: TICK,
             stop_grace: STOP_GRACE,
+            outbox: None,
         }
     }
 }
@@ -239,6 +244,10 @@ pub struct Notifier {
     dispatcher: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
     stop_grace: Duration,
+    /// The outbox's writer, and what ends it once the channels have stopped.
+    outbox: Option<(JoinHandle<()>, CancellationToken)>,
+    /// The dispatcher's intake.
+    intake: mpsc::Sender<Change>,
 }
 
 impl Notifier {
@@ -283,8 +292,29 @@ impl Notifier {
             options.tick,
             drain.clone(),
         ));
+        let mut sink_tx = tx.clone();
+        let mut outbox = None;
+        if let Some(dir) = options.outbox.as_ref().filter(|_| !names.is_empty()) {
+            let (otx, orx) = mpsc::channel(config.notify.queue_capacity);
+            let opened = outbox::Outbox::open(dir, tx.clone(), shared.stats.clone());
+            let (writer, left) = match opened {
+                Ok(opened) => opened,
+                Err(e) => {
+                    drain.cancel();
+                    give_up.cancel();
+                    return Err(format!(
+                        "cannot open the notifier's outbox in {}: {e}",
+                        dir.display()
+                    ));
+                }
+            };
+            let finish = CancellationToken::new();
+            let task = tokio::spawn(writer.run(left, orx, finish.clone()));
+            outbox = Some((task, finish));
+            sink_tx = otx;
+        }
         let sink = Arc::new(NotifySink {
-            tx,
+            tx: sink_tx,
             stats: shared.stats.clone(),
             channels: names.len(),
             last_warn_ms: AtomicI64::new(i64::MIN),
@@ -300,6 +330,8 @@ impl Notifier {
             dispatcher,
             workers,
             stop_grace: options.stop_grace,
+            outbox,
+            intake: tx,
         })
     }
 
@@ -316,7 +348,7 @@ impl Notifier {
     /// The intake, for a reader of the alerts topic ([`group`]).
     pub fn intake(&self) -> NotifyIntake {
         NotifyIntake {
-            tx: self.sink.tx.clone(),
+            tx: self.intake.clone(),
             stats: self.shared.stats.clone(),
         }
     }
@@ -345,6 +377,15 @@ impl Notifier {
                     worker.abort();
                     tracing::warn!("a notification channel was still delivering at shutdown");
                 }
+            }
+        }
+        if let Some((mut task, finish)) = self.outbox {
+            finish.cancel();
+            if tokio::time::timeout(Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
             }
         }
     }
