@@ -256,8 +256,24 @@ async fn a_silence_made_through_one_serve_holds_for_every_notifier_and_its_end_t
         let brokers = broker.brokers.as_str();
         let env = serve_env(&receiver.url());
         // Two notifiers in the group: either may own the silenced devices' alerts.
-        let first = start_serve(brokers, &env);
-        let second = start_serve(brokers, &env);
+        let mut first = start_serve(brokers, &env);
+        let mut second = start_serve(brokers, &env);
+        // The group settled before anything is silenced: each notifier has its partitions of
+        // the alerts topic. (A takeover of alerts a silence holds back is told twice — a known
+        // limit, see docs/alerting.md — and is not what this test is about.)
+        let alerts_assigned = |r: &Role| {
+            r.log_text()
+                .lines()
+                .any(|l| l.contains("kafka: partitions assigned") && l.contains("topic=alerts"))
+        };
+        second.wait_for("the second notifier's partitions", alerts_assigned);
+        first.wait_for("the first notifier's share after the second joined", |r| {
+            r.log_text()
+                .lines()
+                .filter(|l| l.contains("kafka: partitions assigned") && l.contains("topic=alerts"))
+                .count()
+                >= 2
+        });
         let mut process = Role::start(&["process"], brokers, &TAKEOVER_ENV);
         process.wait_for_log("the processor's partitions", "kafka: partitions assigned");
 

@@ -231,6 +231,15 @@ impl Member {
     /// Hands each change of `batch` to the notifier; false once the notifier is stopping.
     async fn tell(&mut self, batch: Vec<Message>) -> bool {
         for m in batch {
+            // Read again while still in flight (an eager rebalance handed the partition back
+            // at its committed offset): it commits when its own notifications settle.
+            if self
+                .open
+                .get(&m.partition)
+                .is_some_and(|o| o.contains_key(&m.offset))
+            {
+                continue;
+            }
             let pending = Pending::new(m.partition, m.offset);
             let open = self.open.entry(m.partition).or_default();
             open.insert(m.offset, (pending.clone(), m.clone()));

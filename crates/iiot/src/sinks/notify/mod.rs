@@ -407,17 +407,20 @@ async fn run(
     loop {
         tokio::select! {
             change = rx.recv() => match change {
-                Some(change) => {
+                Some(mut change) => {
                     shared.stats.intake.fetch_sub(1, Ordering::Relaxed);
-                    d.handle(change.alert, now(), change.guard);
+                    let guard = change.guard.take();
+                    d.handle(change.alert.clone(), now(), guard);
                 }
                 None => break,
             },
             _ = interval.tick() => d.tick(now()),
             _ = drain.cancelled() => {
-                while let Ok(change) = rx.try_recv() {
+                rx.close();
+                while let Ok(mut change) = rx.try_recv() {
                     shared.stats.intake.fetch_sub(1, Ordering::Relaxed);
-                    d.handle(change.alert, now(), change.guard);
+                    let guard = change.guard.take();
+                    d.handle(change.alert.clone(), now(), guard);
                 }
                 break;
             }
@@ -467,6 +470,16 @@ impl NotifyIntake {
 struct Change {
     alert: Alert,
     guard: Option<Ticket>,
+}
+
+impl Drop for Change {
+    /// A change dropped before the dispatcher took it (the notifier stopping) was not told:
+    /// its input stays uncommitted (Kafka) or open in the outbox.
+    fn drop(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            guard.abandon();
+        }
+    }
 }
 
 /// The sink half: enqueue and return.

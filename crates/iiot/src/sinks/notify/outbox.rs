@@ -181,11 +181,13 @@ impl Outbox {
                 biased;
                 Some(s) = self.settled.recv() => self.on_settled(s),
                 change = changes.recv() => match change {
-                    Some(Change { alert, .. }) => {
+                    Some(change) => {
+                        let alert = change.alert.clone();
                         let seq = self.next;
                         self.next += 1;
-                        self.append(&Line::Change { seq, alert: alert.clone() });
+                        // Kept before it is appended: a compaction on the way keeps it too.
                         self.open.insert(seq, alert.clone());
+                        self.append(&Line::Change { seq, alert: alert.clone() });
                         self.hand_on(seq, alert).await;
                     }
                     None => break,
@@ -193,9 +195,19 @@ impl Outbox {
                 _ = finish.cancelled() => break,
             }
         }
-        // What settles while the notifier stops is still written.
+        // What settles while the notifier stops is still written, and what is still queued
+        // is kept for the next start (not told now: the channels have stopped).
         while let Ok(s) = self.settled.try_recv() {
             self.on_settled(s);
+        }
+        changes.close();
+        while let Ok(change) = changes.try_recv() {
+            let seq = self.next;
+            self.next += 1;
+            self.append(&Line::Change {
+                seq,
+                alert: change.alert.clone(),
+            });
         }
     }
 
@@ -217,8 +229,8 @@ impl Outbox {
     fn on_settled(&mut self, settled: Settled) {
         let pending = match settled {
             Settled::Record { key, pending, .. } => {
-                self.append(&Line::Key { key: key.clone() });
-                self.keys.push((pending.offset as u64, key));
+                self.keys.push((pending.offset as u64, key.clone()));
+                self.append(&Line::Key { key });
                 pending
             }
             Settled::Release(pending) => pending,
