@@ -118,6 +118,11 @@ fn assert_told_once(receiver: &WebhookReceiver) {
     assert!(twice.is_empty(), "told more than once: {twice:?}");
 }
 
+/// tansu 0.6 drops a dead member only after the rebalance timeout (`max.poll.interval.ms`,
+/// 15 s here), and a member that joins before that may be given nothing and keep nothing
+/// (the dead one keeps every partition). A notifier started after a kill waits this long.
+const DEAD_MEMBER_GONE: Duration = Duration::from_secs(17);
+
 fn kill(role: &mut Role) {
     let _ = Command::new("kill")
         .args(["-KILL", &role.child.id().to_string()])
@@ -220,6 +225,7 @@ async fn a_notifier_killed_tells_nothing_twice_and_its_successor_tells_what_it_h
         // The first change is being retried (3 retries, backoff from 500 ms): nothing settled.
         serve.wait_for("the first attempts", |_| receiver.attempts() >= 2);
         kill(&mut serve);
+        std::thread::sleep(DEAD_MEMBER_GONE);
         receiver.heal();
 
         // The next notifier reads what was not delivered and tells it. It commits only once a
@@ -232,6 +238,7 @@ async fn a_notifier_killed_tells_nothing_twice_and_its_successor_tells_what_it_h
         // Its deliveries are recorded; then it dies.
         read_records(brokers, "notify-log", |records| records.len() >= DEVICES);
         kill(&mut successor);
+        std::thread::sleep(DEAD_MEMBER_GONE);
         let _third = start_serve(brokers, &env);
         publish_all(&producer, 2, t0 + 5_000, 20.0);
         alert_changes(brokers, |by| {
