@@ -399,9 +399,13 @@ impl fmt::Display for ConfigError {
                 "***".to_string()
             } else if upper == PROPERTIES_KEY || upper == "KAFKA.PROPERTIES" {
                 redact_properties(&self.value)
-            } else if let Some((first, rest)) = self.value.split_once('\n') {
-                // A quote left open takes the lines after it into the value, secrets included:
-                // only the first line is shown.
+            } else if let Some((first, rest)) = self
+                .value
+                .split_once('\n')
+                .filter(|(_, rest)| rest.contains('='))
+            {
+                // A quote left open takes the lines after it into the value, other settings
+                // (secrets among them) included: only the first line is shown.
                 let more = rest.lines().count().max(1);
                 format!("{first}… ({more} more lines not shown: is a quote left open?)")
             } else {
