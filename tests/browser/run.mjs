@@ -364,9 +364,13 @@ try {
       return items.find((v) => v.id === id);
     };
     assert((await inForce())?.rule.value === 44, 'made with value 44');
+    const loads = () => page.getAttribute('[data-test=rule-list]', 'data-loads').then(Number);
+    const drawn = await loads();
     await page.fill(`${row} [data-test=value]`, '43');
     await page.click(`${row} [data-test=save]`);
     await until(async () => (await inForce())?.rule.value === 43, 10000, 'value 43 in force');
+    // The list is drawn again after a save: edit the new row, not the one it replaces.
+    await until(async () => (await loads()) > drawn, 10000, 'the list drawn again after the save');
     await page.fill(`${row} [data-test=clear]`, '50');
     await page.click(`${row} [data-test=save]`);
     await until(() => page.textContent('[data-test=rule-error]').then((t) => t.includes('rule.clear')), 10000, 'the server\'s reason');

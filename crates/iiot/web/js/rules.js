@@ -66,6 +66,8 @@ export function mount(root) {
       if (stopped) return;
       note.hidden = true;
       body.replaceChildren(...items.map(row));
+      // How many times the list was drawn: a script (or test) can tell the new rows are in.
+      table.dataset.loads = String(Number(table.dataset.loads || 0) + 1);
       const names = [...new Set(items.map((v) => v.rule.alert_type))];
       if (types.options.length !== names.length) {
         types.replaceChildren(...names.map((n) => h('option', { value: n }, n)));
