@@ -121,17 +121,27 @@ impl KafkaTransport {
             context,
         )
         .map_err(|e| TransportError::Broker(format!("creating the Kafka admin client: {e}")))?;
+        // Kept apart: a topic's settings borrow their strings.
+        let retention: Vec<Option<String>> = topics
+            .iter()
+            .map(|t| t.retention_ms.map(|ms| ms.to_string()))
+            .collect();
         let new: Vec<NewTopic<'_>> = topics
             .iter()
-            .map(|t| {
+            .enumerate()
+            .map(|(i, t)| {
                 let topic = NewTopic::new(
                     &t.name,
                     t.partitions,
                     TopicReplication::Fixed(t.replication),
                 );
-                match t.compacted {
+                let topic = match t.compacted {
                     true => topic.set("cleanup.policy", "compact"),
                     false => topic,
+                };
+                match &retention[i] {
+                    Some(ms) => topic.set("retention.ms", ms),
+                    None => topic,
                 }
             })
             .collect();

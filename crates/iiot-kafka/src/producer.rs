@@ -86,13 +86,20 @@ impl ProducerContext for ProducerEvents {
 }
 
 /// A failed produce as a [`TransportError`]: [`TransportError::Refused`] when the message itself
-/// is the problem (too large, invalid) and no retry can help; [`TransportError::Delivery`]
-/// otherwise.
+/// is the problem (too large, invalid, or sent to a partition the topic does not have) and no
+/// retry can help; [`TransportError::Delivery`] otherwise.
 fn classify(e: &rdkafka::error::KafkaError) -> TransportError {
     use RDKafkaErrorCode as C;
     match e.rdkafka_error_code() {
         Some(
-            C::MessageSizeTooLarge | C::InvalidMessageSize | C::InvalidRecord | C::InvalidArgument,
+            C::MessageSizeTooLarge
+            | C::InvalidMessageSize
+            | C::InvalidRecord
+            | C::InvalidArgument
+            // librdkafka's own verdict once it knows the topic's partitions: the one asked for
+            // (`publish_to`) is not among them. Not the broker's UnknownTopicOrPartition, which
+            // a topic being created answers for a while.
+            | C::UnknownPartition,
         ) => TransportError::Refused(e.to_string()),
         _ => TransportError::Delivery(e.to_string()),
     }
@@ -173,9 +180,12 @@ impl KafkaPublisher {
             notified.as_mut().enable();
             // Counted before the send: the delivery report may come before `send` returns.
             counters.in_flight.fetch_add(1, Ordering::Relaxed);
-            let mut record = BaseRecord::with_opaque_to(topic, delivery)
-                .key(key)
-                .payload(&payload[..]);
+            let mut record = BaseRecord::<[u8], [u8], _>::with_opaque_to(topic, delivery).key(key);
+            // An empty payload goes as Kafka's null: a tombstone, which compaction removes
+            // with its key (a deleted silence, say). Readers see it as empty again.
+            if !payload.is_empty() {
+                record = record.payload(&payload[..]);
+            }
             if let Some(p) = partition {
                 record = record.partition(p);
             }

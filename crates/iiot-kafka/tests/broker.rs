@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use iiot_kafka::testing::TestBroker;
 use iiot_kafka::{KafkaSettings, KafkaTransport, TopicSpec};
-use iiot_transport::{Message, Subscriber, Transport, conformance};
+use iiot_transport::{Message, Subscriber, Transport, TransportError, conformance};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::time::{Instant, sleep, timeout};
@@ -492,4 +492,20 @@ async fn a_state_topic_is_written_by_partition_and_read_back_for_exactly_the_par
         .await
         .expect("nothing asked");
     assert!(none.is_empty());
+
+    // A partition the topic does not have: refused (the caller counts it and goes on), not a
+    // delivery error to retry for ever. It may be refused at once or by its delivery report.
+    let outcome = match t
+        .publish_to("state", 9, b"device_999", Bytes::from_static(b"nowhere"))
+        .await
+    {
+        Ok(receipt) => tokio::time::timeout(Duration::from_secs(60), receipt.delivered())
+            .await
+            .expect("a verdict on the missing partition within a minute"),
+        Err(e) => Err(e),
+    };
+    assert!(
+        matches!(outcome, Err(TransportError::Refused(_))),
+        "partition 9 of a 4-partition topic: {outcome:?}"
+    );
 }

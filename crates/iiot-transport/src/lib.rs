@@ -95,6 +95,9 @@ pub struct TopicSpec {
     /// Keep only the latest message per key (`cleanup.policy=compact` on Kafka): for topics
     /// that hold state rather than events.
     pub compacted: bool,
+    /// Delete what is older than this (`retention.ms` on Kafka; `None`: the broker's default).
+    /// The embedded bus keeps nothing beyond its queues and ignores it.
+    pub retention_ms: Option<u64>,
 }
 
 impl TopicSpec {
@@ -105,6 +108,7 @@ impl TopicSpec {
             partitions,
             replication: 1,
             compacted: false,
+            retention_ms: None,
         }
     }
 }
@@ -152,7 +156,9 @@ impl std::fmt::Debug for Receipt {
 #[async_trait]
 pub trait Publisher: Send + Sync {
     /// Enqueues one message, waiting while the backend's queue is full (backpressure, counted by
-    /// the backend). The returned [`Receipt`] resolves when the message is delivered.
+    /// the backend). The returned [`Receipt`] resolves when the message is delivered. An empty
+    /// payload is a tombstone on Kafka (a null value: compaction removes the key); subscribers
+    /// receive it as an empty payload on every backend.
     async fn publish(
         &self,
         topic: &str,

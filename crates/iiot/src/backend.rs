@@ -111,6 +111,11 @@ pub fn bus_for(config: &Config) -> Bus {
     })
 }
 
+/// How long the delivery log keeps a record: long past any redelivery of the alert it records
+/// (a notifier reads an alert again only while its offset is not committed), so a member given a
+/// partition reads back days of records, not the topic's whole life.
+pub const NOTIFY_LOG_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+
 /// The topics the system uses, with the partition counts and replication factor to create them
 /// with.
 pub fn topic_specs(config: &Config) -> Vec<TopicSpec> {
@@ -133,6 +138,7 @@ pub fn topic_specs(config: &Config) -> Vec<TopicSpec> {
         partitions,
         replication: k.replication_factor,
         compacted: *name == k.topic_rules || *name == k.topic_silences,
+        retention_ms: (*name == k.topic_notify_log).then_some(NOTIFY_LOG_RETENTION_MS),
     })
     .collect()
 }

@@ -7,6 +7,8 @@
 //! - A notifier SIGKILLed while the receiver fails: the next one tells what was not delivered;
 //!   one SIGKILLed after delivering (its records written, its offsets perhaps not committed):
 //!   the next one tells nothing twice.
+//! - A silence made through one serve holds for every notifier; alerts it holds back move with
+//!   their partition when a notifier joins, and are told once when it ends.
 //!
 //! Needs the `tansu` binary (`scripts/kafka-up.sh --install`).
 #![cfg(feature = "kafka")]
@@ -266,8 +268,7 @@ async fn a_silence_made_through_one_serve_holds_for_every_notifier_and_its_end_t
         let mut first = start_serve(brokers, &env);
         let mut second = start_serve(brokers, &env);
         // The group settled before anything is silenced: each notifier has its partitions of
-        // the alerts topic. (A takeover of alerts a silence holds back is told twice — a known
-        // limit, see docs/alerting.md — and is not what this test is about.)
+        // the alerts topic (partitions moving under a silence are the next test's subject).
         let alerts_assigned = |r: &Role| {
             r.log_text()
                 .lines()
@@ -337,6 +338,84 @@ async fn a_silence_made_through_one_serve_holds_for_every_notifier_and_its_end_t
         });
         wait_told(&receiver, &held, "raised");
         assert_told_once(&receiver);
+    })
+    .await
+    .expect("the test's blocking part");
+}
+
+/// A notifier joins while the first one holds alerts back under a silence: the partitions it
+/// is given move with what they hold, and when the silence ends each held alert is told once,
+/// by the notifier that owns its partition then (the one that lost it lets it go). Fails if the
+/// old owner still tells what it held (each alert of a moved partition told twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_held_by_a_silence_move_with_their_partition_and_are_told_once() {
+    let receiver = Arc::new(WebhookReceiver::start(0).await);
+    let r = receiver.clone();
+    tokio::task::spawn_blocking(move || {
+        let receiver = r;
+        let broker = TestBroker::start(&topics());
+        let brokers = broker.brokers.as_str();
+        let env = serve_env(&receiver.url());
+        let mut first = start_serve(brokers, &env);
+        let mut process = Role::start(&["process"], brokers, &TAKEOVER_ENV);
+        process.wait_for_log("the processor's partitions", "kafka: partitions assigned");
+
+        let spec = serde_json::json!({
+            "matchers": {"device_id": "device_2*"},
+            "ends_at": iiot::now_ms() + 600_000,
+            "comment": "maintenance", "created_by": "test"
+        });
+        let (status, body) = first
+            .post_body("/api/silences", spec.to_string().as_bytes())
+            .expect("answered");
+        assert_eq!(status, 201, "{body}");
+        let id = serde_json::from_str::<serde_json::Value>(&body).expect("json")["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+
+        let producer = producer(brokers);
+        publish_all(&producer, 1, iiot::now_ms() - 60_000, 85.0);
+        let raised: BTreeSet<String> = alert_changes(brokers, |by| by.len() == DEVICES)
+            .into_keys()
+            .collect();
+        first.wait_for("the first notifier holds every alert back", |r| {
+            r.metric("iot_notifications_held_by_silence", "") >= DEVICES as f64
+        });
+
+        // A second notifier joins: the group rebalances and part of the alerts topic moves.
+        let assignments = |r: &Role| {
+            r.log_text()
+                .lines()
+                .filter(|l| l.contains("kafka: partitions assigned") && l.contains("topic=alerts"))
+                .count()
+        };
+        let mut second = start_serve(brokers, &env);
+        first.wait_for("the first notifier's share after the second joined", |r| {
+            assignments(r) >= 2
+        });
+        second.wait_for("the second notifier holds what it was given", |r| {
+            r.metric("iot_notifications_held_by_silence", "") > 0.0
+        });
+        let listed = |role: &Role| {
+            role.json("/api/silences")
+                .and_then(|v| v["items"].as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .any(|s| s["id"] == id.as_str())
+        };
+        assert!(listed(&second), "the silence is shared");
+        assert!(told(&receiver).is_empty(), "nothing told under the silence");
+
+        let (status, _) =
+            support::http::request(second.http_port, "DELETE", &format!("/api/silences/{id}"))
+                .expect("answered");
+        assert!(status == 204 || status == 200, "deleted: {status}");
+        wait_told(&receiver, &raised, "raised");
+        // A repeat from the old owner would come within its next tick (a second).
+        std::thread::sleep(Duration::from_secs(3));
+        assert_told_once(&receiver);
+        assert!(process.ready(), "the processor ran throughout");
     })
     .await
     .expect("the test's blocking part");

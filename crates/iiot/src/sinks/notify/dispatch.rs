@@ -23,6 +23,11 @@ pub const WINDOW_MS: i64 = 60_000;
 pub const MAX_HELD: usize = 10_000;
 /// Most changes one digest-interval message lists; the rest are counted in it.
 pub const MAX_BATCH: usize = 500;
+/// Most delivery tickets an overflow digest keeps (a hung channel in a long storm): beyond it a
+/// change's ticket is settled at once, as told by the digest that counts it. So its input is
+/// committed before that digest goes out, and a notifier killed before then does not tell
+/// those changes again: the digest's count is what a crash can lose, never memory.
+pub const MAX_OVERFLOW_TICKETS: usize = 10_000;
 
 /// One channel as the dispatcher sees it.
 pub(super) struct Slot {
@@ -56,7 +61,11 @@ impl Overflow {
             }
             Outgoing::Digest(other) => d.merge(other),
         }
-        self.tickets.extend(tickets);
+        let room = MAX_OVERFLOW_TICKETS.saturating_sub(self.tickets.0.len());
+        let mut tickets = tickets.0;
+        // Dropped: settled (recorded as told) now, see MAX_OVERFLOW_TICKETS.
+        drop(tickets.split_off(room.min(tickets.len())));
+        self.tickets.extend(Tickets(tickets));
     }
 }
 
@@ -246,6 +255,15 @@ impl Dispatcher {
         }
         for id in released {
             if let Some((alert, hold)) = self.held.remove(&id) {
+                if let Some(stale) = hold.as_ref().filter(|h| h.is_stale()) {
+                    // Its partition moved to another notifier (or came back to this one and
+                    // was read again): the one that holds it now tells it.
+                    tracing::debug!(alert_id = %alert.alert_id, partition = stale.partition(), "held alert left to its partition's owner");
+                    if let Some(h) = hold {
+                        h.abandon();
+                    }
+                    continue;
+                }
                 // Nobody heard of it being raised: it is told as raised, in its current state.
                 let meta = self.meta(&alert.device_id);
                 let targets = self.targets(&alert, meta.as_ref(), Event::Raised);
@@ -562,6 +580,33 @@ mod tests {
     }
 
     #[test]
+    fn a_held_alert_whose_partition_moved_is_left_to_its_new_owner() {
+        use crate::sinks::notify::ledger::{Ledger, Pending, Ticket};
+        let mut f = fixture(None, vec![Event::Raised]);
+        let spec: SilenceSpec =
+            serde_json::from_value(serde_json::json!({"ends_at": T0 + 1000})).expect("spec");
+        f.d.silences.create(spec).expect("valid");
+        let (tx, _settled) = mpsc::unbounded_channel();
+        let ledger = Ledger::new(tx);
+        let moved = Pending::new(0, 7);
+        let kept = Pending::new(1, 8);
+        let a = alert("device_001", "temperature_high");
+        let b = alert("device_002", "temperature_high");
+        f.d.handle(a, T0, Some(Ticket::guard(ledger.clone(), moved.clone())));
+        f.d.handle(b, T0, Some(Ticket::guard(ledger.clone(), kept)));
+        // Partition 0 is taken away while the silence holds its alert.
+        ledger.forget(0);
+        f.now.store(T0 + 1000, Ordering::SeqCst);
+        f.d.tick(T0 + 1000);
+        assert_eq!(
+            events(&drain(&mut f.rx)),
+            ["raised device_002"],
+            "only the alert of the partition still owned"
+        );
+        assert!(moved.abandoned(), "not committed by this member");
+    }
+
+    #[test]
     fn a_digest_channel_sends_one_message_per_interval_with_every_change() {
         let mut f = fixture(None, vec![Event::Raised, Event::Resolved]);
         f.d.slots[0].batch = Some(Batch::new(std::time::Duration::from_secs(300)));
@@ -609,6 +654,38 @@ mod tests {
         let out = drain(&mut rx);
         assert_eq!(events(&out), ["digest 3", "raised device_009"]);
         assert_eq!(f.d.slots[0].stats.snapshot().failed, [0; 8], "nothing lost");
+    }
+
+    #[test]
+    fn an_overflow_keeps_a_bounded_number_of_tickets_and_settles_the_rest() {
+        use crate::sinks::notify::ledger::{Ledger, Pending, Ticket};
+        let mut f = fixture(None, vec![Event::Raised]);
+        // A hung channel: its queue never empties.
+        let (queue, _rx) = mpsc::channel(1);
+        f.d.slots[0].queue = queue;
+        let (tx, mut settled) = mpsc::unbounded_channel();
+        let ledger = Ledger::new(tx);
+        let n = MAX_OVERFLOW_TICKETS + 50;
+        for i in 0..=n {
+            let guard = Ticket::guard(ledger.clone(), Pending::new(0, i as i64));
+            f.d.handle(
+                alert(&format!("device_{i:05}"), "temperature_high"),
+                T0,
+                Some(guard),
+            );
+        }
+        let overflow = &f.d.slots[0].overflow;
+        assert_eq!(overflow.digest.held as usize, n, "every change is counted");
+        assert_eq!(overflow.tickets.0.len(), MAX_OVERFLOW_TICKETS);
+        // Guards (one per change) and the 50 tickets beyond the bound settled; the queued
+        // change's and the kept ones' not yet.
+        let records = std::iter::from_fn(|| settled.try_recv().ok())
+            .filter(|s| matches!(s, crate::sinks::notify::ledger::Settled::Record { .. }))
+            .count();
+        assert_eq!(
+            records, 50,
+            "the tickets beyond the bound are recorded as told"
+        );
     }
 
     #[test]

@@ -12,8 +12,13 @@
 //!
 //! The input offset of a change is committed once every ticket of it is settled (and
 //! recorded), in offset order per partition ([`Pending`]).
+//!
+//! A ticket remembers the partition's *epoch* when its change was read: a partition taken
+//! away ([`Ledger::forget`]) starts a new one, so what this member still holds from before
+//! (an alert a silence holds back, above all) is [`Ticket::is_stale`]: the partition's owner
+//! now reads that change again from the uncommitted offset and is the one to tell it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -93,36 +98,45 @@ impl Pending {
 /// The delivery keys known per partition, and where settled tickets are sent.
 pub struct Ledger {
     keys: Mutex<HashMap<i32, Keys>>,
+    /// Per partition, how often it was taken away from this member.
+    epochs: Mutex<HashMap<i32, u64>>,
     settled: mpsc::UnboundedSender<Settled>,
 }
 
-/// One partition's keys, the oldest forgotten first beyond [`MAX_KEYS`].
+/// One partition's keys, the oldest forgotten first beyond [`MAX_KEYS`]. A key removed (an
+/// abandoned ticket) leaves its place in the order behind, marked by its insertion number, so
+/// removing is O(1) even when a stopping notifier abandons thousands at once.
 #[derive(Default)]
 struct Keys {
-    set: HashSet<String>,
-    order: VecDeque<String>,
+    /// Each key with the number it was inserted under.
+    set: HashMap<String, u64>,
+    order: VecDeque<(String, u64)>,
+    next: u64,
 }
 
 impl Keys {
     /// Adds `key`; false if it was there.
     fn insert(&mut self, key: String) -> bool {
-        if self.set.contains(&key) {
+        if self.set.contains_key(&key) {
             return false;
         }
-        self.set.insert(key.clone());
-        self.order.push_back(key);
+        let n = self.next;
+        self.next += 1;
+        self.set.insert(key.clone(), n);
+        self.order.push_back((key, n));
         while self.order.len() > MAX_KEYS {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
+            if let Some((old, m)) = self.order.pop_front() {
+                // Only if it is still that insertion (not removed and added again since).
+                if self.set.get(&old) == Some(&m) {
+                    self.set.remove(&old);
+                }
             }
         }
         true
     }
 
     fn remove(&mut self, key: &str) {
-        if self.set.remove(key) {
-            self.order.retain(|k| k != key);
-        }
+        self.set.remove(key);
     }
 }
 
@@ -131,6 +145,7 @@ impl Ledger {
     pub fn new(settled: mpsc::UnboundedSender<Settled>) -> Arc<Ledger> {
         Arc::new(Ledger {
             keys: Mutex::new(HashMap::new()),
+            epochs: Mutex::new(HashMap::new()),
             settled,
         })
     }
@@ -149,9 +164,21 @@ impl Ledger {
         }
     }
 
-    /// Forgets `partition` (revoked: another member records it now).
+    /// Forgets `partition` (revoked: another member records it now, or this one again after
+    /// reading it anew) and starts its next epoch.
     pub fn forget(&self, partition: i32) {
         self.keys().remove(&partition);
+        *self
+            .epochs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(partition)
+            .or_default() += 1;
+    }
+
+    fn epoch(&self, partition: i32) -> u64 {
+        let epochs = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+        epochs.get(&partition).copied().unwrap_or_default()
     }
 
     /// How many keys are remembered.
@@ -180,6 +207,8 @@ pub struct Ticket {
     /// Empty for a guard.
     key: String,
     abandoned: bool,
+    /// The partition's epoch when the change was read.
+    epoch: u64,
 }
 
 impl std::fmt::Debug for Ticket {
@@ -195,12 +224,25 @@ impl std::fmt::Debug for Ticket {
 impl Ticket {
     /// The guard of a message just read (holds `pending`'s first hold).
     pub fn guard(ledger: Arc<Ledger>, pending: Arc<Pending>) -> Ticket {
+        let epoch = ledger.epoch(pending.partition);
         Ticket {
             ledger,
             pending,
             key: String::new(),
             abandoned: false,
+            epoch,
         }
+    }
+
+    /// The partition of the change it holds.
+    pub fn partition(&self) -> i32 {
+        self.pending.partition
+    }
+
+    /// Whether its partition was taken away from this member since the change was read: the
+    /// owner now reads it again and tells it, so this member must not.
+    pub fn is_stale(&self) -> bool {
+        self.ledger.epoch(self.pending.partition) != self.epoch
     }
 
     /// The ticket of telling `channel` of `event` of `alert_id`, or `None` if that was told
@@ -216,6 +258,7 @@ impl Ticket {
             pending: self.pending.clone(),
             key,
             abandoned: false,
+            epoch: self.epoch,
         })
     }
 
@@ -227,6 +270,7 @@ impl Ticket {
             pending: self.pending.clone(),
             key: String::new(),
             abandoned: false,
+            epoch: self.epoch,
         }
     }
 
@@ -367,6 +411,21 @@ mod tests {
         pending.force();
         assert!(pending.settled(), "forced, though still held");
         drop(held);
+    }
+
+    #[test]
+    fn a_key_removed_and_claimed_again_outlives_its_old_place_in_the_order() {
+        let mut keys = Keys::default();
+        assert!(keys.insert("k".into()));
+        keys.remove("k");
+        assert!(keys.insert("k".into()), "free again once removed");
+        for i in 0..MAX_KEYS - 1 {
+            keys.insert(format!("x{i}"));
+        }
+        // The first place of "k" was the oldest and is gone; its second one is not.
+        assert!(keys.set.contains_key("k"));
+        assert_eq!(keys.set.len(), MAX_KEYS);
+        assert!(!keys.insert("k".into()), "still told");
     }
 
     #[test]

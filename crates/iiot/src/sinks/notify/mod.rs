@@ -58,6 +58,11 @@ pub const WARN_EVERY: Duration = Duration::from_secs(10);
 pub const TICK: Duration = Duration::from_secs(1);
 /// How long [`Notifier::stop`] lets the channels deliver what is queued, by default.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Between attempts at the silences topic (publishing a change, or reading on after an error).
+const SILENCE_RETRY: Duration = Duration::from_secs(2);
+/// A silence change is published this many times before it is given up (logged): about a
+/// minute of attempts, each of which librdkafka itself retries up to its delivery timeout.
+const SILENCE_PUBLISH_ATTEMPTS: u32 = 30;
 
 /// What the notifier shares with the HTTP API: the silences and the counters.
 pub struct NotifyShared {
@@ -130,18 +135,40 @@ impl NotifyShared {
                 let payload = silence
                     .map(|s| serde_json::to_vec(&s).unwrap_or_default())
                     .unwrap_or_default();
-                let sent = match publisher.publish(&t, id.as_bytes(), payload.into()).await {
-                    Ok(receipt) => receipt.delivered().await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = sent {
-                    tracing::warn!(id, error = %e, "a silence change could not be published");
+                let payload = bytes::Bytes::from(payload);
+                // Retried while the broker is away (this serve has applied it already; the
+                // others see it once it is on the topic), in order with the changes behind it.
+                let mut attempt = 0u32;
+                loop {
+                    let sent = match publisher.publish(&t, id.as_bytes(), payload.clone()).await {
+                        Ok(receipt) => receipt.delivered().await,
+                        Err(e) => Err(e),
+                    };
+                    let e = match sent {
+                        Ok(()) => break,
+                        Err(e) => e,
+                    };
+                    attempt += 1;
+                    let retry = !matches!(
+                        e,
+                        iiot_transport::TransportError::Refused(_)
+                            | iiot_transport::TransportError::Closed
+                    ) && attempt < SILENCE_PUBLISH_ATTEMPTS;
+                    tracing::warn!(id, attempt, retry, error = %e, "a silence change could not be published");
+                    if !retry {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(SILENCE_RETRY) => {}
+                        _ = done.cancelled() => break,
+                    }
                 }
             }
         });
         let follower = silences.clone();
         tokio::spawn(async move {
             let mut batch = Vec::new();
+            let mut warned = None;
             loop {
                 batch.clear();
                 let received = tokio::select! {
@@ -149,11 +176,19 @@ impl NotifyShared {
                     _ = stop.cancelled() => return,
                 };
                 match received {
-                    Ok(0) => return,
+                    Ok(0) | Err(iiot_transport::TransportError::Closed) => return,
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(%topic, error = %e, "reading the silences topic failed");
-                        return;
+                        // The subscription keeps its place: read on once the broker is back.
+                        if warned.is_none_or(|t: std::time::Instant| t.elapsed() >= WARN_EVERY) {
+                            warned = Some(std::time::Instant::now());
+                            tracing::warn!(%topic, error = %e, "reading the silences topic failed; retrying");
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(SILENCE_RETRY) => {}
+                            _ = stop.cancelled() => return,
+                        }
+                        continue;
                     }
                 }
                 for m in &batch {

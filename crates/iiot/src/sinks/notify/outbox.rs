@@ -49,17 +49,19 @@ pub struct Backlog {
     pub next: u64,
 }
 
-/// Reads `path` (missing: empty).
+/// Reads `path` (missing: empty). A line that cannot be read — torn by a crash mid-append,
+/// or damaged (not even UTF-8) — is skipped and counted in a warning; the rest is kept.
 pub fn read(path: &Path) -> std::io::Result<Backlog> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Backlog::default()),
         Err(e) => return Err(e),
     };
     let mut backlog = Backlog::default();
     let mut keys: Vec<String> = Vec::new();
-    for line in text.lines() {
-        match serde_json::from_str::<Line>(line) {
+    let mut skipped = 0usize;
+    for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        match serde_json::from_slice::<Line>(line) {
             Ok(Line::Change { seq, alert }) => {
                 backlog.next = backlog.next.max(seq + 1);
                 backlog.open.insert(seq, alert);
@@ -68,17 +70,20 @@ pub fn read(path: &Path) -> std::io::Result<Backlog> {
             Ok(Line::Done { done }) => {
                 backlog.open.remove(&done);
             }
-            Err(_) => {}
+            Err(_) => skipped += 1,
         }
     }
+    if skipped > 0 {
+        tracing::warn!(skipped, path = %path.display(), "notification outbox: unreadable lines skipped");
+    }
     // Only the keys of changes still open matter.
-    backlog.keys = keys
+    let open: std::collections::HashSet<&str> =
+        backlog.open.values().map(|a| a.alert_id.as_str()).collect();
+    let keys: Vec<String> = keys
         .into_iter()
-        .filter(|k| {
-            let id = k.split('|').next().unwrap_or_default();
-            backlog.open.values().any(|a| a.alert_id == id)
-        })
+        .filter(|k| open.contains(k.split('|').next().unwrap_or_default()))
         .collect();
+    backlog.keys = keys;
     Ok(backlog)
 }
 
@@ -322,5 +327,27 @@ mod tests {
         let again = read(&path).expect("read again");
         assert_eq!(again.open.len(), 1);
         assert_eq!(again.keys.len(), 1);
+    }
+
+    #[test]
+    fn a_damaged_line_that_is_not_utf8_loses_only_itself() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join(FILE);
+        let a = alert("device_001", "temperature_high");
+        let b = alert("device_002", "temperature_high");
+        let mut bytes = Vec::new();
+        for (seq, alert) in [(0, &a), (1, &b)] {
+            let line = Line::Change {
+                seq,
+                alert: alert.clone(),
+            };
+            bytes.extend(serde_json::to_vec(&line).expect("json"));
+            bytes.push(b'\n');
+            // Bytes that are not UTF-8 between the two.
+            bytes.extend([0xff, 0xfe, 0x80, b'\n']);
+        }
+        std::fs::write(&path, bytes).expect("write");
+        let backlog = read(&path).expect("read despite the damage");
+        assert_eq!(backlog.open.keys().copied().collect::<Vec<_>>(), [0, 1]);
     }
 }
