@@ -82,9 +82,20 @@ pub async fn start(
             .await?;
         tasks.push((
             "rules topic",
-            tokio::spawn(crate::alerts::book::follow(
+            tokio::spawn(crate::alerts::book::follow::topic(
                 book.clone(),
                 snapshots,
+                stop.child_token(),
+            )),
+        ));
+    }
+    if let Some(db) = book.database() {
+        // The API's rules in PostgreSQL: every change, and the rules at start.
+        tasks.push((
+            "rules database",
+            tokio::spawn(crate::alerts::book::follow::database(
+                book.clone(),
+                db,
                 stop.child_token(),
             )),
         ));
@@ -140,6 +151,10 @@ pub async fn main(
     let mut ops = OpsState::new(&config, inputs.stats.clone(), backend.clone());
     ops.history_db = history_db.clone();
     let server = ops_endpoint(&config, ops).await;
+    if let Some(db) = &history_db {
+        let book = RuleBook::in_database(&config, db.clone(), Vec::new(), "").await;
+        inputs.rules = Some(Arc::new(book));
+    }
     if !backend::prepare_topics(&backend, &config, &shutdown).await {
         stop_server(server).await;
         return Ok(());
