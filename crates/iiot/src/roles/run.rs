@@ -183,9 +183,10 @@ async fn compose(
     let rules = match (&history_db, backend.is_shared()) {
         (Some(db), shared) => {
             let before = match shared {
-                false => RuleBook::persisted(config)
+                false => crate::alerts::book::kept_in_data_dir(config)
                     .map_err(anyhow::Error::msg)?
-                    .api_rules(),
+                    .map(|(_, api)| api)
+                    .unwrap_or_default(),
                 true => Vec::new(),
             };
             let book = RuleBook::in_database(config, db.clone(), before, "rules.json").await;

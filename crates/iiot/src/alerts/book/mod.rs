@@ -170,22 +170,8 @@ impl RuleBook {
     /// that no longer fit with the file are left out of the rules in force, logged.
     pub fn persisted(config: &Config) -> Result<RuleBook, String> {
         let mut book = RuleBook::new(config);
-        let dir = &config.history.data_dir;
-        // Not a directory: opening history refuses it next, with the configuration error.
-        if !config.history.enabled || (dir.exists() && !dir.is_dir()) {
+        let Some((path, api)) = kept_in_data_dir(config)? else {
             return Ok(book);
-        }
-        let path = dir.join("rules.json");
-        let api = match read_specs(&path) {
-            Ok(api) => api,
-            Err(e) => {
-                let aside = path.with_extension("json.bad");
-                std::fs::rename(&path, &aside).map_err(|r| {
-                    format!("cannot read the API's rules ({e}) nor set them aside: {r}")
-                })?;
-                tracing::warn!(error = %e, kept = %aside.display(), "API rules unreadable: starting without them");
-                Vec::new()
-            }
         };
         book.keep = Keep::File(path);
         if !api.is_empty() {
@@ -230,11 +216,6 @@ impl RuleBook {
             Keep::Database(db) => Some(db.clone()),
             _ => None,
         }
-    }
-
-    /// The API's part (as kept, including rules left out because they do not fit).
-    pub fn api_rules(&self) -> Vec<RuleSpec> {
-        self.lock().api.clone()
     }
 
     /// Copies `before` into the database if it never held any rules ([`store_pg::carry_over`]).
@@ -518,6 +499,29 @@ fn combine(
         None => format!("alerts.rules[{}]", i - api.len()),
     };
     RuleSet::build_named(thresholds, &all, &name)
+}
+
+/// The path of `DATA_DIR/rules.json` and the API rules it holds, when history is on; a file
+/// that cannot be read as rules is set aside as `rules.json.bad` (logged) and counts as none.
+pub fn kept_in_data_dir(config: &Config) -> Result<Option<(PathBuf, Vec<RuleSpec>)>, String> {
+    let dir = &config.history.data_dir;
+    // Not a directory: opening history refuses it next, with the configuration error.
+    if !config.history.enabled || (dir.exists() && !dir.is_dir()) {
+        return Ok(None);
+    }
+    let path = dir.join("rules.json");
+    let api = match read_specs(&path) {
+        Ok(api) => api,
+        Err(e) => {
+            let aside = path.with_extension("json.bad");
+            std::fs::rename(&path, &aside).map_err(|r| {
+                format!("cannot read the API's rules ({e}) nor set them aside: {r}")
+            })?;
+            tracing::warn!(error = %e, kept = %aside.display(), "API rules unreadable: starting without them");
+            Vec::new()
+        }
+    };
+    Ok(Some((path, api)))
 }
 
 fn read_specs(path: &Path) -> Result<Vec<RuleSpec>, String> {
