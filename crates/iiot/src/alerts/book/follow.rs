@@ -66,7 +66,7 @@ pub async fn topic(
     }
 }
 
-/// Follows the API's rules in `db` until `stop`: `LISTEN`s on [`store_pg::CHANNEL`] and reads
+/// Follows the API's rules in `db` until `stop`: `LISTEN`s on [`super::store_pg::CHANNEL`] and reads
 /// the version every [`REREAD_EVERY`] as well; each newer version is read and applied to
 /// `book`. While the database is down the rules in force stay and it tries again each period.
 pub async fn database(book: Arc<RuleBook>, db: Arc<HistoryDb>, stop: CancellationToken) {

@@ -11,7 +11,7 @@
 //! - [`query`]: the same answers as the embedded store.
 //!
 //! The same database keeps the alert rules made over `/api/rules` (migration 2); their SQL is
-//! the rule book's ([`crate::alerts::book::store_pg`]), over [`HistoryDb::connection`].
+//! the rule book's ([`crate::alerts::book::store_pg`]), over `HistoryDb::connection`.
 //!
 //! # Database down
 //! [`HistoryDb::write`] never waits long: a batch that cannot be written (or any batch while
