@@ -22,7 +22,9 @@
 //!   (`ProcessorConfig::from_config`, `StoreConfig::from_config`, …).
 //! - [`simulator`]: the device fleet (realistic values, faults, malformed messages) and the
 //!   paced runner that publishes it.
-//! - [`alerts`]: alert rules and the alert engine (one alert per device and type, lifecycle).
+//! - [`alerts`]: alert rules and the alert engine (one alert per device and type, lifecycle);
+//!   the rule book (`alerts::book`): defaults, API rules and the file's, the API's kept in
+//!   `DATA_DIR`, on the rules topic or in PostgreSQL, and followed by every process.
 //! - [`liveness`]: a device's send interval, silence and offline limit (shared by alerts, store).
 //! - [`store`]: the live store the server answers from (latest reading per device, compact raw
 //!   history, 5-minute rollups, device status, alert log), bounded by configuration.

@@ -225,7 +225,12 @@ fn redacted_shows_the_effective_config_without_secrets() {
     assert_eq!(json["simulator"]["send_interval"], "5s");
     assert_eq!(json["http"]["port"], 8080);
     assert_eq!(json["alerts"]["temperature_high"], 80.0);
-    assert_eq!(json["alerts"]["rules"][0]["alert_type"], "temperature_high");
+    assert_eq!(json["alerts"]["rules"][0]["id"], "temperature_high");
+    assert_eq!(json["alerts"]["rules"][0]["source"], "default");
+    assert_eq!(
+        json["alerts"]["rules"][0]["rule"]["alert_type"],
+        "temperature_high"
+    );
     assert!(json["config_file"].is_null());
 
     let unset = Config::default().redacted();

@@ -1,9 +1,12 @@
 //! `/api/rules` on Kafka, against a private tansu: a rule changed through an `iiot serve`
 //! (which has no processor) reaches the separate `iiot process` instances over the rules topic
 //! without a restart, and a processor started after the change reads it from the topic; a
-//! serve started later lists it. Readings come in over the serve's `POST /api/ingest`.
+//! serve started later lists it. With `HISTORY_DATABASE_URL` the rules go through PostgreSQL
+//! instead, the topic's snapshot copied in once. Readings come in over the serve's
+//! `POST /api/ingest`.
 //!
-//! Needs the `tansu` binary (`scripts/kafka-up.sh --install`).
+//! Needs the `tansu` binary (`scripts/kafka-up.sh --install`), and PostgreSQL for the second
+//! test (`scripts/pg-up.sh --install`).
 #![cfg(feature = "kafka")]
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -118,4 +121,80 @@ fn a_rule_changed_through_serve_reaches_every_processor_over_the_rules_topic() {
         })
     });
     assert!(second.stop().success());
+}
+
+fn api_ids(serve: &Role) -> Vec<String> {
+    let rules = serve.json("/api/rules").unwrap_or(Value::Null);
+    let mut ids: Vec<String> = rules["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|r| r["source"] == "api")
+                .filter_map(|r| Some(r["id"].as_str()?.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// With `HISTORY_DATABASE_URL` on Kafka: the snapshot already on the rules topic is copied into
+/// PostgreSQL once, and a rule made through one serve reaches the `iiot process` through the
+/// database and is listed by another serve on it.
+#[test]
+fn with_postgres_on_kafka_rules_go_through_the_database_the_topic_copied_in_once() {
+    let broker = TestBroker::start(&[]);
+    let mut before = Role::start(&["serve"], &broker.brokers, &[]);
+    before.wait_for("serve subscribed", |r| {
+        r.log_text().contains("serving live data")
+    });
+    let rule = json!({"alert_type": "temperature_high", "value": 60.0, "scope": {"building": "K"}});
+    let (status, body) = request_with_body(
+        before.http_port,
+        "PUT",
+        "/api/rules/temperature_high@building=K",
+        rule.to_string().as_bytes(),
+    )
+    .expect("answers");
+    assert_eq!(status, 200, "{body}");
+    assert!(before.stop().success());
+
+    let pg = support::postgres::PgServer::start();
+    let url = pg.url();
+    let db = [("HISTORY_DATABASE_URL", url.as_str())];
+    let mut serve = Role::start(&["serve"], &broker.brokers, &db);
+    serve.wait_for("the topic's rule copied into the database", |r| {
+        api_ids(r) == ["temperature_high@building=K"]
+    });
+    assert_eq!(
+        pg.psql("SELECT id FROM iiot_api_rules"),
+        "temperature_high@building=K"
+    );
+    let mut process = Role::start(&["process"], &broker.brokers, &db);
+    process.wait_for("processing", |r| r.log_text().contains("processing"));
+
+    let rule = json!({"alert_type": "temperature_high", "value": 60.0, "scope": {"building": "L"}});
+    let (status, body) = request_with_body(
+        serve.http_port,
+        "POST",
+        "/api/rules",
+        rule.to_string().as_bytes(),
+    )
+    .expect("answers");
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(pg.psql("SELECT count(*) FROM iiot_api_rules"), "2");
+    process.wait_for("the processor applied it", |r| {
+        r.log_text().contains("version=2")
+    });
+    ingest(&serve, "l_1", "L", 65.0);
+    overheats(&mut serve, "l_1");
+    ingest(&serve, "k_1", "K", 65.0);
+    overheats(&mut serve, "k_1");
+
+    let mut other = Role::start(&["serve"], &broker.brokers, &db);
+    other.wait_for("another serve lists both", |r| {
+        api_ids(r) == ["temperature_high@building=K", "temperature_high@building=L"]
+    });
+    assert!(process.stop().success());
 }

@@ -136,6 +136,20 @@ fn an_api_rule_applies_at_once_is_validated_and_survives_a_restart() {
     assert_eq!(answer["id"], "temperature_high@building=B");
     let (status, _) = send(&role, "POST", "/api/rules", &good);
     assert_eq!(status, 409, "exists: PUT changes it");
+    // `/config` shows the rules in force, the API's with its scope.
+    let config = role.json("/config").expect("/config");
+    let rules = config["alerts"]["rules"].as_array().expect("rules");
+    let shown = rules
+        .iter()
+        .find(|r| r["id"] == "temperature_high@building=B")
+        .unwrap_or_else(|| panic!("/config shows the API rule: {config}"));
+    assert_eq!(shown["source"], "api");
+    assert_eq!(shown["rule"]["scope"]["building"], "B");
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["id"] == "temperature_high" && r["source"] == "default")
+    );
 
     ingest(&role, "b_dev1", site("B", 1), 65.0);
     ingest(&role, "a_dev1", site("A", 1), 65.0);

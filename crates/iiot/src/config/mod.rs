@@ -125,8 +125,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 
-use crate::alerts::rules::{RuleKind, RuleSet, Thresholds};
-use crate::duration::format_duration;
+use crate::alerts::rules::{RuleSet, Thresholds};
 use crate::sinks::notify::NotifySettings;
 
 pub use kafka::{KafkaSettings, MANAGED_PROPERTIES};
@@ -478,7 +477,8 @@ impl Config {
     }
 
     /// The effective configuration as JSON, laid out like the config file, with secrets
-    /// (keys whose name contains `PASSWORD`, `SECRET` or `TOKEN`) shown as `"***"`.
+    /// (keys whose name contains `PASSWORD`, `SECRET` or `TOKEN`) shown as `"***"`, and the
+    /// rules as `alerts.rules: [{id, source, rule}]` ([`crate::alerts::book::RuleView`]).
     pub fn redacted(&self) -> Json {
         let mut root = serde_json::Map::new();
         for key in keys::KEYS {
@@ -496,8 +496,14 @@ impl Config {
             };
             insert_at(&mut root, path, value);
         }
-        let rules = self.rules.rules.iter().map(rule_json).collect();
-        insert_at(&mut root, "alerts.rules", Json::Array(rules));
+        // The defaults and the file's rules by id, scopes included; `/config` shows the rules
+        // in force instead (API rules too) when the process keeps a rule book.
+        let rules = crate::alerts::book::RuleBook::new(self).list();
+        insert_at(
+            &mut root,
+            "alerts.rules",
+            serde_json::to_value(rules).unwrap_or(Json::Null),
+        );
         let channels = self.notify.channels.iter().map(|c| c.redacted()).collect();
         insert_at(&mut root, "notify.channels", Json::Array(channels));
         let routes = self.notify.routes.iter().map(|r| {
@@ -582,42 +588,4 @@ fn insert_at(root: &mut serde_json::Map<String, Json>, path: &str, value: Json) 
             }
         }
     }
-}
-
-fn rule_json(rule: &crate::alerts::rules::AlertRule) -> Json {
-    let mut out = serde_json::json!({
-        "alert_type": rule.alert_type,
-        "severity": rule.severity.as_str(),
-    });
-    let details = match &rule.kind {
-        RuleKind::Threshold {
-            parameter,
-            operator,
-            value,
-            clear,
-            hold,
-        } => serde_json::json!({
-            "kind": "threshold", "parameter": parameter.as_str(), "operator": operator.as_str(),
-            "value": value, "clear": clear, "for": format_duration(*hold),
-        }),
-        RuleKind::RateOfChange {
-            parameter,
-            value,
-            clear,
-            window,
-        } => serde_json::json!({
-            "kind": "rate_of_change", "parameter": parameter.as_str(), "value": value,
-            "clear": clear, "window": format_duration(*window),
-        }),
-        RuleKind::Stuck { parameter, hold } => serde_json::json!({
-            "kind": "stuck", "parameter": parameter.as_str(), "for": format_duration(*hold),
-        }),
-        RuleKind::Offline { missed_intervals } => serde_json::json!({
-            "kind": "offline", "missed_intervals": missed_intervals,
-        }),
-    };
-    if let (Json::Object(out), Json::Object(details)) = (&mut out, details) {
-        out.extend(details);
-    }
-    out
 }

@@ -82,9 +82,20 @@ pub async fn start(
             .await?;
         tasks.push((
             "rules topic",
-            tokio::spawn(crate::alerts::book::follow(
+            tokio::spawn(crate::alerts::book::follow::topic(
                 book.clone(),
                 snapshots,
+                stop.child_token(),
+            )),
+        ));
+    }
+    if let Some(db) = book.database() {
+        // The API's rules in PostgreSQL: every change, and the rules at start.
+        tasks.push((
+            "rules database",
+            tokio::spawn(crate::alerts::book::follow::database(
+                book.clone(),
+                db,
                 stop.child_token(),
             )),
         ));
@@ -137,8 +148,14 @@ pub async fn main(
     let backend = backend::kafka_only(&config)?;
     let mut inputs = GroupInputs::new(Vec::new());
     let history_db = super::open_history_db(&config).await?;
+    if let Some(db) = &history_db {
+        // The API's rules from the database (`start` follows it), shown by `/config` too.
+        let book = RuleBook::in_database(&config, db.clone(), Vec::new(), "").await;
+        inputs.rules = Some(Arc::new(book));
+    }
     let mut ops = OpsState::new(&config, inputs.stats.clone(), backend.clone());
     ops.history_db = history_db.clone();
+    ops.rules = inputs.rules.clone();
     let server = ops_endpoint(&config, ops).await;
     if !backend::prepare_topics(&backend, &config, &shutdown).await {
         stop_server(server).await;

@@ -176,18 +176,30 @@ async fn compose(
             NotifyShared::on_topic(config, system_clock(), backend, shutdown.child_token()).await?
         }
     };
+    let history_db = super::open_history_db(config).await?;
     // On Kafka other `iiot process` instances may share the group: API rules go through the
-    // rules topic, which the processors here follow too (`process::start`).
-    let rules = match backend.is_shared() {
-        false => Arc::new(RuleBook::persisted(config).map_err(anyhow::Error::msg)?),
-        true => Arc::new(RuleBook::on_topic(
+    // rules topic, which the processors here follow too (`process::start`). With the database
+    // they are kept there instead, on the bus or on Kafka (`rules.json` copied in once).
+    let rules = match (&history_db, backend.is_shared()) {
+        (Some(db), shared) => {
+            let before = match shared {
+                false => crate::alerts::book::kept_in_data_dir(config)
+                    .map_err(anyhow::Error::msg)?
+                    .map(|(_, api)| api)
+                    .unwrap_or_default(),
+                true => Vec::new(),
+            };
+            let book = RuleBook::in_database(config, db.clone(), before, "rules.json").await;
+            Arc::new(book)
+        }
+        (None, false) => Arc::new(RuleBook::persisted(config).map_err(anyhow::Error::msg)?),
+        (None, true) => Arc::new(RuleBook::on_topic(
             config,
             backend.publisher(),
             config.kafka.topic_rules.clone(),
         )),
     };
     inputs.rules = Some(rules.clone());
-    let history_db = super::open_history_db(config).await?;
     let serve_inputs = ServeInputs {
         history_db: history_db.clone(),
         commands: Some(inputs.commands.0.clone()),

@@ -286,12 +286,14 @@ impl Serve {
 pub async fn main(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let backend = backend::kafka_only(&config)?;
     // `/api/rules` here changes the rules of every processor, through the rules topic.
+    // With the database, through it instead (the topic is then only read to copy its rules
+    // into the database once).
     let topic = config.kafka.topic_rules.clone();
-    let book = Arc::new(RuleBook::on_topic(
-        &config,
-        backend.publisher(),
-        topic.clone(),
-    ));
+    let history_db = super::open_history_db(&config).await?;
+    let book = Arc::new(match &history_db {
+        Some(db) => RuleBook::in_database(&config, db.clone(), Vec::new(), "").await,
+        None => RuleBook::on_topic(&config, backend.publisher(), topic.clone()),
+    });
     // With channels configured this serve notifies too, as a member of the notify group.
     let notifying = !config.notify.effective_channels().is_empty();
     let notify = match notifying {
@@ -304,6 +306,7 @@ pub async fn main(config: Config, shutdown: CancellationToken) -> anyhow::Result
     let inputs = ServeInputs {
         rules: Some(book.clone()),
         notify: notify.clone(),
+        history_db: history_db.clone(),
         ..ServeInputs::default()
     };
     let mut serve = start(&config, &backend, inputs).await?;
@@ -324,11 +327,18 @@ pub async fn main(config: Config, shutdown: CancellationToken) -> anyhow::Result
         }
     };
     let snapshots = backend.subscribe_all(&topic, Start::Beginning).await?;
-    tokio::spawn(crate::alerts::book::follow(
-        book,
+    tokio::spawn(crate::alerts::book::follow::topic(
+        book.clone(),
         snapshots,
         shutdown.child_token(),
     ));
+    if let Some(db) = history_db {
+        tokio::spawn(crate::alerts::book::follow::database(
+            book,
+            db,
+            shutdown.child_token(),
+        ));
+    }
     let followed = serve.follow_topics(&config, &backend).await;
     if followed.is_ok() {
         tracing::info!(backend = %backend.describe(), "serving live data");

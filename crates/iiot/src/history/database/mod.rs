@@ -10,6 +10,9 @@
 //!   updated from the rows actually inserted.
 //! - [`query`]: the same answers as the embedded store.
 //!
+//! The same database keeps the alert rules made over `/api/rules` (migration 2); their SQL is
+//! the rule book's ([`crate::alerts::book::store_pg`]), over `HistoryDb::connection`.
+//!
 //! # Database down
 //! [`HistoryDb::write`] never waits long: a batch that cannot be written (or any batch while
 //! the database is known to be down) goes to a bounded buffer ([`MAX_BUFFERED_ROWS`]) that
@@ -35,6 +38,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use pool::Conn;
 pub use write::DbRow;
 
 use super::Tier;
@@ -235,6 +239,32 @@ impl HistoryDb {
         let mut c = self.pool.get().await?;
         let u = schema::maintain(&mut c, now_ms, |t| self.cfg.retention_ms(t)).await?;
         Ok((u.created, u.dropped))
+    }
+
+    /// A connection from the pool to the migrated schema (the alert rules' store uses it).
+    pub(crate) async fn connection(&self) -> Result<Conn<'_>, DbError> {
+        self.prepare().await?;
+        self.pool.get().await
+    }
+
+    /// A connection of its own, outside the pool, whose notifications (`LISTEN`) the caller
+    /// reads from the returned connection half.
+    pub(crate) async fn dedicated(
+        &self,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+        ),
+        DbError,
+    > {
+        let mut c = self.cfg.pg_config()?;
+        c.connect_timeout(pool::CONNECT_TIMEOUT);
+        c.application_name("iiot");
+        tokio::time::timeout(pool::CONNECT_TIMEOUT, c.connect(tokio_postgres::NoTls))
+            .await
+            .map_err(|_| DbError::Unavailable("connecting timed out".into()))?
+            .map_err(DbError::from_pg)
     }
 
     /// The counters.

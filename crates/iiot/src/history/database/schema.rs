@@ -12,6 +12,8 @@
 //! - `iiot_devices`: every device with its first event time (updated only when an older
 //!   reading arrives: one row write per device, not per reading).
 //! - `iiot_readings_v`: the readings in their units with a `timestamptz` (for Grafana).
+//! - `iiot_api_rules`, `iiot_api_rules_version` (version 2): the alert rules made over
+//!   `/api/rules` ([`crate::alerts::book`]).
 //!
 //! A reading outside every partition (older than retention, or far ahead) goes to the table's
 //! default partition, which retention trims with `DELETE`.
@@ -27,7 +29,10 @@ const LOCK_KEY: i64 = 0x6969_6f74;
 const DAY_MS: i64 = 86_400_000;
 
 /// Migrations: version, what it does, SQL. Never edit one that shipped; add the next.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "readings, rollups, devices", V1)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "readings, rollups, devices", V1),
+    (2, "alert rules made over the API", V2),
+];
 
 const V1: &str = "
 CREATE TABLE iiot_readings (
@@ -59,6 +64,22 @@ SELECT device_id, seq, to_timestamp(ts / 1000.0) AS time,
        v0 / 100.0 AS temperature, v1 / 100.0 AS humidity, v2 / 100.0 AS pressure,
        v3 / 100.0 AS current, v4 AS battery, v5 AS signal_strength, switch_on
 FROM iiot_readings;
+";
+
+/// The API's alert rules ([`crate::alerts::book::store_pg`]): one row per rule id with its
+/// spec, in the order they were made; one row holding the version every change bumps (and
+/// locks, so changes are serialised) and whether rules from before the database were copied
+/// in (`seeded`).
+const V2: &str = "
+CREATE TABLE iiot_api_rules (
+    id text PRIMARY KEY, position integer NOT NULL, spec jsonb NOT NULL,
+    changed_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE iiot_api_rules_version (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    version bigint NOT NULL, seeded boolean NOT NULL
+);
+INSERT INTO iiot_api_rules_version (one, version, seeded) VALUES (true, 0, false);
 ";
 
 /// The partitioned table of `tier`.

@@ -314,7 +314,7 @@ pub const ROUTES: &[RouteDoc] = &[
         verb: Verb::Get,
         path: "/config",
         endpoint: Endpoint::Config,
-        summary: "The effective configuration, secrets shown as `***`.",
+        summary: "The effective configuration, secrets shown as `***`; the alert rules in force (defaults, API, file) as `alerts.rules: [{id, source, rule}]`, scopes included.",
         params: &[],
         replies: &[json(200, "The configuration, laid out like iiot.toml.")],
     },

@@ -54,9 +54,14 @@ pub(super) async fn ready(State(state): State<OpsState>) -> impl IntoResponse {
     )
 }
 
-/// `GET /config`: the effective configuration, secrets redacted.
+/// `GET /config`: the effective configuration, secrets redacted, with the rules in force
+/// (those made over the API too) as `alerts.rules: [{id, source, rule}]`.
 pub(super) async fn config(State(state): State<OpsState>) -> Json<Value> {
-    Json(state.config.redacted())
+    let mut config = state.config.redacted();
+    if let Some(book) = &state.rules {
+        config["alerts"]["rules"] = json!(book.list());
+    }
+    Json(config)
 }
 
 /// `GET /api/stats`.

@@ -1,7 +1,8 @@
 //! `/api/rules`: list, make, change and remove alert rules over the API ([`RULE_ROUTES`], the
 //! table's part for these routes). Changes are validated with every rule in force exactly like
 //! the config file's, kept in the data directory and applied to the running processors at once
-//! ([`crate::alerts::book`]; on Kafka through the rules topic, so every processor follows).
+//! ([`crate::alerts::book`]; on Kafka through the rules topic, with `HISTORY_DATABASE_URL`
+//! through PostgreSQL, so every processor follows).
 //! A process without a rule book answers 503.
 //!
 //! Roles (for the authentication being built alongside): `GET` needs a viewer, `POST`, `PUT`
@@ -50,7 +51,7 @@ pub const RULE_ROUTES: &[RouteDoc] = &[
             reply(200, "`{items: [{id, source, rule}]}`."),
             reply(
                 503,
-                "This process keeps no alert rules, or the rules topic is unreachable (nothing changed).",
+                "This process keeps no alert rules, or the rules topic or database is unreachable (nothing changed).",
             ),
         ],
     },
@@ -72,7 +73,7 @@ pub const RULE_ROUTES: &[RouteDoc] = &[
             ),
             reply(
                 503,
-                "This process keeps no alert rules, or the rules topic is unreachable (nothing changed).",
+                "This process keeps no alert rules, or the rules topic or database is unreachable (nothing changed).",
             ),
         ],
     },
@@ -91,7 +92,7 @@ pub const RULE_ROUTES: &[RouteDoc] = &[
             reply(409, "The config file defines this rule (the file wins)."),
             reply(
                 503,
-                "This process keeps no alert rules, or the rules topic is unreachable (nothing changed).",
+                "This process keeps no alert rules, or the rules topic or database is unreachable (nothing changed).",
             ),
         ],
     },
@@ -107,7 +108,7 @@ pub const RULE_ROUTES: &[RouteDoc] = &[
             reply(409, "The config file defines this rule."),
             reply(
                 503,
-                "This process keeps no alert rules, or the rules topic is unreachable (nothing changed).",
+                "This process keeps no alert rules, or the rules topic or database is unreachable (nothing changed).",
             ),
         ],
     },

@@ -1,5 +1,5 @@
 //! The rule book: the alert rules of a process from their three places — the defaults, the
-//! rules made over `/api/rules` (kept in `DATA_DIR/rules.json` when history is on), and the
+//! rules made over `/api/rules` (kept where the module documentation says below), and the
 //! config file's `[[alerts.rules]]` — combined into the [`RuleSet`] the processors run, which
 //! is published on a watch channel at every change.
 //!
@@ -9,28 +9,35 @@
 //! refused changes nothing.
 //!
 //! Where the API's rules are kept: in memory, in `DATA_DIR/rules.json` (one process: `iiot run`
-//! on the bus), or on Kafka in the compacted rules topic (`KAFKA_TOPIC_RULES`) as whole
-//! snapshots under one key. On Kafka every processor and serve follows that topic from its
-//! beginning ([`follow`]): a change made through any `serve` reaches every processor, and a
-//! processor started later reads the latest snapshot. Concurrent changes through two serves
-//! are applied in the topic's order (the later snapshot wins).
+//! on the bus), on Kafka in the compacted rules topic (`KAFKA_TOPIC_RULES`) as whole snapshots
+//! under one key, or — whenever `HISTORY_DATABASE_URL` is set, on the bus or on Kafka — in
+//! PostgreSQL ([`store_pg`]), which then is their only store (no `rules.json`, no snapshots).
+//! On Kafka every processor and serve follows the topic from its beginning ([`follow::topic`]);
+//! with the database every process follows it ([`follow::database`]: `LISTEN` plus a read
+//! every 5 s). Either way a change made through any `serve` reaches every processor, and a
+//! processor started later reads the rules at start. Concurrent changes are applied in the
+//! topic's order (the later snapshot wins), or in the database serialised by a row lock
+//! (each sees the other's: neither is lost).
 //!
 //! It does not watch the file ([`crate::config::watch_rules`] calls [`RuleBook::file_changed`])
 //! and does not talk to the processors beyond the watch channel.
+
+pub mod follow;
+pub mod store_pg;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use iiot_transport::{Message, Publisher, Subscriber};
+use iiot_transport::Publisher;
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use super::compose::rule_id;
 use super::rules::{RuleError, RuleSet, RuleSpec, Thresholds};
 use crate::config::Config;
+use crate::history::database::{DbError, HistoryDb};
 
 /// At most this many rules can be made over the API.
 pub const MAX_API_RULES: usize = 1000;
@@ -84,8 +91,8 @@ pub enum RuleBookError {
     /// [`MAX_API_RULES`] reached.
     #[error("at most {MAX_API_RULES} rules can be made over the API")]
     Full,
-    /// The rules could not be written to the data directory or the rules topic (nothing was
-    /// changed).
+    /// The rules could not be written to the data directory, the rules topic or the database
+    /// (nothing was changed).
     #[error("could not save the rules: {0}")]
     Save(String),
 }
@@ -98,6 +105,17 @@ enum Keep {
         publisher: Arc<dyn Publisher>,
         topic: String,
     },
+    Database(Arc<HistoryDb>),
+}
+
+/// A change over the API.
+enum Edit<'a> {
+    Put {
+        id: &'a str,
+        spec: &'a RuleSpec,
+        replace: bool,
+    },
+    Delete(&'a str),
 }
 
 /// The one key of the rules topic: compaction keeps its latest snapshot.
@@ -107,6 +125,9 @@ struct Parts {
     thresholds: Thresholds,
     file: Vec<RuleSpec>,
     api: Vec<RuleSpec>,
+    /// The database's version of `api` (0 without a database): an older read never replaces
+    /// a newer one.
+    version: i64,
 }
 
 /// The rules of a process; see the module documentation.
@@ -126,6 +147,7 @@ impl RuleBook {
                 thresholds: config.thresholds,
                 file: config.rule_specs.clone(),
                 api: Vec::new(),
+                version: 0,
             }),
             tx: watch::channel(Arc::new(config.rules.clone())).0,
             keep: Keep::Memory,
@@ -134,7 +156,7 @@ impl RuleBook {
     }
 
     /// As [`RuleBook::new`], with the API's rules kept in the rules topic `topic` (Kafka) via
-    /// `publisher`; [`follow`] brings in what is there and what others change.
+    /// `publisher`; [`follow::topic`] brings in what is there and what others change.
     pub fn on_topic(config: &Config, publisher: Arc<dyn Publisher>, topic: String) -> RuleBook {
         RuleBook {
             keep: Keep::Topic { publisher, topic },
@@ -148,22 +170,8 @@ impl RuleBook {
     /// that no longer fit with the file are left out of the rules in force, logged.
     pub fn persisted(config: &Config) -> Result<RuleBook, String> {
         let mut book = RuleBook::new(config);
-        let dir = &config.history.data_dir;
-        // Not a directory: opening history refuses it next, with the configuration error.
-        if !config.history.enabled || (dir.exists() && !dir.is_dir()) {
+        let Some((path, api)) = kept_in_data_dir(config)? else {
             return Ok(book);
-        }
-        let path = dir.join("rules.json");
-        let api = match read_specs(&path) {
-            Ok(api) => api,
-            Err(e) => {
-                let aside = path.with_extension("json.bad");
-                std::fs::rename(&path, &aside).map_err(|r| {
-                    format!("cannot read the API's rules ({e}) nor set them aside: {r}")
-                })?;
-                tracing::warn!(error = %e, kept = %aside.display(), "API rules unreadable: starting without them");
-                Vec::new()
-            }
         };
         book.keep = Keep::File(path);
         if !api.is_empty() {
@@ -173,6 +181,76 @@ impl RuleBook {
             tracing::info!(count, "alert rules made over the API read back");
         }
         Ok(book)
+    }
+
+    /// As [`RuleBook::new`], with the API's rules kept in PostgreSQL. `before` are the API
+    /// rules kept before the database (`rules.json`, named by `from`), copied in once when the
+    /// database never held any (logged). Then reads what the database holds; unreachable, the
+    /// start goes on without API rules until [`follow::database`] reaches it.
+    pub async fn in_database(
+        config: &Config,
+        db: Arc<HistoryDb>,
+        before: Vec<RuleSpec>,
+        from: &str,
+    ) -> RuleBook {
+        let book = RuleBook {
+            keep: Keep::Database(db.clone()),
+            ..RuleBook::new(config)
+        };
+        book.carry_over(&db, &before, from).await;
+        match book.refresh(&db).await {
+            Ok(count) => tracing::info!(
+                api_rules = count,
+                "alert rules made over the API read from the database"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "alert rules database unreachable at start: going on without the API's rules until it answers")
+            }
+        }
+        book
+    }
+
+    /// The database the API's rules are kept in, if they are.
+    pub fn database(&self) -> Option<Arc<HistoryDb>> {
+        match &self.keep {
+            Keep::Database(db) => Some(db.clone()),
+            _ => None,
+        }
+    }
+
+    /// Copies `before` into the database if it never held any rules ([`store_pg::carry_over`]).
+    async fn carry_over(&self, db: &HistoryDb, before: &[RuleSpec], from: &str) {
+        match store_pg::carry_over(db, before).await {
+            Ok(Some(version)) => tracing::info!(
+                count = before.len(),
+                from,
+                version,
+                "alert rules made over the API copied into the database (once; it keeps them from now on)"
+            ),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, from, "alert rules made over the API not copied into the database")
+            }
+        }
+    }
+
+    /// Reads the database's version and, when newer than the one in force, its rules; applies
+    /// them. Returns how many API rules are in force.
+    pub async fn refresh(&self, db: &HistoryDb) -> Result<usize, DbError> {
+        let version = store_pg::version(db).await?;
+        let known = self.lock().version;
+        if version != known {
+            let stored = store_pg::read(db).await?;
+            let count = stored.api.len();
+            if self.set_api_at(stored.version, stored.api) {
+                tracing::info!(
+                    api_rules = count,
+                    version = stored.version,
+                    "alert rules changed over the API applied"
+                );
+            }
+        }
+        Ok(self.lock().api.len())
     }
 
     /// The channel the processors follow (every change is sent on it).
@@ -226,26 +304,12 @@ impl RuleBook {
                 body: id,
             });
         }
-        let _one = self.writer.lock().await;
-        let (api, rules) = {
-            let parts = self.lock();
-            if parts.file.iter().any(|s| rule_id(s) == id) {
-                return Err(RuleBookError::FromFile(id));
-            }
-            let mut api = parts.api.clone();
-            match api.iter().position(|s| rule_id(s) == id) {
-                Some(_) if !replace => return Err(RuleBookError::Exists(id)),
-                Some(p) => api[p] = spec.clone(),
-                None if api.len() >= MAX_API_RULES => return Err(RuleBookError::Full),
-                None => api.push(spec.clone()),
-            }
-            let rules = combine(&parts.thresholds, &api, &parts.file, Some(&id))
-                .map_err(RuleBookError::Invalid)?;
-            (api, rules)
-        };
-        self.save(&api).await?;
-        self.lock().api = api;
-        self.tx.send_replace(Arc::new(rules));
+        self.change(Edit::Put {
+            id: &id,
+            spec: &spec,
+            replace,
+        })
+        .await?;
         Ok(RuleView {
             id,
             source: RuleSource::Api,
@@ -255,33 +319,98 @@ impl RuleBook {
 
     /// Removes the API rule `id` (a default or file rule it overrode applies again).
     pub async fn delete(&self, id: &str) -> Result<(), RuleBookError> {
+        self.change(Edit::Delete(id)).await
+    }
+
+    /// Applies `edit`: validated with everything else in force, saved, then published. With
+    /// the database, on the rules the database holds, inside its transaction.
+    async fn change(&self, edit: Edit<'_>) -> Result<(), RuleBookError> {
         let _one = self.writer.lock().await;
-        let (api, rules) = {
-            let parts = self.lock();
-            if parts.file.iter().any(|s| rule_id(s) == id) {
-                return Err(RuleBookError::FromFile(id.to_string()));
-            }
-            let mut api = parts.api.clone();
-            let before = api.len();
-            api.retain(|s| rule_id(s) != id);
-            if api.len() == before {
-                return Err(RuleBookError::Unknown(id.to_string()));
-            }
-            // Removing can break a scoped API rule that inherited from the removed one.
-            let rules = combine(&parts.thresholds, &api, &parts.file, None)
-                .map_err(RuleBookError::Invalid)?;
-            (api, rules)
-        };
+        if let Keep::Database(db) = &self.keep {
+            let stored =
+                store_pg::change(db, |api| self.edit(api, &edit).map(|(api, _)| api)).await?;
+            self.set_api_at(stored.version, stored.api);
+            return Ok(());
+        }
+        let current = self.lock().api.clone();
+        let (api, rules) = self.edit(current, &edit)?;
         self.save(&api).await?;
         self.lock().api = api;
         self.tx.send_replace(Arc::new(rules));
         Ok(())
     }
 
+    /// `api` with `edit` applied, and the rules that makes with the defaults and the file; or
+    /// why not.
+    fn edit(
+        &self,
+        mut api: Vec<RuleSpec>,
+        edit: &Edit<'_>,
+    ) -> Result<(Vec<RuleSpec>, RuleSet), RuleBookError> {
+        let parts = self.lock();
+        let id = match edit {
+            Edit::Put { id, .. } | Edit::Delete(id) => *id,
+        };
+        if parts.file.iter().any(|s| rule_id(s) == id) {
+            return Err(RuleBookError::FromFile(id.to_string()));
+        }
+        let making = match edit {
+            Edit::Put { spec, replace, .. } => {
+                match api.iter().position(|s| rule_id(s) == id) {
+                    Some(_) if !replace => return Err(RuleBookError::Exists(id.to_string())),
+                    Some(p) => api[p] = (*spec).clone(),
+                    None if api.len() >= MAX_API_RULES => return Err(RuleBookError::Full),
+                    None => api.push((*spec).clone()),
+                }
+                Some(id)
+            }
+            Edit::Delete(_) => {
+                let before = api.len();
+                api.retain(|s| rule_id(s) != id);
+                if api.len() == before {
+                    return Err(RuleBookError::Unknown(id.to_string()));
+                }
+                // Removing can break a scoped API rule that inherited from the removed one.
+                None
+            }
+        };
+        let rules = combine(&parts.thresholds, &api, &parts.file, making)
+            .map_err(RuleBookError::Invalid)?;
+        Ok((api, rules))
+    }
+
     /// The API's rules as read from the rules topic (a snapshot): they replace the API's part.
-    /// Returns whether the rules in force changed.
+    /// With the database instead, they are only copied into it if it never held any (rules
+    /// from before the database was configured). Returns whether the rules in force changed.
+    pub async fn from_topic(&self, api: Vec<RuleSpec>) -> bool {
+        match &self.keep {
+            Keep::Database(db) => {
+                self.carry_over(db, &api, "the rules topic").await;
+                // What the copy changed is applied (and logged) by the read.
+                let _ = self.refresh(db).await;
+                false
+            }
+            _ => self.set_api(api),
+        }
+    }
+
+    /// The API's rules: they replace the API's part. Returns whether the rules in force
+    /// changed.
     pub fn set_api(&self, api: Vec<RuleSpec>) -> bool {
         self.lock().api = api;
+        self.publish()
+    }
+
+    /// As [`RuleBook::set_api`] for the database's `version`, unless a newer one is in force.
+    fn set_api_at(&self, version: i64, api: Vec<RuleSpec>) -> bool {
+        {
+            let mut parts = self.lock();
+            if version < parts.version {
+                return false;
+            }
+            parts.version = version;
+            parts.api = api;
+        }
         self.publish()
     }
 
@@ -337,7 +466,8 @@ impl RuleBook {
     async fn save(&self, api: &[RuleSpec]) -> Result<(), RuleBookError> {
         let save = |e: String| RuleBookError::Save(e);
         match &self.keep {
-            Keep::Memory => Ok(()),
+            // Written by the change's own transaction.
+            Keep::Memory | Keep::Database(_) => Ok(()),
             Keep::File(path) => {
                 let bytes = serde_json::to_vec_pretty(api).map_err(|e| save(e.to_string()))?;
                 write_atomically(path, &bytes).map_err(|e| save(e.to_string()))
@@ -351,51 +481,6 @@ impl RuleBook {
                 receipt.delivered().await.map_err(|e| save(e.to_string()))
             }
         }
-    }
-}
-
-/// Applies every snapshot read from `subscriber` (the rules topic, from its beginning) to
-/// `book` until `stop`; unreadable messages are skipped, logged.
-pub async fn follow(
-    book: Arc<RuleBook>,
-    mut subscriber: Box<dyn Subscriber>,
-    stop: CancellationToken,
-) {
-    let mut batch: Vec<Message> = Vec::new();
-    loop {
-        batch.clear();
-        let received = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = subscriber.recv_batch(&mut batch, 64) => r,
-        };
-        match received {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the rules topic failed");
-                return;
-            }
-        }
-        // Only the newest snapshot of a batch matters.
-        let newest = batch.iter().rev().find_map(|m| {
-            match serde_json::from_slice::<Vec<RuleSpec>>(&m.payload) {
-                Ok(api) => Some(api),
-                Err(e) => {
-                    tracing::warn!(offset = m.offset, error = %e, "unreadable rules snapshot skipped");
-                    None
-                }
-            }
-        });
-        if let Some(api) = newest {
-            let count = api.len();
-            if book.set_api(api) {
-                tracing::info!(
-                    api_rules = count,
-                    "alert rules changed over the API applied"
-                );
-            }
-        }
-        let _ = subscriber.commit_batch(&batch);
     }
 }
 
@@ -414,6 +499,29 @@ fn combine(
         None => format!("alerts.rules[{}]", i - api.len()),
     };
     RuleSet::build_named(thresholds, &all, &name)
+}
+
+/// The path of `DATA_DIR/rules.json` and the API rules it holds, when history is on; a file
+/// that cannot be read as rules is set aside as `rules.json.bad` (logged) and counts as none.
+pub fn kept_in_data_dir(config: &Config) -> Result<Option<(PathBuf, Vec<RuleSpec>)>, String> {
+    let dir = &config.history.data_dir;
+    // Not a directory: opening history refuses it next, with the configuration error.
+    if !config.history.enabled || (dir.exists() && !dir.is_dir()) {
+        return Ok(None);
+    }
+    let path = dir.join("rules.json");
+    let api = match read_specs(&path) {
+        Ok(api) => api,
+        Err(e) => {
+            let aside = path.with_extension("json.bad");
+            std::fs::rename(&path, &aside).map_err(|r| {
+                format!("cannot read the API's rules ({e}) nor set them aside: {r}")
+            })?;
+            tracing::warn!(error = %e, kept = %aside.display(), "API rules unreadable: starting without them");
+            Vec::new()
+        }
+    };
+    Ok(Some((path, api)))
 }
 
 fn read_specs(path: &Path) -> Result<Vec<RuleSpec>, String> {
@@ -437,72 +545,4 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::alerts::ScopeSpec;
-
-    fn config(dir: &Path) -> Config {
-        let mut config = Config::default();
-        config.history.enabled = true;
-        config.history.data_dir = dir.to_path_buf();
-        config
-    }
-
-    fn scoped(value: f64) -> RuleSpec {
-        RuleSpec {
-            alert_type: "temperature_high".into(),
-            value: Some(value),
-            scope: Some(ScopeSpec {
-                building: Some("B".into()),
-                ..ScopeSpec::default()
-            }),
-            ..RuleSpec::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn api_rules_are_read_back_and_a_refused_change_changes_nothing() {
-        let dir = tempfile::tempdir().expect("dir");
-        let book = RuleBook::persisted(&config(dir.path())).expect("book");
-        let rx = book.sender().subscribe();
-        book.put(None, scoped(60.0), false).await.expect("valid");
-        assert!(rx.has_changed().expect("open"), "published");
-        let refused = book
-            .put(
-                Some("temperature_high@building=B"),
-                RuleSpec {
-                    clear: Some(65.0),
-                    ..scoped(60.0)
-                },
-                true,
-            )
-            .await;
-        assert!(matches!(refused, Err(RuleBookError::Invalid(e)) if e.key == "rule.clear"));
-
-        let again = RuleBook::persisted(&config(dir.path())).expect("book");
-        let ids: Vec<String> = again
-            .list()
-            .into_iter()
-            .filter(|v| v.source == RuleSource::Api)
-            .map(|v| v.id)
-            .collect();
-        assert_eq!(ids, ["temperature_high@building=B"]);
-        assert_eq!(again.rules(), book.rules());
-    }
-
-    #[tokio::test]
-    async fn a_torn_rules_file_is_set_aside_and_the_start_goes_on() {
-        let dir = tempfile::tempdir().expect("dir");
-        std::fs::write(dir.path().join("rules.json"), b"[{\"alert_type\": \"temp").expect("torn");
-        let book = RuleBook::persisted(&config(dir.path())).expect("starts");
-        assert!(book.list().iter().all(|v| v.source == RuleSource::Default));
-        assert!(dir.path().join("rules.json.bad").exists());
-        book.put(None, scoped(60.0), false).await.expect("valid");
-        assert!(
-            read_specs(&dir.path().join("rules.json"))
-                .expect("whole")
-                .len()
-                == 1
-        );
-    }
-}
+mod tests;
