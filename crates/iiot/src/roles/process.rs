@@ -39,11 +39,16 @@ pub fn topic_sink(
     backend: &Backend,
     stats: &Arc<ProcessorStats>,
 ) -> Arc<TopicSink> {
-    Arc::new(TopicSink::new(
+    let sink = TopicSink::new(
         backend.publisher(),
         OutputTopics::from_config(config),
         stats.clone(),
-    ))
+    );
+    // Only a backend that keeps history can give the state back to the next owner.
+    Arc::new(match backend.keeps_history() {
+        true => sink.with_alert_state(backend.clone()),
+        false => sink,
+    })
 }
 
 /// Starts the processors on `backend` once its topics exist: starts the workers with `inputs`,
@@ -140,7 +145,7 @@ pub async fn main(
     let mut ops = OpsState::new(&config, inputs.stats.clone(), backend.clone());
     ops.history_db = history_db.clone();
     let server = ops_endpoint(&config, ops).await;
-    if !backend::prepare_topics(&backend, &config, &shutdown).await {
+    if !backend::prepare_topics(&backend, &config, &shutdown).await? {
         stop_server(server).await;
         return Ok(());
     }
