@@ -98,3 +98,119 @@ pub(super) fn restore(
         .filter(|(alert, raised_at)| engine.restore(&mut dev.alerts, alert, *raised_at))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::alerts::{RuleSet, Thresholds};
+    use crate::processor::{ProcessorConfig, ProcessorStats};
+    use crate::test_support::{T0, reading};
+
+    fn processor() -> Processor {
+        let mut p = Processor::new(
+            ProcessorConfig::default(),
+            Arc::new(RuleSet::defaults(&Thresholds::default())),
+            Arc::new(ProcessorStats::default()),
+        );
+        p.keep_alert_states();
+        p
+    }
+
+    #[test]
+    fn every_alert_change_yields_the_devices_open_alerts_for_its_input_partition() {
+        let mut p = processor();
+        let mut alerts = Vec::new();
+        p.handle_from(
+            Some(4),
+            &reading("device_001", 1, T0, 85.0),
+            T0,
+            &mut alerts,
+        );
+        p.handle_from(
+            Some(7),
+            &reading("device_002", 1, T0, 25.0),
+            T0,
+            &mut alerts,
+        );
+        let states = p.take_alert_states();
+        assert_eq!(
+            states.len(),
+            1,
+            "only the device whose alerts changed: {states:?}"
+        );
+        assert_eq!(
+            (states[0].device_id.as_str(), states[0].partition),
+            ("device_001", 4)
+        );
+        assert_eq!(states[0].open.len(), 1);
+        assert_eq!(states[0].open[0].1, T0, "raised at the hot reading");
+        assert!(p.take_alert_states().is_empty(), "taken once");
+
+        let id = alerts[0].alert_id.clone();
+        p.acknowledge(&id, Some("ops"), T0 + 1).expect("open");
+        let states = p.take_alert_states();
+        assert_eq!(states[0].open[0].0.status, AlertStatus::Acknowledged);
+
+        p.handle_from(
+            Some(4),
+            &reading("device_001", 2, T0 + 5000, 20.0),
+            T0 + 5000,
+            &mut alerts,
+        );
+        let states = p.take_alert_states();
+        assert_eq!(states.len(), 1);
+        assert!(states[0].open.is_empty(), "resolved: none open");
+    }
+
+    #[test]
+    fn without_alert_state_nothing_is_kept() {
+        let mut p = Processor::new(
+            ProcessorConfig::default(),
+            Arc::new(RuleSet::defaults(&Thresholds::default())),
+            Arc::new(ProcessorStats::default()),
+        );
+        let mut alerts = Vec::new();
+        p.handle_from(
+            Some(1),
+            &reading("device_001", 1, T0, 85.0),
+            T0,
+            &mut alerts,
+        );
+        assert!(p.take_alert_states().is_empty());
+    }
+
+    #[test]
+    fn a_restored_device_is_written_again_and_a_newer_read_replaces_an_older_one() {
+        let mut first = processor();
+        let mut alerts = Vec::new();
+        first.handle_from(
+            Some(3),
+            &reading("device_001", 1, T0, 85.0),
+            T0,
+            &mut alerts,
+        );
+        let old = first.take_alert_states().remove(0).open;
+
+        let mut p = processor();
+        let mut stale = RecoveredAlerts::new();
+        stale.insert("device_001".into(), Vec::new());
+        p.add_recovered(stale);
+        let mut newer = RecoveredAlerts::new();
+        newer.insert("device_001".into(), old.clone());
+        p.add_recovered(newer);
+        alerts.clear();
+        p.handle_from(
+            Some(3),
+            &reading("device_001", 2, T0 + 5000, 86.0),
+            T0 + 5000,
+            &mut alerts,
+        );
+        assert!(alerts.is_empty(), "the same alert continues: {alerts:?}");
+        let states = p.take_alert_states();
+        assert_eq!(states.len(), 1, "written into the partition it arrives on");
+        assert_eq!(states[0].open[0].0.alert_id, old[0].0.alert_id);
+        assert_eq!(states[0].partition, 3);
+    }
+}

@@ -382,6 +382,10 @@ impl Processor {
             .engine
             .acknowledge(device, &mut dev.alerts, alert_id, by, now_ms)?;
         self.stats.alert(alert.status);
+        alert_state::keep_open(&mut dev.open_alerts, &alert);
+        if let Some(changed) = self.changed.as_mut() {
+            changed.push(device.clone());
+        }
         Ok(alert)
     }
 

@@ -1,0 +1,196 @@
+//! The alert-state topic over a real Kafka-protocol broker (a private tansu): a member given
+//! partitions reads back exactly those partitions' state, and a deployment from before the
+//! topic existed is migrated from the alerts topic once per partition.
+//!
+//! Needs the `tansu` binary (`scripts/kafka-up.sh --install`).
+#![cfg(feature = "kafka")]
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use iiot::backend::Backend;
+use iiot::recovery::{StateTopics, record, restore};
+use iiot_kafka::testing::TestBroker;
+use iiot_kafka::{KafkaSettings, KafkaTransport, TopicSpec};
+use iiot_model::{Alert, AlertStatus};
+
+const T0: i64 = 1_700_000_000_000;
+
+fn broker() -> (TestBroker, Backend, StateTopics) {
+    let broker = TestBroker::start(&[
+        TopicSpec::new("device-data", 10),
+        TopicSpec::new("alerts", 3),
+        TopicSpec::new("alert-state", 10),
+    ]);
+    let backend: Backend =
+        Arc::new(KafkaTransport::new(KafkaSettings::new(&broker.brokers)).expect("transport"));
+    let topics = StateTopics {
+        state: "alert-state".into(),
+        alerts: "alerts".into(),
+    };
+    (broker, backend, topics)
+}
+
+fn alert(device: &str, status: AlertStatus, ts: i64) -> Alert {
+    let mut a: Alert = serde_json::from_value(serde_json::json!({
+        "alert_id": format!("alert_{device}"), "device_id": device,
+        "alert_type": "temperature_high", "severity": "high", "message": "hot",
+        "timestamp": ts, "status": "active",
+        "threshold": {"parameter": "temperature", "operator": ">", "value": 80.0},
+        "current_value": 85.0
+    }))
+    .expect("alert");
+    a.status = status;
+    a
+}
+
+async fn put(backend: &Backend, topic: &str, partition: Option<i32>, key: &str, payload: Bytes) {
+    let receipt = match partition {
+        Some(p) => backend.publish_to(topic, p, key.as_bytes(), payload).await,
+        None => {
+            backend
+                .publisher()
+                .publish(topic, key.as_bytes(), payload)
+                .await
+        }
+    };
+    receipt
+        .expect("publish")
+        .delivered()
+        .await
+        .expect("delivered");
+}
+
+fn devices(r: &iiot::recovery::Restored) -> BTreeSet<String> {
+    r.alerts.keys().cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_reads_exactly_the_assigned_partitions() {
+    let (_broker, backend, topics) = broker();
+    // Every partition migrated and holding one device with an open alert; device_3's alert
+    // was resolved since (its newer record holds none).
+    for p in 0..10 {
+        let device = format!("device_{p}");
+        put(
+            &backend,
+            "alert-state",
+            Some(p),
+            "#alert-state-migrated",
+            record::migrated_marker(T0),
+        )
+        .await;
+        let open = [(alert(&device, AlertStatus::Active, T0), T0)];
+        put(
+            &backend,
+            "alert-state",
+            Some(p),
+            &device,
+            record::encode(&open),
+        )
+        .await;
+    }
+    put(&backend, "alert-state", Some(3), "device_3", Bytes::new()).await;
+
+    let r = restore(&backend, &topics, &[2, 3, 5])
+        .await
+        .expect("restore");
+    assert_eq!(
+        devices(&r),
+        BTreeSet::from(["device_2".into(), "device_3".into(), "device_5".into()]),
+        "only the assigned partitions' devices"
+    );
+    assert!(r.alerts["device_3"].is_empty(), "resolved since: none open");
+    assert_eq!(r.open, 2);
+    assert!(
+        r.migrated.is_empty(),
+        "already migrated: the alerts topic is not read"
+    );
+    assert_eq!(r.alerts["device_5"][0].0.alert_id, "alert_device_5");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_without_alert_state_is_migrated_from_the_alerts_topic_once() {
+    let (_broker, backend, topics) = broker();
+    // An "old" deployment: alerts on the alerts topic only (its own partitioning), no state.
+    let old = [
+        alert("device_a", AlertStatus::Active, T0),
+        alert("device_b", AlertStatus::Active, T0),
+        alert("device_b", AlertStatus::Resolved, T0 + 10),
+        alert("device_c", AlertStatus::Active, T0),
+        alert("device_c", AlertStatus::Acknowledged, T0 + 5),
+    ];
+    for a in &old {
+        let json = Bytes::from(serde_json::to_vec(a).expect("json"));
+        put(&backend, "alerts", None, &a.device_id, json).await;
+    }
+
+    let first = restore(&backend, &topics, &[0, 1]).await.expect("restore");
+    assert_eq!(first.migrated, [0, 1], "never restored before: migrated");
+    assert_eq!(
+        devices(&first),
+        BTreeSet::from(["device_a".into(), "device_c".into()]),
+        "the open ones, resolved left out"
+    );
+    assert_eq!(
+        first.alerts["device_c"][0].0.status,
+        AlertStatus::Acknowledged
+    );
+    assert_eq!(
+        first.alerts["device_c"][0].1, T0,
+        "raised at the first change"
+    );
+
+    // Later assignments of those partitions read the alert-state topic only.
+    let again = restore(&backend, &topics, &[0, 1]).await.expect("restore");
+    assert!(again.migrated.is_empty(), "migrated once");
+    assert_eq!(again.open, 0, "the alerts topic is not folded again");
+
+    // A partition restored for the first time is migrated then.
+    let other = restore(&backend, &topics, &[2]).await.expect("restore");
+    assert_eq!(other.migrated, [2]);
+}
+
+/// Benchmark (`--run-ignored only`): open alerts restored per second when a member is given
+/// every partition of an alert-state topic holding `DEVICES` devices' records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn bench_alerts_restored_per_second_on_assignment() {
+    const DEVICES: usize = 5_000;
+    let (_broker, backend, topics) = broker();
+    let publisher_side = backend.clone();
+    let mut receipts = Vec::with_capacity(DEVICES + 10);
+    for p in 0..10 {
+        receipts.push(
+            publisher_side
+                .publish_to("alert-state", p, record::MIGRATED_KEY, record::migrated_marker(T0))
+                .await
+                .expect("publish"),
+        );
+    }
+    for d in 0..DEVICES {
+        let device = format!("device_{d:05}");
+        let open = [(alert(&device, AlertStatus::Active, T0), T0)];
+        let p = (d % 10) as i32;
+        receipts.push(
+            publisher_side
+                .publish_to("alert-state", p, device.as_bytes(), record::encode(&open))
+                .await
+                .expect("publish"),
+        );
+    }
+    for r in receipts {
+        r.delivered().await.expect("delivered");
+    }
+    let all: Vec<i32> = (0..10).collect();
+    let r = restore(&backend, &topics, &all).await.expect("restore");
+    assert_eq!(r.open, DEVICES, "every record read back");
+    let per_s = r.open as f64 / r.took.as_secs_f64();
+    println!(
+        "BENCH restore: {} open alerts from 10 partitions in {:.3} s = {per_s:.0} alerts/s",
+        r.open,
+        r.took.as_secs_f64()
+    );
+}
