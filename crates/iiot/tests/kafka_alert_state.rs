@@ -6,15 +6,21 @@
 #![cfg(feature = "kafka")]
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use iiot::backend::Backend;
 use iiot::recovery::{StateTopics, record, restore};
 use iiot_kafka::testing::TestBroker;
 use iiot_kafka::{KafkaSettings, KafkaTransport, TopicSpec};
-use iiot_model::{Alert, AlertStatus};
+use iiot_model::{Alert, AlertStatus, Reading};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use support::kafka::{TAKEOVER_ENV, client, read_topic, topics as old_topics};
+use support::role::{Role, iiot_command};
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -153,6 +159,98 @@ async fn a_deployment_without_alert_state_is_migrated_from_the_alerts_topic_once
     assert_eq!(other.migrated, [2]);
 }
 
+/// A deployment from before the alert-state topic: its open alert is on the alerts topic
+/// only. The upgraded processor migrates it (once), continues it under its id and resolves it
+/// when the device cools down; the next processor reads only the alert-state topic.
+#[test]
+fn an_alert_left_open_before_the_upgrade_is_continued_and_resolved_by_the_upgraded_processor() {
+    let broker = TestBroker::start(&old_topics());
+    let producer: BaseProducer = client(&broker.brokers)
+        .set("batch.num.messages", "1")
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    let send = |topic: &str, key: &str, body: Vec<u8>| {
+        producer
+            .send(BaseRecord::to(topic).key(key).payload(&body))
+            .expect("send");
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    };
+    let t0 = iiot::now_ms() - 120_000;
+    let old = alert("device_100", AlertStatus::Active, t0);
+    send(
+        "alerts",
+        "device_100",
+        serde_json::to_vec(&old).expect("json"),
+    );
+
+    let mut first = Role::start(&["process"], &broker.brokers, &TAKEOVER_ENV);
+    first.wait_for_log("the migration", "migrated from alerts");
+    let hot = Reading::example("device_100", 1, t0 + 1_000, 86.0);
+    send(
+        "device-data",
+        "device_100",
+        serde_json::to_vec(&hot).expect("json"),
+    );
+    let cool = Reading::example("device_100", 2, t0 + 6_000, 20.0);
+    send(
+        "device-data",
+        "device_100",
+        serde_json::to_vec(&cool).expect("json"),
+    );
+    let changes = read_topic(&broker.brokers, "alerts", |seen| {
+        seen.iter()
+            .filter_map(|b| serde_json::from_slice::<Alert>(b).ok())
+            .any(|a| a.status == AlertStatus::Resolved)
+    });
+    let ids: BTreeSet<String> = changes
+        .iter()
+        .filter_map(|b| serde_json::from_slice::<Alert>(b).ok())
+        .map(|a| a.alert_id)
+        .collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from([old.alert_id.clone()]),
+        "one alert, continued from the old deployment and resolved"
+    );
+    assert!(first.stop().success());
+
+    let mut second = Role::start(&["process"], &broker.brokers, &TAKEOVER_ENV);
+    second.wait_for_log(
+        "the state read back",
+        "open alerts read back from alert-state",
+    );
+    let log = second.log_text();
+    assert!(
+        !log.contains("migrated from alerts"),
+        "migrated once: {log}"
+    );
+    assert!(!log.contains("(the whole topic)"), "{log}");
+}
+
+/// An alert-state topic partitioned unlike the readings stops start-up with one line, exit 2.
+#[test]
+fn an_alert_state_topic_with_another_partition_count_is_a_config_error() {
+    let broker = TestBroker::start(&[
+        TopicSpec::new("device-data", 10),
+        TopicSpec::new("alert-state", 3),
+    ]);
+    let mut cmd = iiot_command("alert-state-mismatch");
+    let out = cmd
+        .arg("process")
+        .env("KAFKA_BROKERS", &broker.brokers)
+        .env("HTTP_PORT", "0")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("KAFKA_TOPIC_ALERT_STATE") && stderr.contains("3 partitions"),
+        "{stderr}"
+    );
+}
+
 /// Benchmark (`--run-ignored only`): open alerts restored per second when a member is given
 /// every partition of an alert-state topic holding `DEVICES` devices' records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +263,12 @@ async fn bench_alerts_restored_per_second_on_assignment() {
     for p in 0..10 {
         receipts.push(
             publisher_side
-                .publish_to("alert-state", p, record::MIGRATED_KEY, record::migrated_marker(T0))
+                .publish_to(
+                    "alert-state",
+                    p,
+                    record::MIGRATED_KEY,
+                    record::migrated_marker(T0),
+                )
                 .await
                 .expect("publish"),
         );
