@@ -128,10 +128,10 @@ async fn ensure_co_partitioned(
     topics: &mut [TopicSpec],
 ) -> Result<Option<PartitionMismatch>, TransportError> {
     let k = &config.kafka;
-    if let Some(readings) = backend.partition_count(&k.topic_device_data).await? {
-        if let Some(spec) = topics.iter_mut().find(|t| t.name == k.topic_alert_state) {
-            spec.partitions = readings;
-        }
+    if let Some(readings) = backend.partition_count(&k.topic_device_data).await?
+        && let Some(spec) = topics.iter_mut().find(|t| t.name == k.topic_alert_state)
+    {
+        spec.partitions = readings;
     }
     backend.ensure_topics(topics).await?;
     let Some(readings) = backend.partition_count(&k.topic_device_data).await? else {

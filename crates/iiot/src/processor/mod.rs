@@ -258,12 +258,12 @@ impl Processor {
                     .or_default();
                 if let Some(recovered) = self.recovered.remove(&*reading.device_id) {
                     let restored = alert_state::restore(&self.engine, dev, recovered);
-                    if !restored.is_empty() {
-                        if let Some(changed) = self.changed.as_mut() {
-                            // Written again from here, into the partition it really arrives
-                            // on (an alert folded from the alerts topic had no record yet).
-                            changed.push(Box::from(&*reading.device_id));
-                        }
+                    // Written again from here, into the partition it really arrives on (an
+                    // alert folded from the alerts topic had no record yet).
+                    if !restored.is_empty()
+                        && let Some(changed) = self.changed.as_mut()
+                    {
+                        changed.push(Box::from(&*reading.device_id));
                     }
                     for (alert, raised_at) in restored {
                         self.open

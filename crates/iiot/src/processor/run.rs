@@ -178,8 +178,8 @@ impl Worker<'_> {
             batch.retain(|m| !revoked.contains(&m.partition));
         }
         self.restore_gained(subscriber).await?;
-        let verdicts = judge_batch(self.processor, batch, &mut self.alerts);
-        let mut verdicts = verdicts;
+        let mut verdicts = judge_batch(self.processor, batch, &mut self.alerts);
+        // Each changed device's open alerts, written with the alerts, before the commit.
         verdicts.states = self.processor.take_alert_states();
         let delivery = deliver(self.sinks, &verdicts, self.stop).await?;
         drop(verdicts);
