@@ -126,14 +126,34 @@ fn one_alert_each_resolved(brokers: &str) {
 // that does incremental rebalancing runs this.
 #[test]
 fn a_takeover_continues_the_open_alerts_and_resolves_them() {
+    takeover(&TAKEOVER_ENV);
+}
+
+/// The takeover with `KAFKA_ASSIGNMENT_STRATEGY=cooperative-sticky`, over tansu 0.6. Fails
+/// there (run 2026-12-02: after the SIGKILL a device of the dead member's partitions kept its
+/// alert open past the test's patience — tansu does not complete the incremental rebalance
+/// without the dead member); the strategy itself is tested on librdkafka's mock cluster
+/// (`crates/iiot-kafka/tests/assignment.rs`). Run it with `--run-ignored only` on a broker
+/// update.
+#[test]
+#[ignore = "tansu 0.6 does not complete a cooperative-sticky takeover after a SIGKILL"]
+fn a_takeover_continues_the_open_alerts_with_cooperative_sticky() {
+    let env = [
+        TAKEOVER_ENV[0],
+        TAKEOVER_ENV[1],
+        ("KAFKA_ASSIGNMENT_STRATEGY", "cooperative-sticky"),
+    ];
+    takeover(&env);
+}
+
+fn takeover(env: &[(&str, &str)]) {
     let broker = TestBroker::start(&topics());
-    let env = TAKEOVER_ENV;
     let MidAlert {
         mut first,
         second,
         producer,
         t0,
-    } = two_members_mid_alert(&broker.brokers, &env);
+    } = two_members_mid_alert(&broker.brokers, env);
     first.wait_for("both members own devices", |r| {
         r.metric("iot_messages_total", "status=\"success\"") > 0.0
             && second.metric("iot_messages_total", "status=\"success\"") > 0.0
