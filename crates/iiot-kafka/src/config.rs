@@ -74,6 +74,30 @@ pub struct KafkaSettings {
     pub producer: ProducerSettings,
     /// Broker errors (unreachable, disconnected) are logged at most once per interval.
     pub reconnect_log_interval: Duration,
+    /// How consumer groups split partitions on a rebalance (`partition.assignment.strategy`).
+    pub assignment: Assignment,
+}
+
+/// How a consumer group's members split partitions when one joins or leaves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Assignment {
+    /// Every rebalance revokes every partition and assigns them again (librdkafka's
+    /// `range,roundrobin`): works on every broker, tansu 0.6 included.
+    #[default]
+    Eager,
+    /// Only the partitions that move are revoked (`cooperative-sticky`, KIP-429): the others
+    /// keep being processed, and their members keep their state.
+    CooperativeSticky,
+}
+
+impl Assignment {
+    /// The librdkafka `partition.assignment.strategy` value.
+    pub fn librdkafka_value(self) -> &'static str {
+        match self {
+            Assignment::Eager => "range,roundrobin",
+            Assignment::CooperativeSticky => "cooperative-sticky",
+        }
+    }
 }
 
 impl KafkaSettings {
@@ -94,6 +118,7 @@ impl Default for KafkaSettings {
             properties: Vec::new(),
             producer: ProducerSettings::default(),
             reconnect_log_interval: Duration::from_secs(30),
+            assignment: Assignment::default(),
         }
     }
 }
@@ -181,7 +206,11 @@ pub(crate) fn group_consumer_config(s: &KafkaSettings, group: &str) -> ClientCon
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS)
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        .set(
+            "partition.assignment.strategy",
+            s.assignment.librdkafka_value(),
+        );
     apply_properties(&mut c, s);
     c
 }
@@ -321,6 +350,21 @@ mod tests {
         assert_eq!(get(&c, "enable.auto.offset.store"), Some("false"));
         assert_eq!(get(&c, "enable.auto.commit"), Some("true"));
         assert_eq!(get(&c, "auto.offset.reset"), Some("earliest"));
+        assert_eq!(
+            get(&c, "partition.assignment.strategy"),
+            Some("range,roundrobin")
+        );
+        let cooperative = KafkaSettings {
+            assignment: Assignment::CooperativeSticky,
+            ..KafkaSettings::default()
+        };
+        assert_eq!(
+            get(
+                &group_consumer_config(&cooperative, "p"),
+                "partition.assignment.strategy"
+            ),
+            Some("cooperative-sticky")
+        );
         let all = standalone_consumer_config(&KafkaSettings::default());
         assert_eq!(get(&all, "enable.auto.commit"), Some("false"));
         assert_eq!(get(&all, "auto.offset.reset"), Some("latest"));

@@ -41,7 +41,7 @@ mod readback;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use config::{COMPRESSIONS, KafkaSettings, ProducerSettings};
+pub use config::{Assignment, COMPRESSIONS, KafkaSettings, ProducerSettings};
 
 use consumer::{ConsumerEvents, EventConsumer, GroupSubscriber, StandaloneSubscriber};
 use context::{ClientEvents, PlainContext, Shared};
@@ -312,6 +312,27 @@ impl Transport for KafkaTransport {
         })
         .await
         .map_err(|e| TransportError::Broker(format!("reading partitions back: {e}")))?
+    }
+
+    async fn partition_count(&self, topic: &str) -> Result<Option<i32>, TransportError> {
+        let producer = self.inner.publisher.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            // All topics: asking for one by name may have the broker auto-create it.
+            let metadata = producer
+                .producer
+                .client()
+                .fetch_metadata(None, ADMIN_TIMEOUT)
+                .map_err(|e| TransportError::Broker(format!("metadata of {topic}: {e}")))?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
+                .map(|t| t.partitions().len() as i32)
+                .filter(|&n| n > 0))
+        })
+        .await
+        .map_err(|e| TransportError::Broker(format!("reading metadata: {e}")))?
     }
 
     fn keeps_history(&self) -> bool {

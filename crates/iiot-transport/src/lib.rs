@@ -281,6 +281,12 @@ pub trait Transport: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// How many partitions `topic` has; `None` if it does not exist (yet). Backends whose
+    /// topics need no creating answer `None` (nothing to check).
+    async fn partition_count(&self, _topic: &str) -> Result<Option<i32>, TransportError> {
+        Ok(None)
+    }
+
     /// Whether the backend keeps messages after delivery, so that [`Start::Beginning`] and a
     /// group's committed offsets mean something (Kafka) — or forgets them (the bus).
     fn keeps_history(&self) -> bool {

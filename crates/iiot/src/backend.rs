@@ -64,22 +64,45 @@ fn kafka(_: &Config, _: &str) -> Result<Backend, BackendError> {
     Err(BackendError::NoKafka)
 }
 
+/// A topic that must be co-partitioned with another has a different partition count: a
+/// setting to fix (exit 2), not something to retry.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "KAFKA_TOPIC_ALERT_STATE: topic {state:?} has {state_partitions} partitions, but {readings:?} has {readings_partitions}; the alert state must have exactly as many partitions as the readings (delete it, or name a new topic, and it is created and migrated from the alerts topic)"
+)]
+pub struct PartitionMismatch {
+    /// The alert-state topic.
+    pub state: String,
+    /// Its partitions.
+    pub state_partitions: i32,
+    /// The readings topic.
+    pub readings: String,
+    /// Its partitions.
+    pub readings_partitions: i32,
+}
+
 /// Makes sure the topics of `config` exist (nothing to do on the bus; on Kafka, creates the
-/// missing ones), retrying until a broker answers or `stop` is cancelled. Returns `false` only
-/// if stopped first.
-pub async fn prepare_topics(backend: &Backend, config: &Config, stop: &CancellationToken) -> bool {
-    let topics = topic_specs(config);
+/// missing ones), retrying until a broker answers or `stop` is cancelled, and that the
+/// alert-state topic has exactly the readings topic's partitions. Returns `Ok(false)` only if
+/// stopped first.
+pub async fn prepare_topics(
+    backend: &Backend,
+    config: &Config,
+    stop: &CancellationToken,
+) -> Result<bool, PartitionMismatch> {
+    let mut topics = topic_specs(config);
     let mut last_log: Option<tokio::time::Instant> = None;
     loop {
-        match backend.ensure_topics(&topics).await {
-            Ok(()) => {
+        match ensure_co_partitioned(backend, config, &mut topics).await {
+            Ok(Some(mismatch)) => return Err(mismatch),
+            Ok(None) => {
                 if backend.keeps_history() {
                     tracing::info!(
                         topics = ?topics.iter().map(|t| &t.name).collect::<Vec<_>>(),
                         "Kafka topics ready"
                     );
                 }
-                return true;
+                return Ok(true);
             }
             Err(e) => {
                 if last_log.is_none_or(|t| t.elapsed() >= BROKER_LOG_INTERVAL) {
@@ -89,9 +112,39 @@ pub async fn prepare_topics(backend: &Backend, config: &Config, stop: &Cancellat
             }
         }
         tokio::select! {
-            _ = stop.cancelled() => return false,
+            _ = stop.cancelled() => return Ok(false),
             _ = tokio::time::sleep(TOPIC_RETRY) => {}
         }
+    }
+}
+
+/// Creates the missing topics, the alert-state topic with as many partitions as the readings
+/// topic really has (an existing one may differ from `KAFKA_PARTITIONS_DEVICE_DATA`), then
+/// checks that an existing alert-state topic has that count too. A backend that cannot tell
+/// partition counts (the bus) is taken at its word.
+async fn ensure_co_partitioned(
+    backend: &Backend,
+    config: &Config,
+    topics: &mut [TopicSpec],
+) -> Result<Option<PartitionMismatch>, TransportError> {
+    let k = &config.kafka;
+    if let Some(readings) = backend.partition_count(&k.topic_device_data).await?
+        && let Some(spec) = topics.iter_mut().find(|t| t.name == k.topic_alert_state)
+    {
+        spec.partitions = readings;
+    }
+    backend.ensure_topics(topics).await?;
+    let Some(readings) = backend.partition_count(&k.topic_device_data).await? else {
+        return Ok(None);
+    };
+    match backend.partition_count(&k.topic_alert_state).await? {
+        Some(state) if state != readings => Ok(Some(PartitionMismatch {
+            state: k.topic_alert_state.clone(),
+            state_partitions: state,
+            readings: k.topic_device_data.clone(),
+            readings_partitions: readings,
+        })),
+        _ => Ok(None),
     }
 }
 
@@ -103,6 +156,7 @@ pub fn bus_for(config: &Config) -> Bus {
         (k.topic_device_data.clone(), k.partitions_device_data as u32),
         (k.topic_alerts.clone(), k.partitions_alerts as u32),
         (k.topic_dlq.clone(), k.partitions_dlq as u32),
+        (k.topic_alert_state.clone(), k.partitions_device_data as u32),
     ]);
     Bus::new(BusConfig {
         default_partitions: 1,
@@ -131,13 +185,17 @@ pub fn topic_specs(config: &Config) -> Vec<TopicSpec> {
         (&k.topic_silences, 1),
         // Delivery records, co-partitioned with the alerts they record.
         (&k.topic_notify_log, k.partitions_alerts),
+        // Each device's open alerts, co-partitioned with the readings (checked once created).
+        (&k.topic_alert_state, k.partitions_device_data),
     ]
     .into_iter()
     .map(|(name, partitions)| TopicSpec {
         name: name.clone(),
         partitions,
         replication: k.replication_factor,
-        compacted: *name == k.topic_rules || *name == k.topic_silences,
+        compacted: *name == k.topic_rules
+            || *name == k.topic_silences
+            || *name == k.topic_alert_state,
         retention_ms: (*name == k.topic_notify_log).then_some(NOTIFY_LOG_RETENTION_MS),
     })
     .collect()
@@ -159,5 +217,9 @@ pub fn kafka_settings(config: &Config, brokers: &str) -> iiot_kafka::KafkaSettin
             ..iiot_kafka::ProducerSettings::default()
         },
         reconnect_log_interval: BROKER_LOG_INTERVAL,
+        assignment: match k.assignment_strategy.as_str() {
+            "cooperative-sticky" => iiot_kafka::Assignment::CooperativeSticky,
+            _ => iiot_kafka::Assignment::Eager,
+        },
     }
 }

@@ -248,13 +248,18 @@ async fn one_run(config: &Config, options: &BenchOptions) -> anyhow::Result<RunR
         k.topic_device_data = format!("{}-bench-{run}", k.topic_device_data);
         k.topic_alerts = format!("{}-bench-{run}", k.topic_alerts);
         k.topic_dlq = format!("{}-bench-{run}", k.topic_dlq);
+        k.topic_alert_state = format!("{}-bench-{run}", k.topic_alert_state);
         k.group_id = format!("{}-bench-{run}", k.group_id);
         let stop = tokio_util::sync::CancellationToken::new();
         let prepared = tokio::time::timeout(
             KAFKA_WAIT,
             backend::prepare_topics(&backend, &config, &stop),
-        );
-        if !matches!(prepared.await, Ok(true)) {
+        )
+        .await;
+        if let Ok(Err(mismatch)) = &prepared {
+            anyhow::bail!("{mismatch}");
+        }
+        if !matches!(prepared, Ok(Ok(true))) {
             anyhow::bail!("no Kafka broker answered within {KAFKA_WAIT:?}");
         }
     }

@@ -40,7 +40,9 @@
 //!   subscriber's connection; the simulator's MQTT output (one connection, or one per device).
 //! - [`listeners`]: binds `HTTP_PORT` (API + `/ws`) and `WEBSOCKET_PORT` (`WEBSOCKET_PATH`), with
 //!   the connection limits (`HTTP_MAX_CONNECTIONS`, header and idle timeouts).
-//! - [`recovery`]: alerts left open by earlier processors, read back at start-up.
+//! - [`recovery`]: the alert-state topic (each device's open alerts, co-partitioned with
+//!   `device-data`) read back for exactly the partitions a worker is given; the one-time
+//!   migration from the alerts topic (`recovery::fold`); the record format.
 //! - [`ack_relay`]: alert acknowledgements from a `serve` to the processors over the commands
 //!   topic.
 //! - [`bench`]: `iiot bench`, the reproducible throughput/latency run.

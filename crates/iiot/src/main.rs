@@ -51,6 +51,12 @@ impl From<anyhow::Error> for Failure {
         if let Some(open) = data_dir {
             return Failure::Usage(open.to_string());
         }
+        if let Some(mismatch) = e
+            .chain()
+            .find_map(|c| c.downcast_ref::<iiot::backend::PartitionMismatch>())
+        {
+            return Failure::Usage(mismatch.to_string());
+        }
         if let Some(usage) = e.downcast_ref::<iiot::roles::ingest::IngestError>() {
             return Failure::Usage(usage.to_string());
         }

@@ -126,14 +126,34 @@ fn one_alert_each_resolved(brokers: &str) {
 // that does incremental rebalancing runs this.
 #[test]
 fn a_takeover_continues_the_open_alerts_and_resolves_them() {
+    takeover(&TAKEOVER_ENV);
+}
+
+/// The takeover with `KAFKA_ASSIGNMENT_STRATEGY=cooperative-sticky`, over tansu 0.6. Fails
+/// there (run 2026-12-02: after the SIGKILL a device of the dead member's partitions kept its
+/// alert open past the test's patience — tansu does not complete the incremental rebalance
+/// without the dead member); the strategy itself is tested on librdkafka's mock cluster
+/// (`crates/iiot-kafka/tests/assignment.rs`). Run it with `--run-ignored only` on a broker
+/// update.
+#[test]
+#[ignore = "tansu 0.6 does not complete a cooperative-sticky takeover after a SIGKILL"]
+fn a_takeover_continues_the_open_alerts_with_cooperative_sticky() {
+    let env = [
+        TAKEOVER_ENV[0],
+        TAKEOVER_ENV[1],
+        ("KAFKA_ASSIGNMENT_STRATEGY", "cooperative-sticky"),
+    ];
+    takeover(&env);
+}
+
+fn takeover(env: &[(&str, &str)]) {
     let broker = TestBroker::start(&topics());
-    let env = TAKEOVER_ENV;
     let MidAlert {
         mut first,
         second,
         producer,
         t0,
-    } = two_members_mid_alert(&broker.brokers, &env);
+    } = two_members_mid_alert(&broker.brokers, env);
     first.wait_for("both members own devices", |r| {
         r.metric("iot_messages_total", "status=\"success\"") > 0.0
             && second.metric("iot_messages_total", "status=\"success\"") > 0.0
@@ -194,4 +214,43 @@ fn a_member_joining_and_leaving_keeps_one_alert_per_condition() {
     publish_all(&producer, 3, t0 + 10_000, 20.0);
     one_alert_each_resolved(&broker.brokers);
     assert!(first.ready() && second.ready(), "both members still run");
+}
+
+/// Benchmark (`--run-ignored only`): from a member's SIGKILL until its devices' cooling readings
+/// are processed by the survivor (every alert resolved under its id). Dominated by how soon the
+/// broker lets the group go on without the dead member (tansu 0.6: the rebalance timeout,
+/// `max.poll.interval.ms` = 15 s here), not by reading the alert state back.
+#[test]
+#[ignore = "benchmark"]
+fn bench_sigkill_to_partitions_processed_again() {
+    let broker = TestBroker::start(&topics());
+    let env = TAKEOVER_ENV;
+    let MidAlert {
+        mut first,
+        second,
+        producer,
+        t0,
+    } = two_members_mid_alert(&broker.brokers, &env);
+    first.wait_for("both members own devices", |r| {
+        r.metric("iot_messages_total", "status=\"success\"") > 0.0
+            && second.metric("iot_messages_total", "status=\"success\"") > 0.0
+    });
+    let ends = partition_ends(&broker.brokers, "device-data", 10);
+    first.wait_for("every hot reading committed", |_| {
+        committed_short_of(&broker.brokers, "iot-consumer-group", "device-data", &ends).is_empty()
+    });
+    let killed = std::time::Instant::now();
+    let _ = Command::new("kill")
+        .args(["-KILL", &first.child.id().to_string()])
+        .status();
+    let _ = first.child.wait();
+    publish_all(&producer, 2, t0 + 5_000, 20.0);
+    one_alert_each_resolved(&broker.brokers);
+    let took = killed.elapsed();
+    let restore_s = second.metric("iot_alert_state_restore_duration_seconds_sum", "");
+    println!(
+        "BENCH takeover: SIGKILL -> dead member's partitions processed again in {:.1} s \
+         (survivor's alert-state reads: {restore_s:.3} s in all)",
+        took.as_secs_f64()
+    );
 }

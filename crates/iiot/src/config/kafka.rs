@@ -27,6 +27,15 @@ pub struct KafkaSettings {
     /// partitions as the alerts topic: the record of a change read from alerts partition `p`
     /// is in its partition `p`).
     pub topic_notify_log: String,
+    /// `KAFKA_TOPIC_ALERT_STATE`: each device's open alerts, keyed by device id (`alert-state`,
+    /// compacted, exactly as many partitions as the readings topic: the state of a device
+    /// read from `device-data` partition `p` is in its partition `p`); a member given
+    /// partitions reads back exactly those.
+    pub topic_alert_state: String,
+    /// `KAFKA_ASSIGNMENT_STRATEGY`: how the processors' group splits partitions — `eager`
+    /// (every rebalance revokes all, librdkafka's `range,roundrobin`) or `cooperative-sticky`
+    /// (only the partitions that move are revoked; the others keep their state).
+    pub assignment_strategy: String,
     /// `KAFKA_GROUP_ID`: consumer group of the processor (`iot-consumer-group`).
     pub group_id: String,
     /// `KAFKA_GROUP_NOTIFY`: consumer group of the notifiers on the alerts topic

@@ -386,6 +386,8 @@ fn blank() -> Config {
             topic_rules: String::new(),
             topic_silences: String::new(),
             topic_notify_log: String::new(),
+            topic_alert_state: String::new(),
+            assignment_strategy: String::new(),
             group_id: String::new(),
             group_notify: String::new(),
             security_protocol: None,

@@ -66,6 +66,8 @@ pub struct Snapshot {
     pub alerts: [u64; 3],
     /// Failed publications.
     pub publish_errors: u64,
+    /// Alert state read back on assignment: open alerts, reads, seconds spent.
+    pub restored: (u64, u64, f64),
     /// Devices by status.
     pub devices: StatusCounts,
     /// Bytes held by the store.
@@ -243,6 +245,11 @@ impl Snapshot {
                 load(&s.alerts_resolved),
             ],
             publish_errors: load(&s.publish_errors),
+            restored: (
+                load(&s.alerts_restored),
+                load(&s.restores),
+                load(&s.restore_us) as f64 / 1e6,
+            ),
             devices,
             store_memory,
             latency,
@@ -459,6 +466,11 @@ impl Snapshot {
         {
             e.sample(&ALERTS, "", &[("status", status)], n);
         }
+        let (restored, reads, seconds) = self.restored;
+        e.single(&ALERTS_RESTORED, restored);
+        e.family(&ALERT_STATE_RESTORE_DURATION);
+        e.sample(&ALERT_STATE_RESTORE_DURATION, "_sum", &[], seconds);
+        e.sample(&ALERT_STATE_RESTORE_DURATION, "_count", &[], reads);
         e.single(&PUBLISH_ERRORS, self.publish_errors);
     }
 

@@ -130,7 +130,8 @@ impl ProcessorGroup {
         for subscriber in subscribers {
             // On a backend with history, each worker reads back the alerts left open by the
             // earlier owners of the partitions it is given, on every assignment (the first one
-            // included): see `run::Worker::restore_gained`.
+            // included), from exactly those alert-state partitions: see
+            // `run::Worker::restore_gained` and `crate::recovery`.
             let mut processor = Processor::new(
                 ProcessorConfig::from_config(config),
                 rules.clone(),
@@ -139,16 +140,23 @@ impl ProcessorGroup {
             if !inputs.recovered.is_empty() {
                 processor.set_recovered(inputs.recovered.clone());
             }
+            let recovery = backend.keeps_history().then(|| Recovery {
+                backend: backend.clone(),
+                topics: crate::recovery::StateTopics {
+                    state: k.topic_alert_state.clone(),
+                    alerts: k.topic_alerts.clone(),
+                },
+            });
+            if recovery.is_some() {
+                processor.keep_alert_states();
+            }
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             worker_commands.push(tx);
             let io = ProcessorIo {
                 subscriber,
                 sinks: inputs.sinks.clone(),
                 transport: Some(backend.clone()),
-                recovery: backend.keeps_history().then(|| Recovery {
-                    backend: backend.clone(),
-                    topic: k.topic_alerts.clone(),
-                }),
+                recovery,
             };
             let (rules_rx, done, stop) = (rules_rx.clone(), processor_done.clone(), stop.clone());
             // On the bus a worker ends when its input topic is ended and drained (see

@@ -5,6 +5,8 @@
 //!   alerts out. It is what the criterion benchmark measures.
 //! - [`seq`]: gaps, duplicates, reordering. [`aggregate`]: per-minute rollups.
 //! - [`stats`]: shared counters. [`dead_letter`]: the dead-letter envelope.
+//! - [`alert_state`]: each device's open alerts for its alert-state record, and the alerts
+//!   read back for newly assigned partitions (put back when their device is first seen).
 //! - [`run`]: the async loop of one worker, from a [`iiot_transport::Subscriber`] to the
 //!   role's [`crate::sinks`], committing its input only after the sinks took the verdicts.
 //! - [`group`]: the workers of a role as one consumer group, acknowledgements routed to them.
@@ -12,6 +14,7 @@
 //! The processor owns per-device state; it never blocks and never panics on input.
 
 pub mod aggregate;
+pub mod alert_state;
 pub mod dead_letter;
 pub mod group;
 pub mod offline;
@@ -28,6 +31,7 @@ use iiot_model::{Alert, AlertStatus, Invalid, InvalidReason, Limits, Reading, de
 
 use crate::alerts::{AckError, AlertEngine, DeviceAlerts, RuleSet};
 use aggregate::Aggregates;
+pub use alert_state::AlertState;
 use seq::{SeqState, SeqVerdict};
 pub use stats::ProcessorStats;
 
@@ -130,6 +134,9 @@ pub struct DeviceState {
     /// The input partition its readings arrive on (`None` until one arrives through
     /// [`Processor::handle_from`]); a rebalance that takes the partition away drops the device.
     pub partition: Option<i32>,
+    /// Its open alerts as last published, each with the time it was raised: what its
+    /// alert-state record holds ([`Processor::take_alert_states`]).
+    pub open_alerts: Vec<(Alert, i64)>,
 }
 
 /// Alerts that were open when the processors last stopped, by device, each with the time it
@@ -151,6 +158,9 @@ pub struct Processor {
     /// seen: a device dropped by a rebalance and seen again later gets none of this stale
     /// snapshot.
     recovered: RecoveredAlerts,
+    /// Whether alert changes are kept for alert-state records (`None`: not asked for; the
+    /// devices whose alerts changed since the last [`Processor::take_alert_states`] otherwise).
+    changed: Option<Vec<Box<str>>>,
 }
 
 #[derive(Debug, Default)]
@@ -175,15 +185,8 @@ impl Processor {
             local: LocalCounts::default(),
             latency_us: stats::new_latency_histogram(),
             recovered: RecoveredAlerts::new(),
+            changed: None,
         }
-    }
-
-    /// Alerts that were open before this start: when a device is first seen here, its open
-    /// alerts are put back into the alert engine, so a condition that still holds keeps its
-    /// alert (and can be acknowledged) instead of raising a second one, and one that cleared
-    /// resolves it.
-    pub fn set_recovered(&mut self, recovered: RecoveredAlerts) {
-        self.recovered = recovered;
     }
 
     /// The shared counters.
@@ -254,10 +257,19 @@ impl Processor {
                     .entry(Box::from(&*reading.device_id))
                     .or_default();
                 if let Some(recovered) = self.recovered.remove(&*reading.device_id) {
-                    let restored = restore(&self.engine, dev, &recovered);
-                    for alert_id in restored {
-                        self.open.insert(alert_id, Box::from(&*reading.device_id));
+                    let restored = alert_state::restore(&self.engine, dev, recovered);
+                    // Written again from here, into the partition it really arrives on (an
+                    // alert folded from the alerts topic had no record yet).
+                    if !restored.is_empty()
+                        && let Some(changed) = self.changed.as_mut()
+                    {
+                        changed.push(Box::from(&*reading.device_id));
+                    }
+                    for (alert, raised_at) in restored {
+                        self.open
+                            .insert(alert.alert_id.clone(), Box::from(&*reading.device_id));
                         self.stats.alerts_open.fetch_add(1, Ordering::Relaxed);
+                        dev.open_alerts.push((alert, raised_at));
                     }
                 }
                 dev
@@ -317,10 +329,17 @@ impl Processor {
         invalid
     }
 
-    /// Keeps the open-alert index and counters in step with alerts appended since `before`.
+    /// Keeps the open-alert index, each device's open alerts and the counters in step with
+    /// alerts appended since `before`.
     fn track(&mut self, before: usize, alerts: &[Alert]) {
         for a in &alerts[before..] {
             self.stats.alert(a.status);
+            if let Some(dev) = self.devices.get_mut(a.device_id.as_str()) {
+                alert_state::keep_open(&mut dev.open_alerts, a);
+                if let Some(changed) = self.changed.as_mut() {
+                    changed.push(Box::from(a.device_id.as_str()));
+                }
+            }
             match a.status {
                 AlertStatus::Active => {
                     self.open
@@ -363,6 +382,10 @@ impl Processor {
             .engine
             .acknowledge(device, &mut dev.alerts, alert_id, by, now_ms)?;
         self.stats.alert(alert.status);
+        alert_state::keep_open(&mut dev.open_alerts, &alert);
+        if let Some(changed) = self.changed.as_mut() {
+            changed.push(device.clone());
+        }
         Ok(alert)
     }
 
@@ -503,16 +526,6 @@ fn sequence(local: &mut LocalCounts, dev: &mut DeviceState, reading: &Reading<'_
         }
     }
     Sequence::Next
-}
-
-/// Puts a newly seen device's alerts from before this start back into the engine; returns the
-/// ids of those it took.
-fn restore(engine: &AlertEngine, dev: &mut DeviceState, recovered: &[(Alert, i64)]) -> Vec<String> {
-    recovered
-        .iter()
-        .filter(|(alert, raised_at)| engine.restore(&mut dev.alerts, alert, *raised_at))
-        .map(|(alert, _)| alert.alert_id.clone())
-        .collect()
 }
 
 #[cfg(test)]

@@ -36,14 +36,15 @@ pub struct ProcessorIo {
     pub recovery: Option<Recovery>,
 }
 
-/// Reads back, from the alerts topic, the alerts left open by the earlier owners of the
-/// partitions a worker is given ([`crate::recovery::open_alerts`]).
+/// Reads back, from the alert-state topic, the alerts left open by the earlier owners of the
+/// partitions a worker is given ([`crate::recovery::restore`]); the worker writes the state of
+/// each device whose alerts change there (through its topic sink).
 #[derive(Clone)]
 pub struct Recovery {
     /// The backend.
     pub backend: Arc<dyn Transport>,
-    /// The alerts topic.
-    pub topic: String,
+    /// The alert-state topic, and the alerts topic it is migrated from.
+    pub topics: crate::recovery::StateTopics,
 }
 
 /// A request to the running processor from elsewhere in the process (the HTTP API).
@@ -177,7 +178,9 @@ impl Worker<'_> {
             batch.retain(|m| !revoked.contains(&m.partition));
         }
         self.restore_gained(subscriber).await?;
-        let verdicts = judge_batch(self.processor, batch, &mut self.alerts);
+        let mut verdicts = judge_batch(self.processor, batch, &mut self.alerts);
+        // Each changed device's open alerts, written with the alerts, before the commit.
+        verdicts.states = self.processor.take_alert_states();
         let delivery = deliver(self.sinks, &verdicts, self.stop).await?;
         drop(verdicts);
         self.processor.flush_stats();
@@ -268,14 +271,17 @@ impl Worker<'_> {
         };
         tracing::info!(
             ?gained,
-            "partitions assigned; reading back the alerts left open"
+            "partitions assigned; reading back the alerts left open on them"
         );
-        let recovered = tokio::select! {
+        let restored = tokio::select! {
             biased;
             _ = self.stop.cancelled() => return Ok(()),
-            r = crate::recovery::open_alerts(&recovery.backend, &recovery.topic) => r?,
+            r = crate::recovery::restore(&recovery.backend, &recovery.topics, &gained) => r?,
         };
-        self.processor.set_recovered(recovered);
+        self.processor
+            .stats()
+            .restored(restored.open, restored.took);
+        self.processor.add_recovered(restored.alerts);
         Ok(())
     }
 
@@ -286,6 +292,7 @@ impl Worker<'_> {
         }
         let mut verdicts = Verdicts::empty(now_ms());
         verdicts.alerts = self.alerts.drain(..).map(AlertChange::new).collect();
+        verdicts.states = self.processor.take_alert_states();
         deliver(self.sinks, &verdicts, self.stop).await
     }
 }

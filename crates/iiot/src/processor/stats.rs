@@ -32,6 +32,12 @@ pub struct ProcessorStats {
     pub devices: AtomicU64,
     /// Outputs (alerts, dead letters) that failed to publish.
     pub publish_errors: AtomicU64,
+    /// Open alerts read back from the alert-state topic for newly assigned partitions.
+    pub alerts_restored: AtomicU64,
+    /// Reads of the alert-state topic on assignment, and the time they took (µs, summed).
+    pub restores: AtomicU64,
+    /// See [`ProcessorStats::restores`].
+    pub restore_us: AtomicU64,
     /// Event → processed latency in microseconds (event timestamps have millisecond
     /// resolution, so values are ±1 ms). Merged from each processor once a second.
     pub latency_us: Mutex<Histogram<u64>>,
@@ -51,6 +57,9 @@ impl Default for ProcessorStats {
             alerts_open: AtomicI64::new(0),
             devices: AtomicU64::new(0),
             publish_errors: AtomicU64::new(0),
+            alerts_restored: AtomicU64::new(0),
+            restores: AtomicU64::new(0),
+            restore_us: AtomicU64::new(0),
             latency_us: Mutex::new(new_latency_histogram()),
         }
     }
@@ -63,6 +72,15 @@ pub fn new_latency_histogram() -> Histogram<u64> {
 }
 
 impl ProcessorStats {
+    /// Counts one read of the alert-state topic on assignment: `open` alerts in `took`.
+    pub fn restored(&self, open: usize, took: std::time::Duration) {
+        self.alerts_restored
+            .fetch_add(open as u64, Ordering::Relaxed);
+        self.restores.fetch_add(1, Ordering::Relaxed);
+        self.restore_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
     /// Messages taken from the input so far, whatever became of them: processed, late or
     /// dead-lettered. `topic_mismatch` and `sparkplug_*` dead letters are left out: the MQTT source rejects
     /// them before the input topic (it counts them here so every dead letter is counted once,

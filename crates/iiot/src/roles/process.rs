@@ -39,11 +39,16 @@ pub fn topic_sink(
     backend: &Backend,
     stats: &Arc<ProcessorStats>,
 ) -> Arc<TopicSink> {
-    Arc::new(TopicSink::new(
+    let sink = TopicSink::new(
         backend.publisher(),
         OutputTopics::from_config(config),
         stats.clone(),
-    ))
+    );
+    // Only a backend that keeps history can give the state back to the next owner.
+    Arc::new(match backend.keeps_history() {
+        true => sink.with_alert_state(backend.clone()),
+        false => sink,
+    })
 }
 
 /// Starts the processors on `backend` once its topics exist: starts the workers with `inputs`,
@@ -157,7 +162,7 @@ pub async fn main(
     ops.history_db = history_db.clone();
     ops.rules = inputs.rules.clone();
     let server = ops_endpoint(&config, ops).await;
-    if !backend::prepare_topics(&backend, &config, &shutdown).await {
+    if !backend::prepare_topics(&backend, &config, &shutdown).await? {
         stop_server(server).await;
         return Ok(());
     }

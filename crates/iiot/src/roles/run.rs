@@ -215,7 +215,7 @@ async fn compose(
         // (on Kafka the processors read them back from the alerts topic).
         inputs.recovered = serve.take_restored_alerts();
     }
-    if !backend::prepare_topics(backend, config, shutdown).await {
+    if !backend::prepare_topics(backend, config, shutdown).await? {
         serve.stop().await?;
         anyhow::bail!("stopped before the Kafka topics could be prepared (no broker answered)");
     }

@@ -2,9 +2,9 @@
 //! ([`Verdicts`]: the accepted readings, the rejected messages and the alert changes) and
 //! returns once it holds them as firmly as it promises, so that the input can be committed.
 //!
-//! - [`topics`]: alerts and dead letters onto the backend's topics, delivered before the input
-//!   is committed (at-least-once), failed deliveries sent again until they go through or the
-//!   role stops.
+//! - [`topics`]: alerts, dead letters and alert-state records onto the backend's topics,
+//!   delivered before the input is committed (at-least-once), failed deliveries sent again
+//!   until they go through or the role stops.
 //! - [`history_db`]: accepted readings into the PostgreSQL history (`HISTORY_DATABASE_URL`),
 //!   written before the input is committed; a database that is down does not hold it up.
 //! - [`live`]: the live store and the WebSocket hub the serve side answers from.
@@ -75,6 +75,9 @@ pub struct Verdicts<'a> {
     pub rejected: Vec<Rejected<'a>>,
     /// Alert changes, in the order they happened.
     pub alerts: Vec<AlertChange>,
+    /// The open alerts of each device whose alerts changed, for the alert-state topic (empty
+    /// on a backend without one).
+    pub states: Vec<crate::processor::AlertState>,
     /// Receiver clock when the batch was judged, Unix ms.
     pub now_ms: i64,
 }
@@ -90,7 +93,10 @@ impl Verdicts<'_> {
 
     /// Whether there is nothing for a sink to do.
     pub fn is_empty(&self) -> bool {
-        self.accepted.is_empty() && self.rejected.is_empty() && self.alerts.is_empty()
+        self.accepted.is_empty()
+            && self.rejected.is_empty()
+            && self.alerts.is_empty()
+            && self.states.is_empty()
     }
 }
 

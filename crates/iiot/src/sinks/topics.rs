@@ -1,5 +1,8 @@
-//! The topic sink: alert changes onto `alerts` (keyed by device id) and rejected messages onto
-//! `device-data-dlq`, on whatever backend the role runs on. [`TopicSink::take`] returns only
+//! The topic sink: alert changes onto `alerts` (keyed by device id), rejected messages onto
+//! `device-data-dlq`, and — on a backend with an alert-state topic — each changed device's open
+//! alerts onto `alert-state`, into the partition with the number of the input partition its
+//! readings came from (co-partitioned whatever the producers' partitioner), on whatever backend
+//! the role runs on. [`TopicSink::take`] returns only
 //! when every output of the batch is delivered, so the processor commits its input after its
 //! outputs (at-least-once).
 //!
@@ -17,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use iiot_transport::{Publisher, Receipt, TransportError};
+use iiot_transport::{Publisher, Receipt, Transport, TransportError};
 use tokio_util::sync::CancellationToken;
 
 use super::{Sink, SinkError, Verdicts};
@@ -38,6 +41,8 @@ pub struct OutputTopics {
     pub alerts: String,
     /// Dead letters.
     pub dead_letters: String,
+    /// Each device's open alerts (written only once [`TopicSink::with_alert_state`] is set).
+    pub alert_state: String,
 }
 
 impl OutputTopics {
@@ -46,6 +51,7 @@ impl OutputTopics {
         OutputTopics {
             alerts: config.kafka.topic_alerts.clone(),
             dead_letters: config.kafka.topic_dlq.clone(),
+            alert_state: config.kafka.topic_alert_state.clone(),
         }
     }
 }
@@ -58,6 +64,8 @@ pub struct TopicSink {
     stats: Arc<ProcessorStats>,
     /// When a refused output was last logged (Unix ms; 0: never).
     refused_logged_ms: AtomicI64,
+    /// Where alert-state records go to a chosen partition (`None`: not written).
+    state: Option<Arc<dyn Transport>>,
 }
 
 impl TopicSink {
@@ -72,7 +80,15 @@ impl TopicSink {
             topics,
             stats,
             refused_logged_ms: AtomicI64::new(0),
+            state: None,
         }
+    }
+
+    /// Also writes the alert-state records of the verdicts, through `transport` (which can
+    /// publish to a chosen partition).
+    pub fn with_alert_state(mut self, transport: Arc<dyn Transport>) -> TopicSink {
+        self.state = Some(transport);
+        self
     }
 
     /// Counts and (rate-limited) logs an output the broker refused for good; it is skipped.
@@ -110,6 +126,7 @@ impl TopicSink {
             tracing::debug!(reason = %r.invalid.reason, detail = %r.invalid.detail, "dead letter");
             out.push(Output {
                 topic: self.topics.dead_letters.clone(),
+                partition: None,
                 key: m.key.slice(..dead_letter::dead_letter_key(&m.key).len()),
                 payload: Bytes::from(letter),
             });
@@ -122,9 +139,20 @@ impl TopicSink {
             );
             out.push(Output {
                 topic: self.topics.alerts.clone(),
+                partition: None,
                 key: Bytes::copy_from_slice(a.device_id.as_bytes()),
                 payload: change.json.clone(),
             });
+        }
+        if self.state.is_some() {
+            for state in &verdicts.states {
+                out.push(Output {
+                    topic: self.topics.alert_state.clone(),
+                    partition: Some(state.partition),
+                    key: Bytes::copy_from_slice(state.device_id.as_bytes()),
+                    payload: crate::recovery::record::encode(&state.open),
+                });
+            }
         }
         out
     }
@@ -140,9 +168,17 @@ impl TopicSink {
         output: &Output,
         stop: &CancellationToken,
     ) -> Result<Option<Receipt>, SinkError> {
-        let publish = self
-            .publisher
-            .publish(&output.topic, &output.key, output.payload.clone());
+        let payload = output.payload.clone();
+        let publish = async {
+            match (output.partition, &self.state) {
+                (Some(p), Some(t)) => t.publish_to(&output.topic, p, &output.key, payload).await,
+                _ => {
+                    self.publisher
+                        .publish(&output.topic, &output.key, payload)
+                        .await
+                }
+            }
+        };
         let published = tokio::select! {
             biased;
             _ = stop.cancelled() => return Err(SinkError::Stopped),
@@ -212,6 +248,8 @@ impl TopicSink {
 /// again.
 struct Output {
     topic: String,
+    /// A chosen partition (alert-state records), else the key's.
+    partition: Option<i32>,
     key: Bytes,
     payload: Bytes,
 }
@@ -227,7 +265,8 @@ impl Sink for TopicSink {
         verdicts: &Verdicts<'_>,
         stop: &CancellationToken,
     ) -> Result<(), SinkError> {
-        if verdicts.rejected.is_empty() && verdicts.alerts.is_empty() {
+        if verdicts.rejected.is_empty() && verdicts.alerts.is_empty() && verdicts.states.is_empty()
+        {
             return Ok(());
         }
         let outputs = self.outputs(verdicts);

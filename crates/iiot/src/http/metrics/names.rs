@@ -95,6 +95,18 @@ pub const ALERTS: MetricDef = def(
     MetricKind::Counter,
     "Alert status changes published, by the status moved to.",
 );
+/// Open alerts read back from the alert-state topic on partition assignment.
+pub const ALERTS_RESTORED: MetricDef = def(
+    "iot_alerts_restored_total",
+    MetricKind::Counter,
+    "Open alerts read back from the alert-state topic for newly assigned partitions.",
+);
+/// How long reading the alert state of newly assigned partitions took.
+pub const ALERT_STATE_RESTORE_DURATION: MetricDef = def(
+    "iot_alert_state_restore_duration_seconds",
+    MetricKind::Summary,
+    "Time to read back the alert state of newly assigned partitions (sum and count of reads).",
+);
 /// Alerts and dead letters that failed to publish.
 pub const PUBLISH_ERRORS: MetricDef = def(
     "iot_publish_errors_total",
@@ -470,6 +482,8 @@ pub const METRICS: &[MetricDef] = &[
     DEVICES,
     ALERTS_OPEN,
     ALERTS,
+    ALERTS_RESTORED,
+    ALERT_STATE_RESTORE_DURATION,
     PUBLISH_ERRORS,
     PROCESSING_DURATION,
     WEBSOCKET_CONNECTIONS,

@@ -13,6 +13,7 @@ fn snapshot() -> Snapshot {
         alerts_open: 1,
         alerts: [2, 1, 1],
         publish_errors: 0,
+        restored: (3, 2, 0.25),
         devices: StatusCounts {
             online: 5,
             offline: 1,

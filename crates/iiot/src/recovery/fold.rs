@@ -1,13 +1,7 @@
-//! What a processor worker on Kafka reads back whenever it is given partitions (its first
-//! assignment, and every rebalance that moves partitions to it): the alerts that were open when
-//! their previous owner stopped or let them go. The alerts topic holds every status change;
-//! folding it by `alert_id` gives each alert's latest status, and the ones not resolved are
-//! handed to the worker ([`crate::processor::Processor::set_recovered`]), which puts them back
-//! when their device is first seen there.
-//!
-//! This reads the whole alerts topic on every assignment: fine for the alert volumes of a plant
-//! (alerts are rare next to readings); a compacted, co-partitioned alert-state topic that is
-//! read for exactly the assigned partitions is the step after this one.
+//! The alerts topic folded by `alert_id`: each alert's latest status, and the ones not
+//! resolved, by device. What a deployment without alert-state records migrates from (once per
+//! partition, [`super::restore`]), and what the serve side's alert log and the history replay
+//! use too.
 
 use std::time::Duration;
 
@@ -23,8 +17,8 @@ const QUIET: Duration = Duration::from_secs(2);
 /// Reading back never takes longer than this; what came later is not recovered.
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// Reads `topic` from its start until it goes quiet and returns the alerts still open, by
-/// device. A backend that keeps no history (the embedded bus) has nothing to read back.
+/// Reads the whole alerts topic `topic` from its start until it goes quiet and returns the
+/// alerts still open, by device. A backend that keeps no history (the embedded bus) has nothing to read back.
 pub async fn open_alerts(
     backend: &Backend,
     topic: &str,
@@ -57,7 +51,7 @@ pub async fn open_alerts(
         read,
         open,
         devices = by_device.len(),
-        "open alerts read back from {topic}"
+        "open alerts read back from {topic} (the whole topic)"
     );
     Ok(by_device)
 }

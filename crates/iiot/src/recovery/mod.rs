@@ -1,0 +1,169 @@
+//! What a processor worker on Kafka reads back whenever it is given partitions (its first
+//! assignment, and every rebalance that moves partitions to it), before it processes them: the
+//! alerts their devices had open when the previous owner stopped or let them go.
+//!
+//! The alert state lives on a compacted topic (`alert-state`) keyed by device id and
+//! co-partitioned with `device-data` (same partition count; the processor writes each device's
+//! record into the partition with the number of the input partition its readings came from,
+//! whatever the producers' partitioner — [`crate::sinks::topics`]). A member given partitions
+//! `P` reads exactly the alert-state partitions `P` ([`restore`]) and hands their open alerts
+//! to the worker ([`crate::processor::Processor::add_recovered`]), which puts them back when
+//! their device is first seen there. Partitions it keeps across a rebalance are not read again
+//! (an eager rebalance gives them back, a cooperative one never takes them).
+//!
+//! Migration: an alert-state partition without the marker record ([`record::MIGRATED_KEY`])
+//! has never been restored — a deployment from before the topic existed. Its first owner folds
+//! the whole alerts topic once ([`fold::open_alerts`], what every assignment did before), writes
+//! the marker, and the devices' records are written as they are seen. The alerts topic stays the
+//! event stream, partitioned as it always was.
+//!
+//! - [`record`]: the record format. [`fold`]: the alerts topic folded by alert id.
+
+pub mod fold;
+pub mod record;
+
+use std::time::{Duration, Instant};
+
+use hashbrown::HashSet;
+use iiot_transport::{Message, TransportError};
+
+pub use fold::open_alerts;
+pub(crate) use fold::{fold, open_by_device};
+
+use crate::backend::Backend;
+use crate::processor::RecoveredAlerts;
+
+/// Reading the assigned partitions back never takes longer than this; what was not read by
+/// then is not restored (and logged).
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// The topics a restore reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateTopics {
+    /// The alert-state topic.
+    pub state: String,
+    /// The alerts topic (migration only).
+    pub alerts: String,
+}
+
+/// What [`restore`] read back.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// Each device's open alerts, by device; a device whose record says none is open is there
+    /// with none (it replaces an older read).
+    pub alerts: RecoveredAlerts,
+    /// Open alerts among them.
+    pub open: usize,
+    /// Partitions migrated from the alerts topic by this read.
+    pub migrated: Vec<i32>,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// Reads the alert-state `partitions` back and returns their devices' open alerts; partitions
+/// never migrated are migrated first (see the module doc). A backend that keeps no history
+/// has nothing to read.
+pub async fn restore(
+    backend: &Backend,
+    topics: &StateTopics,
+    partitions: &[i32],
+) -> Result<Restored, TransportError> {
+    let started = Instant::now();
+    if !backend.keeps_history() || partitions.is_empty() {
+        return Ok(Restored::default());
+    }
+    let records = backend
+        .read_partitions(&topics.state, partitions, LIMIT)
+        .await?;
+    let (mut alerts, marked) = fold_state(&records);
+    let migrated: Vec<i32> = partitions
+        .iter()
+        .copied()
+        .filter(|p| !marked.contains(p))
+        .collect();
+    if !migrated.is_empty() {
+        // The whole alerts topic: its partitioning says nothing about the devices' partitions
+        // here, so every open alert is handed over and put back only for the devices seen.
+        let folded = open_alerts(backend, &topics.alerts).await?;
+        for (device, open) in folded {
+            alerts.entry(device).or_insert(open);
+        }
+        mark_migrated(backend, &topics.state, &migrated).await?;
+        tracing::info!(
+            partitions = ?migrated,
+            "alert-state partitions migrated from {}: their open alerts are written to {} \
+             as their devices are seen",
+            topics.alerts,
+            topics.state
+        );
+    }
+    let open = alerts.values().map(Vec::len).sum();
+    let took = started.elapsed();
+    tracing::info!(
+        ?partitions,
+        records = records.len(),
+        open,
+        devices = alerts.values().filter(|a| !a.is_empty()).count(),
+        took_ms = took.as_millis() as u64,
+        "open alerts read back from {}",
+        topics.state
+    );
+    Ok(Restored {
+        alerts,
+        open,
+        migrated,
+        took,
+    })
+}
+
+/// Each device's latest record among `records` (each partition's in order), and the
+/// partitions that carry the migration marker. Records that do not decode are skipped.
+pub fn fold_state(records: &[Message]) -> (RecoveredAlerts, HashSet<i32>) {
+    let mut alerts = RecoveredAlerts::new();
+    let mut marked = HashSet::new();
+    let mut unreadable = 0usize;
+    for m in records {
+        if &m.key[..] == record::MIGRATED_KEY {
+            marked.insert(m.partition);
+            continue;
+        }
+        let Ok(device) = std::str::from_utf8(&m.key) else {
+            unreadable += 1;
+            continue;
+        };
+        match record::decode(&m.payload) {
+            Ok(open) => {
+                alerts.insert(device.to_string(), open);
+            }
+            Err(_) => unreadable += 1,
+        }
+    }
+    if unreadable > 0 {
+        tracing::warn!(
+            unreadable,
+            "alert-state records that are not a device's open alerts; skipped"
+        );
+    }
+    (alerts, marked)
+}
+
+/// Writes the migration marker into each of `partitions` and waits until they are delivered.
+async fn mark_migrated(
+    backend: &Backend,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<(), TransportError> {
+    let marker = record::migrated_marker(crate::now_ms());
+    let mut receipts = Vec::with_capacity(partitions.len());
+    for &p in partitions {
+        receipts.push(
+            backend
+                .publish_to(topic, p, record::MIGRATED_KEY, marker.clone())
+                .await?,
+        );
+    }
+    for receipt in receipts {
+        receipt.delivered().await?;
+    }
+    Ok(())
+}

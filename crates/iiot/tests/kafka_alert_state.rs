@@ -1,0 +1,300 @@
+//! The alert-state topic over a real Kafka-protocol broker (a private tansu): a member given
+//! partitions reads back exactly those partitions' state, and a deployment from before the
+//! topic existed is migrated from the alerts topic once per partition.
+//!
+//! Needs the `tansu` binary (`scripts/kafka-up.sh --install`).
+#![cfg(feature = "kafka")]
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use iiot::backend::Backend;
+use iiot::recovery::{StateTopics, record, restore};
+use iiot_kafka::testing::TestBroker;
+use iiot_kafka::{KafkaSettings, KafkaTransport, TopicSpec};
+use iiot_model::{Alert, AlertStatus, Reading};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use support::kafka::{TAKEOVER_ENV, client, read_topic, topics as old_topics};
+use support::role::{Role, iiot_command};
+
+const T0: i64 = 1_700_000_000_000;
+
+fn broker() -> (TestBroker, Backend, StateTopics) {
+    let broker = TestBroker::start(&[
+        TopicSpec::new("device-data", 10),
+        TopicSpec::new("alerts", 3),
+        TopicSpec::new("alert-state", 10),
+    ]);
+    let backend: Backend =
+        Arc::new(KafkaTransport::new(KafkaSettings::new(&broker.brokers)).expect("transport"));
+    let topics = StateTopics {
+        state: "alert-state".into(),
+        alerts: "alerts".into(),
+    };
+    (broker, backend, topics)
+}
+
+fn alert(device: &str, status: AlertStatus, ts: i64) -> Alert {
+    let mut a: Alert = serde_json::from_value(serde_json::json!({
+        "alert_id": format!("alert_{device}"), "device_id": device,
+        "alert_type": "temperature_high", "severity": "high", "message": "hot",
+        "timestamp": ts, "status": "active",
+        "threshold": {"parameter": "temperature", "operator": ">", "value": 80.0},
+        "current_value": 85.0
+    }))
+    .expect("alert");
+    a.status = status;
+    a
+}
+
+async fn put(backend: &Backend, topic: &str, partition: Option<i32>, key: &str, payload: Bytes) {
+    let receipt = match partition {
+        Some(p) => backend.publish_to(topic, p, key.as_bytes(), payload).await,
+        None => {
+            backend
+                .publisher()
+                .publish(topic, key.as_bytes(), payload)
+                .await
+        }
+    };
+    receipt
+        .expect("publish")
+        .delivered()
+        .await
+        .expect("delivered");
+}
+
+fn devices(r: &iiot::recovery::Restored) -> BTreeSet<String> {
+    r.alerts.keys().cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_reads_exactly_the_assigned_partitions() {
+    let (_broker, backend, topics) = broker();
+    // Every partition migrated and holding one device with an open alert; device_3's alert
+    // was resolved since (its newer record holds none).
+    for p in 0..10 {
+        let device = format!("device_{p}");
+        put(
+            &backend,
+            "alert-state",
+            Some(p),
+            "#alert-state-migrated",
+            record::migrated_marker(T0),
+        )
+        .await;
+        let open = [(alert(&device, AlertStatus::Active, T0), T0)];
+        put(
+            &backend,
+            "alert-state",
+            Some(p),
+            &device,
+            record::encode(&open),
+        )
+        .await;
+    }
+    put(&backend, "alert-state", Some(3), "device_3", Bytes::new()).await;
+
+    let r = restore(&backend, &topics, &[2, 3, 5])
+        .await
+        .expect("restore");
+    assert_eq!(
+        devices(&r),
+        BTreeSet::from(["device_2".into(), "device_3".into(), "device_5".into()]),
+        "only the assigned partitions' devices"
+    );
+    assert!(r.alerts["device_3"].is_empty(), "resolved since: none open");
+    assert_eq!(r.open, 2);
+    assert!(
+        r.migrated.is_empty(),
+        "already migrated: the alerts topic is not read"
+    );
+    assert_eq!(r.alerts["device_5"][0].0.alert_id, "alert_device_5");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_without_alert_state_is_migrated_from_the_alerts_topic_once() {
+    let (_broker, backend, topics) = broker();
+    // An "old" deployment: alerts on the alerts topic only (its own partitioning), no state.
+    let old = [
+        alert("device_a", AlertStatus::Active, T0),
+        alert("device_b", AlertStatus::Active, T0),
+        alert("device_b", AlertStatus::Resolved, T0 + 10),
+        alert("device_c", AlertStatus::Active, T0),
+        alert("device_c", AlertStatus::Acknowledged, T0 + 5),
+    ];
+    for a in &old {
+        let json = Bytes::from(serde_json::to_vec(a).expect("json"));
+        put(&backend, "alerts", None, &a.device_id, json).await;
+    }
+
+    let first = restore(&backend, &topics, &[0, 1]).await.expect("restore");
+    assert_eq!(first.migrated, [0, 1], "never restored before: migrated");
+    assert_eq!(
+        devices(&first),
+        BTreeSet::from(["device_a".into(), "device_c".into()]),
+        "the open ones, resolved left out"
+    );
+    assert_eq!(
+        first.alerts["device_c"][0].0.status,
+        AlertStatus::Acknowledged
+    );
+    assert_eq!(
+        first.alerts["device_c"][0].1, T0,
+        "raised at the first change"
+    );
+
+    // Later assignments of those partitions read the alert-state topic only.
+    let again = restore(&backend, &topics, &[0, 1]).await.expect("restore");
+    assert!(again.migrated.is_empty(), "migrated once");
+    assert_eq!(again.open, 0, "the alerts topic is not folded again");
+
+    // A partition restored for the first time is migrated then.
+    let other = restore(&backend, &topics, &[2]).await.expect("restore");
+    assert_eq!(other.migrated, [2]);
+}
+
+/// A deployment from before the alert-state topic: its open alert is on the alerts topic
+/// only. The upgraded processor migrates it (once), continues it under its id and resolves it
+/// when the device cools down; the next processor reads only the alert-state topic.
+#[test]
+fn an_alert_left_open_before_the_upgrade_is_continued_and_resolved_by_the_upgraded_processor() {
+    let broker = TestBroker::start(&old_topics());
+    let producer: BaseProducer = client(&broker.brokers)
+        .set("batch.num.messages", "1")
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    let send = |topic: &str, key: &str, body: Vec<u8>| {
+        producer
+            .send(BaseRecord::to(topic).key(key).payload(&body))
+            .expect("send");
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    };
+    let t0 = iiot::now_ms() - 120_000;
+    let old = alert("device_100", AlertStatus::Active, t0);
+    send(
+        "alerts",
+        "device_100",
+        serde_json::to_vec(&old).expect("json"),
+    );
+
+    let mut first = Role::start(&["process"], &broker.brokers, &TAKEOVER_ENV);
+    first.wait_for_log("the migration", "migrated from alerts");
+    let hot = Reading::example("device_100", 1, t0 + 1_000, 86.0);
+    send(
+        "device-data",
+        "device_100",
+        serde_json::to_vec(&hot).expect("json"),
+    );
+    let cool = Reading::example("device_100", 2, t0 + 6_000, 20.0);
+    send(
+        "device-data",
+        "device_100",
+        serde_json::to_vec(&cool).expect("json"),
+    );
+    let changes = read_topic(&broker.brokers, "alerts", |seen| {
+        seen.iter()
+            .filter_map(|b| serde_json::from_slice::<Alert>(b).ok())
+            .any(|a| a.status == AlertStatus::Resolved)
+    });
+    let ids: BTreeSet<String> = changes
+        .iter()
+        .filter_map(|b| serde_json::from_slice::<Alert>(b).ok())
+        .map(|a| a.alert_id)
+        .collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from([old.alert_id.clone()]),
+        "one alert, continued from the old deployment and resolved"
+    );
+    assert!(first.stop().success());
+
+    let mut second = Role::start(&["process"], &broker.brokers, &TAKEOVER_ENV);
+    second.wait_for_log(
+        "the state read back",
+        "open alerts read back from alert-state",
+    );
+    let log = second.log_text();
+    assert!(
+        !log.contains("migrated from alerts"),
+        "migrated once: {log}"
+    );
+    assert!(!log.contains("(the whole topic)"), "{log}");
+}
+
+/// An alert-state topic partitioned unlike the readings stops start-up with one line, exit 2.
+#[test]
+fn an_alert_state_topic_with_another_partition_count_is_a_config_error() {
+    let broker = TestBroker::start(&[
+        TopicSpec::new("device-data", 10),
+        TopicSpec::new("alert-state", 3),
+    ]);
+    let mut cmd = iiot_command("alert-state-mismatch");
+    let out = cmd
+        .arg("process")
+        .env("KAFKA_BROKERS", &broker.brokers)
+        .env("HTTP_PORT", "0")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    // The role logs to stderr too; the error is its last line, and one line.
+    let last = stderr.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("KAFKA_TOPIC_ALERT_STATE") && last.contains("has 3 partitions"),
+        "{stderr}"
+    );
+}
+
+/// Benchmark (`--run-ignored only`): open alerts restored per second when a member is given
+/// every partition of an alert-state topic holding `DEVICES` devices' records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn bench_alerts_restored_per_second_on_assignment() {
+    const DEVICES: usize = 5_000;
+    let (_broker, backend, topics) = broker();
+    let publisher_side = backend.clone();
+    let mut receipts = Vec::with_capacity(DEVICES + 10);
+    for p in 0..10 {
+        receipts.push(
+            publisher_side
+                .publish_to(
+                    "alert-state",
+                    p,
+                    record::MIGRATED_KEY,
+                    record::migrated_marker(T0),
+                )
+                .await
+                .expect("publish"),
+        );
+    }
+    for d in 0..DEVICES {
+        let device = format!("device_{d:05}");
+        let open = [(alert(&device, AlertStatus::Active, T0), T0)];
+        let p = (d % 10) as i32;
+        receipts.push(
+            publisher_side
+                .publish_to("alert-state", p, device.as_bytes(), record::encode(&open))
+                .await
+                .expect("publish"),
+        );
+    }
+    for r in receipts {
+        r.delivered().await.expect("delivered");
+    }
+    let all: Vec<i32> = (0..10).collect();
+    let r = restore(&backend, &topics, &all).await.expect("restore");
+    assert_eq!(r.open, DEVICES, "every record read back");
+    let per_s = r.open as f64 / r.took.as_secs_f64();
+    println!(
+        "BENCH restore: {} open alerts from 10 partitions in {:.3} s = {per_s:.0} alerts/s",
+        r.open,
+        r.took.as_secs_f64()
+    );
+}
