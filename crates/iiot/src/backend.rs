@@ -165,10 +165,12 @@ pub fn bus_for(config: &Config) -> Bus {
     })
 }
 
-/// How long the delivery log keeps a record: long past any redelivery of the alert it records
-/// (a notifier reads an alert again only while its offset is not committed), so a member given a
-/// partition reads back days of records, not the topic's whole life.
-pub const NOTIFY_LOG_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+/// How long the delivery log keeps a record: a notifier reads a change again only while its
+/// offset is not committed, and commits go in offset order, so one alert a silence holds back
+/// keeps the changes behind it uncommitted for as long as it lasts. 30 days is past any
+/// maintenance window; a change held back longer than that may be told again after a restart.
+/// A member given a partition reads back at most that, not the topic's whole life.
+pub const NOTIFY_LOG_RETENTION_MS: u64 = 30 * 24 * 3600 * 1000;
 
 /// The topics the system uses, with the partition counts and replication factor to create them
 /// with.

@@ -19,6 +19,8 @@ use crate::history::database::{DbError, HistoryDb};
 /// How often the database's version is read even without a notification (one missed while
 /// the listening connection was down, or a notification lost).
 pub const REREAD_EVERY: Duration = Duration::from_secs(5);
+/// The rules topic counts as read to its end once nothing arrived for this long.
+const TOPIC_QUIET: Duration = Duration::from_secs(2);
 
 /// Applies every snapshot read from `subscriber` (the rules topic, from its beginning) to
 /// `book` until `stop`; unreadable messages are skipped, logged. With the rules in the
@@ -29,11 +31,21 @@ pub async fn topic(
     stop: CancellationToken,
 ) {
     let mut batch: Vec<Message> = Vec::new();
+    // With the database, only the topic's latest snapshot is carried over: read to the end
+    // (nothing more for a while) first, then offer it once.
+    let carry_only = matches!(book.keep, super::Keep::Database(_));
+    let mut latest: Option<Vec<RuleSpec>> = None;
     loop {
         batch.clear();
         let received = tokio::select! {
             _ = stop.cancelled() => return,
             r = subscriber.recv_batch(&mut batch, 64) => r,
+            _ = tokio::time::sleep(TOPIC_QUIET), if carry_only => {
+                if let Some(api) = latest.take() {
+                    book.from_topic(api).await;
+                }
+                return;
+            }
         };
         match received {
             Ok(0) => return,
@@ -43,17 +55,14 @@ pub async fn topic(
                 return;
             }
         }
-        // Only the newest snapshot of a batch matters.
-        let newest = batch.iter().rev().find_map(|m| {
-            match serde_json::from_slice::<Vec<RuleSpec>>(&m.payload) {
-                Ok(api) => Some(api),
-                Err(e) => {
-                    tracing::warn!(offset = m.offset, error = %e, "unreadable rules snapshot skipped");
-                    None
-                }
+        if carry_only {
+            if let Some(api) = newest_snapshot(&batch) {
+                latest = Some(api);
             }
-        });
-        if let Some(api) = newest {
+            let _ = subscriber.commit_batch(&batch);
+            continue;
+        }
+        if let Some(api) = newest_snapshot(&batch) {
             let count = api.len();
             if book.from_topic(api).await {
                 tracing::info!(
@@ -64,6 +73,19 @@ pub async fn topic(
         }
         let _ = subscriber.commit_batch(&batch);
     }
+}
+
+/// The newest readable snapshot of `batch` (only it matters); unreadable ones are skipped.
+fn newest_snapshot(batch: &[Message]) -> Option<Vec<RuleSpec>> {
+    batch.iter().rev().find_map(
+        |m| match serde_json::from_slice::<Vec<RuleSpec>>(&m.payload) {
+            Ok(api) => Some(api),
+            Err(e) => {
+                tracing::warn!(offset = m.offset, error = %e, "unreadable rules snapshot skipped");
+                None
+            }
+        },
+    )
 }
 
 /// Follows the API's rules in `db` until `stop`: `LISTEN`s on [`super::store_pg::CHANNEL`] and reads

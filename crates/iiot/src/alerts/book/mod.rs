@@ -240,7 +240,22 @@ impl RuleBook {
         let version = store_pg::version(db).await?;
         let known = self.lock().version;
         if version != known {
-            let stored = store_pg::read(db).await?;
+            let mut stored = store_pg::read(db).await?;
+            if stored.version < self.lock().version {
+                // Older than what is in force: a read that raced this process's own change,
+                // or a database that went back (restored from a backup, tables recreated).
+                // Read once more: still older is the latter, and the database is followed.
+                stored = store_pg::read(db).await?;
+                let mut parts = self.lock();
+                if stored.version < parts.version {
+                    tracing::warn!(
+                        known = parts.version,
+                        version = stored.version,
+                        "the alert rules database's version went back (restored or recreated?): following it"
+                    );
+                    parts.version = stored.version;
+                }
+            }
             let count = stored.api.len();
             if self.set_api_at(stored.version, stored.api) {
                 tracing::info!(

@@ -24,9 +24,9 @@ pub const MAX_HELD: usize = 10_000;
 /// Most changes one digest-interval message lists; the rest are counted in it.
 pub const MAX_BATCH: usize = 500;
 /// Most delivery tickets an overflow digest keeps (a hung channel in a long storm): beyond it a
-/// change's ticket is settled at once, as told by the digest that counts it. So its input is
-/// committed before that digest goes out, and a notifier killed before then does not tell
-/// those changes again: the digest's count is what a crash can lose, never memory.
+/// change's ticket is recorded at once, as told by the digest that counts it. A notifier that
+/// stops (or dies) before that digest goes out does not tell those changes again: the
+/// digest's count is what can be lost then, never memory.
 pub const MAX_OVERFLOW_TICKETS: usize = 10_000;
 
 /// One channel as the dispatcher sees it.
@@ -246,6 +246,16 @@ impl Dispatcher {
         if self.held.is_empty() {
             return;
         }
+        // Alerts of partitions this notifier lost: their new owner holds them now.
+        self.held.retain(|_, (_, hold)| {
+            if !hold.as_ref().is_some_and(Ticket::is_stale) {
+                return true;
+            }
+            if let Some(h) = hold.take() {
+                h.abandon();
+            }
+            false
+        });
         let mut released = Vec::new();
         for (alert, _) in self.held.values() {
             let meta = self.meta(&alert.device_id);

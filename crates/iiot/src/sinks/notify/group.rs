@@ -149,8 +149,10 @@ impl Member {
                             continue;
                         }
                     }
-                    self.rebalanced().await;
-                    let taken = std::mem::take(&mut batch);
+                    let revoked = self.rebalanced().await;
+                    let mut taken = std::mem::take(&mut batch);
+                    // Fetched before its partition was taken away: its new owner reads it.
+                    taken.retain(|m| !revoked.contains(&m.partition));
                     if !self.tell(taken).await {
                         reading.cancel();
                     }
@@ -185,16 +187,17 @@ impl Member {
         }
     }
 
-    /// Partitions taken away are forgotten; partitions given have their delivery log read
-    /// back before any of their changes is told.
-    async fn rebalanced(&mut self) {
-        for p in self.subscriber.take_revoked() {
+    /// Partitions taken away are forgotten (and returned); partitions given have their
+    /// delivery log read back before any of their changes is told.
+    async fn rebalanced(&mut self) -> Vec<i32> {
+        let mut revoked = self.subscriber.take_revoked();
+        for &p in &revoked {
             self.ledger.forget(p);
             self.open.remove(&p);
         }
         let gained = self.subscriber.take_assigned();
         if gained.is_empty() {
-            return;
+            return revoked;
         }
         let started = std::time::Instant::now();
         match self
@@ -226,6 +229,8 @@ impl Member {
                 tracing::warn!(partitions = ?gained, error = %e, "delivery records could not be read back");
             }
         }
+        revoked.retain(|p| !gained.contains(p));
+        revoked
     }
 
     /// Hands each change of `batch` to the notifier; false once the notifier is stopping.

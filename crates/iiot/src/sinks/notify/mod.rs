@@ -60,9 +60,10 @@ pub const TICK: Duration = Duration::from_secs(1);
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Between attempts at the silences topic (publishing a change, or reading on after an error).
 const SILENCE_RETRY: Duration = Duration::from_secs(2);
-/// A silence change is published this many times before it is given up (logged): about a
-/// minute of attempts, each of which librdkafka itself retries up to its delivery timeout.
-const SILENCE_PUBLISH_ATTEMPTS: u32 = 30;
+/// A silence change is published this many times before it is given up (logged); each attempt
+/// is retried by librdkafka itself up to its delivery timeout (30 s), so a few minutes in all,
+/// the changes behind it waiting.
+const SILENCE_PUBLISH_ATTEMPTS: u32 = 5;
 
 /// What the notifier shares with the HTTP API: the silences and the counters.
 pub struct NotifyShared {
