@@ -137,6 +137,9 @@ pub struct RuleBook {
     keep: Keep,
     /// One change at a time (a change waits for its save, outside the parts' lock).
     writer: tokio::sync::Mutex<()>,
+    /// API rules from before the database (and where from) not copied in yet because it
+    /// could not be reached: tried again before every read and change until done.
+    unseeded: Mutex<Option<(Vec<RuleSpec>, String)>>,
 }
 
 impl RuleBook {
@@ -152,6 +155,7 @@ impl RuleBook {
             tx: watch::channel(Arc::new(config.rules.clone())).0,
             keep: Keep::Memory,
             writer: tokio::sync::Mutex::new(()),
+            unseeded: Mutex::new(None),
         }
     }
 
@@ -219,6 +223,8 @@ impl RuleBook {
     }
 
     /// Copies `before` into the database if it never held any rules ([`store_pg::carry_over`]).
+    /// Unreachable: kept, and tried again by [`RuleBook::refresh`] and before every change, so
+    /// a change made while it waits cannot mark the database seeded without them.
     async fn carry_over(&self, db: &HistoryDb, before: &[RuleSpec], from: &str) {
         match store_pg::carry_over(db, before).await {
             Ok(Some(version)) => tracing::info!(
@@ -229,7 +235,38 @@ impl RuleBook {
             ),
             Ok(None) => {}
             Err(e) => {
-                tracing::warn!(error = %e, from, "alert rules made over the API not copied into the database")
+                tracing::warn!(error = %e, from, "alert rules made over the API not copied into the database yet: trying again while it is unreachable");
+                *self.unseeded.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((before.to_vec(), from.to_string()));
+            }
+        }
+    }
+
+    /// Tries a carry-over that could not be made before; an error while it still waits.
+    async fn seed_pending(&self, db: &HistoryDb) -> Result<(), DbError> {
+        let pending = self
+            .unseeded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some((before, from)) = pending else {
+            return Ok(());
+        };
+        match store_pg::carry_over(db, &before).await {
+            Ok(done) => {
+                if let Some(version) = done {
+                    tracing::info!(
+                        count = before.len(),
+                        from,
+                        version,
+                        "alert rules made over the API copied into the database (once; it keeps them from now on)"
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => {
+                *self.unseeded.lock().unwrap_or_else(|e| e.into_inner()) = Some((before, from));
+                Err(e)
             }
         }
     }
@@ -237,6 +274,7 @@ impl RuleBook {
     /// Reads the database's version and, when newer than the one in force, its rules; applies
     /// them. Returns how many API rules are in force.
     pub async fn refresh(&self, db: &HistoryDb) -> Result<usize, DbError> {
+        self.seed_pending(db).await?;
         let version = store_pg::version(db).await?;
         let known = self.lock().version;
         if version != known {
@@ -342,6 +380,9 @@ impl RuleBook {
     async fn change(&self, edit: Edit<'_>) -> Result<(), RuleBookError> {
         let _one = self.writer.lock().await;
         if let Keep::Database(db) = &self.keep {
+            self.seed_pending(db)
+                .await
+                .map_err(|e| RuleBookError::Save(e.to_string()))?;
             let stored =
                 store_pg::change(db, |api| self.edit(api, &edit).map(|(api, _)| api)).await?;
             self.set_api_at(stored.version, stored.api);
