@@ -128,6 +128,9 @@ impl Source for MqttSource {
                 this.url
             )));
         };
+        if this.sparkplug.is_some() {
+            this.stats.sparkplug.enabled.store(true, Ordering::Relaxed);
+        }
         let forwarder = Forwarder {
             out,
             topic,
@@ -263,6 +266,7 @@ impl Forwarder<'_> {
             return (Vec::new(), None);
         };
         let decoded = sparkplug.decode(&publish.topic, &publish.payload, now);
+        self.source.stats.sparkplug.store(sparkplug.counts());
         let stats = &self.source.processor_stats;
         stats
             .seq_gaps
