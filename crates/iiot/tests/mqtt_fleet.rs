@@ -128,7 +128,7 @@ fn with_mqtt_protocol_5_the_simulator_connects_with_mqtt5_and_its_readings_arriv
         forwarded(r) >= (sent + fleet) as f64
     });
     // A subscriber sees the Sparkplug edge node's BIRTH and DATA, sent over MQTT 5.
-    let mut sub = std::process::Command::new("mosquitto_sub")
+    let sub = std::process::Command::new("mosquitto_sub")
         .args(["-p", &broker.port.to_string(), "-V", "5", "-q", "1"])
         .args(["-t", "spBv1.0/iiot/#", "-F", "%t", "-C", "6", "-W", "60"])
         .stdout(std::process::Stdio::piped())

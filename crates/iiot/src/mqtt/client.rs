@@ -34,7 +34,7 @@ pub enum PubClient {
 /// The event loop of a publisher's connection (poll it in its own task).
 pub enum PubLoop {
     /// MQTT 3.1.1.
-    V4(rumqttc::EventLoop),
+    V4(Box<rumqttc::EventLoop>),
     /// MQTT 5.
     V5(Box<v5::EventLoop>),
 }
@@ -91,7 +91,7 @@ pub fn connect(
             options.set_last_will(rumqttc::LastWill::new(w.topic, w.payload, qos, false));
         }
         let (client, eventloop) = rumqttc::AsyncClient::new(options, capacity);
-        return Some((PubClient::V4(client), PubLoop::V4(eventloop)));
+        return Some((PubClient::V4(client), PubLoop::V4(Box::new(eventloop))));
     }
     let (host, port) = settings.address()?;
     let mut options = v5::MqttOptions::new(client_id, host, port);
