@@ -1,6 +1,7 @@
 //! `iiot simulate --output mqtt --mqtt-connections-per-device`: every simulated device over its
 //! own MQTT connection (broker load tests), against a real Mosquitto; a fleet larger than the
-//! open-files limit is refused before anything connects.
+//! open-files limit is refused before anything connects. With `MQTT_PROTOCOL=5` every output
+//! (one connection, one per device, the Sparkplug edge node) connects with MQTT 5.
 
 mod support;
 
@@ -64,4 +65,101 @@ fn a_fleet_above_the_open_files_limit_is_refused_with_one_line() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("DEVICE_COUNT=1000"), "{stderr}");
     assert!(stderr.contains("limit is 512"), "{stderr}");
+}
+
+/// `iiot simulate --output mqtt` with `MQTT_PROTOCOL=5`, 4 devices for 2 s, as `client_id`, with
+/// `extra` arguments; waits for its exit and returns how many readings it sent.
+fn simulate_mqtt5(broker: &Broker, client_id: &str, extra: &[&str]) -> u64 {
+    let url = broker.url();
+    let mut args = vec![
+        "simulate",
+        "--output",
+        "mqtt",
+        "--mqtt-url",
+        &url,
+        "--devices",
+        "4",
+        "--interval",
+        "200ms",
+        "--duration",
+        "2s",
+        "--seed",
+        "9",
+    ];
+    args.extend_from_slice(extra);
+    let sim = Role::embedded(
+        &args,
+        &[("MQTT_CLIENT_ID", client_id), ("MQTT_PROTOCOL", "5")],
+    );
+    let log = sim.log.clone();
+    assert!(sim.wait_exit().success());
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let sent = log_field(&log, "simulator stopped", "sent").expect("sent count logged");
+    assert!(sent >= 4, "{log}");
+    sent
+}
+
+/// The protocol Mosquitto logged for each connection whose client id starts with `prefix`
+/// (`p2`: MQTT 3.1.1, `p5`: MQTT 5), by client id.
+fn protocols(broker: &Broker, prefix: &str) -> std::collections::BTreeMap<String, String> {
+    broker
+        .log()
+        .lines()
+        .filter_map(|l| {
+            let (id, rest) = l.split(" as ").nth(1)?.split_once(' ')?;
+            let level = rest.strip_prefix('(')?.split(',').next()?;
+            id.starts_with(prefix)
+                .then(|| (id.to_string(), level.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn with_mqtt_protocol_5_the_simulator_connects_with_mqtt5_and_its_readings_arrive() {
+    let broker = Broker::start();
+    let mut monitor = run_against(&broker, "iiot-test-sim5-monitor");
+    let forwarded = |r: &Role| r.metric("iot_mqtt_messages_forwarded_total", "");
+    let sent = simulate_mqtt5(&broker, "sim5", &[]);
+    monitor.wait_for("the readings of one MQTT 5 connection", |r| {
+        forwarded(r) >= sent as f64
+    });
+    let fleet = simulate_mqtt5(&broker, "fleet5", &["--mqtt-connections-per-device"]);
+    monitor.wait_for("the readings of four MQTT 5 connections", |r| {
+        forwarded(r) >= (sent + fleet) as f64
+    });
+    // A subscriber sees the Sparkplug edge node's BIRTH and DATA, sent over MQTT 5.
+    let sub = std::process::Command::new("mosquitto_sub")
+        .args(["-p", &broker.port.to_string(), "-V", "5", "-q", "1"])
+        .args(["-t", "spBv1.0/iiot/#", "-F", "%t", "-C", "6", "-W", "60"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub (scripts/mqtt-up.sh --install)");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    simulate_mqtt5(&broker, "edge5", &["--mqtt-payload", "sparkplug"]);
+    let topics = sub.wait_with_output().expect("mosquitto_sub ran");
+    let topics = String::from_utf8_lossy(&topics.stdout);
+    assert!(topics.contains("spBv1.0/iiot/NBIRTH/edge5"), "{topics}");
+    assert!(topics.contains("spBv1.0/iiot/DBIRTH/edge5/"), "{topics}");
+
+    let log = broker.log();
+    assert_eq!(
+        protocols(&broker, "sim5").values().collect::<Vec<_>>(),
+        ["p5"],
+        "{log}"
+    );
+    let fleet = protocols(&broker, "fleet5-");
+    assert_eq!(fleet.len(), 4, "{log}");
+    assert!(fleet.values().all(|p| p == "p5"), "{fleet:?}");
+    assert_eq!(
+        protocols(&broker, "edge5").values().collect::<Vec<_>>(),
+        ["p5"],
+        "{log}"
+    );
+    // The monitor's own connection (3.1.1) shows the log tells the two apart.
+    let monitor_protocol = protocols(&broker, "iiot-test-sim5-monitor");
+    assert!(
+        monitor_protocol.values().all(|p| p == "p2"),
+        "{monitor_protocol:?}"
+    );
+    assert!(monitor.stop().success());
 }

@@ -226,6 +226,98 @@ fn two_ingests_in_an_mqtt5_shared_subscription_split_the_load_and_lose_nothing()
     assert!(b.stop().success());
 }
 
+/// Two MQTT 5 ingests in one shared group; one is SIGKILLed mid-stream while a plain client
+/// publishes at QoS 1. Mosquitto 2.0 keeps the dead member in the group's round robin: its
+/// persistent session goes on taking its share (queued, with what it had not acknowledged),
+/// and the survivor gets only its own. Nothing is lost, but the dead member's share arrives
+/// only once that client id connects again.
+#[test]
+fn a_shared_subscription_member_killed_mid_stream_gets_its_share_when_it_returns() {
+    const LAST: u64 = 1_500;
+    let total = DEVICES.len() * LAST as usize;
+    let kafka = TestBroker::start(&topics());
+    let mqtt = std::sync::Arc::new(Broker::start());
+    let shared = [("MQTT_PROTOCOL", "5"), ("MQTT_SHARED_GROUP", "iiot")];
+    let mut a = ingest(&kafka, &mqtt, "iiot-test-shared-kill-a", &shared);
+    let mut b = ingest(&kafka, &mqtt, "iiot-test-shared-kill-b", &shared);
+    let publisher = {
+        let mqtt = mqtt.clone();
+        std::thread::spawn(move || mqtt.publish_all(&readings(1..=LAST)))
+    };
+    let forwarded = |r: &Role| r.metric("iot_mqtt_messages_forwarded_total", "");
+    a.wait_for("part of a's share forwarded", |a| forwarded(a) >= 300.0);
+    let b_at_kill = forwarded(&b);
+    a.child.kill().expect("SIGKILL");
+    a.child.wait().expect("killed");
+    publisher
+        .join()
+        .expect("every message acknowledged by the broker");
+
+    // The survivor takes its share of the rest and then has nothing more to do.
+    let mut settled = (f64::NAN, std::time::Instant::now());
+    b.wait_for("the survivor idle for 3 s", |b| {
+        let now = forwarded(b);
+        if now != settled.0 {
+            settled = (now, std::time::Instant::now());
+        }
+        b.metric("iot_mqtt_messages_in_flight", "") == 0.0
+            && settled.1.elapsed() > std::time::Duration::from_secs(3)
+    });
+    let from_b = forwarded(&b);
+    assert!(
+        from_b > b_at_kill,
+        "the survivor went on: {b_at_kill} → {from_b}"
+    );
+    let mut seen = HashMap::new();
+    let mut counted = 0;
+    let records = read_records(&kafka.brokers, "device-data", |r| {
+        collect(&mut seen, &r[counted..]);
+        counted = r.len();
+        r.len() as f64 >= from_b + 300.0
+    });
+    let while_down: usize = seen.values().map(BTreeSet::len).sum();
+    assert!(records.len() as f64 >= from_b + 300.0);
+    eprintln!("while the member was down: {while_down} of {total} readings on device-data");
+    assert!(
+        while_down < total,
+        "Mosquitto 2.0 keeps a dead member's share in its session: none of it goes to the \
+         survivor (all {total} arrived while it was down)"
+    );
+
+    // The dead member back under its client id: the broker sends it its share.
+    let mut a = ingest(&kafka, &mqtt, "iiot-test-shared-kill-a", &shared);
+    // A new reader starts from the first record again.
+    let mut counted = 0;
+    read_records(&kafka.brokers, "device-data", |r| {
+        collect(&mut seen, &r[counted..]);
+        counted = r.len();
+        complete(&seen, LAST)
+    });
+    assert!(
+        complete(&seen, LAST),
+        "missing after the member came back: {:?} (of {total}, {while_down} before)\n{}",
+        DEVICES.map(|d| LAST as usize - seen.get(d).map_or(0, BTreeSet::len)),
+        a.log_text()
+    );
+    assert!(
+        forwarded(&a) > 0.0,
+        "its share came to the returning member"
+    );
+    assert_eq!(forwarded(&b), from_b, "none of it went to the survivor");
+    a.wait_for("nothing left in flight", |a| {
+        a.metric("iot_mqtt_messages_in_flight", "") == 0.0
+    });
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+}
+
+/// Adds the `seq`s of `records` to `seen`, by device.
+fn collect(seen: &mut HashMap<String, BTreeSet<u64>>, records: &[(Vec<u8>, Vec<u8>)]) {
+    for (device, seqs) in seqs_by_device(records) {
+        seen.entry(device).or_default().extend(seqs);
+    }
+}
+
 #[test]
 fn an_ingest_without_an_mqtt_url_is_a_one_line_usage_error() {
     let out = support::role::iiot_command("mqtt-ingest")

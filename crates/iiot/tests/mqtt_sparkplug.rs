@@ -61,6 +61,9 @@ fn a_pysparkplug_edge_node_shows_its_devices_values_and_alerts_and_deaths_are_of
     role.wait_for("plc1 and plc2 from their DBIRTH", |r| {
         device_ids(r) == ["plc1", "plc2"]
     });
+    assert_eq!(births(&role), (1.0, 2.0), "one NBIRTH, two DBIRTHs");
+    assert_eq!(role.metric("iot_sparkplug_nodes_tracked", ""), 1.0);
+    assert_eq!(role.metric("iot_sparkplug_devices_tracked", ""), 2.0);
     let plc1 = role.json("/api/devices/plc1").expect("plc1");
     assert_eq!(plc1["latest"]["sensors"]["temperature"]["value"], 25.0);
     assert_eq!(plc1["latest"]["sensors"]["humidity"]["value"], 50.0);
@@ -106,7 +109,22 @@ fn a_pysparkplug_edge_node_shows_its_devices_values_and_alerts_and_deaths_are_of
         "{}",
         role.log_text()
     );
+    let deaths = |kind| role.metric("iot_sparkplug_deaths_total", kind);
+    assert_eq!(deaths("kind=\"device\""), 1.0, "the DDEATH of plc1");
+    assert_eq!(deaths("kind=\"node\""), 1.0, "the NDEATH");
+    assert_eq!(
+        role.metric("iot_sparkplug_rebirths_requested_total", ""),
+        0.0
+    );
+    // Deaths forget births, not the entries.
+    assert_eq!(role.metric("iot_sparkplug_devices_tracked", ""), 2.0);
     assert!(role.stop().success());
+}
+
+/// `iot_sparkplug_births_total` of nodes and of devices.
+fn births(role: &Role) -> (f64, f64) {
+    let births = |kind| role.metric("iot_sparkplug_births_total", kind);
+    (births("kind=\"node\""), births("kind=\"device\""))
 }
 
 #[test]
@@ -125,10 +143,18 @@ fn data_before_birth_is_dead_lettered_and_the_edge_node_is_asked_to_rebirth() {
     });
     let ncmd = edge.wait_for_command("Node Control/Rebirth");
     assert_eq!(ncmd, "ncmd Node Control/Rebirth=True");
+    assert_eq!(
+        role.metric("iot_sparkplug_rebirths_requested_total", ""),
+        1.0
+    );
     assert!(
         device_ids(&role).is_empty(),
         "nothing made of a DATA before BIRTH"
     );
+    assert_eq!(births(&role), (0.0, 0.0));
+    // The node is tracked (to space its rebirth requests), its device not yet.
+    assert_eq!(role.metric("iot_sparkplug_nodes_tracked", ""), 1.0);
+    assert_eq!(role.metric("iot_sparkplug_devices_tracked", ""), 0.0);
     assert_eq!(edge.send("quit"), "bye");
     assert!(role.stop().success());
 }
@@ -233,6 +259,14 @@ fn the_simulator_answers_a_rebirth_request_when_iiot_comes_after_its_births() {
         "{}",
         sim.log_text()
     );
+    assert!(role.metric("iot_sparkplug_rebirths_requested_total", "") >= 1.0);
+    let (nodes, devices) = births(&role);
+    assert!(
+        nodes >= 1.0 && devices >= 3.0,
+        "births after the rebirth: {nodes} / {devices}"
+    );
+    assert_eq!(role.metric("iot_sparkplug_nodes_tracked", ""), 1.0);
+    assert_eq!(role.metric("iot_sparkplug_devices_tracked", ""), 3.0);
     assert!(role.stop().success());
     assert!(sim.stop().success());
 }

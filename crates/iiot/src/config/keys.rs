@@ -179,7 +179,7 @@ pub(crate) static KEYS: &[Key] = &[
         mqtt.password = Opt(Text(|_| true))),
     key!("MQTT_MAX_IN_FLIGHT", "mqtt.max_in_flight", "1000", "an integer from 1 to 65535 (MQTT messages received but not yet acknowledged)",
         mqtt.max_in_flight = int::<u16>(1, 65_535)),
-    key!("MQTT_PROTOCOL", "mqtt.protocol", "3.1.1", "one of 3.1.1, 5 (the MQTT source's protocol version)",
+    key!("MQTT_PROTOCOL", "mqtt.protocol", "3.1.1", "one of 3.1.1, 5 (the protocol version of the MQTT source and of the simulator's MQTT output)",
         mqtt.protocol = OneOf(&["3.1.1", "5"])),
     key!(optional "MQTT_SHARED_GROUP", "mqtt.shared_group", "", "a shared subscription group name of a-z A-Z 0-9 . _ - (subscribes to $share/<group>/<filter>: instances in one group split the messages; empty = none)",
         mqtt.shared_group = Opt(Text(is_client_id))),

@@ -19,7 +19,7 @@ pub struct MqttSettings {
     /// `MQTT_MAX_IN_FLIGHT`: messages received and not yet acknowledged before reading from the
     /// broker pauses (1000).
     pub max_in_flight: u16,
-    /// `MQTT_PROTOCOL`: `3.1.1` or `5` (the MQTT source's protocol version).
+    /// `MQTT_PROTOCOL`: `3.1.1` or `5` (the MQTT source's and the simulator's MQTT output's).
     pub protocol: String,
     /// `MQTT_SHARED_GROUP`: subscribe as a member of this shared subscription group
     /// (`$share/<group>/<filter>`), so that several instances split the messages; `None` = a

@@ -25,6 +25,7 @@ use crate::sinks::notify::stats::{ChannelSnapshot, Failure, NotifySnapshot};
 use crate::store::{DeviceStatus, StatusCounts};
 
 mod names;
+mod sparkplug;
 #[cfg(test)]
 mod tests;
 
@@ -164,6 +165,8 @@ pub struct MqttSnapshot {
     pub dead_lettered: u64,
     /// Age of the oldest message not yet acknowledged, ms (0: none).
     pub lag_ms: u64,
+    /// The Sparkplug decoder's counts, with `MQTT_PAYLOAD=sparkplug`.
+    pub sparkplug: Option<crate::mqtt::sparkplug::stats::SparkplugCounts>,
 }
 
 /// The WebSocket hub's delivery counters, as `/metrics` shows them.
@@ -292,6 +295,7 @@ impl Snapshot {
                     0 => 0,
                     at => (crate::now_ms() - at).max(0) as u64,
                 },
+                sparkplug: m.sparkplug.load(),
             }),
             ingest: [load(&state.ingest.accepted), load(&state.ingest.rejected)],
             history: state
@@ -632,6 +636,7 @@ impl Snapshot {
         }
         let lag = self.mqtt.map(|s| s.lag_ms as f64 / 1000.0);
         e.optional(&MQTT_LAG, lag);
+        self.render_sparkplug(e);
         e.family(&INGEST_READINGS);
         for (status, n) in ["accepted", "rejected"].into_iter().zip(self.ingest) {
             e.sample(&INGEST_READINGS, "", &[("status", status)], n);

@@ -5,6 +5,7 @@
 //! MQTT 3.1.1 and 5 through `rumqttc`, `mqtts://` with rustls (the `tls` feature). QoS 1
 //! both ways.
 //!
+//! - [`client`]: a publisher's connection in either protocol version.
 //! - [`connection`]: a subscriber's connection in either protocol version.
 //! - [`tls`]: the TLS client configuration of `mqtts://` (CA, client certificate and key).
 //! - [`topics`]: filter matching and the device segment of a topic.
@@ -12,6 +13,7 @@
 //! - [`publisher`]: a [`iiot_transport::Publisher`] onto `iiot/devices/<id>/telemetry`.
 //! - [`sparkplug`]: Sparkplug B payloads decoded into readings (`MQTT_PAYLOAD=sparkplug`).
 
+pub mod client;
 pub mod connection;
 pub mod fleet;
 pub mod publisher;
@@ -62,6 +64,8 @@ pub struct MqttStats {
     /// When the oldest message received and not yet acknowledged was taken from the broker
     /// (Unix ms; 0 when none is): the lag `/metrics` shows is its age.
     pub oldest_unacked_ms: AtomicI64,
+    /// The Sparkplug decoder's counts (`MQTT_PAYLOAD=sparkplug`).
+    pub sparkplug: sparkplug::stats::SparkplugStats,
 }
 
 impl MqttStats {

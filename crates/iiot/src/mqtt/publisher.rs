@@ -1,5 +1,6 @@
 //! [`MqttPublisher`]: the simulator as real MQTT devices — each reading published at QoS 1 to
-//! its device's own topic, `iiot/devices/<device_id>/telemetry`, over one connection.
+//! its device's own topic, `iiot/devices/<device_id>/telemetry`, over one connection (MQTT
+//! 3.1.1, or 5 with `MQTT_PROTOCOL=5`).
 //!
 //! A receipt resolves once the broker has acknowledged as many messages as had been published
 //! up to it (brokers acknowledge QoS 1 in order, so that is its own PUBACK); the client sends
@@ -11,17 +12,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 use iiot_transport::{Publisher, Receipt, TransportError};
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, QoS};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::client::{PollError, PubClient, PubEvent, PubLoop};
 use super::{MqttStats, Reconnect, topics};
 use crate::config::MqttSettings;
 
 /// Publishes onto per-device MQTT topics (the key is the device id; the topic argument of
 /// [`Publisher::publish`] is not used).
 pub struct MqttPublisher {
-    client: AsyncClient,
+    client: PubClient,
     published: AtomicU64,
     acked: watch::Receiver<u64>,
     stats: Arc<MqttStats>,
@@ -37,9 +38,8 @@ impl MqttPublisher {
             .client_id
             .clone()
             .unwrap_or_else(|| format!("iiot-sim-{}", std::process::id()));
-        let options = super::client_options(settings, &client_id, super::Session::Clean)?;
         let url = settings.url.clone().unwrap_or_default();
-        let (client, eventloop) = AsyncClient::new(options, usize::from(settings.max_in_flight));
+        let (client, eventloop) = super::client::connect(settings, &client_id, None)?;
         let (acked_tx, acked) = watch::channel(0);
         let stats = Arc::new(MqttStats::default());
         let connection = tokio::spawn(drive(eventloop, url, acked_tx, stats.clone()));
@@ -59,7 +59,7 @@ impl MqttPublisher {
 
     /// Disconnects once everything published is acknowledged (bounded by the caller).
     pub async fn close(self) {
-        let _ = self.client.disconnect().await;
+        self.client.disconnect().await;
         let _ = self.connection.await;
     }
 
@@ -73,7 +73,7 @@ impl MqttPublisher {
 }
 
 async fn drive(
-    mut eventloop: EventLoop,
+    mut eventloop: PubLoop,
     url: String,
     acked: watch::Sender<u64>,
     stats: Arc<MqttStats>,
@@ -81,18 +81,17 @@ async fn drive(
     let mut reconnect = Reconnect::new("MQTT simulator output");
     loop {
         match eventloop.poll().await {
-            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+            Ok(PubEvent::ConnAck { session_present }) => {
                 stats.connected.store(true, Ordering::Relaxed);
-                reconnect.connected(&url, ack.session_present);
+                reconnect.connected(&url, session_present);
             }
-            Ok(Event::Incoming(Incoming::PubAck(_))) => {
+            Ok(PubEvent::PubAck) => {
                 stats.forwarded.fetch_add(1, Ordering::Relaxed);
                 acked.send_modify(|n| *n += 1);
             }
-            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+            Ok(PubEvent::Disconnected) | Err(PollError::Done) => return,
             Ok(_) => {}
-            Err(rumqttc::ConnectionError::RequestsDone) => return,
-            Err(e) => {
+            Err(PollError::Failed(e)) => {
                 stats.connected.store(false, Ordering::Relaxed);
                 stats.connection_failures.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(reconnect.failed(&url, &e)).await;
@@ -110,15 +109,10 @@ impl Publisher for MqttPublisher {
         payload: Bytes,
     ) -> Result<Receipt, TransportError> {
         let device = String::from_utf8_lossy(key);
-        self.client
-            .publish_bytes(
-                topics::telemetry_topic(&device),
-                QoS::AtLeastOnce,
-                false,
-                payload,
-            )
-            .await
-            .map_err(|_| TransportError::Closed)?;
+        let topic = topics::telemetry_topic(&device);
+        if !self.client.publish(topic, true, payload).await {
+            return Err(TransportError::Closed);
+        }
         let n = self.published.fetch_add(1, Ordering::Relaxed) + 1;
         Ok(Receipt::Pending(Box::pin(Self::acked_up_to(
             self.acked.clone(),

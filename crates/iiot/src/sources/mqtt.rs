@@ -128,6 +128,9 @@ impl Source for MqttSource {
                 this.url
             )));
         };
+        if this.sparkplug.is_some() {
+            this.stats.sparkplug.enabled.store(true, Ordering::Relaxed);
+        }
         let forwarder = Forwarder {
             out,
             topic,
@@ -263,6 +266,7 @@ impl Forwarder<'_> {
             return (Vec::new(), None);
         };
         let decoded = sparkplug.decode(&publish.topic, &publish.payload, now);
+        self.source.stats.sparkplug.store(sparkplug.counts());
         let stats = &self.source.processor_stats;
         stats
             .seq_gaps
@@ -361,7 +365,7 @@ impl Forwarder<'_> {
     }
 
     /// The payload's `device_id`, if it is small enough to read and has one.
-    fn payload_device_id(&self, payload: &[u8]) -> Option<String> {
+    fn payload_device_id<'p>(&self, payload: &'p [u8]) -> Option<Cow<'p, str>> {
         #[derive(serde::Deserialize)]
         struct Id<'a> {
             #[serde(borrow)]
@@ -370,8 +374,11 @@ impl Forwarder<'_> {
         if payload.len() > self.source.max_message_bytes {
             return None;
         }
-        let id: Id<'_> = serde_json::from_slice(payload).ok()?;
-        Some(id.device_id.into_owned())
+        if let Some(id) = leading_device_id(payload) {
+            return Some(Cow::Borrowed(id));
+        }
+        let id: Id<'p> = serde_json::from_slice(payload).ok()?;
+        Some(id.device_id)
     }
 
     /// Counts a delivered message and queues its acknowledgement.
@@ -409,5 +416,42 @@ impl Forwarder<'_> {
             }
             acks.pop_front();
         }
+    }
+}
+
+/// The `device_id` of a payload that opens with it, `{"device_id":"…"` with no escape in the
+/// value, as the simulator and SPEC §2 readings are written, without reading the rest: the
+/// first key of the top-level object cannot be a nested one. Anything else (spaces, another
+/// key first, an escape) is `None` and left to the full parse. The processor still decodes the
+/// whole payload and dead-letters it if the rest is not a reading.
+fn leading_device_id(payload: &[u8]) -> Option<&str> {
+    let rest = payload.strip_prefix(br#"{"device_id":""#)?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let id = &rest[..end];
+    if id.contains(&b'\\') {
+        return None;
+    }
+    std::str::from_utf8(id).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::leading_device_id;
+
+    #[test]
+    fn the_leading_device_id_is_read_only_when_it_opens_the_payload_unescaped() {
+        assert_eq!(
+            leading_device_id(br#"{"device_id":"press_07","seq":1}"#),
+            Some("press_07")
+        );
+        // Another key first: it could be the nested one, so the full parse decides.
+        assert_eq!(
+            leading_device_id(br#"{"seq":1,"device_id":"press_07"}"#),
+            None
+        );
+        assert_eq!(leading_device_id(br#"{ "device_id":"a"}"#), None);
+        assert_eq!(leading_device_id(br#"{"device_id":"a\"b"}"#), None);
+        assert_eq!(leading_device_id(br#"{"device_id":"unterminated"#), None);
+        assert_eq!(leading_device_id(b"not json"), None);
     }
 }

@@ -318,6 +318,36 @@ pub const MQTT_LAG: MetricDef = def(
     MetricKind::Gauge,
     "Age of the oldest MQTT message received and not yet acknowledged to the broker, seconds (0 when none is in flight).",
 );
+/// Sparkplug BIRTH certificates taken, by kind.
+pub const SPARKPLUG_BIRTHS: MetricDef = def(
+    "iot_sparkplug_births_total",
+    MetricKind::Counter,
+    "Sparkplug BIRTH certificates the MQTT source took, by kind (node: NBIRTH, device: DBIRTH).",
+);
+/// Sparkplug DEATH certificates taken, by kind.
+pub const SPARKPLUG_DEATHS: MetricDef = def(
+    "iot_sparkplug_deaths_total",
+    MetricKind::Counter,
+    "Sparkplug DEATH certificates that took devices offline, by kind (node: NDEATH, stale wills not counted; device: DDEATH).",
+);
+/// Sparkplug rebirth requests sent.
+pub const SPARKPLUG_REBIRTHS: MetricDef = def(
+    "iot_sparkplug_rebirths_requested_total",
+    MetricKind::Counter,
+    "Rebirth requests (NCMD Node Control/Rebirth) sent to edge nodes after a DATA before BIRTH or with an unknown alias (at most one per node every 5 s).",
+);
+/// Sparkplug edge nodes tracked.
+pub const SPARKPLUG_NODES: MetricDef = def(
+    "iot_sparkplug_nodes_tracked",
+    MetricKind::Gauge,
+    "Sparkplug edge nodes the MQTT source tracks (with the devices, at most SPARKPLUG_MAX_DEVICES).",
+);
+/// Sparkplug devices tracked.
+pub const SPARKPLUG_DEVICES: MetricDef = def(
+    "iot_sparkplug_devices_tracked",
+    MetricKind::Gauge,
+    "Sparkplug devices the MQTT source tracks, edge nodes not included.",
+);
 /// Readings `POST /api/ingest` took or refused.
 pub const INGEST_READINGS: MetricDef = def(
     "iot_ingest_readings_total",
@@ -530,6 +560,11 @@ pub const METRICS: &[MetricDef] = &[
     MQTT_CONNECTION_FAILURES,
     MQTT_REJECTED,
     MQTT_LAG,
+    SPARKPLUG_BIRTHS,
+    SPARKPLUG_DEATHS,
+    SPARKPLUG_REBIRTHS,
+    SPARKPLUG_NODES,
+    SPARKPLUG_DEVICES,
     INGEST_READINGS,
     HISTORY_ROWS_WRITTEN,
     HISTORY_WRITE_ERRORS,

@@ -81,6 +81,15 @@ fn snapshot() -> Snapshot {
             connection_failures: 2,
             dead_lettered: 1,
             lag_ms: 1500,
+            sparkplug: Some(crate::mqtt::sparkplug::stats::SparkplugCounts {
+                node_births: 2,
+                device_births: 3,
+                node_deaths: 1,
+                device_deaths: 1,
+                rebirths_requested: 1,
+                nodes_tracked: 1,
+                devices_tracked: 2,
+            }),
         }),
         ingest: [5, 1],
         history: Some(HistorySnapshot {

@@ -21,12 +21,12 @@ use hashbrown::HashSet;
 use iiot_model::Reading;
 use iiot_transport::{Publisher, Receipt, TransportError};
 use prost::Message as _;
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, LastWill, QoS};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use super::proto::{Metric, Payload, Value, datatype};
 use crate::config::MqttSettings;
+use crate::mqtt::client::{PollError, PubClient, PubEvent, PubLoop, Will};
 use crate::mqtt::{MqttStats, Reconnect};
 
 /// The Sparkplug group of the simulator's edge node.
@@ -56,7 +56,7 @@ struct Session {
 
 /// The simulator's edge node (a [`Publisher`]: the key is the device id, the topic unused).
 pub struct SparkplugEdge {
-    client: AsyncClient,
+    client: PubClient,
     node: String,
     bd_seq: u64,
     connections: Arc<AtomicU64>,
@@ -74,19 +74,15 @@ impl SparkplugEdge {
             .client_id
             .clone()
             .unwrap_or_else(|| format!("iiot-sim-{}", std::process::id()));
-        let mut options =
-            crate::mqtt::client_options(settings, &node, crate::mqtt::Session::Clean)?;
         // Differs between runs, so a late will of an earlier run ends nothing of this one.
         let bd_seq = (crate::now_ms() / 1000 % 256) as u64;
-        let will = death(bd_seq).encode_to_vec();
-        options.set_last_will(LastWill::new(
-            format!("spBv1.0/{GROUP}/NDEATH/{node}"),
-            will,
-            QoS::AtLeastOnce,
-            false,
-        ));
+        let will = Will {
+            topic: format!("spBv1.0/{GROUP}/NDEATH/{node}"),
+            payload: death(bd_seq).encode_to_vec(),
+            at_least_once: true,
+        };
         let url = settings.url.clone().unwrap_or_default();
-        let (client, eventloop) = AsyncClient::new(options, usize::from(settings.max_in_flight));
+        let (client, eventloop) = crate::mqtt::client::connect(settings, &node, Some(will))?;
         let stats = Arc::new(MqttStats::default());
         let connections = Arc::new(AtomicU64::new(0));
         let rebirth = Arc::new(AtomicBool::new(false));
@@ -123,19 +119,19 @@ impl SparkplugEdge {
     pub async fn close(self) {
         let topic = format!("spBv1.0/{GROUP}/NDEATH/{}", self.node);
         let death = death(self.bd_seq).encode_to_vec();
-        let _ = self
-            .client
-            .publish(topic, QoS::AtLeastOnce, false, death)
-            .await;
-        let _ = self.client.disconnect().await;
+        self.client.publish(topic, true, Bytes::from(death)).await;
+        self.client.disconnect().await;
         let _ = self.connection.await;
     }
 
     async fn send(&self, topic: String, payload: Vec<u8>) -> Result<(), TransportError> {
-        self.client
-            .publish(topic, QoS::AtMostOnce, false, payload)
+        if !self
+            .client
+            .publish(topic, false, Bytes::from(payload))
             .await
-            .map_err(|_| TransportError::Closed)?;
+        {
+            return Err(TransportError::Closed);
+        }
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -143,7 +139,7 @@ impl SparkplugEdge {
 
 /// Where the edge node hears its commands.
 struct Commands {
-    client: AsyncClient,
+    client: PubClient,
     topic: String,
     rebirth: Arc<AtomicBool>,
 }
@@ -166,7 +162,7 @@ impl Commands {
 }
 
 async fn drive(
-    mut eventloop: EventLoop,
+    mut eventloop: PubLoop,
     url: String,
     connections: Arc<AtomicU64>,
     commands: Commands,
@@ -175,22 +171,21 @@ async fn drive(
     let mut reconnect = Reconnect::new("MQTT simulator output (Sparkplug B)");
     loop {
         match eventloop.poll().await {
-            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+            Ok(PubEvent::ConnAck { session_present }) => {
                 stats.connected.store(true, Ordering::Relaxed);
                 connections.fetch_add(1, Ordering::Relaxed);
-                reconnect.connected(&url, ack.session_present);
+                reconnect.connected(&url, session_present);
                 let topic = commands.topic.clone();
-                if let Err(e) = commands.client.try_subscribe(topic, QoS::AtLeastOnce) {
+                if let Err(e) = commands.client.try_subscribe(topic) {
                     tracing::warn!(error = %e, "Sparkplug NCMD subscription could not be queued");
                 }
             }
-            Ok(Event::Incoming(Incoming::Publish(p))) if p.topic == commands.topic => {
-                commands.take(&p.payload);
+            Ok(PubEvent::Publish { topic, payload }) if topic == commands.topic => {
+                commands.take(&payload);
             }
-            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+            Ok(PubEvent::Disconnected) | Err(PollError::Done) => return,
             Ok(_) => {}
-            Err(rumqttc::ConnectionError::RequestsDone) => return,
-            Err(e) => {
+            Err(PollError::Failed(e)) => {
                 stats.connected.store(false, Ordering::Relaxed);
                 stats.connection_failures.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(reconnect.failed(&url, &e)).await;

@@ -23,6 +23,7 @@ pub mod proto;
 mod reading;
 pub mod route;
 mod state;
+pub mod stats;
 
 use iiot_model::{Invalid, InvalidReason};
 use prost::Message as _;
@@ -31,6 +32,7 @@ use crate::config::Config;
 use crate::processor::offline::OfflineNotice;
 use mapping::{DeviceIdTemplate, MetricMapping};
 use state::{Device, Nodes, Refusal};
+use stats::SparkplugCounts;
 
 /// Rebirth requests to one edge node are at least this far apart.
 pub const REBIRTH_EVERY_MS: i64 = 5_000;
@@ -167,6 +169,7 @@ fn parse_topic(topic: &str) -> Option<Topic<'_>> {
 pub struct Sparkplug {
     config: SparkplugConfig,
     nodes: Nodes,
+    counts: SparkplugCounts,
 }
 
 impl Sparkplug {
@@ -174,6 +177,7 @@ impl Sparkplug {
     pub fn new(config: SparkplugConfig) -> Sparkplug {
         Sparkplug {
             nodes: Nodes::new(config.max_tracked),
+            counts: SparkplugCounts::default(),
             config,
         }
     }
@@ -181,6 +185,16 @@ impl Sparkplug {
     /// Nodes and devices tracked now.
     pub fn tracked(&self) -> usize {
         self.nodes.tracked()
+    }
+
+    /// What it saw so far, and what it tracks now.
+    pub fn counts(&self) -> SparkplugCounts {
+        let nodes = self.nodes.nodes() as u64;
+        SparkplugCounts {
+            nodes_tracked: nodes,
+            devices_tracked: self.nodes.tracked() as u64 - nodes,
+            ..self.counts
+        }
     }
 
     /// Decodes one MQTT message published on `topic`, received at `now_ms`.
@@ -199,13 +213,15 @@ impl Sparkplug {
             .timestamp
             .and_then(|t| i64::try_from(t).ok())
             .unwrap_or(now_ms);
-        match t.kind {
+        let decoded = match t.kind {
             Kind::NBirth => self.node_birth(&t, &payload, ts),
             Kind::NDeath => self.node_death(&t, &payload, ts),
             Kind::DDeath => self.device_death(&t, &payload, ts),
             Kind::NData | Kind::DBirth | Kind::DData => self.data(&t, &payload, ts, now_ms),
             Kind::Other => Decoded::default(),
-        }
+        };
+        self.counts.rebirths_requested += u64::from(decoded.command.is_some());
+        decoded
     }
 
     fn node_birth(&mut self, t: &Topic<'_>, payload: &proto::Payload, ts: i64) -> Decoded {
@@ -213,6 +229,7 @@ impl Sparkplug {
             return limit(self.config.max_tracked);
         };
         node.own.birth(&payload.metrics, &self.config.mapping);
+        self.counts.node_births += 1;
         node.bd_seq = bd_seq(payload);
         node.seq = None;
         node.next_seq(payload.seq);
@@ -237,6 +254,7 @@ impl Sparkplug {
         }
         let template = &self.config.device_id;
         node.own.born = false;
+        self.counts.node_deaths += 1;
         offline(
             &mut out,
             template.render(t.group, t.node, None),
@@ -260,6 +278,7 @@ impl Sparkplug {
         let device_id = t.device.unwrap_or_default();
         if let Some(device) = node.devices.get_mut(device_id) {
             device.born = false;
+            self.counts.device_deaths += 1;
             let id = self.config.device_id.render(t.group, t.node, t.device);
             offline(&mut out, id, ts, "DDEATH");
         }
@@ -312,6 +331,7 @@ impl Sparkplug {
         };
         if t.kind == Kind::DBirth {
             device.birth(&payload.metrics, &self.config.mapping);
+            self.counts.device_births += 1;
             reading::push(&mut out, device, id, t, ts);
             return out;
         }

@@ -215,6 +215,11 @@ impl Nodes {
     pub fn tracked(&self) -> usize {
         self.tracked
     }
+
+    /// Edge nodes held.
+    pub fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
 }
 
 #[cfg(test)]

@@ -280,3 +280,36 @@ fn a_nodes_own_metrics_are_a_device_named_after_the_node() {
     );
     assert!(d.outputs.is_empty(), "{d:?}");
 }
+
+#[test]
+fn births_deaths_rebirths_and_tracked_devices_are_counted() {
+    let mut s = born();
+    let unknown = payload(2, vec![metric(None, Some(9), 1.0)]);
+    s.decode("spBv1.0/plant/DDATA/edge1/plc1", &unknown, T0);
+    // Within 5 s of the first request: dead-lettered, no second request.
+    s.decode("spBv1.0/plant/DDATA/edge1/plc1", &unknown, T0 + 1);
+    s.decode("spBv1.0/plant/DDEATH/edge1/plc1", &payload(3, vec![]), T0);
+    let stale = Payload {
+        metrics: vec![bd_seq(6)],
+        ..Payload::default()
+    };
+    s.decode("spBv1.0/plant/NDEATH/edge1", &stale.encode_to_vec(), T0);
+    assert_eq!(
+        s.counts(),
+        SparkplugCounts {
+            node_births: 1,
+            device_births: 1,
+            node_deaths: 0,
+            device_deaths: 1,
+            rebirths_requested: 1,
+            nodes_tracked: 1,
+            devices_tracked: 1,
+        }
+    );
+    let ndeath = Payload {
+        metrics: vec![bd_seq(7)],
+        ..Payload::default()
+    };
+    s.decode("spBv1.0/plant/NDEATH/edge1", &ndeath.encode_to_vec(), T0);
+    assert_eq!(s.counts().node_deaths, 1);
+}
