@@ -130,11 +130,23 @@ fn with_mqtt_protocol_5_the_simulator_connects_with_mqtt5_and_its_readings_arriv
     // A subscriber sees the Sparkplug edge node's BIRTH and DATA, sent over MQTT 5.
     let sub = std::process::Command::new("mosquitto_sub")
         .args(["-p", &broker.port.to_string(), "-V", "5", "-q", "1"])
+        .args(["-i", "iiot-test-sub5"])
         .args(["-t", "spBv1.0/iiot/#", "-F", "%t", "-C", "6", "-W", "60"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("mosquitto_sub (scripts/mqtt-up.sh --install)");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Subscribed before the edge node is born: the broker has logged its connection.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !broker.log().contains("iiot-test-sub5") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscriber never connected: {}",
+            broker.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Its SUBSCRIBE follows the CONNECT at once; a moment more for the broker to take it.
+    std::thread::sleep(std::time::Duration::from_millis(200));
     simulate_mqtt5(&broker, "edge5", &["--mqtt-payload", "sparkplug"]);
     let topics = sub.wait_with_output().expect("mosquitto_sub ran");
     let topics = String::from_utf8_lossy(&topics.stdout);
