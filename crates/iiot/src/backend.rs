@@ -118,6 +118,23 @@ pub async fn prepare_topics(
     }
 }
 
+/// As [`prepare_topics`] for a role that does not use the alert state (serve, ingest,
+/// simulate): a mismatched alert-state topic is logged as an error, and the role goes on —
+/// only the processors must refuse it. Returns `false` only if stopped first.
+pub async fn prepare_topics_besides_state(
+    backend: &Backend,
+    config: &Config,
+    stop: &CancellationToken,
+) -> bool {
+    match prepare_topics(backend, config, stop).await {
+        Ok(ready) => ready,
+        Err(mismatch) => {
+            tracing::error!("{mismatch} (the processors refuse to start; this role goes on)");
+            true
+        }
+    }
+}
+
 /// Creates the missing topics, the alert-state topic with as many partitions as the readings
 /// topic really has (an existing one may differ from `KAFKA_PARTITIONS_DEVICE_DATA`), then
 /// checks that an existing alert-state topic has that count too. A backend that cannot tell

@@ -149,10 +149,37 @@ async fn a_deployment_without_alert_state_is_migrated_from_the_alerts_topic_once
         "raised at the first change"
     );
 
+    // Before the marker, the open alerts were written to alert-state (each where the
+    // partitioner puts its device): a device silent since the upgrade is restored by whoever
+    // owns its partition next, not only by this member's memory.
+    let every: Vec<i32> = (0..10).collect();
+    let records = backend
+        .read_partitions("alert-state", &every, Duration::from_secs(60))
+        .await
+        .expect("read alert-state");
+    let (written, marked) = iiot::recovery::fold_state(&records);
+    let with_open: BTreeSet<String> = written
+        .iter()
+        .filter(|(_, open)| !open.is_empty())
+        .map(|(d, _)| d.clone())
+        .collect();
+    assert_eq!(
+        with_open,
+        BTreeSet::from(["device_a".into(), "device_c".into()])
+    );
+    assert_eq!(marked.len(), 2, "the two partitions migrated are marked");
+
     // Later assignments of those partitions read the alert-state topic only.
     let again = restore(&backend, &topics, &[0, 1]).await.expect("restore");
     assert!(again.migrated.is_empty(), "migrated once");
-    assert_eq!(again.open, 0, "the alerts topic is not folded again");
+    let in_these: usize = records
+        .iter()
+        .filter(|m| [0, 1].contains(&m.partition) && &m.key[..] != b"#alert-state-migrated")
+        .count();
+    assert_eq!(
+        again.open, in_these,
+        "only what alert-state holds for them; the alerts topic is not folded again"
+    );
 
     // A partition restored for the first time is migrated then.
     let other = restore(&backend, &topics, &[2]).await.expect("restore");
@@ -226,6 +253,70 @@ fn an_alert_left_open_before_the_upgrade_is_continued_and_resolved_by_the_upgrad
         "migrated once: {log}"
     );
     assert!(!log.contains("(the whole topic)"), "{log}");
+}
+
+/// A device silent through the upgrade: the processor that migrated stops before the device
+/// is seen again, and the next one (reading alert-state only, no second migration) continues
+/// the old alert and resolves it when the device reports cool. Fails if the migration keeps
+/// what it folded in memory only.
+#[test]
+fn an_alert_of_a_device_silent_through_the_upgrade_is_restored_by_the_next_owner() {
+    let broker = TestBroker::start(&old_topics());
+    let producer: BaseProducer = client(&broker.brokers)
+        .set("batch.num.messages", "1")
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    let send = |topic: &str, key: &str, body: Vec<u8>| {
+        producer
+            .send(BaseRecord::to(topic).key(key).payload(&body))
+            .expect("send");
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    };
+    let t0 = iiot::now_ms() - 120_000;
+    let old = alert("device_101", AlertStatus::Active, t0);
+    send(
+        "alerts",
+        "device_101",
+        serde_json::to_vec(&old).expect("json"),
+    );
+    let mut first = Role::start(&["process"], &broker.brokers, &TAKEOVER_ENV);
+    first.wait_for_log("the migration", "migrated from alerts");
+    assert!(first.stop().success());
+
+    let mut second = Role::start(&["process"], &broker.brokers, &TAKEOVER_ENV);
+    second.wait_for_log(
+        "the state read back",
+        "open alerts read back from alert-state",
+    );
+    assert!(
+        !second.log_text().contains("migrated from alerts"),
+        "not migrated twice"
+    );
+    for (seq, dt, temperature) in [(1, 1_000, 86.0), (2, 6_000, 20.0)] {
+        let r = Reading::example("device_101", seq, t0 + dt, temperature);
+        send(
+            "device-data",
+            "device_101",
+            serde_json::to_vec(&r).expect("json"),
+        );
+    }
+    let changes = read_topic(&broker.brokers, "alerts", |seen| {
+        seen.iter()
+            .filter_map(|b| serde_json::from_slice::<Alert>(b).ok())
+            .any(|a| a.status == AlertStatus::Resolved)
+    });
+    let ids: BTreeSet<String> = changes
+        .iter()
+        .filter_map(|b| serde_json::from_slice::<Alert>(b).ok())
+        .map(|a| a.alert_id)
+        .collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from([old.alert_id.clone()]),
+        "one alert, continued by the next owner and resolved"
+    );
+    assert!(second.stop().success());
 }
 
 /// An alert-state topic partitioned unlike the readings stops start-up with one line, exit 2.

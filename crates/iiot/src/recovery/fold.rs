@@ -23,18 +23,31 @@ pub async fn open_alerts(
     backend: &Backend,
     topic: &str,
 ) -> Result<RecoveredAlerts, TransportError> {
+    Ok(open_alerts_to_end(backend, topic).await?.0)
+}
+
+/// As [`open_alerts`], and whether the topic was read to its end (false: the read hit its
+/// time limit, and what came later is missing).
+pub async fn open_alerts_to_end(
+    backend: &Backend,
+    topic: &str,
+) -> Result<(RecoveredAlerts, bool), TransportError> {
     if !backend.keeps_history() {
-        return Ok(RecoveredAlerts::new());
+        return Ok((RecoveredAlerts::new(), true));
     }
     let mut subscriber = backend.subscribe_all(topic, Start::Beginning).await?;
     let mut latest: HashMap<String, (Alert, i64)> = HashMap::new();
     let mut batch: Vec<Message> = Vec::new();
     let deadline = tokio::time::Instant::now() + LIMIT;
     let mut read = 0usize;
+    let mut complete = false;
     while tokio::time::Instant::now() < deadline {
         batch.clear();
         match tokio::time::timeout(QUIET, subscriber.recv_batch(&mut batch, 1024)).await {
-            Err(_) | Ok(Ok(0)) => break,
+            Err(_) | Ok(Ok(0)) => {
+                complete = true;
+                break;
+            }
             Ok(Err(e)) => return Err(e),
             Ok(Ok(_)) => {}
         }
@@ -51,9 +64,10 @@ pub async fn open_alerts(
         read,
         open,
         devices = by_device.len(),
+        complete,
         "open alerts read back from {topic} (the whole topic)"
     );
-    Ok(by_device)
+    Ok((by_device, complete))
 }
 
 /// The alerts of `latest` (each with the time it was first raised) that are not resolved, by

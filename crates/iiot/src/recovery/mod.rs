@@ -13,9 +13,12 @@
 //!
 //! Migration: an alert-state partition without the marker record ([`record::MIGRATED_KEY`])
 //! has never been restored — a deployment from before the topic existed. Its first owner folds
-//! the whole alerts topic once ([`fold::open_alerts`], what every assignment did before), writes
-//! the marker, and the devices' records are written as they are seen. The alerts topic stays the
-//! event stream, partitioned as it always was.
+//! the whole alerts topic once ([`fold::open_alerts`], what every assignment did before),
+//! writes a record for each device with open alerts that has none on the topic yet (placed by
+//! the producer's partitioner, by device id — where iiot's own producers put the device's
+//! readings), and only then the marker; a fold cut short by its time limit writes no marker, so
+//! the next owner migrates again. The alerts topic stays the event stream, partitioned as it
+//! always was.
 //!
 //! - [`record`]: the record format. [`fold`]: the alerts topic folded by alert id.
 
@@ -27,8 +30,8 @@ use std::time::{Duration, Instant};
 use hashbrown::HashSet;
 use iiot_transport::{Message, TransportError};
 
-pub use fold::open_alerts;
 pub(crate) use fold::{fold, open_by_device};
+pub use fold::{open_alerts, open_alerts_to_end};
 
 use crate::backend::Backend;
 use crate::processor::RecoveredAlerts;
@@ -84,18 +87,28 @@ pub async fn restore(
     if !migrated.is_empty() {
         // The whole alerts topic: its partitioning says nothing about the devices' partitions
         // here, so every open alert is handed over and put back only for the devices seen.
-        let folded = open_alerts(backend, &topics.alerts).await?;
+        let (folded, complete) = open_alerts_to_end(backend, &topics.alerts).await?;
+        let written = write_folded(backend, &topics.state, &folded).await?;
         for (device, open) in folded {
             alerts.entry(device).or_insert(open);
         }
-        mark_migrated(backend, &topics.state, &migrated).await?;
-        tracing::info!(
-            partitions = ?migrated,
-            "alert-state partitions migrated from {}: their open alerts are written to {} \
-             as their devices are seen",
-            topics.alerts,
-            topics.state
-        );
+        if complete {
+            mark_migrated(backend, &topics.state, &migrated).await?;
+            tracing::info!(
+                partitions = ?migrated,
+                written,
+                "alert-state partitions migrated from {}: the open alerts of devices without a record written to {}",
+                topics.alerts,
+                topics.state
+            );
+        } else {
+            tracing::warn!(
+                partitions = ?migrated,
+                written,
+                "{} could not be read to its end in time: these partitions are migrated again by their next owner",
+                topics.alerts
+            );
+        }
     }
     let open = alerts.values().map(Vec::len).sum();
     let took = started.elapsed();
@@ -145,6 +158,43 @@ pub fn fold_state(records: &[Message]) -> (RecoveredAlerts, HashSet<i32>) {
         );
     }
     (alerts, marked)
+}
+
+/// Writes a record for each device of `folded` with open alerts that has no record anywhere
+/// on `topic` yet, keyed by device id (the partitioner places it), and waits until they are
+/// delivered; returns how many. Devices with a record are left alone: their owner keeps it.
+async fn write_folded(
+    backend: &Backend,
+    topic: &str,
+    folded: &RecoveredAlerts,
+) -> Result<usize, TransportError> {
+    let candidates: Vec<(&String, &Vec<(iiot_model::Alert, i64)>)> =
+        folded.iter().filter(|(_, open)| !open.is_empty()).collect();
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    let all: Vec<i32> = match backend.partition_count(topic).await? {
+        Some(n) => (0..n).collect(),
+        None => return Ok(0),
+    };
+    let (known, _) = fold_state(&backend.read_partitions(topic, &all, LIMIT).await?);
+    let publisher = backend.publisher();
+    let mut receipts = Vec::new();
+    for (device, open) in candidates {
+        if known.contains_key(device.as_str()) {
+            continue;
+        }
+        receipts.push(
+            publisher
+                .publish(topic, device.as_bytes(), record::encode(open))
+                .await?,
+        );
+    }
+    let written = receipts.len();
+    for receipt in receipts {
+        receipt.delivered().await?;
+    }
+    Ok(written)
 }
 
 /// Writes the migration marker into each of `partitions` and waits until they are delivered.

@@ -54,7 +54,7 @@ pub async fn main(config: Config, shutdown: CancellationToken) -> anyhow::Result
     let mut ops = OpsState::new(&config, rejected, backend.clone());
     ops.mqtt = Some(mqtt_stats.clone());
     let server = ops_endpoint(&config, ops).await;
-    if !backend::prepare_topics(&backend, &config, &shutdown).await? {
+    if !backend::prepare_topics_besides_state(&backend, &config, &shutdown).await {
         stop_server(server).await;
         return Ok(SourceReport::default());
     }

@@ -310,7 +310,7 @@ pub async fn main(config: Config, shutdown: CancellationToken) -> anyhow::Result
         ..ServeInputs::default()
     };
     let mut serve = start(&config, &backend, inputs).await?;
-    if !backend::prepare_topics(&backend, &config, &shutdown).await? {
+    if !backend::prepare_topics_besides_state(&backend, &config, &shutdown).await {
         return serve.stop().await;
     }
     let notifications = match notify {

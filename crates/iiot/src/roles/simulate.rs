@@ -152,7 +152,7 @@ async fn to_kafka(
     let mut ops = OpsState::new(config, Arc::default(), backend.clone());
     ops.simulator = Some(stats.clone());
     let server = ops_endpoint(config, ops).await;
-    if !backend::prepare_topics(&backend, config, shutdown).await? {
+    if !backend::prepare_topics_besides_state(&backend, config, shutdown).await {
         stop_server(server).await;
         return Ok(Ok(SourceReport::default()));
     }
