@@ -262,8 +262,11 @@ fn migrations_run_once_however_many_instances_start_at_once() {
         assert!(db.is_ok(), "{:?}", db.as_ref().err());
     }
     assert_eq!(
-        pg.psql("SELECT string_agg(version::text, ',') FROM iiot_schema_migrations"),
-        "1"
+        pg.psql(
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM iiot_schema_migrations"
+        ),
+        "1,2",
+        "each migration shipped (history, then the API's alert rules) applied once"
     );
     // Today's raw partition exists (made ahead), and readings land in it, not the default.
     let db = opened.into_iter().next().unwrap().unwrap();
