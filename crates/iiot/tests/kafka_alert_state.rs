@@ -186,63 +186,85 @@ async fn a_deployment_without_alert_state_is_migrated_from_the_alerts_topic_once
     assert_eq!(other.migrated, [2]);
 }
 
-/// A deployment from before the alert-state topic: its open alert is on the alerts topic
-/// only. The upgraded processor migrates it (once), continues it under its id and resolves it
-/// when the device cools down; the next processor reads only the alert-state topic.
+/// A deployment from before the alert-state topic, on tansu: an open alert of `device` on
+/// the alerts topic only, and a plain producer for what its devices send next.
+struct OldDeployment {
+    broker: TestBroker,
+    producer: BaseProducer,
+    t0: i64,
+    old: Alert,
+}
+
+impl OldDeployment {
+    fn start(device: &str) -> OldDeployment {
+        let broker = TestBroker::start(&old_topics());
+        let producer: BaseProducer = client(&broker.brokers)
+            .set("batch.num.messages", "1")
+            .set("linger.ms", "0")
+            .create()
+            .expect("producer");
+        let t0 = iiot::now_ms() - 120_000;
+        let old = alert(device, AlertStatus::Active, t0);
+        let d = OldDeployment {
+            broker,
+            producer,
+            t0,
+            old,
+        };
+        d.send("alerts", serde_json::to_vec(&d.old).expect("json"));
+        d
+    }
+
+    fn send(&self, topic: &str, body: Vec<u8>) {
+        self.producer
+            .send(
+                BaseRecord::to(topic)
+                    .key(&self.old.device_id)
+                    .payload(&body),
+            )
+            .expect("send");
+        self.producer.flush(Duration::from_secs(30)).expect("flush");
+    }
+
+    fn process(&self) -> Role {
+        Role::start(&["process"], &self.broker.brokers, &TAKEOVER_ENV)
+    }
+
+    /// The device reports hot, then cool; waits for a resolution and asserts that the only
+    /// alert id is the old deployment's (`why`).
+    fn hot_then_cool_continues_the_old_alert(&self, why: &str) {
+        for (seq, dt, temperature) in [(1, 1_000, 86.0), (2, 6_000, 20.0)] {
+            let r = Reading::example(&self.old.device_id, seq, self.t0 + dt, temperature);
+            self.send("device-data", serde_json::to_vec(&r).expect("json"));
+        }
+        let changes = read_topic(&self.broker.brokers, "alerts", |seen| {
+            seen.iter()
+                .filter_map(|b| serde_json::from_slice::<Alert>(b).ok())
+                .any(|a| a.status == AlertStatus::Resolved)
+        });
+        let ids: BTreeSet<String> = changes
+            .iter()
+            .filter_map(|b| serde_json::from_slice::<Alert>(b).ok())
+            .map(|a| a.alert_id)
+            .collect();
+        assert_eq!(ids, BTreeSet::from([self.old.alert_id.clone()]), "{why}");
+    }
+}
+
+/// The upgraded processor migrates the old deployment's open alert (once), continues it under
+/// its id and resolves it when the device cools down; the next processor reads only the
+/// alert-state topic.
 #[test]
 fn an_alert_left_open_before_the_upgrade_is_continued_and_resolved_by_the_upgraded_processor() {
-    let broker = TestBroker::start(&old_topics());
-    let producer: BaseProducer = client(&broker.brokers)
-        .set("batch.num.messages", "1")
-        .set("linger.ms", "0")
-        .create()
-        .expect("producer");
-    let send = |topic: &str, key: &str, body: Vec<u8>| {
-        producer
-            .send(BaseRecord::to(topic).key(key).payload(&body))
-            .expect("send");
-        producer.flush(Duration::from_secs(30)).expect("flush");
-    };
-    let t0 = iiot::now_ms() - 120_000;
-    let old = alert("device_100", AlertStatus::Active, t0);
-    send(
-        "alerts",
-        "device_100",
-        serde_json::to_vec(&old).expect("json"),
-    );
-
-    let mut first = Role::start(&["process"], &broker.brokers, &TAKEOVER_ENV);
+    let d = OldDeployment::start("device_100");
+    let mut first = d.process();
     first.wait_for_log("the migration", "migrated from alerts");
-    let hot = Reading::example("device_100", 1, t0 + 1_000, 86.0);
-    send(
-        "device-data",
-        "device_100",
-        serde_json::to_vec(&hot).expect("json"),
-    );
-    let cool = Reading::example("device_100", 2, t0 + 6_000, 20.0);
-    send(
-        "device-data",
-        "device_100",
-        serde_json::to_vec(&cool).expect("json"),
-    );
-    let changes = read_topic(&broker.brokers, "alerts", |seen| {
-        seen.iter()
-            .filter_map(|b| serde_json::from_slice::<Alert>(b).ok())
-            .any(|a| a.status == AlertStatus::Resolved)
-    });
-    let ids: BTreeSet<String> = changes
-        .iter()
-        .filter_map(|b| serde_json::from_slice::<Alert>(b).ok())
-        .map(|a| a.alert_id)
-        .collect();
-    assert_eq!(
-        ids,
-        BTreeSet::from([old.alert_id.clone()]),
-        "one alert, continued from the old deployment and resolved"
+    d.hot_then_cool_continues_the_old_alert(
+        "one alert, continued from the old deployment and resolved",
     );
     assert!(first.stop().success());
 
-    let mut second = Role::start(&["process"], &broker.brokers, &TAKEOVER_ENV);
+    let mut second = d.process();
     second.wait_for_log(
         "the state read back",
         "open alerts read back from alert-state",
@@ -257,34 +279,16 @@ fn an_alert_left_open_before_the_upgrade_is_continued_and_resolved_by_the_upgrad
 
 /// A device silent through the upgrade: the processor that migrated stops before the device
 /// is seen again, and the next one (reading alert-state only, no second migration) continues
-/// the old alert and resolves it when the device reports cool. Fails if the migration keeps
-/// what it folded in memory only.
+/// the old alert and resolves it when the device reports. Fails if the migration keeps what
+/// it folded in memory only.
 #[test]
 fn an_alert_of_a_device_silent_through_the_upgrade_is_restored_by_the_next_owner() {
-    let broker = TestBroker::start(&old_topics());
-    let producer: BaseProducer = client(&broker.brokers)
-        .set("batch.num.messages", "1")
-        .set("linger.ms", "0")
-        .create()
-        .expect("producer");
-    let send = |topic: &str, key: &str, body: Vec<u8>| {
-        producer
-            .send(BaseRecord::to(topic).key(key).payload(&body))
-            .expect("send");
-        producer.flush(Duration::from_secs(30)).expect("flush");
-    };
-    let t0 = iiot::now_ms() - 120_000;
-    let old = alert("device_101", AlertStatus::Active, t0);
-    send(
-        "alerts",
-        "device_101",
-        serde_json::to_vec(&old).expect("json"),
-    );
-    let mut first = Role::start(&["process"], &broker.brokers, &TAKEOVER_ENV);
+    let d = OldDeployment::start("device_101");
+    let mut first = d.process();
     first.wait_for_log("the migration", "migrated from alerts");
     assert!(first.stop().success());
 
-    let mut second = Role::start(&["process"], &broker.brokers, &TAKEOVER_ENV);
+    let mut second = d.process();
     second.wait_for_log(
         "the state read back",
         "open alerts read back from alert-state",
@@ -293,29 +297,7 @@ fn an_alert_of_a_device_silent_through_the_upgrade_is_restored_by_the_next_owner
         !second.log_text().contains("migrated from alerts"),
         "not migrated twice"
     );
-    for (seq, dt, temperature) in [(1, 1_000, 86.0), (2, 6_000, 20.0)] {
-        let r = Reading::example("device_101", seq, t0 + dt, temperature);
-        send(
-            "device-data",
-            "device_101",
-            serde_json::to_vec(&r).expect("json"),
-        );
-    }
-    let changes = read_topic(&broker.brokers, "alerts", |seen| {
-        seen.iter()
-            .filter_map(|b| serde_json::from_slice::<Alert>(b).ok())
-            .any(|a| a.status == AlertStatus::Resolved)
-    });
-    let ids: BTreeSet<String> = changes
-        .iter()
-        .filter_map(|b| serde_json::from_slice::<Alert>(b).ok())
-        .map(|a| a.alert_id)
-        .collect();
-    assert_eq!(
-        ids,
-        BTreeSet::from([old.alert_id.clone()]),
-        "one alert, continued by the next owner and resolved"
-    );
+    d.hot_then_cool_continues_the_old_alert("one alert, continued by the next owner and resolved");
     assert!(second.stop().success());
 }
 

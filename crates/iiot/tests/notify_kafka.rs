@@ -144,6 +144,39 @@ fn serve_env(url: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A silence of the alerts of devices matching `glob` for ten minutes, made through `serve`;
+/// its id.
+fn make_silence(serve: &Role, glob: &str) -> String {
+    let spec = serde_json::json!({
+        "matchers": {"device_id": glob},
+        "ends_at": iiot::now_ms() + 600_000,
+        "comment": "maintenance", "created_by": "test"
+    });
+    let (status, body) = serve
+        .post_body("/api/silences", spec.to_string().as_bytes())
+        .expect("answered");
+    assert_eq!(status, 201, "{body}");
+    serde_json::from_str::<serde_json::Value>(&body).expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
+fn lists_silence(role: &Role, id: &str) -> bool {
+    role.json("/api/silences")
+        .and_then(|v| v["items"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .any(|s| s["id"] == id)
+}
+
+fn delete_silence(serve: &Role, id: &str) {
+    let (status, _) =
+        support::http::request(serve.http_port, "DELETE", &format!("/api/silences/{id}"))
+            .expect("answered");
+    assert!(status == 204 || status == 200, "deleted: {status}");
+}
+
 fn start_serve(brokers: &str, env: &[(&'static str, String)]) -> Role {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut serve = Role::start(&["serve"], brokers, &env);
@@ -285,26 +318,8 @@ async fn a_silence_made_through_one_serve_holds_for_every_notifier_and_its_end_t
         let mut process = Role::start(&["process"], brokers, &TAKEOVER_ENV);
         process.wait_for_log("the processor's partitions", "kafka: partitions assigned");
 
-        let spec = serde_json::json!({
-            "matchers": {"device_id": "device_20[0-4]"},
-            "ends_at": iiot::now_ms() + 600_000,
-            "comment": "maintenance", "created_by": "test"
-        });
-        let (status, body) = first
-            .post_body("/api/silences", spec.to_string().as_bytes())
-            .expect("answered");
-        assert_eq!(status, 201, "{body}");
-        let id = serde_json::from_str::<serde_json::Value>(&body).expect("json")["id"]
-            .as_str()
-            .expect("id")
-            .to_string();
-        let listed = |role: &Role| {
-            role.json("/api/silences")
-                .and_then(|v| v["items"].as_array().cloned())
-                .unwrap_or_default()
-                .iter()
-                .any(|s| s["id"] == id.as_str())
-        };
+        let id = make_silence(&first, "device_20[0-4]");
+        let listed = |role: &Role| lists_silence(role, &id);
         process.wait_for("the other serve has the silence", |_| listed(&second));
 
         let producer = producer(brokers);
@@ -329,10 +344,7 @@ async fn a_silence_made_through_one_serve_holds_for_every_notifier_and_its_end_t
         assert!(leaked.is_empty(), "silenced but told: {leaked:?}");
 
         // Ended through the other serve: every notifier lets go of what it held back.
-        let (status, _) =
-            support::http::request(second.http_port, "DELETE", &format!("/api/silences/{id}"))
-                .expect("answered");
-        assert!(status == 204 || status == 200, "deleted: {status}");
+        delete_silence(&second, &id);
         process.wait_for("the first serve has dropped the silence", |_| {
             !listed(&first)
         });
@@ -360,19 +372,7 @@ async fn alerts_held_by_a_silence_move_with_their_partition_and_are_told_once() 
         let mut process = Role::start(&["process"], brokers, &TAKEOVER_ENV);
         process.wait_for_log("the processor's partitions", "kafka: partitions assigned");
 
-        let spec = serde_json::json!({
-            "matchers": {"device_id": "device_2*"},
-            "ends_at": iiot::now_ms() + 600_000,
-            "comment": "maintenance", "created_by": "test"
-        });
-        let (status, body) = first
-            .post_body("/api/silences", spec.to_string().as_bytes())
-            .expect("answered");
-        assert_eq!(status, 201, "{body}");
-        let id = serde_json::from_str::<serde_json::Value>(&body).expect("json")["id"]
-            .as_str()
-            .expect("id")
-            .to_string();
+        let id = make_silence(&first, "device_2*");
 
         let producer = producer(brokers);
         publish_all(&producer, 1, iiot::now_ms() - 60_000, 85.0);
@@ -397,20 +397,11 @@ async fn alerts_held_by_a_silence_move_with_their_partition_and_are_told_once() 
         second.wait_for("the second notifier holds what it was given", |r| {
             r.metric("iot_notifications_held_by_silence", "") > 0.0
         });
-        let listed = |role: &Role| {
-            role.json("/api/silences")
-                .and_then(|v| v["items"].as_array().cloned())
-                .unwrap_or_default()
-                .iter()
-                .any(|s| s["id"] == id.as_str())
-        };
+        let listed = |role: &Role| lists_silence(role, &id);
         assert!(listed(&second), "the silence is shared");
         assert!(told(&receiver).is_empty(), "nothing told under the silence");
 
-        let (status, _) =
-            support::http::request(second.http_port, "DELETE", &format!("/api/silences/{id}"))
-                .expect("answered");
-        assert!(status == 204 || status == 200, "deleted: {status}");
+        delete_silence(&second, &id);
         wait_told(&receiver, &raised, "raised");
         // A repeat from the old owner would come within its next tick (a second).
         std::thread::sleep(Duration::from_secs(3));
