@@ -262,3 +262,25 @@ fn rules_kept_in_the_data_directory_are_copied_into_the_database_once() {
     assert!(again.stop().success());
     assert!(other.stop().success());
 }
+
+/// A stored rule that no longer reads as one (edited by hand in the database) is left out of
+/// the rules in force, but a change over the API is refused while it is there rather than
+/// deleting it (a change rewrites the whole table). Fails if the change drops the row.
+#[test]
+fn a_change_is_refused_while_a_stored_rule_cannot_be_read_and_the_row_is_kept() {
+    let pg = PgServer::start();
+    let url = pg.url();
+    let one = instance(&url, &[]);
+    let (status, answer) = send(&one, "POST", "/api/rules", &rule("F"));
+    assert_eq!(status, 201, "{answer}");
+    pg.psql("UPDATE iiot_api_rules SET spec = '{\"hand\": \"edited\"}'::jsonb");
+    let (status, answer) = send(&one, "POST", "/api/rules", &rule("G"));
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer["error"].is_string(), "{answer}");
+    assert_eq!(
+        pg.psql("SELECT id FROM iiot_api_rules"),
+        "temperature_high@building=F",
+        "the unreadable row is still there, nothing else written"
+    );
+    assert!(one.stop().success());
+}

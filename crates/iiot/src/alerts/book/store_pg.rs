@@ -74,15 +74,26 @@ fn parse(specs: impl Iterator<Item = String>) -> Vec<RuleSpec> {
         .collect()
 }
 
+/// The rules a change starts from. Unlike [`read`], a row that does not read as a rule is an
+/// error here: the change rewrites the whole table, and would delete it.
 async fn rules_in(c: &impl GenericClient) -> Result<Vec<RuleSpec>, DbError> {
     let rows = c
         .query(
-            "SELECT spec::text FROM iiot_api_rules ORDER BY position, id",
+            "SELECT id, spec::text FROM iiot_api_rules ORDER BY position, id",
             &[],
         )
         .await
         .map_err(DbError::from_pg)?;
-    Ok(parse(rows.iter().map(|r| r.get::<_, String>(0))))
+    rows.iter()
+        .map(|r| {
+            let (id, text): (String, String) = (r.get(0), r.get(1));
+            serde_json::from_str::<RuleSpec>(&text).map_err(|e| {
+                DbError::Query(format!(
+                    "stored rule {id} is not a rule ({e}); mend or delete that row of iiot_api_rules first"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// Replaces the rules with `api`, bumps the version to `version` (marking the table seeded)
