@@ -3,7 +3,9 @@
 Every Deployment's containers must have liveness (/health) and readiness (/ready) probes,
 resource requests and limits, and the restricted security context: non-root, read-only root
 filesystem, no privilege escalation, all capabilities dropped. Every HPA and PDB must point at a
-Deployment that exists, and every Service selector must match a Deployment's pods.
+Deployment that exists, and every Service selector must match a Deployment's pods. When the
+ConfigMap sets HISTORY_DATABASE_URL, the process and serve pods must get the database password
+as a file of the Secret (HISTORY_DATABASE_PASSWORD_FILE), and the URL must hold no password.
 Exits non-zero with one line per violation.
 """
 
@@ -65,6 +67,7 @@ def check(docs):
     for needed in ["simulate", "process", "serve"]:
         if needed not in roles:
             errors.append(f"no Deployment for the {needed} role")
+    errors += check_history_database(docs, deployments)
     for file, doc in docs:
         kind, name = doc["kind"], doc["metadata"]["name"]
         if kind == "HorizontalPodAutoscaler":
@@ -82,6 +85,40 @@ def check(docs):
                 errors.append(f"{file}: {kind} {name} selects no Deployment's pods")
         if doc["metadata"].get("namespace", "iot-monitoring") != "iot-monitoring" and kind != "Namespace":
             errors.append(f"{file}: {kind} {name} outside namespace iot-monitoring")
+    return errors
+
+
+SECRETS_DIR = "/var/run/secrets/iiot/"
+
+
+def check_history_database(docs, deployments):
+    """The history database's password reaches every process and serve pod as a Secret file."""
+    errors = []
+    config = {}
+    secret_keys = set()
+    for _, doc in docs:
+        if doc["kind"] == "ConfigMap":
+            config.update(doc.get("data", {}))
+        if doc["kind"] == "Secret":
+            secret_keys |= set(doc.get("stringData", {})) | set(doc.get("data", {}))
+    url = config.get("HISTORY_DATABASE_URL")
+    if not url:
+        return errors
+    if "@" in url and ":" in url.split("://", 1)[-1].split("@", 1)[0]:
+        errors.append("ConfigMap: HISTORY_DATABASE_URL holds a password (use the Secret)")
+    if "HISTORY_DATABASE_PASSWORD" in config:
+        errors.append("ConfigMap: HISTORY_DATABASE_PASSWORD in plain config (use the Secret)")
+    for name, d in deployments.items():
+        role = d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component")
+        if role not in ("process", "serve"):
+            continue
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            path = env.get("HISTORY_DATABASE_PASSWORD_FILE")
+            if not path or not path.startswith(SECRETS_DIR):
+                errors.append(f"{name}/{c['name']}: no HISTORY_DATABASE_PASSWORD_FILE under {SECRETS_DIR}")
+            elif path[len(SECRETS_DIR):] not in secret_keys:
+                errors.append(f"{name}/{c['name']}: {path} is no key of the Secret")
     return errors
 
 
