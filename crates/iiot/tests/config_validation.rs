@@ -389,3 +389,57 @@ fn sparkplug_settings_are_checked_and_its_topics_follow_the_payload() {
     assert!(config.sparkplug.enabled());
     assert_eq!(config.sparkplug.device_id, "{node}:{device}");
 }
+
+#[test]
+fn history_database_pool_size_and_timescaledb_are_checked_and_reach_the_database() {
+    for (key, value, allowed) in [
+        (
+            "HISTORY_DATABASE_POOL_SIZE",
+            "0",
+            "must be an integer from 1 to 64",
+        ),
+        (
+            "HISTORY_DATABASE_POOL_SIZE",
+            "65",
+            "must be an integer from 1 to 64",
+        ),
+        (
+            "HISTORY_DATABASE_POOL_SIZE",
+            "two",
+            "must be an integer from 1 to 64",
+        ),
+        (
+            "HISTORY_DATABASE_TIMESCALEDB",
+            "on",
+            "must be one of auto, off",
+        ),
+    ] {
+        let e = Config::load(&from_env(&[(key, value)])).expect_err(key);
+        assert_eq!((e.key.as_str(), e.value.as_str()), (key, value));
+        assert!(
+            e.to_string().starts_with(&format!(
+                "invalid configuration: {key}={value} (from environment): {allowed}"
+            )),
+            "{e}"
+        );
+    }
+    let database = |env: &[(&str, &str)]| {
+        let mut env = env.to_vec();
+        env.push(("HISTORY_DATABASE_URL", "postgres://iiot@db:5432/iiot"));
+        let config = Config::load(&from_env(&env)).expect("valid");
+        let db = iiot::history::database::DatabaseConfig::from_config(&config).expect("a URL");
+        (db.pool_size, db.timescaledb)
+    };
+    assert_eq!(database(&[]), (4, true), "the defaults");
+    assert_eq!(
+        database(&[
+            ("HISTORY_DATABASE_POOL_SIZE", "1"),
+            ("HISTORY_DATABASE_TIMESCALEDB", "off")
+        ]),
+        (1, false)
+    );
+    assert_eq!(
+        database(&[("HISTORY_DATABASE_POOL_SIZE", "64")]),
+        (64, true)
+    );
+}

@@ -485,6 +485,8 @@ fn blank() -> Config {
             alert_retention: Duration::ZERO,
             database_url: None,
             database_password: None,
+            database_pool_size: 0,
+            database_timescaledb: String::new(),
         },
         log: LogSettings {
             format: LogFormat::Text,

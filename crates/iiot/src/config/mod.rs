@@ -300,6 +300,11 @@ pub struct HistorySettings {
     pub database_url: Option<String>,
     /// `HISTORY_DATABASE_PASSWORD`: its password, when not in the URL (none; never shown).
     pub database_password: Option<String>,
+    /// `HISTORY_DATABASE_POOL_SIZE`: connections per process to that database (4).
+    pub database_pool_size: usize,
+    /// `HISTORY_DATABASE_TIMESCALEDB`: `auto` (a new database uses TimescaleDB when the server
+    /// has it) or `off` (`auto`).
+    pub database_timescaledb: String,
 }
 
 /// Logging.

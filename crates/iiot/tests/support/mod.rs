@@ -17,6 +17,7 @@ pub mod postgres;
 pub mod python;
 pub mod readings;
 pub mod role;
+pub mod timescale;
 pub mod wiring;
 pub mod ws;
 

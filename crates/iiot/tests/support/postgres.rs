@@ -17,7 +17,8 @@ pub struct PgServer {
     pub port: u16,
 }
 
-fn pg_bin() -> PathBuf {
+/// The directory of the newest PostgreSQL installed (its `initdb`, `psql`, …).
+pub fn pg_bin() -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .expect("PostgreSQL is not installed: run scripts/pg-up.sh --install")
         .filter_map(|e| e.ok().map(|e| e.path().join("bin")))

@@ -3,9 +3,12 @@
 //! commits), every `serve` answers history and export from here, so all agree and a new one
 //! has the full history at start.
 //!
-//! - [`pool`]: a small bounded pool of `tokio-postgres` connections (no TLS).
-//! - [`schema`]: migrations shipped in the binary, run at start under an advisory lock; daily
-//!   raw partitions and 30-day rollup partitions created ahead; retention drops partitions.
+//! - [`pool`]: a small bounded pool of `tokio-postgres` connections (no TLS),
+//!   `HISTORY_DATABASE_POOL_SIZE` of them (4).
+//! - [`schema`]: migrations shipped in the binary, run at start under an advisory lock, and
+//!   the [`Layout`] of the time-keyed tables: plain daily raw partitions and 30-day rollup
+//!   partitions created ahead, or — on a new database of a server with TimescaleDB —
+//!   hypertables with compression; retention drops whole partitions or chunks.
 //! - [`write`]: one statement per batch, idempotent by (`device_id`, `ts`, `seq`), rollups
 //!   updated from the rows actually inserted.
 //! - [`query`]: the same answers as the embedded store.
@@ -21,8 +24,14 @@
 //! what is wrong meanwhile (`/ready` answers 200 "degraded" with it). Buffered readings are
 //! lost with the process (their input was committed): the price of never stalling alerting.
 //!
-//! The TimescaleDB extension is detected and logged, not used: Debian 12 ships no package of
-//! it, so no hypertable code path could be tested here.
+//! # TimescaleDB
+//! A database whose schema is made while the server offers the `timescaledb` extension (and
+//! `HISTORY_DATABASE_TIMESCALEDB` is `auto`) gets hypertables instead of partitions
+//! ([`Layout::Hypertables`]); one made before keeps its plain partitions. The layout is read
+//! from the catalogue at every start and logged. Compression and retention run from this
+//! process's upkeep, not from TimescaleDB's job scheduler. The tests run it on TimescaleDB
+//! 2.23.0-dev inside PGlite (PostgreSQL 17 compiled to WebAssembly, `scripts/timescale/`), not
+//! on a packaged server: Debian ships no TimescaleDB.
 
 mod pool;
 mod query;
@@ -39,6 +48,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use pool::Conn;
+pub use schema::{Layout, Upkeep};
 pub use write::DbRow;
 
 use super::Tier;
@@ -53,8 +63,6 @@ pub const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// How long one write may take before it is treated as failed (and buffered).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const UPKEEP_EVERY: Duration = Duration::from_secs(3_600);
-/// Connections per process.
-const POOL_SIZE: usize = 4;
 
 /// A database failure, one line; never shows the password (nor the URL, which may hold it).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -93,6 +101,11 @@ pub struct DatabaseConfig {
     pub password: Option<String>,
     /// `HISTORY_RAW_RETENTION`, `HISTORY_ROLLUP_1M_RETENTION`, `HISTORY_ROLLUP_1H_RETENTION`.
     pub retention: [Duration; 3],
+    /// `HISTORY_DATABASE_POOL_SIZE`: connections this process keeps at most (1 to 64).
+    pub pool_size: usize,
+    /// `HISTORY_DATABASE_TIMESCALEDB`: `auto` (true) lets a new database be made of
+    /// TimescaleDB hypertables when the server has the extension; `off` (false) never.
+    pub timescaledb: bool,
 }
 
 impl DatabaseConfig {
@@ -107,16 +120,20 @@ impl DatabaseConfig {
                 h.rollup_1m_retention,
                 h.rollup_1h_retention,
             ],
+            pool_size: h.database_pool_size,
+            timescaledb: h.database_timescaledb != "off",
         })
     }
 
-    /// `url` with the defaults' retention (tests).
+    /// `url` with the defaults' retention, pool size and `auto` (tests).
     pub fn at(url: &str) -> DatabaseConfig {
         let day = 86_400;
         DatabaseConfig {
             url: url.to_owned(),
             password: None,
             retention: [7 * day, 90 * day, 730 * day].map(Duration::from_secs),
+            pool_size: 4,
+            timescaledb: true,
         }
     }
 
@@ -172,6 +189,8 @@ pub struct HistoryDb {
     down: AtomicBool,
     /// Migrations applied and partitions made by this process.
     prepared: AtomicBool,
+    /// The layout found once migrated.
+    layout: std::sync::OnceLock<Layout>,
 }
 
 impl std::fmt::Debug for HistoryDb {
@@ -186,7 +205,7 @@ impl HistoryDb {
     /// the schema is prepared on the first retry that reaches it. Fails (one line) when the
     /// database refuses (wrong password, missing database, a failed migration).
     pub async fn open(cfg: DatabaseConfig) -> Result<Arc<HistoryDb>, DbError> {
-        let pool = Pool::new(cfg.pg_config()?, POOL_SIZE);
+        let pool = Pool::new(cfg.pg_config()?, cfg.pool_size);
         let db = Arc::new(HistoryDb {
             cfg,
             pool,
@@ -195,6 +214,7 @@ impl HistoryDb {
             problem: Mutex::new(None),
             down: AtomicBool::new(false),
             prepared: AtomicBool::new(false),
+            layout: std::sync::OnceLock::new(),
         });
         match db.prepare().await {
             Ok(()) => {}
@@ -214,31 +234,43 @@ impl HistoryDb {
         }
         {
             let mut c = self.pool.get().await?;
-            let version = schema::migrate(&mut c).await?;
-            let timescale = c
-                .query_opt(
-                    "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'",
-                    &[],
-                )
-                .await
-                .map_err(DbError::from_pg)?
-                .is_some();
+            let s = schema::migrate(&mut c, self.cfg.timescaledb).await?;
+            let _ = self.layout.set(s.layout);
             tracing::info!(
-                schema_version = version,
-                timescaledb_available = timescale,
-                "history database ready (plain partitions; TimescaleDB is not used)"
+                schema_version = s.version,
+                layout = s.layout.describe(),
+                timescaledb_available = s.timescaledb_available,
+                "history database ready"
             );
+            if s.layout == Layout::Partitions && s.timescaledb_available && self.cfg.timescaledb {
+                tracing::info!(
+                    "history database: TimescaleDB is available, but this database has plain \
+                     partitions (made without it, or with a version older than 2.11); they are \
+                     kept: no migration converts them"
+                );
+            }
         }
         self.upkeep(crate::now_ms()).await?;
         self.prepared.store(true, Ordering::Release);
         Ok(())
     }
 
-    /// Creates partitions ahead and drops expired ones, now.
-    pub async fn upkeep(&self, now_ms: i64) -> Result<(usize, usize), DbError> {
+    /// Upkeep as of `now_ms`: with partitions, creates them ahead and drops expired ones; with
+    /// hypertables, drops expired chunks and compresses old ones.
+    pub async fn upkeep(&self, now_ms: i64) -> Result<Upkeep, DbError> {
+        // Set by `prepare` (which runs this once it is set): not yet while never reached.
+        let Some(&layout) = self.layout.get() else {
+            return Err(DbError::Unavailable(
+                "the history database was not reached yet".into(),
+            ));
+        };
         let mut c = self.pool.get().await?;
-        let u = schema::maintain(&mut c, now_ms, |t| self.cfg.retention_ms(t)).await?;
-        Ok((u.created, u.dropped))
+        schema::maintain(&mut c, layout, now_ms, |t| self.cfg.retention_ms(t)).await
+    }
+
+    /// How the time-keyed tables are kept; `None` until the database was first reached.
+    pub fn layout(&self) -> Option<Layout> {
+        self.layout.get().copied()
     }
 
     /// A connection from the pool to the migrated schema (the alert rules' store uses it).
