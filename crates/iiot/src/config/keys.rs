@@ -263,6 +263,8 @@ pub(crate) static KEYS: &[Key] = &[
         history.database_url = Opt(Text(crate::history::database::is_database_url))),
     key!(optional "HISTORY_DATABASE_PASSWORD", "history.database_password", "", "the PostgreSQL password, when not in HISTORY_DATABASE_URL (never shown; or HISTORY_DATABASE_PASSWORD_FILE)",
         history.database_password = Opt(Text(|_| true))),
+    key!("HISTORY_DATABASE_SPOOL_MAX_BYTES", "history.database_spool_max_bytes", "1073741824", "an integer from 0 to 1099511627776 (bytes of readings waiting for the database kept on disk in DATA_DIR/history-db-spool, surviving a restart or kill; past it the oldest are dropped and counted; 0 = in memory only, lost at exit)",
+        history.database_spool_max_bytes = int::<u64>(0, 1 << 40)),
     key!("LOG_FORMAT", "log.format", "text", "one of text, json",
         log.format = Format),
     key!(optional "RUST_LOG", "log.level", "info", "a tracing filter such as info or iiot=debug,warn",

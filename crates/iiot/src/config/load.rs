@@ -485,6 +485,7 @@ fn blank() -> Config {
             alert_retention: Duration::ZERO,
             database_url: None,
             database_password: None,
+            database_spool_max_bytes: 0,
         },
         log: LogSettings {
             format: LogFormat::Text,

@@ -300,6 +300,9 @@ pub struct HistorySettings {
     pub database_url: Option<String>,
     /// `HISTORY_DATABASE_PASSWORD`: its password, when not in the URL (none; never shown).
     pub database_password: Option<String>,
+    /// `HISTORY_DATABASE_SPOOL_MAX_BYTES`: readings waiting for the database kept on disk
+    /// (`DATA_DIR/history-db-spool/`) up to this many bytes (1 GiB); 0 = in memory only.
+    pub database_spool_max_bytes: u64,
 }
 
 /// Logging.
