@@ -119,7 +119,22 @@ def check_history_database(docs, deployments):
                 errors.append(f"{name}/{c['name']}: no HISTORY_DATABASE_PASSWORD_FILE under {SECRETS_DIR}")
             elif path[len(SECRETS_DIR):] not in secret_keys:
                 errors.append(f"{name}/{c['name']}: {path} is no key of the Secret")
+            if role == "process":
+                errors += writable_data_dir(name, d, c, env)
     return errors
+
+
+def writable_data_dir(name, deployment, container, env):
+    """A processor spools the readings the database cannot take under DATA_DIR: with a
+    read-only root file system that must be a mounted volume, or the role cannot start."""
+    data_dir = env.get("DATA_DIR")
+    if not data_dir or not data_dir.startswith("/"):
+        return [f"{name}/{container['name']}: no absolute DATA_DIR for the history database spool"]
+    mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+    mount = mounts.get(data_dir)
+    if not mount or mount.get("readOnly"):
+        return [f"{name}/{container['name']}: DATA_DIR {data_dir} is no writable volume mount"]
+    return []
 
 
 if __name__ == "__main__":

@@ -17,7 +17,10 @@ mod support;
 
 use std::sync::Arc;
 
-use iiot::history::database::{DatabaseConfig, DbRow, HistoryDb, Layout, MAX_BUFFERED_ROWS};
+use iiot::history::database::spool::{Found as SpoolFound, SPOOL_DIR};
+use iiot::history::database::{
+    DatabaseConfig, DbRow, HistoryDb, Layout, MAX_BUFFERED_ROWS, Spool, SpoolConfig,
+};
 use iiot::history::{History, HistoryConfig, HistoryError, HistoryStore};
 use iiot::store::HistoryPoint;
 use iiot_model::{Parameter, Reading};
@@ -744,4 +747,164 @@ fn a_pool_of_one_takes_turns_on_a_server_of_one_connection() {
         assert_eq!(r.unwrap(), (50, 0, true));
     }
     assert_eq!(rt.block_on(db.count_readings()).unwrap(), 400);
+}
+
+/// The spool of a writer in `dir`, bounded at `max_bytes`, as `iiot run` / `iiot process` open it.
+fn spool_in(dir: &std::path::Path, max_bytes: u64) -> Option<(Spool, SpoolFound)> {
+    let cfg = SpoolConfig {
+        dir: dir.join(SPOOL_DIR),
+        max_bytes,
+    };
+    Some(Spool::open(cfg).expect("open the spool"))
+}
+
+/// A writer on `pg` with its spool in `dir` (see [`spool_in`]).
+fn spooled_writer(
+    rt: &tokio::runtime::Runtime,
+    pg: &PgServer,
+    dir: &std::path::Path,
+    max_bytes: u64,
+) -> Arc<HistoryDb> {
+    rt.block_on(HistoryDb::open_with(
+        DatabaseConfig::at(&pg.url()),
+        spool_in(dir, max_bytes),
+    ))
+    .expect("open the database")
+}
+
+fn load(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn db_rows(device: &str, n: i64) -> Vec<DbRow> {
+    series(device, n, iiot::now_ms())
+        .iter()
+        .map(|(r, _)| DbRow::of(r))
+        .collect()
+}
+
+fn spool_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join(SPOOL_DIR))
+        .expect("spool dir")
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "spool"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn readings_spooled_during_an_outage_survive_a_kill_and_arrive_once() {
+    let pg = PgServer::start();
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("dir");
+    let all = db_rows("kill", 1_010);
+    {
+        let db = spooled_writer(&rt, &pg, dir.path(), 1 << 30);
+        rt.block_on(db.write(all[..10].to_vec()));
+        assert_eq!(load(&db.stats().buffered), 0, "written directly");
+        pg.stop();
+        for batch in all[10..].chunks(50) {
+            rt.block_on(db.write(batch.to_vec()));
+        }
+        assert!(!rt.block_on(db.retry()), "still down");
+        assert_eq!(load(&db.stats().buffered), 1_000);
+        assert!(load(&db.stats().spool_bytes) > 0);
+        assert!(db.problem().is_some());
+        // Dropped without flushing or a last retry: what a SIGKILL leaves.
+    }
+    assert!(!spool_files(dir.path()).is_empty());
+    pg.start_again();
+    let db = spooled_writer(&rt, &pg, dir.path(), 1 << 30);
+    assert_eq!(load(&db.stats().buffered), 1_000, "found again at start");
+    let problem = db.problem().expect("degraded while readings wait");
+    assert!(problem.contains("1000 readings waiting"), "{problem}");
+    assert!(rt.block_on(db.retry()), "the spool written");
+    assert_eq!(load(&db.stats().rows_written), 1_000);
+    assert_eq!(load(&db.stats().duplicates), 0);
+    assert_eq!(load(&db.stats().buffered), 0);
+    assert_eq!(load(&db.stats().spool_bytes), 0);
+    assert_eq!(load(&db.stats().lost), 0);
+    assert!(db.problem().is_none());
+    assert_eq!(pg.psql("SELECT count(*) FROM iiot_readings"), "1010");
+    assert_eq!(pg.psql("SELECT sum(count) FROM iiot_rollup_1m"), "1010");
+    assert!(
+        spool_files(dir.path()).is_empty(),
+        "written segments deleted"
+    );
+    // Writes go straight to the database again.
+    rt.block_on(db.write(db_rows("after", 5)));
+    assert_eq!(pg.psql("SELECT count(*) FROM iiot_readings"), "1015");
+}
+
+#[test]
+fn past_the_spool_bound_the_oldest_readings_are_counted_lost_and_the_newest_kept() {
+    let pg = PgServer::start();
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("dir");
+    let max: u64 = 256 * 1024;
+    let all = db_rows("bound", 20_000);
+    let kept = {
+        let db = spooled_writer(&rt, &pg, dir.path(), max);
+        pg.stop();
+        for batch in all.chunks(500) {
+            rt.block_on(db.write(batch.to_vec()));
+        }
+        let (kept, lost) = (load(&db.stats().buffered), load(&db.stats().lost));
+        assert!(lost > 0, "past {max} bytes the oldest are dropped");
+        assert_eq!(kept + lost, 20_000, "every reading kept or counted");
+        assert!(load(&db.stats().spool_bytes) <= max);
+        let on_disk: u64 = spool_files(dir.path())
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum();
+        assert!(on_disk <= max, "{on_disk} bytes on disk");
+        kept
+    };
+    pg.start_again();
+    let db = spooled_writer(&rt, &pg, dir.path(), max);
+    assert_eq!(load(&db.stats().buffered), kept);
+    assert!(rt.block_on(db.retry()));
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM iiot_readings"),
+        kept.to_string()
+    );
+    // The newest were kept: seqs from 20,000 - kept to the last.
+    assert_eq!(
+        pg.psql("SELECT min(seq) || ' ' || max(seq) FROM iiot_readings"),
+        format!("{} 19999", 20_000 - kept)
+    );
+}
+
+#[test]
+fn a_torn_last_spool_record_is_skipped_and_counted_and_the_rest_written() {
+    let pg = PgServer::start();
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("dir");
+    let all = db_rows("torn", 300);
+    {
+        let db = spooled_writer(&rt, &pg, dir.path(), 1 << 30);
+        pg.stop();
+        for batch in all.chunks(100) {
+            rt.block_on(db.write(batch.to_vec()));
+        }
+        assert_eq!(load(&db.stats().buffered), 300);
+    }
+    // A crash in the middle of the last append.
+    let last = spool_files(dir.path()).pop().expect("a segment");
+    let len = std::fs::metadata(&last).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len(len - 100)
+        .unwrap();
+    pg.start_again();
+    let db = spooled_writer(&rt, &pg, dir.path(), 1 << 30);
+    let skipped = load(&db.stats().spool_skipped_bytes);
+    assert!(skipped > 0 && skipped < len, "{skipped}");
+    assert_eq!(load(&db.stats().buffered), 200);
+    assert!(rt.block_on(db.retry()), "not a stop");
+    assert_eq!(pg.psql("SELECT count(*) FROM iiot_readings"), "200");
+    assert_eq!(pg.psql("SELECT max(seq) FROM iiot_readings"), "199");
 }

@@ -2,7 +2,8 @@
 //! on one private cluster (`support::postgres`): several instances answer the same history
 //! and export, one started later too; a writer that starts over and is handed the same
 //! readings again adds no rows; a database stopped mid-run does not stop processing or
-//! alerting, and the readings of the outage reach it once it is back.
+//! alerting, and the readings of the outage reach it once it is back — even when the writer
+//! was killed (SIGKILL) meanwhile: they waited in its spool in `DATA_DIR`.
 //!
 //! Every instance is `iiot run` on the embedded bus with `SIMULATOR=off` and `HISTORY=off`
 //! (nothing on disk): readings go in through `POST /api/ingest` on the writer only, so
@@ -182,6 +183,48 @@ fn a_database_stopped_mid_run_stops_neither_processing_nor_alerting_and_then_cat
         .filter_map(|p| p["max"].as_f64())
         .fold(f64::MIN, f64::max);
     assert_eq!(max, 95.0);
+}
+
+#[test]
+fn readings_spooled_while_the_database_is_down_survive_a_sigkill_and_arrive_once() {
+    let pg = PgServer::start();
+    let data = support::role::fresh_data_dir("pg-spool");
+    let data = data.to_str().unwrap();
+    let mut writer = instance(&pg.url(), &[("DATA_DIR", data)]);
+    ingest(&writer, &readings("kill_a", 1..51, None));
+    writer.wait_for("50 rows in the database", |_| rows(&pg) == 50);
+    pg.stop();
+    // Accepted, processed (input done with) and spooled while the database is down.
+    ingest(&writer, &readings("kill_a", 51..151, None));
+    writer.wait_for("the outage's readings spooled", |r| {
+        r.metric("iot_history_db_buffered_rows", "") == 100.0
+            && r.metric("iot_history_db_spool_bytes", "") > 0.0
+    });
+    let (status, body) = writer.get("/ready").expect("/ready");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("degraded"), "{body}");
+    drop(writer); // SIGKILL: no shutdown, no last retry.
+    pg.start_again();
+    let mut writer = instance(&pg.url(), &[("DATA_DIR", data)]);
+    writer.wait_for("the spooled readings written after the restart", |_| {
+        rows(&pg) == 150
+    });
+    writer.wait_for("/ready without the reason", |r| {
+        r.get("/ready")
+            .is_some_and(|(_, b)| b.contains("\"ready\""))
+    });
+    assert_eq!(
+        writer.metric("iot_history_db_rows_written_total", ""),
+        100.0
+    );
+    assert_eq!(writer.metric("iot_history_db_lost_total", ""), 0.0);
+    assert_eq!(writer.metric("iot_history_db_buffered_rows", ""), 0.0);
+    assert_eq!(writer.metric("iot_history_db_spool_bytes", ""), 0.0);
+    assert_eq!(pg.psql("SELECT sum(count) FROM iiot_rollup_1m"), "150");
+    assert_eq!(
+        pg.psql("SELECT count(DISTINCT seq) FROM iiot_readings WHERE device_id = 'kill_a'"),
+        "150"
+    );
 }
 
 #[test]

@@ -267,6 +267,8 @@ pub(crate) static KEYS: &[Key] = &[
         history.database_pool_size = int::<usize>(1, 64)),
     key!("HISTORY_DATABASE_TIMESCALEDB", "history.database_timescaledb", "auto", "one of auto, off (auto: a new history database is made of TimescaleDB hypertables when the server has the extension; existing ones keep their layout)",
         history.database_timescaledb = OneOf(&["auto", "off"])),
+    key!("HISTORY_DATABASE_SPOOL_MAX_BYTES", "history.database_spool_max_bytes", "1073741824", "an integer from 0 to 1099511627776 (bytes of readings waiting for the database kept on disk in DATA_DIR/history-db-spool, surviving a restart or kill; past it the oldest are dropped and counted; 0 = in memory only, lost at exit)",
+        history.database_spool_max_bytes = int::<u64>(0, 1 << 40)),
     key!("LOG_FORMAT", "log.format", "text", "one of text, json",
         log.format = Format),
     key!(optional "RUST_LOG", "log.level", "info", "a tracing filter such as info or iiot=debug,warn",

@@ -487,6 +487,7 @@ fn blank() -> Config {
             database_password: None,
             database_pool_size: 0,
             database_timescaledb: String::new(),
+            database_spool_max_bytes: 0,
         },
         log: LogSettings {
             format: LogFormat::Text,

@@ -305,6 +305,9 @@ pub struct HistorySettings {
     /// `HISTORY_DATABASE_TIMESCALEDB`: `auto` (a new database uses TimescaleDB when the server
     /// has it) or `off` (`auto`).
     pub database_timescaledb: String,
+    /// `HISTORY_DATABASE_SPOOL_MAX_BYTES`: readings waiting for the database kept on disk
+    /// (`DATA_DIR/history-db-spool/`) up to this many bytes (1 GiB); 0 = in memory only.
+    pub database_spool_max_bytes: u64,
 }
 
 /// Logging.

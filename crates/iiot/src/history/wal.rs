@@ -82,6 +82,11 @@ impl Log {
         self.file.sync_data()
     }
 
+    /// A second handle on the file, to sync it without holding whatever guards the log.
+    pub(crate) fn sync_handle(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
     /// Bytes of whole frames.
     pub(crate) fn len(&self) -> u64 {
         self.len

@@ -95,8 +95,9 @@ pub struct Snapshot {
     pub ingest: [u64; 2],
     /// History on disk, where it is kept.
     pub history: Option<HistorySnapshot>,
-    /// The PostgreSQL history's writes (rows written, duplicates, errors, lost, buffered).
-    pub history_db: Option<[u64; 5]>,
+    /// The PostgreSQL history's writes (rows written, duplicates, errors, lost, buffered,
+    /// spool bytes, spool bytes skipped).
+    pub history_db: Option<[u64; 7]>,
     /// This process's resource use.
     pub process: ProcessStats,
 }
@@ -311,6 +312,8 @@ impl Snapshot {
                     load(&s.write_errors),
                     load(&s.lost),
                     load(&s.buffered),
+                    load(&s.spool_bytes),
+                    load(&s.spool_skipped_bytes),
                 ]
             }),
             process: ProcessStats::current(),
@@ -681,6 +684,8 @@ impl Snapshot {
             &HISTORY_DB_WRITE_ERRORS,
             &HISTORY_DB_LOST,
             &HISTORY_DB_BUFFERED,
+            &HISTORY_DB_SPOOL_BYTES,
+            &HISTORY_DB_SPOOL_SKIPPED,
         ];
         for (i, def) in defs.into_iter().enumerate() {
             e.optional(def, h.map(|h| h[i]));

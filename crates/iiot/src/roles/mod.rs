@@ -63,13 +63,28 @@ pub(crate) async fn ops_endpoint(
 
 /// History in PostgreSQL when `HISTORY_DATABASE_URL` is set: connected, migrated, its
 /// partitions made (or, while unreachable, to be made on the first retry that reaches it).
+/// A `writer` (`run`, `process`) keeps what the database cannot take now in its spool in
+/// `DATA_DIR` (unless `HISTORY_DATABASE_SPOOL_MAX_BYTES=0`); one that cannot be opened or is
+/// in use by another process is a configuration error (exit 2).
 pub(crate) async fn open_history_db(
     config: &crate::config::Config,
+    writer: bool,
 ) -> anyhow::Result<Option<std::sync::Arc<crate::history::database::HistoryDb>>> {
-    let Some(cfg) = crate::history::database::DatabaseConfig::from_config(config) else {
+    use crate::history::database::{DatabaseConfig, HistoryDb, Spool, SpoolConfig};
+    let Some(cfg) = DatabaseConfig::from_config(config) else {
         return Ok(None);
     };
-    let db = crate::history::database::HistoryDb::open(cfg)
+    let spool = match SpoolConfig::from_config(config).filter(|_| writer) {
+        None => None,
+        Some(spool) => {
+            // It reads what a previous process left: blocking work.
+            let opened = tokio::task::spawn_blocking(move || Spool::open(spool))
+                .await
+                .map_err(|e| anyhow::anyhow!("opening the history database spool: {e}"))?;
+            Some(opened.map_err(anyhow::Error::new)?)
+        }
+    };
+    let db = HistoryDb::open_with(cfg, spool)
         .await
         .map_err(anyhow::Error::msg)?;
     Ok(Some(db))

@@ -152,7 +152,7 @@ pub async fn main(
 ) -> anyhow::Result<()> {
     let backend = backend::kafka_only(&config)?;
     let mut inputs = GroupInputs::new(Vec::new());
-    let history_db = super::open_history_db(&config).await?;
+    let history_db = super::open_history_db(&config, true).await?;
     if let Some(db) = &history_db {
         // The API's rules from the database (`start` follows it), shown by `/config` too.
         let book = RuleBook::in_database(&config, db.clone(), Vec::new(), "").await;

@@ -176,7 +176,7 @@ async fn compose(
             NotifyShared::on_topic(config, system_clock(), backend, shutdown.child_token()).await?
         }
     };
-    let history_db = super::open_history_db(config).await?;
+    let history_db = super::open_history_db(config, true).await?;
     // On Kafka other `iiot process` instances may share the group: API rules go through the
     // rules topic, which the processors here follow too (`process::start`). With the database
     // they are kept there instead, on the bus or on Kafka (`rules.json` copied in once).

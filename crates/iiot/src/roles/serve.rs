@@ -87,7 +87,7 @@ pub async fn start(
     let (history, restored, resume_from) = open_history(config, &mut store).await?;
     let history_db = match inputs.history_db {
         Some(db) => Some(db),
-        None => super::open_history_db(config).await?,
+        None => super::open_history_db(config, false).await?,
     };
     let live = Live::new(store, Hub::new(HubConfig::from_config(config)))
         .with_history(history)
@@ -289,7 +289,7 @@ pub async fn main(config: Config, shutdown: CancellationToken) -> anyhow::Result
     // With the database, through it instead (the topic is then only read to copy its rules
     // into the database once).
     let topic = config.kafka.topic_rules.clone();
-    let history_db = super::open_history_db(&config).await?;
+    let history_db = super::open_history_db(&config, false).await?;
     let book = Arc::new(match &history_db {
         Some(db) => RuleBook::in_database(&config, db.clone(), Vec::new(), "").await,
         None => RuleBook::on_topic(&config, backend.publisher(), topic.clone()),

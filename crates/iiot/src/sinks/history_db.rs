@@ -4,7 +4,8 @@
 //! crash is absorbed by the database (idempotent by device, event time and `seq`).
 //!
 //! While the database is down the sink does not hold the processor up: readings go to the
-//! database's bounded buffer and are retried there, alerting goes on.
+//! writer's spool on disk (or, without one, a bounded memory buffer) before `take` returns,
+//! so before the input is committed, and are retried from there; alerting goes on.
 
 use std::sync::Arc;
 

@@ -18,11 +18,21 @@
 //!
 //! # Database down
 //! [`HistoryDb::write`] never waits long: a batch that cannot be written (or any batch while
-//! the database is known to be down) goes to a bounded buffer ([`MAX_BUFFERED_ROWS`]) that
-//! [`HistoryDb::spawn_upkeep`] retries every [`RETRY_EVERY`]; past the bound the oldest
-//! readings are counted as lost (`iot_history_db_lost_total`). [`HistoryDb::problem`] says
-//! what is wrong meanwhile (`/ready` answers 200 "degraded" with it). Buffered readings are
-//! lost with the process (their input was committed): the price of never stalling alerting.
+//! the database is known to be down) is appended to the [`spool`] on disk before `write`
+//! returns — so before the processor commits the input it came from — and
+//! [`HistoryDb::spawn_upkeep`] writes the spool to the database every [`RETRY_EVERY`], oldest
+//! first, deleting what was written a segment file at a time, and syncs what was appended
+//! (a SIGKILL keeps what reached the page cache; the sync every second covers a power loss).
+//! A spool left by a previous process (killed during an outage) is found at start and
+//! replayed the same way; a replay cut short writes some readings twice, which the database
+//! keeps once. Past `HISTORY_DATABASE_SPOOL_MAX_BYTES` the oldest segments are dropped and
+//! their readings counted as lost (`iot_history_db_lost_total`).
+//!
+//! The spool belongs to the writers (`iiot run`, `iiot process`: `DATA_DIR/history-db-spool/`,
+//! locked). Without it (`HISTORY_DATABASE_SPOOL_MAX_BYTES=0`, `iiot serve`, or while the
+//! spool cannot be written, e.g. a full disk) readings wait in a bounded memory buffer
+//! ([`MAX_BUFFERED_ROWS`]) instead, lost with the process. [`HistoryDb::problem`] says what is
+//! wrong meanwhile, and that readings wait while any do (`/ready` answers 200 "degraded").
 //!
 //! # TimescaleDB
 //! A database whose schema is made while the server offers the `timescaledb` extension (and
@@ -36,6 +46,7 @@
 mod pool;
 mod query;
 mod schema;
+pub mod spool;
 mod write;
 
 use std::collections::VecDeque;
@@ -49,6 +60,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use pool::Conn;
 pub use schema::{Layout, Upkeep};
+pub use spool::{Spool, SpoolConfig};
 pub use write::DbRow;
 
 use super::Tier;
@@ -172,10 +184,14 @@ pub struct DbStats {
     pub duplicates: AtomicU64,
     /// Failed writes (each retried).
     pub write_errors: AtomicU64,
-    /// Readings dropped because the buffer was full.
+    /// Readings dropped because the buffer (memory or spool) was full.
     pub lost: AtomicU64,
-    /// Readings waiting in the buffer.
+    /// Readings waiting for the database, in memory or in the spool.
     pub buffered: AtomicU64,
+    /// Bytes of the spool's segment files.
+    pub spool_bytes: AtomicU64,
+    /// Bytes of the spool skipped at start: torn or corrupt records a crash left.
+    pub spool_skipped_bytes: AtomicU64,
 }
 
 /// History in PostgreSQL. Cheap to share (`Arc`).
@@ -184,6 +200,10 @@ pub struct HistoryDb {
     pool: Pool,
     stats: DbStats,
     buffer: Mutex<VecDeque<DbRow>>,
+    /// Readings waiting on disk (the writers'; `None`: only the memory buffer).
+    spool: Option<Arc<Spool>>,
+    /// Set while the spool cannot be written (the memory buffer takes its place).
+    spool_failing: AtomicBool,
     /// Set while writes fail; cleared by the first write that succeeds.
     problem: Mutex<Option<String>>,
     down: AtomicBool,
@@ -205,12 +225,41 @@ impl HistoryDb {
     /// the schema is prepared on the first retry that reaches it. Fails (one line) when the
     /// database refuses (wrong password, missing database, a failed migration).
     pub async fn open(cfg: DatabaseConfig) -> Result<Arc<HistoryDb>, DbError> {
+        HistoryDb::open_with(cfg, None).await
+    }
+
+    /// [`HistoryDb::open`] for a writer: readings that cannot be written now go to `spool`
+    /// ([`Spool::open`], with what it found of a previous process, which is written first).
+    pub async fn open_with(
+        cfg: DatabaseConfig,
+        spool: Option<(Spool, spool::Found)>,
+    ) -> Result<Arc<HistoryDb>, DbError> {
         let pool = Pool::new(cfg.pg_config()?, cfg.pool_size);
+        let stats = DbStats::default();
+        let spool = spool.map(|(spool, found)| {
+            stats.buffered.store(found.rows, Ordering::Relaxed);
+            stats.spool_bytes.store(found.bytes, Ordering::Relaxed);
+            stats
+                .spool_skipped_bytes
+                .store(found.skipped_bytes, Ordering::Relaxed);
+            if found.rows > 0 {
+                tracing::info!(
+                    readings = found.rows,
+                    bytes = found.bytes,
+                    skipped_bytes = found.skipped_bytes,
+                    dir = %spool.config().dir.display(),
+                    "history database: readings spooled by a previous run are written first"
+                );
+            }
+            Arc::new(spool)
+        });
         let db = Arc::new(HistoryDb {
             cfg,
             pool,
-            stats: DbStats::default(),
+            stats,
             buffer: Mutex::new(VecDeque::new()),
+            spool,
+            spool_failing: AtomicBool::new(false),
             problem: Mutex::new(None),
             down: AtomicBool::new(false),
             prepared: AtomicBool::new(false),
@@ -304,12 +353,19 @@ impl HistoryDb {
         &self.stats
     }
 
-    /// What is wrong, while writes fail.
+    /// What is wrong, while writes fail, or else how many readings wait, while any do.
     pub fn problem(&self) -> Option<String> {
-        self.problem
+        let problem = self
+            .problem
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .clone();
+        problem.or_else(|| match self.stats.buffered.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(format!(
+                "{n} readings waiting to be written to the database"
+            )),
+        })
     }
 
     /// The settings.
@@ -336,8 +392,9 @@ impl HistoryDb {
     }
 
     /// Writes `rows` before returning when the database takes them within
-    /// [`WRITE_TIMEOUT`]; otherwise (or at once while the database is known to be down) keeps
-    /// them in the bounded buffer for [`HistoryDb::spawn_upkeep`] to retry. Never fails.
+    /// [`WRITE_TIMEOUT`]; otherwise (or at once while the database is known to be down)
+    /// appends them to the spool (or, without one, keeps them in the bounded memory buffer)
+    /// for [`HistoryDb::spawn_upkeep`] to retry. Never fails.
     pub async fn write(&self, rows: Vec<DbRow>) {
         if rows.is_empty() {
             return;
@@ -347,6 +404,32 @@ impl HistoryDb {
                 Ok(Ok(_)) => return,
                 Ok(Err(e)) => self.failed(&e.to_string()),
                 Err(_) => self.failed("a write took longer than 5s"),
+            }
+        }
+        if let Some(spool) = &self.spool {
+            let payload = spool::encode(&rows);
+            let n = rows.len() as u64;
+            let s = spool.clone();
+            let appended = tokio::task::spawn_blocking(move || s.append(&payload, n))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|r| r);
+            match appended {
+                Ok(lost) => {
+                    self.stats.lost.fetch_add(lost, Ordering::Relaxed);
+                    if self.spool_failing.swap(false, Ordering::Relaxed) {
+                        tracing::info!("history database spool: writing again");
+                    }
+                    self.gauges();
+                    return;
+                }
+                Err(e) => {
+                    if !self.spool_failing.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(error = %e, dir = %spool.config().dir.display(), "history database spool: cannot append; readings wait in memory (lost if the process dies)");
+                    }
+                    *self.problem.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(format!("the spool cannot be written: {e}"));
+                }
             }
         }
         self.keep(rows);
@@ -360,23 +443,48 @@ impl HistoryDb {
         *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.to_owned());
     }
 
-    fn keep(&self, rows: Vec<DbRow>) {
-        let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        buffer.extend(rows);
-        let over = buffer.len().saturating_sub(MAX_BUFFERED_ROWS);
-        if over > 0 {
-            buffer.drain(..over);
-            self.stats.lost.fetch_add(over as u64, Ordering::Relaxed);
-        }
+    /// The waiting readings' gauges, from the buffer and the spool.
+    fn gauges(&self) {
+        let memory = self.buffer.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
+        let level = self.spool.as_ref().map(|s| s.level()).unwrap_or_default();
         self.stats
             .buffered
-            .store(buffer.len() as u64, Ordering::Relaxed);
+            .store(memory + level.rows, Ordering::Relaxed);
+        self.stats.spool_bytes.store(level.bytes, Ordering::Relaxed);
     }
 
-    /// Tries the buffered readings once: `true` when none are left.
+    fn keep(&self, rows: Vec<DbRow>) {
+        {
+            let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+            buffer.extend(rows);
+            let over = buffer.len().saturating_sub(MAX_BUFFERED_ROWS);
+            if over > 0 {
+                buffer.drain(..over);
+                self.stats.lost.fetch_add(over as u64, Ordering::Relaxed);
+            }
+        }
+        self.gauges();
+    }
+
+    /// The database took a write again: writes go to it directly from now on (what waits is
+    /// written by the retries; [`HistoryDb::problem`] says so until it is).
+    fn resumed(&self) {
+        if self.down.swap(false, Ordering::Relaxed) {
+            tracing::info!("history database: writes resumed");
+        }
+        *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Tries the waiting readings once, the spool's first: `true` when none are left.
     pub async fn retry(&self) -> bool {
+        self.sync_spool().await;
         if let Err(e) = self.prepare().await {
             self.failed(&e.to_string());
+            return false;
+        }
+        if let Some(spool) = &self.spool
+            && !self.replay(spool).await
+        {
             return false;
         }
         loop {
@@ -386,18 +494,15 @@ impl HistoryDb {
                 b.drain(..n).collect()
             };
             if batch.is_empty() {
-                if self.down.swap(false, Ordering::Relaxed) {
-                    tracing::info!("history database: writes resumed");
+                self.gauges();
+                let spooled = self.spool.as_ref().map_or(0, |s| s.level().rows);
+                if spooled == 0 {
+                    self.resumed();
                 }
-                *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                self.stats.buffered.store(0, Ordering::Relaxed);
-                return true;
+                return spooled == 0;
             }
             match tokio::time::timeout(WRITE_TIMEOUT, self.insert(&batch)).await {
-                Ok(Ok(_)) => {
-                    let left = self.buffer.lock().unwrap_or_else(|e| e.into_inner()).len();
-                    self.stats.buffered.store(left as u64, Ordering::Relaxed);
-                }
+                Ok(Ok(_)) => self.gauges(),
                 failed => {
                     let why = match failed {
                         Ok(Err(e)) => e.to_string(),
@@ -414,9 +519,68 @@ impl HistoryDb {
                         b.drain(..over);
                         self.stats.lost.fetch_add(over as u64, Ordering::Relaxed);
                     }
+                    drop(b);
+                    self.gauges();
                     return false;
                 }
             }
+        }
+    }
+
+    /// Writes the spool to the database, oldest first, until it is empty (`true`) or a write
+    /// fails (`false`, the batch kept for the next try).
+    async fn replay(&self, spool: &Arc<Spool>) -> bool {
+        loop {
+            let s = spool.clone();
+            let next = tokio::task::spawn_blocking(move || s.next(BATCH_ROWS)).await;
+            let batch = match next {
+                Ok(Ok(Some(batch))) => batch,
+                Ok(Ok(None)) => return true,
+                Ok(Err((why, lost))) => {
+                    tracing::warn!(error = %why, readings = lost, "history database spool: readings that cannot be read back are lost");
+                    self.stats.lost.fetch_add(lost, Ordering::Relaxed);
+                    self.gauges();
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "history database spool: reading it back failed");
+                    return false;
+                }
+            };
+            let written = tokio::time::timeout(WRITE_TIMEOUT, self.insert(&batch.rows)).await;
+            let ok = matches!(written, Ok(Ok(_)));
+            let s = spool.clone();
+            let lost = tokio::task::spawn_blocking(move || s.done(batch, ok))
+                .await
+                .unwrap_or(0);
+            self.stats.lost.fetch_add(lost, Ordering::Relaxed);
+            self.gauges();
+            match written {
+                Ok(Ok(_)) => self.resumed(),
+                Ok(Err(e)) => {
+                    self.failed(&e.to_string());
+                    return false;
+                }
+                Err(_) => {
+                    self.failed("a write took longer than 5s");
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Makes what was appended to the spool durable (every [`RETRY_EVERY`] and at stop).
+    async fn sync_spool(&self) {
+        let Some(spool) = &self.spool else {
+            return;
+        };
+        let s = spool.clone();
+        match tokio::task::spawn_blocking(move || s.sync()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "history database spool: sync failed");
+            }
+            Err(e) => tracing::warn!(error = %e, "history database spool: sync failed"),
         }
     }
 
@@ -434,6 +598,7 @@ impl HistoryDb {
                 tokio::select! {
                     _ = stop.cancelled() => {
                         let _ = tokio::time::timeout(WRITE_TIMEOUT, db.retry()).await;
+                        db.sync_spool().await;
                         return;
                     }
                     _ = retry.tick() => { db.retry().await; }

@@ -579,6 +579,8 @@ pub const METRICS: &[MetricDef] = &[
     HISTORY_DB_WRITE_ERRORS,
     HISTORY_DB_LOST,
     HISTORY_DB_BUFFERED,
+    HISTORY_DB_SPOOL_BYTES,
+    HISTORY_DB_SPOOL_SKIPPED,
     PROCESS_RESIDENT_MEMORY,
     PROCESS_VIRTUAL_MEMORY,
     PROCESS_CPU,
@@ -613,17 +615,29 @@ pub const HISTORY_DB_DUPLICATES: MetricDef = def(
 pub const HISTORY_DB_WRITE_ERRORS: MetricDef = def(
     "iot_history_db_write_errors_total",
     MetricKind::Counter,
-    "Failed writes to the PostgreSQL history; the readings wait in a bounded buffer and are retried.",
+    "Failed writes to the PostgreSQL history; the readings wait (in the spool on disk, or a bounded memory buffer) and are retried.",
 );
 /// Readings lost because the history database's buffer was full.
 pub const HISTORY_DB_LOST: MetricDef = def(
     "iot_history_db_lost_total",
     MetricKind::Counter,
-    "Readings not written to the PostgreSQL history because the buffer of readings waiting for it was full.",
+    "Readings not written to the PostgreSQL history because the spool (or memory buffer) of readings waiting for it was full.",
 );
 /// Readings waiting for the history database.
 pub const HISTORY_DB_BUFFERED: MetricDef = def(
     "iot_history_db_buffered_rows",
     MetricKind::Gauge,
-    "Readings waiting in memory for the PostgreSQL history to take them again.",
+    "Readings waiting for the PostgreSQL history to take them again, in the spool on disk or in memory.",
+);
+/// Bytes of the history database's spool.
+pub const HISTORY_DB_SPOOL_BYTES: MetricDef = def(
+    "iot_history_db_spool_bytes",
+    MetricKind::Gauge,
+    "Bytes of the spool files (DATA_DIR/history-db-spool) holding readings waiting for the PostgreSQL history.",
+);
+/// Bytes of the spool skipped at start.
+pub const HISTORY_DB_SPOOL_SKIPPED: MetricDef = def(
+    "iot_history_db_spool_skipped_bytes_total",
+    MetricKind::Counter,
+    "Bytes of the history database spool skipped at start-up: torn or corrupt records a crash left.",
 );

@@ -103,7 +103,7 @@ fn snapshot() -> Snapshot {
             ],
             ..HistorySnapshot::default()
         }),
-        history_db: Some([400, 3, 1, 0, 0]),
+        history_db: Some([400, 3, 1, 0, 0, 0, 0]),
         process: ProcessStats {
             resident_memory_bytes: Some(50 << 20),
             virtual_memory_bytes: Some(300 << 20),
