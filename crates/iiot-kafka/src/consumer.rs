@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::FutureExt;
-use iiot_transport::{Message, Subscriber, TransportError};
+use iiot_transport::{Message, Ownership, Subscriber, TransportError};
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -32,58 +32,91 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long dropping a group member waits for its final commit and leave.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-/// Consumer callbacks: rebalances (revoked partitions), statistics (lag), logging.
+/// Consumer callbacks: rebalances (revoked and assigned partitions), statistics (lag),
+/// logging.
 pub(crate) struct ConsumerEvents {
     pub(crate) events: ClientEvents,
     pub(crate) topic: Arc<str>,
-    /// Partitions taken from this member and not given back, and the partitions it holds (or
-    /// held until a revocation not yet taken) and those newly given to it, until
-    /// `take_revoked` / `take_assigned`.
+    /// What the processor has not been told yet about the partitions, and which it holds now
+    /// (with the epoch of each assignment).
     pub(crate) partitions: Mutex<Partitions>,
     /// Messages of the assigned partitions not yet read, from the last statistics.
     pub(crate) lag: Arc<AtomicU64>,
 }
 
-/// What a member knows about its partitions between two looks of the processor.
+/// What a member knows about its partitions between two looks of the processor
+/// (`take_revoked`, then `take_assigned`).
+///
+/// Every revocation is reported and every assignment is reported as gained, even when a
+/// partition is revoked and given back before the processor looks (an eager rebalance, or two
+/// rebalances between two looks): the member cannot tell whether another member owned the
+/// partition in between — a member dropped from the group (a poll interval exceeded, a session
+/// lost) or rejoining under a new member id misses whole generations — so its in-memory state
+/// of the partition may be stale and is read back again.
 #[derive(Debug, Default)]
 pub(crate) struct Partitions {
-    /// Taken away and not given back yet.
+    /// Revoked since the last look (given back since or not).
     revoked: Vec<i32>,
-    /// Held: the processor has (or may build) state for their devices.
-    held: Vec<i32>,
-    /// Given and not held before.
+    /// Assigned since the last look and still held.
     gained: Vec<i32>,
+    /// Held now, each with the epoch of its assignment.
+    held: Vec<(i32, u64)>,
+    /// The last epoch handed out (one per assignment of a partition).
+    last_epoch: u64,
 }
 
 impl Partitions {
-    fn revoke(&mut self, taken: Vec<i32>) {
-        for p in taken {
+    fn revoke(&mut self, taken: &[i32]) {
+        for &p in taken {
             if !self.revoked.contains(&p) {
                 self.revoked.push(p);
             }
+            self.gained.retain(|&g| g != p);
+            self.held.retain(|&(h, _)| h != p);
         }
     }
 
-    /// An eager rebalance revokes everything and gives some back: what came back was owned by
-    /// nobody else in between, so its state is still good — neither revoked nor gained.
-    fn assign(&mut self, given: Vec<i32>) {
-        for p in given {
-            if let Some(i) = self.revoked.iter().position(|&r| r == p) {
-                self.revoked.swap_remove(i);
-            } else if !self.held.contains(&p) {
+    fn assign(&mut self, given: &[i32]) {
+        for &p in given {
+            if self.held.iter().any(|&(h, _)| h == p) {
+                // Assigned again without a revocation seen in between (a failed rebalance
+                // unassigns without one): as revoked and assigned.
+                self.revoke(&[p]);
+            }
+            self.last_epoch += 1;
+            self.held.push((p, self.last_epoch));
+            if !self.gained.contains(&p) {
                 self.gained.push(p);
             }
-            if !self.held.contains(&p) {
-                self.held.push(p);
-            }
         }
     }
 
-    fn take_revoked(&mut self) -> Vec<i32> {
-        let revoked = std::mem::take(&mut self.revoked);
-        self.held.retain(|p| !revoked.contains(p));
-        self.gained.retain(|p| !revoked.contains(p));
-        revoked
+    /// Revokes what is held but not in `assigned` (the consumer's assignment after a failed
+    /// rebalance, which unassigns without a revocation).
+    fn keep_only(&mut self, assigned: &[i32]) {
+        let gone: Vec<i32> = self
+            .held
+            .iter()
+            .map(|&(p, _)| p)
+            .filter(|p| !assigned.contains(p))
+            .collect();
+        self.revoke(&gone);
+    }
+
+    pub(crate) fn take_revoked(&mut self) -> Vec<i32> {
+        std::mem::take(&mut self.revoked)
+    }
+
+    pub(crate) fn take_assigned(&mut self) -> Vec<i32> {
+        std::mem::take(&mut self.gained)
+    }
+
+    /// The epoch of `partition`'s current assignment, if it is held.
+    pub(crate) fn epoch(&self, partition: i32) -> Option<u64> {
+        self.held
+            .iter()
+            .find(|&&(p, _)| p == partition)
+            .map(|&(_, e)| e)
     }
 }
 
@@ -124,21 +157,27 @@ impl ConsumerContext for ConsumerEvents {
         if let Rebalance::Revoke(tpl) = rebalance {
             let taken = self.partitions_of(tpl);
             tracing::info!(topic = %self.topic, partitions = ?taken, "kafka: partitions revoked");
-            self.partitions().revoke(taken);
+            self.partitions().revoke(&taken);
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let given = self.partitions_of(tpl);
                 tracing::info!(topic = %self.topic, partitions = ?given, "kafka: partitions assigned");
-                self.partitions().assign(given);
+                self.partitions().assign(&given);
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => {
                 if let Some(suppressed) = self.events.shared.consume_log.allow() {
                     tracing::warn!(topic = %self.topic, suppressed, "kafka: rebalance failed: {e}");
+                }
+                // The failed rebalance unassigned partitions without a revocation: what is no
+                // longer assigned counts as revoked (nothing, if the assignment cannot be read).
+                if let Ok(tpl) = consumer.assignment() {
+                    let assigned = self.partitions_of(&tpl);
+                    self.partitions().keep_only(&assigned);
                 }
             }
         }
@@ -230,21 +269,41 @@ async fn recv_into(
 
 /// A consumer-group member on one topic.
 pub(crate) struct GroupSubscriber {
-    /// Always `Some` until dropped.
-    pub(crate) consumer: Option<EventConsumer>,
+    /// Always `Some` until dropped; shared (weakly) with its [`GroupOwnership`] only.
+    pub(crate) consumer: Option<Arc<EventConsumer>>,
     pub(crate) topic: Arc<str>,
 }
 
 impl GroupSubscriber {
     pub(crate) fn new(consumer: EventConsumer, topic: &str) -> Self {
         GroupSubscriber {
-            consumer: Some(consumer),
+            consumer: Some(Arc::new(consumer)),
             topic: Arc::from(topic),
         }
     }
 
     fn consumer(&self) -> Result<&EventConsumer, TransportError> {
-        self.consumer.as_ref().ok_or(TransportError::Closed)
+        self.consumer.as_deref().ok_or(TransportError::Closed)
+    }
+}
+
+/// [`iiot_transport::Ownership`] of a group member: the epochs its rebalance callbacks hand
+/// out, and nothing while librdkafka considers the assignment lost (`rd_kafka_assignment_lost`:
+/// the poll interval was exceeded or the session timed out, so the group may already have
+/// given the partitions to another member, while the revocation reaches this member only at
+/// its next poll). Nothing either once the member is closed.
+#[derive(Debug)]
+pub(crate) struct GroupOwnership {
+    consumer: std::sync::Weak<EventConsumer>,
+}
+
+impl Ownership for GroupOwnership {
+    fn epoch(&self, partition: i32) -> Option<u64> {
+        let consumer = self.consumer.upgrade()?;
+        if consumer.assignment_lost() {
+            return None;
+        }
+        consumer.context().partitions().epoch(partition)
     }
 }
 
@@ -285,11 +344,19 @@ impl Subscriber for GroupSubscriber {
     }
 
     fn commit(&mut self, message: &Message) -> Result<(), TransportError> {
+        let consumer = self.consumer()?;
+        if consumer.assignment_lost() {
+            // The group may have given the partition to another member, which reads the
+            // message again; nothing is stored for a revocation still to come.
+            tracing::debug!(
+                topic = %message.topic,
+                partition = message.partition,
+                "kafka: assignment lost; offset not stored"
+            );
+            return Ok(());
+        }
         // Stored only: librdkafka commits stored offsets every second and on revoke/close.
-        match self
-            .consumer()?
-            .store_offset(&message.topic, message.partition, message.offset)
-        {
+        match consumer.store_offset(&message.topic, message.partition, message.offset) {
             Ok(()) => Ok(()),
             Err(KafkaError::StoreOffset(
                 RDKafkaErrorCode::State | RDKafkaErrorCode::UnknownPartition,
@@ -315,9 +382,16 @@ impl Subscriber for GroupSubscriber {
 
     fn take_assigned(&mut self) -> Vec<i32> {
         match &self.consumer {
-            Some(c) => std::mem::take(&mut c.context().partitions().gained),
+            Some(c) => c.context().partitions().take_assigned(),
             None => Vec::new(),
         }
+    }
+
+    fn ownership(&self) -> Option<Arc<dyn Ownership>> {
+        let consumer = self.consumer.as_ref()?;
+        Some(Arc::new(GroupOwnership {
+            consumer: Arc::downgrade(consumer),
+        }))
     }
 }
 
@@ -469,23 +543,54 @@ mod tests {
     use super::Partitions;
 
     #[test]
-    fn partitions_given_back_are_neither_revoked_nor_gained_and_new_ones_are_gained() {
+    fn every_revocation_is_reported_and_every_assignment_gained_with_a_new_epoch() {
         let mut p = Partitions::default();
-        p.assign(vec![0, 1, 2]);
-        assert_eq!(
-            std::mem::take(&mut p.gained),
-            vec![0, 1, 2],
-            "the first assignment"
-        );
-        // An eager rebalance: everything revoked, 0 and 1 back, 5 new.
-        p.revoke(vec![0, 1, 2]);
-        p.assign(vec![0, 1, 5]);
-        assert_eq!(p.take_revoked(), vec![2]);
-        assert_eq!(std::mem::take(&mut p.gained), vec![5]);
-        // A partition revoked (and taken) and given again later is gained again.
-        p.revoke(vec![5]);
+        p.assign(&[0, 1, 2]);
+        assert_eq!(p.take_revoked(), Vec::<i32>::new());
+        assert_eq!(p.take_assigned(), vec![0, 1, 2], "the first assignment");
+        let first = p.epoch(0).expect("held");
+        // An eager rebalance: everything revoked, 0 and 1 back, 5 new. What came back is
+        // revoked and gained again: the member cannot tell whether another one owned it.
+        p.revoke(&[0, 1, 2]);
+        p.assign(&[0, 1, 5]);
+        assert_eq!(p.take_revoked(), vec![0, 1, 2]);
+        assert_eq!(p.take_assigned(), vec![0, 1, 5]);
+        assert_ne!(p.epoch(0), Some(first), "a new assignment, a new epoch");
+        assert_eq!(p.epoch(2), None, "not held");
+        // Gained and revoked again before a look: revoked only.
+        p.assign(&[7]);
+        p.revoke(&[7]);
+        assert_eq!(p.take_revoked(), vec![7]);
+        assert_eq!(p.take_assigned(), Vec::<i32>::new());
+        // Assigned again while held (a failed rebalance unassigned without a revocation).
+        let before = p.epoch(5);
+        p.assign(&[5]);
         assert_eq!(p.take_revoked(), vec![5]);
-        p.assign(vec![5]);
-        assert_eq!(std::mem::take(&mut p.gained), vec![5]);
+        assert_eq!(p.take_assigned(), vec![5]);
+        assert_ne!(p.epoch(5), before);
+        p.keep_only(&[0, 1]);
+        assert_eq!(p.take_revoked(), vec![5]);
+        assert_eq!(p.epoch(5), None);
+    }
+
+    /// Issue 12, hole 3: two eager rebalances between two looks of the processor. Partition 2
+    /// went to another member in the first and came back in the second; the member must drop
+    /// and read back its state, not carry on with the state from before.
+    #[test]
+    fn a_partition_owned_elsewhere_between_two_looks_is_revoked_and_gained() {
+        let mut p = Partitions::default();
+        p.assign(&[0, 1, 2]);
+        p.take_revoked();
+        p.take_assigned();
+        // First rebalance: 2 goes to another member.
+        p.revoke(&[0, 1, 2]);
+        p.assign(&[0, 1]);
+        // Second rebalance, before the processor looked: 2 comes back.
+        p.revoke(&[0, 1]);
+        p.assign(&[0, 1, 2]);
+        let revoked = p.take_revoked();
+        let gained = p.take_assigned();
+        assert!(revoked.contains(&2), "revoked: {revoked:?}");
+        assert!(gained.contains(&2), "gained again: {gained:?}");
     }
 }

@@ -1,7 +1,9 @@
 //! `KAFKA_ASSIGNMENT_STRATEGY` both ways, on librdkafka's mock cluster: when a second member
-//! joins, the first reports revoked exactly the partitions the second now owns, and reports
-//! nothing newly assigned — so a processor reads back the alert state of the moved partitions
-//! only, and keeps the state of those it keeps.
+//! joins, the first loses exactly the partitions the second now owns — with `eager` it reports
+//! everything revoked and what it keeps assigned again (read back again), with
+//! `cooperative-sticky` only the moved ones revoked and nothing assigned. Then what a member
+//! reports when partitions leave and come back between two looks of its processor, and its
+//! [`iiot_transport::Ownership`] when librdkafka considers its assignment lost (issue 12).
 //!
 //! The mock cluster rather than tansu: tansu 0.6 evicts a dead member late and, after repeated
 //! kills and restarts, may keep partitions assigned to a dead member; with
@@ -124,9 +126,8 @@ fn assert_b_holds_some(s: &Split, how: &str) {
 async fn eager_a_join_revokes_everything_and_what_comes_back_may_be_read_again() {
     let s = split(Assignment::Eager).await;
     assert_b_holds_some(&s, "eager");
-    // Every partition is revoked and some given back: if the processor looked in between, it
-    // saw them all revoked and the kept ones gained again (their state is read again);
-    // otherwise only the moved ones. Either way what a lost for good is exactly b's.
+    // Every partition is revoked and some given back: all revoked, the kept ones gained again
+    // (their state is read again). What a lost for good is exactly b's.
     let lost: BTreeSet<i32> = s
         .first_revoked
         .difference(&s.first_gained_after_join)
@@ -137,6 +138,8 @@ async fn eager_a_join_revokes_everything_and_what_comes_back_may_be_read_again()
         "eager: a lost exactly what b was given"
     );
     assert!(s.first_gained_after_join.is_disjoint(&s.second_gained));
+    let all: BTreeSet<i32> = (0..PARTITIONS).collect();
+    assert_eq!(s.first_revoked, all, "eager: everything is revoked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,5 +155,167 @@ async fn cooperative_sticky_a_join_moves_only_the_partitions_the_new_member_take
         "cooperative-sticky: the kept partitions are not assigned again (their state is kept, \
          not read back): {:?}",
         s.first_gained_after_join
+    );
+}
+
+/// A transport on `bootstrap` for group members, with `properties` on top of short timeouts.
+fn member_transport(
+    bootstrap: &str,
+    assignment: Assignment,
+    properties: &[(&str, &str)],
+) -> KafkaTransport {
+    let mut s = KafkaSettings::new(bootstrap);
+    s.assignment = assignment;
+    s.properties = vec![
+        ("session.timeout.ms".into(), "6000".into()),
+        ("heartbeat.interval.ms".into(), "500".into()),
+    ];
+    s.properties.extend(
+        properties
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    KafkaTransport::new(s).expect("transport")
+}
+
+/// Receives on `sub` until `done` says so (or panics after [`LONG`], saying `what`).
+async fn poll_until(
+    t: &KafkaTransport,
+    sub: &mut dyn Subscriber,
+    what: &str,
+    mut done: impl FnMut(&mut dyn Subscriber) -> bool,
+) {
+    let deadline = Instant::now() + LONG;
+    while !done(sub) {
+        assert!(Instant::now() < deadline, "{what}");
+        one_each(t).await;
+        receive_some(sub, Duration::from_millis(200)).await;
+    }
+}
+
+/// Issue 12, hole 3. With `eager`, b joins (a keeps some partitions, b takes the others and
+/// processes them) and leaves again (a gets everything back) while a's processor does not
+/// look. a must report b's partitions revoked and assigned again: its state of them is from
+/// before b owned them. (Before the fix, a revocation undone by a later assignment was
+/// forgotten, so a kept its stale state and read nothing back.)
+///
+/// The mock cluster rather than tansu: the test needs two complete rebalances between two
+/// looks, which tansu's late eviction of a leaving member makes slow and uneven.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eager_partitions_owned_elsewhere_between_two_looks_are_revoked_and_assigned_again() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
+    let t = member_transport(&cluster.bootstrap_servers(), Assignment::Eager, &[]);
+    let mut a = t.subscribe(TOPIC, "processors").await.expect("member a");
+    let mut gained = BTreeSet::new();
+    poll_until(&t, a.as_mut(), "a should be given every partition", |a| {
+        gained.extend(a.take_assigned());
+        gained.len() == PARTITIONS as usize
+    })
+    .await;
+    a.take_revoked();
+    let ownership = a.ownership().expect("a group member has an ownership");
+    let before: Vec<Option<u64>> = (0..PARTITIONS).map(|p| ownership.epoch(p)).collect();
+    assert!(
+        before.iter().all(Option::is_some),
+        "a holds all: {before:?}"
+    );
+
+    // b joins and is given some partitions; a is polled (its rebalance callbacks run) but its
+    // processor does not look.
+    let mut b = t.subscribe(TOPIC, "processors").await.expect("member b");
+    let mut b_held = BTreeSet::new();
+    let deadline = Instant::now() + LONG;
+    while b_held.is_empty() {
+        assert!(Instant::now() < deadline, "b should be given partitions");
+        one_each(&t).await;
+        let _ = tokio::join!(
+            receive_some(a.as_mut(), Duration::from_millis(200)),
+            receive_some(b.as_mut(), Duration::from_millis(200))
+        );
+        b_held.extend(b.take_assigned());
+    }
+    // b leaves; a gets everything back, still without a look.
+    tokio::task::spawn_blocking(move || drop(b))
+        .await
+        .expect("b closed");
+    poll_until(&t, a.as_mut(), "a should get every partition back", |_| {
+        (0..PARTITIONS).all(|p| ownership.epoch(p).is_some())
+            && b_held
+                .iter()
+                .all(|&p| ownership.epoch(p) != before[p as usize])
+    })
+    .await;
+
+    let revoked: BTreeSet<i32> = a.take_revoked().into_iter().collect();
+    let assigned: BTreeSet<i32> = a.take_assigned().into_iter().collect();
+    assert!(
+        b_held.is_subset(&revoked),
+        "b's partitions {b_held:?} are reported revoked: {revoked:?}"
+    );
+    assert!(
+        b_held.is_subset(&assigned),
+        "and assigned again (read back): {assigned:?}"
+    );
+}
+
+/// Issue 12, hole 1: a member that stops polling for longer than `max.poll.interval.ms` (a
+/// batch stuck delivering its outputs) is dropped from the group by librdkafka itself, and
+/// the group may give its partitions to another member while the member still runs its
+/// batch; the revocation reaches it only at its next poll. Its ownership says at once that it
+/// holds nothing, so it writes no state record in the meantime; after its next polls it holds
+/// its partitions again under new epochs, reported revoked and assigned.
+///
+/// The mock cluster rather than tansu: the test needs librdkafka's own poll-interval timer,
+/// not tansu's late eviction of a member (it evicts only after the rebalance timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_past_its_poll_interval_holds_nothing_until_it_is_assigned_again() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
+    let t = member_transport(
+        &cluster.bootstrap_servers(),
+        Assignment::Eager,
+        // The shortest interval librdkafka allows here: not below the session timeout, which
+        // the coordinator wants at least 6 s (as Kafka's `group.min.session.timeout.ms`).
+        &[("max.poll.interval.ms", "6000")],
+    );
+    let mut a = t.subscribe(TOPIC, "processors").await.expect("member a");
+    let mut gained = BTreeSet::new();
+    poll_until(&t, a.as_mut(), "a should be given every partition", |a| {
+        gained.extend(a.take_assigned());
+        gained.len() == PARTITIONS as usize
+    })
+    .await;
+    a.take_revoked();
+    let ownership = a.ownership().expect("a group member has an ownership");
+    let before = ownership.epoch(0).expect("held");
+
+    // A long batch: no poll. librdkafka leaves the group once the interval is exceeded.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ownership.epoch(0).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the assignment should be lost after max.poll.interval.ms without a poll"
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        (0..PARTITIONS).all(|p| ownership.epoch(p).is_none()),
+        "nothing is held while the assignment is lost"
+    );
+
+    poll_until(
+        &t,
+        a.as_mut(),
+        "a should be given its partitions again",
+        |_| (0..PARTITIONS).all(|p| ownership.epoch(p).is_some()),
+    )
+    .await;
+    assert_ne!(ownership.epoch(0), Some(before), "a new assignment");
+    let revoked: BTreeSet<i32> = a.take_revoked().into_iter().collect();
+    let assigned: BTreeSet<i32> = a.take_assigned().into_iter().collect();
+    assert!(
+        revoked.contains(&0) && assigned.contains(&0),
+        "revoked {revoked:?}, assigned {assigned:?}"
     );
 }

@@ -170,6 +170,16 @@ pub trait Publisher: Send + Sync {
     async fn flush(&self) -> Result<(), TransportError>;
 }
 
+/// Which assignment of each partition a consumer-group member is on
+/// ([`Subscriber::ownership`]).
+pub trait Ownership: Send + Sync + std::fmt::Debug {
+    /// The epoch of `partition`'s current assignment to this member, a number that changes
+    /// every time the partition is assigned to it again; `None` while it is not held: revoked,
+    /// or the assignment is lost (the member was dropped from the group, so the group may have
+    /// given the partition to another member before this member hears of it).
+    fn epoch(&self, partition: i32) -> Option<u64>;
+}
+
 /// Receives the messages of one topic as a member of a consumer group.
 #[async_trait]
 pub trait Subscriber: Send {
@@ -187,19 +197,28 @@ pub trait Subscriber: Send {
     /// Marks `message`, and every earlier message of its partition, as processed.
     fn commit(&mut self, message: &Message) -> Result<(), TransportError>;
 
-    /// Partitions taken from this member since the last call (a consumer-group rebalance). The
-    /// processor drops the state of the devices it saw on them: another member owns them now.
-    /// Backends without rebalancing (the embedded bus) never revoke anything.
+    /// Partitions taken from this member since the last call (a consumer-group rebalance),
+    /// including those given back since: another member may have owned them in between. The
+    /// processor drops the state of the devices it saw on them. Backends without rebalancing
+    /// (the embedded bus) never revoke anything.
     fn take_revoked(&mut self) -> Vec<i32> {
         Vec::new()
     }
 
-    /// Partitions given to this member since the last call that it did not hold before (a
-    /// rebalance, the first assignment included): the processor restores the open alerts of
-    /// their devices before it judges their readings. Backends whose members keep fixed
+    /// Partitions assigned to this member since the last call and still held (a rebalance, the
+    /// first assignment included), including those revoked and given back since: the
+    /// processor restores the open alerts of their devices before it judges their readings.
+    /// Call it after [`Subscriber::take_revoked`]. Backends whose members keep fixed
     /// partitions (the embedded bus) never report any.
     fn take_assigned(&mut self) -> Vec<i32> {
         Vec::new()
+    }
+
+    /// A live view of the partitions this member holds, for a writer of per-partition state
+    /// that must stop the moment a partition may belong to another member (`None`: the
+    /// backend never moves partitions, the embedded bus).
+    fn ownership(&self) -> Option<Arc<dyn Ownership>> {
+        None
     }
 
     /// Marks every message of `batch` as processed: commits the last message of each partition

@@ -21,6 +21,10 @@ pub struct AlertState {
     pub partition: i32,
     /// Its open alerts (none: every alert resolved), each with the time it was raised.
     pub open: Vec<(Alert, i64)>,
+    /// The assignment epoch of its input partition the state was built under
+    /// ([`iiot_transport::Ownership`]; `None` on a backend that never moves partitions): the
+    /// record is written only while the partition is still on that assignment.
+    pub epoch: Option<u64>,
 }
 
 impl Processor {
@@ -52,23 +56,69 @@ impl Processor {
                 device_id: device_id.into(),
                 partition,
                 open: dev.open_alerts.clone(),
+                epoch: None,
             });
         }
         out
     }
 
-    /// Adds open alerts read back for newly assigned partitions to those put back when their
-    /// devices are first seen (a device's entry replaces an earlier one: the newer read wins).
-    pub fn add_recovered(&mut self, recovered: RecoveredAlerts) {
-        self.recovered.extend(recovered);
+    /// Adds the open alerts read back for newly assigned partitions to those put back when
+    /// their devices are first seen (a device's entry replaces an earlier one: the newer read
+    /// wins). Each is kept only while a partition it was read back for is held: a device's
+    /// record's partition, or — for alerts folded from the alerts topic at migration — any of
+    /// the partitions migrated ([`Processor::drop_partitions`]).
+    pub fn add_restored(&mut self, restored: crate::recovery::Restored) {
+        let crate::recovery::Restored {
+            alerts,
+            read_from,
+            migrated,
+            ..
+        } = restored;
+        for (device, open) in alerts {
+            let from = match read_from.get(&device) {
+                Some(&p) => vec![p],
+                None => migrated.clone(),
+            };
+            self.recovered.insert(
+                device,
+                Pending {
+                    open,
+                    from: Some(from),
+                },
+            );
+        }
     }
 
     /// Alerts that were open before this start: when a device is first seen here, its open
     /// alerts are put back into the alert engine, so a condition that still holds keeps its
     /// alert (and can be acknowledged) instead of raising a second one, and one that cleared
-    /// resolves it.
+    /// resolves it. Kept until their device is seen (a backend that never moves partitions).
     pub fn set_recovered(&mut self, recovered: RecoveredAlerts) {
-        self.recovered = recovered;
+        self.recovered = recovered
+            .into_iter()
+            .map(|(device, open)| (device, Pending { open, from: None }))
+            .collect();
+    }
+}
+
+/// A device's open alerts from before, waiting for it to be first seen here.
+#[derive(Debug, Clone)]
+pub(super) struct Pending {
+    pub(super) open: Vec<(Alert, i64)>,
+    /// The partitions they were read back for; `None`: from start-up, kept until seen.
+    from: Option<Vec<i32>>,
+}
+
+impl Pending {
+    /// Whether to keep it once `revoked` are taken away: while one of its partitions is held.
+    pub(super) fn keep_without(&mut self, revoked: &[i32]) -> bool {
+        match &mut self.from {
+            None => true,
+            Some(from) => {
+                from.retain(|p| !revoked.contains(p));
+                !from.is_empty()
+            }
+        }
     }
 }
 
@@ -181,6 +231,88 @@ mod tests {
         assert!(p.take_alert_states().is_empty());
     }
 
+    /// What a read of alert-state partition `partition` returns for one device's record.
+    fn read_back(
+        partition: i32,
+        device: &str,
+        open: Vec<(Alert, i64)>,
+    ) -> crate::recovery::Restored {
+        let mut r = crate::recovery::Restored::default();
+        r.alerts.insert(device.to_string(), open);
+        r.read_from.insert(device.to_string(), partition);
+        r
+    }
+
+    /// An alert raised for `device` on partition `partition`, as its owner's record holds it.
+    fn raised(device: &str, partition: i32) -> Vec<(Alert, i64)> {
+        let mut first = processor();
+        let mut alerts = Vec::new();
+        first.handle_from(
+            Some(partition),
+            &reading(device, 1, T0, 85.0),
+            T0,
+            &mut alerts,
+        );
+        first.take_alert_states().remove(0).open
+    }
+
+    /// Issue 12, hole 2: what was read back for a partition and never put back (its device
+    /// sent nothing here) must go with the partition. Otherwise, when the partition comes back
+    /// after another member resolved the alert and the device's record is gone (the resolution
+    /// is a tombstone, which compaction removes), the old alert is put back once more.
+    #[test]
+    fn what_was_read_back_for_a_revoked_partition_goes_with_it() {
+        let old = raised("device_001", 3);
+        let id = old[0].0.alert_id.clone();
+        let mut p = processor();
+        p.add_restored(read_back(3, "device_001", old));
+        p.add_restored(read_back(4, "device_002", raised("device_002", 4)));
+        // device_001 sends nothing here before partition 3 is taken away.
+        p.drop_partitions(&[3]);
+        assert!(
+            !p.recovered.contains_key("device_001"),
+            "dropped with partition 3"
+        );
+        assert!(
+            p.recovered.contains_key("device_002"),
+            "partition 4 is still held"
+        );
+        // Partition 3 comes back; its record for device_001 was compacted away meanwhile.
+        p.add_restored(crate::recovery::Restored::default());
+        let mut alerts = Vec::new();
+        p.handle_from(
+            Some(3),
+            &reading("device_001", 9, T0 + 60_000, 86.0),
+            T0 + 60_000,
+            &mut alerts,
+        );
+        assert!(
+            !p.open_alert_ids().any(|a| a == id),
+            "the alert the other member resolved is not put back: {alerts:?}"
+        );
+    }
+
+    #[test]
+    fn alerts_folded_at_migration_stay_while_a_migrated_partition_is_held_and_startup_ones_stay() {
+        let mut p = processor();
+        let mut migration = crate::recovery::Restored::default();
+        migration
+            .alerts
+            .insert("device_001".into(), raised("device_001", 1));
+        migration.migrated = vec![1, 2];
+        p.add_restored(migration);
+        p.drop_partitions(&[1]);
+        assert!(p.recovered.contains_key("device_001"), "2 is still held");
+        p.drop_partitions(&[2]);
+        assert!(!p.recovered.contains_key("device_001"), "none held");
+
+        let mut startup = RecoveredAlerts::new();
+        startup.insert("device_001".into(), raised("device_001", 1));
+        p.set_recovered(startup);
+        p.drop_partitions(&[0, 1, 2]);
+        assert!(p.recovered.contains_key("device_001"), "kept until seen");
+    }
+
     #[test]
     fn a_restored_device_is_written_again_and_a_newer_read_replaces_an_older_one() {
         let mut first = processor();
@@ -194,12 +326,8 @@ mod tests {
         let old = first.take_alert_states().remove(0).open;
 
         let mut p = processor();
-        let mut stale = RecoveredAlerts::new();
-        stale.insert("device_001".into(), Vec::new());
-        p.add_recovered(stale);
-        let mut newer = RecoveredAlerts::new();
-        newer.insert("device_001".into(), old.clone());
-        p.add_recovered(newer);
+        p.add_restored(read_back(3, "device_001", Vec::new()));
+        p.add_restored(read_back(3, "device_001", old.clone()));
         alerts.clear();
         p.handle_from(
             Some(3),

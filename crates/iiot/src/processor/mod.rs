@@ -154,10 +154,11 @@ pub struct Processor {
     /// Counts not yet added to `stats` (see [`Processor::flush_stats`]).
     local: LocalCounts,
     latency_us: Histogram<u64>,
-    /// Open alerts from before this start, put back (and forgotten) when their device is first
-    /// seen: a device dropped by a rebalance and seen again later gets none of this stale
-    /// snapshot.
-    recovered: RecoveredAlerts,
+    /// Open alerts from before (this start, or the earlier owner of a partition), put back
+    /// (and forgotten) when their device is first seen: a device dropped by a rebalance and
+    /// seen again later gets none of this stale snapshot, and what was read back for a
+    /// partition goes when the partition does ([`Processor::drop_partitions`]).
+    recovered: HashMap<String, alert_state::Pending>,
     /// Whether alert changes are kept for alert-state records (`None`: not asked for; the
     /// devices whose alerts changed since the last [`Processor::take_alert_states`] otherwise).
     changed: Option<Vec<Box<str>>>,
@@ -184,7 +185,7 @@ impl Processor {
             stats,
             local: LocalCounts::default(),
             latency_us: stats::new_latency_histogram(),
-            recovered: RecoveredAlerts::new(),
+            recovered: HashMap::new(),
             changed: None,
         }
     }
@@ -257,7 +258,7 @@ impl Processor {
                     .entry(Box::from(&*reading.device_id))
                     .or_default();
                 if let Some(recovered) = self.recovered.remove(&*reading.device_id) {
-                    let restored = alert_state::restore(&self.engine, dev, recovered);
+                    let restored = alert_state::restore(&self.engine, dev, recovered.open);
                     // Written again from here, into the partition it really arrives on (an
                     // alert folded from the alerts topic had no record yet).
                     if !restored.is_empty()
@@ -403,12 +404,16 @@ impl Processor {
     /// Forgets every device whose readings came from one of `revoked` (a consumer-group
     /// rebalance gave those partitions to another member, which rebuilds their state from the
     /// readings it reads from the last committed offset). Their open alerts leave this
-    /// processor's index; the new owner raises again whatever still holds. Returns how many
-    /// devices were dropped.
+    /// processor's index; the new owner raises again whatever still holds. What was read back
+    /// for those partitions and not put back yet goes too: the new owner reads it itself, and
+    /// if they come back here they are read back again — a snapshot kept across the time
+    /// another member owned them could put back an alert that member resolved. Returns how
+    /// many devices were dropped.
     pub fn drop_partitions(&mut self, revoked: &[i32]) -> usize {
         if revoked.is_empty() {
             return 0;
         }
+        self.recovered.retain(|_, r| r.keep_without(revoked));
         let before = self.devices.len();
         self.devices
             .retain(|_, dev| !dev.partition.is_some_and(|p| revoked.contains(&p)));

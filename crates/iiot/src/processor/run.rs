@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use iiot_model::Alert;
-use iiot_transport::{Message, Subscriber, Transport, TransportError};
+use iiot_transport::{Message, Ownership, Subscriber, Transport, TransportError};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -82,6 +82,8 @@ pub async fn run(
         stop: &stop,
         alerts: Vec::new(),
         recovery,
+        ownership: subscriber.ownership(),
+        epochs: Vec::new(),
     };
     let result = worker
         .consume(subscriber.as_mut(), transport.as_deref(), rules, commands)
@@ -103,6 +105,13 @@ struct Worker<'w> {
     /// Alert changes of the event being handled.
     alerts: Vec<Alert>,
     recovery: Option<Recovery>,
+    /// Which assignment of each partition the subscriber is on (a backend that moves
+    /// partitions between members).
+    ownership: Option<Arc<dyn Ownership>>,
+    /// The assignment epoch of each partition when it was last given to this worker (and its
+    /// state read back): the state built from its readings since is written only while that
+    /// assignment lasts ([`Worker::take_states`]).
+    epochs: Vec<(i32, u64)>,
 }
 
 /// Whether the sinks took a batch, or the role stopped first.
@@ -171,16 +180,18 @@ impl Worker<'_> {
         subscriber: &mut dyn Subscriber,
         batch: &mut Vec<Message>,
     ) -> Result<Delivery, TransportError> {
-        let revoked = drop_revoked(self.processor, subscriber);
+        let (revoked, gained) = self.look(subscriber).await?;
         if !revoked.is_empty() {
             // Fetched before the rebalance: their new owner reads them again from the last
-            // committed offset, so they are neither processed nor committed here.
-            batch.retain(|m| !revoked.contains(&m.partition));
+            // committed offset, so they are neither processed nor committed here. A partition
+            // given back since was fetched again after the rebalance (a receive stops at a
+            // rebalance, so one batch never holds messages from both sides of it).
+            batch.retain(|m| !revoked.contains(&m.partition) || gained.contains(&m.partition));
         }
-        self.restore_gained(subscriber).await?;
         let mut verdicts = judge_batch(self.processor, batch, &mut self.alerts);
         // Each changed device's open alerts, written with the alerts, before the commit.
-        verdicts.states = self.processor.take_alert_states();
+        verdicts.states = self.take_states();
+        verdicts.ownership = self.ownership.clone();
         let delivery = deliver(self.sinks, &verdicts, self.stop).await?;
         drop(verdicts);
         self.processor.flush_stats();
@@ -240,8 +251,7 @@ impl Worker<'_> {
     ) -> Result<Delivery, TransportError> {
         // A rebalance can take every partition away: then no message comes to report it, and
         // the devices now owned elsewhere must not be declared offline here.
-        drop_revoked(self.processor, subscriber);
-        self.restore_gained(subscriber).await?;
+        self.look(subscriber).await?;
         let reachable = match transport {
             Some(t) => t.is_ready().await,
             None => true,
@@ -256,16 +266,63 @@ impl Worker<'_> {
         Ok(delivery)
     }
 
+    /// What changed in the worker's partitions since the last look: the devices of revoked
+    /// partitions are dropped (with what was read back for them), then the gained ones are
+    /// read back ([`Worker::restore_gained`]). Returns both.
+    async fn look(
+        &mut self,
+        subscriber: &mut dyn Subscriber,
+    ) -> Result<(Vec<i32>, Vec<i32>), TransportError> {
+        let revoked = drop_revoked(self.processor, subscriber);
+        self.epochs.retain(|(p, _)| !revoked.contains(p));
+        let gained = subscriber.take_assigned();
+        if let Some(ownership) = &self.ownership {
+            for &p in &gained {
+                self.epochs.retain(|&(q, _)| q != p);
+                // None: lost already; its revocation follows, and so does a new assignment.
+                if let Some(epoch) = ownership.epoch(p) {
+                    self.epochs.push((p, epoch));
+                }
+            }
+        }
+        self.restore_gained(&gained).await?;
+        Ok((revoked, gained))
+    }
+
+    /// The alert-state records to write: each changed device's open alerts, on a backend that
+    /// moves partitions only those of partitions still on the assignment their state was read
+    /// back at (stamped with its epoch, which the topic sink checks again before every send).
+    /// A member whose partition was taken away must not write it: its new owner may have read
+    /// it back already, and this member's view is older than what the new owner writes.
+    fn take_states(&mut self) -> Vec<crate::processor::AlertState> {
+        let mut states = self.processor.take_alert_states();
+        if self.ownership.is_some() {
+            let before = states.len();
+            states.retain_mut(|s| {
+                let epoch = self
+                    .epochs
+                    .iter()
+                    .find(|&&(p, _)| p == s.partition)
+                    .map(|&(_, e)| e);
+                s.epoch = epoch;
+                epoch.is_some()
+            });
+            if states.len() < before {
+                tracing::info!(
+                    skipped = before - states.len(),
+                    "alert-state records of partitions no longer held not written"
+                );
+            }
+        }
+        states
+    }
+
     /// Partitions newly given to this worker: before any of their readings is judged, the
     /// alerts their earlier owner left open are read back, and put back into the engine when
     /// their device is first seen here — a takeover continues the same alert (same id) and
     /// resolves it when the condition clears, instead of raising a second one and leaving the
     /// first open without an owner.
-    async fn restore_gained(
-        &mut self,
-        subscriber: &mut dyn Subscriber,
-    ) -> Result<(), TransportError> {
-        let gained = subscriber.take_assigned();
+    async fn restore_gained(&mut self, gained: &[i32]) -> Result<(), TransportError> {
         let Some(recovery) = self.recovery.as_ref().filter(|_| !gained.is_empty()) else {
             return Ok(());
         };
@@ -276,12 +333,12 @@ impl Worker<'_> {
         let restored = tokio::select! {
             biased;
             _ = self.stop.cancelled() => return Ok(()),
-            r = crate::recovery::restore(&recovery.backend, &recovery.topics, &gained) => r?,
+            r = crate::recovery::restore(&recovery.backend, &recovery.topics, gained) => r?,
         };
         self.processor
             .stats()
             .restored(restored.open, restored.took);
-        self.processor.add_recovered(restored.alerts);
+        self.processor.add_restored(restored);
         Ok(())
     }
 
@@ -292,7 +349,8 @@ impl Worker<'_> {
         }
         let mut verdicts = Verdicts::empty(now_ms());
         verdicts.alerts = self.alerts.drain(..).map(AlertChange::new).collect();
-        verdicts.states = self.processor.take_alert_states();
+        verdicts.states = self.take_states();
+        verdicts.ownership = self.ownership.clone();
         deliver(self.sinks, &verdicts, self.stop).await
     }
 }

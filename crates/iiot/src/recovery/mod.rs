@@ -7,9 +7,11 @@
 //! record into the partition with the number of the input partition its readings came from,
 //! whatever the producers' partitioner — [`crate::sinks::topics`]). A member given partitions
 //! `P` reads exactly the alert-state partitions `P` ([`restore`]) and hands their open alerts
-//! to the worker ([`crate::processor::Processor::add_recovered`]), which puts them back when
-//! their device is first seen there. Partitions it keeps across a rebalance are not read again
-//! (an eager rebalance gives them back, a cooperative one never takes them).
+//! to the worker ([`crate::processor::Processor::add_restored`]), which puts them back when
+//! their device is first seen there, and drops them with the partition if it goes first.
+//! Every partition assigned is read, including one given back by an eager rebalance (another
+//! member may have owned it in between); a cooperative rebalance never takes away the
+//! partitions a member keeps, so they are not read again.
 //!
 //! Migration: an alert-state partition without the marker record ([`record::MIGRATED_KEY`])
 //! has never been restored — a deployment from before the topic existed. Its first owner folds
@@ -55,6 +57,9 @@ pub struct Restored {
     /// Each device's open alerts, by device; a device whose record says none is open is there
     /// with none (it replaces an older read).
     pub alerts: RecoveredAlerts,
+    /// The partition each device's record was read from; devices of `alerts` not in it were
+    /// folded from the alerts topic (migration of `migrated`).
+    pub read_from: hashbrown::HashMap<String, i32>,
     /// Open alerts among them.
     pub open: usize,
     /// Partitions migrated from the alerts topic by this read.
@@ -79,6 +84,7 @@ pub async fn restore(
         .read_partitions(&topics.state, partitions, LIMIT)
         .await?;
     let (mut alerts, marked) = fold_state(&records);
+    let read_from = read_from(&records, &alerts);
     let migrated: Vec<i32> = partitions
         .iter()
         .copied()
@@ -123,6 +129,7 @@ pub async fn restore(
     );
     Ok(Restored {
         alerts,
+        read_from,
         open,
         migrated,
         took,
@@ -158,6 +165,20 @@ pub fn fold_state(records: &[Message]) -> (RecoveredAlerts, HashSet<i32>) {
         );
     }
     (alerts, marked)
+}
+
+/// The partition of each device's latest record among `records` (the devices of `alerts`, as
+/// [`fold_state`] made it).
+fn read_from(records: &[Message], alerts: &RecoveredAlerts) -> hashbrown::HashMap<String, i32> {
+    let mut from = hashbrown::HashMap::with_capacity(alerts.len());
+    for m in records {
+        if let Ok(device) = std::str::from_utf8(&m.key)
+            && alerts.contains_key(device)
+        {
+            from.insert(device.to_string(), m.partition);
+        }
+    }
+    from
 }
 
 /// Writes a record for each device of `folded` with open alerts that has no record anywhere

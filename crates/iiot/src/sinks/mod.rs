@@ -78,6 +78,10 @@ pub struct Verdicts<'a> {
     /// The open alerts of each device whose alerts changed, for the alert-state topic (empty
     /// on a backend without one).
     pub states: Vec<crate::processor::AlertState>,
+    /// Which assignment of each input partition the worker is on, when its backend moves
+    /// partitions: a state record is sent (and sent again) only while its partition is still on
+    /// the assignment stamped in [`crate::processor::AlertState::epoch`].
+    pub ownership: Option<std::sync::Arc<dyn iiot_transport::Ownership>>,
     /// Receiver clock when the batch was judged, Unix ms.
     pub now_ms: i64,
 }

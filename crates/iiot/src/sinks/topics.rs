@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use iiot_transport::{Publisher, Receipt, Transport, TransportError};
+use iiot_transport::{Ownership, Publisher, Receipt, Transport, TransportError};
 use tokio_util::sync::CancellationToken;
 
 use super::{Sink, SinkError, Verdicts};
@@ -129,6 +129,7 @@ impl TopicSink {
                 partition: None,
                 key: m.key.slice(..dead_letter::dead_letter_key(&m.key).len()),
                 payload: Bytes::from(letter),
+                fence: None,
             });
         }
         for change in &verdicts.alerts {
@@ -142,15 +143,25 @@ impl TopicSink {
                 partition: None,
                 key: Bytes::copy_from_slice(a.device_id.as_bytes()),
                 payload: change.json.clone(),
+                fence: None,
             });
         }
         if self.state.is_some() {
             for state in &verdicts.states {
+                let fence = match (&verdicts.ownership, state.epoch) {
+                    (Some(ownership), Some(epoch)) => Some(Fence {
+                        ownership: ownership.clone(),
+                        partition: state.partition,
+                        epoch,
+                    }),
+                    _ => None,
+                };
                 out.push(Output {
                     topic: self.topics.alert_state.clone(),
                     partition: Some(state.partition),
                     key: Bytes::copy_from_slice(state.device_id.as_bytes()),
                     payload: crate::recovery::record::encode(&state.open),
+                    fence,
                 });
             }
         }
@@ -168,6 +179,21 @@ impl TopicSink {
         output: &Output,
         stop: &CancellationToken,
     ) -> Result<Option<Receipt>, SinkError> {
+        if let Some(fence) = &output.fence
+            && !fence.holds()
+        {
+            // Taken away (or lost) since the state was built: the partition's new owner may
+            // have read it back already and writes it from now on; this member's view would
+            // overwrite a newer one. The input it came from is not committed here either, so
+            // the new owner makes the same changes again.
+            tracing::info!(
+                topic = %output.topic,
+                partition = fence.partition,
+                "alert-state record not written: the partition is no longer on the assignment \
+                 it was built under"
+            );
+            return Ok(None);
+        }
         let payload = output.payload.clone();
         let publish = async {
             match (output.partition, &self.state) {
@@ -252,6 +278,21 @@ struct Output {
     partition: Option<i32>,
     key: Bytes,
     payload: Bytes,
+    /// An alert-state record is sent only while this holds.
+    fence: Option<Fence>,
+}
+
+/// The assignment an alert-state record's partition must still be on when it is sent.
+struct Fence {
+    ownership: Arc<dyn Ownership>,
+    partition: i32,
+    epoch: u64,
+}
+
+impl Fence {
+    fn holds(&self) -> bool {
+        self.ownership.epoch(self.partition) == Some(self.epoch)
+    }
 }
 
 #[async_trait]
@@ -281,5 +322,93 @@ impl Sink for TopicSink {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use iiot_transport::{Bus, BusConfig, Subscriber};
+
+    use super::*;
+    use crate::processor::AlertState;
+
+    /// Which assignment the partitions are on: `0` stands for none (revoked or lost).
+    #[derive(Debug, Default)]
+    struct Assignments(AtomicU64);
+
+    impl Ownership for Assignments {
+        fn epoch(&self, _: i32) -> Option<u64> {
+            Some(self.0.load(Ordering::Relaxed)).filter(|&e| e > 0)
+        }
+    }
+
+    async fn written(sub: &mut dyn Subscriber) -> usize {
+        let mut got = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_millis(200), sub.recv_batch(&mut got, 16)).await;
+        got.len()
+    }
+
+    /// Issue 12, hole 1: a member whose partition was taken away while its batch was in
+    /// flight (its poll interval exceeded, its session lost, or the partition revoked and
+    /// given back after another member owned it) must not write that partition's state: the
+    /// new owner may have read the partition back already, and the old view written after it
+    /// would be the latest record of the device.
+    #[tokio::test]
+    async fn a_state_record_is_written_only_while_its_partition_is_on_the_assignment_it_was_built_under()
+     {
+        let bus = Bus::new(BusConfig {
+            default_partitions: 4,
+            ..BusConfig::default()
+        });
+        let topics = OutputTopics {
+            alerts: "alerts".into(),
+            dead_letters: "dlq".into(),
+            alert_state: "alert-state".into(),
+        };
+        let mut state = bus
+            .subscribe("alert-state", "test")
+            .await
+            .expect("subscribe");
+        let sink = TopicSink::new(bus.publisher(), topics, Arc::new(ProcessorStats::default()))
+            .with_alert_state(Arc::new(bus.clone()));
+        let assignments = Arc::new(Assignments(AtomicU64::new(1)));
+        let verdicts = |epoch: u64| {
+            let mut v = Verdicts::empty(0);
+            v.states.push(AlertState {
+                device_id: "device_001".into(),
+                partition: 2,
+                open: Vec::new(),
+                epoch: Some(epoch),
+            });
+            v.ownership = Some(assignments.clone() as Arc<dyn Ownership>);
+            v
+        };
+        let stop = CancellationToken::new();
+
+        sink.take(&verdicts(1), &stop).await.expect("taken");
+        assert_eq!(written(state.as_mut()).await, 1, "still on assignment 1");
+
+        // Revoked and given back (another member may have owned it in between).
+        assignments.0.store(2, Ordering::Relaxed);
+        sink.take(&verdicts(1), &stop).await.expect("taken");
+        assert_eq!(
+            written(state.as_mut()).await,
+            0,
+            "built under assignment 1, now on 2"
+        );
+        sink.take(&verdicts(2), &stop).await.expect("taken");
+        assert_eq!(
+            written(state.as_mut()).await,
+            1,
+            "built under the current one"
+        );
+
+        // The assignment is lost (not held at all).
+        assignments.0.store(0, Ordering::Relaxed);
+        sink.take(&verdicts(2), &stop).await.expect("taken");
+        assert_eq!(written(state.as_mut()).await, 0, "not held");
     }
 }
