@@ -70,7 +70,7 @@ async fn put(backend: &Backend, topic: &str, partition: Option<i32>, key: &str, 
 }
 
 fn devices(r: &iiot::recovery::Restored) -> BTreeSet<String> {
-    r.alerts.keys().cloned().collect()
+    r.devices().into_iter().map(str::to_string).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,13 +108,22 @@ async fn restore_reads_exactly_the_assigned_partitions() {
         BTreeSet::from(["device_2".into(), "device_3".into(), "device_5".into()]),
         "only the assigned partitions' devices"
     );
-    assert!(r.alerts["device_3"].is_empty(), "resolved since: none open");
+    assert_eq!(
+        r.record("device_3", 3),
+        Some(&[][..]),
+        "resolved since: none open"
+    );
     assert_eq!(r.open, 2);
     assert!(
         r.migrated.is_empty(),
         "already migrated: the alerts topic is not read"
     );
-    assert_eq!(r.alerts["device_5"][0].0.alert_id, "alert_device_5");
+    assert_eq!(
+        r.record("device_5", 5).expect("device_5's record")[0]
+            .0
+            .alert_id,
+        "alert_device_5"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,31 +150,36 @@ async fn a_deployment_without_alert_state_is_migrated_from_the_alerts_topic_once
         "the open ones, resolved left out"
     );
     assert_eq!(
-        first.alerts["device_c"][0].0.status,
+        first.folded["device_c"][0].0.status,
         AlertStatus::Acknowledged
     );
     assert_eq!(
-        first.alerts["device_c"][0].1, T0,
+        first.folded["device_c"][0].1, T0,
         "raised at the first change"
     );
 
-    // Before the marker, the open alerts were written to alert-state (each where the
-    // partitioner puts its device): a device silent since the upgrade is restored by whoever
-    // owns its partition next, not only by this member's memory.
+    // Before the marker, the open alerts were written to alert-state, into every partition
+    // (which one a device's readings arrive on depends on its producers' partitioner): a
+    // device silent since the upgrade is restored by whoever owns its partition next, not only
+    // by this member's memory.
     let every: Vec<i32> = (0..10).collect();
     let records = backend
         .read_partitions("alert-state", &every, Duration::from_secs(60))
         .await
         .expect("read alert-state");
     let (written, marked) = iiot::recovery::fold_state(&records);
-    let with_open: BTreeSet<String> = written
+    let with_open: BTreeSet<(String, i32)> = written
         .iter()
         .filter(|(_, open)| !open.is_empty())
-        .map(|(d, _)| d.clone())
+        .map(|(key, _)| key.clone())
+        .collect();
+    let expected: BTreeSet<(String, i32)> = ["device_a", "device_c"]
+        .into_iter()
+        .flat_map(|d| (0..10).map(move |p| (d.to_string(), p)))
         .collect();
     assert_eq!(
-        with_open,
-        BTreeSet::from(["device_a".into(), "device_c".into()])
+        with_open, expected,
+        "each device's record in every partition"
     );
     assert_eq!(marked.len(), 2, "the two partitions migrated are marked");
 

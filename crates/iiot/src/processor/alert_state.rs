@@ -63,29 +63,30 @@ impl Processor {
     }
 
     /// Adds the open alerts read back for newly assigned partitions to those put back when
-    /// their devices are first seen (a device's entry replaces an earlier one: the newer read
-    /// wins). Each is kept only while a partition it was read back for is held: a device's
-    /// record's partition, or — for alerts folded from the alerts topic at migration — any of
-    /// the partitions migrated ([`Processor::drop_partitions`]).
+    /// their devices are first seen: a device's record of partition `p` is used only if its
+    /// readings arrive on `p` (a copy elsewhere — the migration writes one into every
+    /// partition — is ignored), and replaces an earlier read of `p` (the newer read wins).
+    /// Alerts folded from the alerts topic at migration are used on whichever partition the
+    /// device arrives. Each read is kept only while its partition is held — for the folded
+    /// ones, any of the partitions migrated ([`Processor::drop_partitions`]).
     pub fn add_restored(&mut self, restored: crate::recovery::Restored) {
         let crate::recovery::Restored {
-            alerts,
-            read_from,
+            records,
+            folded,
             migrated,
             ..
         } = restored;
-        for (device, open) in alerts {
-            let from = match read_from.get(&device) {
-                Some(&p) => vec![p],
-                None => migrated.clone(),
-            };
-            self.recovered.insert(
-                device,
-                Pending {
-                    open,
-                    from: Some(from),
-                },
-            );
+        for ((device, partition), open) in records {
+            self.recovered
+                .entry(device)
+                .or_default()
+                .put(Read::new(open, Source::Partition(partition)));
+        }
+        for (device, open) in folded {
+            self.recovered
+                .entry(device)
+                .or_default()
+                .put(Read::new(open, Source::Migrated(migrated.clone())));
         }
     }
 
@@ -96,29 +97,88 @@ impl Processor {
     pub fn set_recovered(&mut self, recovered: RecoveredAlerts) {
         self.recovered = recovered
             .into_iter()
-            .map(|(device, open)| (device, Pending { open, from: None }))
+            .map(|(device, open)| {
+                let mut pending = Pending::default();
+                pending.put(Read::new(open, Source::Startup));
+                (device, pending)
+            })
             .collect();
     }
 }
 
-/// A device's open alerts from before, waiting for it to be first seen here.
-#[derive(Debug, Clone)]
+/// A device's open alerts from before, waiting for it to be first seen here: one read per
+/// source (each partition's record, the migration's fold, start-up).
+#[derive(Debug, Clone, Default)]
 pub(super) struct Pending {
-    pub(super) open: Vec<(Alert, i64)>,
-    /// The partitions they were read back for; `None`: from start-up, kept until seen.
-    from: Option<Vec<i32>>,
+    reads: Vec<Read>,
+}
+
+#[derive(Debug, Clone)]
+struct Read {
+    open: Vec<(Alert, i64)>,
+    from: Source,
+}
+
+impl Read {
+    fn new(open: Vec<(Alert, i64)>, from: Source) -> Read {
+        Read { open, from }
+    }
+}
+
+/// Where a read came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    /// Start-up (a backend that never moves partitions): kept until the device is seen.
+    Startup,
+    /// The device's record in this alert-state partition.
+    Partition(i32),
+    /// Folded from the alerts topic by the migration of these partitions.
+    Migrated(Vec<i32>),
 }
 
 impl Pending {
-    /// Whether to keep it once `revoked` are taken away: while one of its partitions is held.
+    /// Adds `read`, in place of an earlier one from the same partition (or fold, or start-up).
+    fn put(&mut self, read: Read) {
+        let same = |r: &Read| match (&r.from, &read.from) {
+            (Source::Partition(a), Source::Partition(b)) => a == b,
+            (Source::Migrated(_), Source::Migrated(_)) | (Source::Startup, Source::Startup) => true,
+            _ => false,
+        };
+        self.reads.retain(|r| !same(r));
+        self.reads.push(read);
+    }
+
+    /// The open alerts to put back for the device first seen on `partition` (`None`: a
+    /// backend without partitions): its record of that partition, else what was folded or
+    /// recovered at start-up; a record of another partition is not the device's own.
+    pub(super) fn take(self, partition: Option<i32>) -> Option<Vec<(Alert, i64)>> {
+        let mut reads = self.reads;
+        let own = match partition {
+            Some(p) => reads
+                .iter()
+                .rposition(|r| r.from == Source::Partition(p))
+                .or_else(|| {
+                    reads
+                        .iter()
+                        .rposition(|r| !matches!(r.from, Source::Partition(_)))
+                }),
+            None => reads.len().checked_sub(1),
+        };
+        own.map(|i| reads.swap_remove(i).open)
+    }
+
+    /// Whether to keep it once `revoked` are taken away: while one of its reads' partitions
+    /// is held (those from start-up stay until the device is seen).
     pub(super) fn keep_without(&mut self, revoked: &[i32]) -> bool {
-        match &mut self.from {
-            None => true,
-            Some(from) => {
+        self.reads.retain_mut(|r| match &mut r.from {
+            Source::Startup => true,
+            Source::Partition(p) => !revoked.contains(p),
+            Source::Migrated(from) => {
                 from.retain(|p| !revoked.contains(p));
                 !from.is_empty()
             }
-        }
+        });
+        !self.reads.is_empty()
     }
 }
 
@@ -238,8 +298,7 @@ mod tests {
         open: Vec<(Alert, i64)>,
     ) -> crate::recovery::Restored {
         let mut r = crate::recovery::Restored::default();
-        r.alerts.insert(device.to_string(), open);
-        r.read_from.insert(device.to_string(), partition);
+        r.records.insert((device.to_string(), partition), open);
         r
     }
 
@@ -297,7 +356,7 @@ mod tests {
         let mut p = processor();
         let mut migration = crate::recovery::Restored::default();
         migration
-            .alerts
+            .folded
             .insert("device_001".into(), raised("device_001", 1));
         migration.migrated = vec![1, 2];
         p.add_restored(migration);
@@ -340,5 +399,87 @@ mod tests {
         assert_eq!(states.len(), 1, "written into the partition it arrives on");
         assert_eq!(states[0].open[0].0.alert_id, old[0].0.alert_id);
         assert_eq!(states[0].partition, 3);
+    }
+
+    /// A device's record in a partition its readings do not arrive on (the migration writes
+    /// one into every partition; producers with a partitioner other than ours put the device
+    /// elsewhere) is never put back, in whichever order the partitions were read: its owner's
+    /// record of the device's own partition may say the alert was resolved since.
+    #[test]
+    fn only_the_record_of_the_partition_a_device_arrives_on_is_put_back() {
+        let stale = raised("device_001", 3);
+        for stale_read_last in [false, true] {
+            let mut p = processor();
+            let own = read_back(5, "device_001", Vec::new());
+            let elsewhere = read_back(3, "device_001", stale.clone());
+            if stale_read_last {
+                p.add_restored(own);
+                p.add_restored(elsewhere);
+            } else {
+                p.add_restored(elsewhere);
+                p.add_restored(own);
+            }
+            let mut alerts = Vec::new();
+            p.handle_from(
+                Some(5),
+                &reading("device_001", 9, T0 + 60_000, 20.0),
+                T0 + 60_000,
+                &mut alerts,
+            );
+            assert_eq!(
+                p.open_alert_ids().count(),
+                0,
+                "the alert resolved on partition 5 is not put back (stale read last: \
+                 {stale_read_last}): {alerts:?}"
+            );
+        }
+
+        // With no record of its own partition, a copy elsewhere is not used either.
+        let mut p = processor();
+        p.add_restored(read_back(3, "device_001", stale.clone()));
+        let mut alerts = Vec::new();
+        p.handle_from(
+            Some(5),
+            &reading("device_001", 9, T0 + 60_000, 86.0),
+            T0 + 60_000,
+            &mut alerts,
+        );
+        assert!(
+            !p.open_alert_ids().any(|a| a == stale[0].0.alert_id),
+            "a record of partition 3 is not device_001's own on partition 5"
+        );
+
+        // Its own partition's copy is.
+        let mut p = processor();
+        p.add_restored(read_back(3, "device_001", Vec::new()));
+        p.add_restored(read_back(5, "device_001", stale.clone()));
+        alerts.clear();
+        p.handle_from(
+            Some(5),
+            &reading("device_001", 9, T0 + 60_000, 86.0),
+            T0 + 60_000,
+            &mut alerts,
+        );
+        assert!(alerts.is_empty(), "the same alert continues: {alerts:?}");
+        assert!(p.open_alert_ids().any(|a| a == stale[0].0.alert_id));
+    }
+
+    #[test]
+    fn alerts_folded_at_migration_are_put_back_on_whichever_partition_the_device_arrives() {
+        let old = raised("device_001", 1);
+        let mut p = processor();
+        let mut migration = crate::recovery::Restored::default();
+        migration.folded.insert("device_001".into(), old.clone());
+        migration.migrated = vec![1, 2];
+        p.add_restored(migration);
+        let mut alerts = Vec::new();
+        p.handle_from(
+            Some(7),
+            &reading("device_001", 9, T0 + 60_000, 86.0),
+            T0 + 60_000,
+            &mut alerts,
+        );
+        assert!(alerts.is_empty(), "the same alert continues: {alerts:?}");
+        assert!(p.open_alert_ids().any(|a| a == old[0].0.alert_id));
     }
 }

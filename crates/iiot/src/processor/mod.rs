@@ -257,8 +257,12 @@ impl Processor {
                     .devices
                     .entry(Box::from(&*reading.device_id))
                     .or_default();
-                if let Some(recovered) = self.recovered.remove(&*reading.device_id) {
-                    let restored = alert_state::restore(&self.engine, dev, recovered.open);
+                if let Some(recovered) = self
+                    .recovered
+                    .remove(&*reading.device_id)
+                    .and_then(|pending| pending.take(partition))
+                {
+                    let restored = alert_state::restore(&self.engine, dev, recovered);
                     // Written again from here, into the partition it really arrives on (an
                     // alert folded from the alerts topic had no record yet).
                     if !restored.is_empty()

@@ -16,9 +16,10 @@
 //! Migration: an alert-state partition without the marker record ([`record::MIGRATED_KEY`])
 //! has never been restored — a deployment from before the topic existed. Its first owner folds
 //! the whole alerts topic once ([`fold::open_alerts`], what every assignment did before),
-//! writes a record for each device with open alerts that has none on the topic yet (placed by
-//! the producer's partitioner, by device id — where iiot's own producers put the device's
-//! readings), and only then the marker; a fold cut short by its time limit writes no marker, so
+//! writes a record for each device with open alerts that has none on the topic yet into every
+//! partition (which one the device's readings arrive on depends on the producers' partitioner,
+//! which need not be ours; a processor uses only the record of the partition a device's
+//! readings arrive on), and only then the marker; a fold cut short by its time limit writes no marker, so
 //! the next owner migrates again. The alerts topic stays the event stream, partitioned as it
 //! always was.
 //!
@@ -51,21 +52,46 @@ pub struct StateTopics {
     pub alerts: String,
 }
 
+/// Each device's open alerts as its latest record in each partition says, by (device,
+/// partition); a record saying none is open is there with none (it replaces an older one).
+/// A device has records in more than one partition only when something other than its owner
+/// wrote one: the migration writes a device's folded alerts into every partition, as it cannot
+/// know which one the device's readings arrive on. The processor uses the record of the
+/// partition the device's readings arrive on and ignores the others.
+pub type StateRecords = hashbrown::HashMap<(String, i32), Vec<(iiot_model::Alert, i64)>>;
+
 /// What [`restore`] read back.
 #[derive(Debug, Default)]
 pub struct Restored {
-    /// Each device's open alerts, by device; a device whose record says none is open is there
-    /// with none (it replaces an older read).
-    pub alerts: RecoveredAlerts,
-    /// The partition each device's record was read from; devices of `alerts` not in it were
-    /// folded from the alerts topic (migration of `migrated`).
-    pub read_from: hashbrown::HashMap<String, i32>,
+    /// The records of the partitions read.
+    pub records: StateRecords,
+    /// Open alerts folded from the alerts topic by a migration of `migrated`, of the devices
+    /// without a record in the partitions read.
+    pub folded: RecoveredAlerts,
     /// Open alerts among them.
     pub open: usize,
     /// Partitions migrated from the alerts topic by this read.
     pub migrated: Vec<i32>,
     /// How long it took.
     pub took: Duration,
+}
+
+impl Restored {
+    /// The devices read back (from a record or the migration's fold).
+    pub fn devices(&self) -> std::collections::BTreeSet<&str> {
+        self.records
+            .keys()
+            .map(|(d, _)| d.as_str())
+            .chain(self.folded.keys().map(String::as_str))
+            .collect()
+    }
+
+    /// `device`'s open alerts as the record of `partition` says (`None`: no record there).
+    pub fn record(&self, device: &str, partition: i32) -> Option<&[(iiot_model::Alert, i64)]> {
+        self.records
+            .get(&(device.to_string(), partition))
+            .map(Vec::as_slice)
+    }
 }
 
 /// Reads the alert-state `partitions` back and returns their devices' open alerts; partitions
@@ -83,8 +109,9 @@ pub async fn restore(
     let records = backend
         .read_partitions(&topics.state, partitions, LIMIT)
         .await?;
-    let (mut alerts, marked) = fold_state(&records);
-    let read_from = read_from(&records, &alerts);
+    let (records_read, marked) = fold_state(&records);
+    let with_record: HashSet<&str> = records_read.keys().map(|(d, _)| d.as_str()).collect();
+    let mut folded_here = RecoveredAlerts::new();
     let migrated: Vec<i32> = partitions
         .iter()
         .copied()
@@ -96,7 +123,9 @@ pub async fn restore(
         let (folded, complete) = open_alerts_to_end(backend, &topics.alerts).await?;
         let written = write_folded(backend, &topics.state, &folded).await?;
         for (device, open) in folded {
-            alerts.entry(device).or_insert(open);
+            if !with_record.contains(device.as_str()) {
+                folded_here.insert(device, open);
+            }
         }
         if complete {
             mark_migrated(backend, &topics.state, &migrated).await?;
@@ -116,30 +145,39 @@ pub async fn restore(
             );
         }
     }
-    let open = alerts.values().map(Vec::len).sum();
+    drop(with_record);
+    let open = records_read
+        .values()
+        .chain(folded_here.values())
+        .map(Vec::len)
+        .sum();
     let took = started.elapsed();
     tracing::info!(
         ?partitions,
         records = records.len(),
         open,
-        devices = alerts.values().filter(|a| !a.is_empty()).count(),
+        devices = records_read
+            .values()
+            .chain(folded_here.values())
+            .filter(|a| !a.is_empty())
+            .count(),
         took_ms = took.as_millis() as u64,
         "open alerts read back from {}",
         topics.state
     );
     Ok(Restored {
-        alerts,
-        read_from,
+        records: records_read,
+        folded: folded_here,
         open,
         migrated,
         took,
     })
 }
 
-/// Each device's latest record among `records` (each partition's in order), and the
-/// partitions that carry the migration marker. Records that do not decode are skipped.
-pub fn fold_state(records: &[Message]) -> (RecoveredAlerts, HashSet<i32>) {
-    let mut alerts = RecoveredAlerts::new();
+/// Each device's latest record in each partition among `records` (each partition's in order),
+/// and the partitions that carry the migration marker. Records that do not decode are skipped.
+pub fn fold_state(records: &[Message]) -> (StateRecords, HashSet<i32>) {
+    let mut alerts = StateRecords::new();
     let mut marked = HashSet::new();
     let mut unreadable = 0usize;
     for m in records {
@@ -153,7 +191,7 @@ pub fn fold_state(records: &[Message]) -> (RecoveredAlerts, HashSet<i32>) {
         };
         match record::decode(&m.payload) {
             Ok(open) => {
-                alerts.insert(device.to_string(), open);
+                alerts.insert((device.to_string(), m.partition), open);
             }
             Err(_) => unreadable += 1,
         }
@@ -167,23 +205,13 @@ pub fn fold_state(records: &[Message]) -> (RecoveredAlerts, HashSet<i32>) {
     (alerts, marked)
 }
 
-/// The partition of each device's latest record among `records` (the devices of `alerts`, as
-/// [`fold_state`] made it).
-fn read_from(records: &[Message], alerts: &RecoveredAlerts) -> hashbrown::HashMap<String, i32> {
-    let mut from = hashbrown::HashMap::with_capacity(alerts.len());
-    for m in records {
-        if let Ok(device) = std::str::from_utf8(&m.key)
-            && alerts.contains_key(device)
-        {
-            from.insert(device.to_string(), m.partition);
-        }
-    }
-    from
-}
-
 /// Writes a record for each device of `folded` with open alerts that has no record anywhere
-/// on `topic` yet, keyed by device id (the partitioner places it), and waits until they are
-/// delivered; returns how many. Devices with a record are left alone: their owner keeps it.
+/// on `topic` yet, keyed by device id, into every partition, and waits until they are
+/// delivered; returns how many devices. Every partition, because nothing here says which
+/// partition the device's readings arrive on (the producers' partitioner may not be ours): the
+/// owner of that partition restores the device from its copy, and the copies in the others
+/// are never used ([`crate::processor::Processor::add_restored`]). Devices with a record are
+/// left alone: their owner keeps it.
 async fn write_folded(
     backend: &Backend,
     topic: &str,
@@ -198,20 +226,24 @@ async fn write_folded(
         Some(n) => (0..n).collect(),
         None => return Ok(0),
     };
-    let (known, _) = fold_state(&backend.read_partitions(topic, &all, LIMIT).await?);
-    let publisher = backend.publisher();
+    let (records, _) = fold_state(&backend.read_partitions(topic, &all, LIMIT).await?);
+    let known: HashSet<&str> = records.keys().map(|(d, _)| d.as_str()).collect();
     let mut receipts = Vec::new();
+    let mut written = 0;
     for (device, open) in candidates {
-        if known.contains_key(device.as_str()) {
+        if known.contains(device.as_str()) {
             continue;
         }
-        receipts.push(
-            publisher
-                .publish(topic, device.as_bytes(), record::encode(open))
-                .await?,
-        );
+        written += 1;
+        let payload = record::encode(open);
+        for &p in &all {
+            receipts.push(
+                backend
+                    .publish_to(topic, p, device.as_bytes(), payload.clone())
+                    .await?,
+            );
+        }
     }
-    let written = receipts.len();
     for receipt in receipts {
         receipt.delivered().await?;
     }
