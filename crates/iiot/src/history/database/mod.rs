@@ -377,10 +377,10 @@ impl HistoryDb {
     /// are returned, not buffered (see [`HistoryDb::write`]).
     pub async fn insert(&self, rows: &[DbRow]) -> Result<u64, DbError> {
         self.prepare().await?;
-        let c = self.pool.get().await?;
+        let mut c = self.pool.get().await?;
         let mut new = 0;
         for chunk in rows.chunks(BATCH_ROWS) {
-            let n = write::insert(&c, chunk).await?;
+            let n = write::insert(&mut c, chunk).await?;
             new += n;
             self.stats.rows_written.fetch_add(n, Ordering::Relaxed);
             self.stats.duplicates.fetch_add(

@@ -1,12 +1,14 @@
 //! A small bounded pool of connections: at most `size` open at once, each reused while it
 //! stays open, a broken one dropped and replaced on the next use. No connection is opened
-//! before it is needed, so a database that is down at start costs nothing until then.
+//! before it is needed, so a database that is down at start costs nothing until then. Each
+//! connection keeps the statements prepared on it ([`Conn::prepare_cached`]): the batch insert
+//! is parsed and planned once per connection, not once per batch.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Statement};
 
 use super::DbError;
 
@@ -16,39 +18,66 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections to one database.
 pub(crate) struct Pool {
     config: tokio_postgres::Config,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Pooled>>,
     permits: Arc<Semaphore>,
+}
+
+/// An open connection with the statements prepared on it (a handful: one per SQL text).
+struct Pooled {
+    client: Client,
+    statements: Vec<(&'static str, Statement)>,
 }
 
 /// A connection taken from the pool; given back when dropped (unless it broke).
 pub(crate) struct Conn<'p> {
-    client: Option<Client>,
+    client: Option<Pooled>,
     pool: &'p Pool,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Conn<'_> {
+    /// `sql` prepared on this connection: prepared once, then reused for as long as the
+    /// connection lives.
+    pub(crate) async fn prepare_cached(&mut self, sql: &'static str) -> Result<Statement, DbError> {
+        let pooled = self
+            .client
+            .as_mut()
+            .expect("connection present until dropped");
+        if let Some((_, st)) = pooled.statements.iter().find(|(s, _)| *s == sql) {
+            return Ok(st.clone());
+        }
+        let st = pooled.client.prepare(sql).await.map_err(DbError::from_pg)?;
+        pooled.statements.push((sql, st.clone()));
+        Ok(st)
+    }
 }
 
 impl std::ops::Deref for Conn<'_> {
     type Target = Client;
     fn deref(&self) -> &Client {
         // Set at construction, taken only in `drop`.
-        self.client
+        &self
+            .client
             .as_ref()
             .expect("connection present until dropped")
+            .client
     }
 }
 
 impl std::ops::DerefMut for Conn<'_> {
     fn deref_mut(&mut self) -> &mut Client {
-        self.client
+        &mut self
+            .client
             .as_mut()
             .expect("connection present until dropped")
+            .client
     }
 }
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.client.take()
-            && !c.is_closed()
+            && !c.client.is_closed()
         {
             self.pool
                 .idle
@@ -81,7 +110,7 @@ impl Pool {
             .map_err(|_| DbError::Unavailable("the pool is closed".into()))?;
         let reused = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            idle.retain(|c| !c.is_closed());
+            idle.retain(|c| !c.client.is_closed());
             idle.pop()
         };
         let client = match reused {
@@ -97,7 +126,10 @@ impl Pool {
                         tracing::debug!(error = %e, "history database connection closed");
                     }
                 });
-                client
+                Pooled {
+                    client,
+                    statements: Vec::new(),
+                }
             }
         };
         Ok(Conn {

@@ -1,7 +1,7 @@
 //! Writing readings: one statement per batch inserts the readings not yet held (by
 //! `device_id`, `ts`, `seq`) and adds exactly those — the rows the insert returned — to the
 //! one-minute and one-hour rollups and the device list. The statement is one transaction, so
-//! a batch read again after a crash adds nothing anywhere.
+//! a batch read again after a crash adds nothing anywhere. It is prepared once per connection.
 
 use std::sync::OnceLock;
 
@@ -90,7 +90,7 @@ fn statement() -> &'static str {
 
 /// Inserts `rows` (any number; the caller bounds batches); returns how many were new.
 pub(crate) async fn insert(
-    client: &tokio_postgres::Client,
+    client: &mut super::pool::Conn<'_>,
     rows: &[DbRow],
 ) -> Result<u64, DbError> {
     if rows.is_empty() {
@@ -103,9 +103,10 @@ pub(crate) async fn insert(
     let (v0, v1, v2, v3, v4, v5) = (v(0), v(1), v(2), v(3), v(4), v(5));
     let statuses: Vec<i16> = rows.iter().map(|r| i16::from(r.row.statuses)).collect();
     let switch: Vec<bool> = rows.iter().map(|r| r.row.switch_on).collect();
+    let statement = client.prepare_cached(statement()).await?;
     let row = client
         .query_one(
-            statement(),
+            &statement,
             &[
                 &ids, &seqs, &ts, &v0, &v1, &v2, &v3, &v4, &v5, &statuses, &switch,
             ],
