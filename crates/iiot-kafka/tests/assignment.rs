@@ -193,6 +193,26 @@ async fn poll_until(
     }
 }
 
+/// Member `a` of group `processors`, alone: polled until it holds every partition, its
+/// reports taken; with its ownership view.
+async fn sole_member(
+    t: &KafkaTransport,
+) -> (
+    Box<dyn Subscriber>,
+    std::sync::Arc<dyn iiot_transport::Ownership>,
+) {
+    let mut a = t.subscribe(TOPIC, "processors").await.expect("member a");
+    let mut gained = BTreeSet::new();
+    poll_until(t, a.as_mut(), "a should be given every partition", |a| {
+        gained.extend(a.take_assigned());
+        gained.len() == PARTITIONS as usize
+    })
+    .await;
+    a.take_revoked();
+    let ownership = a.ownership().expect("a group member has an ownership");
+    (a, ownership)
+}
+
 /// Issue 12, hole 3. With `eager`, b joins (a keeps some partitions, b takes the others and
 /// processes them) and leaves again (a gets everything back) while a's processor does not
 /// look. a must report b's partitions revoked and assigned again: its state of them is from
@@ -206,15 +226,7 @@ async fn eager_partitions_owned_elsewhere_between_two_looks_are_revoked_and_assi
     let cluster = MockCluster::new(1).expect("mock cluster");
     cluster.create_topic(TOPIC, PARTITIONS, 1).expect("topic");
     let t = member_transport(&cluster.bootstrap_servers(), Assignment::Eager, &[]);
-    let mut a = t.subscribe(TOPIC, "processors").await.expect("member a");
-    let mut gained = BTreeSet::new();
-    poll_until(&t, a.as_mut(), "a should be given every partition", |a| {
-        gained.extend(a.take_assigned());
-        gained.len() == PARTITIONS as usize
-    })
-    .await;
-    a.take_revoked();
-    let ownership = a.ownership().expect("a group member has an ownership");
+    let (mut a, ownership) = sole_member(&t).await;
     let before: Vec<Option<u64>> = (0..PARTITIONS).map(|p| ownership.epoch(p)).collect();
     assert!(
         before.iter().all(Option::is_some),
@@ -279,15 +291,7 @@ async fn a_member_past_its_poll_interval_holds_nothing_until_it_is_assigned_agai
         // the coordinator wants at least 6 s (as Kafka's `group.min.session.timeout.ms`).
         &[("max.poll.interval.ms", "6000")],
     );
-    let mut a = t.subscribe(TOPIC, "processors").await.expect("member a");
-    let mut gained = BTreeSet::new();
-    poll_until(&t, a.as_mut(), "a should be given every partition", |a| {
-        gained.extend(a.take_assigned());
-        gained.len() == PARTITIONS as usize
-    })
-    .await;
-    a.take_revoked();
-    let ownership = a.ownership().expect("a group member has an ownership");
+    let (mut a, ownership) = sole_member(&t).await;
     let before = ownership.epoch(0).expect("held");
 
     // A long batch: no poll. librdkafka leaves the group once the interval is exceeded.

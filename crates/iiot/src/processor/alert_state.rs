@@ -401,6 +401,19 @@ mod tests {
         assert_eq!(states[0].partition, 3);
     }
 
+    /// device_001 first seen here, a minute after T0, on `partition` at `temperature`: the
+    /// alert changes it made.
+    fn a_minute_later(p: &mut Processor, partition: i32, temperature: f64) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        p.handle_from(
+            Some(partition),
+            &reading("device_001", 9, T0 + 60_000, temperature),
+            T0 + 60_000,
+            &mut alerts,
+        );
+        alerts
+    }
+
     /// A device's record in a partition its readings do not arrive on (the migration writes
     /// one into every partition; producers with a partitioner other than ours put the device
     /// elsewhere) is never put back, in whichever order the partitions were read: its owner's
@@ -419,13 +432,7 @@ mod tests {
                 p.add_restored(elsewhere);
                 p.add_restored(own);
             }
-            let mut alerts = Vec::new();
-            p.handle_from(
-                Some(5),
-                &reading("device_001", 9, T0 + 60_000, 20.0),
-                T0 + 60_000,
-                &mut alerts,
-            );
+            let alerts = a_minute_later(&mut p, 5, 20.0);
             assert_eq!(
                 p.open_alert_ids().count(),
                 0,
@@ -437,13 +444,7 @@ mod tests {
         // With no record of its own partition, a copy elsewhere is not used either.
         let mut p = processor();
         p.add_restored(read_back(3, "device_001", stale.clone()));
-        let mut alerts = Vec::new();
-        p.handle_from(
-            Some(5),
-            &reading("device_001", 9, T0 + 60_000, 86.0),
-            T0 + 60_000,
-            &mut alerts,
-        );
+        a_minute_later(&mut p, 5, 86.0);
         assert!(
             !p.open_alert_ids().any(|a| a == stale[0].0.alert_id),
             "a record of partition 3 is not device_001's own on partition 5"
@@ -453,13 +454,7 @@ mod tests {
         let mut p = processor();
         p.add_restored(read_back(3, "device_001", Vec::new()));
         p.add_restored(read_back(5, "device_001", stale.clone()));
-        alerts.clear();
-        p.handle_from(
-            Some(5),
-            &reading("device_001", 9, T0 + 60_000, 86.0),
-            T0 + 60_000,
-            &mut alerts,
-        );
+        let alerts = a_minute_later(&mut p, 5, 86.0);
         assert!(alerts.is_empty(), "the same alert continues: {alerts:?}");
         assert!(p.open_alert_ids().any(|a| a == stale[0].0.alert_id));
     }
@@ -472,13 +467,7 @@ mod tests {
         migration.folded.insert("device_001".into(), old.clone());
         migration.migrated = vec![1, 2];
         p.add_restored(migration);
-        let mut alerts = Vec::new();
-        p.handle_from(
-            Some(7),
-            &reading("device_001", 9, T0 + 60_000, 86.0),
-            T0 + 60_000,
-            &mut alerts,
-        );
+        let alerts = a_minute_later(&mut p, 7, 86.0);
         assert!(alerts.is_empty(), "the same alert continues: {alerts:?}");
         assert!(p.open_alert_ids().any(|a| a == old[0].0.alert_id));
     }
