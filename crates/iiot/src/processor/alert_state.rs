@@ -149,8 +149,11 @@ impl Pending {
     }
 
     /// The open alerts to put back for the device first seen on `partition` (`None`: a
-    /// backend without partitions): its record of that partition, else what was folded or
-    /// recovered at start-up; a record of another partition is not the device's own.
+    /// backend without partitions): its record of that partition, else what a migration of
+    /// that partition folded, else what was recovered at start-up. A record of another
+    /// partition is not the device's own, nor is a fold made for other partitions: whoever
+    /// migrated the device's own partition wrote the fold into it, and its owner's record
+    /// there (or the absence of one once a resolution was compacted away) is what holds now.
     pub(super) fn take(self, partition: Option<i32>) -> Option<Vec<(Alert, i64)>> {
         let mut reads = self.reads;
         let own = match partition {
@@ -158,10 +161,11 @@ impl Pending {
                 .iter()
                 .rposition(|r| r.from == Source::Partition(p))
                 .or_else(|| {
-                    reads
-                        .iter()
-                        .rposition(|r| !matches!(r.from, Source::Partition(_)))
-                }),
+                    reads.iter().rposition(
+                        |r| matches!(&r.from, Source::Migrated(from) if from.contains(&p)),
+                    )
+                })
+                .or_else(|| reads.iter().rposition(|r| r.from == Source::Startup)),
             None => reads.len().checked_sub(1),
         };
         own.map(|i| reads.swap_remove(i).open)
@@ -459,16 +463,33 @@ mod tests {
         assert!(p.open_alert_ids().any(|a| a == stale[0].0.alert_id));
     }
 
+    /// What a migration folded is the device's only if it arrives on a partition migrated
+    /// by that read: any other partition was migrated by its first owner, who wrote the fold
+    /// into it, and its owner's record there says what holds now — nothing, once the
+    /// owner's resolution was compacted away, so a fold kept here must not put it back.
     #[test]
-    fn alerts_folded_at_migration_are_put_back_on_whichever_partition_the_device_arrives() {
+    fn alerts_folded_at_migration_are_put_back_only_on_a_partition_that_read_migrated() {
         let old = raised("device_001", 1);
+        let migration = || {
+            let mut m = crate::recovery::Restored::default();
+            m.folded.insert("device_001".into(), old.clone());
+            m.migrated = vec![1, 2];
+            m
+        };
         let mut p = processor();
-        let mut migration = crate::recovery::Restored::default();
-        migration.folded.insert("device_001".into(), old.clone());
-        migration.migrated = vec![1, 2];
-        p.add_restored(migration);
-        let alerts = a_minute_later(&mut p, 7, 86.0);
+        p.add_restored(migration());
+        let alerts = a_minute_later(&mut p, 2, 86.0);
         assert!(alerts.is_empty(), "the same alert continues: {alerts:?}");
         assert!(p.open_alert_ids().any(|a| a == old[0].0.alert_id));
+
+        let mut p = processor();
+        p.add_restored(migration());
+        // Partition 7, read back later, holds no record of device_001 (resolved, compacted).
+        p.add_restored(crate::recovery::Restored::default());
+        a_minute_later(&mut p, 7, 86.0);
+        assert!(
+            !p.open_alert_ids().any(|a| a == old[0].0.alert_id),
+            "not put back on partition 7, which the fold was not made for"
+        );
     }
 }

@@ -121,7 +121,14 @@ pub async fn restore(
         // The whole alerts topic: its partitioning says nothing about the devices' partitions
         // here, so every open alert is handed over and put back only for the devices seen.
         let (folded, complete) = open_alerts_to_end(backend, &topics.alerts).await?;
-        let written = write_folded(backend, &topics.state, &folded).await?;
+        // Only a complete fold is written: a cut-short one may hold an alert whose resolution
+        // it did not reach, and a record once written keeps later migrations from correcting
+        // it (they skip devices with a record). The next owner migrates again.
+        let written = if complete {
+            write_folded(backend, &topics.state, &folded).await?
+        } else {
+            0
+        };
         for (device, open) in folded {
             if !with_record.contains(device.as_str()) {
                 folded_here.insert(device, open);

@@ -50,6 +50,14 @@ impl Conn<'_> {
         pooled.statements.push((sql, st.clone()));
         Ok(st)
     }
+
+    /// Drops the statements prepared on this connection (after an error: they are prepared
+    /// again on next use).
+    pub(crate) fn forget_statements(&mut self) {
+        if let Some(pooled) = self.client.as_mut() {
+            pooled.statements.clear();
+        }
+    }
 }
 
 impl std::ops::Deref for Conn<'_> {

@@ -112,6 +112,11 @@ pub(crate) async fn insert(
             ],
         )
         .await
-        .map_err(DbError::from_pg)?;
+        .map_err(|e| {
+            // The statement may be what failed (gone from the server session behind a
+            // pooler, say): prepared afresh next time rather than failing every batch.
+            client.forget_statements();
+            DbError::from_pg(e)
+        })?;
     Ok(row.get::<_, i64>(0).max(0) as u64)
 }
