@@ -147,14 +147,14 @@ impl Worker<'_> {
                         continue;
                     }
                     let new = rules.borrow_and_update().clone();
-                    self.reload(new).await?
+                    self.reload(subscriber, new).await?
                 }
                 command = commands.recv(), if commands_open => match command {
                     None => {
                         commands_open = false;
                         continue;
                     }
-                    Some(command) => self.command(command).await?,
+                    Some(command) => self.command(subscriber, command).await?,
                 },
                 _ = tick.tick() => self.tick(subscriber, transport, backlogged).await?,
                 received = subscriber.recv_batch(&mut batch, BATCH) => {
@@ -189,6 +189,14 @@ impl Worker<'_> {
             batch.retain(|m| !revoked.contains(&m.partition) || gained.contains(&m.partition));
         }
         let mut verdicts = judge_batch(self.processor, batch, &mut self.alerts);
+        if self.fenced() {
+            // The assignment was lost while judging: nothing of this batch goes out and its
+            // input is not committed; its partitions' next owner judges it again.
+            let skipped = verdicts.alerts.len();
+            drop(verdicts);
+            self.discard(skipped);
+            return Ok(Delivery::Done);
+        }
         // Each changed device's open alerts, written with the alerts, before the commit.
         verdicts.states = self.take_states();
         verdicts.ownership = self.ownership.clone();
@@ -203,7 +211,14 @@ impl Worker<'_> {
     }
 
     /// Applies reloaded rules; alerts of removed rule types resolve.
-    async fn reload(&mut self, rules: Arc<RuleSet>) -> Result<Delivery, TransportError> {
+    async fn reload(
+        &mut self,
+        subscriber: &mut dyn Subscriber,
+        rules: Arc<RuleSet>,
+    ) -> Result<Delivery, TransportError> {
+        // Devices of partitions taken away since the last look are dropped first: their new
+        // owner applies the same rules to them.
+        self.look(subscriber).await?;
         self.processor.set_rules(rules, now_ms(), &mut self.alerts);
         tracing::info!(
             rules = self.processor.rules().rules.len(),
@@ -213,12 +228,25 @@ impl Worker<'_> {
     }
 
     /// Answers a command once its alert change is delivered.
-    async fn command(&mut self, command: Command) -> Result<Delivery, TransportError> {
+    async fn command(
+        &mut self,
+        subscriber: &mut dyn Subscriber,
+        command: Command,
+    ) -> Result<Delivery, TransportError> {
         let Command::Acknowledge {
             alert_id,
             by,
             reply,
         } = command;
+        // An alert of a partition taken away since the last look is not this worker's to
+        // acknowledge: its state record would not be written (the partition is no longer on
+        // its assignment), so the acknowledgement would be lost. Not known here, then; the
+        // new owner knows it once it has read the partition back.
+        self.look(subscriber).await?;
+        if self.fenced() {
+            let _ = reply.send(Err(crate::alerts::AckError::Unknown(alert_id)));
+            return Ok(Delivery::Done);
+        }
         let result = self
             .processor
             .acknowledge(&alert_id, by.as_deref(), now_ms());
@@ -257,7 +285,10 @@ impl Worker<'_> {
             None => true,
         };
         let mut delivery = Delivery::Done;
-        if !backlogged && reachable {
+        // While the assignment is lost (its revocation comes with the next receive), the
+        // devices are not this worker's to declare offline: an alert raised now would be
+        // published without its state record and never resolved by anyone.
+        if !backlogged && reachable && !self.fenced() {
             self.processor.tick(now_ms(), &mut self.alerts);
             delivery = self.emit().await?;
         }
@@ -287,6 +318,30 @@ impl Worker<'_> {
         }
         self.restore_gained(&gained).await?;
         Ok((revoked, gained))
+    }
+
+    /// Whether a partition this worker judges is no longer on the assignment it was read back
+    /// at: the assignment was lost (the member was dropped from the group) and the revocation
+    /// has not come yet — it comes with the next receive, as does every other rebalance.
+    fn fenced(&self) -> bool {
+        self.ownership.as_ref().is_some_and(|ownership| {
+            self.epochs
+                .iter()
+                .any(|&(p, epoch)| ownership.epoch(p) != Some(epoch))
+        })
+    }
+
+    /// Forgets the alert changes and state records made while fenced (`skipped` alert changes
+    /// already taken from `alerts`).
+    fn discard(&mut self, skipped: usize) {
+        let skipped = skipped + self.alerts.len();
+        self.alerts.clear();
+        let states = self.processor.take_alert_states().len();
+        tracing::info!(
+            alert_changes = skipped,
+            states,
+            "the assignment was lost: alert changes and states not written, input not committed"
+        );
     }
 
     /// The alert-state records to write: each changed device's open alerts, on a backend that
@@ -345,6 +400,10 @@ impl Worker<'_> {
     /// Hands the pending alert changes (no input) to the sinks.
     async fn emit(&mut self) -> Result<Delivery, TransportError> {
         if self.alerts.is_empty() {
+            return Ok(Delivery::Done);
+        }
+        if self.fenced() {
+            self.discard(0);
             return Ok(Delivery::Done);
         }
         let mut verdicts = Verdicts::empty(now_ms());
@@ -426,4 +485,161 @@ fn drop_revoked(processor: &mut Processor, subscriber: &mut dyn Subscriber) -> V
         );
     }
     revoked
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::alerts::{AckError, RuleSet, Thresholds};
+    use crate::processor::{ProcessorConfig, ProcessorStats};
+    use crate::sinks::{SinkError, Verdicts};
+    use crate::test_support::reading;
+
+    /// The assignment of every partition: `0` stands for none (lost).
+    #[derive(Debug)]
+    struct Lease(AtomicU64);
+
+    impl Ownership for Lease {
+        fn epoch(&self, _: i32) -> Option<u64> {
+            Some(self.0.load(Ordering::Relaxed)).filter(|&e| e > 0)
+        }
+    }
+
+    /// A group member given partition 0, with `pending` to deliver; then nothing more.
+    struct Member {
+        pending: Vec<Message>,
+        assigned: Vec<i32>,
+        lease: Arc<Lease>,
+    }
+
+    #[async_trait]
+    impl Subscriber for Member {
+        async fn recv_batch(
+            &mut self,
+            out: &mut Vec<Message>,
+            _max: usize,
+        ) -> Result<usize, TransportError> {
+            if self.pending.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            let n = self.pending.len();
+            out.append(&mut self.pending);
+            Ok(n)
+        }
+
+        fn commit(&mut self, _: &Message) -> Result<(), TransportError> {
+            Ok(())
+        }
+
+        fn take_assigned(&mut self) -> Vec<i32> {
+            std::mem::take(&mut self.assigned)
+        }
+
+        fn ownership(&self) -> Option<Arc<dyn Ownership>> {
+            Some(self.lease.clone())
+        }
+    }
+
+    /// Every alert change the sinks were given.
+    #[derive(Default)]
+    struct Published(Mutex<Vec<Alert>>);
+
+    #[async_trait]
+    impl Sink for Published {
+        fn name(&self) -> &'static str {
+            "published"
+        }
+
+        async fn take(&self, v: &Verdicts<'_>, _: &CancellationToken) -> Result<(), SinkError> {
+            let mut seen = self.0.lock().expect("lock");
+            seen.extend(v.alerts.iter().map(|c| c.alert.clone()));
+            Ok(())
+        }
+    }
+
+    /// Issue 12: an acknowledgement reaching a member whose assignment was lost (dropped from
+    /// the group; the revocation comes with its next receive) must not be accepted: its state
+    /// record would be fenced out, so the new owner would read back the alert unacknowledged
+    /// while the asker was told it was done.
+    #[tokio::test]
+    async fn a_member_whose_assignment_is_lost_does_not_acknowledge() {
+        let now = crate::now_ms();
+        let lease = Arc::new(Lease(AtomicU64::new(1)));
+        let member = Member {
+            pending: vec![Message {
+                topic: Arc::from("device-data"),
+                partition: 0,
+                offset: 0,
+                key: Bytes::from_static(b"device_001"),
+                payload: Bytes::from(reading("device_001", 1, now, 85.0)),
+                timestamp_ms: Some(now),
+            }],
+            assigned: vec![0],
+            lease: lease.clone(),
+        };
+        let published = Arc::new(Published::default());
+        let mut processor = Processor::new(
+            ProcessorConfig::default(),
+            Arc::new(RuleSet::defaults(&Thresholds::default())),
+            Arc::new(ProcessorStats::default()),
+        );
+        processor.keep_alert_states();
+        let (_rules_tx, rules) =
+            watch::channel(Arc::new(RuleSet::defaults(&Thresholds::default())));
+        let (commands_tx, commands) = mpsc::channel(4);
+        let stop = CancellationToken::new();
+        let io = ProcessorIo {
+            subscriber: Box::new(member),
+            sinks: vec![published.clone() as Arc<dyn Sink>],
+            transport: None,
+            recovery: None,
+        };
+        let worker = tokio::spawn(run(processor, io, rules, commands, stop.clone()));
+
+        let raised = loop {
+            if let Some(a) = published.0.lock().expect("lock").first().cloned() {
+                break a;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let ack = |id: String| {
+            let (reply, answer) = oneshot::channel();
+            let command = Command::Acknowledge {
+                alert_id: id,
+                by: Some("operator".into()),
+                reply,
+            };
+            (command, answer)
+        };
+
+        lease.0.store(0, Ordering::Relaxed);
+        let (command, answer) = ack(raised.alert_id.clone());
+        commands_tx.send(command).await.expect("sent");
+        let answer = answer.await.expect("answered");
+        assert!(
+            matches!(answer, Err(AckError::Unknown(_))),
+            "not this member's alert any more: {answer:?}"
+        );
+        assert_eq!(
+            published.0.lock().expect("lock").len(),
+            1,
+            "nothing published"
+        );
+
+        // Still on the assignment: acknowledged and published.
+        lease.0.store(1, Ordering::Relaxed);
+        let (command, answer) = ack(raised.alert_id.clone());
+        commands_tx.send(command).await.expect("sent");
+        assert!(answer.await.expect("answered").is_ok());
+        assert_eq!(published.0.lock().expect("lock").len(), 2);
+
+        stop.cancel();
+        worker.await.expect("joined").expect("ran");
+    }
 }
