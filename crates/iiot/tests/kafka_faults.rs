@@ -66,8 +66,10 @@ fn a_malformed_message_from_a_plain_client_is_dead_lettered_and_processing_conti
 }
 
 /// Whatever a producer writes — a 450 KB key, a key that is not the payload's device, a key
-/// and a header that are not UTF-8 — is dead-lettered with its reason (a dead letter the broker
-/// takes: the key is cut), and the records behind it are processed: no record stops a processor.
+/// that is not UTF-8, a 300 KB value — is dead-lettered with its reason (a dead letter the
+/// broker takes: key and payload are cut), and the records behind it are processed: no record
+/// stops a processor. Headers are never decoded (iiot's format has none): a reading with a
+/// header that is not UTF-8 is processed like any other.
 #[test]
 fn poison_records_are_dead_lettered_and_the_records_behind_them_processed() {
     use rdkafka::message::{Header, OwnedHeaders};
@@ -88,6 +90,12 @@ fn poison_records_are_dead_lettered_and_the_records_behind_them_processed() {
         reading("device_904"),
     );
     let not_utf8: &[u8] = &[0xff, 0xfe];
+    // A reading padded past MAX_MESSAGE_BYTES (64 KiB) with an extra field.
+    let oversized = {
+        let mut r: Value = serde_json::from_slice(&reading("device_905")).expect("json");
+        r["padding"] = Value::String("p".repeat(300_000));
+        serde_json::to_vec(&r).expect("json")
+    };
     let records = [
         BaseRecord::to("device-data")
             .key(huge_key.as_bytes())
@@ -106,6 +114,9 @@ fn poison_records_are_dead_lettered_and_the_records_behind_them_processed() {
                 value: Some(not_utf8),
             })),
         BaseRecord::to("device-data")
+            .key(&b"device_905"[..])
+            .payload(&oversized[..]),
+        BaseRecord::to("device-data")
             .key(&b"device_904"[..])
             .payload(&r904[..]),
     ];
@@ -120,11 +131,14 @@ fn poison_records_are_dead_lettered_and_the_records_behind_them_processed() {
     process.wait_for("both key mismatches dead-lettered", |r| {
         r.metric("iot_dead_letters_total", "reason=\"key_mismatch\"") >= 2.0
     });
+    process.wait_for("the oversized value dead-lettered", |r| {
+        r.metric("iot_dead_letters_total", "reason=\"oversize\"") >= 1.0
+    });
     assert_eq!(
         process.metric("iot_dead_letters_total", "reason=\"malformed_json\""),
         1.0
     );
-    let letters = read_topic(&broker.brokers, "device-data-dlq", |seen| seen.len() >= 3);
+    let letters = read_topic(&broker.brokers, "device-data-dlq", |seen| seen.len() >= 4);
     let letters: Vec<Value> = letters
         .iter()
         .map(|l| serde_json::from_slice(l).expect("dead letter is JSON"))
@@ -135,6 +149,67 @@ fn poison_records_are_dead_lettered_and_the_records_behind_them_processed() {
         .expect("the huge key's dead letter was delivered");
     assert_eq!(huge["reason"], "key_mismatch");
     assert!(huge["key"].as_str().expect("key text").len() <= 256);
+    let big = letters
+        .iter()
+        .find(|l| l["reason"] == "oversize")
+        .expect("the oversized value's dead letter was delivered");
+    assert_eq!(big["payload_bytes"], oversized.len());
+    assert_eq!(big["key"], "device_905");
+    assert!(process.ready(), "the processor is still running");
+}
+
+/// A dead letter the producer refuses for good (larger than `message.max.bytes`, here set
+/// down to librdkafka's least, 1,000 bytes, so that a 4 KB payload excerpt is too large) is
+/// counted, logged and skipped: its input is committed and the records behind it are
+/// processed. librdkafka's own size check refuses it before any broker sees it.
+#[test]
+fn a_dead_letter_that_cannot_be_delivered_is_counted_and_skipped() {
+    let broker = TestBroker::start(&topics());
+    let mut process = Role::start(
+        &["process"],
+        &broker.brokers,
+        &[("KAFKA_PROPERTIES", "message.max.bytes=1000")],
+    );
+    process.wait_for("process ready", Role::ready);
+
+    let producer: BaseProducer = client(&broker.brokers).create().expect("producer");
+    let garbage = format!("{{not json {}", "x".repeat(3_000));
+    let reading = serde_json::to_vec(&iiot_model::Reading::example(
+        "device_911",
+        1,
+        iiot::now_ms(),
+        21.5,
+    ))
+    .expect("json");
+    for (key, payload) in [
+        ("device_910", garbage.as_bytes()),
+        ("device_911", &reading[..]),
+    ] {
+        producer
+            .send(BaseRecord::to("device-data").key(key).payload(payload))
+            .expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+
+    process.wait_for("the reading behind it processed", |r| {
+        r.metric("iot_messages_total", "status=\"success\"") >= 1.0
+    });
+    assert_eq!(
+        process.metric("iot_dead_letters_total", "reason=\"malformed_json\""),
+        1.0
+    );
+    assert!(
+        process.metric("iot_publish_errors_total", "") >= 1.0,
+        "the refused dead letter is counted"
+    );
+    let ends = partition_ends(&broker.brokers, "device-data", 10);
+    process.wait_for("both records committed", |_| {
+        committed_short_of(&broker.brokers, "iot-consumer-group", "device-data", &ends).is_empty()
+    });
+    assert!(
+        process.log_text().contains("refused"),
+        "the refusal is logged"
+    );
     assert!(process.ready(), "the processor is still running");
 }
 
