@@ -188,6 +188,21 @@ impl Worker<'_> {
             // rebalance, so one batch never holds messages from both sides of it).
             batch.retain(|m| !revoked.contains(&m.partition) || gained.contains(&m.partition));
         }
+        if self.ownership.is_some() {
+            // Fetched before a rebalance still under way (an eager one revoked the partition
+            // and has not given it back yet) or before the assignment was lost: not judged, so
+            // the state of their devices does not move on with readings that are not
+            // committed. They are fetched again from the last committed offset by whoever
+            // holds the partition next — this member too, if the rebalance gives it back.
+            let before = batch.len();
+            batch.retain(|m| self.holds(m.partition));
+            if batch.len() < before {
+                tracing::debug!(
+                    skipped = before - batch.len(),
+                    "messages of partitions not held skipped"
+                );
+            }
+        }
         let mut verdicts = judge_batch(self.processor, batch, &mut self.alerts);
         if self.fenced() {
             // The assignment was lost while judging: nothing of this batch goes out and its
@@ -329,6 +344,17 @@ impl Worker<'_> {
                 .iter()
                 .any(|&(p, epoch)| ownership.epoch(p) != Some(epoch))
         })
+    }
+
+    /// Whether `partition` is held on the assignment it was read back at (always, on a
+    /// backend that never moves partitions).
+    fn holds(&self, partition: i32) -> bool {
+        let Some(ownership) = &self.ownership else {
+            return true;
+        };
+        self.epochs
+            .iter()
+            .any(|&(p, epoch)| p == partition && ownership.epoch(p) == Some(epoch))
     }
 
     /// Forgets the alert changes and state records made while fenced (`skipped` alert changes
@@ -501,7 +527,8 @@ mod tests {
     use crate::sinks::{SinkError, Verdicts};
     use crate::test_support::reading;
 
-    /// The assignment of every partition: `0` stands for none (lost).
+    /// The assignment of every partition: `0` stands for none (lost, or revoked by an eager
+    /// rebalance still under way).
     #[derive(Debug)]
     struct Lease(AtomicU64);
 
@@ -511,9 +538,9 @@ mod tests {
         }
     }
 
-    /// A group member given partition 0, with `pending` to deliver; then nothing more.
+    /// A group member given partition 0, delivering the batches sent to it.
     struct Member {
-        pending: Vec<Message>,
+        batches: mpsc::UnboundedReceiver<Vec<Message>>,
         assigned: Vec<i32>,
         lease: Arc<Lease>,
     }
@@ -525,11 +552,12 @@ mod tests {
             out: &mut Vec<Message>,
             _max: usize,
         ) -> Result<usize, TransportError> {
-            if self.pending.is_empty() {
+            let Some(mut batch) = self.batches.recv().await else {
                 std::future::pending::<()>().await;
-            }
-            let n = self.pending.len();
-            out.append(&mut self.pending);
+                return Ok(0);
+            };
+            let n = batch.len();
+            out.append(&mut batch);
             Ok(n)
         }
 
@@ -563,83 +591,153 @@ mod tests {
         }
     }
 
+    /// A hot reading of `device` on partition 0.
+    fn hot(device: &'static str, seq: u64) -> Message {
+        let now = crate::now_ms();
+        Message {
+            topic: Arc::from("device-data"),
+            partition: 0,
+            offset: 0,
+            key: Bytes::from_static(device.as_bytes()),
+            payload: Bytes::from(reading(device, seq, now, 85.0)),
+            timestamp_ms: Some(now),
+        }
+    }
+
+    /// A worker on a member given partition 0 under a lease.
+    struct Running {
+        batches: mpsc::UnboundedSender<Vec<Message>>,
+        commands: mpsc::Sender<Command>,
+        published: Arc<Published>,
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<Result<Processor, TransportError>>,
+        _rules: watch::Sender<Arc<RuleSet>>,
+    }
+
+    impl Running {
+        fn start(lease: &Arc<Lease>) -> Running {
+            let (batches, rx) = mpsc::unbounded_channel();
+            let member = Member {
+                batches: rx,
+                assigned: vec![0],
+                lease: lease.clone(),
+            };
+            let published = Arc::new(Published::default());
+            let rules = Arc::new(RuleSet::defaults(&Thresholds::default()));
+            let mut processor = Processor::new(
+                ProcessorConfig::default(),
+                rules.clone(),
+                Arc::new(ProcessorStats::default()),
+            );
+            processor.keep_alert_states();
+            let (rules_tx, rules) = watch::channel(rules);
+            let (commands, commands_rx) = mpsc::channel(4);
+            let stop = CancellationToken::new();
+            let io = ProcessorIo {
+                subscriber: Box::new(member),
+                sinks: vec![published.clone() as Arc<dyn Sink>],
+                transport: None,
+                recovery: None,
+            };
+            let task = tokio::spawn(run(processor, io, rules, commands_rx, stop.clone()));
+            Running {
+                batches,
+                commands,
+                published,
+                stop,
+                task,
+                _rules: rules_tx,
+            }
+        }
+
+        fn send(&self, message: Message) {
+            self.batches.send(vec![message]).expect("sent");
+        }
+
+        fn seen(&self) -> Vec<Alert> {
+            self.published.0.lock().expect("lock").clone()
+        }
+
+        /// Waits until `n` alert changes were published; returns them.
+        async fn published(&self, n: usize) -> Vec<Alert> {
+            for _ in 0..500 {
+                let seen = self.seen();
+                if seen.len() >= n {
+                    return seen;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("{n} alert changes not published: {:?}", self.seen());
+        }
+
+        /// Asks to acknowledge `alert_id`; the answer.
+        async fn acknowledge(&self, alert_id: &str) -> Result<Alert, AckError> {
+            let (reply, answer) = oneshot::channel();
+            let command = Command::Acknowledge {
+                alert_id: alert_id.to_string(),
+                by: Some("operator".into()),
+                reply,
+            };
+            self.commands.send(command).await.expect("sent");
+            answer.await.expect("answered")
+        }
+
+        async fn stop(self) {
+            self.stop.cancel();
+            self.task.await.expect("joined").expect("ran");
+        }
+    }
+
     /// Issue 12: an acknowledgement reaching a member whose assignment was lost (dropped from
     /// the group; the revocation comes with its next receive) must not be accepted: its state
     /// record would be fenced out, so the new owner would read back the alert unacknowledged
     /// while the asker was told it was done.
     #[tokio::test]
     async fn a_member_whose_assignment_is_lost_does_not_acknowledge() {
-        let now = crate::now_ms();
         let lease = Arc::new(Lease(AtomicU64::new(1)));
-        let member = Member {
-            pending: vec![Message {
-                topic: Arc::from("device-data"),
-                partition: 0,
-                offset: 0,
-                key: Bytes::from_static(b"device_001"),
-                payload: Bytes::from(reading("device_001", 1, now, 85.0)),
-                timestamp_ms: Some(now),
-            }],
-            assigned: vec![0],
-            lease: lease.clone(),
-        };
-        let published = Arc::new(Published::default());
-        let mut processor = Processor::new(
-            ProcessorConfig::default(),
-            Arc::new(RuleSet::defaults(&Thresholds::default())),
-            Arc::new(ProcessorStats::default()),
-        );
-        processor.keep_alert_states();
-        let (_rules_tx, rules) =
-            watch::channel(Arc::new(RuleSet::defaults(&Thresholds::default())));
-        let (commands_tx, commands) = mpsc::channel(4);
-        let stop = CancellationToken::new();
-        let io = ProcessorIo {
-            subscriber: Box::new(member),
-            sinks: vec![published.clone() as Arc<dyn Sink>],
-            transport: None,
-            recovery: None,
-        };
-        let worker = tokio::spawn(run(processor, io, rules, commands, stop.clone()));
-
-        let raised = loop {
-            if let Some(a) = published.0.lock().expect("lock").first().cloned() {
-                break a;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        let ack = |id: String| {
-            let (reply, answer) = oneshot::channel();
-            let command = Command::Acknowledge {
-                alert_id: id,
-                by: Some("operator".into()),
-                reply,
-            };
-            (command, answer)
-        };
+        let r = Running::start(&lease);
+        r.send(hot("device_001", 1));
+        let raised = r.published(1).await.remove(0);
 
         lease.0.store(0, Ordering::Relaxed);
-        let (command, answer) = ack(raised.alert_id.clone());
-        commands_tx.send(command).await.expect("sent");
-        let answer = answer.await.expect("answered");
+        let answer = r.acknowledge(&raised.alert_id).await;
         assert!(
             matches!(answer, Err(AckError::Unknown(_))),
             "not this member's alert any more: {answer:?}"
         );
-        assert_eq!(
-            published.0.lock().expect("lock").len(),
-            1,
-            "nothing published"
-        );
+        assert_eq!(r.seen().len(), 1, "nothing published");
 
         // Still on the assignment: acknowledged and published.
         lease.0.store(1, Ordering::Relaxed);
-        let (command, answer) = ack(raised.alert_id.clone());
-        commands_tx.send(command).await.expect("sent");
-        assert!(answer.await.expect("answered").is_ok());
-        assert_eq!(published.0.lock().expect("lock").len(), 2);
+        assert!(r.acknowledge(&raised.alert_id).await.is_ok());
+        assert_eq!(r.seen().len(), 2);
+        r.stop().await;
+    }
 
-        stop.cancel();
-        worker.await.expect("joined").expect("ran");
+    /// An eager rebalance revoked partition 0 and will give it back: a reading fetched before
+    /// it and received meanwhile is not judged. It is not committed, so it comes again once
+    /// the partition is back, and must then raise its alert — not be taken for a duplicate of
+    /// itself, with its alert never published.
+    #[tokio::test]
+    async fn a_reading_of_a_partition_not_held_is_not_judged_and_is_judged_when_it_comes_again() {
+        let lease = Arc::new(Lease(AtomicU64::new(1)));
+        let r = Running::start(&lease);
+        r.send(hot("device_001", 1));
+        r.published(1).await;
+
+        lease.0.store(0, Ordering::Relaxed);
+        r.send(hot("device_002", 1));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(r.seen().len(), 1, "nothing published");
+
+        lease.0.store(1, Ordering::Relaxed);
+        r.send(hot("device_002", 1));
+        let seen = r.published(2).await;
+        assert_eq!(
+            (seen[1].device_id.as_str(), seen[1].alert_type.as_str()),
+            ("device_002", "temperature_high"),
+            "raised when it comes again: {seen:?}"
+        );
+        r.stop().await;
     }
 }
