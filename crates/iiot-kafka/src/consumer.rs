@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -17,9 +17,7 @@ use futures::FutureExt;
 use iiot_transport::{Message, Ownership, Subscriber, TransportError};
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{
-    BaseConsumer, Consumer, ConsumerContext, Rebalance, RebalanceProtocol, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::statistics::Statistics;
@@ -49,17 +47,13 @@ pub(crate) struct ConsumerEvents {
 /// What a member knows about its partitions between two looks of the processor
 /// (`take_revoked`, then `take_assigned`).
 ///
-/// A partition revoked by an eager rebalance and given back by the assignment that ends the
-/// same rebalance never belonged to another member in between (the group's next generation
-/// gives it to this member): it stays held with its epoch and is not reported — the member
-/// keeps its state of the partition, as a cooperative rebalance keeps what does not move.
-/// Everything else is reported: a revocation that is not given back at once, one made because
-/// the assignment was lost (the member was dropped from the group: a poll interval exceeded,
-/// a session lost, so it may have missed whole generations), one given back only after
-/// [`Partitions::return_within`] (long enough for the member to have been evicted and
-/// rejoined under a new member id), and every assignment of a partition not held just before
-/// — each with a new epoch, so the processor drops and reads back its state of the partition.
-#[derive(Debug)]
+/// Every revocation is reported and every assignment is reported as gained, even when a
+/// partition is revoked and given back before the processor looks (an eager rebalance, or two
+/// rebalances between two looks): the member cannot tell whether another member owned the
+/// partition in between — a member dropped from the group (a poll interval exceeded, a session
+/// lost) or rejoining under a new member id misses whole generations — so its in-memory state
+/// of the partition may be stale and is read back again.
+#[derive(Debug, Default)]
 pub(crate) struct Partitions {
     /// Revoked since the last look (given back since or not).
     revoked: Vec<i32>,
@@ -67,49 +61,11 @@ pub(crate) struct Partitions {
     gained: Vec<i32>,
     /// Held now, each with the epoch of its assignment.
     held: Vec<(i32, u64)>,
-    /// Revoked by an eager rebalance still under way (not held; kept if given back at once),
-    /// and when.
-    returning: Vec<(i32, u64)>,
-    revoked_at: Option<Instant>,
-    /// How soon a partition revoked by an eager rebalance must come back to be kept: the
-    /// session timeout less one heartbeat interval. The group evicts a member only once it has
-    /// not heard from it for a session timeout (or it has not rejoined within the rebalance
-    /// timeout, which is longer) — and it heard from it at most a heartbeat interval before
-    /// the revocation — so an assignment sooner than that is one this member took part in.
-    return_within: Duration,
     /// The last epoch handed out (one per assignment of a partition).
     last_epoch: u64,
 }
 
-impl Default for Partitions {
-    fn default() -> Partitions {
-        Partitions::new(Partitions::return_within(None, None))
-    }
-}
-
 impl Partitions {
-    /// [`Partitions::return_within`] for these `session.timeout.ms` and
-    /// `heartbeat.interval.ms` (librdkafka's defaults, 45 s and 3 s, where not given).
-    pub(crate) fn return_within(session: Option<&str>, heartbeat: Option<&str>) -> Duration {
-        let ms = |v: Option<&str>, default: u64| v.and_then(|v| v.parse().ok()).unwrap_or(default);
-        Duration::from_millis(ms(session, 45_000).saturating_sub(ms(heartbeat, 3_000)))
-    }
-}
-
-impl Partitions {
-    /// Partitions kept across an eager rebalance only if given back within `return_within`.
-    pub(crate) fn new(return_within: Duration) -> Partitions {
-        Partitions {
-            revoked: Vec::new(),
-            gained: Vec::new(),
-            held: Vec::new(),
-            returning: Vec::new(),
-            revoked_at: None,
-            return_within,
-            last_epoch: 0,
-        }
-    }
-
     fn revoke(&mut self, taken: &[i32]) {
         for &p in taken {
             if !self.revoked.contains(&p) {
@@ -117,44 +73,11 @@ impl Partitions {
             }
             self.gained.retain(|&g| g != p);
             self.held.retain(|&(h, _)| h != p);
-            self.returning.retain(|&(h, _)| h != p);
         }
-    }
-
-    /// An eager rebalance revokes `taken` (the member is still in the group): each is kept if
-    /// the assignment ending this rebalance gives it back ([`Partitions::assign`]).
-    fn revoke_for_return(&mut self, taken: &[i32]) {
-        self.settle_returning(&[]);
-        for &p in taken {
-            if let Some(i) = self.held.iter().position(|&(h, _)| h == p) {
-                self.returning.push(self.held.remove(i));
-            }
-        }
-        self.revoked_at = Some(Instant::now());
-    }
-
-    /// Ends an eager rebalance: what `given` gives back in time is held again with its epoch
-    /// (and left out of `given`'s new assignments); the rest is revoked.
-    fn settle_returning(&mut self, given: &[i32]) -> Vec<i32> {
-        let in_time = self
-            .revoked_at
-            .take()
-            .is_some_and(|at| at.elapsed() < self.return_within);
-        let mut kept = Vec::new();
-        for (p, epoch) in std::mem::take(&mut self.returning) {
-            if in_time && given.contains(&p) {
-                self.held.push((p, epoch));
-                kept.push(p);
-            } else {
-                self.revoke(&[p]);
-            }
-        }
-        kept
     }
 
     fn assign(&mut self, given: &[i32]) {
-        let kept = self.settle_returning(given);
-        for &p in given.iter().filter(|p| !kept.contains(p)) {
+        for &p in given {
             if self.held.iter().any(|&(h, _)| h == p) {
                 // Assigned again without a revocation seen in between (a failed rebalance
                 // unassigns without one): as revoked and assigned.
@@ -171,7 +94,6 @@ impl Partitions {
     /// Revokes what is held but not in `assigned` (the consumer's assignment after a failed
     /// rebalance, which unassigns without a revocation).
     fn keep_only(&mut self, assigned: &[i32]) {
-        self.settle_returning(&[]);
         let gone: Vec<i32> = self
             .held
             .iter()
@@ -189,8 +111,7 @@ impl Partitions {
         std::mem::take(&mut self.gained)
     }
 
-    /// The epoch of `partition`'s current assignment, if it is held (not while an eager
-    /// rebalance that revoked it is under way).
+    /// The epoch of `partition`'s current assignment, if it is held.
     pub(crate) fn epoch(&self, partition: i32) -> Option<u64> {
         self.held
             .iter()
@@ -232,19 +153,11 @@ impl ClientContext for ConsumerEvents {
 }
 
 impl ConsumerContext for ConsumerEvents {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let taken = self.partitions_of(tpl);
-            let lost = consumer.assignment_lost();
-            tracing::info!(topic = %self.topic, partitions = ?taken, lost, "kafka: partitions revoked");
-            // An eager rebalance revokes everything and the member may get some of it back;
-            // a cooperative one revokes only what moves, and a lost assignment may have been
-            // owned elsewhere already.
-            if !lost && matches!(consumer.rebalance_protocol(), RebalanceProtocol::Eager) {
-                self.partitions().revoke_for_return(&taken);
-            } else {
-                self.partitions().revoke(&taken);
-            }
+            tracing::info!(topic = %self.topic, partitions = ?taken, "kafka: partitions revoked");
+            self.partitions().revoke(&taken);
         }
     }
 
@@ -627,37 +540,23 @@ impl Subscriber for StandaloneSubscriber {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::Partitions;
 
     #[test]
-    fn what_an_eager_rebalance_gives_back_at_once_is_kept_with_its_epoch_the_rest_reported() {
+    fn every_revocation_is_reported_and_every_assignment_gained_with_a_new_epoch() {
         let mut p = Partitions::default();
         p.assign(&[0, 1, 2]);
         assert_eq!(p.take_revoked(), Vec::<i32>::new());
         assert_eq!(p.take_assigned(), vec![0, 1, 2], "the first assignment");
         let first = p.epoch(0).expect("held");
-        // An eager rebalance: everything revoked, 0 and 1 back, 5 new. 0 and 1 were nobody
-        // else's in between: kept, same epoch, not reported. 2 went elsewhere.
-        p.revoke_for_return(&[0, 1, 2]);
-        assert_eq!(
-            p.epoch(0),
-            None,
-            "not held while the rebalance is under way"
-        );
+        // An eager rebalance: everything revoked, 0 and 1 back, 5 new. What came back is
+        // revoked and gained again: the member cannot tell whether another one owned it.
+        p.revoke(&[0, 1, 2]);
         p.assign(&[0, 1, 5]);
-        assert_eq!(p.take_revoked(), vec![2]);
-        assert_eq!(p.take_assigned(), vec![5]);
-        assert_eq!(p.epoch(0), Some(first), "kept: the same assignment");
-        assert_eq!(p.epoch(2), None, "not held");
-        // A lost assignment (or a cooperative revocation): revoked, and a new epoch when
-        // given back.
-        p.revoke(&[0]);
-        p.assign(&[0]);
-        assert_eq!(p.take_revoked(), vec![0]);
-        assert_eq!(p.take_assigned(), vec![0]);
+        assert_eq!(p.take_revoked(), vec![0, 1, 2]);
+        assert_eq!(p.take_assigned(), vec![0, 1, 5]);
         assert_ne!(p.epoch(0), Some(first), "a new assignment, a new epoch");
+        assert_eq!(p.epoch(2), None, "not held");
         // Gained and revoked again before a look: revoked only.
         p.assign(&[7]);
         p.revoke(&[7]);
@@ -672,50 +571,26 @@ mod tests {
         p.keep_only(&[0, 1]);
         assert_eq!(p.take_revoked(), vec![5]);
         assert_eq!(p.epoch(5), None);
-        // A failed rebalance after an eager revocation: what was revoked is revoked.
-        p.revoke_for_return(&[0, 1]);
-        p.keep_only(&[]);
-        let mut revoked = p.take_revoked();
-        revoked.sort_unstable();
-        assert_eq!(revoked, vec![0, 1]);
-    }
-
-    /// A partition given back by an eager rebalance that took longer than the member may go
-    /// unseen by the group (evicted and rejoined under a new member id, while another member
-    /// owned the partition for a generation) is reported revoked and gained, with a new epoch.
-    #[test]
-    fn a_partition_given_back_late_is_revoked_and_gained() {
-        let mut p = Partitions::new(Duration::ZERO);
-        p.assign(&[0, 1]);
-        p.take_assigned();
-        let first = p.epoch(0);
-        p.revoke_for_return(&[0, 1]);
-        p.assign(&[0, 1]);
-        assert_eq!(p.take_revoked(), vec![0, 1]);
-        assert_eq!(p.take_assigned(), vec![0, 1]);
-        assert_ne!(p.epoch(0), first);
     }
 
     /// Issue 12, hole 3: two eager rebalances between two looks of the processor. Partition 2
     /// went to another member in the first and came back in the second; the member must drop
-    /// and read back its state, not carry on with the state from before. 0 and 1 stayed.
+    /// and read back its state, not carry on with the state from before.
     #[test]
     fn a_partition_owned_elsewhere_between_two_looks_is_revoked_and_gained() {
         let mut p = Partitions::default();
         p.assign(&[0, 1, 2]);
         p.take_revoked();
         p.take_assigned();
-        let kept = p.epoch(0);
-        let before = p.epoch(2);
         // First rebalance: 2 goes to another member.
-        p.revoke_for_return(&[0, 1, 2]);
+        p.revoke(&[0, 1, 2]);
         p.assign(&[0, 1]);
         // Second rebalance, before the processor looked: 2 comes back.
-        p.revoke_for_return(&[0, 1]);
+        p.revoke(&[0, 1]);
         p.assign(&[0, 1, 2]);
-        assert_eq!(p.take_revoked(), vec![2]);
-        assert_eq!(p.take_assigned(), vec![2]);
-        assert_ne!(p.epoch(2), before, "a new assignment of 2");
-        assert_eq!(p.epoch(0), kept, "0 never left");
+        let revoked = p.take_revoked();
+        let gained = p.take_assigned();
+        assert!(revoked.contains(&2), "revoked: {revoked:?}");
+        assert!(gained.contains(&2), "gained again: {gained:?}");
     }
 }

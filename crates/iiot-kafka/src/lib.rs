@@ -43,7 +43,7 @@ pub mod testing;
 
 pub use config::{Assignment, COMPRESSIONS, KafkaSettings, ProducerSettings};
 
-use consumer::{ConsumerEvents, EventConsumer, GroupSubscriber, Partitions, StandaloneSubscriber};
+use consumer::{ConsumerEvents, EventConsumer, GroupSubscriber, StandaloneSubscriber};
 use context::{ClientEvents, PlainContext, Shared};
 use producer::{KafkaPublisher, ProducerEvents};
 
@@ -210,11 +210,7 @@ impl KafkaTransport {
                 shared: self.inner.shared.clone(),
             },
             topic: Arc::from(topic),
-            // An eager rebalance that takes longer may have gone on without this member.
-            partitions: Mutex::new(Partitions::new(Partitions::return_within(
-                config.get("session.timeout.ms"),
-                config.get("heartbeat.interval.ms"),
-            ))),
+            partitions: Mutex::default(),
             lag: self.inner.shared.register_consumer(),
         };
         EventConsumer::from_config_and_context(config, context)

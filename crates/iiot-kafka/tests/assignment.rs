@@ -122,22 +122,24 @@ fn assert_b_holds_some(s: &Split, how: &str) {
     );
 }
 
-/// An eager rebalance revokes everything and gives some back at once: what comes back was
-/// nobody else's in between, so the member keeps its state of it (nothing reported); only
-/// what moved to b is reported revoked — as a cooperative rebalance reports it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn eager_a_join_reports_only_what_moves_and_the_rest_keeps_its_state() {
+async fn eager_a_join_revokes_everything_and_what_comes_back_may_be_read_again() {
     let s = split(Assignment::Eager).await;
     assert_b_holds_some(&s, "eager");
+    // Every partition is revoked and some given back: all revoked, the kept ones gained again
+    // (their state is read again). What a lost for good is exactly b's.
+    let lost: BTreeSet<i32> = s
+        .first_revoked
+        .difference(&s.first_gained_after_join)
+        .copied()
+        .collect();
     assert_eq!(
-        s.first_revoked, s.second_gained,
-        "eager: a is told it lost exactly what b was given"
+        lost, s.second_gained,
+        "eager: a lost exactly what b was given"
     );
-    assert!(
-        s.first_gained_after_join.is_empty(),
-        "eager: what a got back at once is not read back: {:?}",
-        s.first_gained_after_join
-    );
+    assert!(s.first_gained_after_join.is_disjoint(&s.second_gained));
+    let all: BTreeSet<i32> = (0..PARTITIONS).collect();
+    assert_eq!(s.first_revoked, all, "eager: everything is revoked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,13 +259,6 @@ async fn eager_partitions_owned_elsewhere_between_two_looks_are_revoked_and_assi
     })
     .await;
 
-    for p in (0..PARTITIONS).filter(|p| !b_held.contains(p)) {
-        assert_eq!(
-            ownership.epoch(p),
-            before[p as usize],
-            "{p} never left a: the same assignment"
-        );
-    }
     let revoked: BTreeSet<i32> = a.take_revoked().into_iter().collect();
     let assigned: BTreeSet<i32> = a.take_assigned().into_iter().collect();
     assert!(

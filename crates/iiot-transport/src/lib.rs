@@ -198,10 +198,9 @@ pub trait Subscriber: Send {
     fn commit(&mut self, message: &Message) -> Result<(), TransportError>;
 
     /// Partitions taken from this member since the last call (a consumer-group rebalance),
-    /// including those given back since when another member may have owned them in between
-    /// (not one a rebalance gives straight back). The processor drops the state of the
-    /// devices it saw on them. Backends without rebalancing (the embedded bus) never revoke
-    /// anything.
+    /// including those given back since: another member may have owned them in between. The
+    /// processor drops the state of the devices it saw on them. Backends without rebalancing
+    /// (the embedded bus) never revoke anything.
     fn take_revoked(&mut self) -> Vec<i32> {
         Vec::new()
     }

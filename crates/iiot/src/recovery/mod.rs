@@ -9,9 +9,9 @@
 //! `P` reads exactly the alert-state partitions `P` ([`restore`]) and hands their open alerts
 //! to the worker ([`crate::processor::Processor::add_restored`]), which puts them back when
 //! their device is first seen there, and drops them with the partition if it goes first.
-//! Every partition reported assigned is read ([`iiot_transport::Subscriber::take_assigned`]);
-//! a partition a rebalance gives back at once (eager) or never takes away (cooperative) is not
-//! reported, keeps its in-memory state and is not read again.
+//! Every partition assigned is read, including one given back by an eager rebalance (another
+//! member may have owned it in between); a cooperative rebalance never takes away the
+//! partitions a member keeps, so they are not read again.
 //!
 //! Migration: an alert-state partition without the marker record ([`record::MIGRATED_KEY`])
 //! has never been restored — a deployment from before the topic existed. Its first owner folds
