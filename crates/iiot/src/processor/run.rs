@@ -189,11 +189,10 @@ impl Worker<'_> {
             batch.retain(|m| !revoked.contains(&m.partition) || gained.contains(&m.partition));
         }
         if self.ownership.is_some() {
-            // Fetched before a rebalance still under way (an eager one revoked the partition
-            // and has not given it back yet) or before the assignment was lost: not judged, so
-            // the state of their devices does not move on with readings that are not
-            // committed. They are fetched again from the last committed offset by whoever
-            // holds the partition next — this member too, if the rebalance gives it back.
+            // Of a partition whose assignment was lost (its revocation comes with a later
+            // receive): not judged, so the state of their devices does not move on with
+            // readings that are not committed. They are fetched again from the last committed
+            // offset by whoever holds the partition next.
             let before = batch.len();
             batch.retain(|m| self.holds(m.partition));
             if batch.len() < before {
@@ -714,9 +713,9 @@ mod tests {
         r.stop().await;
     }
 
-    /// An eager rebalance revoked partition 0 and will give it back: a reading fetched before
-    /// it and received meanwhile is not judged. It is not committed, so it comes again once
-    /// the partition is back, and must then raise its alert — not be taken for a duplicate of
+    /// A reading received while its partition is off the assignment it was read back at (the
+    /// assignment lost, its revocation not received yet) is not judged: it is not committed,
+    /// so it comes again, and must then raise its alert — not be taken for a duplicate of
     /// itself, with its alert never published.
     #[tokio::test]
     async fn a_reading_of_a_partition_not_held_is_not_judged_and_is_judged_when_it_comes_again() {
