@@ -201,16 +201,40 @@ pub(super) fn keep_open(open: &mut Vec<(Alert, i64)>, alert: &Alert) {
 }
 
 /// Puts a newly seen device's alerts from before (an earlier owner, or an earlier run) back
-/// into the engine; returns those it took.
+/// into the engine; returns those it took, and pushes onto `resolved` a resolution of each open
+/// one it could not take — its rule type is gone (removed by a reload while the alert waited
+/// here, or on another member first), or another alert of the rule is open already — so that
+/// no alert stays open with nobody to resolve it.
 pub(super) fn restore(
     engine: &AlertEngine,
     dev: &mut DeviceState,
     recovered: Vec<(Alert, i64)>,
+    now_ms: i64,
+    resolved: &mut Vec<Alert>,
 ) -> Vec<(Alert, i64)> {
-    recovered
-        .into_iter()
-        .filter(|(alert, raised_at)| engine.restore(&mut dev.alerts, alert, *raised_at))
-        .collect()
+    let mut taken = Vec::with_capacity(recovered.len());
+    for (alert, raised_at) in recovered {
+        if engine.restore(&mut dev.alerts, &alert, raised_at) {
+            taken.push((alert, raised_at));
+        } else if alert.status != AlertStatus::Resolved {
+            let gone = !engine
+                .rules()
+                .rules
+                .iter()
+                .any(|r| r.alert_type == alert.alert_type);
+            resolved.push(Alert {
+                status: AlertStatus::Resolved,
+                timestamp: now_ms,
+                message: if gone {
+                    "rule removed from configuration".into()
+                } else {
+                    "superseded by another open alert of the same rule".into()
+                },
+                ..alert
+            });
+        }
+    }
+    taken
 }
 
 #[cfg(test)]
@@ -491,5 +515,26 @@ mod tests {
             !p.open_alert_ids().any(|a| a == old[0].0.alert_id),
             "not put back on partition 7, which the fold was not made for"
         );
+    }
+
+    /// Issue 12: an alert read back for a device whose rule type was removed by a reload
+    /// while the alert waited for the device (after a rebalance, or on another member first)
+    /// is resolved when the device is seen — not dropped, which would leave it open on the
+    /// alerts topic with nobody to resolve it — and the device's record is written again.
+    #[test]
+    fn a_read_back_alert_of_a_removed_rule_type_is_resolved_when_its_device_is_seen() {
+        let old = raised("device_001", 5);
+        let mut p = processor();
+        let mut rules = RuleSet::defaults(&Thresholds::default());
+        rules.rules.retain(|r| r.alert_type != old[0].0.alert_type);
+        p.set_rules(Arc::new(rules), T0, &mut Vec::new());
+        p.add_restored(read_back(5, "device_001", old.clone()));
+        let alerts = a_minute_later(&mut p, 5, 86.0);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(alerts[0].alert_id, old[0].0.alert_id);
+        assert_eq!(alerts[0].status, AlertStatus::Resolved);
+        let states = p.take_alert_states();
+        assert_eq!(states.len(), 1, "the record is written again");
+        assert!(states[0].open.is_empty(), "with nothing open: {states:?}");
     }
 }

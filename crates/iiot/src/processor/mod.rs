@@ -262,10 +262,16 @@ impl Processor {
                     .remove(&*reading.device_id)
                     .and_then(|pending| pending.take(partition))
                 {
-                    let restored = alert_state::restore(&self.engine, dev, recovered);
+                    let before = alerts.len();
+                    let restored =
+                        alert_state::restore(&self.engine, dev, recovered, now_ms, alerts);
+                    for _ in before..alerts.len() {
+                        self.stats.alert(AlertStatus::Resolved);
+                    }
                     // Written again from here, into the partition it really arrives on (an
-                    // alert folded from the alerts topic had no record yet).
-                    if !restored.is_empty()
+                    // alert folded from the alerts topic had no record yet; one resolved here
+                    // leaves the record).
+                    if (!restored.is_empty() || alerts.len() > before)
                         && let Some(changed) = self.changed.as_mut()
                     {
                         changed.push(Box::from(&*reading.device_id));
