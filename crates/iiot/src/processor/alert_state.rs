@@ -41,7 +41,7 @@ impl Processor {
         let Some(changed) = self.changed.as_mut() else {
             return Vec::new();
         };
-        let mut out = Vec::with_capacity(changed.len());
+        let mut out = Vec::with_capacity(changed.len() + self.extra_states.len());
         for device_id in changed.drain(..) {
             let Some(dev) = self.devices.get(&device_id) else {
                 continue;
@@ -59,19 +59,21 @@ impl Processor {
                 epoch: None,
             });
         }
+        out.append(&mut self.extra_states);
         out
     }
 
     /// Adds the open alerts read back for newly assigned partitions to those put back when
-    /// their devices are first seen: a device's record of partition `p` is used only if its
-    /// readings arrive on `p` (a copy elsewhere — the migration writes one into every
-    /// partition — is ignored), and replaces an earlier read of `p` (the newer read wins).
-    /// Alerts folded from the alerts topic at migration are used on whichever partition the
-    /// device arrives. Each read is kept only while its partition is held — for the folded
-    /// ones, any of the partitions migrated ([`Processor::drop_partitions`]).
+    /// their devices are first seen: a device's record of partition `p` — its own, else the
+    /// migration's copy there — is used only if its readings arrive on `p` (a record or copy
+    /// of another partition is ignored), and replaces an earlier read of `p` (the newer read
+    /// wins). Alerts folded by a migration this member made are used on a partition it
+    /// migrated. Each read is kept only while its partition is held — for the folded ones, any
+    /// of the partitions migrated ([`Processor::drop_partitions`]).
     pub fn add_restored(&mut self, restored: crate::recovery::Restored) {
         let crate::recovery::Restored {
             records,
+            copies,
             folded,
             migrated,
             ..
@@ -81,6 +83,12 @@ impl Processor {
                 .entry(device)
                 .or_default()
                 .put(Read::new(open, Source::Partition(partition)));
+        }
+        for ((device, partition), open) in copies {
+            self.recovered
+                .entry(device)
+                .or_default()
+                .put(Read::new(open, Source::Copy(partition)));
         }
         for (device, open) in folded {
             self.recovered
@@ -125,13 +133,19 @@ impl Read {
     }
 }
 
+/// An alert acknowledged in a device's own record read back ([`Pending::acknowledge`]): the
+/// alert, and the record's partition and open alerts to write back.
+pub(super) type Acknowledged = (Alert, i32, Vec<(Alert, i64)>);
+
 /// Where a read came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Source {
     /// Start-up (a backend that never moves partitions): kept until the device is seen.
     Startup,
-    /// The device's record in this alert-state partition.
+    /// The device's own record in this alert-state partition.
     Partition(i32),
+    /// The migration's copy in this alert-state partition.
+    Copy(i32),
     /// Folded from the alerts topic by the migration of these partitions.
     Migrated(Vec<i32>),
 }
@@ -140,7 +154,9 @@ impl Pending {
     /// Adds `read`, in place of an earlier one from the same partition (or fold, or start-up).
     fn put(&mut self, read: Read) {
         let same = |r: &Read| match (&r.from, &read.from) {
-            (Source::Partition(a), Source::Partition(b)) => a == b,
+            (Source::Partition(a), Source::Partition(b)) | (Source::Copy(a), Source::Copy(b)) => {
+                a == b
+            }
             (Source::Migrated(_), Source::Migrated(_)) | (Source::Startup, Source::Startup) => true,
             _ => false,
         };
@@ -149,17 +165,21 @@ impl Pending {
     }
 
     /// The open alerts to put back for the device first seen on `partition` (`None`: a
-    /// backend without partitions): its record of that partition, else what a migration of
-    /// that partition folded, else what was recovered at start-up. A record of another
-    /// partition is not the device's own, nor is a fold made for other partitions: whoever
-    /// migrated the device's own partition wrote the fold into it, and its owner's record
-    /// there (or the absence of one once a resolution was compacted away) is what holds now.
-    pub(super) fn take(self, partition: Option<i32>) -> Option<Vec<(Alert, i64)>> {
+    /// backend without partitions): its own record of that partition, else the migration's
+    /// copy there, else what a migration of that partition folded here, else what was
+    /// recovered at start-up. A record or copy of another partition is not the device's, nor
+    /// is a fold made for other partitions: whoever migrated the device's own partition wrote
+    /// a copy into it, and its owner's record there (or the absence of one once a resolution
+    /// was compacted away) is what holds now. Also says whether a copy of that partition was
+    /// read: once the device's own record is written there, the copy is to be removed.
+    pub(super) fn take(self, partition: Option<i32>) -> (Option<Vec<(Alert, i64)>>, bool) {
         let mut reads = self.reads;
+        let copy_here = partition.is_some_and(|p| reads.iter().any(|r| r.from == Source::Copy(p)));
         let own = match partition {
             Some(p) => reads
                 .iter()
                 .rposition(|r| r.from == Source::Partition(p))
+                .or_else(|| reads.iter().rposition(|r| r.from == Source::Copy(p)))
                 .or_else(|| {
                     reads.iter().rposition(
                         |r| matches!(&r.from, Source::Migrated(from) if from.contains(&p)),
@@ -168,7 +188,36 @@ impl Pending {
                 .or_else(|| reads.iter().rposition(|r| r.from == Source::Startup)),
             None => reads.len().checked_sub(1),
         };
-        own.map(|i| reads.swap_remove(i).open)
+        (own.map(|i| reads.swap_remove(i).open), copy_here)
+    }
+
+    /// Acknowledges `alert_id` if the device's own record of a partition holds it open (the
+    /// device not seen here yet): the acknowledged alert, and that record's partition and open
+    /// alerts to write back. Copies and folds are not the device's own and are left alone
+    /// (another member may hold the device's own record, where the alert may be resolved).
+    pub(super) fn acknowledge(
+        &mut self,
+        alert_id: &str,
+        by: Option<&str>,
+        now_ms: i64,
+    ) -> Option<Result<Acknowledged, crate::alerts::AckError>> {
+        let read = self.reads.iter_mut().find(|r| {
+            matches!(r.from, Source::Partition(_))
+                && r.open.iter().any(|(a, _)| a.alert_id == alert_id)
+        })?;
+        let Source::Partition(partition) = read.from else {
+            return None;
+        };
+        let entry = read.open.iter_mut().find(|(a, _)| a.alert_id == alert_id)?;
+        if entry.0.status == AlertStatus::Acknowledged {
+            return Some(Err(crate::alerts::AckError::AlreadyAcknowledged(
+                alert_id.to_string(),
+            )));
+        }
+        entry.0.status = AlertStatus::Acknowledged;
+        entry.0.acknowledged_by = by.map(str::to_owned);
+        entry.0.timestamp = now_ms;
+        Some(Ok((entry.0.clone(), partition, read.open.clone())))
     }
 
     /// Whether to keep it once `revoked` are taken away: while one of its reads' partitions
@@ -176,7 +225,7 @@ impl Pending {
     pub(super) fn keep_without(&mut self, revoked: &[i32]) -> bool {
         self.reads.retain_mut(|r| match &mut r.from {
             Source::Startup => true,
-            Source::Partition(p) => !revoked.contains(p),
+            Source::Partition(p) | Source::Copy(p) => !revoked.contains(p),
             Source::Migrated(from) => {
                 from.retain(|p| !revoked.contains(p));
                 !from.is_empty()
@@ -536,5 +585,89 @@ mod tests {
         let states = p.take_alert_states();
         assert_eq!(states.len(), 1, "the record is written again");
         assert!(states[0].open.is_empty(), "with nothing open: {states:?}");
+    }
+
+    /// What a read of alert-state partition `partition` returns for a migration copy.
+    fn copy_back(
+        partition: i32,
+        device: &str,
+        open: Vec<(Alert, i64)>,
+    ) -> crate::recovery::Restored {
+        let mut r = crate::recovery::Restored::default();
+        r.copies.insert((device.to_string(), partition), open);
+        r
+    }
+
+    /// The migration's copy in the partition a device arrives on is put back (no own record
+    /// there yet); the device's own record is written and the copy removed. A copy of another
+    /// partition is not used.
+    #[test]
+    fn a_migration_copy_of_the_arrival_partition_is_put_back_and_then_removed() {
+        let old = raised("device_001", 5);
+        let mut p = processor();
+        p.add_restored(copy_back(3, "device_001", old.clone()));
+        p.add_restored(copy_back(5, "device_001", old.clone()));
+        let alerts = a_minute_later(&mut p, 5, 86.0);
+        assert!(alerts.is_empty(), "the same alert continues: {alerts:?}");
+        assert!(p.open_alert_ids().any(|a| a == old[0].0.alert_id));
+        let states = p.take_alert_states();
+        let own = states
+            .iter()
+            .find(|s| s.device_id == "device_001")
+            .expect("own record written");
+        assert_eq!((own.partition, own.open.len()), (5, 1));
+        let copy = states
+            .iter()
+            .find(|s| s.device_id == "#migrated:device_001")
+            .expect("copy removed");
+        assert_eq!(copy.partition, 5, "only the copy of its own partition");
+        assert!(copy.open.is_empty(), "a removal (empty record)");
+        assert_eq!(states.len(), 2, "{states:?}");
+
+        let mut p = processor();
+        p.add_restored(copy_back(3, "device_001", old.clone()));
+        a_minute_later(&mut p, 5, 86.0);
+        assert!(
+            !p.open_alert_ids().any(|a| a == old[0].0.alert_id),
+            "a copy of partition 3 is not device_001's on partition 5"
+        );
+    }
+
+    /// An alert read back for a device not seen here yet (after a rebalance; an offline alert
+    /// of a silent device stays so) can be acknowledged in the device's own record, which is
+    /// written again; the device then continues it acknowledged. A migration copy cannot be
+    /// acknowledged: another member may hold the device's own record.
+    #[test]
+    fn an_alert_read_back_for_a_device_not_seen_yet_can_be_acknowledged() {
+        let old = raised("device_001", 5);
+        let id = old[0].0.alert_id.clone();
+        let mut p = processor();
+        p.add_restored(read_back(5, "device_001", old.clone()));
+        let acked = p
+            .acknowledge(&id, Some("ops"), T0 + 1_000)
+            .expect("acknowledged");
+        assert_eq!(acked.status, AlertStatus::Acknowledged);
+        assert_eq!(acked.acknowledged_by.as_deref(), Some("ops"));
+        let states = p.take_alert_states();
+        assert_eq!(states.len(), 1, "{states:?}");
+        assert_eq!(states[0].partition, 5);
+        assert_eq!(states[0].open[0].0.status, AlertStatus::Acknowledged);
+        assert!(matches!(
+            p.acknowledge(&id, None, T0 + 2_000),
+            Err(crate::alerts::AckError::AlreadyAcknowledged(_))
+        ));
+        let alerts = a_minute_later(&mut p, 5, 86.0);
+        assert!(alerts.is_empty(), "continued: {alerts:?}");
+        assert!(matches!(
+            p.acknowledge(&id, None, T0 + 70_000),
+            Err(crate::alerts::AckError::AlreadyAcknowledged(_))
+        ));
+
+        let mut p = processor();
+        p.add_restored(copy_back(5, "device_001", old.clone()));
+        assert!(matches!(
+            p.acknowledge(&id, None, T0 + 1_000),
+            Err(crate::alerts::AckError::Unknown(_))
+        ));
     }
 }

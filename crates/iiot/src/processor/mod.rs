@@ -162,6 +162,10 @@ pub struct Processor {
     /// Whether alert changes are kept for alert-state records (`None`: not asked for; the
     /// devices whose alerts changed since the last [`Processor::take_alert_states`] otherwise).
     changed: Option<Vec<Box<str>>>,
+    /// Alert-state records to write besides the changed devices' (with `changed` only): the
+    /// own records of devices not seen here yet that were acknowledged, and removals of the
+    /// migration's copies their own records replace.
+    extra_states: Vec<AlertState>,
 }
 
 #[derive(Debug, Default)]
@@ -187,6 +191,7 @@ impl Processor {
             latency_us: stats::new_latency_histogram(),
             recovered: HashMap::new(),
             changed: None,
+            extra_states: Vec::new(),
         }
     }
 
@@ -257,11 +262,21 @@ impl Processor {
                     .devices
                     .entry(Box::from(&*reading.device_id))
                     .or_default();
-                if let Some(recovered) = self
+                let (recovered, copy_here) = self
                     .recovered
                     .remove(&*reading.device_id)
-                    .and_then(|pending| pending.take(partition))
-                {
+                    .map_or((None, false), |pending| pending.take(partition));
+                if let (true, Some(p), Some(_)) = (copy_here, partition, self.changed.as_ref()) {
+                    // The device's own record (written from here) replaces the migration's
+                    // copy in its partition.
+                    self.extra_states.push(AlertState {
+                        device_id: crate::recovery::record::copy_key(&reading.device_id),
+                        partition: p,
+                        open: Vec::new(),
+                        epoch: None,
+                    });
+                }
+                if let Some(recovered) = recovered {
                     let before = alerts.len();
                     let restored =
                         alert_state::restore(&self.engine, dev, recovered, now_ms, alerts);
@@ -381,10 +396,9 @@ impl Processor {
         by: Option<&str>,
         now_ms: i64,
     ) -> Result<Alert, AckError> {
-        let device = self
-            .open
-            .get(alert_id)
-            .ok_or_else(|| AckError::Unknown(alert_id.to_string()))?;
+        let Some(device) = self.open.get(alert_id) else {
+            return self.acknowledge_read_back(alert_id, by, now_ms);
+        };
         let dev = self
             .devices
             .get_mut(device)
@@ -396,6 +410,38 @@ impl Processor {
         alert_state::keep_open(&mut dev.open_alerts, &alert);
         if let Some(changed) = self.changed.as_mut() {
             changed.push(device.clone());
+        }
+        Ok(alert)
+    }
+
+    /// Acknowledges an alert read back for a device not seen here yet, in the device's own
+    /// record (after a rebalance an alert waits there until its device reports — an offline
+    /// alert for as long as the device stays silent); the record is written again.
+    fn acknowledge_read_back(
+        &mut self,
+        alert_id: &str,
+        by: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Alert, AckError> {
+        let unknown = || AckError::Unknown(alert_id.to_string());
+        let (device, answer) = self
+            .recovered
+            .iter_mut()
+            .find_map(|(device, pending)| {
+                pending
+                    .acknowledge(alert_id, by, now_ms)
+                    .map(|answer| (device.clone(), answer))
+            })
+            .ok_or_else(unknown)?;
+        let (alert, partition, open) = answer?;
+        self.stats.alert(alert.status);
+        if self.changed.is_some() {
+            self.extra_states.push(AlertState {
+                device_id: device,
+                partition,
+                open,
+                epoch: None,
+            });
         }
         Ok(alert)
     }

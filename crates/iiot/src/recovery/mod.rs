@@ -52,19 +52,21 @@ pub struct StateTopics {
     pub alerts: String,
 }
 
-/// Each device's open alerts as its latest record in each partition says, by (device,
-/// partition); a record saying none is open is there with none (it replaces an older one).
-/// A device has records in more than one partition only when something other than its owner
-/// wrote one: the migration writes a device's folded alerts into every partition, as it cannot
-/// know which one the device's readings arrive on. The processor uses the record of the
-/// partition the device's readings arrive on and ignores the others.
+/// The open alerts of the latest record of each key in each partition, by (key, partition);
+/// a record saying none is open is there with none (it replaces an older one). Keys are device
+/// ids (a device's own record, written by its owner into the partition its readings arrive
+/// on) or, in [`fold_state`]'s answer, also [`record::COPY_PREFIX`] keys (the migration's
+/// copies, one per partition, as it cannot know which partition the device's readings arrive
+/// on); [`Restored`] holds the two apart, by device id.
 pub type StateRecords = hashbrown::HashMap<(String, i32), Vec<(iiot_model::Alert, i64)>>;
 
 /// What [`restore`] read back.
 #[derive(Debug, Default)]
 pub struct Restored {
-    /// The records of the partitions read.
+    /// The devices' own records in the partitions read.
     pub records: StateRecords,
+    /// The migration's copies in the partitions read, by device id.
+    pub copies: StateRecords,
     /// Open alerts folded from the alerts topic by a migration of `migrated`, of the devices
     /// without a record in the partitions read.
     pub folded: RecoveredAlerts,
@@ -81,6 +83,7 @@ impl Restored {
     pub fn devices(&self) -> std::collections::BTreeSet<&str> {
         self.records
             .keys()
+            .chain(self.copies.keys())
             .map(|(d, _)| d.as_str())
             .chain(self.folded.keys().map(String::as_str))
             .collect()
@@ -109,8 +112,13 @@ pub async fn restore(
     let records = backend
         .read_partitions(&topics.state, partitions, LIMIT)
         .await?;
-    let (records_read, marked) = fold_state(&records);
-    let with_record: HashSet<&str> = records_read.keys().map(|(d, _)| d.as_str()).collect();
+    let (all, marked) = fold_state(&records);
+    let (records_read, copies) = split_copies(all);
+    let with_record: HashSet<&str> = records_read
+        .keys()
+        .chain(copies.keys())
+        .map(|(d, _)| d.as_str())
+        .collect();
     let mut folded_here = RecoveredAlerts::new();
     let migrated: Vec<i32> = partitions
         .iter()
@@ -155,6 +163,7 @@ pub async fn restore(
     drop(with_record);
     let open = records_read
         .values()
+        .chain(copies.values())
         .chain(folded_here.values())
         .map(Vec::len)
         .sum();
@@ -165,6 +174,7 @@ pub async fn restore(
         open,
         devices = records_read
             .values()
+            .chain(copies.values())
             .chain(folded_here.values())
             .filter(|a| !a.is_empty())
             .count(),
@@ -174,6 +184,7 @@ pub async fn restore(
     );
     Ok(Restored {
         records: records_read,
+        copies,
         folded: folded_here,
         open,
         migrated,
@@ -181,8 +192,9 @@ pub async fn restore(
     })
 }
 
-/// Each device's latest record in each partition among `records` (each partition's in order),
-/// and the partitions that carry the migration marker. Records that do not decode are skipped.
+/// The latest record of each key in each partition among `records` (each partition's in
+/// order; keys as the records have them, copies included), and the partitions that carry the
+/// migration marker. Records that do not decode are skipped.
 pub fn fold_state(records: &[Message]) -> (StateRecords, HashSet<i32>) {
     let mut alerts = StateRecords::new();
     let mut marked = HashSet::new();
@@ -212,8 +224,26 @@ pub fn fold_state(records: &[Message]) -> (StateRecords, HashSet<i32>) {
     (alerts, marked)
 }
 
+/// `records` (as [`fold_state`] gives them) as the devices' own records and the migration's
+/// copies, both by device id.
+fn split_copies(records: StateRecords) -> (StateRecords, StateRecords) {
+    let mut own = StateRecords::with_capacity(records.len());
+    let mut copies = StateRecords::new();
+    for ((key, partition), open) in records {
+        match key.strip_prefix(record::COPY_PREFIX) {
+            Some(device) => {
+                copies.insert((device.to_string(), partition), open);
+            }
+            None => {
+                own.insert((key, partition), open);
+            }
+        }
+    }
+    (own, copies)
+}
+
 /// Writes a record for each device of `folded` with open alerts that has no record anywhere
-/// on `topic` yet, keyed by device id, into every partition, and waits until they are
+/// on `topic` yet, as a copy (key [`record::copy_key`]) in every partition, and waits until they are
 /// delivered; returns how many devices. Every partition, because nothing here says which
 /// partition the device's readings arrive on (the producers' partitioner may not be ours): the
 /// owner of that partition restores the device from its copy, and the copies in the others
@@ -234,7 +264,10 @@ async fn write_folded(
         None => return Ok(0),
     };
     let (records, _) = fold_state(&backend.read_partitions(topic, &all, LIMIT).await?);
-    let known: HashSet<&str> = records.keys().map(|(d, _)| d.as_str()).collect();
+    let known: HashSet<&str> = records
+        .keys()
+        .map(|(key, _)| key.strip_prefix(record::COPY_PREFIX).unwrap_or(key))
+        .collect();
     let mut receipts = Vec::new();
     let mut written = 0;
     for (device, open) in candidates {
@@ -243,10 +276,11 @@ async fn write_folded(
         }
         written += 1;
         let payload = record::encode(open);
+        let key = record::copy_key(device);
         for &p in &all {
             receipts.push(
                 backend
-                    .publish_to(topic, p, device.as_bytes(), payload.clone())
+                    .publish_to(topic, p, key.as_bytes(), payload.clone())
                     .await?,
             );
         }

@@ -11,6 +11,16 @@ use serde::{Deserialize, Serialize};
 /// ids are validated to start with a letter or digit).
 pub const MIGRATED_KEY: &[u8] = b"#alert-state-migrated";
 
+/// Key prefix of the migration's copies of a device's folded alerts (`#migrated:<device_id>`),
+/// one in every partition: a copy is not the device's own record (which only its owner writes,
+/// under the device id), so a processor can tell the two apart.
+pub const COPY_PREFIX: &str = "#migrated:";
+
+/// The key of the migration's copy for `device`.
+pub fn copy_key(device: &str) -> String {
+    format!("{COPY_PREFIX}{device}")
+}
+
 /// One open alert as the record holds it.
 #[derive(Serialize)]
 struct OpenRef<'a> {
