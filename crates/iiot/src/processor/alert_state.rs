@@ -60,6 +60,10 @@ impl Processor {
             });
         }
         out.append(&mut self.extra_states);
+        // Removals held back from the last batch (its own records are delivered by now); this
+        // batch's wait for the next.
+        out.append(&mut self.removals_due);
+        self.removals_due = std::mem::take(&mut self.copies_to_remove);
         out
     }
 
@@ -174,7 +178,14 @@ impl Pending {
     /// read: once the device's own record is written there, the copy is to be removed.
     pub(super) fn take(self, partition: Option<i32>) -> (Option<Vec<(Alert, i64)>>, bool) {
         let mut reads = self.reads;
-        let copy_here = partition.is_some_and(|p| reads.iter().any(|r| r.from == Source::Copy(p)));
+        // A copy there was read, or this member's migration of that partition wrote one.
+        let copy_here = partition.is_some_and(|p| {
+            reads.iter().any(|r| match &r.from {
+                Source::Copy(q) => *q == p,
+                Source::Migrated(from) => from.contains(&p),
+                _ => false,
+            })
+        });
         let own = match partition {
             Some(p) => reads
                 .iter()
@@ -611,18 +622,16 @@ mod tests {
         assert!(alerts.is_empty(), "the same alert continues: {alerts:?}");
         assert!(p.open_alert_ids().any(|a| a == old[0].0.alert_id));
         let states = p.take_alert_states();
-        let own = states
-            .iter()
-            .find(|s| s.device_id == "device_001")
-            .expect("own record written");
-        assert_eq!((own.partition, own.open.len()), (5, 1));
-        let copy = states
-            .iter()
-            .find(|s| s.device_id == "#migrated:device_001")
-            .expect("copy removed");
-        assert_eq!(copy.partition, 5, "only the copy of its own partition");
-        assert!(copy.open.is_empty(), "a removal (empty record)");
-        assert_eq!(states.len(), 2, "{states:?}");
+        assert_eq!(states.len(), 1, "the own record first: {states:?}");
+        assert_eq!(states[0].device_id, "device_001");
+        assert_eq!((states[0].partition, states[0].open.len()), (5, 1));
+        // With the next batch's records, once the own record is delivered: the copy's removal.
+        let states = p.take_alert_states();
+        assert_eq!(states.len(), 1, "{states:?}");
+        assert_eq!(states[0].device_id, "#migrated:device_001");
+        assert_eq!(states[0].partition, 5, "only the copy of its own partition");
+        assert!(states[0].open.is_empty(), "a removal (empty record)");
+        assert!(p.take_alert_states().is_empty());
 
         let mut p = processor();
         p.add_restored(copy_back(3, "device_001", old.clone()));
@@ -669,5 +678,26 @@ mod tests {
             p.acknowledge(&id, None, T0 + 1_000),
             Err(crate::alerts::AckError::Unknown(_))
         ));
+    }
+
+    /// The member that migrated a partition restores a device arriving there from its fold,
+    /// and removes the copy its migration wrote there as well: a later owner must not find
+    /// the copy once the device's own record was resolved and compacted away.
+    #[test]
+    fn the_migrating_member_removes_its_own_copy_too() {
+        let old = raised("device_001", 2);
+        let mut p = processor();
+        let mut migration = crate::recovery::Restored::default();
+        migration.folded.insert("device_001".into(), old.clone());
+        migration.migrated = vec![1, 2];
+        p.add_restored(migration);
+        a_minute_later(&mut p, 2, 86.0);
+        assert_eq!(p.take_alert_states().len(), 1, "the own record");
+        let states = p.take_alert_states();
+        assert_eq!(states.len(), 1, "{states:?}");
+        assert_eq!(
+            (states[0].device_id.as_str(), states[0].partition),
+            ("#migrated:device_001", 2)
+        );
     }
 }

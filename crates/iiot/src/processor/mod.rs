@@ -166,6 +166,11 @@ pub struct Processor {
     /// own records of devices not seen here yet that were acknowledged, and removals of the
     /// migration's copies their own records replace.
     extra_states: Vec<AlertState>,
+    /// Removals of migration copies whose device's own record goes out with this batch: moved
+    /// to `extra_states` at the next [`Processor::take_alert_states`].
+    copies_to_remove: Vec<AlertState>,
+    /// Those of the last batch, written with this one's records.
+    removals_due: Vec<AlertState>,
 }
 
 #[derive(Debug, Default)]
@@ -192,6 +197,8 @@ impl Processor {
             recovered: HashMap::new(),
             changed: None,
             extra_states: Vec::new(),
+            copies_to_remove: Vec::new(),
+            removals_due: Vec::new(),
         }
     }
 
@@ -268,8 +275,9 @@ impl Processor {
                     .map_or((None, false), |pending| pending.take(partition));
                 if let (true, Some(p), Some(_)) = (copy_here, partition, self.changed.as_ref()) {
                     // The device's own record (written from here) replaces the migration's
-                    // copy in its partition.
-                    self.extra_states.push(AlertState {
+                    // copy in its partition: removed with the next batch's records, once the
+                    // own record is delivered (a later owner must find one of the two).
+                    self.copies_to_remove.push(AlertState {
                         device_id: crate::recovery::record::copy_key(&reading.device_id),
                         partition: p,
                         open: Vec::new(),
@@ -281,6 +289,8 @@ impl Processor {
                     let restored =
                         alert_state::restore(&self.engine, dev, recovered, now_ms, alerts);
                     for _ in before..alerts.len() {
+                        // Never counted open here: counted resolved, the open gauge unchanged.
+                        self.stats.alerts_open.fetch_add(1, Ordering::Relaxed);
                         self.stats.alert(AlertStatus::Resolved);
                     }
                     // Written again from here, into the partition it really arrives on (an
@@ -470,6 +480,10 @@ impl Processor {
             return 0;
         }
         self.recovered.retain(|_, r| r.keep_without(revoked));
+        self.copies_to_remove
+            .retain(|s| !revoked.contains(&s.partition));
+        self.removals_due
+            .retain(|s| !revoked.contains(&s.partition));
         let before = self.devices.len();
         self.devices
             .retain(|_, dev| !dev.partition.is_some_and(|p| revoked.contains(&p)));

@@ -274,6 +274,12 @@ impl Worker<'_> {
         }
         let mut delivery = Delivery::Done;
         if let Ok(alert) = &result {
+            if self.fenced() {
+                // Lost while acknowledging: the change could not be written.
+                self.discard(0);
+                let _ = reply.send(Err(crate::alerts::AckError::Unknown(alert_id)));
+                return Ok(Delivery::Done);
+            }
             self.alerts.push(alert.clone());
             delivery = self.emit().await?;
         }
@@ -321,6 +327,7 @@ impl Worker<'_> {
         let revoked = drop_revoked(self.processor, subscriber);
         self.epochs.retain(|(p, _)| !revoked.contains(p));
         let gained = subscriber.take_assigned();
+        let mut held = gained.clone();
         if let Some(ownership) = &self.ownership {
             for &p in &gained {
                 self.epochs.retain(|&(q, _)| q != p);
@@ -329,8 +336,11 @@ impl Worker<'_> {
                     self.epochs.push((p, epoch));
                 }
             }
+            // Read back only what is held: nothing of a partition lost already may be put
+            // back, acknowledged or written from here.
+            held.retain(|&p| self.epochs.iter().any(|&(q, _)| q == p));
         }
-        self.restore_gained(&gained).await?;
+        self.restore_gained(&held).await?;
         Ok((revoked, gained))
     }
 
