@@ -212,6 +212,16 @@ impl Pending {
         by: Option<&str>,
         now_ms: i64,
     ) -> Option<Result<Acknowledged, crate::alerts::AckError>> {
+        let holds = |r: &Read| {
+            matches!(r.from, Source::Partition(_))
+                && r.open.iter().any(|(a, _)| a.alert_id == alert_id)
+        };
+        if self.reads.iter().filter(|r| holds(r)).count() > 1 {
+            // Own records of two partitions (one written by an older migration where the
+            // producers' partitioner placed it): which is the device's is known only once it
+            // reports, so not acknowledged until then.
+            return Some(Err(crate::alerts::AckError::Unknown(alert_id.to_string())));
+        }
         let read = self.reads.iter_mut().find(|r| {
             matches!(r.from, Source::Partition(_))
                 && r.open.iter().any(|(a, _)| a.alert_id == alert_id)
@@ -678,6 +688,16 @@ mod tests {
             p.acknowledge(&id, None, T0 + 1_000),
             Err(crate::alerts::AckError::Unknown(_))
         ));
+
+        // Own records of the device in two partitions: not known which is its own yet.
+        let mut p = processor();
+        p.add_restored(read_back(5, "device_001", old.clone()));
+        p.add_restored(read_back(3, "device_001", old.clone()));
+        assert!(matches!(
+            p.acknowledge(&id, None, T0 + 1_000),
+            Err(crate::alerts::AckError::Unknown(_))
+        ));
+        assert!(p.take_alert_states().is_empty());
     }
 
     /// The member that migrated a partition restores a device arriving there from its fold,
