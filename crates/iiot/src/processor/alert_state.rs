@@ -389,6 +389,11 @@ mod tests {
         assert!(p.take_alert_states().is_empty());
     }
 
+    /// Whether alert `id` is open in `p`'s engine.
+    fn open_here(p: &Processor, id: &str) -> bool {
+        p.open_alert_ids().any(|a| a == id)
+    }
+
     /// What a read of alert-state partition `partition` returns for one device's record.
     fn read_back(
         partition: i32,
@@ -444,7 +449,7 @@ mod tests {
             &mut alerts,
         );
         assert!(
-            !p.open_alert_ids().any(|a| a == id),
+            !open_here(&p, &id),
             "the alert the other member resolved is not put back: {alerts:?}"
         );
     }
@@ -544,7 +549,7 @@ mod tests {
         p.add_restored(read_back(3, "device_001", stale.clone()));
         a_minute_later(&mut p, 5, 86.0);
         assert!(
-            !p.open_alert_ids().any(|a| a == stale[0].0.alert_id),
+            !open_here(&p, &stale[0].0.alert_id),
             "a record of partition 3 is not device_001's own on partition 5"
         );
 
@@ -554,7 +559,7 @@ mod tests {
         p.add_restored(read_back(5, "device_001", stale.clone()));
         let alerts = a_minute_later(&mut p, 5, 86.0);
         assert!(alerts.is_empty(), "the same alert continues: {alerts:?}");
-        assert!(p.open_alert_ids().any(|a| a == stale[0].0.alert_id));
+        assert!(open_here(&p, &stale[0].0.alert_id));
     }
 
     /// What a migration folded is the device's only if it arrives on a partition migrated
@@ -574,7 +579,7 @@ mod tests {
         p.add_restored(migration());
         let alerts = a_minute_later(&mut p, 2, 86.0);
         assert!(alerts.is_empty(), "the same alert continues: {alerts:?}");
-        assert!(p.open_alert_ids().any(|a| a == old[0].0.alert_id));
+        assert!(open_here(&p, &old[0].0.alert_id));
 
         let mut p = processor();
         p.add_restored(migration());
@@ -582,7 +587,7 @@ mod tests {
         p.add_restored(crate::recovery::Restored::default());
         a_minute_later(&mut p, 7, 86.0);
         assert!(
-            !p.open_alert_ids().any(|a| a == old[0].0.alert_id),
+            !open_here(&p, &old[0].0.alert_id),
             "not put back on partition 7, which the fold was not made for"
         );
     }
@@ -630,7 +635,7 @@ mod tests {
         p.add_restored(copy_back(5, "device_001", old.clone()));
         let alerts = a_minute_later(&mut p, 5, 86.0);
         assert!(alerts.is_empty(), "the same alert continues: {alerts:?}");
-        assert!(p.open_alert_ids().any(|a| a == old[0].0.alert_id));
+        assert!(open_here(&p, &old[0].0.alert_id));
         let states = p.take_alert_states();
         assert_eq!(states.len(), 1, "the own record first: {states:?}");
         assert_eq!(states[0].device_id, "device_001");
@@ -647,7 +652,7 @@ mod tests {
         p.add_restored(copy_back(3, "device_001", old.clone()));
         a_minute_later(&mut p, 5, 86.0);
         assert!(
-            !p.open_alert_ids().any(|a| a == old[0].0.alert_id),
+            !open_here(&p, &old[0].0.alert_id),
             "a copy of partition 3 is not device_001's on partition 5"
         );
     }
