@@ -194,7 +194,8 @@ impl Worker<'_> {
             // readings that are not committed. They are fetched again from the last committed
             // offset by whoever holds the partition next.
             let before = batch.len();
-            batch.retain(|m| self.holds(m.partition));
+            let held = self.held();
+            batch.retain(|m| held.contains(&m.partition));
             if batch.len() < before {
                 tracing::debug!(
                     skipped = before - batch.len(),
@@ -355,15 +356,18 @@ impl Worker<'_> {
         })
     }
 
-    /// Whether `partition` is held on the assignment it was read back at (always, on a
-    /// backend that never moves partitions).
-    fn holds(&self, partition: i32) -> bool {
+    /// The partitions held on the assignment they were read back at (all of `epochs` unless
+    /// the assignment was lost), asked once per batch rather than per message: each question
+    /// takes the consumer's lock.
+    fn held(&self) -> Vec<i32> {
         let Some(ownership) = &self.ownership else {
-            return true;
+            return self.epochs.iter().map(|&(p, _)| p).collect();
         };
         self.epochs
             .iter()
-            .any(|&(p, epoch)| p == partition && ownership.epoch(p) == Some(epoch))
+            .filter(|&&(p, epoch)| ownership.epoch(p) == Some(epoch))
+            .map(|&(p, _)| p)
+            .collect()
     }
 
     /// Forgets the alert changes and state records made while fenced (`skipped` alert changes
