@@ -7,6 +7,7 @@
 //! and drains what is already queued without awaiting again, so dropping its future (as
 //! `select!` does) never loses a message.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +20,7 @@ use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Message as _};
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Headers as _, Message as _};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
@@ -216,7 +217,8 @@ fn unread(p: &rdkafka::statistics::Partition) -> Option<i64> {
 
 pub(crate) type EventConsumer = StreamConsumer<ConsumerEvents>;
 
-fn to_message(topic: &Arc<str>, m: &BorrowedMessage<'_>) -> Message {
+/// `m` copied out of librdkafka, as read from `topic`.
+pub(crate) fn to_message(topic: &Arc<str>, m: &BorrowedMessage<'_>) -> Message {
     Message {
         topic: topic.clone(),
         partition: m.partition(),
@@ -224,7 +226,37 @@ fn to_message(topic: &Arc<str>, m: &BorrowedMessage<'_>) -> Message {
         key: m.key().map(Bytes::copy_from_slice).unwrap_or_default(),
         payload: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
         timestamp_ms: m.timestamp().to_millis(),
+        bad_header: m.headers().and_then(bad_header),
     }
+}
+
+/// Why `headers` cannot be read as text: the first header whose key or value is not UTF-8.
+fn bad_header(headers: &BorrowedHeaders) -> Option<Box<str>> {
+    for i in 0..headers.count() {
+        // rdkafka turns a header's key into `&str` with an unwrap: a key that is not UTF-8
+        // (no Kafka client writes one, a hand-made request can) panics there, in Rust code
+        // after the FFI call has returned, so the unwind is caught here rather than stopping
+        // the consumer. The default panic hook still prints that one panic.
+        let header = match std::panic::catch_unwind(AssertUnwindSafe(|| headers.try_get(i))) {
+            Err(_) => return Some(format!("header {i}'s key is not UTF-8").into()),
+            Ok(None) => return None,
+            Ok(Some(header)) => header,
+        };
+        if let Some(value) = header.value
+            && let Err(e) = std::str::from_utf8(value)
+        {
+            return Some(
+                format!(
+                    "header {:?}'s value ({} bytes) is not UTF-8 (from byte {})",
+                    header.key,
+                    value.len(),
+                    e.valid_up_to()
+                )
+                .into(),
+            );
+        }
+    }
+    None
 }
 
 /// Waits for one message, then appends what else is queued, up to `max`. Cancel-safe: the

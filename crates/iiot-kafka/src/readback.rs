@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use iiot_transport::{Message, TransportError};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
@@ -87,14 +86,7 @@ pub(crate) fn read_to_end(
                 if let Some(end) = ends.iter_mut().find(|e| e.partition == partition) {
                     end.reached |= end.high.is_some_and(|h| m.offset() + 1 >= h);
                 }
-                out.push(Message {
-                    topic: topic_name.clone(),
-                    partition,
-                    offset: m.offset(),
-                    key: m.key().map(Bytes::copy_from_slice).unwrap_or_default(),
-                    payload: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
-                    timestamp_ms: m.timestamp().to_millis(),
-                });
+                out.push(crate::consumer::to_message(&topic_name, &m));
             }
         }
     }

@@ -60,6 +60,9 @@ pub enum InvalidReason {
     /// The message's key (the partitioning key, which must be the device id) differs from the
     /// payload's `device_id`: its device's readings could be split across partitions.
     KeyMismatch,
+    /// A header of the record (Kafka) whose key or value is not UTF-8: iiot's input carries
+    /// text only, so a record that does not is refused whole rather than half read.
+    BadHeader,
     /// The device segment of the MQTT topic a reading arrived on names another device than
     /// the reading's `device_id` (judged by the MQTT source, before the input topic).
     TopicMismatch,
@@ -76,7 +79,7 @@ pub enum InvalidReason {
 
 impl InvalidReason {
     /// Every reason, for pre-registering counters.
-    pub const ALL: [InvalidReason; 18] = [
+    pub const ALL: [InvalidReason; 19] = [
         InvalidReason::Oversize,
         InvalidReason::MalformedJson,
         InvalidReason::Schema,
@@ -90,6 +93,7 @@ impl InvalidReason {
         InvalidReason::DuplicateSeq,
         InvalidReason::DeviceLimit,
         InvalidReason::KeyMismatch,
+        InvalidReason::BadHeader,
         InvalidReason::TopicMismatch,
         InvalidReason::SparkplugMalformed,
         InvalidReason::SparkplugBeforeBirth,
@@ -113,6 +117,7 @@ impl InvalidReason {
             InvalidReason::DuplicateSeq => "duplicate_seq",
             InvalidReason::DeviceLimit => "device_limit",
             InvalidReason::KeyMismatch => "key_mismatch",
+            InvalidReason::BadHeader => "bad_header",
             InvalidReason::TopicMismatch => "topic_mismatch",
             InvalidReason::SparkplugMalformed => "sparkplug_malformed",
             InvalidReason::SparkplugBeforeBirth => "sparkplug_before_birth",

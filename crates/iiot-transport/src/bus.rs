@@ -238,6 +238,7 @@ impl Bus {
             key: Bytes::copy_from_slice(key),
             payload,
             timestamp_ms: Some(now_ms()),
+            bad_header: None,
         };
         *next += 1;
         topic.ends[partition as usize].store(*next, Ordering::Relaxed);

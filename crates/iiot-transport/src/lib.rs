@@ -71,6 +71,10 @@ pub struct Message {
     /// it was published); `None` when the broker gave none. Every stage that judges a reading
     /// against "now" uses this, so two roles reading the same message reach the same verdict.
     pub timestamp_ms: Option<i64>,
+    /// Why the message's headers cannot be read as text — a header key or value that is not
+    /// UTF-8 — or `None`. Kafka only (the bus carries no headers); the processor dead-letters
+    /// such a record `bad_header`.
+    pub bad_header: Option<Box<str>>,
 }
 
 impl Message {

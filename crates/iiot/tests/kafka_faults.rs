@@ -66,10 +66,9 @@ fn a_malformed_message_from_a_plain_client_is_dead_lettered_and_processing_conti
 }
 
 /// Whatever a producer writes — a 450 KB key, a key that is not the payload's device, a key
-/// that is not UTF-8, a 300 KB value — is dead-lettered with its reason (a dead letter the
-/// broker takes: key and payload are cut), and the records behind it are processed: no record
-/// stops a processor. Headers are never decoded (iiot's format has none): a reading with a
-/// header that is not UTF-8 is processed like any other.
+/// that is not UTF-8, a header value that is not UTF-8, a 300 KB value — is dead-lettered with
+/// its reason (a dead letter the broker takes: key and payload are cut), and the records behind
+/// it are processed: no record stops a processor.
 #[test]
 fn poison_records_are_dead_lettered_and_the_records_behind_them_processed() {
     use rdkafka::message::{Header, OwnedHeaders};
@@ -83,11 +82,12 @@ fn poison_records_are_dead_lettered_and_the_records_behind_them_processed() {
         serde_json::to_vec(&r).expect("json")
     };
     let huge_key = "k".repeat(450_000);
-    let (r900, r902, r903, r904) = (
+    let (r900, r902, r903, r904, r906) = (
         reading("device_900"),
         reading("device_902"),
         reading("device_903"),
         reading("device_904"),
+        reading("device_906"),
     );
     let not_utf8: &[u8] = &[0xff, 0xfe];
     // A reading padded past MAX_MESSAGE_BYTES (64 KiB) with an extra field.
@@ -114,6 +114,9 @@ fn poison_records_are_dead_lettered_and_the_records_behind_them_processed() {
                 value: Some(not_utf8),
             })),
         BaseRecord::to("device-data")
+            .key(&b"device_906"[..])
+            .payload(&r906[..]),
+        BaseRecord::to("device-data")
             .key(&b"device_905"[..])
             .payload(&oversized[..]),
         BaseRecord::to("device-data")
@@ -134,11 +137,14 @@ fn poison_records_are_dead_lettered_and_the_records_behind_them_processed() {
     process.wait_for("the oversized value dead-lettered", |r| {
         r.metric("iot_dead_letters_total", "reason=\"oversize\"") >= 1.0
     });
+    process.wait_for("the header that is not UTF-8 dead-lettered", |r| {
+        r.metric("iot_dead_letters_total", "reason=\"bad_header\"") >= 1.0
+    });
     assert_eq!(
         process.metric("iot_dead_letters_total", "reason=\"malformed_json\""),
         1.0
     );
-    let letters = read_topic(&broker.brokers, "device-data-dlq", |seen| seen.len() >= 4);
+    let letters = read_topic(&broker.brokers, "device-data-dlq", |seen| seen.len() >= 5);
     let letters: Vec<Value> = letters
         .iter()
         .map(|l| serde_json::from_slice(l).expect("dead letter is JSON"))
@@ -155,6 +161,23 @@ fn poison_records_are_dead_lettered_and_the_records_behind_them_processed() {
         .expect("the oversized value's dead letter was delivered");
     assert_eq!(big["payload_bytes"], oversized.len());
     assert_eq!(big["key"], "device_905");
+    let header = letters
+        .iter()
+        .find(|l| l["reason"] == "bad_header")
+        .expect("the bad header's dead letter was delivered");
+    assert_eq!(header["key"], "device_903");
+    assert_eq!(header["payload"], std::str::from_utf8(&r903).expect("text"));
+    assert!(
+        header["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("origin")
+    );
+    assert_eq!(
+        process.metric("iot_messages_total", "status=\"success\""),
+        2.0,
+        "device_904 and device_906 only"
+    );
     assert!(process.ready(), "the processor is still running");
 }
 

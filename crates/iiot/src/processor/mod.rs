@@ -360,7 +360,8 @@ impl Processor {
         self.track(before, alerts);
     }
 
-    fn reject(&mut self, invalid: Invalid) -> Invalid {
+    /// Counts `invalid` as a dead letter of its reason and hands it back.
+    pub(crate) fn reject(&mut self, invalid: Invalid) -> Invalid {
         self.local.dead_letters[invalid.reason.index()] += 1;
         invalid
     }

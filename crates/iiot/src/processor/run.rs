@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use iiot_model::Alert;
+use iiot_model::{Alert, Invalid, InvalidReason};
 use iiot_transport::{Message, Ownership, Subscriber, Transport, TransportError};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -454,7 +454,8 @@ impl Worker<'_> {
 }
 
 /// Judges every message of `batch` (validation against the broker's timestamp where the
-/// message has one, liveness on the receiver's clock).
+/// message has one, liveness on the receiver's clock). A message whose headers are not text
+/// is dead-lettered `bad_header` unread.
 fn judge_batch<'a>(
     processor: &mut Processor,
     batch: &'a [Message],
@@ -468,6 +469,12 @@ fn judge_batch<'a>(
             judged_at: message.judged_at(now),
             received_at: now,
         };
+        if let Some(fault) = &message.bad_header {
+            let invalid = Invalid::new(InvalidReason::BadHeader, fault.to_string());
+            let invalid = processor.reject(invalid);
+            verdicts.rejected.push(Rejected { message, invalid });
+            continue;
+        }
         let (partition, key) = (Some(message.partition), &message.key[..]);
         match processor.judge(partition, key, &message.payload, clocks, alerts) {
             Judged::Processed(reading, text) | Judged::Late(reading, text) => {
@@ -614,6 +621,7 @@ mod tests {
             key: Bytes::from_static(device.as_bytes()),
             payload: Bytes::from(reading(device, seq, now, 85.0)),
             timestamp_ms: Some(now),
+            bad_header: None,
         }
     }
 
@@ -699,6 +707,48 @@ mod tests {
             self.stop.cancel();
             self.task.await.expect("joined").expect("ran");
         }
+    }
+
+    /// Issue 12: a record with a header that is not text (the Kafka source says which) is
+    /// dead-lettered `bad_header` and counted; its payload is not judged (its device stays
+    /// unknown), and the reading behind it is processed.
+    #[test]
+    fn a_message_with_a_bad_header_is_dead_lettered_unread() {
+        let rules = Arc::new(RuleSet::defaults(&Thresholds::default()));
+        let stats = Arc::new(ProcessorStats::default());
+        let mut processor = Processor::new(ProcessorConfig::default(), rules, stats.clone());
+        let mut bad = hot("device_001", 1);
+        bad.bad_header = Some("header \"origin\"'s value (2 bytes) is not UTF-8".into());
+        let batch = [bad, hot("device_002", 1)];
+        let mut alerts = Vec::new();
+        let verdicts = judge_batch(&mut processor, &batch, &mut alerts);
+        assert_eq!(verdicts.rejected.len(), 1);
+        let invalid = &verdicts.rejected[0].invalid;
+        assert_eq!(invalid.reason, iiot_model::InvalidReason::BadHeader);
+        assert!(invalid.detail.contains("origin"), "{}", invalid.detail);
+        let accepted: Vec<_> = verdicts
+            .accepted
+            .iter()
+            .map(|a| &*a.reading.device_id)
+            .collect();
+        assert_eq!(accepted, ["device_002"]);
+        let raised: Vec<_> = verdicts
+            .alerts
+            .iter()
+            .map(|c| c.alert.device_id.as_str())
+            .collect();
+        assert_eq!(
+            raised,
+            ["device_002"],
+            "device_001's hot reading was not judged"
+        );
+        drop(verdicts);
+        processor.flush_stats();
+        assert_eq!(
+            stats.dead_letters_of(iiot_model::InvalidReason::BadHeader),
+            1
+        );
+        assert_eq!(processor.device_count(), 1);
     }
 
     /// Issue 12: an acknowledgement reaching a member whose assignment was lost (dropped from
