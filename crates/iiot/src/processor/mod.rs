@@ -251,7 +251,7 @@ impl Processor {
             Ok(decoded) => decoded,
             Err(invalid) => return Judged::Rejected(self.reject(invalid)),
         };
-        if !key.is_empty() && key != reading.device_id.as_bytes() {
+        if !keyed_right(key, &reading.device_id) {
             return Judged::Rejected(self.reject(key_mismatch(key, &reading.device_id)));
         }
         let at_capacity = self.devices.len() >= self.config.max_devices;
@@ -555,6 +555,12 @@ impl Processor {
         let _ = shared.add(&self.latency_us);
         self.latency_us.reset();
     }
+}
+
+/// Whether a message's `key` may carry a reading of `device_id`: no key (the bus's HTTP and
+/// test paths), or the device id itself — else it is dead-lettered `key_mismatch`.
+pub(crate) fn keyed_right(key: &[u8], device_id: &str) -> bool {
+    key.is_empty() || key == device_id.as_bytes()
 }
 
 /// Most bytes of a key quoted in a `key_mismatch` detail.

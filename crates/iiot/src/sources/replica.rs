@@ -13,6 +13,7 @@ use iiot_transport::{Message, Subscriber, TransportError};
 use tokio_util::sync::CancellationToken;
 
 use crate::now_ms;
+use crate::processor::keyed_right;
 use crate::sinks::live::Live;
 use crate::sinks::{Accepted, AlertChange, Verdicts};
 
@@ -58,12 +59,20 @@ pub async fn feed(
 }
 
 /// The valid readings of `batch`, each judged at its broker timestamp (what the processor
-/// judged it at); invalid ones are skipped (the processor dead-letters them).
+/// judged it at); what the processor dead-letters is skipped: invalid payloads, and records
+/// with a header that is not text (`bad_header`) or keyed by another device (`key_mismatch`).
 fn judge_readings<'a>(batch: &'a [Message], limits: &Limits) -> Verdicts<'a> {
     let now = now_ms();
     let mut verdicts = Verdicts::empty(now);
     for message in batch {
-        if let Ok((reading, text)) = decode_text(&message.payload, message.judged_at(now), limits) {
+        if message.bad_header.is_some() {
+            continue;
+        }
+        let Ok((reading, text)) = decode_text(&message.payload, message.judged_at(now), limits)
+        else {
+            continue;
+        };
+        if keyed_right(&message.key, &reading.device_id) {
             verdicts.accepted.push(Accepted {
                 message,
                 reading,
@@ -87,4 +96,50 @@ fn read_alerts(batch: &[Message]) -> Verdicts<'_> {
         }
     }
     verdicts
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::test_support::reading;
+
+    fn message(key: &str, device: &str, bad_header: Option<&str>) -> Message {
+        let now = now_ms();
+        Message {
+            topic: Arc::from("device-data"),
+            partition: 0,
+            offset: 0,
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            payload: Bytes::from(reading(device, 1, now, 21.5)),
+            timestamp_ms: Some(now),
+            bad_header: bad_header.map(Box::from),
+        }
+    }
+
+    /// Issue 12: `serve` keeps exactly what the processors accepted — a reading the processors
+    /// dead-letter for its key or its headers must not reach the live store either.
+    #[test]
+    fn readings_the_processors_dead_letter_for_their_key_or_headers_are_skipped() {
+        let batch = [
+            message(
+                "device_001",
+                "device_001",
+                Some("header \"x\" is not UTF-8"),
+            ),
+            message("device_999", "device_002", None),
+            message("device_003", "device_003", None),
+            message("", "device_004", None),
+        ];
+        let verdicts = judge_readings(&batch, &Limits::default());
+        let kept: Vec<_> = verdicts
+            .accepted
+            .iter()
+            .map(|a| &*a.reading.device_id)
+            .collect();
+        assert_eq!(kept, ["device_003", "device_004"]);
+    }
 }
