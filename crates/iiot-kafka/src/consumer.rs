@@ -236,8 +236,8 @@ fn bad_header(headers: &BorrowedHeaders) -> Option<Box<str>> {
         // rdkafka turns a header's key into `&str` with an unwrap: a key that is not UTF-8
         // (no Kafka client writes one, a hand-made request can) panics there, in Rust code
         // after the FFI call has returned, so the unwind is caught here rather than stopping
-        // the consumer. The default panic hook still prints that one panic.
-        let header = match std::panic::catch_unwind(AssertUnwindSafe(|| headers.try_get(i))) {
+        // the consumer, and kept off stderr (the record is dead-lettered with this reason).
+        let header = match quietly(|| headers.try_get(i)) {
             Err(_) => return Some(format!("header {i}'s key is not UTF-8").into()),
             Ok(None) => return None,
             Ok(Some(header)) => header,
@@ -247,8 +247,8 @@ fn bad_header(headers: &BorrowedHeaders) -> Option<Box<str>> {
         {
             return Some(
                 format!(
-                    "header {:?}'s value ({} bytes) is not UTF-8 (from byte {})",
-                    header.key,
+                    "header {}'s value ({} bytes) is not UTF-8 (from byte {})",
+                    quoted(header.key),
                     value.len(),
                     e.valid_up_to()
                 )
@@ -257,6 +257,45 @@ fn bad_header(headers: &BorrowedHeaders) -> Option<Box<str>> {
         }
     }
     None
+}
+
+/// Most bytes of a header key quoted in a `bad_header` detail: a dead letter must stay small
+/// whatever the producer wrote.
+const HEADER_KEY_QUOTED: usize = 64;
+
+/// `key` quoted, cut to [`HEADER_KEY_QUOTED`] bytes (with its length when cut).
+fn quoted(key: &str) -> String {
+    if key.len() <= HEADER_KEY_QUOTED {
+        return format!("{key:?}");
+    }
+    let mut end = HEADER_KEY_QUOTED;
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &key[..end], key.len())
+}
+
+thread_local! {
+    /// Set while [`quietly`] runs its closure on this thread.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, catching a panic without the panic hook's report. The hook is wrapped once, the
+/// first time: panics elsewhere reach the hook that was there before.
+fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    static WRAPPED: std::sync::Once = std::sync::Once::new();
+    WRAPPED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    result
 }
 
 /// Waits for one message, then appends what else is queued, up to `max`. Cancel-safe: the
@@ -572,7 +611,51 @@ impl Subscriber for StandaloneSubscriber {
 
 #[cfg(test)]
 mod tests {
-    use super::Partitions;
+    use rdkafka::message::{Header, OwnedHeaders};
+
+    use super::{Partitions, bad_header, quietly};
+
+    /// Issue 12: headers that are text pass; the first value that is not is named, with a
+    /// producer's huge key cut so that the dead letter stays small.
+    #[test]
+    fn a_header_that_is_not_text_is_named_and_a_huge_key_cut() {
+        let text = OwnedHeaders::new()
+            .insert(Header {
+                key: "traceparent",
+                value: Some("00-4bf92f3577b34da6-00f067aa0ba902b7-01"),
+            })
+            .insert(Header {
+                key: "empty",
+                value: None::<&[u8]>,
+            });
+        assert_eq!(bad_header(text.as_borrowed()), None);
+        let binary: &[u8] = &[b'o', b'k', 0xff];
+        let bad = OwnedHeaders::new().insert(Header {
+            key: "origin",
+            value: Some(binary),
+        });
+        let detail = bad_header(bad.as_borrowed()).expect("named");
+        assert_eq!(
+            &*detail,
+            "header \"origin\"'s value (3 bytes) is not UTF-8 (from byte 2)"
+        );
+        let key = "é".repeat(250_000);
+        let huge = OwnedHeaders::new().insert(Header {
+            key: &key,
+            value: Some(binary),
+        });
+        let detail = bad_header(huge.as_borrowed()).expect("named");
+        assert!(detail.len() < 200, "{detail}");
+        assert!(detail.contains("(500000 bytes)"), "{detail}");
+    }
+
+    /// The catch around rdkafka's header read: a panic there comes back as an error.
+    #[test]
+    fn a_panic_in_a_quiet_call_is_caught() {
+        let caught = quietly(|| -> u8 { panic!("a header key that is not UTF-8") });
+        assert!(caught.is_err());
+        assert_eq!(quietly(|| 7).expect("no panic"), 7);
+    }
 
     #[test]
     fn every_revocation_is_reported_and_every_assignment_gained_with_a_new_epoch() {
