@@ -76,6 +76,19 @@ pub struct KafkaSettings {
     pub reconnect_log_interval: Duration,
     /// How consumer groups split partitions on a rebalance (`partition.assignment.strategy`).
     pub assignment: Assignment,
+    /// How consumed records' headers are taken.
+    pub headers: Headers,
+}
+
+/// How a consumed record's headers are taken (iiot's own format has none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Headers {
+    /// Each header key and value must be UTF-8: a record with one that is not is marked
+    /// ([`iiot_transport::Message::bad_header`]) and dead-lettered `bad_header`.
+    #[default]
+    Text,
+    /// Headers are not looked at (producers that add binary ones: tracing, schema ids).
+    Any,
 }
 
 /// How a consumer group's members split partitions when one joins or leaves.
@@ -119,6 +132,7 @@ impl Default for KafkaSettings {
             producer: ProducerSettings::default(),
             reconnect_log_interval: Duration::from_secs(30),
             assignment: Assignment::default(),
+            headers: Headers::default(),
         }
     }
 }

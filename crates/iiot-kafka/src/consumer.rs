@@ -24,6 +24,7 @@ use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Headers as _, Message a
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use crate::config::Headers;
 use crate::context::ClientEvents;
 
 /// How long to wait after a receive error before polling again.
@@ -217,8 +218,9 @@ fn unread(p: &rdkafka::statistics::Partition) -> Option<i64> {
 
 pub(crate) type EventConsumer = StreamConsumer<ConsumerEvents>;
 
-/// `m` copied out of librdkafka, as read from `topic`.
-pub(crate) fn to_message(topic: &Arc<str>, m: &BorrowedMessage<'_>) -> Message {
+/// `m` copied out of librdkafka, as read from `topic`; its headers are looked at only when
+/// `headers` is [`Headers::Text`].
+pub(crate) fn to_message(topic: &Arc<str>, m: &BorrowedMessage<'_>, headers: Headers) -> Message {
     Message {
         topic: topic.clone(),
         partition: m.partition(),
@@ -226,7 +228,10 @@ pub(crate) fn to_message(topic: &Arc<str>, m: &BorrowedMessage<'_>) -> Message {
         key: m.key().map(Bytes::copy_from_slice).unwrap_or_default(),
         payload: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
         timestamp_ms: m.timestamp().to_millis(),
-        bad_header: m.headers().and_then(bad_header),
+        bad_header: match headers {
+            Headers::Text => m.headers().and_then(bad_header),
+            Headers::Any => None,
+        },
     }
 }
 
@@ -303,6 +308,7 @@ fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
 async fn recv_into(
     consumer: &EventConsumer,
     topic: &Arc<str>,
+    headers: Headers,
     out: &mut Vec<Message>,
     max: usize,
 ) -> Result<usize, TransportError> {
@@ -310,12 +316,12 @@ async fn recv_into(
     loop {
         match consumer.recv().await {
             Ok(m) => {
-                out.push(to_message(topic, &m));
+                out.push(to_message(topic, &m, headers));
                 let mut n = 1;
                 while n < max {
                     match consumer.recv().now_or_never() {
                         Some(Ok(m)) => {
-                            out.push(to_message(topic, &m));
+                            out.push(to_message(topic, &m, headers));
                             n += 1;
                         }
                         // An error is reported by the next call; a pending poll means the
@@ -343,13 +349,15 @@ pub(crate) struct GroupSubscriber {
     /// Always `Some` until dropped; shared (weakly) with its [`GroupOwnership`] only.
     pub(crate) consumer: Option<Arc<EventConsumer>>,
     pub(crate) topic: Arc<str>,
+    pub(crate) headers: Headers,
 }
 
 impl GroupSubscriber {
-    pub(crate) fn new(consumer: EventConsumer, topic: &str) -> Self {
+    pub(crate) fn new(consumer: EventConsumer, topic: &str, headers: Headers) -> Self {
         GroupSubscriber {
             consumer: Some(Arc::new(consumer)),
             topic: Arc::from(topic),
+            headers,
         }
     }
 
@@ -411,7 +419,7 @@ impl Subscriber for GroupSubscriber {
         out: &mut Vec<Message>,
         max: usize,
     ) -> Result<usize, TransportError> {
-        recv_into(self.consumer()?, &self.topic, out, max.max(1)).await
+        recv_into(self.consumer()?, &self.topic, self.headers, out, max.max(1)).await
     }
 
     fn commit(&mut self, message: &Message) -> Result<(), TransportError> {
@@ -474,6 +482,7 @@ pub(crate) struct StandaloneSubscriber {
     pub(crate) topic: Arc<str>,
     pub(crate) assigned: bool,
     pub(crate) start: crate::Start,
+    pub(crate) headers: Headers,
 }
 
 impl StandaloneSubscriber {
@@ -600,7 +609,7 @@ impl Subscriber for StandaloneSubscriber {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-        recv_into(&self.consumer, &self.topic, out, max.max(1)).await
+        recv_into(&self.consumer, &self.topic, self.headers, out, max.max(1)).await
     }
 
     fn commit(&mut self, _: &Message) -> Result<(), TransportError> {

@@ -41,7 +41,7 @@ mod readback;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use config::{Assignment, COMPRESSIONS, KafkaSettings, ProducerSettings};
+pub use config::{Assignment, COMPRESSIONS, Headers, KafkaSettings, ProducerSettings};
 
 use consumer::{ConsumerEvents, EventConsumer, GroupSubscriber, StandaloneSubscriber};
 use context::{ClientEvents, PlainContext, Shared};
@@ -192,6 +192,7 @@ impl KafkaTransport {
             topic: Arc::from(topic),
             assigned: false,
             start,
+            headers: self.inner.settings.headers,
         };
         if let Err(e) = sub.try_assign().await {
             tracing::warn!("kafka: {e}; will assign on the first receive");
@@ -264,7 +265,8 @@ impl Transport for KafkaTransport {
         consumer
             .subscribe(&[topic])
             .map_err(|e| TransportError::Broker(format!("subscribing to {topic}: {e}")))?;
-        Ok(Box::new(GroupSubscriber::new(consumer, topic)))
+        let headers = self.inner.settings.headers;
+        Ok(Box::new(GroupSubscriber::new(consumer, topic, headers)))
     }
 
     async fn subscribe_all(

@@ -86,7 +86,9 @@ pub(crate) fn read_to_end(
                 if let Some(end) = ends.iter_mut().find(|e| e.partition == partition) {
                     end.reached |= end.high.is_some_and(|h| m.offset() + 1 >= h);
                 }
-                out.push(crate::consumer::to_message(&topic_name, &m));
+                // Records iiot wrote itself: no header to look at.
+                let headers = crate::config::Headers::Any;
+                out.push(crate::consumer::to_message(&topic_name, &m, headers));
             }
         }
     }

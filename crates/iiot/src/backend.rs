@@ -240,5 +240,9 @@ pub fn kafka_settings(config: &Config, brokers: &str) -> iiot_kafka::KafkaSettin
             "cooperative-sticky" => iiot_kafka::Assignment::CooperativeSticky,
             _ => iiot_kafka::Assignment::Eager,
         },
+        headers: match k.headers.as_str() {
+            "any" => iiot_kafka::Headers::Any,
+            _ => iiot_kafka::Headers::Text,
+        },
     }
 }

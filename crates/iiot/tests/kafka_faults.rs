@@ -180,6 +180,44 @@ fn poison_records_are_dead_lettered_and_the_records_behind_them_processed() {
     assert!(process.ready(), "the processor is still running");
 }
 
+/// `KAFKA_HEADERS=any`: headers are not looked at, so a reading whose record carries a binary
+/// header (tracing, schema ids) is processed like any other.
+#[test]
+fn with_kafka_headers_any_a_reading_with_a_binary_header_is_processed() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let broker = TestBroker::start(&topics());
+    let mut process = Role::start(&["process"], &broker.brokers, &[("KAFKA_HEADERS", "any")]);
+    process.wait_for("process ready", Role::ready);
+    let producer: BaseProducer = client(&broker.brokers).create().expect("producer");
+    let reading = serde_json::to_vec(&iiot_model::Reading::example(
+        "device_920",
+        1,
+        iiot::now_ms(),
+        21.5,
+    ))
+    .expect("json");
+    let binary: &[u8] = &[0xff, 0xfe];
+    producer
+        .send(
+            BaseRecord::to("device-data")
+                .key("device_920")
+                .payload(&reading[..])
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "schema-id",
+                    value: Some(binary),
+                })),
+        )
+        .expect("send");
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    process.wait_for("the reading processed", |r| {
+        r.metric("iot_messages_total", "status=\"success\"") >= 1.0
+    });
+    assert_eq!(
+        process.metric("iot_dead_letters_total", "reason=\"bad_header\""),
+        0.0
+    );
+}
+
 /// A dead letter the producer refuses for good (larger than `message.max.bytes`, here set
 /// down to librdkafka's least, 1,000 bytes, so that a 4 KB payload excerpt is too large) is
 /// counted, logged and skipped: its input is committed and the records behind it are

@@ -36,6 +36,9 @@ pub struct KafkaSettings {
     /// (every rebalance revokes all, librdkafka's `range,roundrobin`) or `cooperative-sticky`
     /// (only the partitions that move are revoked; the others keep their state).
     pub assignment_strategy: String,
+    /// `KAFKA_HEADERS`: `text` (each header of a consumed record must be UTF-8, else the
+    /// reading is dead-lettered `bad_header`) or `any` (headers are not looked at).
+    pub headers: String,
     /// `KAFKA_GROUP_ID`: consumer group of the processor (`iot-consumer-group`).
     pub group_id: String,
     /// `KAFKA_GROUP_NOTIFY`: consumer group of the notifiers on the alerts topic

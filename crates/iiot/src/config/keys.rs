@@ -85,6 +85,8 @@ pub(crate) static KEYS: &[Key] = &[
         kafka.topic_alert_state = Text(is_topic)),
     key!("KAFKA_ASSIGNMENT_STRATEGY", "kafka.assignment_strategy", "eager", "one of eager, cooperative-sticky",
         kafka.assignment_strategy = OneOf(&["eager", "cooperative-sticky"])),
+    key!("KAFKA_HEADERS", "kafka.headers", "text", "one of text, any (text: a reading whose record has a header that is not UTF-8 is dead-lettered bad_header; any: headers are not looked at)",
+        kafka.headers = OneOf(&["text", "any"])),
     key!("KAFKA_GROUP_ID", "kafka.group_id", "iot-consumer-group", "a non-empty consumer group id without spaces",
         kafka.group_id = Text(is_word)),
     key!("KAFKA_GROUP_NOTIFY", "kafka.group_notify", "iiot-notify", "a non-empty consumer group id without spaces",

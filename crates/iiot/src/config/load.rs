@@ -388,6 +388,7 @@ fn blank() -> Config {
             topic_notify_log: String::new(),
             topic_alert_state: String::new(),
             assignment_strategy: String::new(),
+            headers: String::new(),
             group_id: String::new(),
             group_notify: String::new(),
             security_protocol: None,
