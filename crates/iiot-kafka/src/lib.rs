@@ -106,12 +106,43 @@ impl KafkaTransport {
         &self.inner.settings
     }
 
+    /// The names of the topics the brokers know (one metadata request for all topics: asking
+    /// for one by name may have the broker auto-create it).
+    async fn topic_names(&self) -> Result<std::collections::HashSet<String>, TransportError> {
+        let producer = self.inner.publisher.clone();
+        tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .producer
+                .client()
+                .fetch_metadata(None, ADMIN_TIMEOUT)
+                .map_err(|e| TransportError::Broker(format!("reading the topics: {e}")))?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .filter(|t| !t.partitions().is_empty())
+                .map(|t| t.name().to_string())
+                .collect())
+        })
+        .await
+        .map_err(|e| TransportError::Broker(format!("reading the topics: {e}")))?
+    }
+
     /// Creates the topics that do not exist yet (existing ones are left as they are). One
     /// attempt, bounded by a timeout: the caller retries while the broker is unreachable.
+    /// When every topic exists already no creation is asked for, so a deployment whose user
+    /// may not create topics (or a broker without `CreateTopics`) starts on topics made
+    /// beforehand.
     pub async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<(), TransportError> {
-        if topics.is_empty() {
+        let existing = self.topic_names().await?;
+        let missing: Vec<TopicSpec> = topics
+            .iter()
+            .filter(|t| !existing.contains(&t.name))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
             return Ok(());
         }
+        let topics = &missing[..];
         let context = PlainContext(ClientEvents {
             client: "admin",
             shared: self.inner.shared.clone(),
