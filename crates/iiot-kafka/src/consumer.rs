@@ -127,11 +127,15 @@ impl ConsumerEvents {
         self.partitions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The partitions of this topic in `tpl`, in order.
     fn partitions_of(&self, tpl: &TopicPartitionList) -> Vec<i32> {
-        tpl.elements_for_topic(&self.topic)
+        let mut partitions: Vec<i32> = tpl
+            .elements_for_topic(&self.topic)
             .iter()
             .map(|e| e.partition())
-            .collect()
+            .collect();
+        partitions.sort_unstable();
+        partitions
     }
 }
 
@@ -155,10 +159,16 @@ impl ClientContext for ConsumerEvents {
 }
 
 impl ConsumerContext for ConsumerEvents {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let taken = self.partitions_of(tpl);
-            tracing::info!(topic = %self.topic, partitions = ?taken, "kafka: partitions revoked");
+            if consumer.assignment_lost() {
+                // Not handed over: this member was dropped from the group (its session or
+                // `max.poll.interval.ms` ran out), and the others may own them already.
+                tracing::warn!(topic = %self.topic, partitions = ?taken, "kafka: partitions lost");
+            } else {
+                tracing::info!(topic = %self.topic, partitions = ?taken, "kafka: partitions revoked");
+            }
             self.partitions().revoke(&taken);
         }
     }

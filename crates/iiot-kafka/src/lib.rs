@@ -119,7 +119,7 @@ impl KafkaTransport {
             Ok(metadata
                 .topics()
                 .iter()
-                .filter(|t| !t.partitions().is_empty())
+                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
                 .map(|t| t.name().to_string())
                 .collect())
         })
