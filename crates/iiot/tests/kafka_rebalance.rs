@@ -232,6 +232,50 @@ fn takeover(brokers: &str, env: &[(&str, &str)]) {
     assert!(second.ready(), "the survivor is running");
 }
 
+/// A member paused (SIGSTOP) past its session mid-alert, on the mock cluster (tansu 0.6 drops a
+/// silent member only after `max.poll.interval.ms`): the other takes its partitions over and
+/// continues their alerts; the paused one, resumed, finds its assignment lost, drops its state
+/// and writes none of it, and rejoins — the partitions it gets back are read back again. Every
+/// device keeps one alert id for its one condition, resolved when it cools down.
+#[test]
+fn a_member_paused_past_its_session_comes_back_without_a_second_alert() {
+    let cluster = mock_cluster();
+    let brokers = cluster.bootstrap_servers();
+    let env = [COOPERATIVE_ENV[0], COOPERATIVE_ENV[1]];
+    let MidAlert {
+        mut first,
+        mut second,
+        producer,
+        t0,
+    } = two_members_mid_alert(&brokers, &env);
+    let ends = partition_ends(&brokers, "device-data", 10);
+    first.wait_for("every hot reading committed", |_| {
+        committed_short_of(&brokers, "iot-consumer-group", "device-data", &ends).is_empty()
+    });
+    let pid = first.child.id().to_string();
+    let before = assignments(&second);
+    let _ = Command::new("kill").args(["-STOP", &pid]).status();
+    // Past the 6 s session, short of the 15 s max.poll.interval.ms.
+    second.wait_for("the paused member's partitions taken over", |r| {
+        assignments(r) > before
+    });
+    publish_all(&producer, 2, t0 + 5_000, 86.0);
+    let ends = partition_ends(&brokers, "device-data", 10);
+    second.wait_for("the second hot readings committed", |_| {
+        committed_short_of(&brokers, "iot-consumer-group", "device-data", &ends).is_empty()
+    });
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    first.wait_for("the resumed member finds its assignment lost", |r| {
+        r.log_text().contains("kafka: partitions lost")
+    });
+    let before = assignments(&first);
+    first.wait_for("the resumed member rejoins", |r| assignments(r) > before);
+
+    publish_all(&producer, 3, t0 + 10_000, 20.0);
+    one_alert_each_resolved(&brokers);
+    assert!(first.ready() && second.ready(), "both members still run");
+}
+
 /// The same without a death: a third member joins mid-alert (partitions move to it, and it
 /// reads their open alerts back) and later leaves with SIGTERM (they move back). Every device
 /// still has one alert id for its one condition, resolved when it cools down.
