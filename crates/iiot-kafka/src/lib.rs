@@ -106,9 +106,12 @@ impl KafkaTransport {
         &self.inner.settings
     }
 
-    /// The names of the topics the brokers know (one metadata request for all topics: asking
-    /// for one by name may have the broker auto-create it).
-    async fn topic_names(&self) -> Result<std::collections::HashSet<String>, TransportError> {
+    /// The partition count of every topic the brokers know and can serve (one metadata request
+    /// for all topics: asking for one by name may have the broker auto-create it). A topic
+    /// listed with an error or without partitions (just created) is left out.
+    async fn topic_partitions(
+        &self,
+    ) -> Result<std::collections::HashMap<String, i32>, TransportError> {
         let producer = self.inner.publisher.clone();
         tokio::task::spawn_blocking(move || {
             let metadata = producer
@@ -120,7 +123,7 @@ impl KafkaTransport {
                 .topics()
                 .iter()
                 .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-                .map(|t| t.name().to_string())
+                .map(|t| (t.name().to_string(), t.partitions().len() as i32))
                 .collect())
         })
         .await
@@ -133,10 +136,10 @@ impl KafkaTransport {
     /// may not create topics (or a broker without `CreateTopics`) starts on topics made
     /// beforehand.
     pub async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<(), TransportError> {
-        let existing = self.topic_names().await?;
+        let existing = self.topic_partitions().await?;
         let missing: Vec<TopicSpec> = topics
             .iter()
-            .filter(|t| !existing.contains(&t.name))
+            .filter(|t| !existing.contains_key(&t.name))
             .cloned()
             .collect();
         if missing.is_empty() {
@@ -348,24 +351,7 @@ impl Transport for KafkaTransport {
     }
 
     async fn partition_count(&self, topic: &str) -> Result<Option<i32>, TransportError> {
-        let producer = self.inner.publisher.clone();
-        let topic = topic.to_string();
-        tokio::task::spawn_blocking(move || {
-            // All topics: asking for one by name may have the broker auto-create it.
-            let metadata = producer
-                .producer
-                .client()
-                .fetch_metadata(None, ADMIN_TIMEOUT)
-                .map_err(|e| TransportError::Broker(format!("metadata of {topic}: {e}")))?;
-            Ok(metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic && t.error().is_none())
-                .map(|t| t.partitions().len() as i32)
-                .filter(|&n| n > 0))
-        })
-        .await
-        .map_err(|e| TransportError::Broker(format!("reading metadata: {e}")))?
+        Ok(self.topic_partitions().await?.get(topic).copied())
     }
 
     fn keeps_history(&self) -> bool {
