@@ -234,14 +234,22 @@ fn takeover(brokers: &str, env: &[(&str, &str)]) {
 
 /// A member paused (SIGSTOP) past its session mid-alert, on the mock cluster (tansu 0.6 drops a
 /// silent member only after `max.poll.interval.ms`): the other takes its partitions over and
-/// continues their alerts; the paused one, resumed, finds its assignment lost, drops its state
-/// and writes none of it, and rejoins — the partitions it gets back are read back again. Every
-/// device keeps one alert id for its one condition, resolved when it cools down.
+/// continues their alerts; the paused one, resumed, finds its assignment lost and rejoins, and
+/// reads the partitions it gets back from the alert-state topic again. Every device keeps one
+/// alert id for its one condition, resolved when it cools down.
 #[test]
 fn a_member_paused_past_its_session_comes_back_without_a_second_alert() {
     let cluster = mock_cluster();
     let brokers = cluster.bootstrap_servers();
-    let env = [COOPERATIVE_ENV[0], COOPERATIVE_ENV[1]];
+    // The pause (the mock's takeover, ~12 s, and what the test does meanwhile) must end before
+    // max.poll.interval.ms: the session is what runs out, not the poll interval.
+    let env = [
+        COOPERATIVE_ENV[0],
+        (
+            "KAFKA_PROPERTIES",
+            "session.timeout.ms=6000;heartbeat.interval.ms=1000;max.poll.interval.ms=60000",
+        ),
+    ];
     let MidAlert {
         mut first,
         mut second,
@@ -253,9 +261,10 @@ fn a_member_paused_past_its_session_comes_back_without_a_second_alert() {
         committed_short_of(&brokers, "iot-consumer-group", "device-data", &ends).is_empty()
     });
     let pid = first.child.id().to_string();
+    let reads = |r: &Role| r.metric("iot_alert_state_restore_duration_seconds_count", "");
+    let reads_before = reads(&first);
     let before = assignments(&second);
     let _ = Command::new("kill").args(["-STOP", &pid]).status();
-    // Past the 6 s session, short of the 15 s max.poll.interval.ms.
     second.wait_for("the paused member's partitions taken over", |r| {
         assignments(r) > before
     });
@@ -266,10 +275,13 @@ fn a_member_paused_past_its_session_comes_back_without_a_second_alert() {
     });
     let _ = Command::new("kill").args(["-CONT", &pid]).status();
     first.wait_for("the resumed member finds its assignment lost", |r| {
-        r.log_text().contains("kafka: partitions lost")
+        r.log_text()
+            .contains("kafka: partitions lost topic=device-data")
     });
-    let before = assignments(&first);
-    first.wait_for("the resumed member rejoins", |r| assignments(r) > before);
+    first.wait_for(
+        "the resumed member rejoins and reads its partitions back",
+        |r| reads(r) > reads_before,
+    );
 
     publish_all(&producer, 3, t0 + 10_000, 20.0);
     one_alert_each_resolved(&brokers);
