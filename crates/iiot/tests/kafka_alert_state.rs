@@ -94,7 +94,7 @@ async fn restore_reads_exactly_the_assigned_partitions() {
             "alert-state",
             Some(p),
             &device,
-            record::encode(&open),
+            record::encode(&open, None),
         )
         .await;
     }
@@ -367,7 +367,7 @@ async fn bench_alerts_restored_per_second_on_assignment() {
         let p = (d % 10) as i32;
         receipts.push(
             publisher_side
-                .publish_to("alert-state", p, device.as_bytes(), record::encode(&open))
+                .publish_to("alert-state", p, device.as_bytes(), record::encode(&open, None))
                 .await
                 .expect("publish"),
         );

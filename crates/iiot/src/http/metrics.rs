@@ -69,6 +69,8 @@ pub struct Snapshot {
     pub publish_errors: u64,
     /// Alert state read back on assignment: open alerts, reads, seconds spent.
     pub restored: (u64, u64, f64),
+    /// Alert-state records written again over another member's.
+    pub states_rewritten: u64,
     /// Devices by status.
     pub devices: StatusCounts,
     /// Bytes held by the store.
@@ -254,6 +256,7 @@ impl Snapshot {
                 load(&s.restores),
                 load(&s.restore_us) as f64 / 1e6,
             ),
+            states_rewritten: load(&s.alert_states_rewritten),
             devices,
             store_memory,
             latency,
@@ -478,6 +481,7 @@ impl Snapshot {
         e.family(&ALERT_STATE_RESTORE_DURATION);
         e.sample(&ALERT_STATE_RESTORE_DURATION, "_sum", &[], seconds);
         e.sample(&ALERT_STATE_RESTORE_DURATION, "_count", &[], reads);
+        e.single(&ALERT_STATES_REWRITTEN, self.states_rewritten);
         e.single(&PUBLISH_ERRORS, self.publish_errors);
     }
 

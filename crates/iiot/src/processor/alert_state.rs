@@ -25,6 +25,8 @@ pub struct AlertState {
     /// ([`iiot_transport::Ownership`]; `None` on a backend that never moves partitions): the
     /// record is written only while the partition is still on that assignment.
     pub epoch: Option<u64>,
+    /// Who writes the record ([`crate::recovery::record::writer_tag`]; set with `epoch`).
+    pub writer: Option<String>,
 }
 
 impl Processor {
@@ -57,6 +59,7 @@ impl Processor {
                 partition,
                 open: dev.open_alerts.clone(),
                 epoch: None,
+                writer: None,
             });
         }
         out.append(&mut self.extra_states);
@@ -100,6 +103,96 @@ impl Processor {
                 .or_default()
                 .put(Read::new(open, Source::Migrated(migrated.clone())));
         }
+    }
+
+    /// Whether alert-state records are waiting for [`Processor::take_alert_states`].
+    pub fn has_alert_states(&self) -> bool {
+        self.changed.as_ref().is_some_and(|c| !c.is_empty())
+            || !self.extra_states.is_empty()
+            || !self.removals_due.is_empty()
+    }
+
+    /// A record of `device` (holding `written` open) that somebody else wrote into
+    /// alert-state partition `partition`, held here, after this member read the partition
+    /// back: a member dropped from the group that did not know yet, whose record landed late.
+    /// Left there, it would be what the partition's next owner reads back — an alert raised
+    /// here missing, or one resolved here open again. So this member's view wins: an alert
+    /// the record holds that this member never knew (not open here, not resolved here lately)
+    /// is taken over — put back into the engine if its device is seen here (resolved if the
+    /// engine refuses it, [`restore`]), else added to what was read back for the device —
+    /// so that nobody's alert is left without an owner; and if the record then says other
+    /// than this member's view, the view is written again (with the next records). Returns
+    /// whether it is. A device whose readings arrive on another partition is left alone.
+    pub fn foreign_record(
+        &mut self,
+        device: &str,
+        partition: i32,
+        written: Vec<(Alert, i64)>,
+        now_ms: i64,
+        alerts: &mut Vec<Alert>,
+    ) -> bool {
+        if self.changed.is_none() {
+            return false;
+        }
+        let written: Vec<(Alert, i64)> = written
+            .into_iter()
+            .filter(|(a, _)| a.status != AlertStatus::Resolved)
+            .collect();
+        let says = summary(&written);
+        if let Some(dev) = self.devices.get_mut(device) {
+            if dev.partition != Some(partition) {
+                return false;
+            }
+            let unknown: Vec<(Alert, i64)> = written
+                .into_iter()
+                .filter(|(a, _)| {
+                    !dev.open_alerts.iter().any(|(o, _)| o.alert_id == a.alert_id)
+                        && !dev.resolved.contains(&a.alert_id)
+                })
+                .collect();
+            if !unknown.is_empty() {
+                tracing::info!(
+                    device_id = device,
+                    partition,
+                    alerts = unknown.len(),
+                    "alerts of another member's alert-state record taken over"
+                );
+                let put = super::PutBack {
+                    engine: &self.engine,
+                    stats: &self.stats,
+                    open: &mut self.open,
+                    changed: self.changed.as_mut(),
+                };
+                put.into(device, dev, unknown, now_ms, alerts);
+            }
+            if summary(&dev.open_alerts) == says {
+                return false;
+            }
+            if let Some(changed) = self.changed.as_mut() {
+                changed.push(Box::from(device));
+            }
+            return true;
+        }
+        if written.is_empty() && !self.recovered.contains_key(device) {
+            // Nothing known of it here, nothing open there: nothing to take over or correct.
+            return false;
+        }
+        let view = self
+            .recovered
+            .entry(device.to_string())
+            .or_default()
+            .absorb(partition, written);
+        if summary(&view) == says {
+            return false;
+        }
+        self.extra_states.push(AlertState {
+            device_id: device.to_string(),
+            partition,
+            open: view,
+            epoch: None,
+            writer: None,
+        });
+        true
     }
 
     /// Alerts that were open before this start: when a device is first seen here, its open
@@ -202,6 +295,28 @@ impl Pending {
         (own.map(|i| reads.swap_remove(i).open), copy_here)
     }
 
+    /// Adds the alerts of a record another member wrote into `partition` after this member
+    /// read it back ([`Processor::foreign_record`]) to the device's own record read back
+    /// there — those it does not hold already — or takes them as that record if none was
+    /// read; returns the record as it stands now.
+    fn absorb(&mut self, partition: i32, written: Vec<(Alert, i64)>) -> Vec<(Alert, i64)> {
+        let own = Source::Partition(partition);
+        match self.reads.iter_mut().rev().find(|r| r.from == own) {
+            Some(read) => {
+                for (alert, raised_at) in written {
+                    if !read.open.iter().any(|(a, _)| a.alert_id == alert.alert_id) {
+                        read.open.push((alert, raised_at));
+                    }
+                }
+                read.open.clone()
+            }
+            None => {
+                self.put(Read::new(written.clone(), own));
+                written
+            }
+        }
+    }
+
     /// Acknowledges `alert_id` if the device's own record of a partition holds it open (the
     /// device not seen here yet): the acknowledged alert, and that record's partition and open
     /// alerts to write back. Copies and folds are not the device's own and are left alone
@@ -256,18 +371,47 @@ impl Pending {
     }
 }
 
-/// Keeps `open` (a device's open alerts, each with the time it was raised) in step with the
-/// change `alert`: an acknowledgement replaces the alert, a resolution removes it.
-pub(super) fn keep_open(open: &mut Vec<(Alert, i64)>, alert: &Alert) {
+/// What a device's open alerts say, to compare two views of them: each alert's id, status and
+/// who acknowledged it, in id order.
+fn summary(open: &[(Alert, i64)]) -> Vec<(String, AlertStatus, Option<String>)> {
+    let mut out: Vec<_> = open
+        .iter()
+        .map(|(a, _)| (a.alert_id.clone(), a.status, a.acknowledged_by.clone()))
+        .collect();
+    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// How many ids of its alerts resolved lately a device keeps ([`DeviceState::resolved`]).
+pub const RESOLVED_KEPT: usize = 8;
+
+/// Keeps `dev`'s open alerts (each with the time it was raised) in step with the change
+/// `alert`: an acknowledgement replaces the alert, a resolution removes it (and is
+/// remembered).
+pub(super) fn keep_open(dev: &mut DeviceState, alert: &Alert) {
+    let open = &mut dev.open_alerts;
     let known = open.iter().position(|(a, _)| a.alert_id == alert.alert_id);
     match (alert.status, known) {
         (AlertStatus::Resolved, Some(i)) => {
             open.remove(i);
+            remember_resolved(dev, &alert.alert_id);
         }
-        (AlertStatus::Resolved, None) => {}
+        (AlertStatus::Resolved, None) => remember_resolved(dev, &alert.alert_id),
         (_, Some(i)) => open[i].0 = alert.clone(),
         (_, None) => open.push((alert.clone(), alert.timestamp)),
     }
+}
+
+/// Remembers that `dev`'s alert `alert_id` was resolved here (the oldest forgotten beyond
+/// [`RESOLVED_KEPT`]).
+pub(super) fn remember_resolved(dev: &mut DeviceState, alert_id: &str) {
+    if dev.resolved.iter().any(|id| id == alert_id) {
+        return;
+    }
+    if dev.resolved.len() >= RESOLVED_KEPT {
+        dev.resolved.remove(0);
+    }
+    dev.resolved.push(alert_id.to_string());
 }
 
 /// Puts a newly seen device's alerts from before (an earlier owner, or an earlier run) back
@@ -724,5 +868,133 @@ mod tests {
             (states[0].device_id.as_str(), states[0].partition),
             ("#migrated:device_001", 2)
         );
+    }
+
+    /// `device`'s reading `seq` at `at` on `partition`, judged by `p`: the alert changes.
+    fn judged(p: &mut Processor, device: &str, seq: u64, at: i64, temperature: f64) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        p.handle_from(Some(5), &reading(device, seq, at, temperature), at, &mut alerts);
+        alerts
+    }
+
+    /// What another member (dropped from the group without knowing) holds open for `device`
+    /// on partition 5 after it judged the hot reading `seq` at `at` first: an alert this
+    /// member never raised.
+    fn raised_elsewhere(device: &str, seq: u64, at: i64) -> Vec<(Alert, i64)> {
+        let mut other = processor();
+        judged(&mut other, device, seq, at, 85.0);
+        other.take_alert_states().remove(0).open
+    }
+
+    /// Issue 12: a record another member wrote late into a partition held here (its view from
+    /// before the alert raised here) is written again with this member's view; one that says
+    /// the same is left; a record of another partition than the device's is none of its
+    /// business.
+    #[test]
+    fn a_late_record_of_another_member_is_written_again_with_this_members_view() {
+        let mut p = processor();
+        let raised = judged(&mut p, "device_001", 1, T0, 85.0);
+        assert_eq!(raised.len(), 1);
+        p.take_alert_states();
+
+        let mut alerts = Vec::new();
+        assert!(p.foreign_record("device_001", 5, Vec::new(), T0 + 1_000, &mut alerts));
+        assert!(alerts.is_empty(), "{alerts:?}");
+        let states = p.take_alert_states();
+        assert_eq!(states.len(), 1, "{states:?}");
+        assert_eq!(states[0].open[0].0.alert_id, raised[0].alert_id);
+
+        assert!(!p.foreign_record("device_001", 5, states[0].open.clone(), T0, &mut alerts));
+        assert!(!p.foreign_record("device_001", 4, Vec::new(), T0, &mut alerts));
+        assert!(p.take_alert_states().is_empty());
+    }
+
+    /// An alert resolved here that a late record still holds open is not taken back: the
+    /// record is written again without it, and nothing is published.
+    #[test]
+    fn an_alert_resolved_here_is_not_taken_back_from_a_late_record() {
+        let mut p = processor();
+        judged(&mut p, "device_001", 1, T0, 85.0);
+        let open = p.take_alert_states().remove(0).open;
+        let resolved = judged(&mut p, "device_001", 2, T0 + 5_000, 20.0);
+        assert_eq!(resolved[0].status, AlertStatus::Resolved);
+        p.take_alert_states();
+
+        let mut alerts = Vec::new();
+        assert!(p.foreign_record("device_001", 5, open.clone(), T0 + 6_000, &mut alerts));
+        assert!(alerts.is_empty(), "{alerts:?}");
+        assert!(!open_here(&p, &open[0].0.alert_id));
+        let states = p.take_alert_states();
+        assert!(states[0].open.is_empty(), "{states:?}");
+    }
+
+    /// An alert only a late record holds (raised by the member that wrote it, never here) is
+    /// taken over: open here, so it is resolved when the device cools — not left open on the
+    /// alerts topic with nobody to resolve it. The record says it already: not written again.
+    #[test]
+    fn an_alert_only_a_late_record_holds_is_taken_over_and_resolved_when_the_device_cools() {
+        let mut p = processor();
+        judged(&mut p, "device_001", 1, T0, 20.0);
+        let theirs = raised_elsewhere("device_001", 2, T0 + 5_000);
+        let id = theirs[0].0.alert_id.clone();
+
+        let mut alerts = Vec::new();
+        assert!(!p.foreign_record("device_001", 5, theirs, T0 + 6_000, &mut alerts));
+        assert!(alerts.is_empty(), "{alerts:?}");
+        assert!(open_here(&p, &id), "taken over");
+
+        let cooled = judged(&mut p, "device_001", 3, T0 + 10_000, 20.0);
+        assert_eq!(cooled.len(), 1, "{cooled:?}");
+        assert_eq!((cooled[0].alert_id.as_str(), cooled[0].status), (id.as_str(), AlertStatus::Resolved));
+    }
+
+    /// A late record's alert of a rule that has an alert open here already is resolved (one
+    /// alert per rule and device), once: the record is written again with this member's.
+    #[test]
+    fn a_late_records_alert_of_a_rule_open_here_is_resolved_once() {
+        let mut p = processor();
+        let ours = judged(&mut p, "device_001", 1, T0, 85.0);
+        p.take_alert_states();
+        let theirs = raised_elsewhere("device_001", 2, T0 + 5_000);
+        assert_ne!(theirs[0].0.alert_id, ours[0].alert_id);
+
+        let mut alerts = Vec::new();
+        assert!(p.foreign_record("device_001", 5, theirs.clone(), T0 + 6_000, &mut alerts));
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(
+            (alerts[0].alert_id.as_str(), alerts[0].status),
+            (theirs[0].0.alert_id.as_str(), AlertStatus::Resolved)
+        );
+        let states = p.take_alert_states();
+        assert_eq!(states[0].open.len(), 1);
+        assert_eq!(states[0].open[0].0.alert_id, ours[0].alert_id);
+
+        alerts.clear();
+        assert!(p.foreign_record("device_001", 5, theirs, T0 + 7_000, &mut alerts));
+        assert!(alerts.is_empty(), "resolved once: {alerts:?}");
+    }
+
+    /// A device not seen here yet: a late record's alerts join what was read back for it (and
+    /// are put back when it reports); where the record lacks what was read back, the read back
+    /// is written again. A device known nowhere here with nothing open there is left alone.
+    #[test]
+    fn a_late_record_of_a_device_not_seen_yet_joins_what_was_read_back() {
+        let mut p = processor();
+        let mut alerts = Vec::new();
+        assert!(!p.foreign_record("device_009", 5, Vec::new(), T0, &mut alerts));
+        assert!(!p.has_alert_states());
+
+        let theirs = raised_elsewhere("device_001", 2, T0 + 5_000);
+        let id = theirs[0].0.alert_id.clone();
+        assert!(!p.foreign_record("device_001", 5, theirs.clone(), T0 + 6_000, &mut alerts));
+        assert!(p.foreign_record("device_001", 5, Vec::new(), T0 + 6_500, &mut alerts));
+        let states = p.take_alert_states();
+        assert_eq!(states.len(), 1, "{states:?}");
+        assert_eq!(states[0].open[0].0.alert_id, id);
+
+        let cooled = judged(&mut p, "device_001", 3, T0 + 10_000, 20.0);
+        assert_eq!(cooled.len(), 1, "{cooled:?}");
+        assert_eq!((cooled[0].alert_id.as_str(), cooled[0].status), (id.as_str(), AlertStatus::Resolved));
+        assert!(alerts.is_empty());
     }
 }

@@ -137,11 +137,60 @@ pub struct DeviceState {
     /// Its open alerts as last published, each with the time it was raised: what its
     /// alert-state record holds ([`Processor::take_alert_states`]).
     pub open_alerts: Vec<(Alert, i64)>,
+    /// The ids of its alerts resolved here lately (at most [`alert_state::RESOLVED_KEPT`]):
+    /// a record written by another member that still holds one open is not taken for an
+    /// alert this member never knew ([`Processor::foreign_record`]).
+    pub resolved: Vec<String>,
 }
 
 /// Alerts that were open when the processors last stopped, by device, each with the time it
 /// was raised: read back from the alerts topic at start-up (see [`Processor::set_recovered`]).
 pub type RecoveredAlerts = hashbrown::HashMap<String, Vec<(Alert, i64)>>;
+
+/// What putting a device's alerts from before back into the engine touches besides the
+/// device (fields of [`Processor`], borrowed apart from its devices).
+struct PutBack<'p> {
+    engine: &'p AlertEngine,
+    stats: &'p ProcessorStats,
+    open: &'p mut HashMap<String, Box<str>>,
+    changed: Option<&'p mut Vec<Box<str>>>,
+}
+
+impl PutBack<'_> {
+    /// Puts `recovered` (alerts of `device` from before: read back, or written by another
+    /// member) back into `dev`: each one the engine takes is open here from now on, each one
+    /// it refuses is resolved into `alerts` ([`alert_state::restore`]); the device's record
+    /// is written again if anything changed.
+    fn into(
+        self,
+        device: &str,
+        dev: &mut DeviceState,
+        recovered: Vec<(Alert, i64)>,
+        now_ms: i64,
+        alerts: &mut Vec<Alert>,
+    ) {
+        let before = alerts.len();
+        let restored = alert_state::restore(self.engine, dev, recovered, now_ms, alerts);
+        for a in &alerts[before..] {
+            // Never counted open here: counted resolved, the open gauge unchanged.
+            self.stats.alerts_open.fetch_add(1, Ordering::Relaxed);
+            self.stats.alert(AlertStatus::Resolved);
+            alert_state::remember_resolved(dev, &a.alert_id);
+        }
+        // Written again from here, into the partition it really arrives on (an alert folded
+        // from the alerts topic had no record yet; one resolved here leaves the record).
+        if (!restored.is_empty() || alerts.len() > before)
+            && let Some(changed) = self.changed
+        {
+            changed.push(Box::from(device));
+        }
+        for (alert, raised_at) in restored {
+            self.open.insert(alert.alert_id.clone(), Box::from(device));
+            self.stats.alerts_open.fetch_add(1, Ordering::Relaxed);
+            dev.open_alerts.push((alert, raised_at));
+        }
+    }
+}
 
 /// The processor core.
 pub struct Processor {
@@ -282,31 +331,17 @@ impl Processor {
                         partition: p,
                         open: Vec::new(),
                         epoch: None,
+                        writer: None,
                     });
                 }
                 if let Some(recovered) = recovered {
-                    let before = alerts.len();
-                    let restored =
-                        alert_state::restore(&self.engine, dev, recovered, now_ms, alerts);
-                    for _ in before..alerts.len() {
-                        // Never counted open here: counted resolved, the open gauge unchanged.
-                        self.stats.alerts_open.fetch_add(1, Ordering::Relaxed);
-                        self.stats.alert(AlertStatus::Resolved);
-                    }
-                    // Written again from here, into the partition it really arrives on (an
-                    // alert folded from the alerts topic had no record yet; one resolved here
-                    // leaves the record).
-                    if (!restored.is_empty() || alerts.len() > before)
-                        && let Some(changed) = self.changed.as_mut()
-                    {
-                        changed.push(Box::from(&*reading.device_id));
-                    }
-                    for (alert, raised_at) in restored {
-                        self.open
-                            .insert(alert.alert_id.clone(), Box::from(&*reading.device_id));
-                        self.stats.alerts_open.fetch_add(1, Ordering::Relaxed);
-                        dev.open_alerts.push((alert, raised_at));
-                    }
+                    let put = PutBack {
+                        engine: &self.engine,
+                        stats: &self.stats,
+                        open: &mut self.open,
+                        changed: self.changed.as_mut(),
+                    };
+                    put.into(&reading.device_id, dev, recovered, now_ms, alerts);
                 }
                 dev
             }
@@ -372,7 +407,7 @@ impl Processor {
         for a in &alerts[before..] {
             self.stats.alert(a.status);
             if let Some(dev) = self.devices.get_mut(a.device_id.as_str()) {
-                alert_state::keep_open(&mut dev.open_alerts, a);
+                alert_state::keep_open(dev, a);
                 if let Some(changed) = self.changed.as_mut() {
                     changed.push(Box::from(a.device_id.as_str()));
                 }
@@ -418,7 +453,7 @@ impl Processor {
             .engine
             .acknowledge(device, &mut dev.alerts, alert_id, by, now_ms)?;
         self.stats.alert(alert.status);
-        alert_state::keep_open(&mut dev.open_alerts, &alert);
+        alert_state::keep_open(dev, &alert);
         if let Some(changed) = self.changed.as_mut() {
             changed.push(device.clone());
         }
@@ -452,6 +487,7 @@ impl Processor {
                 partition,
                 open,
                 epoch: None,
+                writer: None,
             });
         }
         Ok(alert)

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use iiot_model::{Alert, Invalid, InvalidReason};
-use iiot_transport::{Message, Ownership, Subscriber, Transport, TransportError};
+use iiot_transport::{Message, Ownership, Start, Subscriber, Transport, TransportError};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -76,17 +76,24 @@ pub async fn run(
         transport,
         recovery,
     } = io;
+    let ownership = subscriber.ownership();
+    let tail = match (&recovery, &ownership) {
+        (Some(recovery), Some(_)) => follow_state(recovery).await,
+        _ => None,
+    };
     let mut worker = Worker {
         processor: &mut processor,
         sinks: &sinks,
         stop: &stop,
         alerts: Vec::new(),
         recovery,
-        ownership: subscriber.ownership(),
+        ownership,
         epochs: Vec::new(),
+        writer: rand::random(),
+        ends: Vec::new(),
     };
     let result = worker
-        .consume(subscriber.as_mut(), transport.as_deref(), rules, commands)
+        .consume(subscriber.as_mut(), tail, transport.as_deref(), rules, commands)
         .await;
     // Closing a Kafka consumer commits its offsets and leaves the group, which can block for
     // seconds: not on a runtime thread.
@@ -112,6 +119,44 @@ struct Worker<'w> {
     /// state read back): the state built from its readings since is written only while that
     /// assignment lasts ([`Worker::take_states`]).
     epochs: Vec<(i32, u64)>,
+    /// This worker, in the writer tag of the alert-state records it writes
+    /// ([`crate::recovery::record::writer_tag`], with the partition's epoch).
+    writer: u64,
+    /// Where the read back of each partition held ended: a record written there from that
+    /// offset on by anybody else is checked against this worker's view ([`Worker::foreign`]).
+    ends: Vec<(i32, i64)>,
+}
+
+/// Follows the alert-state topic from its end, for the records other members write into the
+/// partitions this worker holds ([`Worker::foreign`]); `None` (logged) if it cannot.
+async fn follow_state(recovery: &Recovery) -> Option<Box<dyn Subscriber>> {
+    match recovery
+        .backend
+        .subscribe_all(&recovery.topics.state, Start::End)
+        .await
+    {
+        Ok(tail) => Some(tail),
+        Err(e) => {
+            tracing::warn!(
+                topic = %recovery.topics.state,
+                error = %e,
+                "cannot follow the alert-state topic: records other members write into this \
+                 worker's partitions are not checked"
+            );
+            None
+        }
+    }
+}
+
+/// The next records of the alert-state topic (`tail`), or never (none followed).
+async fn recv_tail(
+    tail: &mut Option<Box<dyn Subscriber>>,
+    out: &mut Vec<Message>,
+) -> Result<usize, TransportError> {
+    match tail {
+        Some(tail) => tail.recv_batch(out, BATCH).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Whether the sinks took a batch, or the role stopped first.
@@ -125,11 +170,13 @@ impl Worker<'_> {
     async fn consume(
         &mut self,
         subscriber: &mut dyn Subscriber,
+        mut tail: Option<Box<dyn Subscriber>>,
         transport: Option<&dyn Transport>,
         mut rules: watch::Receiver<Arc<RuleSet>>,
         mut commands: mpsc::Receiver<Command>,
     ) -> Result<(), TransportError> {
         let mut batch: Vec<Message> = Vec::with_capacity(BATCH);
+        let mut followed: Vec<Message> = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let (mut rules_open, mut commands_open) = (true, true);
@@ -166,6 +213,26 @@ impl Worker<'_> {
                     let delivery = self.batch(subscriber, &mut batch).await?;
                     batch.clear();
                     delivery
+                }
+                received = recv_tail(&mut tail, &mut followed) => {
+                    match received {
+                        Ok(0) => {
+                            tail = None;
+                            Delivery::Done
+                        }
+                        Ok(_) => {
+                            let delivery = self.foreign(subscriber, &followed).await?;
+                            followed.clear();
+                            delivery
+                        }
+                        Err(e) => {
+                            // Not a reason to stop processing: the records are read again
+                            // once the broker answers.
+                            tracing::warn!(error = %e, "following the alert-state topic");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            Delivery::Done
+                        }
+                    }
                 }
             };
             if delivery == Delivery::Stopped {
@@ -327,6 +394,7 @@ impl Worker<'_> {
     ) -> Result<(Vec<i32>, Vec<i32>), TransportError> {
         let revoked = drop_revoked(self.processor, subscriber);
         self.epochs.retain(|(p, _)| !revoked.contains(p));
+        self.ends.retain(|(p, _)| !revoked.contains(p));
         let gained = subscriber.take_assigned();
         let mut held = gained.clone();
         if let Some(ownership) = &self.ownership {
@@ -399,6 +467,7 @@ impl Worker<'_> {
                     .find(|&&(p, _)| p == s.partition)
                     .map(|&(_, e)| e);
                 s.epoch = epoch;
+                s.writer = epoch.map(|e| crate::recovery::record::writer_tag(self.writer, e));
                 epoch.is_some()
             });
             if states.len() < before {
@@ -432,13 +501,71 @@ impl Worker<'_> {
         self.processor
             .stats()
             .restored(restored.open, restored.took);
+        for &(p, end) in &restored.ends {
+            self.ends.retain(|&(q, _)| q != p);
+            self.ends.push((p, end));
+        }
         self.processor.add_restored(restored);
         Ok(())
     }
 
+    /// Records of the alert-state topic (`records`, as followed from its end): each device
+    /// record in a partition this worker holds, written at or after the offset where its read
+    /// back ended by anybody but this worker on this assignment, is checked against this
+    /// worker's view ([`Processor::foreign_record`]): alerts in it this worker never knew are
+    /// taken over, and where it says other than this worker's view, the view is written
+    /// again — the next owner of the partition must not read back a stale record a member
+    /// dropped from the group wrote late.
+    async fn foreign(
+        &mut self,
+        subscriber: &mut dyn Subscriber,
+        records: &[Message],
+    ) -> Result<Delivery, TransportError> {
+        use crate::recovery::record;
+        self.look(subscriber).await?;
+        let now = now_ms();
+        let mut rewritten = 0u64;
+        for m in records {
+            let Some(&(_, end)) = self.ends.iter().find(|&&(p, _)| p == m.partition) else {
+                continue;
+            };
+            let Some(&(_, epoch)) = self.epochs.iter().find(|&&(p, _)| p == m.partition) else {
+                continue;
+            };
+            if m.offset < end || m.key.starts_with(b"#") {
+                // Read back already; or the migration's marker or copies, which any member
+                // writes into every partition.
+                continue;
+            }
+            let Ok(device) = std::str::from_utf8(&m.key) else {
+                continue;
+            };
+            // A record that does not decode holds nothing: this worker's view replaces it.
+            let (open, writer) = record::decode_written(&m.payload).unwrap_or_default();
+            if writer.is_some_and(|w| w == record::writer_tag(self.writer, epoch)) {
+                continue;
+            }
+            if self
+                .processor
+                .foreign_record(device, m.partition, open, now, &mut self.alerts)
+            {
+                rewritten += 1;
+            }
+        }
+        if rewritten > 0 {
+            self.processor.stats().rewritten(rewritten);
+            tracing::warn!(
+                records = rewritten,
+                "alert-state records another member wrote after this one read their partitions \
+                 back: written again with this member's view"
+            );
+        }
+        self.emit().await
+    }
+
     /// Hands the pending alert changes (no input) to the sinks.
     async fn emit(&mut self) -> Result<Delivery, TransportError> {
-        if self.alerts.is_empty() {
+        if self.alerts.is_empty() && !self.processor.has_alert_states() {
             return Ok(Delivery::Done);
         }
         if self.fenced() {

@@ -38,6 +38,9 @@ pub struct ProcessorStats {
     pub restores: AtomicU64,
     /// See [`ProcessorStats::restores`].
     pub restore_us: AtomicU64,
+    /// Alert-state records another member wrote into a partition held here, after it was
+    /// read back, that were written again with this member's view.
+    pub alert_states_rewritten: AtomicU64,
     /// Event → processed latency in microseconds (event timestamps have millisecond
     /// resolution, so values are ±1 ms). Merged from each processor once a second.
     pub latency_us: Mutex<Histogram<u64>>,
@@ -60,6 +63,7 @@ impl Default for ProcessorStats {
             alerts_restored: AtomicU64::new(0),
             restores: AtomicU64::new(0),
             restore_us: AtomicU64::new(0),
+            alert_states_rewritten: AtomicU64::new(0),
             latency_us: Mutex::new(new_latency_histogram()),
         }
     }
@@ -79,6 +83,12 @@ impl ProcessorStats {
         self.restores.fetch_add(1, Ordering::Relaxed);
         self.restore_us
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts `n` alert-state records written again over another member's
+    /// ([`crate::processor::Processor::foreign_record`]).
+    pub fn rewritten(&self, n: u64) {
+        self.alert_states_rewritten.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Messages taken from the input so far, whatever became of them: processed, late or

@@ -74,6 +74,9 @@ pub struct Restored {
     pub open: usize,
     /// Partitions migrated from the alerts topic by this read.
     pub migrated: Vec<i32>,
+    /// Where the read of each partition read ended (the offset after the last record read;
+    /// 0 for an empty partition): what is written there from then on is the owner's to check.
+    pub ends: Vec<(i32, i64)>,
     /// How long it took.
     pub took: Duration,
 }
@@ -112,6 +115,12 @@ pub async fn restore(
     let records = backend
         .read_partitions(&topics.state, partitions, LIMIT)
         .await?;
+    let mut ends: Vec<(i32, i64)> = partitions.iter().map(|&p| (p, 0)).collect();
+    for m in &records {
+        if let Some(end) = ends.iter_mut().find(|(p, _)| *p == m.partition) {
+            end.1 = end.1.max(m.offset + 1);
+        }
+    }
     let (all, marked) = fold_state(&records);
     let (records_read, copies) = split_copies(all);
     let with_record: HashSet<&str> = records_read
@@ -188,6 +197,7 @@ pub async fn restore(
         folded: folded_here,
         open,
         migrated,
+        ends,
         took,
     })
 }
@@ -275,7 +285,7 @@ async fn write_folded(
             continue;
         }
         written += 1;
-        let payload = record::encode(open);
+        let payload = record::encode(open, None);
         let key = record::copy_key(device);
         for &p in &all {
             receipts.push(

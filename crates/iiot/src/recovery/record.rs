@@ -1,6 +1,12 @@
 //! The records of the alert-state topic: one per device, keyed by its id, holding its open
-//! alerts (each with the time it was raised) as JSON — an empty payload once none is open —
-//! and, per partition, the marker that says the partition was migrated from the alerts topic.
+//! alerts (each with the time it was raised, and which assignment wrote the record) as JSON —
+//! an empty payload once none is open — and, per partition, the marker that says the
+//! partition was migrated from the alerts topic.
+//!
+//! The writer (`writer` on each open alert, see [`writer_tag`]) lets the owner of a partition
+//! tell a record it wrote from one written by anybody else after it read the partition back
+//! (a member that was dropped from the group and did not know yet): the owner writes its own
+//! view again over those (`crate::processor::run`). Older readers ignore the field.
 
 use bytes::Bytes;
 use iiot_model::Alert;
@@ -26,16 +32,27 @@ pub fn copy_key(device: &str) -> String {
 struct OpenRef<'a> {
     raised_at: i64,
     alert: &'a Alert,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    writer: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
 struct Open {
     raised_at: i64,
     alert: Alert,
+    #[serde(default)]
+    writer: Option<String>,
 }
 
-/// The payload of a device's record: its open alerts, or empty when none is open.
-pub fn encode(open: &[(Alert, i64)]) -> Bytes {
+/// Who wrote a record: one assignment of one partition to one worker (`worker`, random per
+/// worker; `epoch`, the assignment's, [`iiot_transport::Ownership`]).
+pub fn writer_tag(worker: u64, epoch: u64) -> String {
+    format!("{worker:016x}.{epoch}")
+}
+
+/// The payload of a device's record: its open alerts (each marked with `writer`), or empty
+/// when none is open.
+pub fn encode(open: &[(Alert, i64)], writer: Option<&str>) -> Bytes {
     if open.is_empty() {
         return Bytes::new();
     }
@@ -44,6 +61,7 @@ pub fn encode(open: &[(Alert, i64)]) -> Bytes {
         .map(|(alert, raised_at)| OpenRef {
             raised_at: *raised_at,
             alert,
+            writer,
         })
         .collect();
     // A list of plain structs of strings and numbers always serializes.
@@ -52,11 +70,23 @@ pub fn encode(open: &[(Alert, i64)]) -> Bytes {
 
 /// The open alerts a device's record holds (none for an empty payload).
 pub fn decode(payload: &[u8]) -> Result<Vec<(Alert, i64)>, serde_json::Error> {
+    decode_written(payload).map(|(open, _)| open)
+}
+
+/// The open alerts a device's record holds, and who wrote it (`None`: an empty payload, or a
+/// record from before writers were marked).
+pub fn decode_written(
+    payload: &[u8],
+) -> Result<(Vec<(Alert, i64)>, Option<String>), serde_json::Error> {
     if payload.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let open: Vec<Open> = serde_json::from_slice(payload)?;
-    Ok(open.into_iter().map(|o| (o.alert, o.raised_at)).collect())
+    let writer = open.first().and_then(|o| o.writer.clone());
+    Ok((
+        open.into_iter().map(|o| (o.alert, o.raised_at)).collect(),
+        writer,
+    ))
 }
 
 /// The marker's payload: when the migration happened (for whoever reads the topic by hand).
@@ -78,14 +108,44 @@ mod tests {
             "current_value": 85.0, "acknowledged_by": "ops"
         }))
         .expect("alert");
-        let payload = encode(&[(alert.clone(), 10)]);
+        let payload = encode(&[(alert.clone(), 10)], None);
         let back = decode(&payload).expect("decodes");
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].0.status, AlertStatus::Acknowledged);
         assert_eq!(back[0].0.acknowledged_by.as_deref(), Some("ops"));
         assert_eq!(back[0].1, 10);
-        assert!(encode(&[]).is_empty());
+        assert!(encode(&[], Some("w")).is_empty());
         assert!(decode(b"").expect("none").is_empty());
         assert!(decode(b"{not json").is_err());
+    }
+
+    /// The writer rides on each open alert: a reader from before writers were marked (the
+    /// same alert struct without the field) still reads the record.
+    #[test]
+    fn a_record_says_who_wrote_it_and_older_readers_still_read_it() {
+        let alert: Alert = serde_json::from_value(serde_json::json!({
+            "alert_id": "a1", "device_id": "device_001", "alert_type": "temperature_high",
+            "severity": "high", "message": "hot", "timestamp": 20, "status": "active",
+            "threshold": {"parameter": "temperature", "operator": ">", "value": 80.0},
+            "current_value": 85.0
+        }))
+        .expect("alert");
+        let tag = writer_tag(0xabc, 7);
+        assert_eq!(tag, "0000000000000abc.7");
+        let payload = encode(&[(alert.clone(), 10)], Some(&tag));
+        let (open, writer) = decode_written(&payload).expect("decodes");
+        assert_eq!(writer.as_deref(), Some(tag.as_str()));
+        assert_eq!(open[0].0.alert_id, "a1");
+
+        #[derive(Deserialize)]
+        struct OlderOpen {
+            raised_at: i64,
+            #[allow(dead_code)]
+            alert: Alert,
+        }
+        let older: Vec<OlderOpen> = serde_json::from_slice(&payload).expect("older reader");
+        assert_eq!(older[0].raised_at, 10);
+        let unmarked = encode(&[(alert, 10)], None);
+        assert_eq!(decode_written(&unmarked).expect("decodes").1, None);
     }
 }

@@ -160,7 +160,7 @@ impl TopicSink {
                     topic: self.topics.alert_state.clone(),
                     partition: Some(state.partition),
                     key: Bytes::copy_from_slice(state.device_id.as_bytes()),
-                    payload: crate::recovery::record::encode(&state.open),
+                    payload: crate::recovery::record::encode(&state.open, state.writer.as_deref()),
                     fence,
                 });
             }
@@ -382,6 +382,7 @@ mod tests {
                 partition: 2,
                 open: Vec::new(),
                 epoch: Some(epoch),
+                writer: None,
             });
             v.ownership = Some(assignments.clone() as Arc<dyn Ownership>);
             v

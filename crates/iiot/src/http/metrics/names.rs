@@ -107,6 +107,12 @@ pub const ALERT_STATE_RESTORE_DURATION: MetricDef = def(
     MetricKind::Summary,
     "Time to read back the alert state of newly assigned partitions (sum and count of reads).",
 );
+/// Alert-state records another member wrote late, written again with the owner's view.
+pub const ALERT_STATES_REWRITTEN: MetricDef = def(
+    "iot_alert_states_rewritten_total",
+    MetricKind::Counter,
+    "Alert-state records another member wrote into a partition after its owner read it back, written again with the owner's view.",
+);
 /// Alerts and dead letters that failed to publish.
 pub const PUBLISH_ERRORS: MetricDef = def(
     "iot_publish_errors_total",
@@ -514,6 +520,7 @@ pub const METRICS: &[MetricDef] = &[
     ALERTS,
     ALERTS_RESTORED,
     ALERT_STATE_RESTORE_DURATION,
+    ALERT_STATES_REWRITTEN,
     PUBLISH_ERRORS,
     PROCESSING_DURATION,
     WEBSOCKET_CONNECTIONS,

@@ -14,6 +14,7 @@ fn snapshot() -> Snapshot {
         alerts: [2, 1, 1],
         publish_errors: 0,
         restored: (3, 2, 0.25),
+        states_rewritten: 0,
         devices: StatusCounts {
             online: 5,
             offline: 1,
