@@ -19,7 +19,7 @@ use iiot_kafka::testing::TestBroker;
 use iiot_kafka::{KafkaSettings, KafkaTransport, TopicSpec};
 use iiot_model::{Alert, AlertStatus, Reading};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use support::kafka::{TAKEOVER_ENV, client, read_topic, topics as old_topics};
+use support::kafka::{TAKEOVER_ENV, client, read_partition, read_topic, topics as old_topics};
 use support::role::{Role, iiot_command};
 
 const T0: i64 = 1_700_000_000_000;
@@ -315,6 +315,116 @@ fn an_alert_of_a_device_silent_through_the_upgrade_is_restored_by_the_next_owner
     assert!(second.stop().success());
 }
 
+/// Issue 12, "no alert is ever left open without an owner": a member dropped from the group
+/// can have alert-state records on their way that land after the partition's new owner read
+/// it back; a plain producer writes two such records here into the owner's partition, as a
+/// member that stalled would have. The owner must write its own view over the first (its
+/// alert there would otherwise be missing for the partition's next owner) and take over the
+/// alert the second holds (nobody else will resolve it): resolved when the device cools.
+/// On tansu: no rebalance is needed, one member holds every partition.
+#[test]
+fn a_record_another_member_writes_late_is_written_over_and_its_alert_taken_over() {
+    const P: i32 = 3;
+    let broker = TestBroker::start(&old_topics());
+    let producer: BaseProducer = client(&broker.brokers)
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    let send = |topic: &str, key: &str, body: &[u8]| {
+        let record = BaseRecord::to(topic).partition(P).key(key).payload(body);
+        producer.send(record).expect("send");
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    };
+    // No offline alert within the test (3 intervals of silence): the only record written
+    // after the late one must be the owner's answer to it.
+    let env = [TAKEOVER_ENV[0], TAKEOVER_ENV[1], ("SEND_INTERVAL", "1m")];
+    let mut process = Role::start(&["process"], &broker.brokers, &env);
+    process.wait_for_log(
+        "the state read back",
+        "open alerts read back from alert-state",
+    );
+
+    let t0 = iiot::now_ms() - 60_000;
+    let reading = |device: &str, seq: u64, dt: i64, temperature: f64| {
+        serde_json::to_vec(&Reading::example(device, seq, t0 + dt, temperature)).expect("json")
+    };
+    // In partition order: device_201 is seen (cool) before device_200's alert is raised.
+    send(
+        "device-data",
+        "device_201",
+        &reading("device_201", 1, 0, 20.0),
+    );
+    send(
+        "device-data",
+        "device_200",
+        &reading("device_200", 1, 0, 86.0),
+    );
+    let states_of = |device: &'static str| {
+        move |seen: &[(Vec<u8>, Vec<u8>)]| -> Vec<Vec<(Alert, i64)>> {
+            seen.iter()
+                .filter(|(k, _)| k == device.as_bytes())
+                .map(|(_, v)| record::decode(v).expect("a device's record"))
+                .collect()
+        }
+    };
+    let records = read_partition(&broker.brokers, "alert-state", P, |seen| {
+        !states_of("device_200")(seen).is_empty()
+    });
+    let ours = states_of("device_200")(&records);
+    assert_eq!(ours.len(), 1, "the owner's record of device_200: {ours:?}");
+    let raised = ours[0][0].0.alert_id.clone();
+
+    // Late records of a member that did not know it was dropped: device_200 from before its
+    // alert, device_201 with an alert only that member raised.
+    send("alert-state", "device_200", b"");
+    let mut theirs = alert("device_201", AlertStatus::Active, t0 + 500);
+    theirs.alert_id = "alert_device_201_raised_by_a_dropped_member".into();
+    let late = record::encode(&[(theirs.clone(), t0 + 500)], Some("dropped.1"));
+    send("alert-state", "device_201", &late);
+
+    let records = read_partition(&broker.brokers, "alert-state", P, |seen| {
+        let of_200 = states_of("device_200")(seen);
+        of_200.len() >= 3 && of_200.last().is_some_and(|open| !open.is_empty())
+    });
+    let of_200 = states_of("device_200")(&records);
+    assert!(
+        of_200.len() == 3
+            && of_200[1].is_empty()
+            && of_200[2].len() == 1
+            && of_200[2][0].0.alert_id == raised,
+        "the owner's view written again over the late record: {of_200:?}\n{}",
+        process.log_text()
+    );
+
+    send(
+        "device-data",
+        "device_201",
+        &reading("device_201", 2, 5_000, 20.0),
+    );
+    let changes = read_topic(&broker.brokers, "alerts", |seen| {
+        seen.iter()
+            .filter_map(|b| serde_json::from_slice::<Alert>(b).ok())
+            .any(|a| a.alert_id == theirs.alert_id && a.status == AlertStatus::Resolved)
+    });
+    let resolved: Vec<Alert> = changes
+        .iter()
+        .filter_map(|b| serde_json::from_slice::<Alert>(b).ok())
+        .filter(|a| a.alert_id == theirs.alert_id)
+        .collect();
+    assert_eq!(
+        resolved.len(),
+        1,
+        "the dropped member's alert resolved by the owner, once: {resolved:?}\n{}",
+        process.log_text()
+    );
+    let log = process.log_text();
+    assert!(
+        log.contains("written again with this member's view"),
+        "{log}"
+    );
+    assert!(process.stop().success());
+}
+
 /// An alert-state topic partitioned unlike the readings stops start-up with one line, exit 2.
 #[test]
 fn an_alert_state_topic_with_another_partition_count_is_a_config_error() {
@@ -367,7 +477,12 @@ async fn bench_alerts_restored_per_second_on_assignment() {
         let p = (d % 10) as i32;
         receipts.push(
             publisher_side
-                .publish_to("alert-state", p, device.as_bytes(), record::encode(&open, None))
+                .publish_to(
+                    "alert-state",
+                    p,
+                    device.as_bytes(),
+                    record::encode(&open, None),
+                )
                 .await
                 .expect("publish"),
         );

@@ -146,7 +146,9 @@ impl Processor {
             let unknown: Vec<(Alert, i64)> = written
                 .into_iter()
                 .filter(|(a, _)| {
-                    !dev.open_alerts.iter().any(|(o, _)| o.alert_id == a.alert_id)
+                    !dev.open_alerts
+                        .iter()
+                        .any(|(o, _)| o.alert_id == a.alert_id)
                         && !dev.resolved.contains(&a.alert_id)
                 })
                 .collect();
@@ -873,7 +875,12 @@ mod tests {
     /// `device`'s reading `seq` at `at` on `partition`, judged by `p`: the alert changes.
     fn judged(p: &mut Processor, device: &str, seq: u64, at: i64, temperature: f64) -> Vec<Alert> {
         let mut alerts = Vec::new();
-        p.handle_from(Some(5), &reading(device, seq, at, temperature), at, &mut alerts);
+        p.handle_from(
+            Some(5),
+            &reading(device, seq, at, temperature),
+            at,
+            &mut alerts,
+        );
         alerts
     }
 
@@ -945,7 +952,10 @@ mod tests {
 
         let cooled = judged(&mut p, "device_001", 3, T0 + 10_000, 20.0);
         assert_eq!(cooled.len(), 1, "{cooled:?}");
-        assert_eq!((cooled[0].alert_id.as_str(), cooled[0].status), (id.as_str(), AlertStatus::Resolved));
+        assert_eq!(
+            (cooled[0].alert_id.as_str(), cooled[0].status),
+            (id.as_str(), AlertStatus::Resolved)
+        );
     }
 
     /// A late record's alert of a rule that has an alert open here already is resolved (one
@@ -994,7 +1004,10 @@ mod tests {
 
         let cooled = judged(&mut p, "device_001", 3, T0 + 10_000, 20.0);
         assert_eq!(cooled.len(), 1, "{cooled:?}");
-        assert_eq!((cooled[0].alert_id.as_str(), cooled[0].status), (id.as_str(), AlertStatus::Resolved));
+        assert_eq!(
+            (cooled[0].alert_id.as_str(), cooled[0].status),
+            (id.as_str(), AlertStatus::Resolved)
+        );
         assert!(alerts.is_empty());
     }
 }

@@ -93,7 +93,13 @@ pub async fn run(
         ends: Vec::new(),
     };
     let result = worker
-        .consume(subscriber.as_mut(), tail, transport.as_deref(), rules, commands)
+        .consume(
+            subscriber.as_mut(),
+            tail,
+            transport.as_deref(),
+            rules,
+            commands,
+        )
         .await;
     // Closing a Kafka consumer commits its offsets and leaves the group, which can block for
     // seconds: not on a runtime thread.

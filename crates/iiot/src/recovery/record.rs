@@ -73,11 +73,12 @@ pub fn decode(payload: &[u8]) -> Result<Vec<(Alert, i64)>, serde_json::Error> {
     decode_written(payload).map(|(open, _)| open)
 }
 
-/// The open alerts a device's record holds, and who wrote it (`None`: an empty payload, or a
-/// record from before writers were marked).
-pub fn decode_written(
-    payload: &[u8],
-) -> Result<(Vec<(Alert, i64)>, Option<String>), serde_json::Error> {
+/// A device's open alerts, each with the time it was raised, and who wrote the record they
+/// came in (`None`: an empty payload, or a record from before writers were marked).
+pub type Written = (Vec<(Alert, i64)>, Option<String>);
+
+/// The open alerts a device's record holds, and who wrote it.
+pub fn decode_written(payload: &[u8]) -> Result<Written, serde_json::Error> {
     if payload.is_empty() {
         return Ok((Vec::new(), None));
     }

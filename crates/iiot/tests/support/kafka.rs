@@ -142,3 +142,36 @@ pub fn read_records(
     }
     seen
 }
+
+/// The records of partition `partition` of `topic` as (key, payload), in offset order, each
+/// once: read from its beginning by a plain client outside any group (no rebalance can
+/// deliver a record twice), until `until` holds (or [`PATIENCE`] is up).
+pub fn read_partition(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    mut until: impl FnMut(&[(Vec<u8>, Vec<u8>)]) -> bool,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let consumer: BaseConsumer = client(brokers)
+        .set("group.id", format!("test-scan-{}", nanos()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)
+        .expect("partition");
+    consumer.assign(&tpl).expect("assign");
+    let mut seen = Vec::new();
+    let mut next = 0;
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline && !until(&seen) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200))
+            && m.offset() >= next
+        {
+            next = m.offset() + 1;
+            let key = m.key().unwrap_or_default().to_vec();
+            seen.push((key, m.payload().unwrap_or_default().to_vec()));
+        }
+    }
+    seen
+}
