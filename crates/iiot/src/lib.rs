@@ -42,7 +42,9 @@
 //!   the connection limits (`HTTP_MAX_CONNECTIONS`, header and idle timeouts).
 //! - [`recovery`]: the alert-state topic (each device's open alerts, co-partitioned with
 //!   `device-data`) read back for exactly the partitions a worker is given; the one-time
-//!   migration from the alerts topic (`recovery::fold`); the record format.
+//!   migration from the alerts topic (`recovery::fold`); the record format (with its writer,
+//!   so a worker that follows the topic writes its view over records a dropped member wrote
+//!   late: `processor::run`, `Processor::foreign_record`).
 //! - [`ack_relay`]: alert acknowledgements from a `serve` to the processors over the commands
 //!   topic.
 //! - [`bench`]: `iiot bench`, the reproducible throughput/latency run.

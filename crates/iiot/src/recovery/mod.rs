@@ -23,6 +23,12 @@
 //! the next owner migrates again. The alerts topic stays the event stream, partitioned as it
 //! always was.
 //!
+//! After the read back, the worker follows the topic for records somebody else writes into
+//! the partitions it holds (a member dropped from the group whose records land late) and
+//! writes its own view over them ([`crate::processor::Processor::foreign_record`]); each
+//! record says who wrote it ([`record::writer_tag`]) and [`Restored::ends`] where the read
+//! back of each partition ended.
+//!
 //! - [`record`]: the record format. [`fold`]: the alerts topic folded by alert id.
 
 pub mod fold;
