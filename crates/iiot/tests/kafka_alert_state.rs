@@ -317,10 +317,12 @@ fn an_alert_of_a_device_silent_through_the_upgrade_is_restored_by_the_next_owner
 
 /// Issue 12, "no alert is ever left open without an owner": a member dropped from the group
 /// can have alert-state records on their way that land after the partition's new owner read
-/// it back; a plain producer writes two such records here into the owner's partition, as a
+/// it back; a plain producer writes such records here into the owner's partition, as a
 /// member that stalled would have. The owner must write its own view over the first (its
 /// alert there would otherwise be missing for the partition's next owner) and take over the
-/// alert the second holds (nobody else will resolve it): resolved when the device cools.
+/// alert the second holds (nobody else will resolve it): resolved when the device cools. An
+/// earlier owner's claim landing late changes nothing; once a later owner has claimed the
+/// partition (its read back went past this one's claim), records there are left to it.
 /// On tansu: no rebalance is needed, one member holds every partition.
 #[test]
 fn a_record_another_member_writes_late_is_written_over_and_its_alert_taken_over() {
@@ -330,13 +332,13 @@ fn a_record_another_member_writes_late_is_written_over_and_its_alert_taken_over(
         .set("linger.ms", "0")
         .create()
         .expect("producer");
-    let send = |topic: &str, key: &str, body: &[u8]| {
+    let send = |topic: &str, key: &[u8], body: &[u8]| {
         let record = BaseRecord::to(topic).partition(P).key(key).payload(body);
         producer.send(record).expect("send");
         producer.flush(Duration::from_secs(30)).expect("flush");
     };
     // No offline alert within the test (3 intervals of silence): the only record written
-    // after the late one must be the owner's answer to it.
+    // after a late one must be the owner's answer to it.
     let env = [TAKEOVER_ENV[0], TAKEOVER_ENV[1], ("SEND_INTERVAL", "1m")];
     let mut process = Role::start(&["process"], &broker.brokers, &env);
     process.wait_for_log(
@@ -351,54 +353,60 @@ fn a_record_another_member_writes_late_is_written_over_and_its_alert_taken_over(
     // In partition order: device_201 is seen (cool) before device_200's alert is raised.
     send(
         "device-data",
-        "device_201",
+        b"device_201",
         &reading("device_201", 1, 0, 20.0),
     );
     send(
         "device-data",
-        "device_200",
+        b"device_200",
         &reading("device_200", 1, 0, 86.0),
     );
-    let states_of = |device: &'static str| {
-        move |seen: &[(Vec<u8>, Vec<u8>)]| -> Vec<Vec<(Alert, i64)>> {
-            seen.iter()
-                .filter(|(k, _)| k == device.as_bytes())
-                .map(|(_, v)| record::decode(v).expect("a device's record"))
-                .collect()
-        }
+    let of_200 = |seen: &[(Vec<u8>, Vec<u8>)]| -> Vec<Vec<(Alert, i64)>> {
+        seen.iter()
+            .filter(|(k, _)| k == b"device_200")
+            .map(|(_, v)| record::decode(v).expect("a device's record"))
+            .collect()
     };
     let records = read_partition(&broker.brokers, "alert-state", P, |seen| {
-        !states_of("device_200")(seen).is_empty()
+        !of_200(seen).is_empty()
     });
-    let ours = states_of("device_200")(&records);
-    assert_eq!(ours.len(), 1, "the owner's record of device_200: {ours:?}");
-    let raised = ours[0][0].0.alert_id.clone();
+    let raised = of_200(&records)[0][0].0.alert_id.clone();
+    // The owner's record, the late one, and whatever the owner wrote after the late one.
+    let after_late = |records: &[(Vec<u8>, Vec<u8>)], late: usize| -> Vec<Vec<(Alert, i64)>> {
+        of_200(records).into_iter().skip(late + 1).collect()
+    };
 
-    // Late records of a member that did not know it was dropped: device_200 from before its
-    // alert, device_201 with an alert only that member raised.
-    send("alert-state", "device_200", b"");
+    // An earlier owner's claim, landed late (its read back ended before this owner's
+    // claim), then late records of a member that did not know it was dropped: device_200
+    // from before its alert, device_201 with an alert only that member raised.
+    send(
+        "alert-state",
+        record::CLAIM_KEY,
+        &record::claim("earlier.1", 0),
+    );
+    send("alert-state", b"device_200", b"");
     let mut theirs = alert("device_201", AlertStatus::Active, t0 + 500);
     theirs.alert_id = "alert_device_201_raised_by_a_dropped_member".into();
     let late = record::encode(&[(theirs.clone(), t0 + 500)], Some("dropped.1"));
-    send("alert-state", "device_201", &late);
+    send("alert-state", b"device_201", &late);
 
     let records = read_partition(&broker.brokers, "alert-state", P, |seen| {
-        let of_200 = states_of("device_200")(seen);
-        of_200.len() >= 3 && of_200.last().is_some_and(|open| !open.is_empty())
+        !after_late(seen, 1).is_empty()
     });
-    let of_200 = states_of("device_200")(&records);
+    let answer = after_late(&records, 1);
     assert!(
-        of_200.len() == 3
-            && of_200[1].is_empty()
-            && of_200[2].len() == 1
-            && of_200[2][0].0.alert_id == raised,
-        "the owner's view written again over the late record: {of_200:?}\n{}",
+        of_200(&records)[1].is_empty()
+            && answer.len() == 1
+            && answer[0].len() == 1
+            && answer[0][0].0.alert_id == raised,
+        "the owner's view written again over the late record: {:?}\n{}",
+        of_200(&records),
         process.log_text()
     );
 
     send(
         "device-data",
-        "device_201",
+        b"device_201",
         &reading("device_201", 2, 5_000, 20.0),
     );
     let changes = read_topic(&broker.brokers, "alerts", |seen| {
@@ -417,10 +425,37 @@ fn a_record_another_member_writes_late_is_written_over_and_its_alert_taken_over(
         "the dropped member's alert resolved by the owner, once: {resolved:?}\n{}",
         process.log_text()
     );
+    assert!(
+        resolved[0].current_value == 20.0,
+        "resolved by the cool reading, not at takeover: {resolved:?}"
+    );
     let log = process.log_text();
     assert!(
         log.contains("written again with this member's view"),
         "{log}"
+    );
+    assert!(!log.contains("claimed by a later owner"), "{log}");
+
+    // A later owner's claim (its read back went past this owner's claim): the late record
+    // after it is that owner's to correct, not this one's.
+    send(
+        "alert-state",
+        record::CLAIM_KEY,
+        &record::claim("later.1", i64::MAX),
+    );
+    send("alert-state", b"device_200", b"");
+    process.wait_for_log("the later claim", "claimed by a later owner");
+    // What the owner would have written by now lands before this (it wrote over the first
+    // late record within a second).
+    std::thread::sleep(Duration::from_secs(3));
+    send("alert-state", b"#test-end", b"");
+    let records = read_partition(&broker.brokers, "alert-state", P, |seen| {
+        seen.iter().any(|(k, _)| k == b"#test-end")
+    });
+    let of_200_now = of_200(&records);
+    assert!(
+        of_200_now.len() == 4 && of_200_now[3].is_empty(),
+        "left alone: {of_200_now:?}"
     );
     assert!(process.stop().success());
 }

@@ -120,9 +120,11 @@ impl Processor {
     /// the record holds that this member never knew (not open here, not resolved here lately)
     /// is taken over — put back into the engine if its device is seen here (resolved if the
     /// engine refuses it, [`restore`]), else added to what was read back for the device —
-    /// so that nobody's alert is left without an owner; and if the record then says other
-    /// than this member's view, the view is written again (with the next records). Returns
-    /// whether it is. A device whose readings arrive on another partition is left alone.
+    /// so that nobody's alert is left without an owner, and so is an acknowledgement it holds
+    /// of an alert active here; and if the record then says other than this member's view,
+    /// or something was taken over, the view is written again (with the next records).
+    /// Returns whether it is. A device whose readings arrive on another partition is left
+    /// alone.
     pub fn foreign_record(
         &mut self,
         device: &str,
@@ -143,6 +145,30 @@ impl Processor {
             if dev.partition != Some(partition) {
                 return false;
             }
+            // An acknowledgement the record holds of an alert active here stands (the other
+            // member answered it and published it): taken over, not published again.
+            for (theirs, _) in written
+                .iter()
+                .filter(|(a, _)| a.status == AlertStatus::Acknowledged)
+            {
+                let active_here = dev
+                    .open_alerts
+                    .iter()
+                    .any(|(o, _)| o.alert_id == theirs.alert_id && o.status == AlertStatus::Active);
+                if !active_here {
+                    continue;
+                }
+                let by = theirs.acknowledged_by.as_deref();
+                if let Ok(acked) = self.engine.acknowledge(
+                    device,
+                    &mut dev.alerts,
+                    &theirs.alert_id,
+                    by,
+                    theirs.timestamp,
+                ) {
+                    keep_open(dev, &acked);
+                }
+            }
             let unknown: Vec<(Alert, i64)> = written
                 .into_iter()
                 .filter(|(a, _)| {
@@ -152,7 +178,8 @@ impl Processor {
                         && !dev.resolved.contains(&a.alert_id)
                 })
                 .collect();
-            if !unknown.is_empty() {
+            let taken_over = !unknown.is_empty();
+            if taken_over {
                 tracing::info!(
                     device_id = device,
                     partition,
@@ -165,10 +192,11 @@ impl Processor {
                     open: &mut self.open,
                     changed: self.changed.as_mut(),
                 };
+                // Its record is written again (with this member as the writer).
                 put.into(device, dev, unknown, now_ms, alerts);
             }
             if summary(&dev.open_alerts) == says {
-                return false;
+                return taken_over;
             }
             if let Some(changed) = self.changed.as_mut() {
                 changed.push(Box::from(device));
@@ -179,12 +207,12 @@ impl Processor {
             // Nothing known of it here, nothing open there: nothing to take over or correct.
             return false;
         }
-        let view = self
+        let (view, taken_over) = self
             .recovered
             .entry(device.to_string())
             .or_default()
             .absorb(partition, written);
-        if summary(&view) == says {
+        if !taken_over && summary(&view) == says {
             return false;
         }
         self.extra_states.push(AlertState {
@@ -299,22 +327,41 @@ impl Pending {
 
     /// Adds the alerts of a record another member wrote into `partition` after this member
     /// read it back ([`Processor::foreign_record`]) to the device's own record read back
-    /// there — those it does not hold already — or takes them as that record if none was
-    /// read; returns the record as it stands now.
-    fn absorb(&mut self, partition: i32, written: Vec<(Alert, i64)>) -> Vec<(Alert, i64)> {
+    /// there — those it does not hold already, and acknowledgements of those it holds
+    /// active — or takes them as that record if none was read; returns the record as it
+    /// stands now, and whether anything was taken.
+    fn absorb(&mut self, partition: i32, written: Vec<(Alert, i64)>) -> (Vec<(Alert, i64)>, bool) {
         let own = Source::Partition(partition);
         match self.reads.iter_mut().rev().find(|r| r.from == own) {
             Some(read) => {
+                let mut taken = false;
                 for (alert, raised_at) in written {
-                    if !read.open.iter().any(|(a, _)| a.alert_id == alert.alert_id) {
-                        read.open.push((alert, raised_at));
+                    match read
+                        .open
+                        .iter_mut()
+                        .find(|(a, _)| a.alert_id == alert.alert_id)
+                    {
+                        None => {
+                            read.open.push((alert, raised_at));
+                            taken = true;
+                        }
+                        // An acknowledgement stands (see `Processor::foreign_record`).
+                        Some((ours, _))
+                            if ours.status == AlertStatus::Active
+                                && alert.status == AlertStatus::Acknowledged =>
+                        {
+                            *ours = alert;
+                            taken = true;
+                        }
+                        Some(_) => {}
                     }
                 }
-                read.open.clone()
+                (read.open.clone(), taken)
             }
             None => {
                 self.put(Read::new(written.clone(), own));
-                written
+                let taken = !written.is_empty();
+                (written, taken)
             }
         }
     }
@@ -937,7 +984,7 @@ mod tests {
 
     /// An alert only a late record holds (raised by the member that wrote it, never here) is
     /// taken over: open here, so it is resolved when the device cools — not left open on the
-    /// alerts topic with nobody to resolve it. The record says it already: not written again.
+    /// alerts topic with nobody to resolve it. Its record is written again, as this member's.
     #[test]
     fn an_alert_only_a_late_record_holds_is_taken_over_and_resolved_when_the_device_cools() {
         let mut p = processor();
@@ -946,9 +993,14 @@ mod tests {
         let id = theirs[0].0.alert_id.clone();
 
         let mut alerts = Vec::new();
-        assert!(!p.foreign_record("device_001", 5, theirs, T0 + 6_000, &mut alerts));
+        assert!(p.foreign_record("device_001", 5, theirs, T0 + 6_000, &mut alerts));
         assert!(alerts.is_empty(), "{alerts:?}");
         assert!(open_here(&p, &id), "taken over");
+        let states = p.take_alert_states();
+        assert_eq!(
+            states[0].open[0].0.alert_id, id,
+            "written again as this member's"
+        );
 
         let cooled = judged(&mut p, "device_001", 3, T0 + 10_000, 20.0);
         assert_eq!(cooled.len(), 1, "{cooled:?}");
@@ -996,7 +1048,13 @@ mod tests {
 
         let theirs = raised_elsewhere("device_001", 2, T0 + 5_000);
         let id = theirs[0].0.alert_id.clone();
-        assert!(!p.foreign_record("device_001", 5, theirs.clone(), T0 + 6_000, &mut alerts));
+        assert!(p.foreign_record("device_001", 5, theirs.clone(), T0 + 6_000, &mut alerts));
+        assert_eq!(
+            p.take_alert_states().len(),
+            1,
+            "written again as this member's"
+        );
+        assert!(!p.foreign_record("device_001", 5, theirs.clone(), T0 + 6_200, &mut alerts));
         assert!(p.foreign_record("device_001", 5, Vec::new(), T0 + 6_500, &mut alerts));
         let states = p.take_alert_states();
         assert_eq!(states.len(), 1, "{states:?}");
@@ -1009,5 +1067,28 @@ mod tests {
             (id.as_str(), AlertStatus::Resolved)
         );
         assert!(alerts.is_empty());
+    }
+
+    /// An acknowledgement a late record holds of an alert active here stands: the other
+    /// member answered it (and published it), so it is not lost for the next owner; it is
+    /// not published again.
+    #[test]
+    fn an_acknowledgement_a_late_record_holds_stands() {
+        let mut p = processor();
+        let raised = judged(&mut p, "device_001", 1, T0, 85.0);
+        let mut open = p.take_alert_states().remove(0).open;
+        open[0].0.status = AlertStatus::Acknowledged;
+        open[0].0.acknowledged_by = Some("ops".into());
+
+        let mut alerts = Vec::new();
+        assert!(!p.foreign_record("device_001", 5, open, T0 + 1_000, &mut alerts));
+        assert!(alerts.is_empty(), "not published again: {alerts:?}");
+        assert!(matches!(
+            p.acknowledge(&raised[0].alert_id, None, T0 + 2_000),
+            Err(crate::alerts::AckError::AlreadyAcknowledged(_))
+        ));
+        let cooled = judged(&mut p, "device_001", 2, T0 + 5_000, 20.0);
+        assert_eq!(cooled[0].status, AlertStatus::Resolved);
+        assert_eq!(cooled[0].acknowledged_by.as_deref(), Some("ops"));
     }
 }

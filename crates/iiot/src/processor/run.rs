@@ -77,8 +77,11 @@ pub async fn run(
         recovery,
     } = io;
     let ownership = subscriber.ownership();
-    let tail = match (&recovery, &ownership) {
-        (Some(recovery), Some(_)) => follow_state(recovery).await,
+    let mut tail = match (&recovery, &ownership) {
+        (Some(recovery), Some(_)) => tokio::select! {
+            _ = stop.cancelled() => None,
+            tail = follow_state(recovery) => tail,
+        },
         _ => None,
     };
     let mut worker = Worker {
@@ -90,20 +93,22 @@ pub async fn run(
         ownership,
         epochs: Vec::new(),
         writer: rand::random(),
-        ends: Vec::new(),
+        following: tail.is_some(),
+        follows: Vec::new(),
+        own_empty: hashbrown::HashSet::new(),
     };
     let result = worker
         .consume(
             subscriber.as_mut(),
-            tail,
+            &mut tail,
             transport.as_deref(),
             rules,
             commands,
         )
         .await;
     // Closing a Kafka consumer commits its offsets and leaves the group, which can block for
-    // seconds: not on a runtime thread.
-    let _ = tokio::task::spawn_blocking(move || drop(subscriber)).await;
+    // seconds: not on a runtime thread (nor the follower's close).
+    let _ = tokio::task::spawn_blocking(move || drop((subscriber, tail))).await;
     // Whatever ended the loop, what was counted so far reaches the shared stats.
     processor.flush_stats();
     processor.flush_latency();
@@ -128,9 +133,32 @@ struct Worker<'w> {
     /// This worker, in the writer tag of the alert-state records it writes
     /// ([`crate::recovery::record::writer_tag`], with the partition's epoch).
     writer: u64,
-    /// Where the read back of each partition held ended: a record written there from that
-    /// offset on by anybody else is checked against this worker's view ([`Worker::foreign`]).
-    ends: Vec<(i32, i64)>,
+    /// Whether it follows the alert-state topic (and claims the partitions it reads back).
+    following: bool,
+    /// The alert-state partitions held, as followed ([`Worker::foreign`]).
+    follows: Vec<Follow>,
+    /// Devices (with their partition) whose "nothing open" record this worker wrote and has
+    /// not followed yet: such a record carries no writer, and is not taken for somebody
+    /// else's when it comes back (at most [`OWN_EMPTY_KEPT`]; beyond, one is only checked).
+    own_empty: hashbrown::HashSet<(String, i32)>,
+}
+
+/// At most this many of a worker's own "nothing open" records are awaited on the follower.
+const OWN_EMPTY_KEPT: usize = 65_536;
+
+/// An alert-state partition a worker holds, as it follows the topic.
+#[derive(Debug)]
+struct Follow {
+    partition: i32,
+    /// Where its read back ended: records from this offset on are checked.
+    end: i64,
+    /// The offset of this worker's claim of it ([`crate::recovery::record::CLAIM_KEY`]), once
+    /// followed that far.
+    claimed_at: Option<i64>,
+    /// Claimed since by a worker whose read back went past this one's claim: given to that
+    /// worker by the group (this one was dropped and is told at its next poll). Records
+    /// written there are that worker's to check, not this one's.
+    superseded: bool,
 }
 
 /// Follows the alert-state topic from its end, for the records other members write into the
@@ -176,7 +204,7 @@ impl Worker<'_> {
     async fn consume(
         &mut self,
         subscriber: &mut dyn Subscriber,
-        mut tail: Option<Box<dyn Subscriber>>,
+        tail: &mut Option<Box<dyn Subscriber>>,
         transport: Option<&dyn Transport>,
         mut rules: watch::Receiver<Arc<RuleSet>>,
         mut commands: mpsc::Receiver<Command>,
@@ -210,6 +238,33 @@ impl Worker<'_> {
                     Some(command) => self.command(subscriber, command).await?,
                 },
                 _ = tick.tick() => self.tick(subscriber, transport, backlogged).await?,
+                // Before the input: a late record must be checked before a backlog of readings
+                // (as after a takeover) is worked off, and the follower carries far fewer
+                // records than the input.
+                received = recv_tail(tail, &mut followed) => {
+                    match received {
+                        Ok(0) => {
+                            *tail = None;
+                            Delivery::Done
+                        }
+                        Ok(_) => {
+                            let delivery = self.foreign(subscriber, &followed).await?;
+                            followed.clear();
+                            delivery
+                        }
+                        Err(e) => {
+                            // The consumer failed for good (a receive error it cannot get over);
+                            // processing goes on without the check.
+                            tracing::error!(
+                                error = %e,
+                                "following the alert-state topic failed: records other members \
+                                 write late into this worker's partitions are not checked any more"
+                            );
+                            *tail = None;
+                            Delivery::Done
+                        }
+                    }
+                }
                 received = subscriber.recv_batch(&mut batch, BATCH) => {
                     let received = received?;
                     if received == 0 {
@@ -219,26 +274,6 @@ impl Worker<'_> {
                     let delivery = self.batch(subscriber, &mut batch).await?;
                     batch.clear();
                     delivery
-                }
-                received = recv_tail(&mut tail, &mut followed) => {
-                    match received {
-                        Ok(0) => {
-                            tail = None;
-                            Delivery::Done
-                        }
-                        Ok(_) => {
-                            let delivery = self.foreign(subscriber, &followed).await?;
-                            followed.clear();
-                            delivery
-                        }
-                        Err(e) => {
-                            // Not a reason to stop processing: the records are read again
-                            // once the broker answers.
-                            tracing::warn!(error = %e, "following the alert-state topic");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                            Delivery::Done
-                        }
-                    }
                 }
             };
             if delivery == Delivery::Stopped {
@@ -400,7 +435,10 @@ impl Worker<'_> {
     ) -> Result<(Vec<i32>, Vec<i32>), TransportError> {
         let revoked = drop_revoked(self.processor, subscriber);
         self.epochs.retain(|(p, _)| !revoked.contains(p));
-        self.ends.retain(|(p, _)| !revoked.contains(p));
+        self.follows.retain(|f| !revoked.contains(&f.partition));
+        if !revoked.is_empty() {
+            self.own_empty.retain(|(_, p)| !revoked.contains(p));
+        }
         let gained = subscriber.take_assigned();
         let mut held = gained.clone();
         if let Some(ownership) = &self.ownership {
@@ -474,6 +512,14 @@ impl Worker<'_> {
                     .map(|&(_, e)| e);
                 s.epoch = epoch;
                 s.writer = epoch.map(|e| crate::recovery::record::writer_tag(self.writer, e));
+                if epoch.is_some()
+                    && s.open.is_empty()
+                    && !s.device_id.starts_with('#')
+                    && self.following
+                    && self.own_empty.len() < OWN_EMPTY_KEPT
+                {
+                    self.own_empty.insert((s.device_id.clone(), s.partition));
+                }
                 epoch.is_some()
             });
             if states.len() < before {
@@ -507,21 +553,68 @@ impl Worker<'_> {
         self.processor
             .stats()
             .restored(restored.open, restored.took);
-        for &(p, end) in &restored.ends {
-            self.ends.retain(|&(q, _)| q != p);
-            self.ends.push((p, end));
-        }
+        let ends = restored.ends.clone();
         self.processor.add_restored(restored);
+        if self.following {
+            let recovery = recovery.clone();
+            self.claim(&recovery, &ends).await;
+        }
         Ok(())
     }
 
-    /// Records of the alert-state topic (`records`, as followed from its end): each device
+    /// Follows the alert-state partitions just read back from where each read ended, and
+    /// claims each one ([`crate::recovery::record::claim`]): a worker the group dropped that
+    /// still follows them sees the claim and leaves the records written there from then on to
+    /// this one. Waits until the claims are delivered (before any reading of the partitions
+    /// is judged, so every record this worker writes there comes after its claim); one that
+    /// cannot be written is logged, and the partition is followed without it.
+    async fn claim(&mut self, recovery: &Recovery, ends: &[(i32, i64)]) {
+        use crate::recovery::record;
+        let mut receipts = Vec::with_capacity(ends.len());
+        for &(p, end) in ends {
+            let Some(&(_, epoch)) = self.epochs.iter().find(|&&(q, _)| q == p) else {
+                continue;
+            };
+            self.follows.retain(|f| f.partition != p);
+            self.follows.push(Follow {
+                partition: p,
+                end,
+                claimed_at: None,
+                superseded: false,
+            });
+            let payload = record::claim(&record::writer_tag(self.writer, epoch), end);
+            let topic = &recovery.topics.state;
+            match recovery
+                .backend
+                .publish_to(topic, p, record::CLAIM_KEY, payload)
+                .await
+            {
+                Ok(receipt) => receipts.push((p, receipt)),
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "alert-state partition not claimed")
+                }
+            }
+        }
+        for (p, receipt) in receipts {
+            let delivered = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return,
+                d = receipt.delivered() => d,
+            };
+            if let Err(e) = delivered {
+                tracing::warn!(partition = p, error = %e, "alert-state partition not claimed");
+            }
+        }
+    }
+
+    /// Records of the alert-state topic (`records`, as followed from its end). Each device
     /// record in a partition this worker holds, written at or after the offset where its read
     /// back ended by anybody but this worker on this assignment, is checked against this
     /// worker's view ([`Processor::foreign_record`]): alerts in it this worker never knew are
     /// taken over, and where it says other than this worker's view, the view is written
     /// again — the next owner of the partition must not read back a stale record a member
-    /// dropped from the group wrote late.
+    /// dropped from the group wrote late. Unless a later owner claimed the partition since:
+    /// then this worker is the one dropped, and leaves the records there alone.
     async fn foreign(
         &mut self,
         subscriber: &mut dyn Subscriber,
@@ -529,26 +622,61 @@ impl Worker<'_> {
     ) -> Result<Delivery, TransportError> {
         use crate::recovery::record;
         self.look(subscriber).await?;
+        let held = self.held();
         let now = now_ms();
         let mut rewritten = 0u64;
         for m in records {
-            let Some(&(_, end)) = self.ends.iter().find(|&&(p, _)| p == m.partition) else {
+            if !held.contains(&m.partition) {
                 continue;
-            };
+            }
             let Some(&(_, epoch)) = self.epochs.iter().find(|&&(p, _)| p == m.partition) else {
                 continue;
             };
-            if m.offset < end || m.key.starts_with(b"#") {
-                // Read back already; or the migration's marker or copies, which any member
+            let mine = record::writer_tag(self.writer, epoch);
+            let Some(follow) = self.follows.iter_mut().find(|f| f.partition == m.partition) else {
+                continue;
+            };
+            if m.offset < follow.end {
+                // Read back already.
+                continue;
+            }
+            if &m.key[..] == record::CLAIM_KEY {
+                let Some(claim) = record::decode_claim(&m.payload) else {
+                    continue;
+                };
+                if claim.writer == mine {
+                    follow.claimed_at = Some(m.offset);
+                } else if !follow.superseded
+                    && follow.claimed_at.is_some_and(|at| claim.read_to > at)
+                {
+                    // Its read back went past this worker's claim: it was given the
+                    // partition after this worker (a claim before this one's is an earlier
+                    // owner's, landed late).
+                    follow.superseded = true;
+                    tracing::warn!(
+                        partition = m.partition,
+                        by = %claim.writer,
+                        "alert-state partition claimed by a later owner: this member was dropped \
+                         from the group (it is told at its next poll); records written there are \
+                         left to the new owner"
+                    );
+                }
+                continue;
+            }
+            if follow.superseded || m.key.starts_with(b"#") {
+                // Somebody else's now; or the migration's marker or copies, which any member
                 // writes into every partition.
                 continue;
             }
             let Ok(device) = std::str::from_utf8(&m.key) else {
                 continue;
             };
+            if m.payload.is_empty() && self.own_empty.remove(&(device.to_string(), m.partition)) {
+                continue;
+            }
             // A record that does not decode holds nothing: this worker's view replaces it.
             let (open, writer) = record::decode_written(&m.payload).unwrap_or_default();
-            if writer.is_some_and(|w| w == record::writer_tag(self.writer, epoch)) {
+            if writer.is_some_and(|w| w == mine) {
                 continue;
             }
             if self
@@ -558,7 +686,7 @@ impl Worker<'_> {
                 rewritten += 1;
             }
         }
-        if rewritten > 0 {
+        if rewritten > 0 && !self.fenced() {
             self.processor.stats().rewritten(rewritten);
             tracing::warn!(
                 records = rewritten,

@@ -220,6 +220,9 @@ pub fn fold_state(records: &[Message]) -> (StateRecords, HashSet<i32>) {
             marked.insert(m.partition);
             continue;
         }
+        if &m.key[..] == record::CLAIM_KEY {
+            continue;
+        }
         let Ok(device) = std::str::from_utf8(&m.key) else {
             unreadable += 1;
             continue;

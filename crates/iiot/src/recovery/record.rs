@@ -17,6 +17,38 @@ use serde::{Deserialize, Serialize};
 /// ids are validated to start with a letter or digit).
 pub const MIGRATED_KEY: &[u8] = b"#alert-state-migrated";
 
+/// Key of the claim a worker writes into each alert-state partition it is given, once it has
+/// read the partition back ([`claim`]): who claims it, and up to which offset its read went.
+/// A later claim whose read went past one's own is a successor's — the group gave the
+/// partition to somebody else — so records written there afterwards are not one's to correct
+/// (`crate::processor::run`). Not a device id, like [`MIGRATED_KEY`].
+pub const CLAIM_KEY: &[u8] = b"#claimed";
+
+/// A claim ([`CLAIM_KEY`]) as it is written and read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// Who claims the partition ([`writer_tag`]).
+    pub writer: String,
+    /// Where the claimer's read back of the partition ended (the offset after the last record
+    /// it read).
+    pub read_to: i64,
+}
+
+/// The payload of a claim.
+pub fn claim(writer: &str, read_to: i64) -> Bytes {
+    let claim = Claim {
+        writer: writer.to_string(),
+        read_to,
+    };
+    // Plain strings and numbers always serialize.
+    Bytes::from(serde_json::to_vec(&claim).unwrap_or_default())
+}
+
+/// A claim's payload read back (`None`: not a claim).
+pub fn decode_claim(payload: &[u8]) -> Option<Claim> {
+    serde_json::from_slice(payload).ok()
+}
+
 /// Key prefix of the migration's copies of a device's folded alerts (`#migrated:<device_id>`),
 /// one in every partition: a copy is not the device's own record (which only its owner writes,
 /// under the device id), so a processor can tell the two apart.
@@ -148,5 +180,15 @@ mod tests {
         assert_eq!(older[0].raised_at, 10);
         let unmarked = encode(&[(alert, 10)], None);
         assert_eq!(decode_written(&unmarked).expect("decodes").1, None);
+    }
+
+    #[test]
+    fn a_claim_round_trips() {
+        let back = decode_claim(&claim("0000000000000abc.7", 42)).expect("a claim");
+        assert_eq!(
+            (back.writer.as_str(), back.read_to),
+            ("0000000000000abc.7", 42)
+        );
+        assert_eq!(decode_claim(b"[]"), None);
     }
 }
