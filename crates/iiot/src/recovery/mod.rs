@@ -26,8 +26,9 @@
 //! After the read back, the worker follows the topic for records somebody else writes into
 //! the partitions it holds (a member dropped from the group whose records land late) and
 //! writes its own view over them ([`crate::processor::Processor::foreign_record`]); each
-//! record says who wrote it ([`record::writer_tag`]) and [`Restored::ends`] where the read
-//! back of each partition ended.
+//! record says who wrote it ([`record::writer_tag`]), [`Restored::ends`] where the read back
+//! of each partition ended, and a claim ([`record::CLAIM_KEY`]) written after the read back
+//! tells a dropped member that still follows the partition that it has a later owner.
 //!
 //! - [`record`]: the record format. [`fold`]: the alerts topic folded by alert id.
 

@@ -6,7 +6,8 @@
 //! The writer (`writer` on each open alert, see [`writer_tag`]) lets the owner of a partition
 //! tell a record it wrote from one written by anybody else after it read the partition back
 //! (a member that was dropped from the group and did not know yet): the owner writes its own
-//! view again over those (`crate::processor::run`). Older readers ignore the field.
+//! view again over those (`crate::processor::run`). Older readers ignore the field. The
+//! claims ([`CLAIM_KEY`]) say who read a partition back last, and how far.
 
 use bytes::Bytes;
 use iiot_model::Alert;
