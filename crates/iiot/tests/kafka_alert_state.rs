@@ -126,6 +126,83 @@ async fn restore_reads_exactly_the_assigned_partitions() {
     );
 }
 
+/// Issue 12: a record a member wrote after a later owner claimed the partition (the member
+/// was dropped from the group and did not know yet; the later owner's follower had not
+/// checked it before the partition moved again) does not replace the later owner's record
+/// for the next owner: its alert is added (nobody else would resolve it), the later owner's
+/// kept. Fails if the read back takes the latest record as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_record_of_a_superseded_member_does_not_replace_the_later_owners() {
+    let (_broker, backend, topics) = broker();
+    let state = |device: &str, id: &str| {
+        let mut a = alert(device, AlertStatus::Active, T0);
+        a.alert_id = id.into();
+        vec![(a, T0)]
+    };
+    let claim = |writer: &str, read_to: i64| record::claim(writer, read_to);
+    put(
+        &backend,
+        "alert-state",
+        Some(0),
+        "#alert-state-migrated",
+        record::migrated_marker(T0),
+    )
+    .await;
+    // Offset 1: the first owner's claim; 2: its record of device_1.
+    put(
+        &backend,
+        "alert-state",
+        Some(0),
+        "#claimed",
+        claim("first.1", 1),
+    )
+    .await;
+    let first = record::encode(&state("device_1", "raised_by_first"), Some("first.1"));
+    put(&backend, "alert-state", Some(0), "device_1", first).await;
+    // Offset 3: the later owner read to offset 3 (past the first owner's claim) and claimed.
+    put(
+        &backend,
+        "alert-state",
+        Some(0),
+        "#claimed",
+        claim("later.1", 3),
+    )
+    .await;
+    let later = record::encode(&state("device_1", "raised_by_later"), Some("later.1"));
+    put(&backend, "alert-state", Some(0), "device_1", later).await;
+    // The first owner's late record.
+    let late = record::encode(&state("device_1", "raised_by_first_late"), Some("first.1"));
+    put(&backend, "alert-state", Some(0), "device_1", late).await;
+    // An earlier owner's claim landing late (it read less) supersedes nobody.
+    put(
+        &backend,
+        "alert-state",
+        Some(0),
+        "#claimed",
+        claim("earlier.1", 0),
+    )
+    .await;
+    let after = record::encode(&state("device_1", "raised_by_later_again"), Some("later.1"));
+    put(&backend, "alert-state", Some(0), "device_2", after).await;
+
+    let r = restore(&backend, &topics, &[0]).await.expect("restore");
+    let ids: BTreeSet<&str> = r
+        .record("device_1", 0)
+        .expect("device_1's record")
+        .iter()
+        .map(|(a, _)| a.alert_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from(["raised_by_later", "raised_by_first_late"]),
+        "the later owner's record kept, the late one's alert added"
+    );
+    assert!(
+        r.record("device_2", 0).is_some(),
+        "the later owner is not superseded"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_without_alert_state_is_migrated_from_the_alerts_topic_once() {
     let (_broker, backend, topics) = broker();

@@ -211,25 +211,44 @@ pub async fn restore(
 
 /// The latest record of each key in each partition among `records` (each partition's in
 /// order; keys as the records have them, copies included), and the partitions that carry the
-/// migration marker. Records that do not decode are skipped.
+/// migration marker. Records that do not decode are skipped; the late records of a member
+/// dropped from the group ([`Claims`]) do not replace the record before them, they only add
+/// the alerts it lacks (an alert resolved since comes back and is resolved again when its
+/// device reports; one only that member raised is not left without an owner).
 pub fn fold_state(records: &[Message]) -> (StateRecords, HashSet<i32>) {
     let mut alerts = StateRecords::new();
     let mut marked = HashSet::new();
-    let mut unreadable = 0usize;
+    let mut claims = Claims::default();
+    let (mut unreadable, mut stale) = (0usize, 0usize);
     for m in records {
         if &m.key[..] == record::MIGRATED_KEY {
             marked.insert(m.partition);
             continue;
         }
         if &m.key[..] == record::CLAIM_KEY {
+            if let Some(claim) = record::decode_claim(&m.payload) {
+                claims.claimed(m.partition, m.offset, claim);
+            }
             continue;
         }
         let Ok(device) = std::str::from_utf8(&m.key) else {
             unreadable += 1;
             continue;
         };
-        match record::decode(&m.payload) {
-            Ok(open) => {
+        match record::decode_written(&m.payload) {
+            Ok((open, Some(writer))) if claims.superseded(m.partition, &writer) => {
+                // Not the device's latest state, but its alerts may be ones only that member
+                // raised (published, with nobody else to resolve them): added to the record
+                // it would have replaced, never taking away what that one holds.
+                stale += 1;
+                let current = alerts.entry((device.to_string(), m.partition)).or_default();
+                for (alert, raised_at) in open {
+                    if !current.iter().any(|(a, _)| a.alert_id == alert.alert_id) {
+                        current.push((alert, raised_at));
+                    }
+                }
+            }
+            Ok((open, _)) => {
                 alerts.insert((device.to_string(), m.partition), open);
             }
             Err(_) => unreadable += 1,
@@ -241,7 +260,42 @@ pub fn fold_state(records: &[Message]) -> (StateRecords, HashSet<i32>) {
             "alert-state records that are not a device's open alerts; skipped"
         );
     }
+    if stale > 0 {
+        tracing::warn!(
+            stale,
+            "alert-state records a member wrote after a later owner had claimed their partition: \
+             their alerts added, the records before them kept"
+        );
+    }
     (alerts, marked)
+}
+
+/// The claims of each partition met so far in a read back ([`record::CLAIM_KEY`]), to tell
+/// the late records of a member dropped from the group: once another worker's claim says its
+/// read back went past a worker's own claim, that worker had lost the partition, and what it
+/// writes there from then on is stale — it did not know yet. (A writer whose claim is not
+/// there, compacted away, is never taken for stale.)
+#[derive(Debug, Default)]
+struct Claims {
+    /// (partition, writer) → the offset of its claim.
+    at: hashbrown::HashMap<(i32, String), i64>,
+    /// (partition, writer) of those superseded.
+    superseded: HashSet<(i32, String)>,
+}
+
+impl Claims {
+    fn claimed(&mut self, partition: i32, offset: i64, claim: record::Claim) {
+        for ((p, writer), &at) in &self.at {
+            if *p == partition && *writer != claim.writer && claim.read_to > at {
+                self.superseded.insert((partition, writer.clone()));
+            }
+        }
+        self.at.insert((partition, claim.writer), offset);
+    }
+
+    fn superseded(&self, partition: i32, writer: &str) -> bool {
+        self.superseded.contains(&(partition, writer.to_string()))
+    }
 }
 
 /// `records` (as [`fold_state`] gives them) as the devices' own records and the migration's
