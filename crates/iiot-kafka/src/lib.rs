@@ -350,6 +350,31 @@ impl Transport for KafkaTransport {
         .map_err(|e| TransportError::Broker(format!("reading partitions back: {e}")))?
     }
 
+    async fn partition_ends(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<(i32, i64)>, TransportError> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let consumer: BaseConsumer<PlainContext> = BaseConsumer::from_config_and_context(
+            &config::standalone_consumer_config(&self.inner.settings),
+            PlainContext(ClientEvents {
+                client: "consumer",
+                shared: self.inner.shared.clone(),
+            }),
+        )
+        .map_err(|e| TransportError::Broker(format!("creating a Kafka consumer: {e}")))?;
+        let topic = topic.to_string();
+        let partitions = partitions.to_vec();
+        tokio::task::spawn_blocking(move || {
+            readback::high_watermarks(&consumer, &topic, &partitions)
+        })
+        .await
+        .map_err(|e| TransportError::Broker(format!("learning partition ends: {e}")))
+    }
+
     async fn partition_count(&self, topic: &str) -> Result<Option<i32>, TransportError> {
         Ok(self.topic_partitions().await?.get(topic).copied())
     }

@@ -95,6 +95,26 @@ pub(crate) fn read_to_end(
     Ok(out)
 }
 
+/// The high watermark of each of `partitions` of `topic` that the broker reports within
+/// [`WATERMARK_TIMEOUT`] (tansu's can lag behind the records it serves: a lower bound then).
+/// Blocks: call from a blocking thread.
+pub(crate) fn high_watermarks(
+    consumer: &BaseConsumer<PlainContext>,
+    topic: &str,
+    partitions: &[i32],
+) -> Vec<(i32, i64)> {
+    partitions
+        .iter()
+        .filter_map(|&p| match consumer.fetch_watermarks(topic, p, WATERMARK_TIMEOUT) {
+            Ok((_, high)) => Some((p, high)),
+            Err(e) => {
+                tracing::debug!(topic, partition = p, error = %e, "kafka: end of partition unknown");
+                None
+            }
+        })
+        .collect()
+}
+
 /// One partition being read back: its end when the read started, and whether it got there.
 struct End {
     partition: i32,

@@ -304,6 +304,17 @@ pub trait Transport: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// The end of each of `partitions` of `topic` now (the offset the next message written
+    /// there will get, as the broker reports it), for those it could learn; a backend that
+    /// keeps no history has none.
+    async fn partition_ends(
+        &self,
+        _topic: &str,
+        _partitions: &[i32],
+    ) -> Result<Vec<(i32, i64)>, TransportError> {
+        Ok(Vec::new())
+    }
+
     /// How many partitions `topic` has; `None` if it does not exist (yet). Backends whose
     /// topics need no creating answer `None` (nothing to check).
     async fn partition_count(&self, _topic: &str) -> Result<Option<i32>, TransportError> {

@@ -139,7 +139,7 @@ async fn a_late_record_of_a_superseded_member_does_not_replace_the_later_owners(
         a.alert_id = id.into();
         vec![(a, T0)]
     };
-    let claim = |writer: &str, read_to: i64| record::claim(writer, read_to);
+    let claim = |writer: &str, from: i64| record::claim(writer, from);
     put(
         &backend,
         "alert-state",
@@ -159,7 +159,8 @@ async fn a_late_record_of_a_superseded_member_does_not_replace_the_later_owners(
     .await;
     let first = record::encode(&state("device_1", "raised_by_first"), Some("first.1"));
     put(&backend, "alert-state", Some(0), "device_1", first).await;
-    // Offset 3: the later owner read to offset 3 (past the first owner's claim) and claimed.
+    // Offset 3: the later owner began its read back at offset 3 (past the first owner's
+    // claim) and claimed.
     put(
         &backend,
         "alert-state",
@@ -173,7 +174,7 @@ async fn a_late_record_of_a_superseded_member_does_not_replace_the_later_owners(
     // The first owner's late record.
     let late = record::encode(&state("device_1", "raised_by_first_late"), Some("first.1"));
     put(&backend, "alert-state", Some(0), "device_1", late).await;
-    // An earlier owner's claim landing late (it read less) supersedes nobody.
+    // An earlier owner's claim landing late (its read began before) supersedes nobody.
     put(
         &backend,
         "alert-state",
@@ -399,7 +400,7 @@ fn an_alert_of_a_device_silent_through_the_upgrade_is_restored_by_the_next_owner
 /// alert there would otherwise be missing for the partition's next owner) and take over the
 /// alert the second holds (nobody else will resolve it): resolved when the device cools. An
 /// earlier owner's claim landing late changes nothing; once a later owner has claimed the
-/// partition (its read back went past this one's claim), records there are left to it.
+/// partition (its read back began past this one's claim), records there are left to it.
 /// On tansu: no rebalance is needed, one member holds every partition.
 #[test]
 fn a_record_another_member_writes_late_is_written_over_and_its_alert_taken_over() {
@@ -513,7 +514,7 @@ fn a_record_another_member_writes_late_is_written_over_and_its_alert_taken_over(
     );
     assert!(!log.contains("claimed by a later owner"), "{log}");
 
-    // A later owner's claim (its read back went past this owner's claim): the late record
+    // A later owner's claim (its read back began past this owner's claim): the late record
     // after it is that owner's to correct, not this one's.
     send(
         "alert-state",

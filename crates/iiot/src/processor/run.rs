@@ -155,7 +155,7 @@ struct Follow {
     /// The offset of this worker's claim of it ([`crate::recovery::record::CLAIM_KEY`]), once
     /// followed that far.
     claimed_at: Option<i64>,
-    /// Claimed since by a worker whose read back went past this one's claim: given to that
+    /// Claimed since by a worker whose read back began past this one's claim: given to that
     /// worker by the group (this one was dropped and is told at its next poll). Records
     /// written there are that worker's to check, not this one's.
     superseded: bool,
@@ -244,7 +244,7 @@ impl Worker<'_> {
                 received = recv_tail(tail, &mut followed) => {
                     match received {
                         Ok(0) => {
-                            *tail = None;
+                            self.unfollow(tail).await;
                             Delivery::Done
                         }
                         Ok(_) => {
@@ -260,7 +260,7 @@ impl Worker<'_> {
                                 "following the alert-state topic failed: records other members \
                                  write late into this worker's partitions are not checked any more"
                             );
-                            *tail = None;
+                            self.unfollow(tail).await;
                             Delivery::Done
                         }
                     }
@@ -553,28 +553,48 @@ impl Worker<'_> {
         self.processor
             .stats()
             .restored(restored.open, restored.took);
-        let ends = restored.ends.clone();
+        let (ends, starts) = (restored.ends.clone(), restored.starts.clone());
         self.processor.add_restored(restored);
         if self.following {
             let recovery = recovery.clone();
-            self.claim(&recovery, &ends).await;
+            self.claim(&recovery, &ends, &starts).await;
         }
         Ok(())
     }
 
+    /// Stops following the alert-state topic (its consumer ended or failed): nothing more is
+    /// claimed or awaited on it; the consumer is closed off the runtime's threads.
+    async fn unfollow(&mut self, tail: &mut Option<Box<dyn Subscriber>>) {
+        self.following = false;
+        self.follows.clear();
+        self.own_empty.clear();
+        if let Some(tail) = tail.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(tail)).await;
+        }
+    }
+
     /// Follows the alert-state partitions just read back from where each read ended, and
-    /// claims each one ([`crate::recovery::record::claim`]): a worker the group dropped that
-    /// still follows them sees the claim and leaves the records written there from then on to
-    /// this one. Waits until the claims are delivered (before any reading of the partitions
+    /// claims each one ([`crate::recovery::record::claim`], with where the partition ended
+    /// when the read began): a worker the group dropped that still follows them sees the
+    /// claim and leaves the records written there from then on to this one. Waits until the claims are delivered (before any reading of the partitions
     /// is judged, so every record this worker writes there comes after its claim); one that
     /// cannot be written is logged, and the partition is followed without it.
-    async fn claim(&mut self, recovery: &Recovery, ends: &[(i32, i64)]) {
+    async fn claim(&mut self, recovery: &Recovery, ends: &[(i32, i64)], starts: &[(i32, i64)]) {
         use crate::recovery::record;
         let mut receipts = Vec::with_capacity(ends.len());
         for &(p, end) in ends {
             let Some(&(_, epoch)) = self.epochs.iter().find(|&&(q, _)| q == p) else {
                 continue;
             };
+            if self
+                .ownership
+                .as_ref()
+                .is_some_and(|o| o.epoch(p) != Some(epoch))
+            {
+                // Lost while it was read back: not this worker's to claim.
+                continue;
+            }
+            let from = starts.iter().find(|&&(q, _)| q == p).map_or(0, |&(_, s)| s);
             self.follows.retain(|f| f.partition != p);
             self.follows.push(Follow {
                 partition: p,
@@ -582,7 +602,7 @@ impl Worker<'_> {
                 claimed_at: None,
                 superseded: false,
             });
-            let payload = record::claim(&record::writer_tag(self.writer, epoch), end);
+            let payload = record::claim(&record::writer_tag(self.writer, epoch), from);
             let topic = &recovery.topics.state;
             match recovery
                 .backend
@@ -646,12 +666,11 @@ impl Worker<'_> {
                 };
                 if claim.writer == mine {
                     follow.claimed_at = Some(m.offset);
-                } else if !follow.superseded
-                    && follow.claimed_at.is_some_and(|at| claim.read_to > at)
+                } else if !follow.superseded && follow.claimed_at.is_some_and(|at| claim.from > at)
                 {
-                    // Its read back went past this worker's claim: it was given the
-                    // partition after this worker (a claim before this one's is an earlier
-                    // owner's, landed late).
+                    // Its read back began past this worker's claim: it was given the
+                    // partition after this worker (an earlier owner's claim landing late
+                    // began before it).
                     follow.superseded = true;
                     tracing::warn!(
                         partition = m.partition,

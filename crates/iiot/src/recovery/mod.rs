@@ -84,6 +84,9 @@ pub struct Restored {
     /// Where the read of each partition read ended (the offset after the last record read;
     /// 0 for an empty partition): what is written there from then on is the owner's to check.
     pub ends: Vec<(i32, i64)>,
+    /// Where each partition ended when the read began, for those the broker told (the
+    /// claim's [`record::Claim::from`]).
+    pub starts: Vec<(i32, i64)>,
     /// How long it took.
     pub took: Duration,
 }
@@ -119,6 +122,13 @@ pub async fn restore(
     if !backend.keeps_history() || partitions.is_empty() {
         return Ok(Restored::default());
     }
+    let starts = match backend.partition_ends(&topics.state, partitions).await {
+        Ok(starts) => starts,
+        Err(e) => {
+            tracing::warn!(error = %e, "alert-state: partition ends unknown; claimed from 0");
+            Vec::new()
+        }
+    };
     let records = backend
         .read_partitions(&topics.state, partitions, LIMIT)
         .await?;
@@ -205,6 +215,7 @@ pub async fn restore(
         open,
         migrated,
         ends,
+        starts,
         took,
     })
 }
@@ -272,8 +283,8 @@ pub fn fold_state(records: &[Message]) -> (StateRecords, HashSet<i32>) {
 
 /// The claims of each partition met so far in a read back ([`record::CLAIM_KEY`]), to tell
 /// the late records of a member dropped from the group: once another worker's claim says its
-/// read back went past a worker's own claim, that worker had lost the partition, and what it
-/// writes there from then on is stale — it did not know yet. (A writer whose claim is not
+/// read back began past a worker's own claim, that worker had lost the partition, and what
+/// it writes there from then on is stale — it did not know yet. (A writer whose claim is not
 /// there, compacted away, is never taken for stale.)
 #[derive(Debug, Default)]
 struct Claims {
@@ -286,7 +297,7 @@ struct Claims {
 impl Claims {
     fn claimed(&mut self, partition: i32, offset: i64, claim: record::Claim) {
         for ((p, writer), &at) in &self.at {
-            if *p == partition && *writer != claim.writer && claim.read_to > at {
+            if *p == partition && *writer != claim.writer && claim.from > at {
                 self.superseded.insert((partition, writer.clone()));
             }
         }

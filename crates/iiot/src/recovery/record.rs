@@ -19,10 +19,12 @@ use serde::{Deserialize, Serialize};
 pub const MIGRATED_KEY: &[u8] = b"#alert-state-migrated";
 
 /// Key of the claim a worker writes into each alert-state partition it is given, once it has
-/// read the partition back ([`claim`]): who claims it, and up to which offset its read went.
-/// A later claim whose read went past one's own is a successor's — the group gave the
-/// partition to somebody else — so records written there afterwards are not one's to correct
-/// (`crate::processor::run`). Not a device id, like [`MIGRATED_KEY`].
+/// read the partition back ([`claim`]): who claims it, and where the partition ended when its
+/// read back began. A claim whose read began past one's own claim is a successor's — the
+/// group gave the partition to somebody after one — so records one writes there afterwards
+/// are stale (`crate::processor::run`, [`crate::recovery::fold_state`]). Where the read
+/// began, not where it ended: a member paused in the middle of its read back reads on past a
+/// successor's claim when it resumes. Not a device id, like [`MIGRATED_KEY`].
 pub const CLAIM_KEY: &[u8] = b"#claimed";
 
 /// A claim ([`CLAIM_KEY`]) as it is written and read.
@@ -30,16 +32,16 @@ pub const CLAIM_KEY: &[u8] = b"#claimed";
 pub struct Claim {
     /// Who claims the partition ([`writer_tag`]).
     pub writer: String,
-    /// Where the claimer's read back of the partition ended (the offset after the last record
-    /// it read).
-    pub read_to: i64,
+    /// The partition's end (the offset of the next record) when the claimer began reading it
+    /// back; 0 if unknown (such a claim supersedes nobody).
+    pub from: i64,
 }
 
 /// The payload of a claim.
-pub fn claim(writer: &str, read_to: i64) -> Bytes {
+pub fn claim(writer: &str, from: i64) -> Bytes {
     let claim = Claim {
         writer: writer.to_string(),
-        read_to,
+        from,
     };
     // Plain strings and numbers always serialize.
     Bytes::from(serde_json::to_vec(&claim).unwrap_or_default())
@@ -187,7 +189,7 @@ mod tests {
     fn a_claim_round_trips() {
         let back = decode_claim(&claim("0000000000000abc.7", 42)).expect("a claim");
         assert_eq!(
-            (back.writer.as_str(), back.read_to),
+            (back.writer.as_str(), back.from),
             ("0000000000000abc.7", 42)
         );
         assert_eq!(decode_claim(b"[]"), None);
