@@ -174,18 +174,42 @@ async fn a_late_record_of_a_superseded_member_does_not_replace_the_later_owners(
     // The first owner's late record.
     let late = record::encode(&state("device_1", "raised_by_first_late"), Some("first.1"));
     put(&backend, "alert-state", Some(0), "device_1", late).await;
-    // An earlier owner's claim landing late (its read began before) supersedes nobody.
+    // Offset 6: the first owner acknowledges, late, an alert the later owner holds.
+    let late_ack = {
+        let mut open = state("device_1", "raised_by_later");
+        open[0].0.status = AlertStatus::Acknowledged;
+        record::encode(&open, Some("first.1"))
+    };
+    put(&backend, "alert-state", Some(0), "device_1", late_ack).await;
+
+    let r = restore(&backend, &topics, &[0]).await.expect("restore");
+    let record = r.record("device_1", 0).expect("device_1's record");
+    let ids: BTreeSet<&str> = record.iter().map(|(a, _)| a.alert_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from(["raised_by_later", "raised_by_first_late"]),
+        "the later owner's record kept, the late one's alert added"
+    );
+    assert!(
+        record
+            .iter()
+            .any(|(a, _)| a.alert_id == "raised_by_later" && a.status == AlertStatus::Acknowledged),
+        "an acknowledgement in a late record stands: {record:?}"
+    );
+
+    // Offset 7: an earlier owner's claim landing late: its read began at offset 2 (past the
+    // first owner's claim at 1, not past the later owner's at 3), so it supersedes only the
+    // first; the later owner's next record replaces the device's record as before.
     put(
         &backend,
         "alert-state",
         Some(0),
         "#claimed",
-        claim("earlier.1", 0),
+        claim("earlier.1", 2),
     )
     .await;
     let after = record::encode(&state("device_1", "raised_by_later_again"), Some("later.1"));
-    put(&backend, "alert-state", Some(0), "device_2", after).await;
-
+    put(&backend, "alert-state", Some(0), "device_1", after).await;
     let r = restore(&backend, &topics, &[0]).await.expect("restore");
     let ids: BTreeSet<&str> = r
         .record("device_1", 0)
@@ -195,12 +219,8 @@ async fn a_late_record_of_a_superseded_member_does_not_replace_the_later_owners(
         .collect();
     assert_eq!(
         ids,
-        BTreeSet::from(["raised_by_later", "raised_by_first_late"]),
-        "the later owner's record kept, the late one's alert added"
-    );
-    assert!(
-        r.record("device_2", 0).is_some(),
-        "the later owner is not superseded"
+        BTreeSet::from(["raised_by_later_again"]),
+        "the later owner is not superseded: its record replaces"
     );
 }
 

@@ -140,7 +140,15 @@ struct Worker<'w> {
     /// Devices (with their partition) whose "nothing open" record this worker wrote and has
     /// not followed yet: such a record carries no writer, and is not taken for somebody
     /// else's when it comes back (at most [`OWN_EMPTY_KEPT`]; beyond, one is only checked).
-    own_empty: hashbrown::HashSet<(String, i32)>,
+    own_empty: hashbrown::HashSet<(u64, i32)>,
+}
+
+/// A device id's hash, to remember a worker's own "nothing open" records by (a collision
+/// costs one record that is not checked).
+fn key_hash(device: &str) -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    thread_local!(static STATE: RandomState = RandomState::new());
+    STATE.with(|s| s.hash_one(device))
 }
 
 /// At most this many of a worker's own "nothing open" records are awaited on the follower.
@@ -518,7 +526,7 @@ impl Worker<'_> {
                     && self.following
                     && self.own_empty.len() < OWN_EMPTY_KEPT
                 {
-                    self.own_empty.insert((s.device_id.clone(), s.partition));
+                    self.own_empty.insert((key_hash(&s.device_id), s.partition));
                 }
                 epoch.is_some()
             });
@@ -690,7 +698,11 @@ impl Worker<'_> {
             let Ok(device) = std::str::from_utf8(&m.key) else {
                 continue;
             };
-            if m.payload.is_empty() && self.own_empty.remove(&(device.to_string(), m.partition)) {
+            if m.payload.is_empty() && self.own_empty.remove(&(key_hash(device), m.partition)) {
+                continue;
+            }
+            if record::written_by(&m.payload, &mine) {
+                // Its own, the common case: told without decoding the alerts.
                 continue;
             }
             // A record that does not decode holds nothing: this worker's view replaces it.

@@ -50,6 +50,10 @@ use crate::processor::RecoveredAlerts;
 /// then is not restored (and logged).
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// Partition ends learned later than this after a restore began are not claimed from
+/// ([`record::Claim::from`]).
+const START_LATE: Duration = Duration::from_secs(2);
+
 /// The topics a restore reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateTopics {
@@ -123,7 +127,17 @@ pub async fn restore(
         return Ok(Restored::default());
     }
     let starts = match backend.partition_ends(&topics.state, partitions).await {
-        Ok(starts) => starts,
+        // Learned soon after the assignment: a claim from a later end could be taken for a
+        // successor's by the owner that took the partition over meanwhile (this member
+        // dropped while it waited), so a late answer is not used.
+        Ok(starts) if started.elapsed() <= START_LATE => starts,
+        Ok(_) => {
+            tracing::warn!(
+                waited_ms = started.elapsed().as_millis() as u64,
+                "alert-state: partition ends learned late; claimed from 0"
+            );
+            Vec::new()
+        }
         Err(e) => {
             tracing::warn!(error = %e, "alert-state: partition ends unknown; claimed from 0");
             Vec::new()
@@ -254,8 +268,19 @@ pub fn fold_state(records: &[Message]) -> (StateRecords, HashSet<i32>) {
                 stale += 1;
                 let current = alerts.entry((device.to_string(), m.partition)).or_default();
                 for (alert, raised_at) in open {
-                    if !current.iter().any(|(a, _)| a.alert_id == alert.alert_id) {
-                        current.push((alert, raised_at));
+                    match current
+                        .iter_mut()
+                        .find(|(a, _)| a.alert_id == alert.alert_id)
+                    {
+                        None => current.push((alert, raised_at)),
+                        // An acknowledgement it holds stands (that member answered it).
+                        Some((ours, _))
+                            if ours.status == iiot_model::AlertStatus::Active
+                                && alert.status == iiot_model::AlertStatus::Acknowledged =>
+                        {
+                            *ours = alert;
+                        }
+                        Some(_) => {}
                     }
                 }
             }
@@ -305,7 +330,8 @@ impl Claims {
     }
 
     fn superseded(&self, partition: i32, writer: &str) -> bool {
-        self.superseded.contains(&(partition, writer.to_string()))
+        // Nobody superseded, the common case: no key to build.
+        !self.superseded.is_empty() && self.superseded.contains(&(partition, writer.to_string()))
     }
 }
 
