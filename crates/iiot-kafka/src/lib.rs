@@ -234,6 +234,19 @@ impl KafkaTransport {
         Ok(Box::new(sub))
     }
 
+    /// A consumer outside any group, with nothing assigned, for reading partitions back and
+    /// asking their ends.
+    fn plain_consumer(&self) -> Result<BaseConsumer<PlainContext>, TransportError> {
+        BaseConsumer::from_config_and_context(
+            &config::standalone_consumer_config(&self.inner.settings),
+            PlainContext(ClientEvents {
+                client: "consumer",
+                shared: self.inner.shared.clone(),
+            }),
+        )
+        .map_err(|e| TransportError::Broker(format!("creating a Kafka consumer: {e}")))
+    }
+
     fn consumer(
         &self,
         config: &rdkafka::ClientConfig,
@@ -333,14 +346,7 @@ impl Transport for KafkaTransport {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
-        let consumer: BaseConsumer<PlainContext> = BaseConsumer::from_config_and_context(
-            &config::standalone_consumer_config(&self.inner.settings),
-            PlainContext(ClientEvents {
-                client: "consumer",
-                shared: self.inner.shared.clone(),
-            }),
-        )
-        .map_err(|e| TransportError::Broker(format!("creating a Kafka consumer: {e}")))?;
+        let consumer = self.plain_consumer()?;
         let topic = topic.to_string();
         let partitions = partitions.to_vec();
         tokio::task::spawn_blocking(move || {
@@ -358,14 +364,7 @@ impl Transport for KafkaTransport {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
-        let consumer: BaseConsumer<PlainContext> = BaseConsumer::from_config_and_context(
-            &config::standalone_consumer_config(&self.inner.settings),
-            PlainContext(ClientEvents {
-                client: "consumer",
-                shared: self.inner.shared.clone(),
-            }),
-        )
-        .map_err(|e| TransportError::Broker(format!("creating a Kafka consumer: {e}")))?;
+        let consumer = self.plain_consumer()?;
         let topic = topic.to_string();
         let partitions = partitions.to_vec();
         tokio::task::spawn_blocking(move || {

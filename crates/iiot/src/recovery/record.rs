@@ -143,15 +143,22 @@ mod tests {
     use super::*;
     use iiot_model::AlertStatus;
 
+    /// An open `temperature_high` alert `a1` of device_001.
+    fn hot() -> Alert {
+        serde_json::from_value(serde_json::json!({
+            "alert_id": "a1", "device_id": "device_001", "alert_type": "temperature_high",
+            "severity": "high", "message": "hot", "timestamp": 20, "status": "active",
+            "threshold": {"parameter": "temperature", "operator": ">", "value": 80.0},
+            "current_value": 85.0
+        }))
+        .expect("alert")
+    }
+
     #[test]
     fn a_record_round_trips_and_none_open_is_empty() {
-        let alert: Alert = serde_json::from_value(serde_json::json!({
-            "alert_id": "a1", "device_id": "device_001", "alert_type": "temperature_high",
-            "severity": "high", "message": "hot", "timestamp": 20, "status": "acknowledged",
-            "threshold": {"parameter": "temperature", "operator": ">", "value": 80.0},
-            "current_value": 85.0, "acknowledged_by": "ops"
-        }))
-        .expect("alert");
+        let mut alert = hot();
+        alert.status = AlertStatus::Acknowledged;
+        alert.acknowledged_by = Some("ops".into());
         let payload = encode(&[(alert.clone(), 10)], None);
         let back = decode(&payload).expect("decodes");
         assert_eq!(back.len(), 1);
@@ -167,13 +174,7 @@ mod tests {
     /// same alert struct without the field) still reads the record.
     #[test]
     fn a_record_says_who_wrote_it_and_older_readers_still_read_it() {
-        let alert: Alert = serde_json::from_value(serde_json::json!({
-            "alert_id": "a1", "device_id": "device_001", "alert_type": "temperature_high",
-            "severity": "high", "message": "hot", "timestamp": 20, "status": "active",
-            "threshold": {"parameter": "temperature", "operator": ">", "value": 80.0},
-            "current_value": 85.0
-        }))
-        .expect("alert");
+        let alert = hot();
         let tag = writer_tag(0xabc, 7);
         assert_eq!(tag, "0000000000000abc.7");
         let payload = encode(&[(alert.clone(), 10)], Some(&tag));

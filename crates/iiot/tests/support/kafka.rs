@@ -60,20 +60,26 @@ pub fn read_topic(
     seen
 }
 
-/// The real end of each partition (last offset + 1), read by a plain client from the start.
-/// tansu's reported high watermark can lag behind the records it serves, so it is not used.
-pub fn partition_ends(brokers: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+/// A plain client outside any group, assigned `partitions` of `topic` from their beginning.
+fn scanner(brokers: &str, topic: &str, partitions: impl IntoIterator<Item = i32>) -> BaseConsumer {
     let consumer: BaseConsumer = client(brokers)
         .set("group.id", format!("test-scan-{}", nanos()))
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
+    for p in partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)
             .expect("partition");
     }
     consumer.assign(&tpl).expect("assign");
+    consumer
+}
+
+/// The real end of each partition (last offset + 1), read by a plain client from the start.
+/// tansu's reported high watermark can lag behind the records it serves, so it is not used.
+pub fn partition_ends(brokers: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+    let consumer = scanner(brokers, topic, 0..partitions);
     let mut ends: HashMap<i32, i64> = (0..partitions).map(|p| (p, 0)).collect();
     let mut quiet_since = Instant::now();
     while quiet_since.elapsed() < Duration::from_secs(5) {
@@ -152,15 +158,7 @@ pub fn read_partition(
     partition: i32,
     mut until: impl FnMut(&[(Vec<u8>, Vec<u8>)]) -> bool,
 ) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let consumer: BaseConsumer = client(brokers)
-        .set("group.id", format!("test-scan-{}", nanos()))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Beginning)
-        .expect("partition");
-    consumer.assign(&tpl).expect("assign");
+    let consumer = scanner(brokers, topic, [partition]);
     let mut seen = Vec::new();
     let mut next = 0;
     let deadline = Instant::now() + PATIENCE;
