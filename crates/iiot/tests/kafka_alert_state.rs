@@ -174,7 +174,16 @@ async fn a_late_record_of_a_superseded_member_does_not_replace_the_later_owners(
     // The first owner's late record.
     let late = record::encode(&state("device_1", "raised_by_first_late"), Some("first.1"));
     put(&backend, "alert-state", Some(0), "device_1", late).await;
-    // Offset 6: the first owner acknowledges, late, an alert the later owner holds.
+    // Offset 6: a claim by a member whose partition ends came late (from 0) supersedes
+    // nobody; offset 7: the first owner acknowledges, late, an alert the later owner holds.
+    put(
+        &backend,
+        "alert-state",
+        Some(0),
+        "#claimed",
+        claim("unknown_end.1", 0),
+    )
+    .await;
     let late_ack = {
         let mut open = state("device_1", "raised_by_later");
         open[0].0.status = AlertStatus::Acknowledged;
@@ -197,7 +206,7 @@ async fn a_late_record_of_a_superseded_member_does_not_replace_the_later_owners(
         "an acknowledgement in a late record stands: {record:?}"
     );
 
-    // Offset 7: an earlier owner's claim landing late: its read began at offset 2 (past the
+    // Offset 8: an earlier owner's claim landing late: its read began at offset 2 (past the
     // first owner's claim at 1, not past the later owner's at 3), so it supersedes only the
     // first; the later owner's next record replaces the device's record as before.
     put(

@@ -144,11 +144,12 @@ struct Worker<'w> {
 }
 
 /// A device id's hash, to remember a worker's own "nothing open" records by (a collision
-/// costs one record that is not checked).
+/// costs one record that is not checked). One hasher for the process: the worker's task
+/// moves between the runtime's threads.
 fn key_hash(device: &str) -> u64 {
     use std::hash::{BuildHasher, RandomState};
-    thread_local!(static STATE: RandomState = RandomState::new());
-    STATE.with(|s| s.hash_one(device))
+    static STATE: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+    STATE.get_or_init(RandomState::new).hash_one(device)
 }
 
 /// At most this many of a worker's own "nothing open" records are awaited on the follower.

@@ -51,8 +51,11 @@ use crate::processor::RecoveredAlerts;
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// Partition ends learned later than this after a restore began are not claimed from
-/// ([`record::Claim::from`]).
-const START_LATE: Duration = Duration::from_secs(2);
+/// ([`record::Claim::from`]): below the shortest session timeout a broker allows by default
+/// (`group.min.session.timeout.ms`, 6 s), so the group cannot have dropped this member and
+/// given the partition to another that claimed it in the meantime — unless it was dropped
+/// before the restore began (then only the follower corrects its late records).
+const START_LATE: Duration = Duration::from_secs(5);
 
 /// The topics a restore reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
