@@ -234,17 +234,27 @@ impl KafkaTransport {
         Ok(Box::new(sub))
     }
 
-    /// A consumer outside any group, with nothing assigned, for reading partitions back and
-    /// asking their ends.
-    fn plain_consumer(&self) -> Result<BaseConsumer<PlainContext>, TransportError> {
-        BaseConsumer::from_config_and_context(
+    /// Runs `work` on `partitions` of `topic` with a consumer outside any group (nothing
+    /// assigned yet), on a blocking thread: reading partitions back, asking their ends.
+    async fn on_partitions<T: Send + 'static>(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        what: &'static str,
+        work: impl FnOnce(&BaseConsumer<PlainContext>, &str, &[i32]) -> T + Send + 'static,
+    ) -> Result<T, TransportError> {
+        let consumer: BaseConsumer<PlainContext> = BaseConsumer::from_config_and_context(
             &config::standalone_consumer_config(&self.inner.settings),
             PlainContext(ClientEvents {
                 client: "consumer",
                 shared: self.inner.shared.clone(),
             }),
         )
-        .map_err(|e| TransportError::Broker(format!("creating a Kafka consumer: {e}")))
+        .map_err(|e| TransportError::Broker(format!("creating a Kafka consumer: {e}")))?;
+        let (topic, partitions) = (topic.to_string(), partitions.to_vec());
+        tokio::task::spawn_blocking(move || work(&consumer, &topic, &partitions))
+            .await
+            .map_err(|e| TransportError::Broker(format!("{what}: {e}")))
     }
 
     fn consumer(
@@ -346,14 +356,13 @@ impl Transport for KafkaTransport {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
-        let consumer = self.plain_consumer()?;
-        let topic = topic.to_string();
-        let partitions = partitions.to_vec();
-        tokio::task::spawn_blocking(move || {
-            readback::read_to_end(&consumer, &topic, &partitions, limit)
-        })
-        .await
-        .map_err(|e| TransportError::Broker(format!("reading partitions back: {e}")))?
+        self.on_partitions(
+            topic,
+            partitions,
+            "reading partitions back",
+            move |c, t, ps| readback::read_to_end(c, t, ps, limit),
+        )
+        .await?
     }
 
     async fn partition_ends(
@@ -364,14 +373,13 @@ impl Transport for KafkaTransport {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
-        let consumer = self.plain_consumer()?;
-        let topic = topic.to_string();
-        let partitions = partitions.to_vec();
-        tokio::task::spawn_blocking(move || {
-            readback::high_watermarks(&consumer, &topic, &partitions)
-        })
+        self.on_partitions(
+            topic,
+            partitions,
+            "learning partition ends",
+            readback::high_watermarks,
+        )
         .await
-        .map_err(|e| TransportError::Broker(format!("learning partition ends: {e}")))
     }
 
     async fn partition_count(&self, topic: &str) -> Result<Option<i32>, TransportError> {

@@ -140,56 +140,30 @@ async fn a_late_record_of_a_superseded_member_does_not_replace_the_later_owners(
         vec![(a, T0)]
     };
     let claim = |writer: &str, from: i64| record::claim(writer, from);
-    put(
-        &backend,
-        "alert-state",
-        Some(0),
-        "#alert-state-migrated",
-        record::migrated_marker(T0),
-    )
-    .await;
+    let put0 =
+        |key: &'static str, payload: Bytes| put(&backend, "alert-state", Some(0), key, payload);
+    put0("#alert-state-migrated", record::migrated_marker(T0)).await;
     // Offset 1: the first owner's claim; 2: its record of device_1.
-    put(
-        &backend,
-        "alert-state",
-        Some(0),
-        "#claimed",
-        claim("first.1", 1),
-    )
-    .await;
+    put0("#claimed", claim("first.1", 1)).await;
     let first = record::encode(&state("device_1", "raised_by_first"), Some("first.1"));
-    put(&backend, "alert-state", Some(0), "device_1", first).await;
+    put0("device_1", first).await;
     // Offset 3: the later owner began its read back at offset 3 (past the first owner's
     // claim) and claimed.
-    put(
-        &backend,
-        "alert-state",
-        Some(0),
-        "#claimed",
-        claim("later.1", 3),
-    )
-    .await;
+    put0("#claimed", claim("later.1", 3)).await;
     let later = record::encode(&state("device_1", "raised_by_later"), Some("later.1"));
-    put(&backend, "alert-state", Some(0), "device_1", later).await;
+    put0("device_1", later).await;
     // The first owner's late record.
     let late = record::encode(&state("device_1", "raised_by_first_late"), Some("first.1"));
-    put(&backend, "alert-state", Some(0), "device_1", late).await;
+    put0("device_1", late).await;
     // Offset 6: a claim by a member whose partition ends came late (from 0) supersedes
     // nobody; offset 7: the first owner acknowledges, late, an alert the later owner holds.
-    put(
-        &backend,
-        "alert-state",
-        Some(0),
-        "#claimed",
-        claim("unknown_end.1", 0),
-    )
-    .await;
+    put0("#claimed", claim("unknown_end.1", 0)).await;
     let late_ack = {
         let mut open = state("device_1", "raised_by_later");
         open[0].0.status = AlertStatus::Acknowledged;
         record::encode(&open, Some("first.1"))
     };
-    put(&backend, "alert-state", Some(0), "device_1", late_ack).await;
+    put0("device_1", late_ack).await;
 
     let r = restore(&backend, &topics, &[0]).await.expect("restore");
     let record = r.record("device_1", 0).expect("device_1's record");
@@ -209,16 +183,9 @@ async fn a_late_record_of_a_superseded_member_does_not_replace_the_later_owners(
     // Offset 8: an earlier owner's claim landing late: its read began at offset 2 (past the
     // first owner's claim at 1, not past the later owner's at 3), so it supersedes only the
     // first; the later owner's next record replaces the device's record as before.
-    put(
-        &backend,
-        "alert-state",
-        Some(0),
-        "#claimed",
-        claim("earlier.1", 2),
-    )
-    .await;
+    put0("#claimed", claim("earlier.1", 2)).await;
     let after = record::encode(&state("device_1", "raised_by_later_again"), Some("later.1"));
-    put(&backend, "alert-state", Some(0), "device_1", after).await;
+    put0("device_1", after).await;
     let r = restore(&backend, &topics, &[0]).await.expect("restore");
     let ids: BTreeSet<&str> = r
         .record("device_1", 0)

@@ -159,6 +159,10 @@ const OWN_EMPTY_KEPT: usize = 65_536;
 #[derive(Debug)]
 struct Follow {
     partition: i32,
+    /// This worker's writer tag there ([`crate::recovery::record::writer_tag`]), and what its
+    /// records hold of it ([`crate::recovery::record::writer_mark`]).
+    mine: String,
+    mark: Vec<u8>,
     /// Where its read back ended: records from this offset on are checked.
     end: i64,
     /// The offset of this worker's claim of it ([`crate::recovery::record::CLAIM_KEY`]), once
@@ -585,9 +589,10 @@ impl Worker<'_> {
     /// Follows the alert-state partitions just read back from where each read ended, and
     /// claims each one ([`crate::recovery::record::claim`], with where the partition ended
     /// when the read began): a worker the group dropped that still follows them sees the
-    /// claim and leaves the records written there from then on to this one. Waits until the claims are delivered (before any reading of the partitions
-    /// is judged, so every record this worker writes there comes after its claim); one that
-    /// cannot be written is logged, and the partition is followed without it.
+    /// claim and leaves the records written there from then on to this one. Waits until the
+    /// claims are delivered (before any reading of the partitions is judged, so every record
+    /// this worker writes there comes after its claim; at most `delivery.timeout.ms`); one
+    /// that cannot be written is logged, and the partition is followed without it.
     async fn claim(&mut self, recovery: &Recovery, ends: &[(i32, i64)], starts: &[(i32, i64)]) {
         use crate::recovery::record;
         let mut receipts = Vec::with_capacity(ends.len());
@@ -604,14 +609,17 @@ impl Worker<'_> {
                 continue;
             }
             let from = starts.iter().find(|&&(q, _)| q == p).map_or(0, |&(_, s)| s);
+            let mine = record::writer_tag(self.writer, epoch);
+            let payload = record::claim(&mine, from);
             self.follows.retain(|f| f.partition != p);
             self.follows.push(Follow {
                 partition: p,
                 end,
+                mark: record::writer_mark(&mine),
+                mine,
                 claimed_at: None,
                 superseded: false,
             });
-            let payload = record::claim(&record::writer_tag(self.writer, epoch), from);
             let topic = &recovery.topics.state;
             match recovery
                 .backend
@@ -658,10 +666,6 @@ impl Worker<'_> {
             if !held.contains(&m.partition) {
                 continue;
             }
-            let Some(&(_, epoch)) = self.epochs.iter().find(|&&(p, _)| p == m.partition) else {
-                continue;
-            };
-            let mine = record::writer_tag(self.writer, epoch);
             let Some(follow) = self.follows.iter_mut().find(|f| f.partition == m.partition) else {
                 continue;
             };
@@ -673,7 +677,7 @@ impl Worker<'_> {
                 let Some(claim) = record::decode_claim(&m.payload) else {
                     continue;
                 };
-                if claim.writer == mine {
+                if claim.writer == follow.mine {
                     follow.claimed_at = Some(m.offset);
                 } else if !follow.superseded && follow.claimed_at.is_some_and(|at| claim.from > at)
                 {
@@ -702,15 +706,12 @@ impl Worker<'_> {
             if m.payload.is_empty() && self.own_empty.remove(&(key_hash(device), m.partition)) {
                 continue;
             }
-            if record::written_by(&m.payload, &mine) {
+            if record::written_by(&m.payload, &follow.mark) {
                 // Its own, the common case: told without decoding the alerts.
                 continue;
             }
             // A record that does not decode holds nothing: this worker's view replaces it.
-            let (open, writer) = record::decode_written(&m.payload).unwrap_or_default();
-            if writer.is_some_and(|w| w == mine) {
-                continue;
-            }
+            let (open, _) = record::decode_written(&m.payload).unwrap_or_default();
             if self
                 .processor
                 .foreign_record(device, m.partition, open, now, &mut self.alerts)

@@ -112,12 +112,16 @@ pub fn decode(payload: &[u8]) -> Result<Vec<(Alert, i64)>, serde_json::Error> {
 /// came in (`None`: an empty payload, or a record from before writers were marked).
 pub type Written = (Vec<(Alert, i64)>, Option<String>);
 
-/// Whether the record `payload` says `writer` wrote it, told from its bytes without decoding
-/// the alerts (a writer tag is hex digits, a dot and digits: never escaped in JSON).
-pub fn written_by(payload: &[u8], writer: &str) -> bool {
-    let needle = format!("\"writer\":\"{writer}\"");
-    let needle = needle.as_bytes();
-    payload.windows(needle.len()).any(|w| w == needle)
+/// What a record `writer` wrote holds in its bytes, for [`written_by`] (a writer tag is hex
+/// digits, a dot and digits: never escaped in JSON).
+pub fn writer_mark(writer: &str) -> Vec<u8> {
+    format!("\"writer\":\"{writer}\"").into_bytes()
+}
+
+/// Whether the record `payload` was written by the writer of `mark` ([`writer_mark`]), told
+/// from its bytes without decoding the alerts.
+pub fn written_by(payload: &[u8], mark: &[u8]) -> bool {
+    payload.windows(mark.len()).any(|w| w == mark)
 }
 
 /// The open alerts a device's record holds, and who wrote it.
@@ -180,8 +184,8 @@ mod tests {
         let payload = encode(&[(alert.clone(), 10)], Some(&tag));
         let (open, writer) = decode_written(&payload).expect("decodes");
         assert_eq!(writer.as_deref(), Some(tag.as_str()));
-        assert!(written_by(&payload, &tag));
-        assert!(!written_by(&payload, &writer_tag(0xabc, 8)));
+        assert!(written_by(&payload, &writer_mark(&tag)));
+        assert!(!written_by(&payload, &writer_mark(&writer_tag(0xabc, 8))));
         assert_eq!(open[0].0.alert_id, "a1");
 
         #[derive(Deserialize)]
